@@ -1,0 +1,232 @@
+"""The ``lstm-engine`` command line: convert, inspect, run, demo.
+
+Errors are one clear line on stderr and exit status 2; no tracebacks for things a user can get wrong.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from .errors import EngineError
+
+EPILOG = """examples:
+  lstm-engine convert model.onnx -o model.lstm
+  lstm-engine convert lstm_state.pt -o model.lstm --batch-first
+  lstm-engine inspect model.lstm
+  lstm-engine run model.lstm --input X=x.npy -o out.npz
+  lstm-engine demo
+"""
+
+
+def _parser():
+    p = argparse.ArgumentParser(
+        prog="lstm-engine",
+        description="A Numba-jitted CPU inference engine for LSTM models, with onnxruntime's API. "
+                    "Convert ONNX or PyTorch models into one versioned model file, inspect it, run it, and compare "
+                    "it with onnxruntime.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"lstm-engine {_version()}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    c = sub.add_parser("convert", help="convert an ONNX file or a PyTorch state dict to an lstm-engine model file",
+                       description="Convert an ONNX model (from either PyTorch exporter or any other producer) or a "
+                                   "PyTorch nn.LSTM state dict (torch.save'd, read with weights_only=True, or "
+                                   "safetensors) into one lstm-engine model file. The kind of input is detected from "
+                                   "its content.")
+    c.add_argument("source", help="an .onnx file, or a state dict (.pt/.pth/.safetensors)")
+    c.add_argument("-o", "--output", required=True, help="the model file to write (conventionally .lstm)")
+    c.add_argument("--batch-first", action="store_true",
+                   help="state dicts only: the module was built with batch_first=True (torch keeps this flag "
+                        "outside the weights); inputs are then (batch, time, features)")
+    c.add_argument("--kind", default="lstm", choices=["lstm"],
+                   help="state dicts only: the recurrent module type (default: lstm)")
+    c.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                   help="state dicts only: the precision of the stored weights (default: float32)")
+    c.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+
+    i = sub.add_parser("inspect", help="describe a model: layers, sizes, parameters, format version, origin",
+                       description="Print a model's inputs, outputs, layers with their attributes, parameter count, "
+                                   "format version and origin. Accepts lstm-engine files and ONNX files.")
+    i.add_argument("model")
+    i.add_argument("--json", action="store_true", help="print the model description as JSON")
+
+    r = sub.add_parser("run", help="run a model on .npy inputs and save the outputs as .npz",
+                       description="Run a model once. Each --input names a model input and a .npy file holding it; "
+                                   "the outputs are written to one .npz file under their names.")
+    r.add_argument("model")
+    r.add_argument("--input", "-i", action="append", default=[], metavar="NAME=FILE.npy",
+                   help="an input, as NAME=FILE.npy (repeat for several)")
+    r.add_argument("-o", "--output", required=True, help="the .npz file to write")
+    r.add_argument("--outputs", nargs="*", default=None, metavar="NAME", help="only these outputs (default: all)")
+    r.add_argument("--threads", type=int, default=None, help="threads for the kernels (default: all cores)")
+    r.add_argument("--precision", choices=["float32", "float64"], default=None,
+                   help="compute precision (default: the model's)")
+
+    d = sub.add_parser("demo", help="the main job: convert, run and check a bundled model against onnxruntime",
+                       description="Convert the bundled model(s), run them on the engine, check every output "
+                                   "against onnxruntime and print the latency of both side by side.")
+    d.add_argument("--repeats", type=int, default=200, help="timed calls per measurement (default: 200)")
+    return p
+
+
+def _version():
+    from . import __version__
+    return __version__
+
+
+def main(argv=None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return {"convert": cmd_convert, "inspect": cmd_inspect, "run": cmd_run,
+                "demo": cmd_demo}[args.command](args) or 0
+    except EngineError as e:
+        print(f"lstm-engine {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+# ---------------------------------------------------------------------- convert
+def _sniff(path):
+    """'lstm' (our file), 'safetensors' (a state dict), 'torch' (torch.save zip/pickle) or 'onnx'."""
+    from .errors import ConversionError
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except FileNotFoundError:
+        raise ConversionError(f"file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConversionError(f"{path} is a directory") from None
+    if len(head) > 8 and head[8:9] == b"{":
+        return "lstm" if b'"lstm_engine"' in head or b"lstm_engine" in _header(path) else "safetensors"
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return "torch"
+    return "onnx"
+
+
+def _header(path):
+    import struct
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        return f.read(min(n, 64 * 1024 * 1024))
+
+
+def cmd_convert(args):
+    from .errors import ConversionError
+    from .model import save
+    kind = _sniff(args.source)
+    t0 = time.perf_counter()
+    if kind == "lstm":
+        raise ConversionError(f"{args.source} is already an lstm-engine model file")
+    if kind == "onnx":
+        from converters.onnx_import import onnx_to_model
+        model = onnx_to_model(args.source, progress=not args.quiet)
+    else:
+        from converters.torch_import import torch_to_model
+        model = torch_to_model(args.source, batch_first=args.batch_first, kind=args.kind, dtype=args.dtype)
+        model.origin["file"] = os.path.basename(args.source)
+    save(model, args.output)
+    if not args.quiet:
+        print(f"wrote {args.output}: {_summary(model)} ({time.perf_counter() - t0:.2f}s)")
+    return 0
+
+
+def _summary(model):
+    rec = model.recurrent_nodes()
+    kinds = ", ".join(f"{n.op}({n.attrs.get('direction', '')}, H={n.attrs.get('hidden_size')})" for n in rec)
+    return f"{len(rec)} recurrent layer(s) [{kinds}], {model.parameter_count():,} parameters, {model.dtype}"
+
+
+# ---------------------------------------------------------------------- inspect
+def cmd_inspect(args):
+    import json
+    from .session import load_any
+    model = load_any(args.model)
+    if args.json:
+        meta = model.metadata()
+        meta["parameter_count"] = model.parameter_count()
+        print(json.dumps(meta, indent=2))
+        return 0
+    print(f"model:          {args.model}")
+    print(f"format:         lstm-engine v{model.format_version} ({model.dtype})")
+    origin = ", ".join(f"{k}={v}" for k, v in model.origin.items())
+    print(f"origin:         {origin or 'unknown'}")
+    print(f"parameters:     {model.parameter_count():,}")
+    print("inputs:")
+    for s in model.inputs:
+        print(f"  {s.name:<14} {str(s.shape):<22} {s.dtype}{' (optional)' if s.optional else ''}")
+    print("outputs:")
+    for s in model.outputs:
+        print(f"  {s.name:<14} {str(s.shape):<22} {s.dtype}")
+    print("layers:")
+    for n in model.recurrent_nodes():
+        a = n.attrs
+        W = model.tensors[n.inputs[1]]
+        extras = []
+        if a.get("proj_size"):
+            extras.append(f"proj_size={a['proj_size']}")
+        if a.get("clip") is not None:
+            extras.append(f"clip={a['clip']}")
+        if a.get("input_forget"):
+            extras.append("input_forget")
+        if len(n.inputs) > 7 and n.inputs[7]:
+            extras.append("peepholes")
+        acts = [x[0] for x in a["activations"]]
+        if acts != ["Sigmoid", "Tanh", "Tanh"] * (len(acts) // 3):
+            extras.append("activations=" + ",".join(acts))
+        print(f"  {n.name:<14} {n.op} {a['direction']:<13} input={W.shape[2]} hidden={a['hidden_size']} "
+              f"layout={a['layout']} {' '.join(extras)}")
+    glue = [n.op for n in model.nodes if n not in model.recurrent_nodes()]
+    if glue:
+        from collections import Counter
+        print("glue:           " + ", ".join(f"{op} x{k}" for op, k in Counter(glue).items()))
+    if model.stream:
+        print(f"streaming:      input {model.stream['input']!r}, time axis {model.stream['time_axis']}")
+    else:
+        print("streaming:      not available (no free time axis)")
+    return 0
+
+
+# ---------------------------------------------------------------------- run
+def cmd_run(args):
+    import numpy as np
+    from .errors import InvalidInputError
+    from .session import Session
+    feed = {}
+    for item in args.input:
+        if "=" not in item:
+            raise InvalidInputError(f"--input {item!r}: expected NAME=FILE.npy")
+        name, path = item.split("=", 1)
+        try:
+            feed[name] = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise InvalidInputError(f"--input {name}: file not found: {path}") from None
+        except ValueError as e:
+            raise InvalidInputError(f"--input {name}: {path} is not a readable .npy array ({e})") from None
+    sess = Session(args.model, threads=args.threads, precision=args.precision)
+    t0 = time.perf_counter()
+    outs = sess.run(args.outputs, feed)
+    dt = time.perf_counter() - t0
+    names = args.outputs or [o.name for o in sess.get_outputs()]
+    np.savez(args.output, **dict(zip(names, outs)))
+    for n, o in zip(names, outs):
+        print(f"{n}: shape {tuple(o.shape)} {o.dtype}")
+    print(f"wrote {args.output} (compile {sess.compile_seconds:.2f}s, run {dt * 1e3:.2f} ms)")
+    return 0
+
+
+# ---------------------------------------------------------------------- demo
+def cmd_demo(args):
+    from .demo import run_demo
+    return run_demo(repeats=args.repeats)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

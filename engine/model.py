@@ -1,0 +1,293 @@
+"""The canonical model: an in-memory graph and its versioned file format.
+
+A model file is a safetensors file (named, aligned tensors; no code runs on load) whose metadata holds one key,
+``lstm_engine``, a JSON document:
+
+    {"format": "lstm-engine", "format_version": 1, "dtype": "float32",
+     "inputs":  [{"name": "X", "shape": ["T", "B", 8], "dtype": "float32", "optional": false}, ...],
+     "outputs": [{"name": "Y", "shape": ["T", 1, "B", 16], "dtype": "float32"}, ...],
+     "nodes":   [{"op": "LSTM", "name": "lstm0", "inputs": [...], "outputs": [...], "attrs": {...}}, ...],
+     "stream":  {"input": "X", "time_axis": 0} or null,
+     "origin":  {"source": "onnx", ...}}
+
+Node inputs name graph inputs, tensors stored in the file, or outputs of earlier nodes; "" marks an absent optional
+input. Nodes are in execution order. Shapes use ints for fixed dimensions and strings for symbolic ones.
+
+The recurrent ops follow ONNX semantics with every attribute filled in and weights in ONNX gate order; the
+converters resolve all framework quirks (PyTorch gate order, split biases, exporter subgraphs) before a file is
+written, so the engine never asks where the weights came from. See docs/FORMAT.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import FormatVersionError, ModelFileError, UnsupportedModelError
+
+FORMAT_NAME = "lstm-engine"
+FORMAT_VERSION = 1
+METADATA_KEY = "lstm_engine"
+SUPPORTED_DTYPES = ("float32", "float64")
+# Header size guard: safetensors headers of real models are a few KiB; refuse absurd values before reading them.
+MAX_HEADER_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    shape: list  # ints for fixed dims, strings for symbolic dims
+    dtype: str = "float32"
+    optional: bool = False
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "optional": self.optional}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TensorSpec":
+        return cls(name=d["name"], shape=list(d["shape"]), dtype=d.get("dtype", "float32"),
+                   optional=bool(d.get("optional", False)))
+
+
+@dataclass
+class Node:
+    op: str
+    name: str
+    inputs: list
+    outputs: list
+    attrs: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"op": self.op, "name": self.name, "inputs": list(self.inputs), "outputs": list(self.outputs),
+                "attrs": self.attrs}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Node":
+        return cls(op=d["op"], name=d["name"], inputs=list(d["inputs"]), outputs=list(d["outputs"]),
+                   attrs=dict(d.get("attrs", {})))
+
+
+@dataclass
+class Model:
+    """A validated graph plus its tensors. ``tensors`` maps names to numpy arrays (weights, constants)."""
+
+    inputs: list
+    outputs: list
+    nodes: list
+    tensors: dict
+    dtype: str = "float32"
+    origin: dict = field(default_factory=dict)
+    stream: dict | None = None
+    format_version: int = FORMAT_VERSION
+
+    # ------------------------------------------------------------------ queries
+    def input(self, name: str) -> TensorSpec:
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def recurrent_nodes(self) -> list:
+        from .ops import RECURRENT_OPS
+        return [n for n in self.nodes if n.op in RECURRENT_OPS]
+
+    def parameter_count(self) -> int:
+        return int(sum(t.size for t in self.tensors.values() if t.dtype.kind == "f"))
+
+    def metadata(self) -> dict:
+        return {
+            "format": FORMAT_NAME,
+            "format_version": self.format_version,
+            "dtype": self.dtype,
+            "inputs": [s.to_json() for s in self.inputs],
+            "outputs": [s.to_json() for s in self.outputs],
+            "nodes": [n.to_json() for n in self.nodes],
+            "stream": self.stream,
+            "origin": self.origin,
+        }
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> "Model":
+        """Check that the graph is well formed: names resolve, ops are known, tensors have the shapes ops expect."""
+        from .ops import OPS
+
+        if self.dtype not in SUPPORTED_DTYPES:
+            raise UnsupportedModelError(f"model dtype {self.dtype!r} is not supported (supported: float32, float64)")
+        if not self.inputs:
+            raise ModelFileError("model has no inputs")
+        if not self.outputs:
+            raise ModelFileError("model has no outputs")
+        known = set()
+        for spec in self.inputs:
+            _check_spec(spec, "input")
+            if spec.name in known:
+                raise ModelFileError(f"input name {spec.name!r} is used twice")
+            known.add(spec.name)
+        for name, arr in self.tensors.items():
+            if not isinstance(arr, np.ndarray):
+                raise ModelFileError(f"tensor {name!r} is not an array")
+            if name in known:
+                raise ModelFileError(f"tensor {name!r} has the same name as a graph input")
+            known.add(name)
+        for node in self.nodes:
+            if node.op not in OPS:
+                raise UnsupportedModelError(
+                    f"node {node.name!r}: op {node.op!r} is not supported by this engine "
+                    f"(supported: {', '.join(sorted(OPS))})")
+            for i, name in enumerate(node.inputs):
+                if name and name not in known:
+                    raise ModelFileError(f"node {node.name!r} input {i} refers to unknown value {name!r}")
+            OPS[node.op].validate(node, self)
+            for name in node.outputs:
+                if name:
+                    if name in known:
+                        raise ModelFileError(f"value {name!r} is produced twice (node {node.name!r})")
+                    known.add(name)
+        for spec in self.outputs:
+            _check_spec(spec, "output")
+            if spec.name not in known:
+                raise ModelFileError(f"graph output {spec.name!r} is not produced by any node")
+        if self.stream is not None:
+            name = self.stream.get("input")
+            axis = self.stream.get("time_axis")
+            if not any(s.name == name for s in self.inputs) or not isinstance(axis, int):
+                raise ModelFileError(f"stream description {self.stream!r} does not name a graph input and axis")
+        return self
+
+
+def _check_spec(spec: TensorSpec, what: str) -> None:
+    if not isinstance(spec.name, str) or not spec.name:
+        raise ModelFileError(f"graph {what} without a name")
+    for d in spec.shape:
+        if not (isinstance(d, str) or (isinstance(d, int) and d >= 0)):
+            raise ModelFileError(f"graph {what} {spec.name!r} has an invalid dimension {d!r}")
+    if spec.dtype not in ("float32", "float64", "int32", "int64"):
+        raise ModelFileError(f"graph {what} {spec.name!r} has unsupported dtype {spec.dtype!r}")
+
+
+# ---------------------------------------------------------------------- file I/O
+def save(model: Model, path: str | os.PathLike) -> None:
+    """Write ``model`` as an lstm-engine file (safetensors with our metadata)."""
+    from safetensors.numpy import save_file
+
+    model.validate()
+    tensors = {name: np.ascontiguousarray(arr) for name, arr in model.tensors.items()}
+    save_file(tensors, os.fspath(path), metadata={METADATA_KEY: json.dumps(model.metadata())})
+
+
+def to_bytes(model: Model) -> bytes:
+    from safetensors.numpy import save
+
+    model.validate()
+    tensors = {name: np.ascontiguousarray(arr) for name, arr in model.tensors.items()}
+    return save(tensors, metadata={METADATA_KEY: json.dumps(model.metadata())})
+
+
+def is_model_file_bytes(head: bytes) -> bool:
+    """True if ``head`` (the first bytes of a file) looks like a safetensors file."""
+    return len(head) >= 9 and head[8:9] == b"{"
+
+
+def load(source: str | os.PathLike | bytes) -> Model:
+    """Read and validate an lstm-engine file (a path or the file's bytes).
+
+    Every failure is a ``ModelFileError`` (or ``FormatVersionError``) that says what is wrong; nothing is executed.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        where = "<bytes>"
+    else:
+        where = os.fspath(source)
+        try:
+            with open(where, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise ModelFileError(f"model file not found: {where}") from None
+        except OSError as e:
+            raise ModelFileError(f"cannot read model file {where}: {e.strerror}") from None
+    header, tensors = _parse_safetensors(data, where)
+    meta_text = header.get("__metadata__", {}).get(METADATA_KEY) if isinstance(header.get("__metadata__"), dict) else None
+    if meta_text is None:
+        raise ModelFileError(f"{where}: a safetensors file, but not an lstm-engine model (no {METADATA_KEY!r} metadata)")
+    try:
+        meta = json.loads(meta_text)
+    except json.JSONDecodeError as e:
+        raise ModelFileError(f"{where}: the model description is not valid JSON ({e.msg})") from None
+    return model_from_metadata(meta, tensors, where)
+
+
+def model_from_metadata(meta: Any, tensors: dict, where: str = "<model>") -> Model:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise ModelFileError(f"{where}: not an lstm-engine model (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+    version = meta.get("format_version")
+    if not isinstance(version, int):
+        raise ModelFileError(f"{where}: format_version is missing or not an integer")
+    if version > FORMAT_VERSION:
+        raise FormatVersionError(
+            f"{where}: written in lstm-engine format version {version}, but this engine reads versions up to "
+            f"{FORMAT_VERSION}; upgrade lstm-engine or convert the model again with this version")
+    if version < 1:
+        raise FormatVersionError(f"{where}: unknown format version {version}")
+    try:
+        model = Model(
+            inputs=[TensorSpec.from_json(d) for d in meta["inputs"]],
+            outputs=[TensorSpec.from_json(d) for d in meta["outputs"]],
+            nodes=[Node.from_json(d) for d in meta["nodes"]],
+            tensors=tensors,
+            dtype=meta.get("dtype", "float32"),
+            origin=meta.get("origin", {}) or {},
+            stream=meta.get("stream"),
+            format_version=version,
+        )
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ModelFileError(f"{where}: the model description is malformed ({type(e).__name__}: {e})") from None
+    try:
+        return model.validate()
+    except (KeyError, TypeError, IndexError, AttributeError) as e:
+        raise ModelFileError(f"{where}: the model description is malformed ({type(e).__name__}: {e})") from None
+
+
+_ST_DTYPES = {"F32": np.float32, "F64": np.float64, "I32": np.int32, "I64": np.int64, "F16": np.float16,
+              "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+
+
+def _parse_safetensors(data: bytes, where: str) -> tuple:
+    """Parse a safetensors buffer ourselves so that every defect gets a precise message (and nothing is trusted)."""
+    if len(data) < 8:
+        raise ModelFileError(f"{where}: file is truncated ({len(data)} bytes); not an lstm-engine model")
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len > MAX_HEADER_BYTES or header_len < 2:
+        raise ModelFileError(f"{where}: not an lstm-engine model (invalid header length {header_len})")
+    if 8 + header_len > len(data):
+        raise ModelFileError(f"{where}: file is truncated (header needs {header_len} bytes, file has {len(data) - 8})")
+    try:
+        header = json.loads(data[8:8 + header_len].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ModelFileError(f"{where}: not an lstm-engine model (header is not valid JSON)") from None
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{where}: not an lstm-engine model (header is not a JSON object)")
+    body = memoryview(data)[8 + header_len:]
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = _ST_DTYPES[info["dtype"]]
+            shape = [int(d) for d in info["shape"]]
+            start, end = (int(v) for v in info["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise ModelFileError(f"{where}: tensor {name!r} has a malformed entry in the header") from None
+        if any(d < 0 for d in shape):
+            raise ModelFileError(f"{where}: tensor {name!r} has a negative dimension")
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        if not (0 <= start <= end) or end - start != nbytes:
+            raise ModelFileError(f"{where}: tensor {name!r} has inconsistent data offsets")
+        if end > len(body):
+            raise ModelFileError(f"{where}: file is truncated (tensor {name!r} ends at byte {end}, data has {len(body)})")
+        arr = np.frombuffer(body[start:end], dtype=dtype).reshape(shape)
+        tensors[name] = arr  # read-only view into the file's bytes: weights are never written through
+    return header, tensors

@@ -1,0 +1,227 @@
+"""The LSTM op: the complete ONNX LSTM (opsets 7-22) plus PyTorch's projection (proj_size).
+
+Canonical node (what the converters write; every attribute present):
+    inputs  [X, W, R, B, sequence_lens, initial_h, initial_c, P, W_proj]   ("" = absent)
+        W       (D, 4H, I)     gate order i, o, f, c (ONNX)
+        R       (D, 4H, Hout)  Hout = proj_size or H
+        B       (D, 8H)        Wb then Rb, each i, o, f, c
+        P       (D, 3H)        peepholes i, o, f
+        W_proj  (D, Hout, H)   PyTorch weight_hr (extension; no ONNX equivalent)
+    outputs [Y, Y_h, Y_c]
+    attrs   hidden_size, direction, layout, activations [[name, alpha, beta] * 3D], clip (null = none),
+            input_forget, proj_size (0 = none)
+"""
+import numpy as np
+from numba import njit
+
+from ..config import JIT_OPTIONS
+from ..errors import ModelFileError, UnsupportedModelError
+from .activations import ACTIVATIONS, codes_of
+from .base import Op, const_tensor, dummy, require_attrs
+from .lstm_kernels import lstm_direction_generic
+
+DIRECTIONS = {"forward": (0,), "reverse": (1,), "bidirectional": (0, 1)}
+
+
+@njit(**JIT_OPTIONS)
+def lstm_forward(X, WT, RT, bias, peep, use_peep, projT, use_proj, seq, use_seq, h0, use_h0, c0, use_c0,
+                 reverse_flags, codes, alphas, betas, clip, input_forget, layout):
+    """Validate shapes, then run every direction. X is (T, B, I) for layout 0, (B, T, I) for layout 1.
+
+    Returns Y (T, D, B, Hout), Y_h (D, B, Hout), Y_c (D, B, H) for layout 0; (B, T, D, Hout), (B, D, Hout),
+    (B, D, H) for layout 1.
+    """
+    if layout == 1:
+        Xs = np.ascontiguousarray(X.transpose((1, 0, 2)))
+    else:
+        Xs = np.ascontiguousarray(X)
+    T, B, I = Xs.shape
+    D = WT.shape[0]
+    H = RT.shape[2] // 4
+    Hout = RT.shape[1]
+    if I != WT.shape[1]:
+        raise ValueError("LSTM: the input's feature size does not match the weights W")
+    if T < 1 or B < 1:
+        raise ValueError("LSTM: sequence length and batch size must be at least 1")
+    lens = np.empty(B, dtype=np.int64)
+    if use_seq:
+        if seq.shape[0] != B:
+            raise ValueError("LSTM: sequence_lens must have one entry per batch element")
+        for b in range(B):
+            if seq[b] < 0 or seq[b] > T:
+                raise ValueError("LSTM: sequence_lens values must be between 0 and the sequence length")
+            lens[b] = seq[b]
+    else:
+        lens[:] = T
+    hinit = np.zeros((D, B, Hout), dtype=Xs.dtype)
+    cinit = np.zeros((D, B, H), dtype=Xs.dtype)
+    if use_h0:
+        if layout == 1:
+            if h0.shape[0] != B or h0.shape[1] != D or h0.shape[2] != Hout:
+                raise ValueError("LSTM: initial_h must have shape (batch, num_directions, hidden_size)")
+            hinit[:, :, :] = h0.transpose((1, 0, 2))
+        else:
+            if h0.shape[0] != D or h0.shape[1] != B or h0.shape[2] != Hout:
+                raise ValueError("LSTM: initial_h must have shape (num_directions, batch, hidden_size)")
+            hinit[:, :, :] = h0
+    if use_c0:
+        if layout == 1:
+            if c0.shape[0] != B or c0.shape[1] != D or c0.shape[2] != H:
+                raise ValueError("LSTM: initial_c must have shape (batch, num_directions, hidden_size)")
+            cinit[:, :, :] = c0.transpose((1, 0, 2))
+        else:
+            if c0.shape[0] != D or c0.shape[1] != B or c0.shape[2] != H:
+                raise ValueError("LSTM: initial_c must have shape (num_directions, batch, hidden_size)")
+            cinit[:, :, :] = c0
+    Y = np.zeros((T, D, B, Hout), dtype=Xs.dtype)
+    Yh = np.empty((D, B, Hout), dtype=Xs.dtype)
+    Yc = np.empty((D, B, H), dtype=Xs.dtype)
+    X2 = Xs.reshape((T * B, I))
+    for d in range(D):
+        xw = np.dot(X2, WT[d])                     # hoisted input projection, all steps at once
+        lstm_direction_generic(Y, Yh, Yc, d, xw, B, RT[d], bias[d], peep[d % peep.shape[0]], use_peep,
+                               projT[d % projT.shape[0]], use_proj, lens, hinit[d], cinit[d],
+                               reverse_flags[d] == 1, codes[d], alphas[d], betas[d], clip, input_forget)
+    if layout == 1:
+        return (np.ascontiguousarray(Y.transpose((2, 0, 1, 3))), np.ascontiguousarray(Yh.transpose((1, 0, 2))),
+                np.ascontiguousarray(Yc.transpose((1, 0, 2))))
+    return Y, Yh, Yc
+
+
+class LSTM(Op):
+    name = "LSTM"
+    recurrent = True
+    n_gates = 4
+    output_ranks = (4, 3, 3)
+    imports = {"lstm_forward": lstm_forward}
+
+    @classmethod
+    def validate(cls, node, model):
+        a = require_attrs(node, ("hidden_size", "direction", "layout", "activations", "clip", "input_forget",
+                                 "proj_size"))
+        H = a["hidden_size"]
+        if not isinstance(H, int) or H < 1:
+            raise ModelFileError(f"node {node.name!r}: hidden_size must be a positive integer, got {H!r}")
+        if a["direction"] not in DIRECTIONS:
+            raise UnsupportedModelError(f"node {node.name!r}: direction {a['direction']!r} is not one of "
+                                        f"forward, reverse, bidirectional")
+        if a["layout"] not in (0, 1):
+            raise UnsupportedModelError(f"node {node.name!r}: layout must be 0 or 1, got {a['layout']!r}")
+        D = len(DIRECTIONS[a["direction"]])
+        acts = a["activations"]
+        if not isinstance(acts, list) or len(acts) != cls.n_acts() * D:
+            raise ModelFileError(f"node {node.name!r}: expected {cls.n_acts() * D} activations, got {acts!r}")
+        for act in acts:
+            if (not isinstance(act, list) or len(act) != 3 or not isinstance(act[0], str)
+                    or act[0].lower() not in ACTIVATIONS):
+                raise UnsupportedModelError(f"node {node.name!r}: unsupported activation {act!r}")
+        if a["clip"] is not None and not (isinstance(a["clip"], (int, float)) and a["clip"] > 0):
+            raise ModelFileError(f"node {node.name!r}: clip must be a positive number or null, got {a['clip']!r}")
+        cls.validate_extra(node, a)
+        ins = list(node.inputs) + [""] * (cls.n_inputs() - len(node.inputs))
+        if len(node.inputs) > cls.n_inputs():
+            raise ModelFileError(f"node {node.name!r}: too many inputs ({len(node.inputs)})")
+        if not ins[0]:
+            raise ModelFileError(f"node {node.name!r}: input X is required")
+        Hout = cls.out_size(a)
+        G = cls.n_gates
+        W = const_tensor(node, model, 1, "W", required=True)
+        if W.ndim != 3 or W.shape[0] != D or W.shape[1] != G * H:
+            raise ModelFileError(f"node {node.name!r}: W has shape {W.shape}, expected ({D}, {G * H}, input_size)")
+        R = const_tensor(node, model, 2, "R", required=True)
+        if R.shape != (D, G * H, Hout):
+            raise ModelFileError(f"node {node.name!r}: R has shape {R.shape}, expected {(D, G * H, Hout)}")
+        Bt = const_tensor(node, model, 3, "B")
+        if Bt is not None and Bt.shape != (D, 2 * G * H):
+            raise ModelFileError(f"node {node.name!r}: B has shape {Bt.shape}, expected {(D, 2 * G * H)}")
+        cls.validate_tensors(node, model, a, D, H, Hout)
+        if len(node.outputs) > 3 or not any(node.outputs):
+            raise ModelFileError(f"node {node.name!r}: needs one to three outputs (Y, Y_h, Y_c)")
+
+    @classmethod
+    def n_acts(cls):
+        return 3
+
+    @classmethod
+    def n_inputs(cls):
+        return 9
+
+    @classmethod
+    def out_size(cls, a):
+        return a["proj_size"] or a["hidden_size"]
+
+    @classmethod
+    def validate_extra(cls, node, a):
+        if a["input_forget"] not in (0, 1):
+            raise ModelFileError(f"node {node.name!r}: input_forget must be 0 or 1")
+        if not isinstance(a["proj_size"], int) or a["proj_size"] < 0:
+            raise ModelFileError(f"node {node.name!r}: proj_size must be a non-negative integer")
+
+    @classmethod
+    def validate_tensors(cls, node, model, a, D, H, Hout):
+        P = const_tensor(node, model, 7, "P")
+        if P is not None and P.shape != (D, 3 * H):
+            raise ModelFileError(f"node {node.name!r}: P has shape {P.shape}, expected {(D, 3 * H)}")
+        Wp = const_tensor(node, model, 8, "W_proj")
+        if a["proj_size"]:
+            if Wp is None or Wp.shape != (D, Hout, H):
+                raise ModelFileError(f"node {node.name!r}: proj_size {a['proj_size']} needs W_proj of shape "
+                                     f"{(D, Hout, H)}")
+        elif Wp is not None:
+            raise ModelFileError(f"node {node.name!r}: W_proj given but proj_size is 0")
+
+    # ------------------------------------------------------------------ compile
+    @classmethod
+    def prepare(cls, node, model, dtype):
+        """Pack the weights into the layouts the kernels read (see lstm_kernels.py)."""
+        a = node.attrs
+        D = len(DIRECTIONS[a["direction"]])
+        H = a["hidden_size"]
+        ins = list(node.inputs) + [""] * (9 - len(node.inputs))
+        W = model.tensors[ins[1]].astype(dtype)
+        R = model.tensors[ins[2]].astype(dtype)
+        B = model.tensors[ins[3]].astype(dtype) if ins[3] else np.zeros((D, 8 * H), dtype)
+        packed = {
+            "WT": np.ascontiguousarray(W.transpose(0, 2, 1)),                # (D, I, 4H)
+            "RT": np.ascontiguousarray(R.transpose(0, 2, 1)),                # (D, Hout, 4H)
+            "bias": np.ascontiguousarray(B[:, :4 * H] + B[:, 4 * H:]),       # (D, 4H)
+            "peep": (np.ascontiguousarray(model.tensors[ins[7]].astype(dtype)) if ins[7]
+                     else np.zeros((1, 3 * H), dtype)),                       # (D, 3H) i, o, f
+            "projT": (np.ascontiguousarray(model.tensors[ins[8]].astype(dtype).transpose(0, 2, 1)) if ins[8]
+                      else np.zeros((1, 1, 1), dtype)),                      # (D, H, Hout)
+        }
+        codes, alphas, betas = codes_of([tuple(x) for x in a["activations"]])
+        packed["codes"] = codes.reshape(D, 3)
+        packed["alphas"] = alphas.reshape(D, 3)
+        packed["betas"] = betas.reshape(D, 3)
+        packed["reverse"] = np.array(DIRECTIONS[a["direction"]], dtype=np.int64)
+        return packed
+
+    @classmethod
+    def emit(cls, node, ctx):
+        a = node.attrs
+        ins = list(node.inputs) + [""] * (9 - len(node.inputs))
+        p = ctx.packed(node)
+        seq, use_seq = ctx.optional(ins[4], dummy("int32", 1))
+        h0, use_h0 = ctx.initial_state(node, 0, ins[5])
+        c0, use_c0 = ctx.initial_state(node, 1, ins[6])
+        clip = float(a["clip"]) if a["clip"] is not None else -1.0
+        X = ctx.value(ins[0])
+        outs = ctx.outputs(node, 3)
+        ctx.line(f"{outs[0]}, {outs[1]}, {outs[2]} = lstm_forward({X}, {p['WT']}, {p['RT']}, {p['bias']}, "
+                 f"{p['peep']}, {bool(ins[7])}, {p['projT']}, {bool(ins[8])}, {seq}, {use_seq}, {h0}, {use_h0}, "
+                 f"{c0}, {use_c0}, {p['reverse']}, {p['codes']}, {p['alphas']}, {p['betas']}, {clip!r}, "
+                 f"{int(a['input_forget'])}, {int(a['layout'])})")
+        ctx.final_state(node, [outs[1], outs[2]])
+
+    @classmethod
+    def state_shapes(cls, node, model, batch):
+        """Shapes of the streaming state, in the node's layout: h (D, B, Hout) and c (D, B, H); (B, D, .) for layout 1."""
+        a = node.attrs
+        D = len(DIRECTIONS[a["direction"]])
+        shapes = [(D, batch, cls.out_size(a)), (D, batch, a["hidden_size"])][:len(cls.state_names())]
+        return [(s[1], s[0], s[2]) if a["layout"] == 1 else s for s in shapes]
+
+    @classmethod
+    def state_names(cls):
+        return ("h", "c")
