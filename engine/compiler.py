@@ -75,6 +75,10 @@ class _Context:
         self.const_args.append((var, arr))
         return var
 
+    def scalar(self, value):
+        """A scalar attribute as an argument, so that the generated source depends on structure only."""
+        return self.const(value)
+
     def value(self, name):
         if name in self.vars:
             return self.vars[name]

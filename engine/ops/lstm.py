@@ -208,10 +208,11 @@ class LSTM(Op):
         clip = float(a["clip"]) if a["clip"] is not None else -1.0
         X = ctx.value(ins[0])
         outs = ctx.outputs(node, 3)
+        sc = ctx.scalar
         ctx.line(f"{outs[0]}, {outs[1]}, {outs[2]} = lstm_forward({X}, {p['WT']}, {p['RT']}, {p['bias']}, "
-                 f"{p['peep']}, {bool(ins[7])}, {p['projT']}, {bool(ins[8])}, {seq}, {use_seq}, {h0}, {use_h0}, "
-                 f"{c0}, {use_c0}, {p['reverse']}, {p['codes']}, {p['alphas']}, {p['betas']}, {clip!r}, "
-                 f"{int(a['input_forget'])}, {int(a['layout'])})")
+                 f"{p['peep']}, {sc(bool(ins[7]))}, {p['projT']}, {sc(bool(ins[8]))}, {seq}, {sc(use_seq)}, "
+                 f"{h0}, {sc(use_h0)}, {c0}, {sc(use_c0)}, {p['reverse']}, {p['codes']}, {p['alphas']}, "
+                 f"{p['betas']}, {sc(clip)}, {sc(int(a['input_forget']))}, {sc(int(a['layout']))})")
         ctx.final_state(node, [outs[1], outs[2]])
 
     @classmethod
