@@ -5,6 +5,10 @@ under the cache directory with a name derived from its text, imported, and compi
 Weights are arguments, not globals, so two models with the same architecture share one compiled function, and
 the compiled code survives across processes.
 
+Constants and scalar attributes are packed into one aligned byte buffer with a table of offsets and shapes; the
+generated code slices its views out of it. A call therefore unboxes the inputs and one array, however many weights
+the model has. The generated code also checks the inputs' shapes, so that Session.run can call it directly.
+
 Stream mode generates a variant in which each recurrent node reads its initial state from arguments and returns its
 final state, so that a stream can carry the state between calls.
 """
@@ -26,7 +30,7 @@ from .ops import OPS
 class Compiled:
     fn: object                      # the jitted function
     input_names: list               # graph inputs, in argument order
-    consts: list                    # constant arrays, appended after the inputs
+    consts: list                    # [the packed constant buffer], appended after the inputs
     output_names: list              # graph outputs, in return order
     state_slots: list = field(default_factory=list)   # stream mode: [(node name, state index, shape fn)]
     source: str = ""
@@ -43,8 +47,12 @@ class _Context:
         self.lines = []
         self.vars = {}
         self.ranks = {}
-        self.const_args = []
-        self.const_vars = {}
+        self.arrays = []            # packed constant arrays, in order
+        self.meta = []              # per array: byte start, byte end, shape
+        self.meta_slots = []        # index in meta of each array's entry
+        self.ints = []              # integer and boolean scalar attributes
+        self.floats = []            # float scalar attributes
+        self.prologue = []          # lines that slice the constants' views out of the buffers
         self.state_args = []        # stream mode: (var, node, index)
         self.state_returns = []     # stream mode: vars holding final states, same order as state_args
         self._n = 0
@@ -71,13 +79,90 @@ class _Context:
         raise KeyError(name)
 
     def const(self, arr):
+        """A constant array, packed into the model's byte buffer; returns the variable holding its view."""
+        arr = np.ascontiguousarray(arr)
+        if arr.ndim == 0:
+            return self.scalar(arr[()])
+        self.arrays.append(arr)
+        m = len(self.meta)
+        self.meta += [0, 0, *arr.shape]      # byte offsets are filled in by packed_buffer()
+        self.meta_slots.append(m)
         var = self._fresh("k")
-        self.const_args.append((var, arr))
+        dims = ", ".join(f"_m[{m + 2 + i}]" for i in range(arr.ndim)) + ("," if arr.ndim == 1 else "")
+        self.prologue.append(f"{var} = _b[_m[{m}]:_m[{m + 1}]].view(np.{arr.dtype.name}).reshape(({dims}))")
         return var
 
     def scalar(self, value):
-        """A scalar attribute as an argument, so that the generated source depends on structure only."""
-        return self.const(value)
+        """A scalar attribute, read from the buffer, so that the source depends on structure only."""
+        var = self._fresh("k")
+        if isinstance(value, (bool, np.bool_)):
+            self.ints.append(int(value))
+            self.prologue.append(f"{var} = _si[{len(self.ints) - 1}] != 0")
+        elif isinstance(value, (int, np.integer)):
+            self.ints.append(int(value))
+            self.prologue.append(f"{var} = _si[{len(self.ints) - 1}]")
+        elif isinstance(value, np.float32):
+            self.floats.append(float(value))
+            self.prologue.append(f"{var} = np.float32(_sf[{len(self.floats) - 1}])")
+        elif isinstance(value, (float, np.floating)):
+            self.floats.append(float(value))
+            self.prologue.append(f"{var} = _sf[{len(self.floats) - 1}]")
+        else:
+            raise TypeError(f"unsupported scalar attribute {value!r}")
+        return var
+
+    def packed_buffer(self):
+        """(header lines, buffer): every constant and scalar in one 64-byte-aligned uint8 buffer.
+
+        Layout: [table of byte offsets and shapes, int64][int scalars, int64][float scalars, float64][arrays...],
+        each part starting on a 64-byte boundary, so a call unboxes one array however many weights there are.
+        """
+        def up(n):
+            return -(-n // 64) * 64
+        n_meta, n_int, n_float = max(len(self.meta), 1), max(len(self.ints), 1), max(len(self.floats), 1)
+        o_int = up(8 * n_meta)
+        o_float = o_int + up(8 * n_int)
+        pos = o_float + up(8 * n_float)
+        meta = list(self.meta) + [0] * (n_meta - len(self.meta))
+        for slot, arr in zip(self.meta_slots, self.arrays):
+            meta[slot], meta[slot + 1] = pos, pos + arr.nbytes
+            pos = up(pos + arr.nbytes)
+        raw = np.zeros(pos + 64, dtype=np.uint8)
+        shift = -raw.ctypes.data % 64                        # align the buffer itself to 64 bytes
+        buf = raw[shift:shift + pos]
+        buf[:8 * n_meta] = np.array(meta, dtype=np.int64).view(np.uint8)
+        buf[o_int:o_int + 8 * len(self.ints)] = np.array(self.ints, dtype=np.int64).view(np.uint8)
+        buf[o_float:o_float + 8 * len(self.floats)] = np.array(self.floats, dtype=np.float64).view(np.uint8)
+        for slot, arr in zip(self.meta_slots, self.arrays):
+            buf[meta[slot]:meta[slot + 1]] = arr.reshape(-1).view(np.uint8)
+        header = [f"_m = _b[0:{8 * n_meta}].view(np.int64)",
+                  f"_si = _b[{o_int}:{o_int + 8 * n_int}].view(np.int64)",
+                  f"_sf = _b[{o_float}:{o_float + 8 * n_float}].view(np.float64)"]
+        return header, buf
+
+    def check_inputs(self):
+        """Shape checks of the graph inputs, as generated code: the fast path of Session.run relies on them."""
+        bound = {}
+        for spec in self.model.inputs:
+            x = self.vars[spec.name]
+            for axis, d in enumerate(spec.shape):
+                if isinstance(d, str):
+                    if d in bound:
+                        first, var = bound[d]
+                        self.line(f"if {x}.shape[{axis}] != {var}:")
+                        self.line(f"    raise ValueError({(f'input {spec.name!r} dimension {axis} ({d!r}) is')!r}, "
+                                  f"{x}.shape[{axis}], {(f'but input {first!r} gave {d!r} =')!r}, {var})")
+                    else:
+                        var = self._fresh("dim")
+                        bound[d] = (spec.name, var)
+                        self.line(f"{var} = {x}.shape[{axis}]")
+                        self.line(f"if {var} < 1:")
+                        self.line(f"    raise ValueError({(f'input {spec.name!r} has an empty dimension {axis} ({d!r})')!r})")
+                else:
+                    size = self.scalar(int(d))   # sizes are data, not source: one compile serves every size
+                    self.line(f"if {x}.shape[{axis}] != {size}:")
+                    self.line(f"    raise ValueError({(f'input {spec.name!r} dimension {axis} must be')!r}, {size}, "
+                              f"'got', {x}.shape[{axis}])")
 
     def value(self, name):
         if name in self.vars:
@@ -128,17 +213,19 @@ class _Context:
 def generate(model, dtype, stream=False):
     """Return (source, context) for ``model`` computed in ``dtype``."""
     ctx = _Context(model, dtype, stream)
+    ctx.check_inputs()
     for node in model.nodes:
         OPS[node.op].emit(node, ctx)
     outs = [ctx.value(spec.name) for spec in model.outputs]
     rets = outs + ctx.state_returns
-    args = [ctx.vars[s.name] for s in model.inputs] + [v for v, _ in ctx.const_args] + [v for v, _, _ in ctx.state_args]
+    header_lines, buf = ctx.packed_buffer()
+    args = [ctx.vars[s.name] for s in model.inputs] + ["_b"] + [v for v, _, _ in ctx.state_args]
     imports = {}
     for node in model.nodes:
         imports.update(OPS[node.op].imports)
     head = [
         "# generated by lstm-engine; do not edit",
-        f"# engine sources: {_cache.source_hash()}",
+        f"# engine sources: {_cache.source_hash()}; compute dtype: {np.dtype(dtype).name}; stream: {stream}",
         "import numpy as np",
         "from numba import njit",
         "from engine.config import JIT_OPTIONS",
@@ -146,18 +233,18 @@ def generate(model, dtype, stream=False):
     for name, fn in sorted(imports.items()):
         head.append(f"from {fn.__module__} import {name}")
     body = ["", "", "@njit(**JIT_OPTIONS)", f"def model_fn({', '.join(args)}):"]
-    body += ["    " + line for line in ctx.lines]
+    body += ["    " + line for line in header_lines + ctx.prologue + ctx.lines]
     body.append(f"    return ({', '.join(rets)}{',' if len(rets) == 1 else ''})")
-    return "\n".join(head + body) + "\n", ctx
+    return "\n".join(head + body) + "\n", ctx, buf
 
 
 def compile_model(model, dtype, stream=False) -> Compiled:
-    source, ctx = generate(model, dtype, stream)
+    source, ctx, buf = generate(model, dtype, stream)
     fn = _load_generated(source)
     return Compiled(
         fn=fn,
         input_names=[s.name for s in model.inputs],
-        consts=[arr for _, arr in ctx.const_args],
+        consts=[buf],
         output_names=[s.name for s in model.outputs],
         state_slots=[(node, index) for _, node, index in ctx.state_args],
         source=source,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _cache
+from . import _cache, _threads
 from .compiler import compile_model
 from .errors import EngineError, InvalidInputError, ModelFileError, UnsupportedModelError
 from .model import Model, is_model_file_bytes, load as load_model_file
@@ -78,8 +78,9 @@ class Session:
     path_or_bytes : path, bytes or Model
         An lstm-engine model file or an ONNX file; which one is detected from the content.
     threads : int, optional
-        Threads for the kernels (default: all of Numba's threads). The same meaning as onnxruntime's
-        ``intra_op_num_threads``.
+        Threads for the BLAS products inside the kernels (default: all available cores); the recurrence itself runs
+        on the calling thread. The counterpart of onnxruntime's ``intra_op_num_threads``. OpenBLAS's setting is
+        process-wide: it is switched, at the cost of one call, when a run needs a different count than the last.
     precision : "float32" or "float64", optional
         Compute precision. Default: the model's. ``"float64"`` runs a float32 model in double precision as a
         reference (onnxruntime has no float64 LSTM).
@@ -103,6 +104,8 @@ class Session:
         self._warm_up(self._compiled)
         self._stream_compiled = None
         self.compile_seconds = time.perf_counter() - t1
+        self._all_outputs = list(range(len(self._outputs)))
+        self._input_names = [s.name for s in self.model.inputs]
 
     # ------------------------------------------------------------------ description
     def get_inputs(self):
@@ -122,9 +125,21 @@ class Session:
         """Run the model. ``output_names=None`` returns every output, in the order of ``get_outputs()``."""
         if run_options is not None:
             raise EngineError("run_options are not supported; pass None")
-        wanted = self._output_indices(output_names)
+        wanted = self._all_outputs if output_names is None else self._output_indices(output_names)
+        compiled = self._compiled
+        if type(input_feed) is dict and len(input_feed) == len(self._input_names):
+            # Fast path: the dispatcher (compilation disabled after warm-up) refuses any dtype, rank or layout it was
+            # not compiled for, and the generated code checks shapes; on any refusal the checked path below explains.
+            try:
+                args = [input_feed[n] for n in self._input_names]
+                if _threads.current != self.threads:
+                    _threads.set_blas_threads(self.threads)
+                results = compiled.fn(*args, *compiled.consts)
+                return [results[i] for i in wanted]
+            except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError):
+                pass
         args, _ = self._bind_inputs(input_feed)
-        results = self._call(self._compiled, args, ())
+        results = self._call(compiled, args, ())
         return [results[i] for i in wanted]
 
     def stream(self, batch_size: int = 1) -> "Stream":
@@ -221,12 +236,12 @@ class Session:
 
     def _call(self, compiled, args, states):
         try:
-            if self.threads is None:
-                return compiled.call(args, states)
-            with _threads(self.threads):
-                return compiled.call(args, states)
+            if _threads.current != self.threads:
+                _threads.set_blas_threads(self.threads)
+            return compiled.call(args, states)
         except (ValueError, IndexError, ZeroDivisionError) as e:
-            raise InvalidInputError(f"the model rejected these inputs: {e}") from None
+            msg = " ".join(str(a) for a in e.args) if e.args else type(e).__name__
+            raise InvalidInputError(f"the model rejected these inputs: {msg}") from None
 
     def _warm_up(self, compiled, states=None):
         """Compile now (in the constructor), not in the first run: one call on the smallest valid inputs."""
@@ -238,32 +253,16 @@ class Session:
             compiled.call(args, states or ())
         except (ValueError, IndexError, ZeroDivisionError):
             pass  # the dummy shapes did not fit this model; compilation has happened all the same
-
-
-class _threads:
-    """Run with a given number of Numba threads. Numba's setting is per calling thread, so sessions used from
-    several threads at once do not interfere; the compiled code allocates its own buffers and is re-entrant."""
-
-    def __init__(self, n):
-        self.n = n
-
-    def __enter__(self):
-        import numba
-        self.prev = numba.get_num_threads()
-        numba.set_num_threads(self.n)
-
-    def __exit__(self, *exc):
-        import numba
-        numba.set_num_threads(self.prev)
+        # exactly one signature per generated function: any other argument type is refused, not compiled anew
+        compiled.fn.disable_compile()
 
 
 def _check_threads(threads):
     if threads is None:
-        return None
-    import numba
+        return _threads.available_cores()
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise EngineError(f"threads must be a positive integer, got {threads!r}")
-    return min(threads, numba.config.NUMBA_NUM_THREADS)
+    return min(threads, _threads.available_cores())
 
 
 def _fmt_shape(shape):

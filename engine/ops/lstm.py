@@ -18,28 +18,25 @@ from ..config import JIT_OPTIONS
 from ..errors import ModelFileError, UnsupportedModelError
 from .activations import ACTIVATIONS, codes_of
 from .base import Op, const_tensor, dummy, require_attrs
+from .lstm_fast import input_projection, lstm_direction_fast
 from .lstm_kernels import lstm_direction_generic
 
 DIRECTIONS = {"forward": (0,), "reverse": (1,), "bidirectional": (0, 1)}
 
 
 @njit(**JIT_OPTIONS)
-def lstm_forward(X, WT, RT, bias, peep, use_peep, projT, use_proj, seq, use_seq, h0, use_h0, c0, use_c0,
-                 reverse_flags, codes, alphas, betas, clip, input_forget, layout):
-    """Validate shapes, then run every direction. X is (T, B, I) for layout 0, (B, T, I) for layout 1.
+def _lstm_setup(X, D, H, Hout, I_w, seq, use_seq, h0, use_h0, c0, use_c0, layout):
+    """Validate shapes and build the time-major input and the initial state (copies the kernels may overwrite).
 
-    Returns Y (T, D, B, Hout), Y_h (D, B, Hout), Y_c (D, B, H) for layout 0; (B, T, D, Hout), (B, D, Hout),
-    (B, D, H) for layout 1.
+    X is (T, B, I) for layout 0, (B, T, I) for layout 1. Returns Xs (T, B, I), lens (B,), h (D, B, Hout),
+    c (D, B, H).
     """
     if layout == 1:
         Xs = np.ascontiguousarray(X.transpose((1, 0, 2)))
     else:
         Xs = np.ascontiguousarray(X)
     T, B, I = Xs.shape
-    D = WT.shape[0]
-    H = RT.shape[2] // 4
-    Hout = RT.shape[1]
-    if I != WT.shape[1]:
+    if I != I_w:
         raise ValueError("LSTM: the input's feature size does not match the weights W")
     if T < 1 or B < 1:
         raise ValueError("LSTM: sequence length and batch size must be at least 1")
@@ -73,6 +70,28 @@ def lstm_forward(X, WT, RT, bias, peep, use_peep, projT, use_proj, seq, use_seq,
             if c0.shape[0] != D or c0.shape[1] != B or c0.shape[2] != H:
                 raise ValueError("LSTM: initial_c must have shape (num_directions, batch, hidden_size)")
             cinit[:, :, :] = c0
+    return Xs, lens, hinit, cinit
+
+
+@njit(**JIT_OPTIONS)
+def _lstm_outputs(Y, Yh, Yc, layout):
+    """Kernel layout (T, D, B, .) -> the node's layout: (B, T, D, .) and (B, D, .) for layout 1."""
+    if layout == 1:
+        return (np.ascontiguousarray(Y.transpose((2, 0, 1, 3))), np.ascontiguousarray(Yh.transpose((1, 0, 2))),
+                np.ascontiguousarray(Yc.transpose((1, 0, 2))))
+    return Y, Yh, Yc
+
+
+@njit(**JIT_OPTIONS)
+def lstm_forward(X, WT, RT, bias, peep, use_peep, projT, use_proj, seq, use_seq, h0, use_h0, c0, use_c0,
+                 reverse_flags, codes, alphas, betas, clip, input_forget, layout):
+    """Every LSTM feature (any activations, projection, float64): validate, then run the generic kernel per
+    direction. Returns Y (T, D, B, Hout), Y_h (D, B, Hout), Y_c (D, B, H) in the node's layout."""
+    D = WT.shape[0]
+    H = RT.shape[2] // 4
+    Hout = RT.shape[1]
+    Xs, lens, hinit, cinit = _lstm_setup(X, D, H, Hout, WT.shape[1], seq, use_seq, h0, use_h0, c0, use_c0, layout)
+    T, B, I = Xs.shape
     Y = np.zeros((T, D, B, Hout), dtype=Xs.dtype)
     Yh = np.empty((D, B, Hout), dtype=Xs.dtype)
     Yc = np.empty((D, B, H), dtype=Xs.dtype)
@@ -82,10 +101,34 @@ def lstm_forward(X, WT, RT, bias, peep, use_peep, projT, use_proj, seq, use_seq,
         lstm_direction_generic(Y, Yh, Yc, d, xw, B, RT[d], bias[d], peep[d % peep.shape[0]], use_peep,
                                projT[d % projT.shape[0]], use_proj, lens, hinit[d], cinit[d],
                                reverse_flags[d] == 1, codes[d], alphas[d], betas[d], clip, input_forget)
-    if layout == 1:
-        return (np.ascontiguousarray(Y.transpose((2, 0, 1, 3))), np.ascontiguousarray(Yh.transpose((1, 0, 2))),
-                np.ascontiguousarray(Yc.transpose((1, 0, 2))))
-    return Y, Yh, Yc
+    return _lstm_outputs(Y, Yh, Yc, layout)
+
+
+@njit(**JIT_OPTIONS)
+def lstm_forward_fast(X, WT, RT, bias, peep, use_peep, seq, use_seq, h0, use_h0, c0, use_c0, reverse_flags, clip,
+                      input_forget, layout):
+    """float32, default activations, no projection: the fast kernel (lstm_fast.py). clip = +inf for none."""
+    D = WT.shape[0]
+    H = RT.shape[2] // 4
+    Xs, lens, hinit, cinit = _lstm_setup(X, D, H, H, WT.shape[1], seq, use_seq, h0, use_h0, c0, use_c0, layout)
+    T, B, I = Xs.shape
+    Y = np.zeros((T, D, B, H), dtype=Xs.dtype)
+    Yh = np.empty((D, B, H), dtype=Xs.dtype)
+    Yc = np.empty((D, B, H), dtype=Xs.dtype)
+    gates = np.empty(4 * H, dtype=Xs.dtype)
+    rec = np.empty((B, 4 * H), dtype=Xs.dtype)
+    X2 = Xs.reshape((T * B, I))
+    for d in range(D):
+        xw = input_projection(X2, WT[d])                     # hoisted input projection, all steps at once
+        lstm_direction_fast(Y, Yh, Yc, d, xw, B, RT[d], bias[d], peep[d % peep.shape[0]], use_peep, lens, hinit[d], cinit[d],
+                            reverse_flags[d] == 1, clip, input_forget, gates, rec)
+    return _lstm_outputs(Y, Yh, Yc, layout)
+
+
+def uses_fast_kernel(node, dtype) -> bool:
+    a = node.attrs
+    default = all(act[0] == ("Sigmoid" if k % 3 == 0 else "Tanh") for k, act in enumerate(a["activations"]))
+    return np.dtype(dtype) == np.float32 and default and not a["proj_size"]
 
 
 class LSTM(Op):
@@ -93,7 +136,7 @@ class LSTM(Op):
     recurrent = True
     n_gates = 4
     output_ranks = (4, 3, 3)
-    imports = {"lstm_forward": lstm_forward}
+    imports = {"lstm_forward": lstm_forward, "lstm_forward_fast": lstm_forward_fast}
 
     @classmethod
     def validate(cls, node, model):
@@ -173,7 +216,8 @@ class LSTM(Op):
     # ------------------------------------------------------------------ compile
     @classmethod
     def prepare(cls, node, model, dtype):
-        """Pack the weights into the layouts the kernels read (see lstm_kernels.py)."""
+        """Pack the weights into the layouts the kernels read (see lstm_kernels.py / lstm_fast.py); only what the
+        chosen kernel reads is packed, since every packed array costs a view per call."""
         a = node.attrs
         D = len(DIRECTIONS[a["direction"]])
         H = a["hidden_size"]
@@ -182,19 +226,21 @@ class LSTM(Op):
         R = model.tensors[ins[2]].astype(dtype)
         B = model.tensors[ins[3]].astype(dtype) if ins[3] else np.zeros((D, 8 * H), dtype)
         packed = {
-            "WT": np.ascontiguousarray(W.transpose(0, 2, 1)),                # (D, I, 4H)
-            "RT": np.ascontiguousarray(R.transpose(0, 2, 1)),                # (D, Hout, 4H)
-            "bias": np.ascontiguousarray(B[:, :4 * H] + B[:, 4 * H:]),       # (D, 4H)
+            "WT": np.ascontiguousarray(W.transpose(0, 2, 1)),                # (D, I, 4H)    i, o, f, c
+            "RT": np.ascontiguousarray(R.transpose(0, 2, 1)),                # (D, Hout, 4H) i, o, f, c
+            "bias": np.ascontiguousarray(B[:, :4 * H] + B[:, 4 * H:]),       # (D, 4H)       Wb + Rb
             "peep": (np.ascontiguousarray(model.tensors[ins[7]].astype(dtype)) if ins[7]
-                     else np.zeros((1, 3 * H), dtype)),                       # (D, 3H) i, o, f
-            "projT": (np.ascontiguousarray(model.tensors[ins[8]].astype(dtype).transpose(0, 2, 1)) if ins[8]
-                      else np.zeros((1, 1, 1), dtype)),                      # (D, H, Hout)
+                     else np.zeros((1, 3 * H), dtype)),                       # (D, 3H)       i, o, f
+            "reverse": np.array(DIRECTIONS[a["direction"]], dtype=np.int64),  # (D,) 1 = runs backwards
         }
+        if uses_fast_kernel(node, dtype):
+            return packed
+        packed["projT"] = (np.ascontiguousarray(model.tensors[ins[8]].astype(dtype).transpose(0, 2, 1)) if ins[8]
+                           else np.zeros((1, 1, 1), dtype))                  # (D, H, Hout)
         codes, alphas, betas = codes_of([tuple(x) for x in a["activations"]])
-        packed["codes"] = codes.reshape(D, 3)
+        packed["codes"] = codes.reshape(D, 3)                                # (D, 3) f, g, h
         packed["alphas"] = alphas.reshape(D, 3)
         packed["betas"] = betas.reshape(D, 3)
-        packed["reverse"] = np.array(DIRECTIONS[a["direction"]], dtype=np.int64)
         return packed
 
     @classmethod
@@ -209,10 +255,16 @@ class LSTM(Op):
         X = ctx.value(ins[0])
         outs = ctx.outputs(node, 3)
         sc = ctx.scalar
-        ctx.line(f"{outs[0]}, {outs[1]}, {outs[2]} = lstm_forward({X}, {p['WT']}, {p['RT']}, {p['bias']}, "
-                 f"{p['peep']}, {sc(bool(ins[7]))}, {p['projT']}, {sc(bool(ins[8]))}, {seq}, {sc(use_seq)}, "
-                 f"{h0}, {sc(use_h0)}, {c0}, {sc(use_c0)}, {p['reverse']}, {p['codes']}, {p['alphas']}, "
-                 f"{p['betas']}, {sc(clip)}, {sc(int(a['input_forget']))}, {sc(int(a['layout']))})")
+        if uses_fast_kernel(node, ctx.dtype):
+            fclip = float(a["clip"]) if a["clip"] is not None else float("inf")
+            ctx.line(f"{outs[0]}, {outs[1]}, {outs[2]} = lstm_forward_fast({X}, {p['WT']}, {p['RT']}, {p['bias']}, "
+                     f"{p['peep']}, {sc(bool(ins[7]))}, {seq}, {sc(use_seq)}, {h0}, {sc(use_h0)}, {c0}, {sc(use_c0)}, {p['reverse']}, "
+                     f"{sc(np.float32(fclip))}, {sc(bool(a['input_forget']))}, {sc(int(a['layout']))})")
+        else:
+            ctx.line(f"{outs[0]}, {outs[1]}, {outs[2]} = lstm_forward({X}, {p['WT']}, {p['RT']}, {p['bias']}, "
+                     f"{p['peep']}, {sc(bool(ins[7]))}, {p['projT']}, {sc(bool(ins[8]))}, {seq}, {sc(use_seq)}, "
+                     f"{h0}, {sc(use_h0)}, {c0}, {sc(use_c0)}, {p['reverse']}, {p['codes']}, {p['alphas']}, "
+                     f"{p['betas']}, {sc(clip)}, {sc(int(a['input_forget']))}, {sc(int(a['layout']))})")
         ctx.final_state(node, [outs[1], outs[2]])
 
     @classmethod
