@@ -9,8 +9,8 @@ Constants and scalar attributes are packed into one aligned byte buffer with a t
 generated code slices its views out of it. A call therefore unboxes the inputs and one array, however many weights
 the model has. The generated code also checks the inputs' shapes, so that Session.run can call it directly.
 
-Stream mode generates a variant in which each recurrent node reads its initial state from arguments and returns its
-final state, so that a stream can carry the state between calls.
+Stream mode generates a variant in which each recurrent node reads its initial state from argument arrays and
+writes its final state back into them, so that a stream carries the state between calls without new arrays.
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ class _Context:
         self.floats = []            # float scalar attributes
         self.prologue = []          # lines that slice the constants' views out of the buffers
         self.state_args = []        # stream mode: (var, node, index)
-        self.state_returns = []     # stream mode: vars holding final states, same order as state_args
+        self.node_states = {}       # stream mode: node name -> {state index: argument variable}
         self._n = 0
         for spec in model.inputs:
             self.vars[spec.name] = self._fresh("in")
@@ -141,7 +141,8 @@ class _Context:
         return header, buf
 
     def check_inputs(self):
-        """Shape checks of the graph inputs, as generated code: the fast path of Session.run relies on them."""
+        """Shape checks of the graph inputs, as generated code: the fast path of Session.run relies on them. The
+        messages are constant (cheap to compile); Session re-checks a refused call in Python for the full story."""
         bound = {}
         for spec in self.model.inputs:
             x = self.vars[spec.name]
@@ -150,8 +151,7 @@ class _Context:
                     if d in bound:
                         first, var = bound[d]
                         self.line(f"if {x}.shape[{axis}] != {var}:")
-                        self.line(f"    raise ValueError({(f'input {spec.name!r} dimension {axis} ({d!r}) is')!r}, "
-                                  f"{x}.shape[{axis}], {(f'but input {first!r} gave {d!r} =')!r}, {var})")
+                        self.line(f"    raise ValueError({(f'input {spec.name!r} dimension {axis} ({d!r}) differs from input {first!r}')!r})")
                     else:
                         var = self._fresh("dim")
                         bound[d] = (spec.name, var)
@@ -161,8 +161,7 @@ class _Context:
                 else:
                     size = self.scalar(int(d))   # sizes are data, not source: one compile serves every size
                     self.line(f"if {x}.shape[{axis}] != {size}:")
-                    self.line(f"    raise ValueError({(f'input {spec.name!r} dimension {axis} must be')!r}, {size}, "
-                              f"'got', {x}.shape[{axis}])")
+                    self.line(f"    raise ValueError({(f'input {spec.name!r} dimension {axis} has the wrong size')!r})")
 
     def value(self, name):
         if name in self.vars:
@@ -190,7 +189,24 @@ class _Context:
         return outs
 
     def packed(self, node):
+        """Each packed array of a node as its own view variable (for ops whose generated code reads them)."""
         return {k: self.const(v) for k, v in OPS[node.op].prepare(node, self.model, self.dtype).items()}
+
+    def packed_table(self, node):
+        """A node's packed arrays left in the buffer: returns (first table entry, {key: entry}); the op's kernel
+        wrapper slices its own views (engine/ops/packing.py), so that reshapes are compiled once per op, not in
+        every generated function."""
+        entries = {}
+        for key, arr in OPS[node.op].prepare(node, self.model, self.dtype).items():
+            arr = np.ascontiguousarray(arr)
+            if arr.ndim > 4:
+                raise ValueError("packed arrays have at most 4 dimensions")
+            self.arrays.append(arr)
+            m = len(self.meta)
+            self.meta += [0, 0, *arr.shape, *([1] * (4 - arr.ndim)), 0]
+            self.meta_slots.append(m)
+            entries[key] = m
+        return entries
 
     def optional(self, name, dummy_arr):
         if name:
@@ -202,12 +218,15 @@ class _Context:
         if self.stream:
             var = self._fresh("s")
             self.state_args.append((var, node, index))
+            self.node_states.setdefault(node.name, {})[index] = var
             return var, True
         return self.optional(name, dummy(self.dtype, 3))
 
     def final_state(self, node, vars_):
+        """Stream mode: the final state is copied into the state arrays the stream owns (no new arrays to return)."""
         if self.stream:
-            self.state_returns.extend(vars_[: len(OPS[node.op].state_names())])
+            for index, var in self.node_states.get(node.name, {}).items():
+                self.line(f"{var}[:] = {vars_[index]}")
 
 
 def generate(model, dtype, stream=False):
@@ -217,7 +236,7 @@ def generate(model, dtype, stream=False):
     for node in model.nodes:
         OPS[node.op].emit(node, ctx)
     outs = [ctx.value(spec.name) for spec in model.outputs]
-    rets = outs + ctx.state_returns
+    rets = outs
     header_lines, buf = ctx.packed_buffer()
     args = [ctx.vars[s.name] for s in model.inputs] + ["_b"] + [v for v, _, _ in ctx.state_args]
     imports = {}

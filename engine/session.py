@@ -135,7 +135,7 @@ class Session:
                 if _threads.current != self.threads:
                     _threads.set_blas_threads(self.threads)
                 results = compiled.fn(*args, *compiled.consts)
-                return [results[i] for i in wanted]
+                return list(results) if output_names is None else [results[i] for i in wanted]
             except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError):
                 pass
         args, _ = self._bind_inputs(input_feed)
@@ -305,6 +305,23 @@ class Stream:
         self._compiled = session._stream_compiled
         self._init_slots(self._compiled)
         self.reset()
+        # fast-path constants: the other inputs as zeros for this batch size (the stream mode ignores state inputs),
+        # and the index tuples that add and remove the time axis
+        spec = model.input(self.input_name)
+        self._rank = len(spec.shape)
+        self._dtype = session.dtype
+        one_step = np.zeros([1 if k == self.time_axis else (batch_size if k == self.batch_axis else
+                             (d if isinstance(d, int) else 1)) for k, d in enumerate(spec.shape)], session.dtype)
+        others = [s.name for s in model.inputs if s.name != self.input_name]
+        pos = [s.name for s in model.inputs].index(self.input_name)
+        try:
+            args, _ = session._bind_inputs({self.input_name: one_step}, skip=others)
+            self._before, self._after = args[:pos], args[pos + 1:]
+        except EngineError:
+            self._rank = -1   # the other inputs cannot be made up from the batch size: checked path only
+        self._expand = (slice(None),) * self.time_axis + (None,)
+        out_axis = self.output_time_axes.get(model.outputs[0].name)
+        self._take_first = (slice(None),) * out_axis + (0,) if out_axis is not None else ()
 
     def _init_slots(self, compiled):
         self._slots = []
@@ -347,6 +364,19 @@ class Stream:
         self._states = new
 
     def step(self, x, output_name: str | None = None):
+        if output_name is None and type(x) is np.ndarray and x.ndim == self._rank - 1 and x.dtype == self._dtype:
+            # Fast path for one step of the usual dtype; the generated code checks shapes, the dispatcher types.
+            try:
+                if _threads.current != self.session.threads:
+                    _threads.set_blas_threads(self.session.threads)
+                results = self._compiled.fn(*self._before, x[self._expand], *self._after, *self._compiled.consts,
+                                            *self._states)
+                return results[0][self._take_first]
+            except (TypeError, ValueError, IndexError, ZeroDivisionError):
+                pass  # the checked path below explains what is wrong
+        return self._step_checked(x, output_name)
+
+    def _step_checked(self, x, output_name):
         sess = self.session
         spec = sess.model.input(self.input_name)
         arr = np.asarray(x)
@@ -363,8 +393,6 @@ class Stream:
         if name not in out_names:
             raise InvalidInputError(f"unknown output {name!r}; the model's outputs are {out_names}")
         results = sess._call(self._compiled, args, self._states)
-        n_out = len(out_names)
-        self._states = list(results[n_out:])
         y = results[out_names.index(name)]
         axis = self.output_time_axes.get(name)
         if single and axis is not None:

@@ -20,8 +20,20 @@ from .activations import ACTIVATIONS, codes_of
 from .base import Op, const_tensor, dummy, require_attrs
 from .lstm_fast import input_projection, lstm_direction_fast
 from .lstm_kernels import lstm_direction_generic
+from .packing import view1, view2, view3
 
 DIRECTIONS = {"forward": (0,), "reverse": (1,), "bidirectional": (0, 1)}
+
+
+@njit(**JIT_OPTIONS)
+def _copy_state(dst, src, layout):
+    """dst (D, B, H) <- src in the node's layout ((D, B, H), or (B, D, H) for layout 1). Plain loops: Numba
+    compiles them in a fraction of the time that slice assignment from a transposed view takes."""
+    D, B, H = dst.shape
+    for d in range(D):
+        for b in range(B):
+            for j in range(H):
+                dst[d, b, j] = src[b, d, j] if layout == 1 else src[d, b, j]
 
 
 @njit(**JIT_OPTIONS)
@@ -32,15 +44,22 @@ def _lstm_setup(X, D, H, Hout, I_w, seq, use_seq, h0, use_h0, c0, use_c0, layout
     c (D, B, H).
     """
     if layout == 1:
-        Xs = np.ascontiguousarray(X.transpose((1, 0, 2)))
+        B, T, I = X.shape
+        Xs = np.empty((T, B, I), dtype=X.dtype)
+        for t in range(T):
+            for b in range(B):
+                for k in range(I):
+                    Xs[t, b, k] = X[b, t, k]
     else:
-        Xs = np.ascontiguousarray(X)
-    T, B, I = Xs.shape
+        T, B, I = X.shape
+        Xs = X
     if I != I_w:
         raise ValueError("LSTM: the input's feature size does not match the weights W")
     if T < 1 or B < 1:
         raise ValueError("LSTM: sequence length and batch size must be at least 1")
     lens = np.empty(B, dtype=np.int64)
+    for b in range(B):
+        lens[b] = T
     if use_seq:
         if seq.shape[0] != B:
             raise ValueError("LSTM: sequence_lens must have one entry per batch element")
@@ -48,45 +67,63 @@ def _lstm_setup(X, D, H, Hout, I_w, seq, use_seq, h0, use_h0, c0, use_c0, layout
             if seq[b] < 0 or seq[b] > T:
                 raise ValueError("LSTM: sequence_lens values must be between 0 and the sequence length")
             lens[b] = seq[b]
-    else:
-        lens[:] = T
-    hinit = np.zeros((D, B, Hout), dtype=Xs.dtype)
-    cinit = np.zeros((D, B, H), dtype=Xs.dtype)
+    hinit = np.zeros((D, B, Hout), dtype=X.dtype)
+    cinit = np.zeros((D, B, H), dtype=X.dtype)
     if use_h0:
-        if layout == 1:
-            if h0.shape[0] != B or h0.shape[1] != D or h0.shape[2] != Hout:
-                raise ValueError("LSTM: initial_h must have shape (batch, num_directions, hidden_size)")
-            hinit[:, :, :] = h0.transpose((1, 0, 2))
-        else:
-            if h0.shape[0] != D or h0.shape[1] != B or h0.shape[2] != Hout:
-                raise ValueError("LSTM: initial_h must have shape (num_directions, batch, hidden_size)")
-            hinit[:, :, :] = h0
+        if h0.shape[0] != (B if layout == 1 else D) or h0.shape[1] != (D if layout == 1 else B) or h0.shape[2] != Hout:
+            raise ValueError("LSTM: initial_h must have shape (num_directions, batch, hidden_size), or "
+                             "(batch, num_directions, hidden_size) for layout 1")
+        _copy_state(hinit, h0, layout)
     if use_c0:
-        if layout == 1:
-            if c0.shape[0] != B or c0.shape[1] != D or c0.shape[2] != H:
-                raise ValueError("LSTM: initial_c must have shape (batch, num_directions, hidden_size)")
-            cinit[:, :, :] = c0.transpose((1, 0, 2))
-        else:
-            if c0.shape[0] != D or c0.shape[1] != B or c0.shape[2] != H:
-                raise ValueError("LSTM: initial_c must have shape (num_directions, batch, hidden_size)")
-            cinit[:, :, :] = c0
+        if c0.shape[0] != (B if layout == 1 else D) or c0.shape[1] != (D if layout == 1 else B) or c0.shape[2] != H:
+            raise ValueError("LSTM: initial_c must have shape (num_directions, batch, hidden_size), or "
+                             "(batch, num_directions, hidden_size) for layout 1")
+        _copy_state(cinit, c0, layout)
     return Xs, lens, hinit, cinit
+
+
+@njit(**JIT_OPTIONS)
+def _batch_major(A):
+    """(S, D, B, K) -> (B, S, D, K), by plain loops (fast to compile)."""
+    S, D, B, K = A.shape
+    out = np.empty((B, S, D, K), dtype=A.dtype)
+    for s in range(S):
+        for d in range(D):
+            for b in range(B):
+                for k in range(K):
+                    out[b, s, d, k] = A[s, d, b, k]
+    return out
 
 
 @njit(**JIT_OPTIONS)
 def _lstm_outputs(Y, Yh, Yc, layout):
     """Kernel layout (T, D, B, .) -> the node's layout: (B, T, D, .) and (B, D, .) for layout 1."""
     if layout == 1:
-        return (np.ascontiguousarray(Y.transpose((2, 0, 1, 3))), np.ascontiguousarray(Yh.transpose((1, 0, 2))),
-                np.ascontiguousarray(Yc.transpose((1, 0, 2))))
+        Dh, Bh, Kh = Yh.shape
+        Dc, Bc, Kc = Yc.shape
+        return (_batch_major(Y), _batch_major(Yh.reshape((1, Dh, Bh, Kh))).reshape((Bh, Dh, Kh)),
+                _batch_major(Yc.reshape((1, Dc, Bc, Kc))).reshape((Bc, Dc, Kc)))
     return Y, Yh, Yc
 
 
 @njit(**JIT_OPTIONS)
-def lstm_forward(X, WT, RT, bias, peep, use_peep, projT, use_proj, seq, use_seq, h0, use_h0, c0, use_c0,
-                 reverse_flags, codes, alphas, betas, clip, input_forget, layout):
+def lstm_forward(X, b, m, e, f64, use_peep, use_proj, seq, use_seq, h0, use_h0, c0, use_c0, clip, input_forget,
+                 layout):
     """Every LSTM feature (any activations, projection, float64): validate, then run the generic kernel per
-    direction. Returns Y (T, D, B, Hout), Y_h (D, B, Hout), Y_c (D, B, H) in the node's layout."""
+    direction. Returns Y (T, D, B, Hout), Y_h (D, B, Hout), Y_c (D, B, H) in the node's layout.
+
+    The weights are packed in the model buffer b with table m (engine/ops/packing.py): entries e, e+7, ... hold
+    WT, RT, bias, peep, reverse, projT, codes, alphas, betas, in the order of LSTM.prepare; f64 is any float64 array
+    (the dtype of alphas and betas)."""
+    WT = view3(b, m, e, X)
+    RT = view3(b, m, e + 7, X)
+    bias = view2(b, m, e + 14, X)
+    peep = view2(b, m, e + 21, X)
+    reverse_flags = view1(b, m, e + 28, m)
+    projT = view3(b, m, e + 35, X)
+    codes = view2(b, m, e + 42, m)
+    alphas = view2(b, m, e + 49, f64)
+    betas = view2(b, m, e + 56, f64)
     D = WT.shape[0]
     H = RT.shape[2] // 4
     Hout = RT.shape[1]
@@ -105,24 +142,30 @@ def lstm_forward(X, WT, RT, bias, peep, use_peep, projT, use_proj, seq, use_seq,
 
 
 @njit(**JIT_OPTIONS)
-def lstm_forward_fast(X, WT, RT, bias, peep, use_peep, seq, use_seq, h0, use_h0, c0, use_c0, reverse_flags, clip,
-                      input_forget, layout):
-    """float32, default activations, no projection: the fast kernel (lstm_fast.py). clip = +inf for none."""
+def lstm_forward_fast(X, b, m, e, use_peep, seq, use_seq, h0, use_h0, c0, use_c0, clip, input_forget, layout):
+    """float32, default activations, no projection: the fast kernel (lstm_fast.py). clip = +inf for none.
+    Packed weights as for lstm_forward: WT, RT, bias, peep, reverse at table entries e, e+7, ..."""
+    WT = view3(b, m, e, X)
+    RT = view3(b, m, e + 7, X)
+    bias = view2(b, m, e + 14, X)
+    peep = view2(b, m, e + 21, X)
+    reverse_flags = view1(b, m, e + 28, m)
     D = WT.shape[0]
     H = RT.shape[2] // 4
     Xs, lens, hinit, cinit = _lstm_setup(X, D, H, H, WT.shape[1], seq, use_seq, h0, use_h0, c0, use_c0, layout)
     T, B, I = Xs.shape
-    Y = np.zeros((T, D, B, H), dtype=Xs.dtype)
-    Yh = np.empty((D, B, H), dtype=Xs.dtype)
-    Yc = np.empty((D, B, H), dtype=Xs.dtype)
-    gates = np.empty(4 * H, dtype=Xs.dtype)
-    rec = np.empty((B, 4 * H), dtype=Xs.dtype)
+    # without sequence_lens every step is written, so Y needs no zero fill
+    Y = np.zeros((T, D, B, H), dtype=Xs.dtype) if use_seq else np.empty((T, D, B, H), dtype=Xs.dtype)
+    scratch = np.empty((B + 1) * 4 * H, dtype=Xs.dtype)
+    gates = scratch[:4 * H]                        # (4H,) one batch entry's gate accumulator
+    rec = scratch[4 * H:].reshape((B, 4 * H))      # (B, 4H) h @ RT at large batch
     X2 = Xs.reshape((T * B, I))
     for d in range(D):
-        xw = input_projection(X2, WT[d])                     # hoisted input projection, all steps at once
-        lstm_direction_fast(Y, Yh, Yc, d, xw, B, RT[d], bias[d], peep[d % peep.shape[0]], use_peep, lens, hinit[d], cinit[d],
-                            reverse_flags[d] == 1, clip, input_forget, gates, rec)
-    return _lstm_outputs(Y, Yh, Yc, layout)
+        xw = input_projection(X2, WT[d])           # hoisted input projection, all steps at once
+        # hinit/cinit are the kernel's working state and end as the final state: Y_h and Y_c
+        lstm_direction_fast(Y, d, xw, B, RT[d], bias[d], peep[d % peep.shape[0]], use_peep, lens, hinit[d],
+                            cinit[d], reverse_flags[d] == 1, clip, input_forget, gates, rec)
+    return _lstm_outputs(Y, hinit, cinit, layout)
 
 
 def uses_fast_kernel(node, dtype) -> bool:
@@ -247,24 +290,24 @@ class LSTM(Op):
     def emit(cls, node, ctx):
         a = node.attrs
         ins = list(node.inputs) + [""] * (9 - len(node.inputs))
-        p = ctx.packed(node)
+        entries = ctx.packed_table(node)
+        e = entries["WT"]
         seq, use_seq = ctx.optional(ins[4], dummy("int32", 1))
         h0, use_h0 = ctx.initial_state(node, 0, ins[5])
         c0, use_c0 = ctx.initial_state(node, 1, ins[6])
-        clip = float(a["clip"]) if a["clip"] is not None else -1.0
         X = ctx.value(ins[0])
         outs = ctx.outputs(node, 3)
         sc = ctx.scalar
+        common = (f"{seq}, {sc(use_seq)}, {h0}, {sc(use_h0)}, {c0}, {sc(use_c0)}")
         if uses_fast_kernel(node, ctx.dtype):
             fclip = float(a["clip"]) if a["clip"] is not None else float("inf")
-            ctx.line(f"{outs[0]}, {outs[1]}, {outs[2]} = lstm_forward_fast({X}, {p['WT']}, {p['RT']}, {p['bias']}, "
-                     f"{p['peep']}, {sc(bool(ins[7]))}, {seq}, {sc(use_seq)}, {h0}, {sc(use_h0)}, {c0}, {sc(use_c0)}, {p['reverse']}, "
-                     f"{sc(np.float32(fclip))}, {sc(bool(a['input_forget']))}, {sc(int(a['layout']))})")
+            ctx.line(f"{outs[0]}, {outs[1]}, {outs[2]} = lstm_forward_fast({X}, _b, _m, {e}, {sc(bool(ins[7]))}, "
+                     f"{common}, {sc(np.float32(fclip))}, {sc(bool(a['input_forget']))}, {sc(int(a['layout']))})")
         else:
-            ctx.line(f"{outs[0]}, {outs[1]}, {outs[2]} = lstm_forward({X}, {p['WT']}, {p['RT']}, {p['bias']}, "
-                     f"{p['peep']}, {sc(bool(ins[7]))}, {p['projT']}, {sc(bool(ins[8]))}, {seq}, {sc(use_seq)}, "
-                     f"{h0}, {sc(use_h0)}, {c0}, {sc(use_c0)}, {p['reverse']}, {p['codes']}, {p['alphas']}, "
-                     f"{p['betas']}, {sc(clip)}, {sc(int(a['input_forget']))}, {sc(int(a['layout']))})")
+            clip = float(a["clip"]) if a["clip"] is not None else -1.0
+            ctx.line(f"{outs[0]}, {outs[1]}, {outs[2]} = lstm_forward({X}, _b, _m, {e}, _sf, {sc(bool(ins[7]))}, "
+                     f"{sc(bool(ins[8]))}, {common}, {sc(clip)}, {sc(int(a['input_forget']))}, "
+                     f"{sc(int(a['layout']))})")
         ctx.final_state(node, [outs[1], outs[2]])
 
     @classmethod

@@ -102,8 +102,7 @@ def input_projection(X2, WT):
 
 
 @njit(**JIT_OPTIONS)
-def lstm_direction_fast(Y, Yh, Yc, d, xw, B, RT, bias, peep, use_peep, seq, h, c, reverse, clip, input_forget,
-                        gates, rec):
+def lstm_direction_fast(Y, d, xw, B, RT, bias, peep, use_peep, seq, h, c, reverse, clip, input_forget, gates, rec):
     """One direction over all steps, in place: h (B, H) and c (B, H) enter as the initial state and leave as the
     final one; Y[:, d] gets every step's h. xw (T*B, 4H) is X @ W^T without bias; peep (3H,) is read only with
     use_peep; gates (4H,) and rec (B, 4H) are scratch.
@@ -161,7 +160,3 @@ def lstm_direction_fast(Y, Yh, Yc, d, xw, B, RT, bias, peep, use_peep, seq, h, c
                     hb[j] = gates[H + j] * tanh32(cn)
                 for j in range(H):
                     yrow[j] = hb[j]
-    for b in range(B):
-        for j in range(H):
-            Yh[d, b, j] = h[b, j]
-            Yc[d, b, j] = c[b, j]
