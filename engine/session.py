@@ -100,7 +100,7 @@ class Session:
                          for s in self.model.outputs]
         t1 = time.perf_counter()
         _cache.ensure_fresh()
-        self._compiled = compile_model(self.model, self.dtype)
+        self._compiled = compile_model(self.model, self.dtype, threads=self.threads)
         self._warm_up(self._compiled)
         self._stream_compiled = None
         self.compile_seconds = time.perf_counter() - t1
@@ -298,7 +298,7 @@ class Stream:
         self.batch_axis = info.get("batch_axis")
         self.output_time_axes = info.get("outputs", {})
         if session._stream_compiled is None:
-            compiled = compile_model(model, session.dtype, stream=True)
+            compiled = compile_model(model, session.dtype, stream=True, threads=session.threads)
             session._stream_compiled = compiled
             self._init_slots(compiled)
             session._warm_up(compiled, self._zero_states(1))

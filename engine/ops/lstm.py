@@ -18,9 +18,10 @@ from ..config import JIT_OPTIONS
 from ..errors import ModelFileError, UnsupportedModelError
 from .activations import ACTIVATIONS, codes_of
 from .base import Op, const_tensor, dummy, require_attrs
-from .lstm_fast import input_projection, lstm_direction_fast
+from .lstm_fast import (BLAS_MIN_BATCH, PARALLEL_MIN_HIDDEN, input_projection, lstm_direction_fast,
+                        lstm_direction_parallel, pack_parts)
 from .lstm_kernels import lstm_direction_generic
-from .packing import view1, view2, view3
+from .packing import view1, view2, view3, view4
 
 DIRECTIONS = {"forward": (0,), "reverse": (1,), "bidirectional": (0, 1)}
 
@@ -168,6 +169,35 @@ def lstm_forward_fast(X, b, m, e, use_peep, seq, use_seq, h0, use_h0, c0, use_c0
     return _lstm_outputs(Y, hinit, cinit, layout)
 
 
+@njit(**JIT_OPTIONS)
+def lstm_forward_fast_mt(X, b, m, e, use_peep, seq, use_seq, h0, use_h0, c0, use_c0, clip, input_forget, layout):
+    """lstm_forward_fast with the work split over threads by hidden unit at small batch (lstm_direction_parallel;
+    WT, RT and bias split by pack_parts are at table entries e+35, e+42, e+49); at larger batch BLAS threads the
+    per-step GEMM instead."""
+    if X.shape[0 if layout == 1 else 1] >= BLAS_MIN_BATCH:
+        return lstm_forward_fast(X, b, m, e, use_peep, seq, use_seq, h0, use_h0, c0, use_c0, clip, input_forget,
+                                 layout)
+    WT = view3(b, m, e, X)
+    RT = view3(b, m, e + 7, X)
+    peep = view2(b, m, e + 21, X)
+    reverse_flags = view1(b, m, e + 28, m)
+    WTp = view4(b, m, e + 35, X)
+    RTp = view4(b, m, e + 42, X)
+    biasp = view4(b, m, e + 49, X)
+    D = WT.shape[0]
+    H = RT.shape[2] // 4
+    Xs, lens, hinit, cinit = _lstm_setup(X, D, H, H, WT.shape[1], seq, use_seq, h0, use_h0, c0, use_c0, layout)
+    T, B, I = Xs.shape
+    Y = np.zeros((T, D, B, H), dtype=Xs.dtype) if use_seq else np.empty((T, D, B, H), dtype=Xs.dtype)
+    X2 = Xs.reshape((T * B, I))
+    for d in range(D):
+        lstm_direction_parallel(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d % peep.shape[0]], use_peep, lens,
+                                hinit[d], cinit[d], reverse_flags[d] == 1, clip, input_forget)
+    return _lstm_outputs(Y, hinit, cinit, layout)
+
+
+
+
 def uses_fast_kernel(node, dtype) -> bool:
     a = node.attrs
     default = all(act[0] == ("Sigmoid" if k % 3 == 0 else "Tanh") for k, act in enumerate(a["activations"]))
@@ -179,7 +209,8 @@ class LSTM(Op):
     recurrent = True
     n_gates = 4
     output_ranks = (4, 3, 3)
-    imports = {"lstm_forward": lstm_forward, "lstm_forward_fast": lstm_forward_fast}
+    imports = {"lstm_forward": lstm_forward, "lstm_forward_fast": lstm_forward_fast,
+               "lstm_forward_fast_mt": lstm_forward_fast_mt}
 
     @classmethod
     def validate(cls, node, model):
@@ -290,7 +321,19 @@ class LSTM(Op):
     def emit(cls, node, ctx):
         a = node.attrs
         ins = list(node.inputs) + [""] * (9 - len(node.inputs))
-        entries = ctx.packed_table(node)
+        multi = (uses_fast_kernel(node, ctx.dtype) and ctx.threads > 1 and a["hidden_size"] >= PARALLEL_MIN_HIDDEN)
+        extra = None
+        if multi:
+            # per-thread slices of the packed layouts (D, ., 4H) i, o, f, c -> (D, parts, ., 4*chunk)
+            W = ctx.model.tensors[ins[1]].astype(ctx.dtype)                            # (D, 4H, I)
+            R = ctx.model.tensors[ins[2]].astype(ctx.dtype)                            # (D, 4H, H)
+            Bt = (ctx.model.tensors[ins[3]].astype(ctx.dtype) if ins[3]
+                  else np.zeros((W.shape[0], 8 * a["hidden_size"]), ctx.dtype))       # (D, 8H)
+            H = a["hidden_size"]
+            extra = {"WTp": pack_parts(np.ascontiguousarray(W.transpose(0, 2, 1)), ctx.threads),
+                     "RTp": pack_parts(np.ascontiguousarray(R.transpose(0, 2, 1)), ctx.threads),
+                     "biasp": pack_parts((Bt[:, :4 * H] + Bt[:, 4 * H:])[:, None, :], ctx.threads)}
+        entries = ctx.packed_table(node, extra)
         e = entries["WT"]
         seq, use_seq = ctx.optional(ins[4], dummy("int32", 1))
         h0, use_h0 = ctx.initial_state(node, 0, ins[5])
@@ -301,8 +344,12 @@ class LSTM(Op):
         common = (f"{seq}, {sc(use_seq)}, {h0}, {sc(use_h0)}, {c0}, {sc(use_c0)}")
         if uses_fast_kernel(node, ctx.dtype):
             fclip = float(a["clip"]) if a["clip"] is not None else float("inf")
-            ctx.line(f"{outs[0]}, {outs[1]}, {outs[2]} = lstm_forward_fast({X}, _b, _m, {e}, {sc(bool(ins[7]))}, "
-                     f"{common}, {sc(np.float32(fclip))}, {sc(bool(a['input_forget']))}, {sc(int(a['layout']))})")
+            args = (f"{X}, _b, _m, {e}, {sc(bool(ins[7]))}, {common}, {sc(np.float32(fclip))}, "
+                    f"{sc(bool(a['input_forget']))}, {sc(int(a['layout']))}")
+            if multi:
+                ctx.line(f"{outs[0]}, {outs[1]}, {outs[2]} = lstm_forward_fast_mt({args})")
+            else:
+                ctx.line(f"{outs[0]}, {outs[1]}, {outs[2]} = lstm_forward_fast({args})")
         else:
             clip = float(a["clip"]) if a["clip"] is not None else -1.0
             ctx.line(f"{outs[0]}, {outs[1]}, {outs[2]} = lstm_forward({X}, _b, _m, {e}, _sf, {sc(bool(ins[7]))}, "

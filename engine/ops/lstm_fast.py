@@ -13,7 +13,7 @@ tests run both on the same inputs. What makes it fast:
 Gate order is ONNX's, i, o, f, c, everywhere here. Layouts as in lstm_kernels.py.
 """
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from ..config import JIT_OPTIONS
 
@@ -160,3 +160,94 @@ def lstm_direction_fast(Y, d, xw, B, RT, bias, peep, use_peep, seq, h, c, revers
                     hb[j] = gates[H + j] * tanh32(cn)
                 for j in range(H):
                     yrow[j] = hb[j]
+
+
+# ---------------------------------------------------------------------- several threads at batch 1
+# DeepCPU's layout (USENIX ATC 2018): thread p owns hidden units [j0, j1) and therefore the columns of RT that feed
+# them (in each of the four gate blocks); that slice of the weights stays in the thread's own cache for every step.
+# Each step is one parallel region; h is double-buffered so that no thread reads a value another is writing.
+PARALLEL_MIN_HIDDEN = 256   # below this the per-step region launch (~1 us) costs more than the split saves
+
+
+def pack_parts(RT, nparts):
+    """RT (D, rows, 4H) -> (D, nparts, rows, 4*chunk): part p's columns (its hidden units in each of the blocks
+    i, o, f, c), contiguous, so that each thread runs the same vectorised product on its own slice. Used for RT,
+    WT (rows = input size) and the bias (rows = 1)."""
+    D, Hout, G = RT.shape
+    H = G // 4
+    chunk = -(-H // nparts)
+    out = np.zeros((D, nparts, Hout, 4 * chunk), dtype=RT.dtype)
+    for p in range(nparts):
+        j0, j1 = p * chunk, min(H, (p + 1) * chunk)
+        for q in range(4):
+            out[:, p, :, q * chunk:q * chunk + (j1 - j0)] = RT[:, :, q * H + j0:q * H + j1]
+    return out
+
+
+@njit(**JIT_OPTIONS)
+def _units_step(Y, d, t, b, xw_row, RTp, peep, use_peep, h, hnext, c, clip, input_forget, g, j0, n):
+    """One step of hidden units [j0, j0+n) of batch entry b: gates (blocks i, o, f, c of width chunk in g, starting
+    from this part's projected input plus bias, xw_row), then c, h and Y. RTp (Hout, 4*chunk) is this part's slice
+    of RT."""
+    H = peep.shape[0] // 3
+    chunk = g.shape[0] // 4
+    for u in range(4 * chunk):
+        g[u] = xw_row[u]
+    recurrent_product(g, h[b], RTp)
+    for u in range(n):
+        j = j0 + u
+        cp = c[b, j]
+        pi = peep[j] * cp if use_peep else F32(0.0)
+        pf = peep[2 * H + j] * cp if use_peep else F32(0.0)
+        i = sigmoid32(_clip32(g[u] + pi, clip))
+        f = sigmoid32(_clip32(g[2 * chunk + u] + pf, clip))
+        f = (_ONE - i) if input_forget else f
+        cn = f * cp + i * tanh32(_clip32(g[3 * chunk + u], clip))
+        po = peep[H + j] * cn if use_peep else F32(0.0)
+        o = sigmoid32(_clip32(g[chunk + u] + po, clip))
+        c[b, j] = cn
+        hv = o * tanh32(cn)
+        hnext[b, j] = hv
+        Y[t, d, b, j] = hv
+
+
+@njit(parallel=True, **JIT_OPTIONS)
+def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, reverse, clip,
+                            input_forget):
+    """lstm_direction_fast split by hidden unit over the parts of WTp (nparts, I, 4*chunk), RTp (nparts, Hout,
+    4*chunk) and biasp (nparts, 1, 4*chunk) (see pack_parts); each thread also projects the input for its own
+    units, so no BLAS thread pool competes for the cores. peep is (3H,) (zeros unless use_peep)."""
+    nparts = RTp.shape[0]
+    H = peep.shape[0] // 3
+    chunk = RTp.shape[2] // 4
+    N = X2.shape[0]
+    xw = np.empty((nparts, N, 4 * chunk), dtype=h.dtype)
+    for p in prange(nparts):
+        for r in range(N):
+            for u in range(4 * chunk):
+                xw[p, r, u] = biasp[p, 0, u]
+            recurrent_product(xw[p, r], X2[r], WTp[p])
+    g = np.empty((nparts, 4 * chunk), dtype=h.dtype)
+    hnext = h.copy()
+    maxlen = 0
+    for b in range(B):
+        if seq[b] > maxlen:
+            maxlen = seq[b]
+    cur = h
+    nxt = hnext
+    for s in range(maxlen):
+        for p in prange(nparts):
+            j0 = p * chunk
+            n = min(chunk, H - j0)
+            for b in range(B):
+                L = seq[b]
+                if s >= L:
+                    for u in range(n):               # a finished sequence keeps its state
+                        nxt[b, j0 + u] = cur[b, j0 + u]
+                    continue
+                t = L - 1 - s if reverse else s
+                _units_step(Y, d, t, b, xw[p, t * B + b], RTp[p], peep, use_peep, cur, nxt, c, clip,
+                            input_forget, g[p], j0, n)
+        cur, nxt = nxt, cur
+    if maxlen % 2 == 1:                              # the final state is in the other buffer
+        h[:, :] = cur

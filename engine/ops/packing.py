@@ -23,3 +23,8 @@ def view2(b, m, e, like):
 @njit(**JIT_OPTIONS)
 def view3(b, m, e, like):
     return b[m[e]:m[e + 1]].view(like.dtype).reshape((m[e + 2], m[e + 3], m[e + 4]))
+
+
+@njit(**JIT_OPTIONS)
+def view4(b, m, e, like):
+    return b[m[e]:m[e + 1]].view(like.dtype).reshape((m[e + 2], m[e + 3], m[e + 4], m[e + 5]))
