@@ -1,0 +1,119 @@
+"""Shared helpers for the tests: building single-node ONNX recurrent graphs, running onnxruntime, comparing."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+WEIGHT_INPUTS = {"LSTM": {1: "W", 2: "R", 3: "B", 7: "P"}, "GRU": {1: "W", 2: "R", 3: "B"},
+                 "RNN": {1: "W", 2: "R", 3: "B"}}
+
+
+def tolerance(T: int) -> float:
+    """The project's fp32 tolerance: 1e-5 up to 100 steps, 1e-4 up to 1000."""
+    return 1e-5 if T <= 100 else 1e-4
+
+
+def max_abs_diff(a, b) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    assert a.shape == b.shape, f"shapes differ: {a.shape} vs {b.shape}"
+    if a.size == 0:
+        return 0.0
+    same_nan = np.isnan(a) & np.isnan(b)
+    same_inf = np.isinf(a) & np.isinf(b) & (np.sign(a) == np.sign(b))
+    with np.errstate(invalid="ignore"):
+        d = np.abs(a - b)
+    d[same_nan | same_inf] = 0.0
+    return float(np.nan_to_num(d, nan=np.inf).max())
+
+
+def weights_to_initializers(model: onnx.ModelProto, feeds: dict) -> tuple:
+    """Conformance graphs pass W/R/B/P as graph inputs; the engine needs weights as constants. Returns a copy of
+    the model with those inputs turned into initializers, and the remaining feeds."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    node = m.graph.node[0]
+    weight_names = {node.input[i] for i in WEIGHT_INPUTS.get(node.op_type, {}) if i < len(node.input) and node.input[i]}
+    keep = [vi for vi in m.graph.input if vi.name not in weight_names]
+    for name in weight_names:
+        m.graph.initializer.append(numpy_helper.from_array(np.asarray(feeds[name]), name))
+    del m.graph.input[:]
+    m.graph.input.extend(keep)
+    return m, {k: v for k, v in feeds.items() if k not in weight_names}
+
+
+def ort_session(model: onnx.ModelProto, threads: int = 1):
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def rnn_model(op: str, *, I: int, H: int, D: int, T, B, rng, attrs: dict, with_B=True, with_P=False,
+              inputs=("X",), outputs=("Y", "Y_h", "Y_c"), dtype=np.float32, opset=22, weight_scale=0.5):
+    """A single recurrent node graph with its weights as initializers.
+
+    ``inputs`` names which optional run-time inputs exist: any of sequence_lens, initial_h, initial_c.
+    Returns (model, weights dict).
+    """
+    gates = {"LSTM": 4, "GRU": 3, "RNN": 1}[op]
+    elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
+    W = (rng.standard_normal((D, gates * H, I)) * weight_scale).astype(dtype)
+    R = (rng.standard_normal((D, gates * H, H)) * weight_scale).astype(dtype)
+    Bw = (rng.standard_normal((D, 2 * gates * H)) * weight_scale).astype(dtype)
+    P = (rng.standard_normal((D, 3 * H)) * weight_scale).astype(dtype)
+    layout = attrs.get("layout", 0)
+    inits = [numpy_helper.from_array(W, "W"), numpy_helper.from_array(R, "R")]
+    names = ["X", "W", "R", ""]
+    if with_B:
+        inits.append(numpy_helper.from_array(Bw, "B"))
+        names[3] = "B"
+    names += ["sequence_lens" if "sequence_lens" in inputs else "",
+              "initial_h" if "initial_h" in inputs else ""]
+    if op == "LSTM":
+        names += ["initial_c" if "initial_c" in inputs else "", "P" if with_P else ""]
+        if with_P:
+            inits.append(numpy_helper.from_array(P, "P"))
+    while names and not names[-1]:
+        names.pop()
+    x_shape = [T, B, I] if layout == 0 else [B, T, I]
+    st_shape = [D, B, H] if layout == 0 else [B, D, H]
+    graph_inputs = [helper.make_tensor_value_info("X", elem, x_shape)]
+    if "sequence_lens" in inputs:
+        graph_inputs.append(helper.make_tensor_value_info("sequence_lens", TensorProto.INT32, [B]))
+    for n in ("initial_h", "initial_c"):
+        if n in inputs:
+            graph_inputs.append(helper.make_tensor_value_info(n, elem, st_shape))
+    out_names = [o if o in outputs else "" for o in ["Y", "Y_h", "Y_c"][: (3 if op == "LSTM" else 2)]]
+    while out_names and not out_names[-1]:
+        out_names.pop()
+    node = helper.make_node(op, names, out_names, hidden_size=H, **attrs)
+    graph_outputs = [helper.make_tensor_value_info(o, elem, None) for o in out_names if o]
+    g = helper.make_graph([node], "rnn", graph_inputs, graph_outputs, inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m, {"W": W, "R": R, "B": Bw, "P": P}
+
+
+def to_layout0(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The equivalent layout=0 graph of a layout=1 single-node graph (onnxruntime rejects layout=1)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    node = m.graph.node[0]
+    for a in node.attribute:
+        if a.name == "layout":
+            a.i = 0
+    for vi in m.graph.input:
+        dims = vi.type.tensor_type.shape.dim
+        if vi.name in ("X", "initial_h", "initial_c") and len(dims) == 3:
+            d0, d1 = dims[0].dim_value, dims[1].dim_value
+            dims[0].dim_value, dims[1].dim_value = d1, d0
+    return m
+
+
+def silence():
+    warnings.filterwarnings("ignore")

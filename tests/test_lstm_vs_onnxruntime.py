@@ -1,0 +1,243 @@
+"""Single-LSTM-node ONNX graphs, engine against onnxruntime, over every attribute and optional input.
+
+Each parametrized case fixes the graph's structure (each structure is one compile); hypothesis varies sizes,
+lengths and values. layout=1 is compared with onnxruntime running the equivalent layout=0 graph on transposed data,
+since onnxruntime rejects layout=1.
+"""
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import engine
+from lstm_util import max_abs_diff, ort_session, rnn_model, to_layout0, tolerance
+
+SETTINGS = settings(max_examples=6, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+DEFAULT = ["Sigmoid", "Tanh", "Tanh"]
+
+# (id, attrs, options) - options: with_B, with_P, inputs, outputs
+CASES = [
+    ("forward-defaults", {}, {}),
+    ("forward-no-bias", {}, {"with_B": False}),
+    ("reverse", {"direction": "reverse"}, {}),
+    ("bidirectional", {"direction": "bidirectional"}, {}),
+    ("initial-state", {}, {"inputs": ("X", "initial_h", "initial_c")}),
+    ("initial-h-only", {"direction": "bidirectional"}, {"inputs": ("X", "initial_h")}),
+    ("peepholes", {}, {"with_P": True, "inputs": ("X", "initial_h", "initial_c")}),
+    ("peepholes-bidirectional", {"direction": "bidirectional"}, {"with_P": True}),
+    ("sequence-lens", {}, {"inputs": ("X", "sequence_lens", "initial_h", "initial_c")}),
+    ("sequence-lens-reverse", {"direction": "reverse"}, {"inputs": ("X", "sequence_lens")}),
+    ("sequence-lens-bidirectional", {"direction": "bidirectional"},
+     {"inputs": ("X", "sequence_lens", "initial_h"), "with_P": True}),
+    ("clip", {"clip": 0.7}, {}),
+    ("clip-peepholes", {"clip": 1.5}, {"with_P": True}),
+    ("input-forget", {"input_forget": 1}, {}),
+    ("input-forget-peepholes-bidirectional", {"input_forget": 1, "direction": "bidirectional"}, {"with_P": True}),
+    ("only-Y", {}, {"outputs": ("Y",)}),
+    ("only-Y_h", {"direction": "bidirectional"}, {"outputs": ("Y_h",)}),
+    ("only-Y_c", {}, {"outputs": ("Y_c",)}),
+    ("Y_h-and-Y_c", {"direction": "reverse"}, {"outputs": ("Y_h", "Y_c")}),
+]
+
+ACTIVATION_CASES = [
+    ("relu-tanh-affine", ["Relu", "Tanh", "Affine"], [0.5], [0.1]),
+    ("hardsigmoid-softsign-softplus", ["HardSigmoid", "Softsign", "Softplus"], [0.3], [0.4]),
+    ("leakyrelu-thresholdedrelu-elu", ["LeakyRelu", "ThresholdedRelu", "Elu"], [0.05, 0.2, 0.9], []),
+    ("scaledtanh-sigmoid-scaledtanh", ["Sigmoid", "ScaledTanh", "ScaledTanh"], [1.2, 0.8], [0.7, 1.3]),
+    ("defaults-for-missing-alpha", ["HardSigmoid", "LeakyRelu", "Elu"], [], []),
+    ("affine-everywhere", ["Affine", "Affine", "Affine"], [0.9, 1.1, 0.5], [0.0, 0.2, -0.1]),
+]
+
+# unbounded activations (Relu, Affine, LeakyRelu, ...) as gates make the state grow geometrically with the steps:
+# short sequences and small weights keep both engines far from float32 overflow
+short_shapes = st.fixed_dictionaries({
+    "T": st.integers(1, 10), "B": st.integers(1, 4), "I": st.integers(1, 6), "H": st.integers(1, 10),
+    "seed": st.integers(0, 2 ** 31 - 1)})
+shapes = st.fixed_dictionaries({
+    "T": st.integers(1, 24), "B": st.integers(1, 5), "I": st.integers(1, 9), "H": st.integers(1, 12),
+    "seed": st.integers(0, 2 ** 31 - 1)})
+
+
+def compare(model, feeds, T, layout=0, rel=0.0):
+    """Run the engine and onnxruntime (layout=1: on the equivalent layout=0 graph) and return the largest diff.
+
+    rel > 0 scales the tolerance with the reference's magnitude (tol + rel * |ref|), for unbounded activations
+    whose values grow far beyond 1, where fp32 rounding alone exceeds a fixed absolute tolerance."""
+    sess = engine.Session(model.SerializeToString())
+    names = [o.name for o in model.graph.output]
+    got = sess.run(names, feeds)
+    if layout == 1:
+        ref_feeds = {k: (np.ascontiguousarray(v.transpose(1, 0, 2)) if k in ("X", "initial_h", "initial_c") else v)
+                     for k, v in feeds.items()}
+        ref = ort_session(to_layout0(model)).run(names, ref_feeds)
+        ref = [np.ascontiguousarray(r.transpose(2, 0, 1, 3)) if n == "Y" else np.ascontiguousarray(r.transpose(1, 0, 2))
+               for n, r in zip(names, ref)]
+    else:
+        ref = ort_session(model).run(names, feeds)
+    diff = max(max_abs_diff(g, r) for g, r in zip(got, ref))
+    scale = max(float(np.nanmax(np.abs(np.where(np.isinf(r), 0, r)), initial=0.0)) for r in ref)
+    assert diff <= tolerance(T) + rel * scale, f"max abs diff {diff:.2e} against onnxruntime (|ref| up to {scale:.1f})"
+    return diff
+
+
+def make_feeds(inputs, T, B, I, H, D, rng, layout=0):
+    feeds = {"X": rng.standard_normal((T, B, I) if layout == 0 else (B, T, I)).astype(np.float32)}
+    st_shape = (D, B, H) if layout == 0 else (B, D, H)
+    if "initial_h" in inputs:
+        feeds["initial_h"] = rng.standard_normal(st_shape).astype(np.float32)
+    if "initial_c" in inputs:
+        feeds["initial_c"] = rng.standard_normal(st_shape).astype(np.float32)
+    if "sequence_lens" in inputs:
+        lens = rng.integers(1, T + 1, size=B).astype(np.int32)
+        lens[0] = T   # onnxruntime sizes Y by the longest sequence
+        feeds["sequence_lens"] = lens
+    return feeds
+
+
+@pytest.mark.parametrize("layout", [0, 1])
+@pytest.mark.parametrize("name,attrs,opts", CASES, ids=[c[0] for c in CASES])
+def test_attributes_against_onnxruntime(name, attrs, opts, layout):
+    D = 2 if attrs.get("direction") == "bidirectional" else 1
+    inputs = opts.get("inputs", ("X",))
+
+    @SETTINGS
+    @given(shapes)
+    def check(s):
+        rng = np.random.default_rng(s["seed"])
+        T, B, I, H = s["T"], s["B"], s["I"], s["H"]
+        model, _ = rnn_model("LSTM", I=I, H=H, D=D, T=T, B=B, rng=rng, attrs={**attrs, "layout": layout},
+                             with_B=opts.get("with_B", True), with_P=opts.get("with_P", False), inputs=inputs,
+                             outputs=opts.get("outputs", ("Y", "Y_h", "Y_c")))
+        compare(model, make_feeds(inputs, T, B, I, H, D, rng, layout), T, layout)
+
+    check()
+
+
+@pytest.mark.parametrize("name,acts,alphas,betas", ACTIVATION_CASES, ids=[c[0] for c in ACTIVATION_CASES])
+@pytest.mark.parametrize("direction", ["forward", "bidirectional"])
+def test_activations_against_onnxruntime(name, acts, alphas, betas, direction):
+    D = 2 if direction == "bidirectional" else 1
+    attrs = {"direction": direction, "activations": acts * D}
+    if alphas:
+        attrs["activation_alpha"] = alphas * D
+    if betas:
+        attrs["activation_beta"] = betas * D
+
+    @SETTINGS
+    @given(short_shapes)
+    def check(s):
+        rng = np.random.default_rng(s["seed"])
+        T, B, I, H = s["T"], s["B"], s["I"], s["H"]
+        model, _ = rnn_model("LSTM", I=I, H=H, D=D, T=T, B=B, rng=rng, attrs=attrs,
+                             inputs=("X", "initial_h", "initial_c"), weight_scale=0.15)
+        compare(model, make_feeds(("initial_h", "initial_c"), T, B, I, H, D, rng), T, rel=2e-6)
+
+    check()
+
+
+@pytest.mark.parametrize("T,H", [(100, 64), (1000, 32)])
+def test_long_sequences_against_onnxruntime(T, H):
+    rng = np.random.default_rng(T)
+    model, _ = rnn_model("LSTM", I=16, H=H, D=1, T=T, B=2, rng=rng, attrs={}, inputs=("X", "initial_h", "initial_c"),
+                         weight_scale=0.2)
+    diff = compare(model, make_feeds(("initial_h", "initial_c"), T, 2, 16, H, 1, rng), T)
+    assert diff <= tolerance(T)
+
+
+@pytest.mark.parametrize("H", [64, 256])
+def test_fast_kernel_sizes_against_onnxruntime(H):
+    """Hidden sizes where the fast kernel's blocked loops have no remainder, and batch sizes on both sides of the
+    switch to a BLAS product for the recurrence."""
+    for B in (1, 3, 8):
+        rng = np.random.default_rng(H + B)
+        model, _ = rnn_model("LSTM", I=H, H=H, D=1, T=20, B=B, rng=rng, attrs={},
+                             inputs=("X", "sequence_lens", "initial_h", "initial_c"), weight_scale=0.1)
+        compare(model, make_feeds(("sequence_lens", "initial_h", "initial_c"), 20, B, H, H, 1, rng), 20)
+
+
+def test_multithreaded_kernel_against_onnxruntime():
+    """threads=2 with H >= 256 takes the path that splits hidden units over threads."""
+    rng = np.random.default_rng(7)
+    H = 256
+    model, _ = rnn_model("LSTM", I=32, H=H, D=2, T=30, B=2, rng=rng, attrs={"direction": "bidirectional"},
+                         inputs=("X", "sequence_lens", "initial_h", "initial_c"), weight_scale=0.1)
+    feeds = make_feeds(("sequence_lens", "initial_h", "initial_c"), 30, 2, 32, H, 2, rng)
+    sess = engine.Session(model.SerializeToString(), threads=2)
+    assert "lstm_forward_fast_mt" in sess._compiled.source
+    got = sess.run(None, feeds)
+    ref = ort_session(model).run(None, feeds)
+    assert max(max_abs_diff(g, r) for g, r in zip(got, ref)) <= 1e-5
+
+
+def test_nan_and_inf_propagate_without_crashing():
+    """A deliberate difference: onnxruntime's clamped activations turn a NaN input into finite numbers (silently
+    wrong); the engine propagates NaN through the rest of that sequence. Elsewhere, and for inf inputs (which
+    saturate the gates), the two agree."""
+    rng = np.random.default_rng(3)
+    model, _ = rnn_model("LSTM", I=4, H=5, D=1, T=6, B=2, rng=rng, attrs={})
+    x = rng.standard_normal((6, 2, 4)).astype(np.float32)
+    x[2, 0, 1] = np.nan
+    x[3, 1, 2] = np.inf
+    y, yh, yc = engine.Session(model.SerializeToString()).run(None, {"X": x})
+    ref_y, ref_yh, ref_yc = ort_session(model).run(None, {"X": x})
+    assert np.isnan(y[2:, 0, 0]).all() and np.isnan(yh[0, 0]).all() and np.isnan(yc[0, 0]).all()
+    assert np.isfinite(y[:2]).all() and np.isfinite(y[:, :, 1]).all()
+    assert max_abs_diff(y[:2], ref_y[:2]) <= 1e-5                      # before the NaN
+    assert max_abs_diff(y[:, :, 1], ref_y[:, :, 1]) <= 1e-5            # the sequence with inf
+    assert max_abs_diff(yh[:, 1], ref_yh[:, 1]) <= 1e-5
+    assert max_abs_diff(yc[:, 1], ref_yc[:, 1]) <= 1e-5
+
+
+def to_double(model):
+    import onnx
+    from onnx import TensorProto, numpy_helper
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for i, init in enumerate(m.graph.initializer):
+        m.graph.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float64),
+                                                                init.name))
+    for vi in list(m.graph.input) + list(m.graph.output):
+        if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
+            vi.type.tensor_type.elem_type = TensorProto.DOUBLE
+    return m
+
+
+def test_float64_model_matches_float32_reference():
+    """ONNX allows double LSTMs but onnxruntime has no kernel for them: compare the engine's float64 run with
+    onnxruntime's float32 run (fp32 tolerance), and the engine's float64 precision mode on a float32 model too."""
+    rng = np.random.default_rng(11)
+    m32, _ = rnn_model("LSTM", I=5, H=7, D=2, T=12, B=3, rng=rng, attrs={"direction": "bidirectional"},
+                       inputs=("X", "initial_h", "initial_c"))
+    m64 = to_double(m32)     # the same weights, exactly, as doubles
+    feeds = make_feeds(("initial_h", "initial_c"), 12, 3, 5, 7, 2, np.random.default_rng(5))
+    ref = ort_session(m32).run(None, feeds)
+    s64 = engine.Session(m64.SerializeToString())
+    assert s64.get_inputs()[0].type == "tensor(double)"
+    got64 = s64.run(None, {k: v.astype(np.float64) for k, v in feeds.items()})
+    assert all(g.dtype == np.float64 for g in got64)
+    assert max(max_abs_diff(g, r) for g, r in zip(got64, ref)) <= 1e-5
+    prec = engine.Session(m32.SerializeToString(), precision="float64").run(None, feeds)
+    assert max(max_abs_diff(g, r) for g, r in zip(prec, got64)) <= 1e-12
+
+
+def test_multithreaded_model_loads_from_the_compile_cache_in_a_new_process(tmp_path):
+    """Regression: Numba issue #8578 - a cached function that calls a parallel kernel segfaulted when loaded from
+    the cache in a new process. Two processes, the second loading what the first compiled."""
+    import subprocess
+    import sys
+    import os
+    rng = np.random.default_rng(1)
+    model, _ = rnn_model("LSTM", I=8, H=256, D=1, T=5, B=1, rng=rng, attrs={})
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    code = ("import numpy as np, engine; s = engine.Session(%r, threads=2); "
+            "assert 'lstm_forward_fast_mt' in s._compiled.source; "
+            "print(s.run(None, {'X': np.ones((5, 1, 8), np.float32)})[0].sum())" % str(path))
+    env = {**os.environ, "LSTM_ENGINE_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_CACHE_DIR": str(tmp_path / "nb"),
+           "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    outs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+            for _ in range(2)]
+    for p in outs:
+        assert p.returncode == 0, p.stderr[-2000:]
+    assert outs[0].stdout == outs[1].stdout
