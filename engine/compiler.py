@@ -43,6 +43,7 @@ class _Context:
     def __init__(self, model, dtype, stream, threads=1):
         self.model = model
         self.threads = threads      # kernels may split work over this many threads
+        self.uses_parallel = False  # set by ops that emit a parallel=True kernel
         self.dtype = np.dtype(dtype)
         self.stream = stream
         self.lines = []
@@ -264,6 +265,11 @@ def generate(model, dtype, stream=False, threads=1):
 
 def compile_model(model, dtype, stream=False, threads=1) -> Compiled:
     source, ctx, buf = generate(model, dtype, stream, threads)
+    if ctx.uses_parallel:
+        # Numba issue #8578: a cached function calling a parallel=True kernel segfaults when it is loaded before
+        # the thread pool exists; get_num_threads() launches the pool.
+        import numba
+        numba.get_num_threads()
     fn = _load_generated(source)
     return Compiled(
         fn=fn,

@@ -347,6 +347,7 @@ class LSTM(Op):
             args = (f"{X}, _b, _m, {e}, {sc(bool(ins[7]))}, {common}, {sc(np.float32(fclip))}, "
                     f"{sc(bool(a['input_forget']))}, {sc(int(a['layout']))}")
             if multi:
+                ctx.uses_parallel = True
                 ctx.line(f"{outs[0]}, {outs[1]}, {outs[2]} = lstm_forward_fast_mt({args})")
             else:
                 ctx.line(f"{outs[0]}, {outs[1]}, {outs[2]} = lstm_forward_fast({args})")
