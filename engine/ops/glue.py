@@ -85,10 +85,12 @@ class Reshape(Op):
             else:
                 items.append(str(d))
         out = ctx.define(node.outputs[0], len(shape))
+        known = " * ".join(i for i, d in zip(items, shape) if d != -1) or "1"
         if -1 not in shape:
-            known = " * ".join(items) if items else "1"
             ctx.line(f"if {x}.size != {known}:")
-            ctx.line(f"    raise ValueError({ctx.msg(node, 'the input cannot be reshaped to the target shape')})")
+        else:
+            ctx.line(f"if {known} == 0 or {x}.size % ({known}) != 0:")
+        ctx.line(f"    raise ValueError({ctx.msg(node, f'the input cannot be reshaped to {shape} (0 = copied, -1 = inferred)')})")
         ctx.line(f"{out} = {x}.reshape({_shape_tuple(items)})")
 
 
