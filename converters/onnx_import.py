@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from engine.errors import ConversionError, UnsupportedModelError
+from engine.errors import ConversionError, ModelFileError, UnsupportedModelError
 from engine.model import Model, Node, TensorSpec
 from engine.ops.activations import normalize as normalize_activations
 from engine.ops.lstm import DIRECTIONS
@@ -24,7 +24,7 @@ from .symbolic import Dim, Shapes
 INT64_BIG = 2 ** 62
 DATA_OPS = ("LSTM", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Concat", "Slice", "Identity", "Dropout", "Cast")
 SHAPE_OPS = ("Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Mul", "Cast", "Reshape", "Identity",
-             "Size")
+             "Size", "ConstantOfShape")
 MIN_OPSET = 7
 _ELEM = {1: "float32", 11: "float64", 6: "int32", 7: "int64"}
 
@@ -36,9 +36,9 @@ def onnx_bytes_to_model(data: bytes, where: str = "<bytes>", progress: bool = Fa
     try:
         proto = onnx.load_from_string(data)
     except (DecodeError, ValueError, RuntimeError) as e:
-        raise ConversionError(f"{where}: neither an lstm-engine model nor a readable ONNX file ({e})") from None
+        raise ModelFileError(f"{where}: neither an lstm-engine model nor a readable ONNX file ({e})") from None
     if not proto.graph.node and not proto.graph.input:
-        raise ConversionError(f"{where}: neither an lstm-engine model nor an ONNX model (empty or unrecognised content)")
+        raise ModelFileError(f"{where}: neither an lstm-engine model nor an ONNX model (empty or unrecognised content)")
     return _Importer(proto, where, progress).run()
 
 
@@ -95,6 +95,9 @@ class _Importer:
             if vi.name in self.consts:
                 continue  # IR < 4 lists initializers among the inputs
             inputs.append(self._graph_input(vi))
+        self.input_names = [s.name for s in inputs]
+        floats = {s.dtype for s in inputs if s.dtype.startswith("float")}
+        self.float_dtype = floats.pop() if len(floats) == 1 else None
         nodes = list(self.graph.node)
         from engine._progress import progress_iter
         for node in progress_iter(nodes, "converting", enabled=self.progress and len(nodes) > 1):
@@ -264,6 +267,9 @@ class _Importer:
             self._set_sym(out, [self.S.prod(self._shape_of(ins[0], node))], scalar=True)
             return
         vals, scalar = self._sym(ins[0], node)
+        if op == "ConstantOfShape":
+            self._constant_of_shape(node, vals, a)
+            return
         if op in ("Cast", "Identity"):
             self._set_sym(out, vals, scalar)
         elif op == "Gather":
@@ -292,6 +298,37 @@ class _Importer:
             vals = vals * n if len(vals) == 1 else vals
             other = other * n if len(other) == 1 else other
             self._set_sym(out, [self.S.mul(x, y) for x, y in zip(vals, other)], scalar and s2)
+
+    def _constant_of_shape(self, node, dims, a):
+        """A run-time tensor of one value whose dimensions come from graph inputs' dimensions."""
+        value = np.asarray(self._to_array(node.attribute[0].t) if a.get("value") is not None else np.zeros(1, np.float32))
+        if value.dtype.kind != "f":
+            raise self._err(node, f"only float fill values are supported on run-time shapes, got {value.dtype}")
+        sources, shape = [], []
+        for d in dims:
+            d = self.S.norm(d)
+            if isinstance(d, int):
+                shape.append(d)
+                continue
+            sym = self.S.single_sym(d)
+            src = self._dim_source(sym)
+            if src is None:
+                raise self._err(node, f"the dimension {d} is not a dimension of a graph input")
+            if src[0] not in sources:
+                sources.append(src[0])
+            shape.append([sources.index(src[0]), src[1]])
+        dtype = self.float_dtype or "float32"
+        self._emit("ConstantOfShape", node, sources, [node.output[0]],
+                   {"shape": shape, "value": float(value.reshape(-1)[0])}, [list(dims)], [dtype])
+
+    def _dim_source(self, sym):
+        if sym is None:
+            return None
+        for name in self.input_names:
+            for axis, d in enumerate(self.shapes[name]):
+                if self.S.single_sym(d) == sym:
+                    return name, axis
+        return None
 
     def _shape_of(self, name, node):
         if name in self.shapes:

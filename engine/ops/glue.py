@@ -213,4 +213,36 @@ class Slice(Op):
         ctx.line(f"{out} = np.ascontiguousarray({x}[{', '.join(idx)}])")
 
 
-GLUE_OPS = [Identity, Transpose, Reshape, Squeeze, Unsqueeze, Concat, Slice]
+class ConstantOfShape(Op):
+    """A tensor filled with one value, whose shape may depend on run-time values: each entry of ``shape`` is an
+    int or [k, axis] = dimension ``axis`` of input k (exporters build zero initial states this way)."""
+    name = "ConstantOfShape"
+
+    @classmethod
+    def validate(cls, node, model):
+        shape = node.attrs.get("shape")
+        if not isinstance(shape, list) or len(node.outputs) != 1 or not isinstance(node.attrs.get("value"), (int, float)):
+            raise ModelFileError(f"node {node.name!r}: ConstantOfShape needs a shape list and a numeric value")
+        for d in shape:
+            ok = (isinstance(d, int) and d >= 0) or (isinstance(d, list) and len(d) == 2 and all(isinstance(v, int) for v in d)
+                                                    and 0 <= d[0] < len(node.inputs) and d[1] >= 0)
+            if not ok:
+                raise ModelFileError(f"node {node.name!r}: invalid ConstantOfShape dimension {d!r}")
+
+    @classmethod
+    def emit(cls, node, ctx):
+        items = []
+        for d in node.attrs["shape"]:
+            if isinstance(d, int):
+                items.append(ctx.scalar(int(d)))
+            else:
+                src = node.inputs[d[0]]
+                if d[1] >= ctx.rank(src):
+                    raise ModelFileError(f"node {node.name!r}: dimension {d[1]} of rank-{ctx.rank(src)} {src!r}")
+                items.append(f"{ctx.value(src)}.shape[{d[1]}]")
+        out = ctx.define(node.outputs[0], len(items))
+        value = ctx.scalar(float(node.attrs["value"]))
+        ctx.line(f"{out} = np.full({_shape_tuple(items)}, {value}, dtype=np.{ctx.dtype.name})")
+
+
+GLUE_OPS = [Identity, Transpose, Reshape, Squeeze, Unsqueeze, Concat, Slice, ConstantOfShape]
