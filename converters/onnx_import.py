@@ -24,7 +24,7 @@ from .symbolic import Dim, Shapes
 INT64_BIG = 2 ** 62
 DATA_OPS = ("LSTM", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Concat", "Slice", "Identity", "Dropout", "Cast")
 SHAPE_OPS = ("Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Mul", "Cast", "Reshape", "Identity",
-             "Size", "ConstantOfShape")
+             "Size", "ConstantOfShape", "Expand")
 MIN_OPSET = 7
 _ELEM = {1: "float32", 11: "float64", 6: "int32", 7: "int64"}
 
@@ -258,6 +258,27 @@ class _Importer:
         out = node.output[0]
         if op not in SHAPE_OPS:
             raise self._err(node, f"op {op!r} on a shape value is not supported (supported: {', '.join(SHAPE_OPS)})")
+        if op == "Expand" and ins[0] in self.consts and self.consts[ins[0]].dtype.kind == "f":
+            # a constant broadcast to a run-time shape: exporters build zero initial states this way
+            fill = self.consts[ins[0]]
+            target, _ = self._sym(ins[1], node)
+            target = [self.S.norm(d) for d in target]
+            if fill.ndim > len(target):
+                raise self._err(node, f"cannot expand a rank-{fill.ndim} tensor to rank {len(target)}")
+            out = list(target)
+            for k, d in enumerate(fill.shape):       # numpy broadcasting, right-aligned
+                t = len(target) - fill.ndim + k
+                if d != 1:
+                    if isinstance(target[t], int) and target[t] not in (1, d):
+                        raise self._err(node, f"shape {fill.shape} does not broadcast to the target")
+                    if target[t] != 1:
+                        self.S.unify(target[t], d, f"node {node.name!r} (Expand)")
+                    out[t] = d
+            if fill.size == 0 or not np.all(fill == fill.reshape(-1)[0]):
+                raise self._err(node, "only a constant of one repeated value expanded to a run-time shape is "
+                                      "supported")
+            self._constant_of_shape(node, out, {}, value=fill.reshape(-1)[0])
+            return
         if op == "Shape":
             dims = self._shape_of(ins[0], node)
             start, end = a.get("start", 0), a.get("end", None)
@@ -299,9 +320,11 @@ class _Importer:
             other = other * n if len(other) == 1 else other
             self._set_sym(out, [self.S.mul(x, y) for x, y in zip(vals, other)], scalar and s2)
 
-    def _constant_of_shape(self, node, dims, a):
+    def _constant_of_shape(self, node, dims, a, value=None):
         """A run-time tensor of one value whose dimensions come from graph inputs' dimensions."""
-        value = np.asarray(self._to_array(node.attribute[0].t) if a.get("value") is not None else np.zeros(1, np.float32))
+        if value is None:
+            value = self._to_array(node.attribute[0].t) if a.get("value") is not None else np.zeros(1, np.float32)
+        value = np.asarray(value)
         if value.dtype.kind != "f":
             raise self._err(node, f"only float fill values are supported on run-time shapes, got {value.dtype}")
         sources, shape = [], []
