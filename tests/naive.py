@@ -47,13 +47,13 @@ def activation(name: str, alpha: float, beta: float, x: np.ndarray) -> np.ndarra
         if key == "tanh":
             return np.tanh(x)
         if key == "relu":
-            return np.where(x > 0, x, x * zero)
+            return np.maximum(x, zero)        # NaN stays NaN
         if key == "affine":
             return alpha * x + beta
         if key == "leakyrelu":
             return np.where(x >= 0, x, alpha * x)
         if key == "thresholdedrelu":
-            return np.where(x > alpha, x, x * zero)
+            return np.where((x > alpha) | np.isnan(x), x, zero)
         if key == "scaledtanh":
             return alpha * np.tanh(beta * x)
         if key == "hardsigmoid":
@@ -62,7 +62,7 @@ def activation(name: str, alpha: float, beta: float, x: np.ndarray) -> np.ndarra
         if key == "elu":
             return np.where(x >= 0, x, alpha * (np.exp(x) - one))
         if key == "softsign":
-            return x / (one + np.abs(x))
+            return np.where(np.isinf(x), np.sign(x), x / (one + np.abs(x)))
         if key == "softplus":
             return np.logaddexp(zero, x)      # log(1 + e^x), without overflowing to inf for large x
     raise ValueError(f"unknown activation {name!r}")

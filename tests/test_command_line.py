@@ -1,0 +1,107 @@
+"""The lstm-engine command line, run as a subprocess the way a user runs it."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import engine
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(*args, cwd=None):
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "engine.cli", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=600)
+
+
+def no_traceback(p):
+    assert "Traceback" not in p.stderr and "Traceback" not in p.stdout, p.stderr
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    m = torch.nn.LSTM(3, 4, num_layers=2, batch_first=True).eval()
+    torch.save(m.state_dict(), d / "state.pt")
+    import io
+    import warnings
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, (torch.randn(2, 5, 3),), buf, dynamo=False, input_names=["input"],
+                          output_names=["output", "h_n", "c_n"], dynamic_axes={"input": {0: "B", 1: "T"}})
+    (d / "model.onnx").write_bytes(buf.getvalue())
+    x = np.random.default_rng(0).standard_normal((2, 6, 3)).astype(np.float32)
+    np.save(d / "x.npy", x)
+    return d, m, x
+
+
+def test_help_for_every_command():
+    p = cli("--help")
+    assert p.returncode == 0 and "convert" in p.stdout and "examples:" in p.stdout
+    for cmd in ("convert", "inspect", "run", "demo"):
+        p = cli(cmd, "--help")
+        assert p.returncode == 0 and "usage: lstm-engine " + cmd in p.stdout, cmd
+    p = cli()
+    assert p.returncode == 2 and "usage" in p.stdout
+
+
+def test_convert_inspect_run_onnx(files):
+    d, m, x = files
+    p = cli("convert", d / "model.onnx", "-o", d / "from_onnx.lstm")
+    assert p.returncode == 0, p.stderr
+    assert "2 recurrent layer(s)" in p.stdout
+    p = cli("inspect", d / "from_onnx.lstm")
+    assert p.returncode == 0 and "lstm-engine v1" in p.stdout and "parameters:" in p.stdout and "LSTM" in p.stdout
+    p = cli("inspect", d / "from_onnx.lstm", "--json")
+    meta = json.loads(p.stdout)
+    assert meta["format"] == "lstm-engine" and meta["parameter_count"] > 0
+    p = cli("run", d / "from_onnx.lstm", "--input", f"input={d / 'x.npy'}", "-o", d / "out.npz")
+    assert p.returncode == 0, p.stderr
+    out = np.load(d / "out.npz")
+    ref = engine.Session(d / "from_onnx.lstm").run(None, {"input": x})
+    assert sorted(out.files) == ["c_n", "h_n", "output"]
+    assert np.array_equal(out["output"], ref[0]) and np.array_equal(out["h_n"], ref[1])
+    with torch.no_grad():
+        assert float(np.abs(out["output"] - m(torch.from_numpy(x))[0].numpy()).max()) <= 1e-5
+
+
+def test_convert_state_dict_with_batch_first(files):
+    d, m, x = files
+    p = cli("convert", d / "state.pt", "-o", d / "from_sd.lstm", "--batch-first")
+    assert p.returncode == 0, p.stderr
+    got = engine.Session(d / "from_sd.lstm").run(None, {"input": x})[0]
+    with torch.no_grad():
+        assert float(np.abs(got - m(torch.from_numpy(x))[0].numpy()).max()) <= 1e-5
+    p = cli("run", d / "from_sd.lstm", "-i", f"input={d / 'x.npy'}", "-o", d / "o.npz", "--outputs", "h_n")
+    assert p.returncode == 0 and np.load(d / "o.npz").files == ["h_n"]
+
+
+ERRORS = [
+    (("convert", "missing.onnx", "-o", "x.lstm"), "not found"),
+    (("inspect", "missing.lstm"), "not found"),
+    (("run", "{d}/from_onnx.lstm", "--input", "input={d}/missing.npy", "-o", "o.npz"), "file not found"),
+    (("run", "{d}/from_onnx.lstm", "--input", "oops", "-o", "o.npz"), "NAME=FILE.npy"),
+    (("run", "{d}/from_onnx.lstm", "--input", "nope={d}/x.npy", "-o", "o.npz"), "unknown input"),
+    (("run", "{d}/from_onnx.lstm", "-o", "o.npz"), "missing required input"),
+    (("inspect", "{d}/x.npy"), "neither an lstm-engine model"),
+    (("convert", "{d}/from_onnx.lstm", "-o", "{d}/again.lstm"), "already an lstm-engine model"),
+]
+
+
+@pytest.mark.parametrize("args,message", ERRORS, ids=[" ".join(e[0][:2]) + f"-{i}" for i, e in enumerate(ERRORS)])
+def test_errors_are_one_clear_line(files, args, message):
+    d, _, _ = files
+    if not (d / "from_onnx.lstm").exists():
+        assert cli("convert", d / "model.onnx", "-o", d / "from_onnx.lstm").returncode == 0
+    p = cli(*[a.format(d=d) for a in args], cwd=d)
+    assert p.returncode == 2, p.stdout
+    no_traceback(p)
+    assert message in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
