@@ -1,4 +1,4 @@
-"""The ``lstm-engine`` command line: convert, inspect, run, demo.
+"""The ``lstm-engine`` command line: convert, inspect, run, demo, bench.
 
 Errors are one clear line on stderr and exit status 2; no tracebacks for things a user can get wrong.
 """
@@ -9,6 +9,7 @@ import os
 import sys
 import time
 
+from .bench_cli import add_bench_parser, cmd_bench
 from .errors import EngineError
 
 EPILOG = """examples:
@@ -17,6 +18,7 @@ EPILOG = """examples:
   lstm-engine inspect model.lstm
   lstm-engine run model.lstm --input X=x.npy -o out.npz
   lstm-engine demo
+  lstm-engine bench --quick
 """
 
 
@@ -68,6 +70,7 @@ def _parser():
                        description="Convert the bundled model(s), run them on the engine, check every output "
                                    "against onnxruntime and print the latency of both side by side.")
     d.add_argument("--repeats", type=int, default=200, help="timed calls per measurement (default: 200)")
+    add_bench_parser(sub)
     return p
 
 
@@ -84,7 +87,7 @@ def main(argv=None) -> int:
         return 2
     try:
         return {"convert": cmd_convert, "inspect": cmd_inspect, "run": cmd_run,
-                "demo": cmd_demo}[args.command](args) or 0
+                "demo": cmd_demo, "bench": cmd_bench}[args.command](args) or 0
     except EngineError as e:
         print(f"lstm-engine {args.command}: error: {e}", file=sys.stderr)
         return 2

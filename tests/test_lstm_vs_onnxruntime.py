@@ -47,6 +47,8 @@ ACTIVATION_CASES = [
     ("scaledtanh-sigmoid-scaledtanh", ["Sigmoid", "ScaledTanh", "ScaledTanh"], [1.2, 0.8], [0.7, 1.3]),
     ("defaults-for-missing-alpha", ["HardSigmoid", "LeakyRelu", "Elu"], [], []),
     ("affine-everywhere", ["Affine", "Affine", "Affine"], [0.9, 1.1, 0.5], [0.0, 0.2, -0.1]),
+    # onnxruntime's defaults when alpha/beta run out: 0 for these three (not the standalone ops' 1.0)
+    ("defaults-thresholdedrelu-scaledtanh-affine", ["ThresholdedRelu", "ScaledTanh", "Affine"], [], []),
 ]
 
 # unbounded activations (Relu, Affine, LeakyRelu, ...) as gates make the state grow geometrically with the steps:
@@ -134,6 +136,21 @@ def test_activations_against_onnxruntime(name, acts, alphas, betas, direction):
         compare(model, make_feeds(("initial_h", "initial_c"), T, B, I, H, D, rng), T, rel=2e-6)
 
     check()
+
+
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+def test_zero_length_sequences_against_onnxruntime(direction):
+    """A batch entry with sequence_lens 0: Y all zero, and Y_h/Y_c zero too (not the initial state)."""
+    D = 2 if direction == "bidirectional" else 1
+    T, B, I, H = 5, 3, 4, 6
+    rng = np.random.default_rng(7)
+    inputs = ("X", "sequence_lens", "initial_h", "initial_c")
+    model, _ = rnn_model("LSTM", I=I, H=H, D=D, T=T, B=B, rng=rng, attrs={"direction": direction}, inputs=inputs)
+    feeds = make_feeds(inputs, T, B, I, H, D, rng)
+    feeds["sequence_lens"] = np.array([T, 0, 2], dtype=np.int32)
+    compare(model, feeds, T)
+    y, yh, yc = engine.Session(model.SerializeToString()).run(None, feeds)
+    assert not y[:, :, 1].any() and not yh[:, 1].any() and not yc[:, 1].any()
 
 
 @pytest.mark.parametrize("T,H", [(100, 64), (1000, 32)])

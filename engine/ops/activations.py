@@ -2,7 +2,11 @@
 
 ONNX lets ``activations`` name any of these per gate; ``activation_alpha`` / ``activation_beta`` are consumed in
 order by the functions that take them (onnxruntime's convention), with the defaults below where a list runs out.
-The converters store every activation with its own (alpha, beta) filled in, so the kernels never look at defaults.
+The ONNX spec gives no defaults for the recurrent ops; these are onnxruntime's, found by experiment
+(tests/test_lstm_vs_onnxruntime.py): LeakyRelu 0.01, HardSigmoid 0.2/0.5, Elu 1.0, and 0 for everything else, so a
+bare Affine or ScaledTanh is the zero function and a bare ThresholdedRelu is a Relu (not the standalone ops'
+defaults of 1.0). The converters store every activation with its own (alpha, beta) filled in, so the kernels never
+look at defaults.
 """
 import math
 
@@ -18,10 +22,10 @@ ACTIVATIONS = {
     "sigmoid": (SIGMOID, False, False, 0.0, 0.0),
     "tanh": (TANH, False, False, 0.0, 0.0),
     "relu": (RELU, False, False, 0.0, 0.0),
-    "affine": (AFFINE, True, True, 1.0, 0.0),
+    "affine": (AFFINE, True, True, 0.0, 0.0),
     "leakyrelu": (LEAKY_RELU, True, False, 0.01, 0.0),
-    "thresholdedrelu": (THRESHOLDED_RELU, True, False, 1.0, 0.0),
-    "scaledtanh": (SCALED_TANH, True, True, 1.0, 1.0),
+    "thresholdedrelu": (THRESHOLDED_RELU, True, False, 0.0, 0.0),
+    "scaledtanh": (SCALED_TANH, True, True, 0.0, 0.0),
     "hardsigmoid": (HARD_SIGMOID, True, True, 0.2, 0.5),
     "elu": (ELU, True, False, 1.0, 0.0),
     "softsign": (SOFTSIGN, False, False, 0.0, 0.0),
@@ -71,14 +75,15 @@ def activate(code, alpha, beta, x):
         return e / (1.0 + e)
     if code == TANH:
         return math.tanh(x)
+    # NaN must come out as NaN, and -inf as 0: hence no "0.0 * x" (NaN for -inf) and no max() (drops NaN)
     if code == RELU:
-        return x if x > 0 else 0.0 * x
+        return x if (x > 0 or x != x) else 0.0
     if code == AFFINE:
         return alpha * x + beta
     if code == LEAKY_RELU:
         return x if x >= 0 else alpha * x
     if code == THRESHOLDED_RELU:
-        return x if x > alpha else 0.0 * x
+        return x if (x > alpha or x != x) else 0.0
     if code == SCALED_TANH:
         return alpha * math.tanh(beta * x)
     if code == HARD_SIGMOID:
@@ -87,6 +92,8 @@ def activate(code, alpha, beta, x):
     if code == ELU:
         return x if x >= 0 else alpha * (math.exp(x) - 1.0)
     if code == SOFTSIGN:
+        if math.isinf(x):              # inf / inf would be NaN; the limit is +-1
+            return 1.0 if x > 0 else -1.0
         return x / (1.0 + abs(x))
     # SOFTPLUS: log(1 + e^x), computed without overflow for large x
     if x > 0:

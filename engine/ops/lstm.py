@@ -80,6 +80,13 @@ def _lstm_setup(X, D, H, Hout, I_w, seq, use_seq, h0, use_h0, c0, use_c0, layout
             raise ValueError("LSTM: initial_c must have shape (num_directions, batch, hidden_size), or "
                              "(batch, num_directions, hidden_size) for layout 1")
         _copy_state(cinit, c0, layout)
+    # a sequence of length 0 ends with a zero state, not its initial state (onnxruntime's semantics); the kernels
+    # leave a finished sequence's state alone, so zeroing it here is enough for all of them
+    for b in range(B):
+        if lens[b] == 0:
+            for d in range(D):
+                hinit[d, b, :] = 0.0
+                cinit[d, b, :] = 0.0
     return Xs, lens, hinit, cinit
 
 

@@ -33,8 +33,9 @@ def lstm_direction_generic(Y, Yh, Yc, d, xw, B, RT, bias, peep, use_peep, projT,
     """Run one direction over all steps. Writes Y[:, d] (T, B, Hout), Yh[d] (B, Hout), Yc[d] (B, H).
 
     xw (T*B, 4H) is the hoisted input projection X @ W^T (bias not yet added).
-    Batch entry b runs steps 0..seq[b]-1 (reverse: seq[b]-1 down to 0); past its end Y stays zero and its state
-    stays frozen, so Yh/Yc hold its last valid step.
+    Batch entry b runs steps 0..seq[b]-1 (reverse: seq[b]-1 down to 0); past its end Y stays zero (the caller
+    passes Y zero-filled) and its state stays frozen, so Yh/Yc hold its last valid step; with seq[b] == 0 they are
+    zero (the caller zeroes that entry's initial state).
     """
     H = RT.shape[1] // 4
     Hout = RT.shape[0]
