@@ -144,7 +144,7 @@ def markdown(result) -> str:
     parts = [f"Benchmark of {result['created']}: {_machine_line(result)}.", "",
              _settings_line(result) + ". Ratio = onnxruntime median time per call / engine median time per call "
              "(higher is better); med / p90 are per call; GFLOP/s count the engine's LSTM matrix products "
-             "(2*T*B*4H*(I+H) per direction per layer). Targets from issue 3; `>run`: stream.step faster than run "
+             "(2*T*B*G*H*(I+H) per direction per layer; G = 4 LSTM, 3 GRU, 1 RNN). Targets from issue 3; `>run`: stream.step faster than run "
              "with the state in/out; `>=1T`: all-core ratio at least the single-thread ratio (within 5%, the run-to-run noise).", ""]
     if result["points"]:
         parts.append(_md_table(table_rows(result), COLUMNS))

@@ -23,7 +23,7 @@ import traceback
 import numpy as np
 
 from . import coldstart, report
-from .models import INPUT_NAMES, build, make_inputs
+from .models import build, input_names, make_inputs, output_names
 from .scenarios import COLD_MODEL, COLD_SCENARIOS, SCENARIOS, Scenario, select
 from .timing import Contender, measure
 
@@ -198,16 +198,23 @@ def _torch_tensors(*arrays):
     return [torch.from_numpy(a) for a in arrays]
 
 
+def _torch_forward(module, x, states):
+    """[output, h_n(, c_n)] of a torch recurrent module; states are tensors (h0, and c0 for an LSTM)."""
+    y, st = module(x, tuple(states) if len(states) > 1 else states[0])
+    return [y, *(st if isinstance(st, tuple) else (st,))]
+
+
 def _sequence_point(sc, ort_sess, eng, module, threads):
     import torch
     feed = make_inputs(sc)
-    names = ["output", "h_n", "c_n"]
+    names = output_names(sc)
     ref = ort_sess.run(None, feed)
     ours = eng.run(None, feed)
-    x_t, h0_t, c0_t = _torch_tensors(feed["input"], feed["h0"], feed["c0"])
+    x_t = torch.from_numpy(feed["input"])
+    st_t = _torch_tensors(*(feed[n] for n in sc.state_names))
     with torch.inference_mode():
-        y, (h, c) = module(x_t, (h0_t, c0_t))
-    diffs = {"engine": _max_diff(ours, ref, names), "torch": _max_diff([y.numpy(), h.numpy(), c.numpy()], ref, names)}
+        theirs = [t.numpy() for t in _torch_forward(module, x_t, st_t)]
+    diffs = {"engine": _max_diff(ours, ref, names), "torch": _max_diff(theirs, ref, names)}
 
     def ort_call():
         ort_sess.run(None, feed)
@@ -216,7 +223,7 @@ def _sequence_point(sc, ort_sess, eng, module, threads):
         eng.run(None, feed)
 
     def torch_call():
-        module(x_t, (h0_t, c0_t))
+        _torch_forward(module, x_t, st_t)
 
     contenders = [Contender("onnxruntime", ort_call), Contender("engine", eng_call),
                   Contender("torch", torch_call, lambda: torch.set_num_threads(threads))]
@@ -228,57 +235,62 @@ def _stream_point(sc, ort_sess, eng, module, threads):
     out; ``stream.step`` keeps it inside."""
     import torch
     feed = make_inputs(sc, T=STREAM_CHECK_STEPS)
-    xs, h0, c0 = feed["input"], feed["h0"], feed["c0"]
-    names = ["output", "h_n", "c_n"]
+    xs = feed["input"]
+    state_names = sc.state_names
+    init = [feed[n] for n in state_names]
+    names = output_names(sc)
 
     def carry(run, steps):
-        h, c, ys = h0, c0, []
+        st, ys = init, []
         for t in range(steps):
-            y, h, c = run({"input": xs[t:t + 1], "h0": h, "c0": c})
+            y, *st = run({"input": xs[t:t + 1], **dict(zip(state_names, st))})
             ys.append(y)
-        return np.concatenate(ys), h, c
+        return [np.concatenate(ys), *st]
 
     ref = carry(lambda f: ort_sess.run(None, f), STREAM_CHECK_STEPS)
     ours = carry(lambda f: eng.run(None, f), STREAM_CHECK_STEPS)
 
     def torch_run(f):
-        y, (h, c) = module(*_torch_tensors(f["input"]), tuple(_torch_tensors(f["h0"], f["c0"])))
-        return y.numpy(), h.numpy(), c.numpy()
+        out = _torch_forward(module, torch.from_numpy(f["input"]), _torch_tensors(*(f[n] for n in state_names)))
+        return [t.numpy() for t in out]
 
     with torch.inference_mode():
         theirs = carry(torch_run, STREAM_CHECK_STEPS)
 
     stream = eng.stream(batch_size=sc.B)
-    h_names = [k for k in stream.state if k.endswith("/h")]
-    c_names = [k for k in stream.state if k.endswith("/c")]
+    suffixes = ["/h", "/c"][:len(state_names)]
+    keys = [[k for k in stream.state if k.endswith(sfx)] for sfx in suffixes]   # per state kind, one per layer
     d = sc.directions
-    stream.state = {**{k: h0[i * d:(i + 1) * d] for i, k in enumerate(h_names)},
-                    **{k: c0[i * d:(i + 1) * d] for i, k in enumerate(c_names)}}
+    stream.state = {k: s0[i * d:(i + 1) * d] for ks, s0 in zip(keys, init) for i, k in enumerate(ks)}
     ys = [stream.step(xs[t]) for t in range(STREAM_CHECK_STEPS)]
     st = stream.state
-    stepped = (np.stack(ys),   # step returns (B, D*H) without the time axis; stacked: (T, B, D*H) like "output"
-               np.concatenate([st[k] for k in h_names]), np.concatenate([st[k] for k in c_names]))
+    # step returns (B, D*H) without the time axis; stacked: (T, B, D*H) like "output"
+    stepped = [np.stack(ys), *(np.concatenate([st[k] for k in ks]) for ks in keys)]
     diffs = {"engine": _max_diff(ours, ref, names), "engine_step": _max_diff(stepped, ref, names),
              "torch": _max_diff(theirs, ref, names)}
 
     x1 = np.ascontiguousarray(xs[:1])             # (1, B, I): one time step
     x_step = np.ascontiguousarray(xs[0])          # (B, I): the same step without its time axis
-    ort_state = [ref[1], ref[2]]
-    eng_state = [ours[1], ours[2]]
+    ort_feed = {"input": x1, **dict(zip(state_names, ref[1:]))}
+    eng_feed = {"input": x1, **dict(zip(state_names, ours[1:]))}
     x1_t = torch.from_numpy(x1)
-    torch_state = [tuple(_torch_tensors(theirs[1], theirs[2]))]
+    torch_state = [_torch_tensors(*theirs[1:])]
 
     def ort_call():
-        _, ort_state[0], ort_state[1] = ort_sess.run(None, {"input": x1, "h0": ort_state[0], "c0": ort_state[1]})
+        out = ort_sess.run(None, ort_feed)
+        for k, v in zip(state_names, out[1:]):
+            ort_feed[k] = v
 
     def eng_call():
-        _, eng_state[0], eng_state[1] = eng.run(None, {"input": x1, "h0": eng_state[0], "c0": eng_state[1]})
+        out = eng.run(None, eng_feed)
+        for k, v in zip(state_names, out[1:]):
+            eng_feed[k] = v
 
     def step_call():
         stream.step(x_step)
 
     def torch_call():
-        _, torch_state[0] = module(x1_t, torch_state[0])
+        torch_state[0] = _torch_forward(module, x1_t, torch_state[0])[1:]
 
     contenders = [Contender("onnxruntime", ort_call), Contender("engine", eng_call),
                   Contender("engine_step", step_call),
@@ -295,7 +307,8 @@ def run_point(built, threads: int, settings: dict) -> dict:
     sc: Scenario = built.scenario
     point = {"scenario": sc.name, "kind": sc.kind, "threads": threads,
              "config": {"T": sc.T, "B": sc.B, "I": sc.input_size, "H": sc.H, "layers": sc.layers,
-                        "bidirectional": sc.bidirectional, "inputs": INPUT_NAMES},
+                        "bidirectional": sc.bidirectional, "cell": sc.cell,
+                        "inputs": input_names(sc)},
              "flops_per_call": sc.flops_per_call(), "convert_seconds": built.convert_seconds,
              "check": None, "timings": {}, "rows": [], "error": None,
              "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
@@ -398,7 +411,8 @@ def run_benchmark(patterns=None, threads=None, quick=False, repeat_seconds=None,
                                                           "patterns": list(patterns or [])},
               "machine": machine_info(threads),
               "notes": ["ratio = onnxruntime median time per call / engine median time per call",
-                        "GFLOP/s count the LSTM matrix products only: 2*T*B*4H*(I+H) per direction per layer",
+                        "GFLOP/s count the matrix products only: 2*T*B*G*H*(I+H) per direction per layer, G = 4 (LSTM), "
+                        "3 (GRU), 1 (RNN)",
                         "streaming calls carry the state from call to call; 'run (state in/out)' passes it through "
                         "session.run as onnxruntime must, 'stream.step' keeps it inside the engine"],
               "points": [], "cold_start": []}

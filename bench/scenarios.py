@@ -23,6 +23,16 @@ class Scenario:
     bidirectional: bool = False
     min_ratio: float | None = None   # target: onnxruntime time / engine time >= this (None: the issue sets none)
     target_source: str = ""          # where min_ratio comes from, for the JSON
+    cell: str = "lstm"               # "lstm", "gru" or "rnn": the torch module nn.LSTM / nn.GRU / nn.RNN
+
+    @property
+    def gates(self) -> int:
+        return {"lstm": 4, "gru": 3, "rnn": 1}[self.cell]
+
+    @property
+    def state_names(self) -> list:
+        """The model's state inputs (torch's names): h0 and, for an LSTM, c0."""
+        return ["h0", "c0"] if self.cell == "lstm" else ["h0"]
 
     @property
     def input_size(self) -> int:
@@ -33,13 +43,13 @@ class Scenario:
         return 2 if self.bidirectional else 1
 
     def flops_per_call(self) -> int:
-        """Multiply-adds of the LSTM's matrix products, counted as 2 flops: 2*T*B*4H*(I_layer+H) per direction per
-        layer (I_layer = I for the first layer, directions*H after it). The elementwise gate work (about 10*T*B*H
-        per direction per layer) is not counted, so GFLOP/s are those of the products alone."""
+        """Multiply-adds of the matrix products, counted as 2 flops: 2*T*B*G*H*(I_layer+H) per direction per layer
+        (G gates: 4 for LSTM, 3 for GRU, 1 for RNN; I_layer = I for the first layer, directions*H after it). The
+        elementwise gate work is not counted, so GFLOP/s are those of the products alone."""
         total = 0
         for layer in range(self.layers):
             i_layer = self.input_size if layer == 0 else self.directions * self.H
-            total += self.directions * 2 * self.T * self.B * 4 * self.H * (i_layer + self.H)
+            total += self.directions * 2 * self.T * self.B * self.gates * self.H * (i_layer + self.H)
         return total
 
     def tolerance(self) -> float:
@@ -70,6 +80,13 @@ SCENARIOS = [
     Scenario("batch/B64/H512", "batched", T=100, B=64, H=512, min_ratio=1.0, target_source=f"{_ISSUE}: batched >= 1.0x"),
     # the issue sets no ratio for the bidirectional case; it is measured and shown without a target
     Scenario("bidir2/H256", "bidirectional", T=100, B=1, H=256, layers=2, bidirectional=True),
+    # issue 4: GRU and RNN, streaming and T=100 at B=1, H = 128 and 256, with the LSTM targets
+    *(Scenario(f"{cell}/stream/H{h}", "stream", T=1, B=1, H=h, cell=cell, min_ratio=3.0,
+               target_source="issue 4: GRU/RNN with the LSTM targets (streaming >= 3x)")
+      for cell in ("gru", "rnn") for h in (128, 256)),
+    *(Scenario(f"{cell}/seq/T100/H{h}", "sequence", T=100, B=1, H=h, cell=cell, min_ratio=1.5,
+               target_source="issue 4: GRU/RNN with the LSTM targets (sequence B=1 >= 1.5x at H 128/256)")
+      for cell in ("gru", "rnn") for h in (128, 256)),
 ]
 
 # Cold start: the sequence model T=100, B=1, H=128, one thread, in a fresh Python process

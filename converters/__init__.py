@@ -21,7 +21,8 @@ def from_onnx(src, dst: str | os.PathLike | None = None, progress: bool = False)
 
 
 def from_torch(module_or_state_dict, dst: str | os.PathLike | None = None, **options) -> Model:
-    """Convert an ``nn.LSTM`` (or its state dict, or a path to one) and write it to ``dst`` (if given).
+    """Convert an ``nn.LSTM``, ``nn.GRU``, ``nn.RNN``, ``nn.LSTMCell``, ``nn.GRUCell`` or ``nn.RNNCell`` (or its state
+    dict, or a path to one) and write it to ``dst`` (if given).
 
     See ``converters.torch_import.torch_to_model`` for the options a bare state dict needs.
     """

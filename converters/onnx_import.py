@@ -22,7 +22,11 @@ from engine.ops.lstm import DIRECTIONS
 from .symbolic import Dim, Shapes
 
 INT64_BIG = 2 ** 62
-DATA_OPS = ("LSTM", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Concat", "Slice", "Identity", "Dropout", "Cast")
+# op: (gates, default activations per direction, 0/1 attributes of its own)
+RECURRENT = {"LSTM": (4, ("Sigmoid", "Tanh", "Tanh"), ("input_forget",)),
+             "GRU": (3, ("Sigmoid", "Tanh"), ("linear_before_reset",)),
+             "RNN": (1, ("Tanh",), ())}
+DATA_OPS = ("LSTM", "GRU", "RNN", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Concat", "Slice", "Identity", "Dropout", "Cast")
 SHAPE_OPS = ("Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Mul", "Cast", "Reshape", "Identity",
              "Size", "ConstantOfShape", "Expand")
 MIN_OPSET = 7
@@ -200,7 +204,7 @@ class _Importer:
                     return
             del helper
             raise self._err(node, "unsupported Constant attribute (only dense tensors and numbers)")
-        if op not in ("LSTM",) and all((not i) or i in self.consts for i in ins) and ins:
+        if op not in RECURRENT and all((not i) or i in self.consts for i in ins) and ins:
             self._fold(node)
             return
         if op in ("Shape", "Size") or (any(i in self.symvals for i in ins if i)
@@ -592,7 +596,23 @@ class _Importer:
         self._emit("Slice", node, [x], [node.output[0]], {"slices": slices}, [out], [self.dtypes[x]])
 
     def _op_LSTM(self, node, ins, a):
-        ins = ins + [""] * (8 - len(ins))
+        self._recurrent("LSTM", node, ins, a)
+
+    def _op_GRU(self, node, ins, a):
+        self._recurrent("GRU", node, ins, a)
+
+    def _op_RNN(self, node, ins, a):
+        self._recurrent("RNN", node, ins, a)
+
+    def _recurrent(self, op, node, ins, a):
+        """LSTM, GRU or RNN -> the canonical node (engine/ops/lstm.py, engine/ops/gru_rnn.py): every attribute made
+        explicit, weights stored as tensors of the model's dtype, initial states and sequence_lens checked."""
+        G, default_acts, extra_attrs = RECURRENT[op]
+        lstm = op == "LSTM"
+        n_in = 8 if lstm else 6
+        ins = ins + [""] * (n_in - len(ins))
+        if len(ins) > n_in:
+            raise self._err(node, f"too many inputs ({len(ins)}; {op} takes at most {n_in})")
         X = self._value(ins[0], node)
         W = self._const_input(node, 1, "W")
         R = self._const_input(node, 2, "R")
@@ -603,17 +623,19 @@ class _Importer:
         if direction not in DIRECTIONS:
             raise self._err(node, f"direction {direction!r} is not one of forward, reverse, bidirectional")
         D = len(DIRECTIONS[direction])
-        if W.ndim != 3 or R.ndim != 3 or W.shape[0] != D or R.shape[0] != D or W.shape[1] % 4 or W.shape[1] != R.shape[1]:
-            raise self._err(node, f"W {W.shape} and R {R.shape} do not fit an LSTM with {D} direction(s)")
+        if (W.ndim != 3 or R.ndim != 3 or W.shape[0] != D or R.shape[0] != D or W.shape[1] % G
+                or W.shape[1] != R.shape[1]):
+            raise self._err(node, f"W {W.shape} and R {R.shape} do not fit an {op} with {D} direction(s)")
         H = a.get("hidden_size", R.shape[2])
-        if W.shape[1] != 4 * H or R.shape[2] != H:
+        if W.shape[1] != G * H or R.shape[2] != H:
             raise self._err(node, f"hidden_size {H} does not match W {W.shape} / R {R.shape}")
         layout = a.get("layout", 0)
         if layout not in (0, 1):
             raise self._err(node, f"layout {layout} is not 0 or 1")
-        names = [n.decode() if isinstance(n, bytes) else n for n in a.get("activations", ["Sigmoid", "Tanh", "Tanh"] * D)]
-        if len(names) != 3 * D:
-            raise self._err(node, f"expected {3 * D} activations for direction {direction!r}, got {len(names)}")
+        n_acts = len(default_acts)
+        names = [n.decode() if isinstance(n, bytes) else n for n in a.get("activations", list(default_acts) * D)]
+        if len(names) != n_acts * D:
+            raise self._err(node, f"expected {n_acts * D} activations for direction {direction!r}, got {len(names)}")
         try:
             acts = normalize_activations(names, a.get("activation_alpha"), a.get("activation_beta"))
         except ValueError as e:
@@ -621,17 +643,24 @@ class _Importer:
         clip = a.get("clip")
         if clip is not None and not clip > 0:
             raise self._err(node, f"clip must be positive, got {clip}")
-        input_forget = int(a.get("input_forget", 0))
-        known = {"direction", "hidden_size", "layout", "activations", "activation_alpha", "activation_beta", "clip",
-                 "input_forget"}
+        known = {"direction", "hidden_size", "layout", "activations", "activation_alpha", "activation_beta",
+                 "clip"} | set(extra_attrs)
         unknown = set(a) - known
         if unknown:
-            raise self._err(node, f"unsupported attribute(s) {sorted(unknown)}")
+            raise self._err(node, f"unsupported attribute(s) {sorted(unknown)} (an {op} supports {sorted(known)})")
+        extra = {}
+        for key in extra_attrs:
+            value = int(a.get(key, 0))
+            if value not in (0, 1):
+                raise self._err(node, f"{key} must be 0 or 1, got {value}")
+            extra[key] = value
         dtype = self.dtypes[X]
-        base = (node.name or f"lstm{len(self.nodes)}").replace("/", "_")
+        base = (node.name or f"{op.lower()}{len(self.nodes)}").replace("/", "_")
         tensors = {}
-        for key, idx, arr in (("W", 1, W), ("R", 2, R), ("B", 3, self._const_input(node, 3, "B")),
-                              ("P", 7, self._const_input(node, 7, "P"))):
+        weights = [("W", 1, W), ("R", 2, R), ("B", 3, self._const_input(node, 3, "B"))]
+        if lstm:
+            weights.append(("P", 7, self._const_input(node, 7, "P")))
+        for key, idx, arr in weights:
             if arr is None:
                 continue
             name = f"{base}.{key}"
@@ -640,8 +669,8 @@ class _Importer:
             self.tensors[name] = np.ascontiguousarray(arr.astype(dtype))
             tensors[idx] = name
         Bt = self.tensors.get(tensors.get(3, ""))
-        if Bt is not None and Bt.shape != (D, 8 * H):
-            raise self._err(node, f"B has shape {Bt.shape}, expected {(D, 8 * H)}")
+        if Bt is not None and Bt.shape != (D, 2 * G * H):
+            raise self._err(node, f"B has shape {Bt.shape}, expected {(D, 2 * G * H)}")
         Pt = self.tensors.get(tensors.get(7, ""))
         if Pt is not None and Pt.shape != (D, 3 * H):
             raise self._err(node, f"P has shape {Pt.shape}, expected {(D, 3 * H)}")
@@ -649,7 +678,7 @@ class _Importer:
         if len(xs) != 3:
             raise self._err(node, f"X must have rank 3, got rank {len(xs)}")
         T, Bn = (xs[0], xs[1]) if layout == 0 else (xs[1], xs[0])
-        what = f"node {node.name!r} (LSTM)"
+        what = f"node {node.name!r} ({op})"
         self.S.unify(xs[2], W.shape[2], what + " input size")
         seq = ""
         if ins[4]:
@@ -663,7 +692,7 @@ class _Importer:
             seq = ins[4]
             self.S.unify(self.shapes[seq][0] if self.shapes[seq] else 1, Bn, what + " sequence_lens")
         state = []
-        for i in (5, 6):
+        for i in ((5, 6) if lstm else (5,)):
             if ins[i]:
                 v = self._value(ins[i], node)
                 s = self.shapes[v]
@@ -676,17 +705,22 @@ class _Importer:
             else:
                 state.append("")
         attrs = {"hidden_size": H, "direction": direction, "layout": layout,
-                 "activations": [list(x) for x in acts], "clip": None if clip is None else float(clip),
-                 "input_forget": input_forget, "proj_size": 0}
-        inputs = [X, tensors[1], tensors[2], tensors.get(3, ""), seq, state[0], state[1], tensors.get(7, ""), ""]
+                 "activations": [list(x) for x in acts], "clip": None if clip is None else float(clip), **extra}
+        inputs = [X, tensors[1], tensors[2], tensors.get(3, ""), seq, *state]
+        if lstm:
+            attrs["proj_size"] = 0
+            inputs += [tensors.get(7, ""), ""]
         while inputs and not inputs[-1]:
             inputs.pop()
-        outs = list(node.output) + [""] * (3 - len(node.output))
+        n_out = 3 if lstm else 2
+        if len(node.output) > n_out:
+            raise self._err(node, f"too many outputs ({len(node.output)}; {op} has at most {n_out})")
+        outs = list(node.output) + [""] * (n_out - len(node.output))
         if layout == 0:
-            shapes = [[T, D, Bn, H], [D, Bn, H], [D, Bn, H]]
+            shapes = [[T, D, Bn, H], [D, Bn, H], [D, Bn, H]][:n_out]
         else:
-            shapes = [[Bn, T, D, H], [Bn, D, H], [Bn, D, H]]
-        self._emit("LSTM", node, inputs, outs, attrs, shapes, [dtype] * 3)
+            shapes = [[Bn, T, D, H], [Bn, D, H], [Bn, D, H]][:n_out]
+        self._emit(op, node, inputs, outs, attrs, shapes, [dtype] * n_out)
         self.recurrent.append((self.nodes[-1], X, layout))
 
     # ------------------------------------------------------------------ streaming

@@ -9,7 +9,7 @@ import argparse
 
 from .errors import EngineError
 
-DESCRIPTION = ("Run lstm-engine, onnxruntime (CPUExecutionProvider) and torch (nn.LSTM) side by side on identical "
+DESCRIPTION = ("Run lstm-engine, onnxruntime (CPUExecutionProvider) and torch (nn.LSTM, nn.GRU, nn.RNN) side by side on identical "
                "inputs, with the same thread count, interleaved. Every output is checked against onnxruntime before "
                "anything is timed; a mismatch aborts that point and makes the exit status 1. Prints a table and "
                "writes latest.json (every figure and the machine), latest.md and latest.png (speedup against "
@@ -20,6 +20,7 @@ EPILOG = """scenarios (globs or substrings, comma-separated, for --scenarios):
   seq/T100/H64 .. H1024         T=100, B=1;  seq/T1000/H128
   batch/B32/H256, batch/B64/H512
   bidir2/H256                   bidirectional, 2 layers, T=100, B=1
+  gru/stream/H128, gru/stream/H256, gru/seq/T100/H128, gru/seq/T100/H256   (and the same for rnn/)
   cold/engine-warm, cold/engine-empty, cold/onnxruntime   fresh process, import -> first result
 
 examples:

@@ -7,7 +7,7 @@ A model file is a safetensors file (named, aligned tensors; no code runs on load
      "inputs":  [{"name": "X", "shape": ["T", "B", 8], "dtype": "float32", "optional": false}, ...],
      "outputs": [{"name": "Y", "shape": ["T", 1, "B", 16], "dtype": "float32"}, ...],
      "nodes":   [{"op": "LSTM", "name": "lstm0", "inputs": [...], "outputs": [...], "attrs": {...}}, ...],
-     "stream":  {"input": "X", "time_axis": 0} or null,
+     "stream":  {"input": "X", "time_axis": 0} or null; time_axis null: each call is one step (a cell model),
      "origin":  {"source": "onnx", ...}}
 
 Node inputs name graph inputs, tensors stored in the file, or outputs of earlier nodes; "" marks an absent optional
@@ -154,7 +154,7 @@ class Model:
         if self.stream is not None:
             name = self.stream.get("input")
             axis = self.stream.get("time_axis")
-            if not any(s.name == name for s in self.inputs) or not isinstance(axis, int):
+            if not any(s.name == name for s in self.inputs) or not (axis is None or isinstance(axis, int)):
                 raise ModelFileError(f"stream description {self.stream!r} does not name a graph input and axis")
         return self
 

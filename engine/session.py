@@ -274,7 +274,8 @@ class Stream:
 
     ``step(x)`` takes one time step (the model's stream input without its time axis) or a chunk of steps (with
     it), runs it from the current state, keeps the new state, and returns the model's first output (or the one
-    named), without a time axis for a single step. ``state`` is a dict ``{"<node>/h": array, "<node>/c": ...}``
+    named), without a time axis for a single step. A model without a time axis (a PyTorch cell: LSTMCell, GRUCell,
+    RNNCell) takes each call's input as one step. ``state`` is a dict ``{"<node>/h": array, "<node>/c": ...}``
     that can be read and assigned; ``reset()`` returns to the zero state.
     """
 
@@ -319,7 +320,9 @@ class Stream:
             self._before, self._after = args[:pos], args[pos + 1:]
         except EngineError:
             self._rank = -1   # the other inputs cannot be made up from the batch size: checked path only
-        self._expand = (slice(None),) * self.time_axis + (None,)
+        # a model without a time axis (a cell) takes each step as it is
+        self._step_ndim = self._rank - 1 if self.time_axis is not None and self._rank > 0 else self._rank
+        self._expand = (slice(None),) * self.time_axis + (None,) if self.time_axis is not None else ()
         out_axis = self.output_time_axes.get(model.outputs[0].name)
         self._take_first = (slice(None),) * out_axis + (0,) if out_axis is not None else ()
 
@@ -364,7 +367,7 @@ class Stream:
         self._states = new
 
     def step(self, x, output_name: str | None = None):
-        if output_name is None and type(x) is np.ndarray and x.ndim == self._rank - 1 and x.dtype == self._dtype:
+        if output_name is None and type(x) is np.ndarray and x.ndim == self._step_ndim and x.dtype == self._dtype:
             # Fast path for one step of the usual dtype; the generated code checks shapes, the dispatcher types.
             try:
                 if _threads.current != self.session.threads:
@@ -380,7 +383,7 @@ class Stream:
         sess = self.session
         spec = sess.model.input(self.input_name)
         arr = np.asarray(x)
-        single = arr.ndim == len(spec.shape) - 1
+        single = self.time_axis is not None and arr.ndim == len(spec.shape) - 1
         if single:
             arr = np.expand_dims(arr, self.time_axis)
         if self.batch_axis is not None and arr.ndim == len(spec.shape) and arr.shape[self.batch_axis] != self.batch_size:

@@ -39,7 +39,7 @@ def _copy_state(dst, src, layout):
 
 @njit(**JIT_OPTIONS)
 def _lstm_setup(X, D, H, Hout, I_w, seq, use_seq, h0, use_h0, c0, use_c0, layout):
-    """Validate shapes and build the time-major input and the initial state (copies the kernels may overwrite).
+    """(Shared by LSTM, GRU and RNN; the latter two pass use_c0 False.) Validate shapes and build the time-major input and the initial state (copies the kernels may overwrite).
 
     X is (T, B, I) for layout 0, (B, T, I) for layout 1. Returns Xs (T, B, I), lens (B,), h (D, B, Hout),
     c (D, B, H).
@@ -55,29 +55,29 @@ def _lstm_setup(X, D, H, Hout, I_w, seq, use_seq, h0, use_h0, c0, use_c0, layout
         T, B, I = X.shape
         Xs = X
     if I != I_w:
-        raise ValueError("LSTM: the input's feature size does not match the weights W")
+        raise ValueError("the input's feature size does not match the weights W")
     if T < 1 or B < 1:
-        raise ValueError("LSTM: sequence length and batch size must be at least 1")
+        raise ValueError("sequence length and batch size must be at least 1")
     lens = np.empty(B, dtype=np.int64)
     for b in range(B):
         lens[b] = T
     if use_seq:
         if seq.shape[0] != B:
-            raise ValueError("LSTM: sequence_lens must have one entry per batch element")
+            raise ValueError("sequence_lens must have one entry per batch element")
         for b in range(B):
             if seq[b] < 0 or seq[b] > T:
-                raise ValueError("LSTM: sequence_lens values must be between 0 and the sequence length")
+                raise ValueError("sequence_lens values must be between 0 and the sequence length")
             lens[b] = seq[b]
     hinit = np.zeros((D, B, Hout), dtype=X.dtype)
     cinit = np.zeros((D, B, H), dtype=X.dtype)
     if use_h0:
         if h0.shape[0] != (B if layout == 1 else D) or h0.shape[1] != (D if layout == 1 else B) or h0.shape[2] != Hout:
-            raise ValueError("LSTM: initial_h must have shape (num_directions, batch, hidden_size), or "
+            raise ValueError("initial_h must have shape (num_directions, batch, hidden_size), or "
                              "(batch, num_directions, hidden_size) for layout 1")
         _copy_state(hinit, h0, layout)
     if use_c0:
         if c0.shape[0] != (B if layout == 1 else D) or c0.shape[1] != (D if layout == 1 else B) or c0.shape[2] != H:
-            raise ValueError("LSTM: initial_c must have shape (num_directions, batch, hidden_size), or "
+            raise ValueError("initial_c must have shape (num_directions, batch, hidden_size), or "
                              "(batch, num_directions, hidden_size) for layout 1")
         _copy_state(cinit, c0, layout)
     # a sequence of length 0 ends with a zero state, not its initial state (onnxruntime's semantics); the kernels
@@ -216,13 +216,13 @@ class LSTM(Op):
     recurrent = True
     n_gates = 4
     output_ranks = (4, 3, 3)
+    attr_names = ("hidden_size", "direction", "layout", "activations", "clip", "input_forget", "proj_size")
     imports = {"lstm_forward": lstm_forward, "lstm_forward_fast": lstm_forward_fast,
                "lstm_forward_fast_mt": lstm_forward_fast_mt}
 
     @classmethod
     def validate(cls, node, model):
-        a = require_attrs(node, ("hidden_size", "direction", "layout", "activations", "clip", "input_forget",
-                                 "proj_size"))
+        a = require_attrs(node, cls.attr_names)
         H = a["hidden_size"]
         if not isinstance(H, int) or H < 1:
             raise ModelFileError(f"node {node.name!r}: hidden_size must be a positive integer, got {H!r}")
@@ -259,8 +259,9 @@ class LSTM(Op):
         if Bt is not None and Bt.shape != (D, 2 * G * H):
             raise ModelFileError(f"node {node.name!r}: B has shape {Bt.shape}, expected {(D, 2 * G * H)}")
         cls.validate_tensors(node, model, a, D, H, Hout)
-        if len(node.outputs) > 3 or not any(node.outputs):
-            raise ModelFileError(f"node {node.name!r}: needs one to three outputs (Y, Y_h, Y_c)")
+        names = ("Y", "Y_h", "Y_c")[:len(cls.output_ranks)]
+        if len(node.outputs) > len(names) or not any(node.outputs):
+            raise ModelFileError(f"node {node.name!r}: needs one to {len(names)} outputs ({', '.join(names)})")
 
     @classmethod
     def n_acts(cls):
