@@ -20,18 +20,63 @@ def from_onnx(src, dst: str | os.PathLike | None = None, progress: bool = False)
     return model
 
 
-def from_torch(module_or_state_dict, dst: str | os.PathLike | None = None, **options) -> Model:
-    """Convert an ``nn.LSTM``, ``nn.GRU``, ``nn.RNN``, ``nn.LSTMCell``, ``nn.GRUCell`` or ``nn.RNNCell`` (or its state
-    dict, or a path to one) and write it to ``dst`` (if given).
+def from_torch(module_or_state_dict, dst: str | os.PathLike | None = None, example_input=None, **options) -> Model:
+    """Convert a PyTorch model and write it to ``dst`` (if given). Returns the Model.
 
-    See ``converters.torch_import.torch_to_model`` for the options a bare state dict needs.
+    * ``nn.LSTM``, ``nn.GRU``, ``nn.RNN``, ``nn.LSTMCell``, ``nn.GRUCell``, ``nn.RNNCell``, or the state dict of one
+      (or a path to one): converted directly, keeping torch's input and output names (see
+      ``converters.torch_import.torch_to_model`` for the options a bare state dict needs).
+    * any other ``nn.Module`` (an embedding, a convolutional front end, a linear head around recurrent layers):
+      exported with ``torch.onnx.export(dynamo=False)`` on ``example_input`` (a tensor or a tuple of tensors) and
+      converted from ONNX. Options: ``input_names`` / ``output_names`` (default ``input``, ``input1``, ... and
+      ``output``, ``output1``, ...) and ``dynamic_axes`` (default: axes 0 and 1 of the first input, its batch and
+      time, so that any length runs and the model can stream).
     """
-    from .torch_import import torch_to_model
+    from .torch_import import MODULES, torch_to_model
 
-    model = torch_to_model(module_or_state_dict, **options)
+    is_module = hasattr(module_or_state_dict, "state_dict") and not isinstance(module_or_state_dict, dict)
+    if is_module and type(module_or_state_dict).__name__ not in MODULES:
+        model = _from_torch_module(module_or_state_dict, example_input, **options)
+    else:
+        if example_input is not None:
+            options.pop("input_names", None)
+        model = torch_to_model(module_or_state_dict, **options)
     if dst is not None:
         save(model, dst)
     return model
+
+
+def _from_torch_module(module, example_input, input_names=None, output_names=None, dynamic_axes=None,
+                       progress: bool = False) -> Model:
+    import io
+    import warnings
+
+    from engine.errors import ConversionError
+
+    if example_input is None:
+        raise ConversionError(f"converting a whole {type(module).__name__} goes through the ONNX exporter and needs "
+                              f"example_input (a tensor or a tuple of tensors of the shapes it takes)")
+    args = example_input if isinstance(example_input, tuple) else (example_input,)
+    input_names = list(input_names or ["input"] + [f"input{k}" for k in range(1, len(args))])
+    if dynamic_axes is None:
+        first = args[0]
+        dynamic_axes = {input_names[0]: {k: f"dim{k}" for k in range(min(2, first.dim()))}}
+    import torch
+    buf = io.BytesIO()
+    was_training = module.training
+    module.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, args, buf, dynamo=False, input_names=input_names, output_names=output_names,
+                              dynamic_axes=dynamic_axes)
+    except Exception as e:
+        raise ConversionError(f"torch.onnx.export failed on {type(module).__name__}: {str(e).splitlines()[0]}") from None
+    finally:
+        module.train(was_training)
+    if output_names is None:
+        pass   # the exporter names them; keep its names
+    return from_onnx(buf.getvalue(), progress=progress)
 
 
 __all__ = ["from_onnx", "from_torch"]

@@ -26,11 +26,19 @@ INT64_BIG = 2 ** 62
 RECURRENT = {"LSTM": (4, ("Sigmoid", "Tanh", "Tanh"), ("input_forget",)),
              "GRU": (3, ("Sigmoid", "Tanh"), ("linear_before_reset",)),
              "RNN": (1, ("Tanh",), ())}
-DATA_OPS = ("LSTM", "GRU", "RNN", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Concat", "Slice", "Identity", "Dropout", "Cast")
+DATA_OPS = ("LSTM", "GRU", "RNN", "Gather", "MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Relu", "Tanh", "Sigmoid",
+            "Exp", "Neg", "Sqrt", "Abs", "Softmax", "LogSoftmax", "Conv", "Split", "Flatten", "ReduceMean", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Concat", "Slice", "Identity", "Dropout", "Cast")
 SHAPE_OPS = ("Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Mul", "Cast", "Reshape", "Identity",
              "Size", "ConstantOfShape", "Expand")
 MIN_OPSET = 7
 _ELEM = {1: "float32", 11: "float64", 6: "int32", 7: "int64"}
+
+
+class _Named:
+    """A stand-in for an ONNX node where the converter emits an extra node of its own (only .name is read)."""
+
+    def __init__(self, name):
+        self.name = name
 
 
 def onnx_bytes_to_model(data: bytes, where: str = "<bytes>", progress: bool = False) -> Model:
@@ -405,9 +413,17 @@ class _Importer:
     def _op_Cast(self, node, ins, a):
         x = self._value(ins[0], node)
         to = _ELEM.get(a.get("to"))
-        if to != self.dtypes[x]:
-            raise self._err(node, f"Cast from {self.dtypes[x]} to {to or a.get('to')} is not supported")
-        self._op_Identity(node, ins, a)
+        if to is None:
+            raise self._err(node, f"Cast to element type {a.get('to')} is not supported (float, double, int32, int64)")
+        src = self.dtypes[x]
+        if to == src:
+            self._op_Identity(node, ins, a)
+            return
+        if to.startswith("float") and src.startswith("float"):
+            raise self._err(node, f"Cast from {src} to {to}: a model computes in one float type")
+        target = "float" if to.startswith("float") else to
+        out_dtype = (self.float_dtype or "float32") if target == "float" else to
+        self._emit("Cast", node, [x], [node.output[0]], {"to": target}, [self.shapes[x]], [out_dtype])
 
     def _op_Transpose(self, node, ins, a):
         x = self._value(ins[0], node)
@@ -723,6 +739,269 @@ class _Importer:
         self._emit(op, node, inputs, outs, attrs, shapes, [dtype] * n_out)
         self.recurrent.append((self.nodes[-1], X, layout))
 
+    # ------------------------------------------------------------------ whole-model ops (engine/ops/layers.py)
+    def _data(self, name, node, allow_int=False):
+        """Like _value, but a rank-0 constant becomes a (1,) tensor (a float32 array plus a float64 scalar would
+        compute in float64) and integer constants may be allowed."""
+        if name in self.consts and name not in self.shapes:
+            c = self.consts[name]
+            if c.dtype.kind not in ("f" + ("iu" if allow_int else "")):
+                raise self._err(node, f"constant {name!r} of type {c.dtype} used as data is not supported")
+            if c.dtype.kind == "f" and self.float_dtype:
+                c = c.astype(self.float_dtype)
+            c = np.ascontiguousarray(c.reshape(1) if c.ndim == 0 else c)
+            if c.dtype.kind in "iu":
+                c = c.astype(np.int64)
+            key = name
+            while key in self.tensors and self.tensors[key].shape != c.shape:
+                key += "_"
+            self.tensors.setdefault(key, c)
+            self.shapes[key] = list(c.shape)
+            self.dtypes[key] = str(c.dtype)
+            return key
+        return self._value(name, node)
+
+    def _broadcast(self, node, shapes):
+        n = max(len(s) for s in shapes)
+        out = []
+        for k in range(n):
+            dims = [s[k - n + len(s)] for s in shapes if k - n + len(s) >= 0]
+            real = [d for d in dims if self.S.norm(d) != 1]
+            if not real:
+                out.append(1)
+                continue
+            for d in real[1:]:
+                self.S.unify(real[0], d, f"node {node.name!r} ({node.op_type} broadcasting, dimension {k})")
+            out.append(real[0])
+        return out
+
+    def _float_dtype_of(self, names):
+        kinds = {self.dtypes[n] for n in names}
+        return kinds.pop() if len(kinds) == 1 else next((k for k in kinds if k.startswith("float")), "float32")
+
+    def _op_binary(self, node, ins, a):
+        if len(ins) != 2:
+            raise self._err(node, "takes two inputs")
+        xs = [self._data(i, node, allow_int=True) for i in ins]
+        kinds = {self.dtypes[x][:3] for x in xs}
+        if len(kinds) > 1:
+            raise self._err(node, f"mixes {self.dtypes[xs[0]]} and {self.dtypes[xs[1]]} operands")
+        out = self._broadcast(node, [self.shapes[x] for x in xs])
+        self._emit(node.op_type, node, xs, [node.output[0]], {}, [out], [self.dtypes[xs[0]]])
+
+    _op_Add = _op_Sub = _op_Mul = _op_Div = _op_binary
+
+    def _op_unary(self, node, ins, a):
+        x = self._data(ins[0], node)
+        if not self.dtypes[x].startswith("float"):
+            raise self._err(node, f"needs a float input, got {self.dtypes[x]}")
+        self._emit(node.op_type, node, [x], [node.output[0]], {}, [self.shapes[x]], [self.dtypes[x]])
+
+    _op_Relu = _op_Tanh = _op_Sigmoid = _op_Exp = _op_Neg = _op_Sqrt = _op_Abs = _op_unary
+
+    def _matmul_shape(self, node, sa, sb):
+        if len(sb) == 1:
+            self.S.unify(sa[-1], sb[0], f"node {node.name!r} (MatMul inner dimension)")
+            return list(sa[:-1])
+        self.S.unify(sa[-1], sb[-2], f"node {node.name!r} (MatMul inner dimension)")
+        if len(sb) == 2:
+            return list(sa[:-1]) + [sb[1]]
+        if len(sa) != len(sb):
+            raise self._err(node, f"batched MatMul of ranks {len(sa)} and {len(sb)} is not supported")
+        for k in range(len(sa) - 2):
+            self.S.unify(sa[k], sb[k], f"node {node.name!r} (MatMul batch dimension {k})")
+        return list(sa[:-1]) + [sb[-1]]
+
+    def _op_MatMul(self, node, ins, a):
+        xa, xb = self._data(ins[0], node), self._data(ins[1], node)
+        sa, sb = self.shapes[xa], self.shapes[xb]
+        if len(sa) < 1 or len(sb) < 1 or (len(sa) == 1 and len(sb) != 2):
+            raise self._err(node, f"MatMul of ranks {len(sa)} and {len(sb)} is not supported")
+        out = self._matmul_shape(node, sa, sb)
+        self._emit("MatMul", node, [xa, xb], [node.output[0]], {}, [out], [self.dtypes[xa]])
+
+    def _op_Gemm(self, node, ins, a):
+        """Y = alpha * A' B' + beta * C with a constant B: MatMul by the pre-transposed, pre-scaled B, then Add."""
+        A = self._value(ins[0], node)
+        B = self._const_input(node, 1, "B")
+        if B is None or B.ndim != 2:
+            raise self._err(node, "B must be a constant matrix")
+        alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
+        Bm = (B.T if a.get("transB", 0) else B) * alpha
+        if len(self.shapes[A]) != 2:
+            raise self._err(node, f"A must be a matrix, got rank {len(self.shapes[A])}")
+        base = (node.name or f"gemm{len(self.nodes)}").replace("/", "_")
+        if a.get("transA", 0):
+            sa = self.shapes[A]
+            self._emit("Transpose", _Named(base + ".transA"), [A], [base + ".At"], {"perm": [1, 0]},
+                       [[sa[1], sa[0]]], [self.dtypes[A]])
+            A = base + ".At"
+        key = base + ".B"
+        self.tensors[key] = np.ascontiguousarray(Bm.astype(self.dtypes[A]))
+        self.shapes[key], self.dtypes[key] = list(Bm.shape), self.dtypes[A]
+        out = self._matmul_shape(node, self.shapes[A], self.shapes[key])
+        C = self._const_input(node, 2, "C") if len(ins) > 2 and ins[2] else None
+        y = node.output[0]
+        if C is None or beta == 0.0:
+            self._emit("MatMul", node, [A, key], [y], {}, [out], [self.dtypes[A]])
+            return
+        self._emit("MatMul", _Named(base + ".matmul"), [A, key], [base + ".AB"], {}, [out], [self.dtypes[A]])
+        ckey = base + ".C"
+        c = np.ascontiguousarray((np.asarray(C) * beta).astype(self.dtypes[A]))
+        c = c.reshape(1) if c.ndim == 0 else c
+        self.tensors[ckey] = c
+        self.shapes[ckey], self.dtypes[ckey] = list(c.shape), self.dtypes[A]
+        self._emit("Add", node, [base + ".AB", ckey], [y], {}, [self._broadcast(node, [out, list(c.shape)])],
+                   [self.dtypes[A]])
+
+    def _op_Softmax(self, node, ins, a):
+        x = self._value(ins[0], node)
+        rank = len(self.shapes[x])
+        axis = a.get("axis", -1 if self.opset >= 13 else 1)
+        if not -rank <= axis < rank:
+            raise self._err(node, f"axis {axis} out of range for rank {rank}")
+        axis %= rank
+        if self.opset < 13 and axis != rank - 1:
+            raise self._err(node, f"{node.op_type} before opset 13 flattens the axes from {axis} on; only the last "
+                                  f"axis is supported (re-export with opset >= 13)")
+        self._emit(node.op_type, node, [x], [node.output[0]], {"axis": axis}, [self.shapes[x]], [self.dtypes[x]])
+
+    _op_LogSoftmax = _op_Softmax
+
+    def _op_ReduceMean(self, node, ins, a):
+        x = self._value(ins[0], node)
+        shape = self.shapes[x]
+        rank = len(shape)
+        if len(ins) > 1 and ins[1]:
+            axes = [int(v) for v in np.asarray(self._const_input(node, 1, "axes")).reshape(-1)]
+        else:
+            axes = list(a.get("axes", []))
+        if not axes:
+            if a.get("noop_with_empty_axes", 0):
+                self._op_Identity(node, ins[:1], a)
+                return
+            axes = list(range(rank))
+        if any(not -rank <= ax < rank for ax in axes):
+            raise self._err(node, f"axes {axes} out of range for rank {rank}")
+        axes = sorted({ax % rank for ax in axes})
+        keep = int(a.get("keepdims", 1))
+        out = [(1 if k in axes else d) for k, d in enumerate(shape)] if keep else \
+            [d for k, d in enumerate(shape) if k not in axes]
+        self._emit("ReduceMean", node, [x], [node.output[0]], {"axes": axes, "keepdims": keep}, [out],
+                   [self.dtypes[x]])
+
+    def _op_Gather(self, node, ins, a):
+        data = self._data(ins[0], node)
+        shape = self.shapes[data]
+        rank = len(shape)
+        axis = a.get("axis", 0)
+        if not -rank <= axis < rank:
+            raise self._err(node, f"axis {axis} out of range for rank {rank}")
+        axis %= rank
+        attrs = {"axis": axis}
+        if ins[1] in self.consts:
+            idx = np.asarray(self.consts[ins[1]])
+            if idx.dtype.kind not in "iu":
+                raise self._err(node, "indices must be integers")
+            n = self.S.norm(shape[axis])
+            if isinstance(n, int) and (idx.min(initial=0) < -n or idx.max(initial=0) >= n):
+                raise self._err(node, f"an index is out of range for axis {axis} of size {n}")
+            key = f"{(node.name or 'gather').replace('/', '_')}.indices"
+            while key in self.tensors:
+                key += "_"
+            self.tensors[key] = np.ascontiguousarray(idx.astype(np.int64).reshape(-1))
+            self.shapes[key], self.dtypes[key] = [int(idx.size)], "int64"
+            attrs["index_shape"] = list(idx.shape)
+            idims, index = list(idx.shape), key
+        else:
+            index = self._value(ins[1], node)
+            if self.dtypes[index] not in ("int32", "int64"):
+                raise self._err(node, f"indices must be int32 or int64, got {self.dtypes[index]}")
+            idims = self.shapes[index]
+        out = list(shape[:axis]) + list(idims) + list(shape[axis + 1:])
+        self._emit("Gather", node, [data, index], [node.output[0]], attrs, [out], [self.dtypes[data]])
+
+    def _op_Conv(self, node, ins, a):
+        x = self._value(ins[0], node)
+        W = self._const_input(node, 1, "W")
+        xs = self.shapes[x]
+        if W is None or W.ndim != 3 or len(xs) != 3:
+            raise self._err(node, "only 1-D convolution is supported (X (N, C, L) and a constant W (M, C/group, K))")
+        K = W.shape[2]
+        if list(a.get("kernel_shape", [K])) != [K]:
+            raise self._err(node, f"kernel_shape {a.get('kernel_shape')} does not match W {W.shape}")
+        strides = list(a.get("strides", [1]))
+        dil = list(a.get("dilations", [1]))
+        pads = list(a.get("pads", [0, 0]))
+        auto = a.get("auto_pad", b"NOTSET")
+        auto = auto.decode() if isinstance(auto, bytes) else auto
+        if auto == "VALID":
+            pads = [0, 0]
+        elif auto != "NOTSET":
+            if strides != [1]:
+                raise self._err(node, f"auto_pad {auto} with a stride is not supported")
+            total = dil[0] * (K - 1)
+            pads = [total // 2, total - total // 2] if auto == "SAME_UPPER" else [total - total // 2, total // 2]
+        group = int(a.get("group", 1))
+        self.S.unify(xs[1], W.shape[1] * group, f"node {node.name!r} (Conv input channels)")
+        base = (node.name or f"conv{len(self.nodes)}").replace("/", "_")
+        wkey = base + ".W"
+        self.tensors[wkey] = np.ascontiguousarray(W.astype(self.dtypes[x]))
+        self.shapes[wkey], self.dtypes[wkey] = list(W.shape), self.dtypes[x]
+        inputs = [x, wkey]
+        Bc = self._const_input(node, 2, "B") if len(ins) > 2 and ins[2] else None
+        if Bc is not None:
+            self.tensors[base + ".B"] = np.ascontiguousarray(Bc.astype(self.dtypes[x]).reshape(-1))
+            self.shapes[base + ".B"], self.dtypes[base + ".B"] = [int(Bc.size)], self.dtypes[x]
+            inputs.append(base + ".B")
+        L = self.S.norm(xs[2])
+        Lout = ((L + pads[0] + pads[1] - dil[0] * (K - 1) - 1) // strides[0] + 1 if isinstance(L, int)
+                else (xs[2] if pads[0] + pads[1] == dil[0] * (K - 1) and strides == [1] else self.S.new("conv_len")))
+        self._emit("Conv", node, inputs, [node.output[0]],
+                   {"pads": pads, "strides": strides, "dilations": dil, "group": group},
+                   [[xs[0], W.shape[0], Lout]], [self.dtypes[x]])
+
+    def _op_Split(self, node, ins, a):
+        x = self._value(ins[0], node)
+        shape = self.shapes[x]
+        axis = a.get("axis", 0)
+        if not -len(shape) <= axis < len(shape):
+            raise self._err(node, f"axis {axis} out of range for rank {len(shape)}")
+        axis %= len(shape)
+        n_out = len(node.output)
+        if len(ins) > 1 and ins[1]:
+            sizes = [int(v) for v in np.asarray(self._const_input(node, 1, "split")).reshape(-1)]
+        elif "split" in a:
+            sizes = [int(v) for v in a["split"]]
+        else:
+            total = self.S.norm(shape[axis])
+            if not isinstance(total, int):
+                raise self._err(node, f"an equal split of the run-time dimension {total} is not supported")
+            parts = int(a.get("num_outputs", n_out))
+            step = -(-total // parts)
+            sizes = [min(step, total - k * step) for k in range(parts)]
+        if len(sizes) != n_out:
+            raise self._err(node, f"{len(sizes)} split sizes for {n_out} outputs")
+        self.S.unify(shape[axis], sum(sizes), f"node {node.name!r} (Split axis)")
+        outs = []
+        for size in sizes:
+            o = list(shape)
+            o[axis] = size
+            outs.append(o)
+        self._emit("Split", node, [x], list(node.output), {"axis": axis, "sizes": sizes}, outs,
+                   [self.dtypes[x]] * n_out)
+
+    def _op_Flatten(self, node, ins, a):
+        x = self._value(ins[0], node)
+        shape = self.shapes[x]
+        axis = a.get("axis", 1)
+        if not -len(shape) <= axis <= len(shape):
+            raise self._err(node, f"axis {axis} out of range for rank {len(shape)}")
+        axis %= len(shape) + 1
+        target = [self.S.prod(shape[:axis]), self.S.prod(shape[axis:])]
+        spec, out = self._reshape_spec(node, shape, target, False, 0)
+        self._emit("Reshape", node, [x], [node.output[0]], {"shape": spec}, [out], [self.dtypes[x]])
+
     # ------------------------------------------------------------------ streaming
     def _stream_info(self, specs_in, specs_out):
         if not self.recurrent:
@@ -733,9 +1012,7 @@ class _Importer:
         b_sym = self.S.single_sym(xs[1] if layout == 0 else xs[0])
         if t_sym is None:
             return None
-        for spec in specs_in:
-            if not spec.dtype.startswith("float"):
-                continue
+        for spec in specs_in:   # token ids (int) may carry the time axis too; sequence_lens has none
             dims = [self.S.single_sym(d) for d in self.shapes[spec.name]]
             if t_sym in dims:
                 outputs = {}

@@ -310,9 +310,9 @@ class Stream:
         # and the index tuples that add and remove the time axis
         spec = model.input(self.input_name)
         self._rank = len(spec.shape)
-        self._dtype = session.dtype
+        self._dtype = session._arg_dtype(spec)    # the model's float type, or the int type of token ids
         one_step = np.zeros([1 if k == self.time_axis else (batch_size if k == self.batch_axis else
-                             (d if isinstance(d, int) else 1)) for k, d in enumerate(spec.shape)], session.dtype)
+                             (d if isinstance(d, int) else 1)) for k, d in enumerate(spec.shape)], self._dtype)
         others = [s.name for s in model.inputs if s.name != self.input_name]
         pos = [s.name for s in model.inputs].index(self.input_name)
         try:
