@@ -766,6 +766,10 @@ class _Importer:
         out = []
         for k in range(n):
             dims = [s[k - n + len(s)] for s in shapes if k - n + len(s) >= 0]
+            for d in dims:   # a size fixed at 1 by the exporter broadcasts: it is a 1, not a run-time dimension
+                sym = self.S.single_sym(self.S.norm(d))
+                if sym is not None and self.S.soft.get(sym) == 1:
+                    self.S.concretize(d)
             real = [d for d in dims if self.S.norm(d) != 1]
             if not real:
                 out.append(1)
