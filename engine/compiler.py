@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 
@@ -258,9 +259,30 @@ def generate(model, dtype, stream=False, threads=1):
     for name, fn in sorted(imports.items()):
         head.append(f"from {fn.__module__} import {name}")
     body = ["", "", "@njit(**JIT_OPTIONS)", f"def model_fn({', '.join(args)}):"]
-    body += ["    " + line for line in header_lines + ctx.prologue + ctx.lines]
+    live = set(rets) | {v for v, _, _ in ctx.state_args}
+    lines = _drop_dead(header_lines + ctx.prologue + ctx.lines, live)
+    body += ["    " + line for line in lines]
     body.append(f"    return ({', '.join(rets)}{',' if len(rets) == 1 else ''})")
     return "\n".join(head + body) + "\n", ctx, buf
+
+
+_ASSIGN = re.compile(r"^([A-Za-z_]\w*(?:, [A-Za-z_]\w*)*) = ")
+_NAME = re.compile(r"[A-Za-z_]\w*")
+
+
+def _drop_dead(lines, live):
+    """Drop assignments whose targets nothing later reads (every generated expression is free of side effects;
+    writes into arrays, checks and raises are kept). In stream mode this removes, for example, the slicing of the
+    state inputs that the recurrent nodes no longer read; each dropped line is an allocation saved per call."""
+    live = set(live)
+    kept = []
+    for line in reversed(lines):
+        m = _ASSIGN.match(line)
+        if m and not any(t in live for t in m.group(1).split(", ")):
+            continue
+        kept.append(line)
+        live.update(_NAME.findall(line))
+    return kept[::-1]
 
 
 def compile_model(model, dtype, stream=False, threads=1) -> Compiled:
