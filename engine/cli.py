@@ -66,10 +66,16 @@ def _parser():
     r.add_argument("--precision", choices=["float32", "float64"], default=None,
                    help="compute precision (default: the model's)")
 
-    d = sub.add_parser("demo", help="the main job: convert, run and check a bundled model against onnxruntime",
-                       description="Convert the bundled model(s), run them on the engine, check every output "
-                                   "against onnxruntime and print the latency of both side by side.")
+    d = sub.add_parser("demo", help="the main job: the bundled zoo models, run, shown and checked against onnxruntime",
+                       description="Convert the bundled models (a character-level LSTM of Python source, a CO2 "
+                                   "forecaster, a digit reader; trained on real data, see bench/zoo), run each on "
+                                   "the engine, show what it does (generated code, a forecast chart, test accuracy), "
+                                   "check every output against onnxruntime and print both latencies side by side.")
     d.add_argument("--repeats", type=int, default=200, help="timed calls per measurement (default: 200)")
+    d.add_argument("--out", default="lstm-engine-demo", metavar="DIR",
+                   help="where to write the forecast chart (default: ./lstm-engine-demo)")
+    d.add_argument("--models", default=",".join(("charlm", "co2", "digits")), metavar="NAMES",
+                   help="comma-separated subset of charlm, co2, digits (default: all)")
     add_bench_parser(sub)
     return p
 
@@ -227,8 +233,14 @@ def cmd_run(args):
 
 # ---------------------------------------------------------------------- demo
 def cmd_demo(args):
-    from .demo import run_demo
-    return run_demo(repeats=args.repeats)
+    from .demo import MODELS, run_demo
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    unknown = [m for m in models if m not in MODELS]
+    if unknown or not models:
+        raise EngineError(f"unknown demo model(s) {unknown or args.models!r}; choose from {', '.join(MODELS)}")
+    if args.repeats < 1:
+        raise EngineError(f"--repeats must be at least 1, got {args.repeats}")
+    return run_demo(repeats=args.repeats, out_dir=args.out, models=models)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -105,3 +105,25 @@ def test_errors_are_one_clear_line(files, args, message):
     no_traceback(p)
     assert message in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_demo_runs_every_zoo_model_and_checks_against_onnxruntime(tmp_path):
+    p = cli("demo", "--repeats", "5", "--out", tmp_path / "out", cwd=tmp_path)
+    no_traceback(p)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    out = p.stdout
+    assert out.count("every output matches onnxruntime") == 3 and "all outputs match onnxruntime" in out
+    assert "bits/char" in out and "RMSE" in out and "test accuracy 0.98" in out
+    for label in ("charlm: one character (streaming)", "co2: one forecast", "digits: one image"):
+        assert label in out
+    png = (tmp_path / "out" / "co2_forecast.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "demo: convert + compile" in p.stderr            # the progress bar
+
+
+@pytest.mark.parametrize("args,message", [(["--models", "nope"], "unknown demo model"),
+                                          (["--repeats", "0"], "--repeats must be at least 1")])
+def test_demo_argument_errors(args, message):
+    p = cli("demo", *args)
+    no_traceback(p)
+    assert p.returncode == 2 and message in p.stderr
