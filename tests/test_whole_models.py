@@ -276,3 +276,48 @@ def test_embedding_gather_and_cast_against_onnxruntime():
     feeds = {"ids": np.array([[1, 9], [-1, 0], [3, 3]], np.int64)}
     for gv, r in zip(engine.Session(m.SerializeToString()).run(None, feeds), ort_session(m).run(None, feeds)):
         assert gv.shape == r.shape and max_abs_diff(gv, r) == 0.0
+
+
+# ---------------------------------------------------------------------- the zoo (engine/data/zoo)
+def _zoo(name):
+    from engine.demo import zoo_path
+    return zoo_path(f"{name}.onnx")
+
+
+def test_zoo_charlm_against_onnxruntime_and_streamed():
+    from engine.demo import load_meta
+    sess = engine.Session(_zoo("charlm"))
+    ref = ort_session(onnx.load(_zoo("charlm")))
+    vocab = load_meta("charlm")["demo"]["vocab"]
+    text = "def greet(name):\n    return f'hello {name}'\n" * 3
+    ids = np.array([[vocab.index(ch) if ch in vocab else 0] for ch in text], np.int64)        # (T, 1)
+    zeros = np.zeros((1, 1, 192), np.float32)
+    feed = {"tokens": ids, "h0": zeros, "c0": zeros}
+    got = sess.run(None, feed)
+    for g, r in zip(got, ref.run(None, feed)):
+        assert max_abs_diff(g, r) <= 1e-5
+    stream = sess.stream(batch_size=1)
+    steps = np.stack([stream.step(ids[t]) for t in range(len(ids))])
+    assert max_abs_diff(steps, got[0]) <= 1e-5
+    h_final = next(v for k, v in stream.state.items() if k.endswith("/h"))
+    assert max_abs_diff(h_final, got[1]) <= 1e-5
+
+
+def test_zoo_co2_and_digits_against_onnxruntime():
+    from engine.demo import load_meta, zoo_path
+    d = np.load(zoo_path("co2_heldout.npz"))
+    z = ((d["ppm"] - d["mean"]) / d["std"]).astype(np.float32)
+    W, start = int(d["window"]), int(d["heldout_start"])
+    windows = np.stack([z[start + k - W:start + k] for k in range(len(d["heldout"]))])[:, :, None]
+    for name, feed in (("co2", {"x": windows}), ("co2", {"x": windows[:1, -10:]})):
+        got = engine.Session(_zoo(name)).run(None, feed)
+        assert max_abs_diff(got[0], ort_session(onnx.load(_zoo(name))).run(None, feed)[0]) <= 1e-5
+    onestep = engine.Session(_zoo("co2")).run(None, {"x": windows})[0][:, 0] * d["std"] + d["mean"]
+    rmse = float(np.sqrt(np.mean((onestep - d["heldout"]) ** 2)))
+    assert rmse == pytest.approx(load_meta("co2")["quality"]["onestep"]["rmse_ppm"], abs=1e-3)
+    t = np.load(zoo_path("digits_test.npz"))
+    x = t["images"].astype(np.float32) / np.float32(16.0)
+    got = engine.Session(_zoo("digits")).run(None, {"image_rows": x})[0]
+    assert max_abs_diff(got, ort_session(onnx.load(_zoo("digits"))).run(None, {"image_rows": x})[0]) <= 1e-5
+    assert float((got.argmax(1) == t["labels"]).mean()) == pytest.approx(
+        load_meta("digits")["quality"]["test_accuracy"])
