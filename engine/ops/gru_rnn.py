@@ -27,7 +27,7 @@ from ..errors import ModelFileError
 from .activations import activate, codes_of
 from .base import dummy
 from .lstm import DIRECTIONS, LSTM, _lstm_outputs, _lstm_setup
-from .lstm_fast import BLAS_MIN_BATCH, input_projection, recurrent_product, sigmoid32, tanh32
+from .lstm_fast import BLAS_MIN_BATCH, input_projection, max_length, recurrent_product, sigmoid32, tanh32
 from .packing import view1, view2, view3
 
 
@@ -54,10 +54,7 @@ def gru_direction(Y, d, xw, B, RTzr, RTh, bias, seq, h, reverse, codes, alphas, 
     use_blas = B >= BLAS_MIN_BATCH
     recz = np.empty((B if use_blas else 0, 2 * H), dtype=h.dtype)
     rech = np.empty((B if use_blas and lbr else 0, H), dtype=h.dtype)
-    maxlen = 0
-    for b in range(B):
-        if seq[b] > maxlen:
-            maxlen = seq[b]
+    maxlen = max_length(seq, B)
     for s in range(maxlen):
         if use_blas:
             np.dot(h, RTzr, recz)
@@ -149,10 +146,7 @@ def rnn_direction(Y, d, xw, B, RT, bias, seq, h, reverse, code, alpha, beta, cli
     g = np.empty(H, dtype=h.dtype)
     use_blas = B >= BLAS_MIN_BATCH
     rec = np.empty((B if use_blas else 0, H), dtype=h.dtype)
-    maxlen = 0
-    for b in range(B):
-        if seq[b] > maxlen:
-            maxlen = seq[b]
+    maxlen = max_length(seq, B)
     for s in range(maxlen):
         if use_blas:
             np.dot(h, RT, rec)

@@ -38,6 +38,16 @@ BLAS_MIN_BATCH = 4
 
 
 @njit(**JIT_OPTIONS)
+def max_length(seq, B):
+    """The longest of the first B sequence lengths: how many steps a direction runs."""
+    maxlen = 0
+    for b in range(B):
+        if seq[b] > maxlen:
+            maxlen = seq[b]
+    return maxlen
+
+
+@njit(**JIT_OPTIONS)
 def tanh32(x):
     # NaN-preserving clamp: comparisons with NaN are false, so NaN passes through to the result
     x = _C if x > _C else x
@@ -108,10 +118,7 @@ def lstm_direction_fast(Y, d, xw, B, RT, bias, peep, use_peep, seq, h, c, revers
     use_peep; gates (4H,) and rec (B, 4H) are scratch.
     """
     H = RT.shape[1] // 4
-    maxlen = 0
-    for b in range(B):
-        if seq[b] > maxlen:
-            maxlen = seq[b]
+    maxlen = max_length(seq, B)
     use_blas = B >= BLAS_MIN_BATCH
     for s in range(maxlen):
         if use_blas:
@@ -229,10 +236,7 @@ def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h
             recurrent_product(xw[p, r], X2[r], WTp[p])
     g = np.empty((nparts, 4 * chunk), dtype=h.dtype)
     hnext = h.copy()
-    maxlen = 0
-    for b in range(B):
-        if seq[b] > maxlen:
-            maxlen = seq[b]
+    maxlen = max_length(seq, B)
     cur = h
     nxt = hnext
     for s in range(maxlen):

@@ -14,6 +14,7 @@ from numba import njit
 
 from ..config import JIT_OPTIONS
 from .activations import activate
+from .lstm_fast import max_length
 
 
 @njit(**JIT_OPTIONS)
@@ -46,10 +47,7 @@ def lstm_direction_generic(Y, Yh, Yc, d, xw, B, RT, bias, peep, use_peep, projT,
     cf, cg, ch = codes[0], codes[1], codes[2]
     af, ag, ah = alphas[0], alphas[1], alphas[2]
     bf, bg, bh = betas[0], betas[1], betas[2]
-    maxlen = 0
-    for b in range(B):
-        if seq[b] > maxlen:
-            maxlen = seq[b]
+    maxlen = max_length(seq, B)
     for s in range(maxlen):
         rec[:, :] = np.dot(h, RT)
         for b in range(B):
