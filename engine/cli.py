@@ -15,6 +15,7 @@ from .errors import EngineError
 EPILOG = """examples:
   lstm-engine convert model.onnx -o model.lstm
   lstm-engine convert lstm_state.pt -o model.lstm --batch-first
+  lstm-engine convert rnn_state.safetensors -o model.lstm --nonlinearity relu
   lstm-engine inspect model.lstm
   lstm-engine run model.lstm --input X=x.npy -o out.npz
   lstm-engine demo
@@ -34,16 +35,19 @@ def _parser():
 
     c = sub.add_parser("convert", help="convert an ONNX file or a PyTorch state dict to an lstm-engine model file",
                        description="Convert an ONNX model (from either PyTorch exporter or any other producer) or a "
-                                   "PyTorch nn.LSTM state dict (torch.save'd, read with weights_only=True, or "
-                                   "safetensors) into one lstm-engine model file. The kind of input is detected from "
-                                   "its content.")
+                                   "state dict of a PyTorch nn.LSTM, nn.GRU, nn.RNN, nn.LSTMCell, nn.GRUCell or "
+                                   "nn.RNNCell (torch.save'd, read with weights_only=True, or safetensors) into one "
+                                   "lstm-engine model file. The kind of input is detected from its content; the kind "
+                                   "of layer from the state dict's keys and shapes.")
     c.add_argument("source", help="an .onnx file, or a state dict (.pt/.pth/.safetensors)")
     c.add_argument("-o", "--output", required=True, help="the model file to write (conventionally .lstm)")
     c.add_argument("--batch-first", action="store_true",
                    help="state dicts only: the module was built with batch_first=True (torch keeps this flag "
                         "outside the weights); inputs are then (batch, time, features)")
-    c.add_argument("--kind", default="lstm", choices=["lstm"],
-                   help="state dicts only: the recurrent module type (default: lstm)")
+    c.add_argument("--kind", default=None, choices=["lstm", "gru", "rnn", "lstm_cell", "gru_cell", "rnn_cell"],
+                   help="state dicts only: the recurrent module type (default: inferred from the weights)")
+    c.add_argument("--nonlinearity", default=None, choices=["tanh", "relu"],
+                   help="state dicts of nn.RNN / nn.RNNCell only: their nonlinearity (default: tanh)")
     c.add_argument("--dtype", default="float32", choices=["float32", "float64"],
                    help="state dicts only: the precision of the stored weights (default: float32)")
     c.add_argument("--quiet", action="store_true", help="no progress bar or summary")
@@ -139,7 +143,8 @@ def cmd_convert(args):
         model = onnx_to_model(args.source, progress=not args.quiet)
     else:
         from converters.torch_import import torch_to_model
-        model = torch_to_model(args.source, batch_first=args.batch_first, kind=args.kind, dtype=args.dtype)
+        model = torch_to_model(args.source, batch_first=args.batch_first, kind=args.kind,
+                               nonlinearity=args.nonlinearity, dtype=args.dtype)
         model.origin["file"] = os.path.basename(args.source)
     save(model, args.output)
     if not args.quiet:

@@ -127,3 +127,29 @@ def test_demo_argument_errors(args, message):
     p = cli("demo", *args)
     no_traceback(p)
     assert p.returncode == 2 and message in p.stderr
+
+
+@pytest.mark.parametrize("module,args,state_names", [
+    (lambda: torch.nn.GRU(3, 4, num_layers=2), [], ["h0"]),
+    (lambda: torch.nn.RNN(3, 4, nonlinearity="relu"), ["--nonlinearity", "relu"], ["h0"]),
+    (lambda: torch.nn.GRUCell(3, 4), [], None),
+])
+def test_convert_gru_rnn_and_cell_state_dicts(tmp_path, module, args, state_names):
+    torch.manual_seed(1)
+    m = module().eval()
+    torch.save(m.state_dict(), tmp_path / "sd.pt")
+    p = cli("convert", tmp_path / "sd.pt", "-o", tmp_path / "m.lstm", *args)
+    no_traceback(p)
+    assert p.returncode == 0, p.stderr
+    sess = engine.Session(str(tmp_path / "m.lstm"))
+    if state_names is None:                       # a cell: input (B, I) -> h' (B, H)
+        x = torch.randn(2, 3)
+        with torch.no_grad():
+            ref = m(x).numpy()
+        assert np.abs(sess.run(None, {"input": x.numpy()})[0] - ref).max() <= 1e-5
+    else:
+        x = torch.randn(5, 2, 3)
+        with torch.no_grad():
+            ref = m(x)[0].numpy()
+        assert [i.name for i in sess.get_inputs()] == ["input", *state_names]
+        assert np.abs(sess.run(None, {"input": x.numpy()})[0] - ref).max() <= 1e-5
