@@ -200,9 +200,11 @@ def cmd_inspect(args):
     glue = [n.op for n in model.nodes if n not in model.recurrent_nodes()]
     if glue:
         from collections import Counter
-        print("glue:           " + ", ".join(f"{op} x{k}" for op, k in Counter(glue).items()))
+        print("other ops:      " + ", ".join(f"{op} x{k}" for op, k in Counter(glue).items()))
     if model.stream:
-        print(f"streaming:      input {model.stream['input']!r}, time axis {model.stream['time_axis']}")
+        axis = model.stream["time_axis"]
+        print(f"streaming:      input {model.stream['input']!r}, "
+              + (f"time axis {axis}" if axis is not None else "one step per call (a cell)"))
     else:
         print("streaming:      not available (no free time axis)")
     return 0
