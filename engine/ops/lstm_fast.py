@@ -31,6 +31,7 @@ _B0 = F32(4.89352518554385e-03)
 _B2 = F32(2.26843463243900e-03)
 _B4 = F32(1.18534705686654e-04)
 _B6 = F32(1.19825839466702e-06)
+_SAT = F32(9.0)
 _HALF = F32(0.5)
 _ONE = F32(1.0)
 # below this batch size the hand-blocked product beats a BLAS call per step
@@ -50,6 +51,8 @@ def max_length(seq, B):
 @njit(**JIT_OPTIONS)
 def tanh32(x):
     # NaN-preserving clamp: comparisons with NaN are false, so NaN passes through to the result
+    big = x > _SAT
+    small = x < -_SAT
     x = _C if x > _C else x
     x = -_C if x < -_C else x
     x2 = x * x
@@ -63,7 +66,11 @@ def tanh32(x):
     q = x2 * _B6 + _B4
     q = x2 * q + _B2
     q = x2 * q + _B0
-    return p / q
+    r = p / q
+    # the rational tops out at 1 - 2.4e-7 at the clamp; beyond 9, where float32 tanh rounds to exactly +-1, return
+    # that, so that saturated gates are exact (a GRU's z = 1 keeps the old state bit for bit)
+    r = _ONE if big else r
+    return -_ONE if small else r
 
 
 @njit(**JIT_OPTIONS)
