@@ -1,11 +1,17 @@
-"""Shared helpers for the tests: building single-node ONNX recurrent graphs, running onnxruntime, comparing."""
+"""Shared helpers for the tests: building single-node ONNX recurrent graphs (LSTM, GRU, RNN), running
+onnxruntime, comparing the engine with it."""
 from __future__ import annotations
 
 import warnings
 
 import numpy as np
 import onnx
+from hypothesis import HealthCheck, settings
 from onnx import TensorProto, helper, numpy_helper
+
+# hypothesis settings of the randomized comparisons: few examples (each structure is one compile), reproducible runs
+SETTINGS = settings(max_examples=6, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 WEIGHT_INPUTS = {"LSTM": {1: "W", 2: "R", 3: "B", 7: "P"}, "GRU": {1: "W", 2: "R", 3: "B"},
                  "RNN": {1: "W", 2: "R", 3: "B"}}
@@ -117,3 +123,85 @@ def to_layout0(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def silence():
     warnings.filterwarnings("ignore")
+
+
+def state_inputs(op: str) -> tuple:
+    """The initial-state inputs an op has: initial_h and initial_c for LSTM, initial_h alone for GRU and RNN."""
+    return ("initial_h", "initial_c") if op == "LSTM" else ("initial_h",)
+
+
+def all_outputs(op: str) -> tuple:
+    """The outputs an op has: Y, Y_h and Y_c for LSTM, Y and Y_h for GRU and RNN."""
+    return ("Y", "Y_h", "Y_c") if op == "LSTM" else ("Y", "Y_h")
+
+
+def make_feeds(inputs, T, B, I, H, D, rng, layout=0, op="LSTM", min_len=1):
+    """Random run-time feeds for a graph from ``rnn_model`` with the optional ``inputs`` (sequence_lens,
+    initial_h, initial_c; initial_c only for LSTM). sequence_lens are drawn from [min_len, T], the first one T
+    (onnxruntime sizes Y by the longest sequence); min_len=0 allows empty sequences."""
+    if op != "LSTM":
+        assert "initial_c" not in inputs, f"{op} has no initial_c"
+    feeds = {"X": rng.standard_normal((T, B, I) if layout == 0 else (B, T, I)).astype(np.float32)}
+    st_shape = (D, B, H) if layout == 0 else (B, D, H)
+    if "initial_h" in inputs:
+        feeds["initial_h"] = rng.standard_normal(st_shape).astype(np.float32)
+    if "initial_c" in inputs:
+        feeds["initial_c"] = rng.standard_normal(st_shape).astype(np.float32)
+    if "sequence_lens" in inputs:
+        lens = rng.integers(min_len, T + 1, size=B).astype(np.int32)
+        lens[0] = T   # onnxruntime sizes Y by the longest sequence
+        feeds["sequence_lens"] = lens
+    return feeds
+
+
+def ort_reference(model: onnx.ModelProto, feeds: dict, names, layout=0) -> list:
+    """onnxruntime's outputs ``names`` for the feeds; layout=1 runs the equivalent layout=0 graph on transposed
+    data and transposes the results back (onnxruntime rejects layout=1)."""
+    if layout != 1:
+        return ort_session(model).run(names, feeds)
+    ref_feeds = {k: (np.ascontiguousarray(v.transpose(1, 0, 2)) if k in ("X", "initial_h", "initial_c") else v)
+                 for k, v in feeds.items()}
+    ref = ort_session(to_layout0(model)).run(names, ref_feeds)
+    return [np.ascontiguousarray(r.transpose(2, 0, 1, 3)) if n == "Y" else np.ascontiguousarray(r.transpose(1, 0, 2))
+            for n, r in zip(names, ref)]
+
+
+def compare(model, feeds, T, layout=0, rel=0.0, ref_model=None):
+    """Run the engine and onnxruntime (layout=1: on the equivalent layout=0 graph) on every output of the graph,
+    assert they agree within the project's tolerance and return the largest diff. Works for LSTM, GRU and RNN.
+
+    rel > 0 scales the tolerance with the reference's magnitude (tol + rel * |ref|), for unbounded activations
+    whose values grow far beyond 1, where fp32 rounding alone exceeds a fixed absolute tolerance.
+    ref_model: the graph onnxruntime runs instead of ``model`` (a float32 twin of a float64 model); the feeds
+    are then given to onnxruntime as float32."""
+    import engine
+    sess = engine.Session(model.SerializeToString())
+    names = [o.name for o in model.graph.output]
+    got = sess.run(names, feeds)
+    for g, o in zip(got, model.graph.output):
+        assert g.dtype == helper.tensor_dtype_to_np_dtype(o.type.tensor_type.elem_type), (o.name, g.dtype)
+    if ref_model is None:
+        ref = ort_reference(model, feeds, names, layout)
+    else:
+        ref_feeds = {k: (v.astype(np.float32) if v.dtype == np.float64 else v) for k, v in feeds.items()}
+        ref = ort_reference(ref_model, ref_feeds, names, layout)
+    assert len(got) == len(ref) == len(names)
+    diff = max(max_abs_diff(g, r) for g, r in zip(got, ref))
+    scale = max(float(np.nanmax(np.abs(np.where(np.isinf(r), 0, r)), initial=0.0)) for r in ref)
+    assert diff <= tolerance(T) + rel * scale, f"max abs diff {diff:.2e} against onnxruntime (|ref| up to {scale:.1f})"
+    return diff
+
+
+def to_double(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same graph with float64 initializers, inputs and outputs (the weights exactly the float32 values)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for i, init in enumerate(m.graph.initializer):
+        if init.data_type != TensorProto.FLOAT:
+            continue
+        m.graph.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float64),
+                                                                init.name))
+    for vi in list(m.graph.input) + list(m.graph.output):
+        if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
+            vi.type.tensor_type.elem_type = TensorProto.DOUBLE
+    return m

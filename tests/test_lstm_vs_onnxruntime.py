@@ -6,14 +6,12 @@ since onnxruntime rejects layout=1.
 """
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import engine
-from lstm_util import max_abs_diff, ort_session, rnn_model, to_layout0, tolerance
+from lstm_util import SETTINGS, compare, make_feeds, max_abs_diff, ort_session, rnn_model, to_double, tolerance
 
-SETTINGS = settings(max_examples=6, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 DEFAULT = ["Sigmoid", "Tanh", "Tanh"]
 
 # (id, attrs, options) - options: with_B, with_P, inputs, outputs
@@ -59,42 +57,6 @@ short_shapes = st.fixed_dictionaries({
 shapes = st.fixed_dictionaries({
     "T": st.integers(1, 24), "B": st.integers(1, 5), "I": st.integers(1, 9), "H": st.integers(1, 12),
     "seed": st.integers(0, 2 ** 31 - 1)})
-
-
-def compare(model, feeds, T, layout=0, rel=0.0):
-    """Run the engine and onnxruntime (layout=1: on the equivalent layout=0 graph) and return the largest diff.
-
-    rel > 0 scales the tolerance with the reference's magnitude (tol + rel * |ref|), for unbounded activations
-    whose values grow far beyond 1, where fp32 rounding alone exceeds a fixed absolute tolerance."""
-    sess = engine.Session(model.SerializeToString())
-    names = [o.name for o in model.graph.output]
-    got = sess.run(names, feeds)
-    if layout == 1:
-        ref_feeds = {k: (np.ascontiguousarray(v.transpose(1, 0, 2)) if k in ("X", "initial_h", "initial_c") else v)
-                     for k, v in feeds.items()}
-        ref = ort_session(to_layout0(model)).run(names, ref_feeds)
-        ref = [np.ascontiguousarray(r.transpose(2, 0, 1, 3)) if n == "Y" else np.ascontiguousarray(r.transpose(1, 0, 2))
-               for n, r in zip(names, ref)]
-    else:
-        ref = ort_session(model).run(names, feeds)
-    diff = max(max_abs_diff(g, r) for g, r in zip(got, ref))
-    scale = max(float(np.nanmax(np.abs(np.where(np.isinf(r), 0, r)), initial=0.0)) for r in ref)
-    assert diff <= tolerance(T) + rel * scale, f"max abs diff {diff:.2e} against onnxruntime (|ref| up to {scale:.1f})"
-    return diff
-
-
-def make_feeds(inputs, T, B, I, H, D, rng, layout=0):
-    feeds = {"X": rng.standard_normal((T, B, I) if layout == 0 else (B, T, I)).astype(np.float32)}
-    st_shape = (D, B, H) if layout == 0 else (B, D, H)
-    if "initial_h" in inputs:
-        feeds["initial_h"] = rng.standard_normal(st_shape).astype(np.float32)
-    if "initial_c" in inputs:
-        feeds["initial_c"] = rng.standard_normal(st_shape).astype(np.float32)
-    if "sequence_lens" in inputs:
-        lens = rng.integers(1, T + 1, size=B).astype(np.int32)
-        lens[0] = T   # onnxruntime sizes Y by the longest sequence
-        feeds["sequence_lens"] = lens
-    return feeds
 
 
 @pytest.mark.parametrize("layout", [0, 1])
@@ -204,20 +166,6 @@ def test_nan_and_inf_propagate_without_crashing():
     assert max_abs_diff(y[:, :, 1], ref_y[:, :, 1]) <= 1e-5            # the sequence with inf
     assert max_abs_diff(yh[:, 1], ref_yh[:, 1]) <= 1e-5
     assert max_abs_diff(yc[:, 1], ref_yc[:, 1]) <= 1e-5
-
-
-def to_double(model):
-    import onnx
-    from onnx import TensorProto, numpy_helper
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    for i, init in enumerate(m.graph.initializer):
-        m.graph.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float64),
-                                                                init.name))
-    for vi in list(m.graph.input) + list(m.graph.output):
-        if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
-            vi.type.tensor_type.elem_type = TensorProto.DOUBLE
-    return m
 
 
 def test_float64_model_matches_float32_reference():
