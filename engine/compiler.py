@@ -234,13 +234,14 @@ class _Context:
                 self.line(f"{var}[:] = {vars_[index]}")
 
 
-def generate(model, dtype, stream=False, threads=1):
-    """Return (source, context, constant buffer) for ``model`` computed in ``dtype``."""
+def generate(model, dtype, stream=False, threads=1, outputs=None):
+    """Return (source, context, constant buffer) for ``model`` computed in ``dtype``. ``outputs``: the names of the
+    graph outputs to return (default: all); what only the others need is left out of the generated code."""
     ctx = _Context(model, dtype, stream, threads)
     ctx.check_inputs()
     for node in model.nodes:
         OPS[node.op].emit(node, ctx)
-    outs = [ctx.value(spec.name) for spec in model.outputs]
+    outs = [ctx.value(spec.name) for spec in model.outputs if outputs is None or spec.name in outputs]
     rets = outs
     header_lines, buf = ctx.packed_buffer()
     args = [ctx.vars[s.name] for s in model.inputs] + ["_b"] + [v for v, _, _ in ctx.state_args]
@@ -285,8 +286,8 @@ def _drop_dead(lines, live):
     return kept[::-1]
 
 
-def compile_model(model, dtype, stream=False, threads=1) -> Compiled:
-    source, ctx, buf = generate(model, dtype, stream, threads)
+def compile_model(model, dtype, stream=False, threads=1, outputs=None) -> Compiled:
+    source, ctx, buf = generate(model, dtype, stream, threads, outputs)
     if ctx.uses_parallel:
         # Numba issue #8578: a cached function calling a parallel=True kernel segfaults when it is loaded before
         # the thread pool exists; get_num_threads() launches the pool.
@@ -297,7 +298,7 @@ def compile_model(model, dtype, stream=False, threads=1) -> Compiled:
         fn=fn,
         input_names=[s.name for s in model.inputs],
         consts=[buf],
-        output_names=[s.name for s in model.outputs],
+        output_names=[s.name for s in model.outputs if outputs is None or s.name in outputs],
         state_slots=[(node, index) for _, node, index in ctx.state_args],
         source=source,
     )

@@ -102,7 +102,7 @@ class Session:
         _cache.ensure_fresh()
         self._compiled = compile_model(self.model, self.dtype, threads=self.threads)
         self._warm_up(self._compiled)
-        self._stream_compiled = None
+        self._stream_compiled = {}     # output name -> the stream-mode function that returns only that output
         self.compile_seconds = time.perf_counter() - t1
         self._all_outputs = list(range(len(self._outputs)))
         self._input_names = [s.name for s in self.model.inputs]
@@ -298,13 +298,9 @@ class Stream:
         self.time_axis = info["time_axis"]
         self.batch_axis = info.get("batch_axis")
         self.output_time_axes = info.get("outputs", {})
-        if session._stream_compiled is None:
-            compiled = compile_model(model, session.dtype, stream=True, threads=session.threads)
-            session._stream_compiled = compiled
-            self._init_slots(compiled)
-            session._warm_up(compiled, self._zero_states(1))
-        self._compiled = session._stream_compiled
-        self._init_slots(self._compiled)
+        # a step returns one output: the stream-mode function returns only it (boxing arrays nobody reads costs
+        # more than the step itself at small sizes); another output gets its own function on first use
+        self._compiled = self._variant(model.outputs[0].name)
         self.reset()
         # fast-path constants: the other inputs as zeros for this batch size (the stream mode ignores state inputs),
         # and the index tuples that add and remove the time axis
@@ -325,6 +321,18 @@ class Stream:
         self._expand = (slice(None),) * self.time_axis + (None,) if self.time_axis is not None else ()
         out_axis = self.output_time_axes.get(model.outputs[0].name)
         self._take_first = (slice(None),) * out_axis + (0,) if out_axis is not None else ()
+
+    def _variant(self, output_name):
+        sess = self.session
+        compiled = sess._stream_compiled.get(output_name)
+        if compiled is None:
+            compiled = compile_model(sess.model, sess.dtype, stream=True, threads=sess.threads,
+                                     outputs=[output_name])
+            self._init_slots(compiled)
+            sess._warm_up(compiled, self._zero_states(1))
+            sess._stream_compiled[output_name] = compiled
+        self._init_slots(compiled)
+        return compiled
 
     def _init_slots(self, compiled):
         self._slots = []
@@ -395,8 +403,8 @@ class Stream:
         name = output_name or out_names[0]
         if name not in out_names:
             raise InvalidInputError(f"unknown output {name!r}; the model's outputs are {out_names}")
-        results = sess._call(self._compiled, args, self._states)
-        y = results[out_names.index(name)]
+        compiled = self._compiled if name == out_names[0] else self._variant(name)
+        y = sess._call(compiled, args, self._states)[0]
         axis = self.output_time_axes.get(name)
         if single and axis is not None:
             y = np.take(y, 0, axis=axis)
