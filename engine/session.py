@@ -301,6 +301,7 @@ class Stream:
         # a step returns one output: the stream-mode function returns only it (boxing arrays nobody reads costs
         # more than the step itself at small sizes); another output gets its own function on first use
         self._compiled = self._variant(model.outputs[0].name)
+        self._threads = session.threads
         self.reset()
         # fast-path constants: the other inputs as zeros for this batch size (the stream mode ignores state inputs),
         # and the index tuples that add and remove the time axis
@@ -314,6 +315,7 @@ class Stream:
         try:
             args, _ = session._bind_inputs({self.input_name: one_step}, skip=others)
             self._before, self._after = args[:pos], args[pos + 1:]
+            self._states = self._states          # prepares the fast path's call
         except EngineError:
             self._rank = -1   # the other inputs cannot be made up from the batch size: checked path only
         # a model without a time axis (a cell) takes each step as it is
@@ -352,6 +354,18 @@ class Stream:
         self._states = self._zero_states(self.batch_size)
 
     @property
+    def _states(self):
+        return self._state_arrays
+
+    @_states.setter
+    def _states(self, arrays):
+        # the fast path's call, prepared once per state change: (function, arguments before x, arguments after x)
+        self._state_arrays = arrays
+        if hasattr(self, "_after"):
+            self._fast = (self._compiled.fn, tuple(self._before),
+                          (*self._after, *self._compiled.consts, *arrays))
+
+    @property
     def state(self) -> dict:
         return {name: s.copy() for (name, _, _), s in zip(self._slots, self._states)}
 
@@ -378,11 +392,10 @@ class Stream:
         if output_name is None and type(x) is np.ndarray and x.ndim == self._step_ndim and x.dtype == self._dtype:
             # Fast path for one step of the usual dtype; the generated code checks shapes, the dispatcher types.
             try:
-                if _threads.current != self.session.threads:
-                    _threads.set_blas_threads(self.session.threads)
-                results = self._compiled.fn(*self._before, x[self._expand], *self._after, *self._compiled.consts,
-                                            *self._states)
-                return results[0][self._take_first]
+                if _threads.current != self._threads:
+                    _threads.set_blas_threads(self._threads)
+                fn, before, after = self._fast
+                return fn(*before, x[self._expand], *after)[0][self._take_first]
             except (TypeError, ValueError, IndexError, ZeroDivisionError):
                 pass  # the checked path below explains what is wrong
         return self._step_checked(x, output_name)
