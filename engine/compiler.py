@@ -35,8 +35,12 @@ class Compiled:
     output_names: list              # graph outputs, in return order
     state_slots: list = field(default_factory=list)   # stream mode: [(node name, state index, shape fn)]
     source: str = ""
+    arg_index: list | None = None   # positions among the model's inputs of the arguments (None: all of them)
 
     def call(self, inputs, states=()):
+        """inputs: one array per model input, in the model's order."""
+        if self.arg_index is not None:
+            inputs = [inputs[i] for i in self.arg_index]
         return self.fn(*inputs, *self.consts, *states)
 
 
@@ -143,11 +147,11 @@ class _Context:
                   f"_sf = _b[{o_float}:{o_float + 8 * n_float}].view(np.float64)"]
         return header, buf
 
-    def check_inputs(self):
+    def check_inputs(self, specs=None):
         """Shape checks of the graph inputs, as generated code: the fast path of Session.run relies on them. The
         messages are constant (cheap to compile); Session re-checks a refused call in Python for the full story."""
         bound = {}
-        for spec in self.model.inputs:
+        for spec in self.model.inputs if specs is None else specs:
             x = self.vars[spec.name]
             for axis, d in enumerate(spec.shape):
                 if isinstance(d, str):
@@ -239,12 +243,26 @@ def generate(model, dtype, stream=False, threads=1, outputs=None):
     graph outputs to return (default: all); what only the others need is left out of the generated code."""
     ctx = _Context(model, dtype, stream, threads)
     ctx.check_inputs()
+    n_checks = len(ctx.lines)
     for node in model.nodes:
         OPS[node.op].emit(node, ctx)
     outs = [ctx.value(spec.name) for spec in model.outputs if outputs is None or spec.name in outputs]
     rets = outs
+    ctx.arg_specs = list(model.inputs)
+    if stream:
+        # the state inputs (h0, c0) are not read in stream mode: leave them out of the signature and the checks,
+        # since every array argument costs the dispatcher an unboxing per call
+        live = set(rets) | {v for v, _, _ in ctx.state_args}
+        read = set(_NAME.findall("\n".join(_drop_dead(ctx.lines[n_checks:], live))))
+        used = [spec for spec in model.inputs if ctx.vars[spec.name] in read]
+        if len(used) < len(model.inputs):
+            body_lines = ctx.lines[n_checks:]
+            ctx.lines = []
+            ctx.check_inputs(used)
+            ctx.lines += body_lines
+            ctx.arg_specs = used
     header_lines, buf = ctx.packed_buffer()
-    args = [ctx.vars[s.name] for s in model.inputs] + ["_b"] + [v for v, _, _ in ctx.state_args]
+    args = [ctx.vars[s.name] for s in ctx.arg_specs] + ["_b"] + [v for v, _, _ in ctx.state_args]
     imports = {}
     for node in model.nodes:
         imports.update(OPS[node.op].imports)
@@ -299,6 +317,8 @@ def compile_model(model, dtype, stream=False, threads=1, outputs=None) -> Compil
         input_names=[s.name for s in model.inputs],
         consts=[buf],
         output_names=[s.name for s in model.outputs if outputs is None or s.name in outputs],
+        arg_index=(None if len(ctx.arg_specs) == len(model.inputs)
+                   else [list(model.inputs).index(spec) for spec in ctx.arg_specs]),
         state_slots=[(node, index) for _, node, index in ctx.state_args],
         source=source,
     )

@@ -314,7 +314,9 @@ class Stream:
         pos = [s.name for s in model.inputs].index(self.input_name)
         try:
             args, _ = session._bind_inputs({self.input_name: one_step}, skip=others)
-            self._before, self._after = args[:pos], args[pos + 1:]
+            index = self._compiled.arg_index or list(range(len(args)))   # the inputs the stream function takes
+            self._before = [args[i] for i in index if i < pos]
+            self._after = [args[i] for i in index if i > pos]
             self._states = self._states          # prepares the fast path's call
         except EngineError:
             self._rank = -1   # the other inputs cannot be made up from the batch size: checked path only
