@@ -74,8 +74,6 @@ def _from_torch_module(module, example_input, input_names=None, output_names=Non
         raise ConversionError(f"torch.onnx.export failed on {type(module).__name__}: {str(e).splitlines()[0]}") from None
     finally:
         module.train(was_training)
-    if output_names is None:
-        pass   # the exporter names them; keep its names
     return from_onnx(buf.getvalue(), progress=progress)
 
 

@@ -27,7 +27,8 @@ RECURRENT = {"LSTM": (4, ("Sigmoid", "Tanh", "Tanh"), ("input_forget",)),
              "GRU": (3, ("Sigmoid", "Tanh"), ("linear_before_reset",)),
              "RNN": (1, ("Tanh",), ())}
 DATA_OPS = ("LSTM", "GRU", "RNN", "Gather", "MatMul", "Gemm", "Add", "Sub", "Mul", "Div", "Relu", "Tanh", "Sigmoid",
-            "Exp", "Neg", "Sqrt", "Abs", "Softmax", "LogSoftmax", "Conv", "Split", "Flatten", "ReduceMean", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Concat", "Slice", "Identity", "Dropout", "Cast")
+            "Exp", "Neg", "Sqrt", "Abs", "Softmax", "LogSoftmax", "Conv", "Split", "Flatten", "ReduceMean",
+            "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Concat", "Slice", "Identity", "Dropout", "Cast")
 SHAPE_OPS = ("Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Mul", "Cast", "Reshape", "Identity",
              "Size", "ConstantOfShape", "Expand")
 MIN_OPSET = 7
@@ -778,10 +779,6 @@ class _Importer:
                 self.S.unify(real[0], d, f"node {node.name!r} ({node.op_type} broadcasting, dimension {k})")
             out.append(real[0])
         return out
-
-    def _float_dtype_of(self, names):
-        kinds = {self.dtypes[n] for n in names}
-        return kinds.pop() if len(kinds) == 1 else next((k for k in kinds if k.startswith("float")), "float32")
 
     def _op_binary(self, node, ins, a):
         if len(ins) != 2:

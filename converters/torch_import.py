@@ -66,7 +66,8 @@ def load_state_dict(source) -> dict:
         return {k: _to_numpy(v) for k, v in source.state_dict().items()}
     if isinstance(source, dict):
         return {k: _to_numpy(v) for k, v in source.items()}
-    raise ConversionError(f"expected a torch recurrent module (nn.LSTM, nn.GRU, nn.RNN or a cell), a state dict or a path, got {type(source).__name__}")
+    raise ConversionError(f"expected a torch recurrent module (nn.LSTM, nn.GRU, nn.RNN or a cell), a state dict or "
+                          f"a path, got {type(source).__name__}")
 
 
 def _to_numpy(v):

@@ -62,6 +62,7 @@ class _Context:
         self.prologue = []          # lines that slice the constants' views out of the buffers
         self.state_args = []        # stream mode: (var, node, index)
         self.node_states = {}       # stream mode: node name -> {state index: argument variable}
+        self.arg_specs = list(model.inputs)   # the graph inputs the generated function takes, in order
         self._n = 0
         for spec in model.inputs:
             self.vars[spec.name] = self._fresh("in")
@@ -248,11 +249,10 @@ def generate(model, dtype, stream=False, threads=1, outputs=None):
         OPS[node.op].emit(node, ctx)
     outs = [ctx.value(spec.name) for spec in model.outputs if outputs is None or spec.name in outputs]
     rets = outs
-    ctx.arg_specs = list(model.inputs)
+    live = set(rets) | {v for v, _, _ in ctx.state_args}
     if stream:
         # the state inputs (h0, c0) are not read in stream mode: leave them out of the signature and the checks,
         # since every array argument costs the dispatcher an unboxing per call
-        live = set(rets) | {v for v, _, _ in ctx.state_args}
         read = set(_NAME.findall("\n".join(_drop_dead(ctx.lines[n_checks:], live))))
         used = [spec for spec in model.inputs if ctx.vars[spec.name] in read]
         if len(used) < len(model.inputs):
@@ -278,7 +278,6 @@ def generate(model, dtype, stream=False, threads=1, outputs=None):
     for name, fn in sorted(imports.items()):
         head.append(f"from {fn.__module__} import {name}")
     body = ["", "", "@njit(**JIT_OPTIONS)", f"def model_fn({', '.join(args)}):"]
-    live = set(rets) | {v for v, _, _ in ctx.state_args}
     lines = _drop_dead(header_lines + ctx.prologue + ctx.lines, live)
     body += ["    " + line for line in lines]
     body.append(f"    return ({', '.join(rets)}{',' if len(rets) == 1 else ''})")

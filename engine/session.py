@@ -329,13 +329,14 @@ class Stream:
     def _variant(self, output_name):
         sess = self.session
         compiled = sess._stream_compiled.get(output_name)
-        if compiled is None:
+        fresh = compiled is None
+        if fresh:
             compiled = compile_model(sess.model, sess.dtype, stream=True, threads=sess.threads,
                                      outputs=[output_name])
-            self._init_slots(compiled)
+        self._init_slots(compiled)
+        if fresh:
             sess._warm_up(compiled, self._zero_states(1))
             sess._stream_compiled[output_name] = compiled
-        self._init_slots(compiled)
         return compiled
 
     def _init_slots(self, compiled):

@@ -20,6 +20,11 @@ def _n_in_one_out(node, n):
         raise ModelFileError(f"node {node.name!r} ({node.op}) takes {n} input(s) and gives one output")
 
 
+def _check_axis_attr(node):
+    if not isinstance(node.attrs.get("axis"), int) or node.attrs["axis"] < 0:
+        raise ModelFileError(f"node {node.name!r} ({node.op}): axis must be a non-negative integer")
+
+
 # ---------------------------------------------------------------------- kernels
 @njit(**JIT_OPTIONS)
 def relu_kernel(x):
@@ -246,8 +251,7 @@ class Softmax(Op):
     @classmethod
     def validate(cls, node, model):
         _n_in_one_out(node, 1)
-        if not isinstance(node.attrs.get("axis"), int) or node.attrs["axis"] < 0:
-            raise ModelFileError(f"node {node.name!r} ({node.op}): axis must be a non-negative integer")
+        _check_axis_attr(node)
 
     @classmethod
     def emit(cls, node, ctx):
@@ -312,8 +316,7 @@ class Gather(Op):
     @classmethod
     def validate(cls, node, model):
         _n_in_one_out(node, 2)
-        if not isinstance(node.attrs.get("axis"), int) or node.attrs["axis"] < 0:
-            raise ModelFileError(f"node {node.name!r} (Gather): axis must be a non-negative integer")
+        _check_axis_attr(node)
 
     @classmethod
     def emit(cls, node, ctx):
@@ -380,8 +383,7 @@ class Split(Op):
         sizes = _int_list(node, "sizes")
         if len(node.inputs) != 1 or len(node.outputs) != len(sizes) or any(s < 0 for s in sizes):
             raise ModelFileError(f"node {node.name!r} (Split): one input, and one output per size")
-        if not isinstance(node.attrs.get("axis"), int) or node.attrs["axis"] < 0:
-            raise ModelFileError(f"node {node.name!r} (Split): axis must be a non-negative integer")
+        _check_axis_attr(node)
 
     @classmethod
     def emit(cls, node, ctx):

@@ -39,7 +39,8 @@ def _copy_state(dst, src, layout):
 
 @njit(**JIT_OPTIONS)
 def _lstm_setup(X, D, H, Hout, I_w, seq, use_seq, h0, use_h0, c0, use_c0, layout):
-    """(Shared by LSTM, GRU and RNN; the latter two pass use_c0 False.) Validate shapes and build the time-major input and the initial state (copies the kernels may overwrite).
+    """Validate shapes and build the time-major input and the initial state (copies the kernels may overwrite).
+    Shared by LSTM, GRU and RNN; the latter two pass use_c0 False.
 
     X is (T, B, I) for layout 0, (B, T, I) for layout 1. Returns Xs (T, B, I), lens (B,), h (D, B, Hout),
     c (D, B, H).
