@@ -17,7 +17,7 @@ import numpy as np
 from engine.errors import ConversionError, ModelFileError, UnsupportedModelError
 from engine.model import Model, Node, TensorSpec
 from engine.ops.activations import normalize as normalize_activations
-from engine.ops.lstm import DIRECTIONS
+from engine.ops.recurrent import DIRECTIONS
 
 from .symbolic import Dim, Shapes
 

@@ -1,8 +1,9 @@
-"""Where compiled code lives, and keeping Numba's on-disk cache honest.
+"""Keeping Numba's on-disk cache honest.
 
 Numba's ``cache=True`` invalidates a function's cache when that function's own source file changes, but not when a
-function it calls, in another file, changes. We therefore fingerprint all of the engine's sources and drop the
-engine's Numba cache files whenever the fingerprint differs from the one recorded beside them.
+function it calls, in another file, changes; the executor calls kernels in every op module. We therefore
+fingerprint all of the engine's sources and drop the engine's Numba cache files whenever the fingerprint differs
+from the one recorded under ``cache_root()`` (``LSTM_ENGINE_CACHE_DIR``, default ``~/.cache/lstm-engine``).
 """
 import glob
 import hashlib
@@ -14,11 +15,14 @@ _ENGINE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 @lru_cache(maxsize=None)
 def source_hash() -> str:
+    """A fingerprint of the engine's compiled sources: every module with jitted code, and the Numba settings."""
     h = hashlib.sha256()
     for path in sorted(glob.glob(os.path.join(_ENGINE_DIR, "**", "*.py"), recursive=True)):
-        h.update(os.path.relpath(path, _ENGINE_DIR).encode())
         with open(path, "rb") as f:
-            h.update(f.read())
+            text = f.read()
+        if b"@njit" in text or os.path.basename(path) == "config.py":
+            h.update(os.path.relpath(path, _ENGINE_DIR).encode())
+            h.update(text)
     return h.hexdigest()[:16]
 
 
@@ -26,14 +30,6 @@ def cache_root() -> str:
     root = os.environ.get("LSTM_ENGINE_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "lstm-engine")
     return root
-
-
-@lru_cache(maxsize=None)
-def generated_dir() -> str:
-    """Directory for generated model functions (and, beside them, their Numba cache)."""
-    d = os.path.join(cache_root(), "generated")
-    os.makedirs(d, exist_ok=True)
-    return d
 
 
 @lru_cache(maxsize=None)

@@ -1,4 +1,4 @@
-"""The ``lstm-engine`` command line: convert, inspect, run, demo, bench.
+"""The ``lstm-engine`` command line: convert, inspect, run, warmup, demo, bench.
 
 Errors are one clear line on stderr and exit status 2; no tracebacks for things a user can get wrong.
 """
@@ -17,6 +17,8 @@ EPILOG = """examples:
   lstm-engine convert lstm_state.pt -o model.lstm --batch-first
   lstm-engine convert rnn_state.safetensors -o model.lstm --nonlinearity relu
   lstm-engine inspect model.lstm
+  lstm-engine inspect model.lstm --code --shape X=100,1,64
+  lstm-engine warmup
   lstm-engine run model.lstm --input X=x.npy -o out.npz
   lstm-engine demo
   lstm-engine bench --quick
@@ -57,6 +59,20 @@ def _parser():
                                    "format version and origin. Accepts lstm-engine files and ONNX files.")
     i.add_argument("model")
     i.add_argument("--json", action="store_true", help="print the model description as JSON")
+    i.add_argument("--code", action="store_true",
+                   help="print the program the engine runs for this model: one line per instruction, each naming "
+                        "its node (symbolic dimensions 1 unless given with --shape)")
+    i.add_argument("--shape", action="append", default=[], metavar="NAME=D,D,...",
+                   help="with --code: the shape of an input (repeat for several)")
+    i.add_argument("--stream", action="store_true", help="with --code: the program of one streamed step")
+
+    w = sub.add_parser("warmup", help="compile the engine's executor now (once per install) so that models start fast",
+                       description="Compile the engine's precompiled executor for float32 and float64 and store it in "
+                                   "Numba's cache (next to the installed sources, or NUMBA_CACHE_DIR). The first "
+                                   "Session after an install or upgrade otherwise does this, which takes about a "
+                                   "minute; run it once in a container build step or after pip install.")
+    w.add_argument("--precision", choices=["float32", "float64", "both"], default="both",
+                   help="which executor to compile (default: both)")
 
     r = sub.add_parser("run", help="run a model on .npy inputs and save the outputs as .npz",
                        description="Run a model once. Each --input names a model input and a .npy file holding it; "
@@ -96,7 +112,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     try:
-        return {"convert": cmd_convert, "inspect": cmd_inspect, "run": cmd_run,
+        return {"convert": cmd_convert, "inspect": cmd_inspect, "run": cmd_run, "warmup": cmd_warmup,
                 "demo": cmd_demo, "bench": cmd_bench}[args.command](args) or 0
     except EngineError as e:
         print(f"lstm-engine {args.command}: error: {e}", file=sys.stderr)
@@ -163,6 +179,8 @@ def cmd_inspect(args):
     import json
     from .session import load_any
     model = load_any(args.model)
+    if args.code:
+        return _print_code(model, args)
     if args.json:
         meta = model.metadata()
         meta["parameter_count"] = model.parameter_count()
@@ -210,6 +228,33 @@ def cmd_inspect(args):
     return 0
 
 
+def _print_code(model, args):
+    from .errors import InvalidInputError
+    from .session import Session
+    shapes = {}
+    for item in args.shape:
+        name, _, dims = item.partition("=")
+        try:
+            shapes[name] = tuple(int(d) for d in dims.split(","))
+        except ValueError:
+            raise InvalidInputError(f"--shape {item!r}: expected NAME=D,D,... with integer dimensions") from None
+    unknown = [n for n in shapes if n not in [s.name for s in model.inputs]]
+    if unknown:
+        raise InvalidInputError(f"--shape: unknown input(s) {unknown}; the model's inputs are "
+                                f"{[s.name for s in model.inputs]}")
+    sess = Session(model, threads=1)
+    print(sess.stream(1).program() if args.stream else sess.program(shapes))
+    return 0
+
+
+# ---------------------------------------------------------------------- warmup
+def cmd_warmup(args):
+    from .warmup import warm_up
+    for precision, seconds in warm_up(("float32", "float64") if args.precision == "both" else (args.precision,)):
+        print(f"executor ({precision}) ready in {seconds:.1f}s")
+    return 0
+
+
 # ---------------------------------------------------------------------- run
 def cmd_run(args):
     import numpy as np
@@ -234,7 +279,8 @@ def cmd_run(args):
     np.savez(args.output, **dict(zip(names, outs)))
     for n, o in zip(names, outs):
         print(f"{n}: shape {tuple(o.shape)} {o.dtype}")
-    print(f"wrote {args.output} (compile {sess.compile_seconds:.2f}s, run {dt * 1e3:.2f} ms)")
+    print(f"wrote {args.output} (load {sess.load_seconds + sess.pack_seconds:.2f}s, executor "
+          f"{sess.compile_seconds:.2f}s, run {dt * 1e3:.2f} ms)")
     return 0
 
 

@@ -248,7 +248,7 @@ def run_demo(repeats: int = 200, out_dir: str = "lstm-engine-demo", models=MODEL
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    bar = Progress(2 * len(models), "demo: convert + compile")
+    bar = Progress(2 * len(models), "demo: convert + load")
     sessions = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in models:
@@ -259,7 +259,7 @@ def run_demo(repeats: int = 200, out_dir: str = "lstm-engine-demo", models=MODEL
             bar.advance(note=f"{name} converted")
             sess = Session(path, threads=1)
             sessions[name] = (model, sess, convert_s, os.path.getsize(path))
-            bar.advance(note=f"{name} compiled")
+            bar.advance(note=f"{name} loaded")
     bar.close()
     rng = np.random.default_rng(0)
     results = {}
@@ -270,7 +270,7 @@ def run_demo(repeats: int = 200, out_dir: str = "lstm-engine-demo", models=MODEL
         ops = sorted({n.op for n in model.nodes})
         print(f"\n== {name}: {meta['description']}")
         print(f"   {model.parameter_count():,} parameters, ops {', '.join(ops)}; converted in {convert_s:.2f}s, "
-              f"compiled in {sess.compile_seconds:.2f}s, {size / 1024:.0f} KiB")
+              f"loaded in {sess.load_seconds + sess.pack_seconds:.3f}s, {size / 1024:.0f} KiB")
         try:
             if name == "charlm":
                 r = demo_charlm(sess, ref, meta, repeats, rng)

@@ -15,7 +15,8 @@ input. Nodes are in execution order. Shapes use ints for fixed dimensions and st
 
 The recurrent ops follow ONNX semantics with every attribute filled in and weights in ONNX gate order; the
 converters resolve all framework quirks (PyTorch gate order, split biases, exporter subgraphs) before a file is
-written, so the engine never asks where the weights came from. See docs/FORMAT.md.
+written, so the engine never asks where the weights came from. The ops' canonical nodes are described in
+engine/ops/recurrent.py, glue.py and layers.py.
 """
 from __future__ import annotations
 
@@ -92,8 +93,8 @@ class Model:
         raise KeyError(name)
 
     def recurrent_nodes(self) -> list:
-        from .ops import RECURRENT_OPS
-        return [n for n in self.nodes if n.op in RECURRENT_OPS]
+        from .ops import RECURRENT_OP_NAMES
+        return [n for n in self.nodes if n.op in RECURRENT_OP_NAMES]
 
     def parameter_count(self) -> int:
         return int(sum(t.size for t in self.tensors.values() if t.dtype.kind == "f"))

@@ -1,25 +1,36 @@
-"""``Session``: load a model, compile it once, run it. The same shape of API as ``onnxruntime.InferenceSession``.
+"""``Session``: load a model, pack its weights once, run it. The same shape of API as
+``onnxruntime.InferenceSession``.
 
     sess = engine.Session("model.lstm")            # or an .onnx file, or the bytes of either
     [y, h, c] = sess.run(None, {"X": x})
     stream = sess.stream(batch_size=1)             # state stays inside
     y_t = stream.step(x_t)
 
-All validation happens here, before the jitted code runs: the kernels have no bounds checks.
+A call finds (or makes, once per combination of input shapes) a plan (engine/plan.py) and runs it with the one
+precompiled executor (engine/executor.py). All validation happens before the executor runs: names, dtypes and
+ranks here, shapes when the plan is made; the kernels have no bounds checks. Only checks that depend on input
+values (token ids, sequence lengths) happen inside, and come back as a status.
 """
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
-from . import _cache, _threads
-from .compiler import compile_model
+from . import _threads
 from .errors import EngineError, InvalidInputError, ModelFileError, UnsupportedModelError
+from .executor import execute
 from .model import Model, is_model_file_bytes, load as load_model_file
 from .ops import OPS
+from .ops.program import ERROR_MESSAGES
+from .plan import Planner, Weights
+from .warmup import warm_up
+
+MAX_PLANS = 64      # plans kept per Session (one per combination of input shapes, least recently used dropped)
 
 _ONNX_TYPES = {"float32": "tensor(float)", "float64": "tensor(double)", "int32": "tensor(int32)",
                "int64": "tensor(int64)"}
@@ -78,12 +89,15 @@ class Session:
     path_or_bytes : path, bytes or Model
         An lstm-engine model file or an ONNX file; which one is detected from the content.
     threads : int, optional
-        Threads for the BLAS products inside the kernels (default: all available cores); the recurrence itself runs
-        on the calling thread. The counterpart of onnxruntime's ``intra_op_num_threads``. OpenBLAS's setting is
-        process-wide: it is switched, at the cost of one call, when a run needs a different count than the last.
+        Threads for the kernels (default: all available cores): the BLAS products, and the LSTM recurrence at
+        small batch for hidden sizes >= 256. The counterpart of onnxruntime's ``intra_op_num_threads``.
+        OpenBLAS's setting is process-wide: it is switched, at the cost of one call, when a run needs a different
+        count than the last.
     precision : "float32" or "float64", optional
         Compute precision. Default: the model's. ``"float64"`` runs a float32 model in double precision as a
         reference (onnxruntime has no float64 LSTM).
+
+    A Session is safe to use from several threads at once; so are its streams, one thread per stream at a time.
     """
 
     def __init__(self, path_or_bytes, threads: int | None = None, precision: str | None = None):
@@ -98,14 +112,20 @@ class Session:
         self._inputs = [NodeArg(s.name, list(s.shape), _ONNX_TYPES[self._io_dtype(s.dtype)]) for s in self.model.inputs]
         self._outputs = [NodeArg(s.name, list(s.shape), _ONNX_TYPES[self._io_dtype(s.dtype)])
                          for s in self.model.outputs]
-        t1 = time.perf_counter()
-        _cache.ensure_fresh()
-        self._compiled = compile_model(self.model, self.dtype, threads=self.threads)
-        self._warm_up(self._compiled)
-        self._stream_compiled = {}     # output name -> the stream-mode function that returns only that output
-        self.compile_seconds = time.perf_counter() - t1
-        self._all_outputs = list(range(len(self._outputs)))
         self._input_names = [s.name for s in self.model.inputs]
+        self._output_names = [s.name for s in self.model.outputs]
+        self._arg_dtypes = [self._arg_dtype(s) for s in self.model.inputs]
+        self._plans = OrderedDict()
+        self._plan_lock = threading.Lock()
+        t1 = time.perf_counter()
+        self.weights = Weights(self.model, self.dtype, self.threads)
+        self._fconst = self.weights.buffer
+        self._no_f = np.empty(0, self.dtype)
+        self._no_i = np.empty(0, np.int64)
+        self.pack_seconds = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        self._warm_up()
+        self.compile_seconds = time.perf_counter() - t2
 
     # ------------------------------------------------------------------ description
     def get_inputs(self):
@@ -120,44 +140,119 @@ class Session:
     def _io_dtype(self, dtype):
         return self.precision if dtype in ("float32", "float64") else dtype
 
+    def program(self, shapes: dict | None = None, stream_batch: int | None = None) -> str:
+        """The program the executor runs for inputs of the given shapes ({name: shape}; default: every symbolic
+        dimension 1), one line per instruction, each naming its node. ``stream_batch``: a stream's one-step
+        program instead."""
+        if stream_batch is not None:
+            return self.stream(stream_batch).program()
+        full = self._dummy_shapes(shapes or {})
+        plan = self._plan(("run", tuple(full[n] for n in self._input_names), None), full, self._output_names)
+        return _listing(plan)
+
+    # ------------------------------------------------------------------ plans
+    def _plan(self, key, shapes, wanted, stream=None, int_values=None):
+        """The plan for ``key``, made once (thread-safe) and kept while recently used."""
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
+        with self._plan_lock:
+            plan = self._plans.get(key)
+            if plan is None:
+                plan = Planner(self.model, self.weights, self.dtype, self.threads, shapes, wanted, stream,
+                               int_values).build()
+                self._plans[key] = plan
+                while len(self._plans) > MAX_PLANS:
+                    self._plans.popitem(last=False)
+        return plan
+
+    def _dummy_shapes(self, given=None):
+        """Shapes for every input: those ``given``, the others with their symbolic dimensions bound by the given
+        ones where they share a name, else 1."""
+        given = {k: tuple(v) for k, v in (given or {}).items()}
+        dims = {}
+        for s in self.model.inputs:
+            for d, n in zip(s.shape, given.get(s.name, ())):
+                if isinstance(d, str):
+                    dims.setdefault(d, n)
+        return {s.name: given.get(s.name, tuple(dims.get(d, 1) if isinstance(d, str) else d for d in s.shape))
+                for s in self.model.inputs}
+
+    def _warm_up(self):
+        """Load (or, the first time after an install, compile) the executor now, not in the first run, and plan
+        the model once so that what does not depend on the inputs' shapes is checked at load."""
+        for _ in warm_up((self.precision,)):
+            pass
+        try:
+            self.program()
+        except InvalidInputError:
+            pass   # the dummy shapes (every symbolic dimension 1) do not fit this model; real inputs will
+
     # ------------------------------------------------------------------ running
     def run(self, output_names, input_feed, run_options=None):
         """Run the model. ``output_names=None`` returns every output, in the order of ``get_outputs()``."""
         if run_options is not None:
             raise EngineError("run_options are not supported; pass None")
-        wanted = self._all_outputs if output_names is None else self._output_indices(output_names)
-        compiled = self._compiled
+        wanted = self._output_names if output_names is None else self._wanted(output_names)
+        okey = None if output_names is None else tuple(wanted)
         if type(input_feed) is dict and len(input_feed) == len(self._input_names):
-            # Fast path: the dispatcher (compilation disabled after warm-up) refuses any dtype, rank or layout it was
-            # not compiled for, and the generated code checks shapes; on any refusal the checked path below explains.
+            # fast path: arrays of exactly the types the executor takes, in shapes a plan was made (and checked) for
             try:
                 args = [input_feed[n] for n in self._input_names]
-                if _threads.current != self.threads:
-                    _threads.set_blas_threads(self.threads)
-                results = compiled.fn(*args, *compiled.consts)
-                return list(results) if output_names is None else [results[i] for i in wanted]
-            except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError):
-                pass
+                plan = self._plans.get(("run", tuple(a.shape for a in args), okey))
+            except (KeyError, AttributeError, TypeError):
+                plan = None
+            if plan is not None and all(type(a) is np.ndarray and a.dtype == t and a.flags.c_contiguous
+                                        and a.flags.writeable for a, t in zip(args, self._arg_dtypes)):
+                return self._execute(plan, args)
         args, _ = self._bind_inputs(input_feed)
-        results = self._call(compiled, args, ())
-        return [results[i] for i in wanted]
+        key = ("run", tuple(a.shape for a in args), okey)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plan(key, {n: a.shape for n, a in zip(self._input_names, args)}, wanted)
+        return self._execute(plan, args)
+
+    def _execute(self, plan, args, state=None, work=None):
+        """Run ``plan`` on ``args`` (validated arrays, one per model input, in order); returns the outputs in the
+        plan's order."""
+        fp, ip = plan.float_args, plan.int_args
+        fin = args[fp[0]].reshape(-1) if len(fp) == 1 else \
+            np.concatenate([args[i].reshape(-1) for i in fp]) if fp else self._no_f
+        iin = np.concatenate([args[i].reshape(-1).astype(np.int64, copy=False) for i in ip]) if ip else self._no_i
+        fwork, iwork = plan.take_work(self.dtype) if work is None else work
+        fout = np.empty(plan.fout_size, self.dtype)
+        if _threads.current != self.threads:
+            _threads.set_blas_threads(self.threads)
+        status = execute(plan.prog, self._fconst, fin, iin, fwork, iwork, fout, self._no_f if state is None else state)
+        if work is None:
+            plan.give_work((fwork, iwork))
+        if status:
+            raise self._status_error(status)
+        if plan.float_outputs:
+            return [fout[a:b].reshape(shape) for a, b, shape in plan.out_views]
+        return [fout[a:b].reshape(shape) if kind == "f" else iwork[a:b].reshape(shape).astype(dtype)
+                for (a, b, shape), (kind, dtype) in zip(plan.out_views, plan.out_kinds)]
+
+    def _out_dtype(self, name):
+        return next(s.dtype for s in self.model.outputs if s.name == name)
+
+    def _status_error(self, status):
+        code, index = int(status) >> 32, int(status) & 0xFFFFFFFF
+        node = self.model.nodes[index] if index < len(self.model.nodes) else None
+        where = f"node {node.name!r} ({node.op}): " if node is not None else ""
+        return InvalidInputError(where + ERROR_MESSAGES.get(code, f"the executor stopped with status {code}"))
 
     def stream(self, batch_size: int = 1) -> "Stream":
         """A stateful stream: feed one step (or a chunk of steps) at a time; the recurrent state stays inside."""
         return Stream(self, batch_size)
 
-    def _output_indices(self, output_names):
-        names = [o.name for o in self._outputs]
-        if output_names is None:
-            return list(range(len(names)))
+    def _wanted(self, output_names):
         if isinstance(output_names, str):
             raise InvalidInputError("output_names must be a list of names or None, not a string")
-        idx = []
         for n in output_names:
-            if n not in names:
-                raise InvalidInputError(f"unknown output {n!r}; the model's outputs are {names}")
-            idx.append(names.index(n))
-        return idx
+            if n not in self._output_names:
+                raise InvalidInputError(f"unknown output {n!r}; the model's outputs are {self._output_names}")
+        return list(output_names)
 
     def _bind_inputs(self, feed, skip=()):
         """Validate a feed against the model's inputs; return the argument list and the bound symbolic dims."""
@@ -231,30 +326,8 @@ class Session:
                 raise InvalidInputError(f"input {spec.name!r} has values outside the {spec.dtype} range")
             arr = np.ascontiguousarray(arr, dtype=spec.dtype)
         if not arr.flags.writeable:
-            arr = arr.copy()   # one array type for the compiled code: read-only arrays would force a recompile
+            arr = arr.copy()   # the executor takes writable arrays only (one compiled signature)
         return arr
-
-    def _call(self, compiled, args, states):
-        try:
-            if _threads.current != self.threads:
-                _threads.set_blas_threads(self.threads)
-            return compiled.call(args, states)
-        except (ValueError, IndexError, ZeroDivisionError) as e:
-            msg = " ".join(str(a) for a in e.args) if e.args else type(e).__name__
-            raise InvalidInputError(f"the model rejected these inputs: {msg}") from None
-
-    def _warm_up(self, compiled, states=None):
-        """Compile now (in the constructor), not in the first run: one call on the smallest valid inputs."""
-        args = []
-        for spec in self.model.inputs:
-            shape = [1 if isinstance(d, str) else d for d in spec.shape]
-            args.append(np.zeros(shape, dtype=self._arg_dtype(spec)))
-        try:
-            compiled.call(args, states or ())
-        except (ValueError, IndexError, ZeroDivisionError):
-            pass  # the dummy shapes did not fit this model; compilation has happened all the same
-        # exactly one signature per generated function: any other argument type is refused, not compiled anew
-        compiled.fn.disable_compile()
 
 
 def _check_threads(threads):
@@ -269,6 +342,13 @@ def _fmt_shape(shape):
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
+def _listing(plan):
+    lines = [f"# {len(plan.listing)} instructions; buffers: work {plan.fwork_size} + {plan.iwork_size} int, "
+             f"outputs {plan.fout_size} elements"]
+    lines += [f"{k:4d}  {line}" for k, line in enumerate(plan.listing)]
+    return "\n".join(lines)
+
+
 class Stream:
     """Step-by-step inference with the recurrent state kept inside.
 
@@ -277,6 +357,9 @@ class Stream:
     named), without a time axis for a single step. A model without a time axis (a PyTorch cell: LSTMCell, GRUCell,
     RNNCell) takes each call's input as one step. ``state`` is a dict ``{"<node>/h": array, "<node>/c": ...}``
     that can be read and assigned; ``reset()`` returns to the zero state.
+
+    Each stream has its own state and work buffers: streams of one Session may run in different threads at once;
+    one stream must not be stepped from two threads at the same time.
     """
 
     def __init__(self, session: Session, batch_size: int = 1):
@@ -286,7 +369,7 @@ class Stream:
             raise UnsupportedModelError("this model cannot be streamed: the converter found no time axis on its "
                                         "inputs (for example because the sequence length was fixed at export)")
         for node in model.recurrent_nodes():
-            if node.attrs.get("direction") == "bidirectional" or node.attrs.get("direction") == "reverse":
+            if node.attrs.get("direction") in ("bidirectional", "reverse"):
                 raise UnsupportedModelError(
                     f"node {node.name!r} runs {node.attrs['direction']}: a reverse direction needs the whole "
                     f"sequence, so this model cannot be streamed step by step; use Session.run")
@@ -298,130 +381,150 @@ class Stream:
         self.time_axis = info["time_axis"]
         self.batch_axis = info.get("batch_axis")
         self.output_time_axes = info.get("outputs", {})
-        # a step returns one output: the stream-mode function returns only it (boxing arrays nobody reads costs
-        # more than the step itself at small sizes); another output gets its own function on first use
-        self._compiled = self._variant(model.outputs[0].name)
-        self._threads = session.threads
-        self.reset()
-        # fast-path constants: the other inputs as zeros for this batch size (the stream mode ignores state inputs),
-        # and the index tuples that add and remove the time axis
+        # the state buffer: every recurrent node's state, in the kernels' layout (D, B, .)
+        self._slots, self._layout, pos = [], {}, 0
+        for node in model.recurrent_nodes():
+            op = OPS[node.op]
+            shapes = op.kernel_state_shapes(node, batch_size)
+            for index, (name, shape) in enumerate(zip(op.state_names, shapes)):
+                self._slots.append((f"{node.name}/{name}", node, index, pos, shape))
+                self._layout.setdefault(node.name, {})[index] = (pos, shape)
+                pos += int(np.prod(shape))
+        self._state = np.zeros(max(pos, 1), session.dtype)
         spec = model.input(self.input_name)
         self._rank = len(spec.shape)
-        self._dtype = session._arg_dtype(spec)    # the model's float type, or the int type of token ids
-        one_step = np.zeros([1 if k == self.time_axis else (batch_size if k == self.batch_axis else
-                             (d if isinstance(d, int) else 1)) for k, d in enumerate(spec.shape)], self._dtype)
-        others = [s.name for s in model.inputs if s.name != self.input_name]
-        pos = [s.name for s in model.inputs].index(self.input_name)
-        try:
-            args, _ = session._bind_inputs({self.input_name: one_step}, skip=others)
-            index = self._compiled.arg_index or list(range(len(args)))   # the inputs the stream function takes
-            self._before = [args[i] for i in index if i < pos]
-            self._after = [args[i] for i in index if i > pos]
-            self._states = self._states          # prepares the fast path's call
-        except EngineError:
-            self._rank = -1   # the other inputs cannot be made up from the batch size: checked path only
-        # a model without a time axis (a cell) takes each step as it is
-        self._step_ndim = self._rank - 1 if self.time_axis is not None and self._rank > 0 else self._rank
-        self._expand = (slice(None),) * self.time_axis + (None,) if self.time_axis is not None else ()
-        out_axis = self.output_time_axes.get(model.outputs[0].name)
-        self._take_first = (slice(None),) * out_axis + (0,) if out_axis is not None else ()
+        self._dtype = session._arg_dtype(spec)       # the model's float type, or the int type of token ids
+        self._step_ndim = self._rank - 1 if self.time_axis is not None else self._rank
+        self._others = [s.name for s in model.inputs if s.name != self.input_name]
+        self._plans = {}                              # (input shape, output name) -> (plan, work, args)
+        self._fast = {}                               # (step shape, output name) -> what step's fast path needs
 
-    def _variant(self, output_name):
-        sess = self.session
-        compiled = sess._stream_compiled.get(output_name)
-        fresh = compiled is None
-        if fresh:
-            compiled = compile_model(sess.model, sess.dtype, stream=True, threads=sess.threads,
-                                     outputs=[output_name])
-        self._init_slots(compiled)
-        if fresh:
-            sess._warm_up(compiled, self._zero_states(1))
-            sess._stream_compiled[output_name] = compiled
-        return compiled
-
-    def _init_slots(self, compiled):
-        self._slots = []
-        for node, index in compiled.state_slots:
-            op = OPS[node.op]
-            self._slots.append((f"{node.name}/{op.state_names()[index]}", node, index))
-
-    def _zero_states(self, batch):
-        out = []
-        for _, node, index in self._slots:
-            shape = OPS[node.op].state_shapes(node, self.session.model, batch)[index]
-            out.append(np.zeros(shape, dtype=self.session.dtype))
-        return out
-
+    # ------------------------------------------------------------------ state
     def reset(self):
         """Back to the zero state."""
-        self._states = self._zero_states(self.batch_size)
-
-    @property
-    def _states(self):
-        return self._state_arrays
-
-    @_states.setter
-    def _states(self, arrays):
-        # the fast path's call, prepared once per state change: (function, arguments before x, arguments after x)
-        self._state_arrays = arrays
-        if hasattr(self, "_after"):
-            self._fast = (self._compiled.fn, tuple(self._before),
-                          (*self._after, *self._compiled.consts, *arrays))
+        self._state[:] = 0
 
     @property
     def state(self) -> dict:
-        return {name: s.copy() for (name, _, _), s in zip(self._slots, self._states)}
+        """{"<node>/h": array, ...} in each node's layout ((B, D, .) for layout 1), copies."""
+        out = {}
+        for name, node, _, pos, shape in self._slots:
+            s = self._state[pos:pos + int(np.prod(shape))].reshape(shape)
+            out[name] = (s.transpose(1, 0, 2) if node.attrs["layout"] == 1 else s).copy()
+        return out
 
     @state.setter
     def state(self, values: dict):
         if not isinstance(values, dict):
             raise InvalidInputError("state must be a dict of name -> array")
-        names = [n for n, _, _ in self._slots]
+        names = [n for n, _, _, _, _ in self._slots]
         unknown = [k for k in values if k not in names]
         if unknown:
             raise InvalidInputError(f"unknown state name(s) {unknown}; this stream's state is {names}")
-        new = list(self._states)
-        for i, name in enumerate(names):
-            if name in values:
-                arr = np.asarray(values[name])
-                if arr.dtype.kind != "f":
-                    raise InvalidInputError(f"state {name!r} must be a float array, got {arr.dtype}")
-                if arr.shape != new[i].shape:
-                    raise InvalidInputError(f"state {name!r} must have shape {new[i].shape}, got {arr.shape}")
-                new[i] = np.array(arr, dtype=self.session.dtype, order="C")
-        self._states = new
+        new = []
+        for name, node, _, pos, shape in self._slots:
+            if name not in values:
+                continue
+            arr = np.asarray(values[name])
+            want = (shape[1], shape[0], shape[2]) if node.attrs["layout"] == 1 else shape
+            if arr.dtype.kind != "f":
+                raise InvalidInputError(f"state {name!r} must be a float array, got {arr.dtype}")
+            if arr.shape != want:
+                raise InvalidInputError(f"state {name!r} must have shape {want}, got {arr.shape}")
+            new.append((pos, arr.transpose(1, 0, 2) if node.attrs["layout"] == 1 else arr))
+        for pos, arr in new:
+            self._state[pos:pos + arr.size] = np.ascontiguousarray(arr).reshape(-1)
+
+    # ------------------------------------------------------------------ stepping
+    def _prepare(self, x_shape, output_name):
+        """The plan for an input of shape ``x_shape`` returning ``output_name``, with this stream's work buffers
+        and the other inputs (zeros of the shapes they take for this batch; state inputs are not read)."""
+        sess = self.session
+        arr = np.zeros(x_shape, self._dtype)
+        try:
+            args, _ = sess._bind_inputs({self.input_name: arr}, skip=self._others)
+        except InvalidInputError:
+            raise
+        shapes = {n: a.shape for n, a in zip(sess._input_names, args)}
+        key = ("stream", tuple(shapes[n] for n in sess._input_names), output_name, self.batch_size)
+        plan = sess._plan(key, shapes, [output_name], stream=self._layout)
+        entry = (plan, plan.take_work(sess.dtype), args)
+        self._plans[(x_shape, output_name)] = entry
+        return entry
 
     def step(self, x, output_name: str | None = None):
-        if output_name is None and type(x) is np.ndarray and x.ndim == self._step_ndim and x.dtype == self._dtype:
-            # Fast path for one step of the usual dtype; the generated code checks shapes, the dispatcher types.
-            try:
-                if _threads.current != self._threads:
-                    _threads.set_blas_threads(self._threads)
-                fn, before, after = self._fast
-                return fn(*before, x[self._expand], *after)[0][self._take_first]
-            except (TypeError, ValueError, IndexError, ZeroDivisionError):
-                pass  # the checked path below explains what is wrong
-        return self._step_checked(x, output_name)
+        name = output_name or self.session._output_names[0]
+        if type(x) is np.ndarray and x.dtype == self._dtype and x.ndim == self._step_ndim:
+            fast = self._fast.get((x.shape, name))
+            if fast is not None and x.flags.c_contiguous and x.flags.writeable:
+                # fast path: one step of a shape seen before; the plan reads this input only, into F_IN or I_IN
+                prog, fconst, as_float, fwork, iwork, size, n, shape, no_f, no_i, threads = fast
+                fout = np.empty(size, fconst.dtype)
+                if _threads.current != threads:
+                    _threads.set_blas_threads(threads)
+                flat = x.reshape(-1)
+                status = execute(prog, fconst, flat if as_float else no_f, no_i if as_float else flat, fwork, iwork,
+                                 fout, self._state)
+                if status:
+                    raise self.session._status_error(status)
+                return fout[:n].reshape(shape)
+        return self._step_checked(x, name)
 
-    def _step_checked(self, x, output_name):
+    @property
+    def _index(self):
+        return self.session._input_names.index(self.input_name)
+
+    def _squeeze(self, y, name, single):
+        axis = self.output_time_axes.get(name)
+        if single and self.time_axis is not None and axis is not None:
+            return np.take(y, 0, axis=axis)
+        return y
+
+    def _step_checked(self, x, name):
         sess = self.session
+        if name not in sess._output_names:
+            raise InvalidInputError(f"unknown output {name!r}; the model's outputs are {sess._output_names}")
         spec = sess.model.input(self.input_name)
         arr = np.asarray(x)
         single = self.time_axis is not None and arr.ndim == len(spec.shape) - 1
-        if single:
-            arr = np.expand_dims(arr, self.time_axis)
-        if self.batch_axis is not None and arr.ndim == len(spec.shape) and arr.shape[self.batch_axis] != self.batch_size:
+        full = np.expand_dims(arr, self.time_axis) if single else arr
+        if self.batch_axis is not None and full.ndim == len(spec.shape) and \
+                full.shape[self.batch_axis] != self.batch_size:
             raise InvalidInputError(f"this stream has batch size {self.batch_size}, but the step has "
-                                    f"{arr.shape[self.batch_axis]} on axis {self.batch_axis}")
-        others = [s.name for s in sess.model.inputs if s.name != self.input_name]
-        args, _ = sess._bind_inputs({self.input_name: arr}, skip=others)
-        out_names = [o.name for o in sess.model.outputs]
-        name = output_name or out_names[0]
-        if name not in out_names:
-            raise InvalidInputError(f"unknown output {name!r}; the model's outputs are {out_names}")
-        compiled = self._compiled if name == out_names[0] else self._variant(name)
-        y = sess._call(compiled, args, self._states)[0]
+                                    f"{full.shape[self.batch_axis]} on axis {self.batch_axis}")
+        checked, _ = sess._bind_inputs({self.input_name: full}, skip=self._others)
+        xc = checked[self._index]
+        step_shape = xc.shape if not single else tuple(d for k, d in enumerate(xc.shape) if k != self.time_axis)
+        entry = self._plans.get((step_shape, name)) if single else None
+        if entry is None:
+            entry = self._prepare(xc.shape, name)
+            if single:
+                self._plans[(step_shape, name)] = entry
+                self._remember_fast(step_shape, name, entry)
+        plan, work, args = entry
+        args = list(args)
+        args[self._index] = xc
+        y = sess._execute(plan, args, self._state, work)[0]
+        return self._squeeze(y, name, single)
+
+    def _remember_fast(self, step_shape, name, entry):
+        """Prepare the fast path of ``step`` for this shape when the plan reads only the stream input and returns
+        one float output at offset 0."""
+        plan, (fwork, iwork), _ = entry
+        sess = self.session
+        if [entry[0] for entry in plan.inputs] != [self.input_name] or not plan.float_outputs or plan.out_views[0][0] != 0:
+            return
+        a, b, shape = plan.out_views[0]
         axis = self.output_time_axes.get(name)
-        if single and axis is not None:
-            y = np.take(y, 0, axis=axis)
-        return y
+        if self.time_axis is not None and axis is not None:
+            shape = shape[:axis] + shape[axis + 1:]
+        self._fast[(step_shape, name)] = (plan.prog, sess._fconst, plan.inputs[0][1] == "f", fwork, iwork,
+                                          plan.fout_size, b - a, shape, sess._no_f, sess._no_i, sess.threads)
+
+    def program(self, output_name: str | None = None) -> str:
+        """The program one step runs (see Session.program)."""
+        name = output_name or self.session._output_names[0]
+        spec = self.session.model.input(self.input_name)
+        shape = tuple(1 if k == self.time_axis else (self.batch_size if k == self.batch_axis else
+                      (d if isinstance(d, int) else 1)) for k, d in enumerate(spec.shape))
+        return _listing(self._prepare(shape, name)[0])

@@ -37,7 +37,9 @@ def test_measure_interleaves_and_counts_every_call():
     assert first_last["a"][1] > first_last["b"][0] and first_last["b"][1] > first_last["c"][0]
 
 
-def test_measure_rotates_the_starting_contender():
+def test_measure_rotates_the_starting_contender(monkeypatch):
+    clock = iter(range(10 ** 9))       # a fake clock: every reading 0.1 ms later, so no block depends on the load
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(clock) * 1e-4)
     blocks = []   # activate() runs before the warm-up and before each timed block
     contenders = [timing.Contender(n, lambda: None, (lambda n=n: blocks.append(n))) for n in ("a", "b", "c")]
     timing.measure(contenders, repeat_seconds=0.004, min_calls=1, warmup_seconds=0.0, warmup_calls=1, rounds=4)

@@ -143,7 +143,7 @@ def test_multithreaded_kernel_against_onnxruntime():
                          inputs=("X", "sequence_lens", "initial_h", "initial_c"), weight_scale=0.1)
     feeds = make_feeds(("sequence_lens", "initial_h", "initial_c"), 30, 2, 32, H, 2, rng)
     sess = engine.Session(model.SerializeToString(), threads=2)
-    assert "lstm_forward_fast_mt" in sess._compiled.source
+    assert "lstm fast, threads" in sess.program({"X": (30, 2, 32)})
     got = sess.run(None, feeds)
     ref = ort_session(model).run(None, feeds)
     assert max(max_abs_diff(g, r) for g, r in zip(got, ref)) <= 1e-5
@@ -197,7 +197,7 @@ def test_multithreaded_model_loads_from_the_compile_cache_in_a_new_process(tmp_p
     path = tmp_path / "m.onnx"
     path.write_bytes(model.SerializeToString())
     code = ("import numpy as np, engine; s = engine.Session(%r, threads=2); "
-            "assert 'lstm_forward_fast_mt' in s._compiled.source; "
+            "assert 'lstm fast, threads' in s.program(); "
             "print(s.run(None, {'X': np.ones((5, 1, 8), np.float32)})[0].sum())" % str(path))
     env = {**os.environ, "LSTM_ENGINE_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_CACHE_DIR": str(tmp_path / "nb"),
            "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}

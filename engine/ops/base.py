@@ -1,4 +1,20 @@
-"""What every op provides: validation of a node, weight packing, and the line of generated code that runs it."""
+"""What every op provides, and the helpers their checks share.
+
+An op is a class with four class methods, all optional but ``plan``:
+
+    validate(node, model)               static checks when a model is loaded (attributes, constant inputs)
+    pack(node, model, dtype, threads)   {name: array} of weights in the layout its kernel reads, packed once per
+                                        Session (engine/plan.py, Weights); ``packed_inputs`` lists the inputs it
+                                        consumes, which are then not stored as they are
+    plan(node, p)                       for one set of input shapes: output shapes, checks, and the instruction(s)
+                                        that run the node (engine/plan.py, Planner), or its outputs folded when
+                                        they are known at plan time
+    run functions                       each op family has one @njit ``run_<family>(code, prog, pc, F, I)`` that
+                                        executes its instructions (engine/executor.py dispatches by opcode range)
+
+Adding an op: a class here (or in its family's module) with validate/plan, its kernel, a branch in the family's run
+function, and an entry in the registry (engine/ops/__init__.py).
+"""
 import numpy as np
 
 from ..errors import ModelFileError
@@ -7,21 +23,25 @@ from ..errors import ModelFileError
 class Op:
     name = ""
     recurrent = False
-    output_ranks: tuple = ()
-    imports: dict = {}
+    packed_inputs: tuple = ()
 
     @classmethod
     def validate(cls, node, model):
         """Raise ModelFileError / UnsupportedModelError if the node is malformed."""
 
     @classmethod
-    def prepare(cls, node, model, dtype):
-        """Return {key: array} of packed constants this node's generated code reads."""
+    def pack(cls, node, model, dtype, threads):
+        """{name: array} of packed constants this node's kernel reads."""
         return {}
 
     @classmethod
-    def emit(cls, node, ctx):
-        """Append the node's code to ``ctx`` (see engine/compiler.py)."""
+    def reads(cls, node, streaming):
+        """The names of the values the node reads (all its inputs but the absent ones)."""
+        return [name for name in node.inputs if name]
+
+    @classmethod
+    def plan(cls, node, p):
+        """Describe the node to the planner: outputs, checks, instructions."""
         raise NotImplementedError
 
 
@@ -30,6 +50,29 @@ def require_attrs(node, names):
     if missing:
         raise ModelFileError(f"node {node.name!r} ({node.op}) lacks attribute(s) {', '.join(missing)}")
     return node.attrs
+
+
+def int_list(node, key, allow_none=False):
+    v = node.attrs.get(key)
+    if not isinstance(v, list) or not all((isinstance(x, int) and not isinstance(x, bool))
+                                          or (allow_none and x is None) for x in v):
+        raise ModelFileError(f"node {node.name!r} ({node.op}): attribute {key!r} must be a list of integers")
+    return v
+
+
+def check_arity(node, n_in, n_out=1):
+    """Exactly ``n_in`` present inputs (an int) or a range (a tuple), and ``n_out`` present outputs."""
+    lo, hi = (n_in, n_in) if isinstance(n_in, int) else n_in
+    if not (lo <= len(node.inputs) <= hi) or not all(node.inputs[:lo]) or len(node.outputs) != n_out \
+            or not all(node.outputs):
+        want = f"{lo}" if lo == hi else f"{lo} to {hi}"
+        raise ModelFileError(f"node {node.name!r} ({node.op}) takes {want} input(s) and gives {n_out} output(s)")
+
+
+def check_axis_attr(node, key="axis"):
+    v = node.attrs.get(key)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise ModelFileError(f"node {node.name!r} ({node.op}): {key} must be a non-negative integer")
 
 
 def const_tensor(node, model, index, what, required=False):
@@ -49,5 +92,5 @@ def const_tensor(node, model, index, what, required=False):
 
 
 def dummy(dtype, ndim):
-    """A zero-size array standing in for an absent optional input (keeps the generated code's types fixed)."""
+    """A zero-size array of rank ``ndim`` (stands in for absent optional arrays in kernel tests)."""
     return np.zeros((0,) * ndim, dtype=dtype)

@@ -1,33 +1,24 @@
-"""Shape glue between recurrent layers: Transpose, Reshape, Squeeze, Unsqueeze, Concat, Slice, Identity.
+"""Shape glue between layers: Identity, Transpose, Reshape, Squeeze, Unsqueeze, Concat, Slice, ConstantOfShape.
 
-The converters resolve everything that depends on weights or static shapes, so each of these arrives with static
-attributes (axes are non-negative, Reshape targets use 0 = copy and -1 = infer). Every value in generated code is a
-C-contiguous array, so each op that could produce a view copies it.
+The converters resolve what depends on weights or static shapes, so these arrive with static attributes (axes are
+non-negative, Reshape targets use 0 = copy and -1 = infer). Reshape, Squeeze, Unsqueeze and Identity cost nothing
+at run time (the output is the input's buffer under another shape); the others are strided copies (program.COPY).
+When the input is known at plan time (int shape arithmetic), each is folded in numpy instead.
 """
+import numpy as np
+
 from ..errors import ModelFileError
-from .base import Op, require_attrs
+from .base import Op, check_arity, check_axis_attr, int_list
+from .program import FILL
 
 
-def _int_list(node, key, allow_none=False):
-    v = node.attrs.get(key)
-    if not isinstance(v, list) or not all(isinstance(x, int) or (allow_none and x is None) for x in v):
-        raise ModelFileError(f"node {node.name!r} ({node.op}): attribute {key!r} must be a list of integers")
-    return v
+def _strides(shape):
+    from ..plan import contiguous_strides
+    return contiguous_strides(shape)
 
 
-def _one_in_one_out(node):
-    if len(node.inputs) != 1 or not node.inputs[0] or len(node.outputs) != 1 or not node.outputs[0]:
-        raise ModelFileError(f"node {node.name!r} ({node.op}) takes one input and gives one output")
-
-
-def _check_rank(node, ctx, rank):
-    if ctx.rank(node.inputs[0]) != rank:
-        raise ModelFileError(f"node {node.name!r} ({node.op}): expects a rank-{rank} input, "
-                             f"got rank {ctx.rank(node.inputs[0])}")
-
-
-def _shape_tuple(items):
-    return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+def _rank_error(p, what, axes, rank):
+    return ModelFileError(f"node {p.node.name!r} ({p.node.op}): {what} {axes} out of range for rank {rank}")
 
 
 class Identity(Op):
@@ -35,11 +26,12 @@ class Identity(Op):
 
     @classmethod
     def validate(cls, node, model):
-        _one_in_one_out(node)
+        check_arity(node, 1)
 
     @classmethod
-    def emit(cls, node, ctx):
-        ctx.line(f"{ctx.define(node.outputs[0], ctx.rank(node.inputs[0]))} = {ctx.value(node.inputs[0])}")
+    def plan(cls, node, p):
+        x = p.input(0)
+        p.alias(0, x, x.shape)
 
 
 class Transpose(Op):
@@ -47,18 +39,24 @@ class Transpose(Op):
 
     @classmethod
     def validate(cls, node, model):
-        _one_in_one_out(node)
-        perm = _int_list(node, "perm")
+        check_arity(node, 1)
+        perm = int_list(node, "perm")
         if sorted(perm) != list(range(len(perm))):
             raise ModelFileError(f"node {node.name!r}: perm {perm} is not a permutation")
 
     @classmethod
-    def emit(cls, node, ctx):
+    def plan(cls, node, p):
         perm = node.attrs["perm"]
-        _check_rank(node, ctx, len(perm))
-        x = ctx.value(node.inputs[0])
-        out = ctx.define(node.outputs[0], len(perm))
-        ctx.line(f"{out} = np.ascontiguousarray(np.transpose({x}, {_shape_tuple([str(p) for p in perm])}))")
+        x = p.input(0)
+        if x.rank != len(perm):
+            raise ModelFileError(f"node {node.name!r}: perm {perm} does not fit a rank-{x.rank} input")
+        if p.known(x):
+            p.fold(0, np.transpose(x.const, perm))
+            return
+        shape = [x.shape[k] for k in perm]
+        strides = _strides(x.shape)
+        out = p.output(0, shape, x.kind)
+        p.copy(x, out, shape=shape, sstrides=[strides[k] for k in perm])
 
 
 class Reshape(Op):
@@ -66,32 +64,30 @@ class Reshape(Op):
 
     @classmethod
     def validate(cls, node, model):
-        _one_in_one_out(node)
-        shape = _int_list(node, "shape")
+        check_arity(node, 1)
+        shape = int_list(node, "shape")
         if any(d < -1 for d in shape) or shape.count(-1) > 1:
             raise ModelFileError(f"node {node.name!r}: invalid Reshape target {shape}")
 
     @classmethod
-    def emit(cls, node, ctx):
-        shape = node.attrs["shape"]
-        x = ctx.value(node.inputs[0])
-        rank_in = ctx.rank(node.inputs[0])
-        items = []
-        for i, d in enumerate(shape):
+    def plan(cls, node, p):
+        target = node.attrs["shape"]
+        x = p.input(0)
+        dims = []
+        for i, d in enumerate(target):
             if d == 0:
-                if i >= rank_in:
-                    raise ModelFileError(f"node {node.name!r}: Reshape copies dimension {i} of a rank-{rank_in} input")
-                items.append(f"{x}.shape[{i}]")
-            else:
-                items.append(str(d))
-        out = ctx.define(node.outputs[0], len(shape))
-        known = " * ".join(i for i, d in zip(items, shape) if d != -1) or "1"
-        if -1 not in shape:
-            ctx.line(f"if {x}.size != {known}:")
-        else:
-            ctx.line(f"if {known} == 0 or {x}.size % ({known}) != 0:")
-        ctx.line(f"    raise ValueError({ctx.msg(node, f'the input cannot be reshaped to {shape} (0 = copied, -1 = inferred)')})")
-        ctx.line(f"{out} = {x}.reshape({_shape_tuple(items)})")
+                if i >= x.rank:
+                    raise ModelFileError(f"node {node.name!r}: Reshape copies dimension {i} of a rank-{x.rank} input")
+                d = x.shape[i]
+            dims.append(d)
+        known = int(np.prod([d for d in dims if d != -1], dtype=np.int64))
+        if -1 in dims:
+            if known == 0 or x.size % known:
+                raise p.error(f"the input cannot be reshaped to {target} (0 = copied, -1 = inferred)")
+            dims[dims.index(-1)] = x.size // known
+        elif known != x.size:
+            raise p.error(f"the input cannot be reshaped to {target} (0 = copied, -1 = inferred)")
+        p.alias(0, x, dims)
 
 
 class Squeeze(Op):
@@ -99,24 +95,21 @@ class Squeeze(Op):
 
     @classmethod
     def validate(cls, node, model):
-        _one_in_one_out(node)
-        axes = _int_list(node, "axes")
+        check_arity(node, 1)
+        axes = int_list(node, "axes")
         if any(a < 0 for a in axes) or len(set(axes)) != len(axes):
             raise ModelFileError(f"node {node.name!r}: Squeeze axes {axes} must be distinct and non-negative")
 
     @classmethod
-    def emit(cls, node, ctx):
+    def plan(cls, node, p):
         axes = node.attrs["axes"]
-        x = ctx.value(node.inputs[0])
-        rank = ctx.rank(node.inputs[0])
-        if any(a >= rank for a in axes):
-            raise ModelFileError(f"node {node.name!r}: Squeeze axes {axes} out of range for rank {rank}")
+        x = p.input(0)
+        if any(a >= x.rank for a in axes):
+            raise _rank_error(p, "Squeeze axes", axes, x.rank)
         for a in axes:
-            ctx.line(f"if {x}.shape[{a}] != 1:")
-            ctx.line(f"    raise ValueError({ctx.msg(node, f'cannot squeeze axis {a}: its size is not 1')})")
-        keep = [f"{x}.shape[{i}]" for i in range(rank) if i not in axes]
-        out = ctx.define(node.outputs[0], len(keep))
-        ctx.line(f"{out} = {x}.reshape({_shape_tuple(keep)})")
+            if x.shape[a] != 1:
+                raise p.error(f"cannot squeeze axis {a}: its size is {x.shape[a]}, not 1")
+        p.alias(0, x, [d for i, d in enumerate(x.shape) if i not in axes])
 
 
 class Unsqueeze(Op):
@@ -124,28 +117,20 @@ class Unsqueeze(Op):
 
     @classmethod
     def validate(cls, node, model):
-        _one_in_one_out(node)
-        axes = _int_list(node, "axes")
+        check_arity(node, 1)
+        axes = int_list(node, "axes")
         if any(a < 0 for a in axes) or len(set(axes)) != len(axes):
             raise ModelFileError(f"node {node.name!r}: Unsqueeze axes {axes} must be distinct and non-negative")
 
     @classmethod
-    def emit(cls, node, ctx):
+    def plan(cls, node, p):
         axes = node.attrs["axes"]
-        x = ctx.value(node.inputs[0])
-        rank = ctx.rank(node.inputs[0]) + len(axes)
+        x = p.input(0)
+        rank = x.rank + len(axes)
         if any(a >= rank for a in axes):
-            raise ModelFileError(f"node {node.name!r}: Unsqueeze axes {axes} out of range for rank {rank}")
-        items = []
-        k = 0
-        for i in range(rank):
-            if i in axes:
-                items.append("1")
-            else:
-                items.append(f"{x}.shape[{k}]")
-                k += 1
-        out = ctx.define(node.outputs[0], rank)
-        ctx.line(f"{out} = {x}.reshape({_shape_tuple(items)})")
+            raise _rank_error(p, "Unsqueeze axes", axes, rank)
+        rest = iter(x.shape)
+        p.alias(0, x, [1 if i in axes else next(rest) for i in range(rank)])
 
 
 class Concat(Op):
@@ -155,31 +140,35 @@ class Concat(Op):
     def validate(cls, node, model):
         if not node.inputs or not all(node.inputs) or len(node.outputs) != 1:
             raise ModelFileError(f"node {node.name!r}: Concat takes one or more inputs and gives one output")
-        axis = node.attrs.get("axis")
-        if not isinstance(axis, int) or axis < 0:
-            raise ModelFileError(f"node {node.name!r}: Concat axis must be a non-negative integer")
+        check_axis_attr(node)
 
     @classmethod
-    def emit(cls, node, ctx):
-        ranks = {ctx.rank(n) for n in node.inputs}
-        if len(ranks) != 1:
-            raise ModelFileError(f"node {node.name!r}: Concat inputs have different ranks")
-        rank = ranks.pop()
+    def plan(cls, node, p):
+        xs = [p.input(i) for i in range(len(node.inputs))]
         axis = node.attrs["axis"]
+        rank = xs[0].rank
+        if any(x.rank != rank for x in xs):
+            raise ModelFileError(f"node {node.name!r}: Concat inputs have different ranks")
         if axis >= rank:
-            raise ModelFileError(f"node {node.name!r}: Concat axis {axis} out of range for rank {rank}")
-        xs = [ctx.value(n) for n in node.inputs]
-        out = ctx.define(node.outputs[0], rank)
-        for i in range(rank):
-            if i == axis:
-                continue
-            for x in xs[1:]:
-                ctx.line(f"if {x}.shape[{i}] != {xs[0]}.shape[{i}]:")
-                ctx.line(f"    raise ValueError({ctx.msg(node, 'inputs differ in a dimension other than the axis')})")
-        if len(xs) == 1:
-            ctx.line(f"{out} = {xs[0]}.copy()")
-        else:
-            ctx.line(f"{out} = np.concatenate({_shape_tuple(xs)}, axis={axis})")
+            raise _rank_error(p, "Concat axis", axis, rank)
+        kinds = {x.kind for x in xs}
+        if len(kinds) > 1:
+            raise p.unsupported("inputs of different types (int and float)")
+        for x in xs[1:]:
+            if any(x.shape[i] != xs[0].shape[i] for i in range(rank) if i != axis):
+                raise p.error(f"inputs differ in a dimension other than the axis ({xs[0].shape} and {x.shape})")
+        if all(p.known(x) for x in xs):
+            p.fold(0, np.concatenate([x.const for x in xs], axis=axis))
+            return
+        shape = list(xs[0].shape)
+        shape[axis] = sum(x.shape[axis] for x in xs)
+        out = p.output(0, shape, xs[0].kind)
+        dstrides = _strides(shape)
+        start = 0
+        for x in xs:
+            if x.size:
+                p.copy(x, out, shape=x.shape, dbase=start * dstrides[axis], dstrides=dstrides)
+            start += x.shape[axis]
 
 
 class Slice(Op):
@@ -187,7 +176,7 @@ class Slice(Op):
 
     @classmethod
     def validate(cls, node, model):
-        _one_in_one_out(node)
+        check_arity(node, 1)
         slices = node.attrs.get("slices")
         if not isinstance(slices, list):
             raise ModelFileError(f"node {node.name!r}: Slice needs a list of [axis, start, end, step]")
@@ -200,17 +189,25 @@ class Slice(Op):
             axes.add(s[0])
 
     @classmethod
-    def emit(cls, node, ctx):
-        x = ctx.value(node.inputs[0])
-        rank = ctx.rank(node.inputs[0])
-        idx = [":"] * rank
+    def plan(cls, node, p):
+        x = p.input(0)
+        index = [slice(None)] * x.rank
         for axis, start, end, step in node.attrs["slices"]:
-            if axis >= rank:
-                raise ModelFileError(f"node {node.name!r}: Slice axis {axis} out of range for rank {rank}")
-            idx[axis] = ("" if start is None else str(start)) + ":" + ("" if end is None else str(end)) + \
-                ("" if step == 1 else f":{step}")
-        out = ctx.define(node.outputs[0], rank)
-        ctx.line(f"{out} = np.ascontiguousarray({x}[{', '.join(idx)}])")
+            if axis >= x.rank:
+                raise _rank_error(p, "Slice axis", axis, x.rank)
+            index[axis] = slice(start, end, step)
+        if p.known(x):
+            p.fold(0, x.const[tuple(index)])
+            return
+        shape, sstrides, base = [], [], 0
+        for d, sl, stride in zip(x.shape, index, _strides(x.shape)):
+            start, stop, step = sl.indices(d)
+            shape.append(len(range(start, stop, step)))
+            sstrides.append(step * stride)
+            base += start * stride
+        out = p.output(0, shape, x.kind)
+        if out.size:
+            p.copy(x, out, shape=shape, sbase=base, sstrides=sstrides)
 
 
 class ConstantOfShape(Op):
@@ -221,28 +218,29 @@ class ConstantOfShape(Op):
     @classmethod
     def validate(cls, node, model):
         shape = node.attrs.get("shape")
-        if not isinstance(shape, list) or len(node.outputs) != 1 or not isinstance(node.attrs.get("value"), (int, float)):
+        if not isinstance(shape, list) or len(node.outputs) != 1 or \
+                not isinstance(node.attrs.get("value"), (int, float)):
             raise ModelFileError(f"node {node.name!r}: ConstantOfShape needs a shape list and a numeric value")
         for d in shape:
-            ok = (isinstance(d, int) and d >= 0) or (isinstance(d, list) and len(d) == 2 and all(isinstance(v, int) for v in d)
+            ok = (isinstance(d, int) and d >= 0) or (isinstance(d, list) and len(d) == 2
+                                                    and all(isinstance(v, int) for v in d)
                                                     and 0 <= d[0] < len(node.inputs) and d[1] >= 0)
             if not ok:
                 raise ModelFileError(f"node {node.name!r}: invalid ConstantOfShape dimension {d!r}")
 
     @classmethod
-    def emit(cls, node, ctx):
-        items = []
+    def plan(cls, node, p):
+        shape = []
         for d in node.attrs["shape"]:
-            if isinstance(d, int):
-                items.append(ctx.scalar(int(d)))
-            else:
-                src = node.inputs[d[0]]
-                if d[1] >= ctx.rank(src):
-                    raise ModelFileError(f"node {node.name!r}: dimension {d[1]} of rank-{ctx.rank(src)} {src!r}")
-                items.append(f"{ctx.value(src)}.shape[{d[1]}]")
-        out = ctx.define(node.outputs[0], len(items))
-        value = ctx.scalar(float(node.attrs["value"]))
-        ctx.line(f"{out} = np.full({_shape_tuple(items)}, {value}, dtype=np.{ctx.dtype.name})")
+            if isinstance(d, list):
+                src = p.input(d[0])
+                if d[1] >= src.rank:
+                    raise ModelFileError(f"node {node.name!r}: dimension {d[1]} of rank-{src.rank} "
+                                         f"{node.inputs[d[0]]!r}")
+                d = src.shape[d[1]]
+            shape.append(d)
+        out = p.output(0, shape)
+        p.emit(FILL, f"fill {tuple(shape)}", *p.ref(out), out.size, p.f64(float(node.attrs["value"])))
 
 
 GLUE_OPS = [Identity, Transpose, Reshape, Squeeze, Unsqueeze, Concat, Slice, ConstantOfShape]

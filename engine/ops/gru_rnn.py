@@ -23,19 +23,8 @@ import numpy as np
 from numba import njit
 
 from ..config import JIT_OPTIONS
-from ..errors import ModelFileError
-from .activations import activate, codes_of
-from .base import dummy
-from .lstm import DIRECTIONS, LSTM, _lstm_outputs, _lstm_setup
-from .lstm_fast import BLAS_MIN_BATCH, input_projection, max_length, recurrent_product, sigmoid32, tanh32
-from .packing import view1, view2, view3
-
-
-@njit(**JIT_OPTIONS)
-def _clipv(x, clip):
-    # clip = +inf means none; NaN passes through (comparisons with NaN are false)
-    x = clip if x > clip else x
-    return -clip if x < -clip else x
+from .activations import activate
+from .numeric import BLAS_MIN_BATCH, clip_value as _clipv, max_length, recurrent_product, sigmoid32, tanh32
 
 
 # ---------------------------------------------------------------------- GRU
@@ -112,30 +101,6 @@ def gru_direction(Y, d, xw, B, RTzr, RTh, bias, seq, h, reverse, codes, alphas, 
                 yrow[j] = hn
 
 
-@njit(**JIT_OPTIONS)
-def gru_forward(X, b, m, e, f64, seq, use_seq, h0, use_h0, clip, lbr, fast, layout):
-    """Every GRU feature: validate, then run gru_direction per direction. Returns Y (T, D, B, H) and Y_h (D, B, H) in
-    the node's layout. Packed at table entries e, e+7, ...: WT, RTzr, RTh, bias, reverse, codes, alphas, betas."""
-    WT = view3(b, m, e, X)
-    RTzr = view3(b, m, e + 7, X)
-    RTh = view3(b, m, e + 14, X)
-    bias = view2(b, m, e + 21, X)
-    reverse_flags = view1(b, m, e + 28, m)
-    codes = view2(b, m, e + 35, m)
-    alphas = view2(b, m, e + 42, f64)
-    betas = view2(b, m, e + 49, f64)
-    D = WT.shape[0]
-    H = RTh.shape[1]
-    Xs, lens, hinit, _ = _lstm_setup(X, D, H, H, WT.shape[1], seq, use_seq, h0, use_h0, h0, False, layout)
-    T, B, I = Xs.shape
-    Y = np.zeros((T, D, B, H), dtype=Xs.dtype)
-    X2 = Xs.reshape((T * B, I))
-    for d in range(D):
-        xw = input_projection(X2, WT[d])
-        gru_direction(Y, d, xw, B, RTzr[d], RTh[d], bias[d], lens, hinit[d], reverse_flags[d] == 1, codes[d],
-                      alphas[d], betas[d], clip, lbr, fast)
-    Yo, Yh, _ = _lstm_outputs(Y, hinit, hinit, layout)
-    return Yo, Yh
 
 
 # ---------------------------------------------------------------------- RNN
@@ -174,146 +139,3 @@ def rnn_direction(Y, d, xw, B, RT, bias, seq, h, reverse, code, alpha, beta, cli
             for j in range(H):
                 yrow[j] = hb[j]
 
-
-@njit(**JIT_OPTIONS)
-def rnn_forward(X, b, m, e, f64, seq, use_seq, h0, use_h0, clip, fast, layout):
-    """Every RNN feature. Packed at table entries e, e+7, ...: WT, RT, bias, reverse, codes, alphas, betas."""
-    WT = view3(b, m, e, X)
-    RT = view3(b, m, e + 7, X)
-    bias = view2(b, m, e + 14, X)
-    reverse_flags = view1(b, m, e + 21, m)
-    codes = view2(b, m, e + 28, m)
-    alphas = view2(b, m, e + 35, f64)
-    betas = view2(b, m, e + 42, f64)
-    D = WT.shape[0]
-    H = RT.shape[1]
-    Xs, lens, hinit, _ = _lstm_setup(X, D, H, H, WT.shape[1], seq, use_seq, h0, use_h0, h0, False, layout)
-    T, B, I = Xs.shape
-    Y = np.zeros((T, D, B, H), dtype=Xs.dtype)
-    X2 = Xs.reshape((T * B, I))
-    for d in range(D):
-        xw = input_projection(X2, WT[d])
-        rnn_direction(Y, d, xw, B, RT[d], bias[d], lens, hinit[d], reverse_flags[d] == 1, codes[d, 0],
-                      alphas[d, 0], betas[d, 0], clip, fast)
-    Yo, Yh, _ = _lstm_outputs(Y, hinit, hinit, layout)
-    return Yo, Yh
-
-
-# ---------------------------------------------------------------------- the ops
-class GRU(LSTM):
-    name = "GRU"
-    n_gates = 3
-    output_ranks = (4, 3)
-    attr_names = ("hidden_size", "direction", "layout", "activations", "clip", "linear_before_reset")
-    default_acts = ("Sigmoid", "Tanh")
-    imports = {"gru_forward": gru_forward}
-
-    @classmethod
-    def n_acts(cls):
-        return len(cls.default_acts)
-
-    @classmethod
-    def n_inputs(cls):
-        return 6
-
-    @classmethod
-    def out_size(cls, a):
-        return a["hidden_size"]
-
-    @classmethod
-    def validate_extra(cls, node, a):
-        if a["linear_before_reset"] not in (0, 1):
-            raise ModelFileError(f"node {node.name!r}: linear_before_reset must be 0 or 1")
-
-    @classmethod
-    def validate_tensors(cls, node, model, a, D, H, Hout):
-        pass
-
-    @classmethod
-    def state_names(cls):
-        return ("h",)
-
-    @classmethod
-    def fast(cls, node, dtype):
-        """float32 with the default activations: the vectorised sigmoid/tanh."""
-        D = len(DIRECTIONS[node.attrs["direction"]])
-        return (np.dtype(dtype) == np.float32
-                and [act[0] for act in node.attrs["activations"]] == list(cls.default_acts) * D)
-
-    @classmethod
-    def _weights(cls, node, model, dtype):
-        a = node.attrs
-        D = len(DIRECTIONS[a["direction"]])
-        H = a["hidden_size"]
-        ins = list(node.inputs) + [""] * (6 - len(node.inputs))
-        W = model.tensors[ins[1]].astype(dtype)
-        R = model.tensors[ins[2]].astype(dtype)
-        Bt = model.tensors[ins[3]].astype(dtype) if ins[3] else np.zeros((D, 2 * cls.n_gates * H), dtype)
-        return D, H, W, R, Bt
-
-    @classmethod
-    def _activations(cls, node, D):
-        codes, alphas, betas = codes_of([tuple(x) for x in node.attrs["activations"]])
-        n = cls.n_acts()
-        return {"codes": codes.reshape(D, n), "alphas": alphas.reshape(D, n), "betas": betas.reshape(D, n)}
-
-    @classmethod
-    def prepare(cls, node, model, dtype):
-        D, H, W, R, Bt = cls._weights(node, model, dtype)
-        RT = R.transpose(0, 2, 1)                                             # (D, H, 3H) z, r, h
-        return {
-            "WT": np.ascontiguousarray(W.transpose(0, 2, 1)),                 # (D, I, 3H)
-            "RTzr": np.ascontiguousarray(RT[:, :, :2 * H]),                   # (D, H, 2H)
-            "RTh": np.ascontiguousarray(RT[:, :, 2 * H:]),                    # (D, H, H)
-            "bias": np.ascontiguousarray(np.concatenate(                      # (D, 4H)
-                [Bt[:, :2 * H] + Bt[:, 3 * H:5 * H], Bt[:, 2 * H:3 * H], Bt[:, 5 * H:]], axis=1)),
-            "reverse": np.array(DIRECTIONS[node.attrs["direction"]], dtype=np.int64),
-            **cls._activations(node, D),
-        }
-
-    @classmethod
-    def _clip(cls, node, dtype):
-        clip = node.attrs["clip"]
-        value = float(clip) if clip is not None else float("inf")
-        return np.float32(value) if np.dtype(dtype) == np.float32 else value
-
-    @classmethod
-    def emit(cls, node, ctx):
-        a = node.attrs
-        ins = list(node.inputs) + [""] * (6 - len(node.inputs))
-        e = ctx.packed_table(node)["WT"]
-        seq, use_seq = ctx.optional(ins[4], dummy("int32", 1))
-        h0, use_h0 = ctx.initial_state(node, 0, ins[5])
-        X = ctx.value(ins[0])
-        outs = ctx.outputs(node, 2)
-        sc = ctx.scalar
-        head = f"{X}, _b, _m, {e}, _sf, {seq}, {sc(use_seq)}, {h0}, {sc(use_h0)}, {sc(cls._clip(node, ctx.dtype))}"
-        tail = f"{sc(cls.fast(node, ctx.dtype))}, {sc(int(a['layout']))}"
-        if cls is GRU:
-            ctx.line(f"{outs[0]}, {outs[1]} = gru_forward({head}, {sc(bool(a['linear_before_reset']))}, {tail})")
-        else:
-            ctx.line(f"{outs[0]}, {outs[1]} = rnn_forward({head}, {tail})")
-        ctx.final_state(node, [outs[1]])
-
-
-class RNN(GRU):
-    name = "RNN"
-    n_gates = 1
-    attr_names = ("hidden_size", "direction", "layout", "activations", "clip")
-    default_acts = ("Tanh",)
-    imports = {"rnn_forward": rnn_forward}
-
-    @classmethod
-    def validate_extra(cls, node, a):
-        pass
-
-    @classmethod
-    def prepare(cls, node, model, dtype):
-        D, H, W, R, Bt = cls._weights(node, model, dtype)
-        return {
-            "WT": np.ascontiguousarray(W.transpose(0, 2, 1)),                 # (D, I, H)
-            "RT": np.ascontiguousarray(R.transpose(0, 2, 1)),                 # (D, H, H)
-            "bias": np.ascontiguousarray(Bt[:, :H] + Bt[:, H:]),              # (D, H)
-            "reverse": np.array(DIRECTIONS[node.attrs["direction"]], dtype=np.int64),
-            **cls._activations(node, D),
-        }

@@ -1,134 +1,153 @@
 """The ops of whole models around the recurrent layers: embedding lookup, linear layers, activations, softmax,
 1-D convolution, reductions, elementwise arithmetic, splitting and casting.
 
-As for the glue ops, the converters resolve everything that depends on weights or static shapes (Gemm becomes a
-MatMul of a pre-transposed, pre-scaled constant plus an Add; Flatten becomes a Reshape; axes are non-negative), and
-every value in generated code is a C-contiguous array. Kernels keep the dtype of their input (no float64 detours:
-Numba types a float32 array plus a float64 scalar as float64).
+The converters resolve what depends on weights or static shapes (Gemm becomes a MatMul of a pre-transposed,
+pre-scaled constant plus an Add; Flatten becomes a Reshape; axes are non-negative). Each op's plan checks the
+shapes of the call and emits one instruction (or strided copies); ``run_layers`` runs them. Kernels write into the
+buffers the planner gives them and keep the compute dtype (no float64 detours, except accumulators).
 """
 import numpy as np
 from numba import njit
 
 from ..config import JIT_OPTIONS
 from ..errors import ModelFileError
-from .base import Op
-from .glue import _int_list, _shape_tuple
+from .base import Op, check_arity, check_axis_attr, int_list
+from .program import ERR_INDEX, FLOAT_TO_INT, INT_TO_FLOAT, LAYER_BASE, MAX_RANK, OK, fview, iview
 
-
-def _n_in_one_out(node, n):
-    if len(node.inputs) != n or not all(node.inputs) or len(node.outputs) != 1 or not node.outputs[0]:
-        raise ModelFileError(f"node {node.name!r} ({node.op}) takes {n} input(s) and gives one output")
-
-
-def _check_axis_attr(node):
-    if not isinstance(node.attrs.get("axis"), int) or node.attrs["axis"] < 0:
-        raise ModelFileError(f"node {node.name!r} ({node.op}): axis must be a non-negative integer")
+(BINARY, UNARY, MATMUL, BATCHED_MATMUL, SOFTMAX, MEAN, GATHER_F, GATHER_I, CONV1D) = range(LAYER_BASE,
+                                                                                        LAYER_BASE + 9)
+ADD, SUB, MUL, DIV = range(4)
+RELU, SIGMOID, TANH, EXP, NEG, SQRT, ABS = range(7)
 
 
 # ---------------------------------------------------------------------- kernels
 @njit(**JIT_OPTIONS)
-def relu_kernel(x):
-    out = np.empty_like(x)
-    a = x.reshape(-1)
-    o = out.reshape(-1)
-    for i in range(a.size):
-        v = a[i]
-        o[i] = v if (v > 0 or v != v) else 0      # NaN stays NaN
-    return out
+def binary_kernel(op, a, b, out, prog, at):
+    """out = a (op) b with broadcasting: index space prog[at:at+6], strides of a, b at prog[at+6:], prog[at+12:]
+    (0 along broadcast axes); out is contiguous."""
+    n0, n1, n2, n3, n4, n5 = prog[at], prog[at + 1], prog[at + 2], prog[at + 3], prog[at + 4], prog[at + 5]
+    k = 0
+    for i0 in range(n0):
+        for i1 in range(n1):
+            for i2 in range(n2):
+                for i3 in range(n3):
+                    for i4 in range(n4):
+                        ao = (i0 * prog[at + 6] + i1 * prog[at + 7] + i2 * prog[at + 8] + i3 * prog[at + 9]
+                              + i4 * prog[at + 10])
+                        bo = (i0 * prog[at + 12] + i1 * prog[at + 13] + i2 * prog[at + 14] + i3 * prog[at + 15]
+                              + i4 * prog[at + 16])
+                        sa = prog[at + 11]
+                        sb = prog[at + 17]
+                        if op == ADD:
+                            for i5 in range(n5):
+                                out[k + i5] = a[ao + i5 * sa] + b[bo + i5 * sb]
+                        elif op == SUB:
+                            for i5 in range(n5):
+                                out[k + i5] = a[ao + i5 * sa] - b[bo + i5 * sb]
+                        elif op == MUL:
+                            for i5 in range(n5):
+                                out[k + i5] = a[ao + i5 * sa] * b[bo + i5 * sb]
+                        else:
+                            for i5 in range(n5):
+                                out[k + i5] = a[ao + i5 * sa] / b[bo + i5 * sb]
+                        k += n5
 
 
 @njit(**JIT_OPTIONS)
-def sigmoid_kernel(x):
-    out = np.empty_like(x)
-    a = x.reshape(-1)
-    o = out.reshape(-1)
-    for i in range(a.size):
-        v = a[i]
-        if v >= 0:
-            o[i] = 1.0 / (1.0 + np.exp(-v))
-        else:
-            e = np.exp(v)
-            o[i] = e / (1.0 + e)
-    return out
+def unary_kernel(op, x, out):
+    n = x.shape[0]
+    if op == RELU:
+        for i in range(n):
+            v = x[i]
+            out[i] = v if (v > 0 or v != v) else 0      # NaN stays NaN
+    elif op == SIGMOID:
+        for i in range(n):
+            v = x[i]
+            if v >= 0:
+                out[i] = 1.0 / (1.0 + np.exp(-v))
+            else:
+                e = np.exp(v)
+                out[i] = e / (1.0 + e)
+    elif op == TANH:
+        for i in range(n):
+            out[i] = np.tanh(x[i])
+    elif op == EXP:
+        for i in range(n):
+            out[i] = np.exp(x[i])
+    elif op == NEG:
+        for i in range(n):
+            out[i] = -x[i]
+    elif op == SQRT:
+        for i in range(n):
+            out[i] = np.sqrt(x[i])
+    else:
+        for i in range(n):
+            out[i] = np.abs(x[i])
 
 
 @njit(**JIT_OPTIONS)
-def softmax_rows(x2, log):
-    """Softmax (or log-softmax) of each row of x2 (N, K), computed in float64 and stored in x2's dtype."""
-    N, K = x2.shape
-    out = np.empty_like(x2)
-    for r in range(N):
-        m = -np.inf
-        for k in range(K):
-            if x2[r, k] > m:
-                m = x2[r, k]
-        s = 0.0
-        for k in range(K):
-            s += np.exp(np.float64(x2[r, k]) - m)
-        if log:
-            ls = np.log(s)
+def softmax_kernel(x, out, log):
+    """Softmax (or log-softmax) along the middle axis of x (outer, K, inner), accumulated in float64."""
+    outer, K, inner = x.shape
+    for o in range(outer):
+        for q in range(inner):
+            m = -np.inf
             for k in range(K):
-                out[r, k] = np.float64(x2[r, k]) - m - ls
-        else:
+                if x[o, k, q] > m:
+                    m = x[o, k, q]
+            s = 0.0
             for k in range(K):
-                out[r, k] = np.exp(np.float64(x2[r, k]) - m) / s
-    return out
+                s += np.exp(np.float64(x[o, k, q]) - m)
+            if log:
+                ls = np.log(s)
+                for k in range(K):
+                    out[o, k, q] = np.float64(x[o, k, q]) - m - ls
+            else:
+                for k in range(K):
+                    out[o, k, q] = np.exp(np.float64(x[o, k, q]) - m) / s
 
 
 @njit(**JIT_OPTIONS)
-def mean_rows(x2):
-    N, K = x2.shape
-    out = np.empty(N, dtype=x2.dtype)
-    for r in range(N):
-        s = 0.0
-        for k in range(K):
-            s += x2[r, k]
-        out[r] = s / K
-    return out
+def mean_kernel(x, out):
+    """out (outer, inner) = mean of x (outer, K, inner) along the middle axis, accumulated in float64."""
+    outer, K, inner = x.shape
+    for o in range(outer):
+        for q in range(inner):
+            s = 0.0
+            for k in range(K):
+                s += x[o, k, q]
+            out[o, q] = s / K
 
 
 @njit(**JIT_OPTIONS)
-def gather3(data3, idx):
-    """data3 (outer, n, inner), idx (k,) int -> (outer, k, inner); negative indices count from the end."""
-    outer, n, inner = data3.shape
+def gather_kernel(data, idx, out):
+    """out (outer, k, inner) = data (outer, n, inner) at idx (k,) along the middle axis; negative indices count
+    from the end. Returns ERR_INDEX (and writes nothing) if an index is out of range."""
+    outer, n, inner = data.shape
     k = idx.shape[0]
     for j in range(k):
         if idx[j] < -n or idx[j] >= n:
-            raise ValueError("Gather: an index is out of range for the gathered axis")
-    out = np.empty((outer, k, inner), dtype=data3.dtype)
+            return ERR_INDEX
     for o in range(outer):
         for j in range(k):
             i = idx[j] + n if idx[j] < 0 else idx[j]
             for q in range(inner):
-                out[o, j, q] = data3[o, i, q]
-    return out
+                out[o, j, q] = data[o, i, q]
+    return OK
 
 
 @njit(**JIT_OPTIONS)
-def batched_matmul(a3, b3):
-    """(batch, M, K) @ (batch, K, N), or b3 with batch 1 broadcast."""
-    batch, M, K = a3.shape
-    N = b3.shape[2]
-    out = np.empty((batch, M, N), dtype=a3.dtype)
-    for i in range(batch):
-        out[i] = np.dot(a3[i], b3[i if b3.shape[0] > 1 else 0])
-    return out
-
-
-@njit(**JIT_OPTIONS)
-def conv1d(x, w, bias, use_bias, pad0, pad1, stride, dilation, group):
-    """x (N, C, L), w (M, C/group, K), bias (M,) -> (N, M, Lout), zero padding pad0 / pad1."""
+def conv1d_kernel(x, w, bias, use_bias, pad0, stride, dilation, group, out):
+    """out (N, M, Lout) = conv1d(x (N, C, L), w (M, C/group, K)) + bias (M,), zero padding pad0 on the left."""
     N, C, L = x.shape
     M, Cg, K = w.shape
-    Lout = (L + pad0 + pad1 - dilation * (K - 1) - 1) // stride + 1
-    if Lout < 1 or Cg * group != C or M % group != 0:
-        raise ValueError("Conv: the input is too short for the kernel, or its channels do not match the weights")
+    Lout = out.shape[2]
     Mg = M // group
-    out = np.zeros((N, M, Lout), dtype=x.dtype)
+    acc = np.zeros(Lout, dtype=np.float64)
     for n in range(N):
         for m in range(M):
             g = m // Mg
-            acc = np.zeros(Lout, dtype=np.float64)
+            acc[:] = 0.0
             for c in range(Cg):
                 xc = x[n, g * Cg + c]
                 for k in range(K):
@@ -141,135 +160,200 @@ def conv1d(x, w, bias, use_bias, pad0, pad1, stride, dilation, group):
             b = bias[m] if use_bias else 0.0
             for j in range(Lout):
                 out[n, m, j] = acc[j] + b
-    return out
+
+
+@njit(**JIT_OPTIONS)
+def run_layers(code, prog, pc, F, I):
+    p = pc + 3
+    if code == BINARY:               # [op, a ref, b ref, out ref, n_out, 18 shape/stride ints]
+        n = prog[p + 7]
+        out = fview(F, prog, p + 5, n)
+        a = F[prog[p + 1]][prog[p + 2]:]
+        b = F[prog[p + 3]][prog[p + 4]:]
+        binary_kernel(prog[p], a, b, out, prog, p + 8)
+    elif code == UNARY:              # [op, x ref, out ref, n]
+        n = prog[p + 5]
+        unary_kernel(prog[p], fview(F, prog, p + 1, n), fview(F, prog, p + 3, n))
+    elif code == MATMUL:             # [a ref, b ref, out ref, R, K, N]: (R, K) @ (K, N)
+        R, K, N = prog[p + 6], prog[p + 7], prog[p + 8]
+        a = fview(F, prog, p, R * K).reshape((R, K))
+        b = fview(F, prog, p + 2, K * N).reshape((K, N))
+        out = fview(F, prog, p + 4, R * N).reshape((R, N))
+        np.dot(a, b, out)
+    elif code == BATCHED_MATMUL:     # [a ref, b ref, out ref, batch, M, K, N, b batch stride (0: broadcast)]
+        nb, M, K, N, bstep = prog[p + 6], prog[p + 7], prog[p + 8], prog[p + 9], prog[p + 10]
+        a = fview(F, prog, p, nb * M * K).reshape((nb, M, K))
+        out = fview(F, prog, p + 4, nb * M * N).reshape((nb, M, N))
+        bs = F[prog[p + 2]]
+        b0 = prog[p + 3]
+        for i in range(nb):
+            o = b0 + i * bstep
+            np.dot(a[i], bs[o:o + K * N].reshape((K, N)), out[i])
+    elif code == SOFTMAX:            # [x ref, out ref, outer, K, inner, log]
+        outer, K, inner = prog[p + 4], prog[p + 5], prog[p + 6]
+        n = outer * K * inner
+        softmax_kernel(fview(F, prog, p, n).reshape((outer, K, inner)),
+                       fview(F, prog, p + 2, n).reshape((outer, K, inner)), prog[p + 7] != 0)
+    elif code == MEAN:               # [x ref, out ref, outer, K, inner]
+        outer, K, inner = prog[p + 4], prog[p + 5], prog[p + 6]
+        mean_kernel(fview(F, prog, p, outer * K * inner).reshape((outer, K, inner)),
+                    fview(F, prog, p + 2, outer * inner).reshape((outer, inner)))
+    elif code == GATHER_F or code == GATHER_I:   # [data ref, idx ref (int), out ref, outer, n, inner, k]
+        outer, n, inner, k = prog[p + 6], prog[p + 7], prog[p + 8], prog[p + 9]
+        idx = iview(I, prog, p + 2, k)
+        if code == GATHER_F:
+            return gather_kernel(fview(F, prog, p, outer * n * inner).reshape((outer, n, inner)), idx,
+                                 fview(F, prog, p + 4, outer * k * inner).reshape((outer, k, inner)))
+        return gather_kernel(iview(I, prog, p, outer * n * inner).reshape((outer, n, inner)), idx,
+                             iview(I, prog, p + 4, outer * k * inner).reshape((outer, k, inner)))
+    elif code == CONV1D:             # [x ref, w ref, bias ref, out ref, N, C, L, M, Cg, K, Lout, pad0, stride,
+        #                               dilation, group, use_bias]
+        N, C, L, M, Cg, K, Lout = (prog[p + 8], prog[p + 9], prog[p + 10], prog[p + 11], prog[p + 12],
+                                   prog[p + 13], prog[p + 14])
+        use_bias = prog[p + 19] != 0
+        conv1d_kernel(fview(F, prog, p, N * C * L).reshape((N, C, L)),
+                      fview(F, prog, p + 2, M * Cg * K).reshape((M, Cg, K)),
+                      fview(F, prog, p + 4, M) if use_bias else F[0][0:0], use_bias, prog[p + 15], prog[p + 16],
+                      prog[p + 17], prog[p + 18], fview(F, prog, p + 6, N * M * Lout).reshape((N, M, Lout)))
+    return OK
 
 
 # ---------------------------------------------------------------------- ops
+def _strides(shape):
+    from ..plan import contiguous_strides
+    return contiguous_strides(shape)
+
+
+def _broadcast(p, a, b):
+    """(output shape, strides of a, strides of b) under numpy broadcasting, or a clear error."""
+    rank = max(a.rank, b.rank)
+    sa = [1] * (rank - a.rank) + list(a.shape)
+    sb = [1] * (rank - b.rank) + list(b.shape)
+    shape = []
+    for x, y in zip(sa, sb):
+        if x != y and x != 1 and y != 1:
+            raise p.error(f"operands of shapes {a.shape} and {b.shape} cannot be broadcast together")
+        shape.append(max(x, y) if x and y else 0)
+    stra, strb = _strides(sa), _strides(sb)
+    return (shape, [0 if x == 1 and d != 1 else s for x, d, s in zip(sa, shape, stra)],
+            [0 if y == 1 and d != 1 else s for y, d, s in zip(sb, shape, strb)])
+
+
+def _pad(values, fill):
+    if len(values) > MAX_RANK:
+        raise ValueError("rank")
+    return [fill] * (MAX_RANK - len(values)) + list(values)
+
+
 class Binary(Op):
-    """Add, Sub, Mul, Div with numpy broadcasting (checked at run time by the generated code)."""
-    symbols = {"Add": "+", "Sub": "-", "Mul": "*", "Div": "/"}
+    """Add, Sub, Mul, Div with numpy broadcasting."""
+    codes = {"Add": ADD, "Sub": SUB, "Mul": MUL, "Div": DIV}
+    folds = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": None}
 
     @classmethod
     def validate(cls, node, model):
-        _n_in_one_out(node, 2)
-        for i in node.inputs:
-            if i in model.tensors and model.tensors[i].ndim == 0:
-                raise ModelFileError(f"node {node.name!r} ({node.op}): constant operands must have rank >= 1")
+        check_arity(node, 2)
 
     @classmethod
-    def emit(cls, node, ctx):
-        a, b = (ctx.value(i) for i in node.inputs)
-        ra, rb = (ctx.rank(i) for i in node.inputs)
-        out = ctx.define(node.outputs[0], max(ra, rb))
-        ctx.line(f"{out} = np.ascontiguousarray({a} {cls.symbols[node.op]} {b})")
-
-
-def _binary(op_name):
-    return type(op_name, (Binary,), {"name": op_name})
+    def plan(cls, node, p):
+        a, b = p.input(0), p.input(1)
+        if p.known(a) and p.known(b) and cls.folds[node.op] is not None:
+            p.fold(0, cls.folds[node.op](a.const, b.const))
+            return
+        if a.kind != "f" or b.kind != "f":
+            raise p.unsupported("arithmetic on integer values computed at run time")
+        shape, stra, strb = _broadcast(p, a, b)
+        if len(shape) > MAX_RANK:
+            raise p.unsupported(f"tensors of rank {len(shape)} (at most {MAX_RANK})")
+        out = p.output(0, shape)
+        if out.size:
+            p.emit(BINARY, f"{node.op.lower()} {a.shape} {b.shape}", cls.codes[node.op], *p.ref(a), *p.ref(b),
+                   *p.ref(out), out.size, *_pad(shape, 1), *_pad(stra, 0), *_pad(strb, 0))
 
 
 class Unary(Op):
-    exprs = {"Relu": "relu_kernel({x})", "Sigmoid": "sigmoid_kernel({x})", "Tanh": "np.tanh({x})",
-             "Exp": "np.exp({x})", "Neg": "-{x}", "Sqrt": "np.sqrt({x})", "Abs": "np.abs({x})"}
-    imports = {"relu_kernel": relu_kernel, "sigmoid_kernel": sigmoid_kernel}
+    codes = {"Relu": RELU, "Sigmoid": SIGMOID, "Tanh": TANH, "Exp": EXP, "Neg": NEG, "Sqrt": SQRT, "Abs": ABS}
 
     @classmethod
     def validate(cls, node, model):
-        _n_in_one_out(node, 1)
+        check_arity(node, 1)
 
     @classmethod
-    def emit(cls, node, ctx):
-        x = ctx.value(node.inputs[0])
-        out = ctx.define(node.outputs[0], ctx.rank(node.inputs[0]))
-        ctx.line(f"{out} = np.ascontiguousarray({cls.exprs[node.op].format(x=x)})")
-
-
-def _unary(op_name):
-    return type(op_name, (Unary,), {"name": op_name})
+    def plan(cls, node, p):
+        x = p.input(0)
+        if x.kind != "f":
+            raise p.unsupported("integer input")
+        out = p.output(0, x.shape)
+        if out.size:
+            p.emit(UNARY, f"{node.op.lower()} {x.shape}", cls.codes[node.op], *p.ref(x), *p.ref(out), out.size)
 
 
 class MatMul(Op):
-    """numpy matmul of an (..., M, K) value by a (K, N) matrix, or of (batch..., M, K) by (batch..., K, N)."""
+    """numpy matmul of an (..., M, K) value by a (K, N) matrix or a (K,) vector, or of (batch..., M, K) by
+    (batch..., K, N)."""
     name = "MatMul"
-    imports = {"batched_matmul": batched_matmul}
 
     @classmethod
     def validate(cls, node, model):
-        _n_in_one_out(node, 2)
+        check_arity(node, 2)
 
     @classmethod
-    def emit(cls, node, ctx):
-        a, b = (ctx.value(i) for i in node.inputs)
-        ra, rb = (ctx.rank(i) for i in node.inputs)
-        if ra < 1 or rb < 1:
+    def plan(cls, node, p):
+        a, b = p.input(0), p.input(1)
+        if a.kind != "f" or b.kind != "f":
+            raise p.unsupported("integer operands")
+        if a.rank < 1 or b.rank < 1:
             raise ModelFileError(f"node {node.name!r} (MatMul): operands must have rank >= 1")
-        if rb <= 2:
-            if ra == 1 and rb == 2:
-                out = ctx.define(node.outputs[0], 1)
-                ctx.line(f"if {a}.shape[0] != {b}.shape[0]:")
-                ctx.line(f"    raise ValueError({ctx.msg(node, 'the operands inner dimensions differ')})")
-                ctx.line(f"{out} = np.dot({a}, {b})")
-                return
-            k = f"{a}.shape[{ra - 1}]"
-            lead = [f"{a}.shape[{i}]" for i in range(ra - 1)]
-            ctx.line(f"if {k} != {b}.shape[0]:")
-            ctx.line(f"    raise ValueError({ctx.msg(node, 'the operands inner dimensions differ')})")
-            if rb == 2:
-                out = ctx.define(node.outputs[0], ra)
-                ctx.line(f"{out} = np.dot({a}.reshape((-1, {k})), {b}).reshape("
-                         f"{_shape_tuple(lead + [f'{b}.shape[1]'])})")
-            else:   # (..., K) @ (K,) -> (...)
-                out = ctx.define(node.outputs[0], ra - 1)
-                ctx.line(f"{out} = np.dot({a}.reshape((-1, {k})), {b}).reshape({_shape_tuple(lead) if lead else '()'})")
+        if b.rank <= 2:
+            K = a.shape[-1]
+            if K != b.shape[0]:
+                raise p.error(f"the operands' inner dimensions differ ({a.shape} @ {b.shape})")
+            N = b.shape[1] if b.rank == 2 else 1
+            R = a.size // K if K else 0
+            shape = list(a.shape[:-1]) + ([N] if b.rank == 2 else [])
+            out = p.output(0, shape)
+            if out.size:
+                p.emit(MATMUL, f"matmul ({R}, {K}) @ ({K}, {N})", *p.ref(a), *p.ref(b), *p.ref(out), R, K, N)
             return
-        if ra != rb or ra < 3:
+        if a.rank != b.rank:
             raise ModelFileError(f"node {node.name!r} (MatMul): batched operands must have the same rank")
-        batch = " * ".join(f"{a}.shape[{i}]" for i in range(ra - 2))
-        for i in range(ra - 2):
-            ctx.line(f"if {a}.shape[{i}] != {b}.shape[{i}]:")
-            ctx.line(f"    raise ValueError({ctx.msg(node, 'batch dimensions differ')})")
-        ctx.line(f"if {a}.shape[{ra - 1}] != {b}.shape[{rb - 2}]:")
-        ctx.line(f"    raise ValueError({ctx.msg(node, 'the operands inner dimensions differ')})")
-        out = ctx.define(node.outputs[0], ra)
-        dims = [f"{a}.shape[{i}]" for i in range(ra - 1)] + [f"{b}.shape[{rb - 1}]"]
-        ctx.line(f"{out} = batched_matmul({a}.reshape(({batch}, {a}.shape[{ra - 2}], {a}.shape[{ra - 1}])), "
-                 f"{b}.reshape(({batch}, {b}.shape[{rb - 2}], {b}.shape[{rb - 1}]))).reshape({_shape_tuple(dims)})")
+        if a.shape[:-2] != b.shape[:-2]:
+            raise p.error(f"batch dimensions differ ({a.shape} @ {b.shape})")
+        M, K, N = a.shape[-2], a.shape[-1], b.shape[-1]
+        if K != b.shape[-2]:
+            raise p.error(f"the operands' inner dimensions differ ({a.shape} @ {b.shape})")
+        nb = a.size // (M * K) if M * K else 0
+        out = p.output(0, list(a.shape[:-1]) + [N])
+        if out.size:
+            p.emit(BATCHED_MATMUL, f"matmul {nb} x ({M}, {K}) @ ({K}, {N})", *p.ref(a), *p.ref(b), *p.ref(out),
+                   nb, M, K, N, K * N)
 
 
-def _move_last(x, rank, axis):
-    """(source of x with axis moved last, the permutation that undoes it) for rank > 1."""
-    perm = [i for i in range(rank) if i != axis] + [axis]
-    inverse = [perm.index(i) for i in range(rank)]
-    return f"np.ascontiguousarray(np.transpose({x}, {_shape_tuple([str(p) for p in perm])}))", inverse
+def _around(shape, axis):
+    outer = int(np.prod(shape[:axis], dtype=np.int64))
+    inner = int(np.prod(shape[axis + 1:], dtype=np.int64))
+    return outer, shape[axis], inner
 
 
 class Softmax(Op):
     """Softmax / LogSoftmax along one axis (opset 13 semantics; the converter maps older opsets)."""
     name = "Softmax"
-    imports = {"softmax_rows": softmax_rows}
 
     @classmethod
     def validate(cls, node, model):
-        _n_in_one_out(node, 1)
-        _check_axis_attr(node)
+        check_arity(node, 1)
+        check_axis_attr(node)
 
     @classmethod
-    def emit(cls, node, ctx):
-        x = ctx.value(node.inputs[0])
-        rank = ctx.rank(node.inputs[0])
+    def plan(cls, node, p):
+        x = p.input(0)
         axis = node.attrs["axis"]
-        if axis >= rank:
-            raise ModelFileError(f"node {node.name!r}: axis {axis} out of range for rank {rank}")
-        log = "True" if node.op == "LogSoftmax" else "False"
-        out = ctx.define(node.outputs[0], rank)
-        if axis == rank - 1:
-            ctx.line(f"{out} = softmax_rows({x}.reshape((-1, {x}.shape[{rank - 1}])), {log}).reshape({x}.shape)")
-            return
-        moved, inverse = _move_last(x, rank, axis)
-        tmp = ctx._fresh("t")
-        ctx.line(f"{tmp} = {moved}")
-        ctx.line(f"{tmp} = softmax_rows({tmp}.reshape((-1, {tmp}.shape[{rank - 1}])), {log}).reshape({tmp}.shape)")
-        ctx.line(f"{out} = np.ascontiguousarray(np.transpose({tmp}, {_shape_tuple([str(p) for p in inverse])}))")
+        if axis >= x.rank:
+            raise ModelFileError(f"node {node.name!r}: axis {axis} out of range for rank {x.rank}")
+        out = p.output(0, x.shape)
+        if out.size:
+            p.emit(SOFTMAX, f"{node.op.lower()} {x.shape} axis {axis}", *p.ref(x), *p.ref(out),
+                   *_around(x.shape, axis), int(node.op == "LogSoftmax"))
 
 
 class LogSoftmax(Softmax):
@@ -278,80 +362,85 @@ class LogSoftmax(Softmax):
 
 class ReduceMean(Op):
     name = "ReduceMean"
-    imports = {"mean_rows": mean_rows}
 
     @classmethod
     def validate(cls, node, model):
-        _n_in_one_out(node, 1)
-        axes = _int_list(node, "axes")
+        check_arity(node, 1)
+        axes = int_list(node, "axes")
         if not axes or any(a < 0 for a in axes) or len(set(axes)) != len(axes):
             raise ModelFileError(f"node {node.name!r}: ReduceMean axes {axes} must be distinct and non-negative")
         if node.attrs.get("keepdims") not in (0, 1):
             raise ModelFileError(f"node {node.name!r}: keepdims must be 0 or 1")
 
     @classmethod
-    def emit(cls, node, ctx):
-        x = ctx.value(node.inputs[0])
-        rank = ctx.rank(node.inputs[0])
+    def plan(cls, node, p):
+        x = p.input(0)
         axes = sorted(node.attrs["axes"])
-        if axes[-1] >= rank:
-            raise ModelFileError(f"node {node.name!r}: ReduceMean axes {axes} out of range for rank {rank}")
-        keep = [i for i in range(rank) if i not in axes]
-        perm = keep + axes
-        count = " * ".join(f"{x}.shape[{i}]" for i in axes)
-        tmp = ctx._fresh("t")
-        ctx.line(f"{tmp} = np.ascontiguousarray(np.transpose({x}, {_shape_tuple([str(p) for p in perm])}))")
-        dims = [("1" if i in axes else f"{x}.shape[{i}]") for i in range(rank)] if node.attrs["keepdims"] else \
-            [f"{x}.shape[{i}]" for i in keep]
-        out = ctx.define(node.outputs[0], len(dims))
-        ctx.line(f"{out} = mean_rows({tmp}.reshape((-1, {count}))).reshape({_shape_tuple(dims) if dims else '()'})")
+        if axes[-1] >= x.rank:
+            raise ModelFileError(f"node {node.name!r}: ReduceMean axes {axes} out of range for rank {x.rank}")
+        keep = [i for i in range(x.rank) if i not in axes]
+        shape = [1 if i in axes else d for i, d in enumerate(x.shape)] if node.attrs["keepdims"] else \
+            [x.shape[i] for i in keep]
+        out = p.output(0, shape)
+        K = int(np.prod([x.shape[i] for i in axes], dtype=np.int64))
+        if axes == list(range(axes[0], axes[-1] + 1)):    # one block of axes: no copy needed
+            outer = int(np.prod(x.shape[:axes[0]], dtype=np.int64))
+            inner = int(np.prod(x.shape[axes[-1] + 1:], dtype=np.int64))
+            src = x
+        else:                                             # move the reduced axes last, then reduce
+            perm = keep + axes
+            strides = _strides(x.shape)
+            src = p.new_temp_like(x)
+            p.copy(x, src, shape=[x.shape[i] for i in perm], sstrides=[strides[i] for i in perm])
+            outer, inner = out.size, 1
+        if out.size:
+            p.emit(MEAN, f"mean {x.shape} over {axes}", *p.ref(src), *p.ref(out), outer, K, inner)
 
 
 class Gather(Op):
     """Gather along ``axis``: embedding lookups (constant table, run-time token ids) and picking time steps.
     ``index_shape`` gives the shape of constant indices (stored flattened), [] for a scalar index."""
     name = "Gather"
-    imports = {"gather3": gather3}
 
     @classmethod
     def validate(cls, node, model):
-        _n_in_one_out(node, 2)
-        _check_axis_attr(node)
+        check_arity(node, 2)
+        check_axis_attr(node)
 
     @classmethod
-    def emit(cls, node, ctx):
-        data, idx = node.inputs
-        x = ctx.value(data)
-        rank = ctx.rank(data)
+    def plan(cls, node, p):
+        data, idx = p.input(0), p.input(1)
         axis = node.attrs["axis"]
-        if axis >= rank:
-            raise ModelFileError(f"node {node.name!r}: Gather axis {axis} out of range for rank {rank}")
-        i = ctx.value(idx)
+        if axis >= data.rank:
+            raise ModelFileError(f"node {node.name!r}: Gather axis {axis} out of range for rank {data.rank}")
+        if idx.kind != "i":
+            raise p.error("indices must be integers")
         index_shape = node.attrs.get("index_shape")
-        if index_shape is None:
-            irank = ctx.rank(idx)
-            idims = [f"{i}.shape[{k}]" for k in range(irank)]
-        else:
-            idims = [str(int(d)) for d in index_shape]
-        outer = " * ".join([f"{x}.shape[{k}]" for k in range(axis)]) or "1"
-        inner = " * ".join([f"{x}.shape[{k}]" for k in range(axis + 1, rank)]) or "1"
-        dims = [f"{x}.shape[{k}]" for k in range(axis)] + idims + [f"{x}.shape[{k}]" for k in range(axis + 1, rank)]
-        out = ctx.define(node.outputs[0], len(dims))
-        ctx.line(f"{out} = gather3({x}.reshape(({outer}, {x}.shape[{axis}], {inner})), "
-                 f"{i}.reshape(-1).astype(np.int64)).reshape({_shape_tuple(dims) if dims else '()'})")
+        ishape = list(idx.shape) if index_shape is None else [int(d) for d in index_shape]
+        shape = list(data.shape[:axis]) + ishape + list(data.shape[axis + 1:])
+        if p.known(data) and p.known(idx):
+            n = data.shape[axis]
+            flat = idx.const.reshape(-1)
+            if np.any((flat < -n) | (flat >= n)):
+                raise p.error("an index is out of range for the gathered axis")
+            p.fold(0, np.take(data.const, flat, axis=axis).reshape(shape))
+            return
+        out = p.output(0, shape, data.kind)
+        outer, n, inner = _around(data.shape, axis)
+        if out.size:
+            p.emit(GATHER_F if data.kind == "f" else GATHER_I, f"gather {data.shape} axis {axis}", *p.ref(data),
+                   *p.ref(idx), *p.ref(out), outer, n, inner, idx.size)
 
 
 class Conv(Op):
     """1-D convolution: X (N, C, L), W (M, C/group, K) constant, B (M,) optional; explicit pads."""
     name = "Conv"
-    imports = {"conv1d": conv1d}
 
     @classmethod
     def validate(cls, node, model):
-        if len(node.inputs) not in (2, 3) or len(node.outputs) != 1:
-            raise ModelFileError(f"node {node.name!r} (Conv) takes X, W[, B] and gives one output")
+        check_arity(node, (2, 3))
         for key in ("pads", "strides", "dilations"):
-            v = _int_list(node, key)
+            v = int_list(node, key)
             if len(v) != (2 if key == "pads" else 1) or any(d < (0 if key == "pads" else 1) for d in v):
                 raise ModelFileError(f"node {node.name!r} (Conv): invalid {key} {v}")
         if not isinstance(node.attrs.get("group"), int) or node.attrs["group"] < 1:
@@ -360,18 +449,24 @@ class Conv(Op):
             raise ModelFileError(f"node {node.name!r} (Conv): W must be a constant of rank 3 (1-D convolution)")
 
     @classmethod
-    def emit(cls, node, ctx):
+    def plan(cls, node, p):
         a = node.attrs
-        x = ctx.value(node.inputs[0])
-        if ctx.rank(node.inputs[0]) != 3:
+        x, w = p.input(0), p.input(1)
+        bias = p.input(2)
+        if x.rank != 3 or x.kind != "f":
             raise ModelFileError(f"node {node.name!r} (Conv): X must have rank 3 (N, C, L)")
-        w = ctx.value(node.inputs[1])
-        has_b = len(node.inputs) > 2 and bool(node.inputs[2])
-        b = ctx.value(node.inputs[2]) if has_b else ctx.const(np.zeros(1, ctx.dtype))
-        sc = ctx.scalar
-        out = ctx.define(node.outputs[0], 3)
-        ctx.line(f"{out} = conv1d({x}, {w}, {b}, {sc(has_b)}, {sc(a['pads'][0])}, {sc(a['pads'][1])}, "
-                 f"{sc(a['strides'][0])}, {sc(a['dilations'][0])}, {sc(a['group'])})")
+        N, C, L = x.shape
+        M, Cg, K = w.shape
+        pad0, pad1 = a["pads"]
+        stride, dilation, group = a["strides"][0], a["dilations"][0], a["group"]
+        Lout = (L + pad0 + pad1 - dilation * (K - 1) - 1) // stride + 1
+        if Lout < 1 or Cg * group != C or M % group:
+            raise p.error("the input is too short for the kernel, or its channels do not match the weights")
+        if bias is not None and bias.shape != (M,):
+            raise ModelFileError(f"node {node.name!r} (Conv): B must have shape ({M},)")
+        out = p.output(0, (N, M, Lout))
+        p.emit(CONV1D, f"conv1d ({N}, {C}, {L}) * ({M}, {Cg}, {K})", *p.ref(x), *p.ref(w), *p.ref(bias),
+               *p.ref(out), N, C, L, M, Cg, K, Lout, pad0, stride, dilation, group, int(bias is not None))
 
 
 class Split(Op):
@@ -380,49 +475,60 @@ class Split(Op):
 
     @classmethod
     def validate(cls, node, model):
-        sizes = _int_list(node, "sizes")
+        sizes = int_list(node, "sizes")
         if len(node.inputs) != 1 or len(node.outputs) != len(sizes) or any(s < 0 for s in sizes):
             raise ModelFileError(f"node {node.name!r} (Split): one input, and one output per size")
-        _check_axis_attr(node)
+        check_axis_attr(node)
 
     @classmethod
-    def emit(cls, node, ctx):
-        x = ctx.value(node.inputs[0])
-        rank = ctx.rank(node.inputs[0])
-        axis = node.attrs["axis"]
-        sizes = node.attrs["sizes"]
-        if axis >= rank:
-            raise ModelFileError(f"node {node.name!r}: Split axis {axis} out of range for rank {rank}")
-        ctx.line(f"if {x}.shape[{axis}] != {sum(sizes)}:")
-        ctx.line(f"    raise ValueError({ctx.msg(node, f'the split axis must have size {sum(sizes)}')})")
+    def plan(cls, node, p):
+        x = p.input(0)
+        axis, sizes = node.attrs["axis"], node.attrs["sizes"]
+        if axis >= x.rank:
+            raise ModelFileError(f"node {node.name!r}: Split axis {axis} out of range for rank {x.rank}")
+        if x.shape[axis] != sum(sizes):
+            raise p.error(f"the split axis must have size {sum(sizes)}, got {x.shape[axis]}")
+        strides = _strides(x.shape)
         start = 0
-        for name, size in zip(node.outputs, sizes):
-            if name:
-                idx = [":"] * rank
-                idx[axis] = f"{start}:{start + size}"
-                out = ctx.define(name, rank)
-                ctx.line(f"{out} = np.ascontiguousarray({x}[{', '.join(idx)}])")
+        for k, size in enumerate(sizes):
+            if node.outputs[k]:
+                shape = list(x.shape)
+                shape[axis] = size
+                out = p.output(k, shape, x.kind)
+                if out.size:
+                    p.copy(x, out, shape=shape, sbase=start * strides[axis], sstrides=strides)
             start += size
 
 
 class Cast(Op):
-    """To the model's float type ("float") or to int64 / int32."""
+    """To the model's float type ("float") or to int64 / int32 (integers are computed in int64)."""
     name = "Cast"
 
     @classmethod
     def validate(cls, node, model):
-        _n_in_one_out(node, 1)
+        check_arity(node, 1)
         if node.attrs.get("to") not in ("float", "int64", "int32"):
             raise ModelFileError(f"node {node.name!r} (Cast): 'to' must be float, int64 or int32")
 
     @classmethod
-    def emit(cls, node, ctx):
-        x = ctx.value(node.inputs[0])
-        to = node.attrs["to"]
-        target = ctx.dtype.name if to == "float" else to
-        out = ctx.define(node.outputs[0], ctx.rank(node.inputs[0]))
-        ctx.line(f"{out} = {x}.astype(np.{target})")
+    def plan(cls, node, p):
+        x = p.input(0)
+        kind = "f" if node.attrs["to"] == "float" else "i"
+        if x.kind == kind:
+            p.alias(0, x, x.shape)
+            return
+        if p.known(x) or (x.const is not None and x.space is None):
+            p.fold(0, x.const.astype(np.float64 if kind == "f" else np.int64))
+            return
+        out = p.output(0, x.shape, kind)
+        if out.size:
+            p.emit(INT_TO_FLOAT if kind == "f" else FLOAT_TO_INT, f"cast to {node.attrs['to']}", *p.ref(x),
+                   *p.ref(out), out.size)
 
 
-LAYER_OPS = [*(_binary(n) for n in Binary.symbols), *(_unary(n) for n in Unary.exprs), MatMul, Softmax, LogSoftmax,
-             ReduceMean, Gather, Conv, Split, Cast]
+def _named(base, op_name):
+    return type(op_name, (base,), {"name": op_name})
+
+
+LAYER_OPS = [*(_named(Binary, n) for n in Binary.codes), *(_named(Unary, n) for n in Unary.codes), MatMul, Softmax,
+             LogSoftmax, ReduceMean, Gather, Conv, Split, Cast]

@@ -14,18 +14,7 @@ from numba import njit
 
 from ..config import JIT_OPTIONS
 from .activations import activate
-from .lstm_fast import max_length
-
-
-@njit(**JIT_OPTIONS)
-def _clip(x, clip):
-    # clip <= 0 means "no clip"; comparisons keep NaN as NaN.
-    if clip > 0.0:
-        if x > clip:
-            return clip
-        if x < -clip:
-            return -clip
-    return x
+from .numeric import clip_value as _clip, max_length
 
 
 @njit(**JIT_OPTIONS)

@@ -1,0 +1,36 @@
+"""The executor: one jitted function that runs any plan (engine/plan.py), compiled once per engine version.
+
+A call unboxes eight arrays, whatever the model: the program, the packed weights, the call's float and int
+inputs, the work buffers, the output buffer and a stream's state. Each instruction is dispatched by opcode range
+to its op family's run function (engine/ops/program.py describes the format). The loop returns 0, or an error
+status ``code << 32 | node index`` that Session turns into a message.
+"""
+import numpy as np
+from numba import njit
+
+from .config import JIT_OPTIONS
+from .ops.layers import run_layers
+from .ops.program import END, LAYER_BASE, OK, RECURRENT_BASE, run_core
+from .ops.recurrent import run_recurrent
+
+
+@njit(**JIT_OPTIONS)
+def execute(prog, fconst, fin, iin, fwork, iwork, fout, state):
+    F = (fconst, fin, fwork, fout, state)
+    I = (prog, iin, iwork)
+    pc = prog[0]
+    end = prog[1]
+    while pc < end:
+        code = prog[pc]
+        if code < RECURRENT_BASE:
+            status = run_core(code, prog, pc, F, I)
+        elif code < LAYER_BASE:
+            status = run_recurrent(code, prog, pc, F, I)
+        elif code < END:
+            status = run_layers(code, prog, pc, F, I)
+        else:
+            status = 255
+        if status != OK:
+            return (np.int64(status) << 32) | (prog[pc + 2] & 0xFFFFFFFF)
+        pc += prog[pc + 1]
+    return np.int64(0)

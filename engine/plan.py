@@ -1,0 +1,447 @@
+"""From a model and the shapes of one call to a program the executor runs: shape inference, liveness, buffers.
+
+A Session makes one plan per distinct combination of input shapes (and keeps the recent ones), so that everything
+that depends only on shapes is decided here, in Python, once: each node's output shape, which nodes are needed for
+the outputs asked for (dead nodes are left out), where every value lives (intermediates share one work buffer,
+reused as soon as a value's last reader has run), and which instruction runs each node. Ops describe themselves to
+the planner through ``plan(node, p)`` (engine/ops/base.py). No code is generated or compiled per model: the
+executor (engine/executor.py) is compiled once per engine version and runs any plan.
+
+Weights are packed once per Session (``Weights``) into one aligned buffer, under names each op chooses
+(``pack``); a plan refers to them by offset.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import InvalidInputError, UnsupportedModelError
+from .ops import OPS
+from .ops.program import (ABSENT, COPY, F_CONST, F_IN, F_OUT, F_STATE, F_WORK, FILL_CONST, I_CONST, I_IN, I_WORK,
+                          INT_COPY, MAX_RANK)
+
+ALIGN = 16   # elements: 64 bytes of float32
+
+
+def _up(n):
+    return -(-n // ALIGN) * ALIGN
+
+
+def contiguous_strides(shape):
+    strides, acc = [], 1
+    for d in reversed(shape):
+        strides.append(acc)
+        acc *= d
+    return strides[::-1]
+
+
+def size_of(shape):
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+# ---------------------------------------------------------------------- weights
+class Weights:
+    """Every constant a model's kernels read, packed once into one 64-byte-aligned buffer of the compute dtype.
+
+    ``entry(node, key)`` is (offset, shape) of what ``op.pack`` returned under ``key`` for ``node``; ``raw(name)`` the
+    same for a float tensor of the model read as it is (a bias of an Add, a MatMul weight)."""
+
+    def __init__(self, model, dtype, threads):
+        self.dtype = np.dtype(dtype)
+        arrays, self._entries, self._raw = [], {}, {}
+        pos = 0
+
+        def place(arr):
+            nonlocal pos
+            arr = np.ascontiguousarray(arr, dtype=self.dtype)
+            arrays.append((pos, arr))
+            where = (pos, arr.shape)
+            pos += _up(max(arr.size, 1))
+            return where
+
+        for node in model.nodes:
+            op = OPS[node.op]
+            for key, arr in op.pack(node, model, self.dtype, threads).items():
+                self._entries[(node.name, key)] = place(arr)
+            for i, name in enumerate(node.inputs):
+                if (name and i not in op.packed_inputs and name in model.tensors and name not in self._raw
+                        and model.tensors[name].dtype.kind == "f"):
+                    self._raw[name] = place(model.tensors[name])
+        raw = np.empty(pos + ALIGN, dtype=self.dtype)
+        shift = (-raw.ctypes.data % 64) // self.dtype.itemsize
+        self.buffer = raw[shift:shift + max(pos, 1)]
+        for off, arr in arrays:
+            self.buffer[off:off + arr.size] = arr.reshape(-1)
+        self.nbytes = self.buffer.nbytes
+
+    def entry(self, node, key):
+        return self._entries[(node.name, key)]
+
+    def has_raw(self, name):
+        return name in self._raw
+
+    def raw(self, name):
+        return self._raw[name]
+
+
+# ---------------------------------------------------------------------- values and buffers
+class _Block:
+    """One allocation in a work buffer, shared by a value and its aliases (Reshape, Squeeze, ...)."""
+    __slots__ = ("arena", "off", "n", "users")
+
+    def __init__(self, arena, off, n):
+        self.arena, self.off, self.n, self.users = arena, off, n, 0
+
+
+class Val:
+    """A value during planning: kind 'f' (compute float) or 'i' (int64), a concrete shape, and where it lives
+    (space, offset) or its contents when they are known at plan time (``const``; int values and folded shapes)."""
+    __slots__ = ("kind", "shape", "space", "off", "const", "block")
+
+    def __init__(self, kind, shape, space=None, off=0, const=None, block=None):
+        self.kind, self.shape, self.space, self.off, self.const, self.block = kind, tuple(shape), space, off, const, block
+
+    @property
+    def size(self):
+        return size_of(self.shape)
+
+    @property
+    def rank(self):
+        return len(self.shape)
+
+
+class _Arena:
+    """First-fit allocator over one flat buffer (in elements, 16-element aligned)."""
+
+    def __init__(self, space):
+        self.space, self.top, self.peak, self.free = space, 0, 0, []
+
+    def alloc(self, n):
+        n = _up(max(n, 1))
+        for k, (off, m) in enumerate(self.free):
+            if m >= n:
+                if m == n:
+                    del self.free[k]
+                else:
+                    self.free[k] = (off + n, m - n)
+                return off
+        off = self.top
+        self.top += n
+        self.peak = max(self.peak, self.top)
+        return off
+
+    def release(self, off, n):
+        n = _up(max(n, 1))
+        self.free.append((off, n))
+        self.free.sort()
+        merged = []
+        for o, m in self.free:
+            if merged and merged[-1][0] + merged[-1][1] == o:
+                merged[-1] = (merged[-1][0], merged[-1][1] + m)
+            else:
+                merged.append((o, m))
+        if merged and merged[-1][0] + merged[-1][1] == self.top:   # give the tail back
+            self.top = merged.pop()[0]
+        self.free = merged
+
+
+class _IConst:
+    """A reference into the program's constant region, whose offset is known only when the program is finished."""
+    __slots__ = ("off",)
+
+    def __init__(self, off):
+        self.off = off
+
+
+# ---------------------------------------------------------------------- the plan
+class Plan:
+    """A program and the sizes of its buffers, for one combination of input shapes."""
+
+    def __init__(self, prog, fwork, iwork, fout, inputs, outputs, listing):
+        self.prog = prog                # int64: instructions, then int constants
+        self.fwork_size = fwork         # elements of the float work buffer
+        self.iwork_size = iwork
+        self.fout_size = fout
+        self.inputs = inputs            # [(name, kind, offset, size)] in F_IN / I_IN order
+        self.outputs = outputs          # [(name, kind, offset, shape)] kind 'f': F_OUT, 'i': I_WORK
+        self.listing = listing          # human-readable program (Session.program)
+        self._pool = []                 # idle (fwork, iwork) pairs: a call takes one, so threads never share
+
+    def take_work(self, dtype):
+        try:
+            return self._pool.pop()
+        except IndexError:
+            return (np.empty(max(self.fwork_size, 1), dtype=dtype), np.empty(max(self.iwork_size, 1), np.int64))
+
+    def give_work(self, pair):
+        if len(self._pool) < 4:
+            self._pool.append(pair)
+
+
+class Planner:
+    """Builds a Plan. Ops call the methods below from their ``plan(node, p)``."""
+
+    def __init__(self, model, weights, dtype, threads, shapes, wanted, stream=None, int_values=None):
+        self.model, self.weights, self.dtype, self.threads = model, weights, np.dtype(dtype), threads
+        self.stream = stream            # None, or {node name: {state index: (state offset, shape)}}
+        self.vals = {}
+        self.fwork, self.iwork, self.fout_top = _Arena(F_WORK), _Arena(I_WORK), 0
+        self.code, self.consts, self.patches, self.listing = [], [], [], []
+        self.wanted = list(wanted)
+        self.node = None
+        self._temps = []
+        self._node_index = 0
+        live_nodes, reads = self._liveness()
+        self.live_nodes = live_nodes
+        self.last_use = {}
+        for k, node in enumerate(live_nodes):
+            for name in OPS[node.op].reads(node, stream is not None):
+                self.last_use[name] = k
+        for name in self.wanted:
+            self.last_use[name] = len(live_nodes)   # outputs live to the end
+        # inputs: float ones concatenated in F_IN, int ones in I_IN, in the model's order; unread ones left out
+        self.inputs = []
+        fpos = ipos = 0
+        int_values = int_values or {}
+        for spec in model.inputs:
+            if spec.name not in reads and spec.name not in self.wanted:
+                continue
+            shape = tuple(shapes[spec.name])
+            kind = "f" if spec.dtype.startswith("float") else "i"
+            if kind == "f":
+                self.vals[spec.name] = Val("f", shape, F_IN, fpos)
+                self.inputs.append((spec.name, "f", fpos, size_of(shape)))
+                fpos += size_of(shape)
+            else:
+                self.vals[spec.name] = Val("i", shape, I_IN, ipos, const=int_values.get(spec.name))
+                self.inputs.append((spec.name, "i", ipos, size_of(shape)))
+                ipos += size_of(shape)
+
+    def _liveness(self):
+        """The nodes needed for the wanted outputs (and, in stream mode, every recurrent node, whose state must
+        advance), and the names they read."""
+        needed = set(self.wanted)
+        live = []
+        for node in reversed(self.model.nodes):
+            if any(o in needed for o in node.outputs if o) or (self.stream is not None and OPS[node.op].recurrent):
+                live.append(node)
+                needed.update(OPS[node.op].reads(node, self.stream is not None))
+        live.reverse()
+        return live, needed
+
+    # ------------------------------------------------------------------ building
+    def build(self):
+        for k, node in enumerate(self.live_nodes):
+            self.node = node
+            self._node_index = self.model.nodes.index(node)
+            OPS[node.op].plan(node, self)
+            for blk in self._temps:
+                blk.arena.release(blk.off, blk.n)
+            self._temps = []
+            for name in set(i for i in node.inputs if i) | set(o for o in node.outputs if o):
+                if self.last_use.get(name, -1) <= k and name in self.vals:
+                    self._drop(name)
+        self.node, self._node_index = _Outputs, -1
+        outputs = []
+        for name in self.wanted:
+            val = self.vals[name]
+            if val.kind == "f" and val.space != F_OUT:
+                dst = Val("f", val.shape, F_OUT, self._out_alloc(val.size))
+                self.copy(val, dst)
+                val = dst
+            elif val.kind == "i" and (val.space != I_WORK or val.const is not None):
+                dst = self.new_temp_like(val, keep=True)
+                self.copy(val, dst)
+                val = dst
+            outputs.append((name, val.kind, val.off, val.shape))
+        start = 2
+        end = start + len(self.code)
+        prog = np.array([start, end] + self.code + self.consts, dtype=np.int64)
+        for pos in self.patches:
+            prog[start + pos] += end
+        index = {spec.name: k for k, spec in enumerate(self.model.inputs)}
+        dtypes = {spec.name: spec.dtype for spec in self.model.outputs}
+        plan = Plan(prog, self.fwork.peak, self.iwork.peak, max(self.fout_top, 1), self.inputs, outputs,
+                    self.listing)
+        # what a call needs, precomputed: which arguments go to F_IN / I_IN, and the output views
+        plan.float_args = [index[name] for name, kind, _, _ in self.inputs if kind == "f"]
+        plan.int_args = [index[name] for name, kind, _, _ in self.inputs if kind == "i"]
+        plan.out_views = [(off, off + size_of(shape), tuple(shape)) for _, _, off, shape in outputs]
+        plan.out_kinds = [(kind, np.dtype(dtypes.get(name, "int64")) if kind == "i" else None)
+                          for name, kind, _, _ in outputs]
+        plan.float_outputs = all(kind == "f" for _, kind, _, _ in outputs)
+        return plan
+
+    def _drop(self, name):
+        val = self.vals.get(name)
+        if val is not None and val.block is not None:
+            val.block.users -= 1
+            if val.block.users == 0:
+                val.block.arena.release(val.block.off, val.block.n)
+            val.block = None
+
+    def _out_alloc(self, n):
+        off = self.fout_top
+        self.fout_top += _up(max(n, 1))
+        return off
+
+    # ------------------------------------------------------------------ for ops
+    def error(self, msg):
+        node = self.node
+        return InvalidInputError(f"node {node.name!r} ({node.op}): {msg}")
+
+    def unsupported(self, msg):
+        node = self.node
+        return UnsupportedModelError(f"node {node.name!r} ({node.op}): {msg}")
+
+    def val(self, name):
+        """The value called ``name``: a graph input, a model tensor or an earlier node's output."""
+        if name in self.vals:
+            return self.vals[name]
+        t = self.model.tensors.get(name)
+        if t is None:
+            raise KeyError(name)
+        if t.dtype.kind == "f":
+            if not self.weights.has_raw(name):
+                raise self.unsupported(f"the constant {name!r} is not available to this op")
+            off, shape = self.weights.raw(name)
+            v = Val("f", shape, F_CONST, off, const=t)
+        else:
+            v = Val("i", t.shape, const=np.asarray(t, dtype=np.int64))
+        self.vals[name] = v
+        return v
+
+    def input(self, index):
+        """The node's input ``index`` as a Val, or None when absent."""
+        ins = self.node.inputs
+        if index >= len(ins) or not ins[index]:
+            return None
+        return self.val(ins[index])
+
+    def output(self, index, shape, kind="f"):
+        """A fresh value for the node's output ``index`` (in F_OUT when it is a graph output the call returns;
+        a throwaway buffer when the output is absent or unread)."""
+        outs = self.node.outputs
+        name = outs[index] if index < len(outs) else ""
+        if name and name in self.wanted and kind == "f" and name not in self.vals:
+            val = Val("f", shape, F_OUT, self._out_alloc(size_of(shape)))
+        else:
+            val = self._alloc_val(kind, shape)
+            if not name:
+                self._temps.append(val.block)     # written by the kernel, read by nobody
+        if name:
+            self.vals[name] = val                 # freed after its last reader (or at once if it has none)
+        return val
+
+    def _alloc_val(self, kind, shape):
+        arena = self.fwork if kind == "f" else self.iwork
+        n = size_of(shape)
+        blk = _Block(arena, arena.alloc(n), n)
+        blk.users = 1
+        return Val(kind, shape, arena.space, blk.off, block=blk)
+
+    def temp(self, n, kind="f"):
+        """Scratch for this node only."""
+        val = self._alloc_val(kind, (n,))
+        self._temps.append(val.block)
+        return val
+
+    def new_temp_like(self, val, keep=False):
+        out = self._alloc_val(val.kind, val.shape)
+        if not keep:
+            self._temps.append(out.block)
+        return out
+
+    def alias(self, index, src, shape):
+        """Output ``index`` is ``src`` with another shape (no copy): Reshape, Squeeze, Unsqueeze, Identity."""
+        name = self.node.outputs[index]
+        if src.const is not None and src.space is None:
+            self.vals[name] = Val(src.kind, shape, const=src.const.reshape(shape))
+            return self.vals[name]
+        val = Val(src.kind, shape, src.space, src.off, const=None if src.const is None else src.const.reshape(shape),
+                  block=src.block)
+        if src.block is not None:
+            src.block.users += 1
+        self.vals[name] = val
+        return val
+
+    def fold(self, index, array):
+        """Output ``index`` is known now (computed in numpy from known inputs)."""
+        array = np.asarray(array)
+        kind = "f" if array.dtype.kind == "f" else "i"
+        self.vals[self.node.outputs[index]] = Val(kind, array.shape, const=array.astype(
+            np.float64 if kind == "f" else np.int64))
+
+    def known(self, val):
+        """True when the contents of ``val`` are known at plan time (int constants, folded values)."""
+        return val is not None and val.const is not None and val.kind == "i"
+
+    def weight(self, key):
+        """(offset, shape) of what this node's op packed under ``key``."""
+        return self.weights.entry(self.node, key)
+
+    def state(self, index):
+        """Stream mode: (offset, shape) of this node's state ``index`` in the stream's state buffer."""
+        return self.stream[self.node.name][index]
+
+    def f64(self, value):
+        """A float attribute as an int64 param (its float64 bits)."""
+        return int(np.array([value], dtype=np.float64).view(np.int64)[0])
+
+    def ref(self, val):
+        """The (space, offset) params of a value, placing plan-time constants where the executor can read them."""
+        if val is None:
+            return [ABSENT, 0]
+        if val.space is None:
+            if val.kind == "i":
+                val.space, val.off = I_CONST, _IConst(len(self.consts))
+                self.consts.extend(int(v) for v in val.const.reshape(-1))
+            else:
+                dst = self._alloc_val("f", val.shape)
+                self._temps.append(dst.block)
+                bits = val.const.astype(np.float64).reshape(-1).view(np.int64)
+                self.emit(FILL_CONST, "const", *self.ref(dst), int(val.size), *[int(b) for b in bits])
+                return [dst.space, dst.off]
+        return [val.space, val.off]
+
+    def int_const(self, values):
+        """A new int constant (e.g. default sequence lengths) as a Val."""
+        return Val("i", (len(values),), const=np.asarray(values, dtype=np.int64))
+
+    def emit(self, opcode, what, *params):
+        """Append one instruction: [opcode, length, node index, params...]."""
+        flat = []
+        for p in params:
+            if isinstance(p, _IConst):
+                self.patches.append(len(self.code) + 3 + len(flat))
+                flat.append(p.off)
+            else:
+                flat.append(int(p))
+        self.code.extend([opcode, 3 + len(flat), self._node_index, *flat])
+        self.listing.append(f"{what:<40s} # node {self.node.name!r} ({self.node.op})")
+
+    def copy(self, src, dst, shape=None, sbase=0, sstrides=None, dbase=0, dstrides=None):
+        """dst <- src as a strided copy over ``shape`` (default: src's whole shape, contiguous on both sides);
+        ``sbase``/``dbase`` are element offsets added to the two values' own."""
+        shape = list(src.shape if shape is None else shape)
+        sstrides = contiguous_strides(shape) if sstrides is None else list(sstrides)
+        dstrides = contiguous_strides(shape) if dstrides is None else list(dstrides)
+        if len(shape) > MAX_RANK:
+            raise self.unsupported(f"tensors of rank {len(shape)} (at most {MAX_RANK})")
+        pad = MAX_RANK - len(shape)
+        s_space, s_off = self.ref(src)
+        d_space, d_off = self.ref(dst)
+        self.emit(COPY if src.kind == "f" else INT_COPY, f"copy {tuple(shape)}", s_space, _shift(s_off, sbase),
+                  d_space, _shift(d_off, dbase), *([1] * pad + shape), *([0] * pad + sstrides),
+                  *([0] * pad + dstrides))
+
+
+def _shift(off, by):
+    return _IConst(off.off + by) if isinstance(off, _IConst) else off + by
+
+
+class _Outputs:
+    """Stands in for a node in the listing of the final copies into the output buffer."""
+    name, op, inputs, outputs = "outputs", "Output", [], []

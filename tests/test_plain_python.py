@@ -1,0 +1,96 @@
+"""The engine runs as plain Python under NUMBA_DISABLE_JIT=1 (for debugging with pdb or coverage), with the same
+results as the compiled executor: every recurrent kind, both layouts, sequence lengths, a stream, and a whole model
+with an embedding, shape glue and a softmax head. The plain-Python side runs in a child process, since Numba reads
+the variable at import."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+from lstm_util import make_feeds, max_abs_diff, rnn_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CHILD = r"""
+import sys, numpy as np, engine, engine.executor
+assert not hasattr(engine.executor.execute, "signatures"), "NUMBA_DISABLE_JIT did not take effect"
+for src in sys.argv[1:]:
+    data = np.load(src, allow_pickle=False)
+    feeds = {k[5:]: data[k] for k in data.files if k.startswith("feed:")}
+    sess = engine.Session(bytes(data["model"]), threads=1)
+    outs = sess.run(None, feeds)
+    extra = {}
+    if "step" in data.files:
+        stream = sess.stream(1)
+        extra["stream"] = np.stack([stream.step(x) for x in data["step"]])
+    np.savez(src[:-4] + "-out.npz", *outs, **extra)
+"""
+
+
+def _whole_model(rng):
+    """token ids (T, B) -> Gather(embedding) -> LSTM -> Squeeze -> MatMul -> Add -> Softmax."""
+    V, E, H, K = 11, 6, 8, 5
+    emb = rng.standard_normal((V, E)).astype(np.float32)
+    W = (rng.standard_normal((1, 4 * H, E)) * 0.4).astype(np.float32)
+    R = (rng.standard_normal((1, 4 * H, H)) * 0.4).astype(np.float32)
+    head = rng.standard_normal((H, K)).astype(np.float32)
+    bias = rng.standard_normal((K,)).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["emb", "ids"], ["e"], axis=0),
+             helper.make_node("LSTM", ["e", "W", "R"], ["y"], hidden_size=H),
+             helper.make_node("Squeeze", ["y", "axes"], ["ys"]),
+             helper.make_node("MatMul", ["ys", "head"], ["logits0"]),
+             helper.make_node("Add", ["logits0", "bias"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["probs"], axis=-1)]
+    inits = [numpy_helper.from_array(a, n) for a, n in
+             [(emb, "emb"), (W, "W"), (R, "R"), (head, "head"), (bias, "bias"), (np.array([1], np.int64), "axes")]]
+    g = helper.make_graph(nodes, "whole", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["T", "B"])],
+                          [helper.make_tensor_value_info("probs", TensorProto.FLOAT, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m, {"ids": rng.integers(0, V, (7, 2)).astype(np.int64)}
+
+
+def _cases():
+    rng = np.random.default_rng(3)
+    cases = []
+    for op in ("LSTM", "GRU", "RNN"):
+        for layout, direction in ((0, "bidirectional"), (1, "forward")):
+            inputs = ("X", "sequence_lens", "initial_h")
+            model, _ = rnn_model(op, I=5, H=7, D=2 if direction == "bidirectional" else 1, T=6, B=3, rng=rng,
+                                 attrs={"direction": direction, "layout": layout}, inputs=inputs,
+                                 outputs=("Y", "Y_h"))
+            feeds = make_feeds(inputs[1:], 6, 3, 5, 7, 2 if direction == "bidirectional" else 1, rng,
+                               layout=layout, op=op)
+            cases.append((f"{op}-{direction}-layout{layout}", model, feeds, None))
+    model, _ = rnn_model("LSTM", I=4, H=6, D=1, T="T", B=1, rng=rng, attrs={})
+    cases.append(("LSTM-stream", model, {"X": rng.standard_normal((5, 1, 4)).astype(np.float32)},
+                  rng.standard_normal((5, 1, 4)).astype(np.float32)))
+    whole, feeds = _whole_model(rng)
+    cases.append(("whole-model", whole, feeds, None))
+    return cases
+
+
+def test_every_kind_runs_as_plain_python_with_the_compiled_results(tmp_path):
+    import engine
+    cases = _cases()
+    for name, model, feeds, steps in cases:
+        args = {"model": np.frombuffer(model.SerializeToString(), np.uint8),
+                **{f"feed:{k}": v for k, v in feeds.items()}}
+        if steps is not None:
+            args["step"] = steps
+        np.savez(tmp_path / f"{name}.npz", **args)
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1", "PYTHONPATH": ROOT}
+    p = subprocess.run([sys.executable, "-c", CHILD, *[str(tmp_path / f"{c[0]}.npz") for c in cases]], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    for name, model, feeds, steps in cases:
+        plain = np.load(tmp_path / f"{name}-out.npz")
+        sess = engine.Session(model.SerializeToString(), threads=1)
+        compiled = sess.run(None, feeds)
+        for k, out in enumerate(compiled):
+            assert max_abs_diff(plain[f"arr_{k}"], out) <= 1e-6, name
+        if steps is not None:
+            stream = sess.stream(1)
+            assert max_abs_diff(plain["stream"], np.stack([stream.step(x) for x in steps])) <= 1e-6
