@@ -188,6 +188,25 @@ def to_bytes(model: Model) -> bytes:
     return save(tensors, metadata={METADATA_KEY: json.dumps(model.metadata())})
 
 
+def read_source(source) -> tuple:
+    """(contents, where) of a path or bytes. A file is read whole (not memory-mapped: a mapped file rewritten in
+    place while a model still refers to it would crash the process on the next access)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return memoryview(source).cast("B"), "<bytes>"
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"expected a path, bytes or Model, got {type(source).__name__}")
+    where = os.fspath(source)
+    try:
+        with open(where, "rb") as f:
+            return memoryview(f.read()), where
+    except FileNotFoundError:
+        raise ModelFileError(f"model file not found: {where}") from None
+    except IsADirectoryError:
+        raise ModelFileError(f"{where} is a directory, not a model file") from None
+    except (OSError, ValueError) as e:
+        raise ModelFileError(f"cannot read {where}: {getattr(e, 'strerror', None) or e}") from None
+
+
 def is_model_file_bytes(head: bytes) -> bool:
     """True if ``head`` (the first bytes of a file) looks like a safetensors file."""
     return len(head) >= 9 and head[8:9] == b"{"
@@ -198,18 +217,11 @@ def load(source: str | os.PathLike | bytes) -> Model:
 
     Every failure is a ``ModelFileError`` (or ``FormatVersionError``) that says what is wrong; nothing is executed.
     """
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        where = "<bytes>"
-    else:
-        where = os.fspath(source)
-        try:
-            with open(where, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise ModelFileError(f"model file not found: {where}") from None
-        except OSError as e:
-            raise ModelFileError(f"cannot read model file {where}: {e.strerror}") from None
+    return load_from(*read_source(source))
+
+
+def load_from(data, where: str) -> Model:
+    """``load`` of contents already read (``read_source``); ``where`` names them in messages."""
     header, tensors = _parse_safetensors(data, where)
     meta_text = header.get("__metadata__", {}).get(METADATA_KEY) if isinstance(header.get("__metadata__"), dict) else None
     if meta_text is None:
@@ -256,7 +268,7 @@ _ST_DTYPES = {"F32": np.float32, "F64": np.float64, "I32": np.int32, "I64": np.i
               "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
 
 
-def _parse_safetensors(data: bytes, where: str) -> tuple:
+def _parse_safetensors(data, where: str) -> tuple:
     """Parse a safetensors buffer ourselves so that every defect gets a precise message (and nothing is trusted)."""
     if len(data) < 8:
         raise ModelFileError(f"{where}: file is truncated ({len(data)} bytes); not an lstm-engine model")
@@ -266,7 +278,7 @@ def _parse_safetensors(data: bytes, where: str) -> tuple:
     if 8 + header_len > len(data):
         raise ModelFileError(f"{where}: file is truncated (header needs {header_len} bytes, file has {len(data) - 8})")
     try:
-        header = json.loads(data[8:8 + header_len].decode("utf-8"))
+        header = json.loads(bytes(data[8:8 + header_len]).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise ModelFileError(f"{where}: not an lstm-engine model (header is not valid JSON)") from None
     if not isinstance(header, dict):

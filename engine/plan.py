@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import InvalidInputError, UnsupportedModelError
 from .ops import OPS
+from .ops.base import contiguous_strides
 from .ops.program import (ABSENT, COPY, F_CONST, F_IN, F_OUT, F_STATE, F_WORK, FILL_CONST, I_CONST, I_IN, I_WORK,
                           INT_COPY, MAX_RANK)
 
@@ -24,14 +25,6 @@ ALIGN = 16   # elements: 64 bytes of float32
 
 def _up(n):
     return -(-n // ALIGN) * ALIGN
-
-
-def contiguous_strides(shape):
-    strides, acc = [], 1
-    for d in reversed(shape):
-        strides.append(acc)
-        acc *= d
-    return strides[::-1]
 
 
 def size_of(shape):
@@ -307,7 +300,7 @@ class Planner:
             if not self.weights.has_raw(name):
                 raise self.unsupported(f"the constant {name!r} is not available to this op")
             off, shape = self.weights.raw(name)
-            v = Val("f", shape, F_CONST, off, const=t)
+            v = Val("f", shape, F_CONST, off)         # read by the kernels from the packed buffer only
         else:
             v = Val("i", t.shape, const=np.asarray(t, dtype=np.int64))
         self.vals[name] = v
@@ -334,6 +327,12 @@ class Planner:
         if name:
             self.vals[name] = val                 # freed after its last reader (or at once if it has none)
         return val
+
+    def needed(self, index):
+        """Whether output ``index`` of the node is read later or returned (ops may skip computing it if not)."""
+        outs = self.node.outputs
+        name = outs[index] if index < len(outs) else ""
+        return bool(name) and name in self.last_use
 
     def _alloc_val(self, kind, shape):
         arena = self.fwork if kind == "f" else self.iwork

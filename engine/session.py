@@ -24,7 +24,7 @@ import numpy as np
 from . import _threads
 from .errors import EngineError, InvalidInputError, ModelFileError, UnsupportedModelError
 from .executor import execute
-from .model import Model, is_model_file_bytes, load as load_model_file
+from .model import Model, is_model_file_bytes, load_from, read_source
 from .ops import OPS
 from .ops.program import ERROR_MESSAGES
 from .plan import Planner, Weights
@@ -48,37 +48,15 @@ def load_any(source) -> Model:
     """A Model from an lstm-engine file or an ONNX file (path or bytes); the kind is detected from the content."""
     if isinstance(source, Model):
         return source.validate()
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        data = bytes(source)
-        where = "<bytes>"
-    elif isinstance(source, (str, os.PathLike)):
-        where = os.fspath(source)
-        try:
-            with open(where, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise ModelFileError(f"model file not found: {where}") from None
-        except IsADirectoryError:
-            raise ModelFileError(f"{where} is a directory, not a model file") from None
-        except OSError as e:
-            raise ModelFileError(f"cannot read {where}: {e.strerror}") from None
-    else:
-        raise TypeError(f"expected a path, bytes or Model, got {type(source).__name__}")
-    if is_model_file_bytes(data[:16]):
-        return load_model_file(data) if where == "<bytes>" else _load_named(data, where)
+    data, where = read_source(source)
+    if is_model_file_bytes(bytes(data[:16])):
+        return load_from(data, where)
     try:
         from converters.onnx_import import onnx_bytes_to_model
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ModelFileError(f"{where} is not an lstm-engine file; reading it as ONNX needs the 'onnx' package "
                              f"(pip install 'lstm-engine[convert]'): {e}") from None
-    return onnx_bytes_to_model(data, where)
-
-
-def _load_named(data, where):
-    try:
-        return load_model_file(data)
-    except ModelFileError as e:
-        raise type(e)(str(e).replace("<bytes>", where)) from None
+    return onnx_bytes_to_model(bytes(data), where)
 
 
 class Session:

@@ -69,6 +69,23 @@ def check_arity(node, n_in, n_out=1):
         raise ModelFileError(f"node {node.name!r} ({node.op}) takes {want} input(s) and gives {n_out} output(s)")
 
 
+def distinct_axes(node, key="axes"):
+    """The node's ``axes`` attribute: distinct non-negative integers."""
+    axes = int_list(node, key)
+    if any(a < 0 for a in axes) or len(set(axes)) != len(axes):
+        raise ModelFileError(f"node {node.name!r}: {node.op} axes {axes} must be distinct and non-negative")
+    return axes
+
+
+def contiguous_strides(shape):
+    """Element strides of a C-contiguous array of ``shape``."""
+    strides, acc = [], 1
+    for d in reversed(shape):
+        strides.append(acc)
+        acc *= int(d)
+    return strides[::-1]
+
+
 def check_axis_attr(node, key="axis"):
     v = node.attrs.get(key)
     if not isinstance(v, int) or isinstance(v, bool) or v < 0:

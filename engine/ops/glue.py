@@ -8,13 +8,8 @@ When the input is known at plan time (int shape arithmetic), each is folded in n
 import numpy as np
 
 from ..errors import ModelFileError
-from .base import Op, check_arity, check_axis_attr, int_list
+from .base import Op, check_arity, check_axis_attr, contiguous_strides as _strides, distinct_axes, int_list
 from .program import FILL
-
-
-def _strides(shape):
-    from ..plan import contiguous_strides
-    return contiguous_strides(shape)
 
 
 def _rank_error(p, what, axes, rank):
@@ -96,9 +91,7 @@ class Squeeze(Op):
     @classmethod
     def validate(cls, node, model):
         check_arity(node, 1)
-        axes = int_list(node, "axes")
-        if any(a < 0 for a in axes) or len(set(axes)) != len(axes):
-            raise ModelFileError(f"node {node.name!r}: Squeeze axes {axes} must be distinct and non-negative")
+        distinct_axes(node)
 
     @classmethod
     def plan(cls, node, p):
@@ -118,9 +111,7 @@ class Unsqueeze(Op):
     @classmethod
     def validate(cls, node, model):
         check_arity(node, 1)
-        axes = int_list(node, "axes")
-        if any(a < 0 for a in axes) or len(set(axes)) != len(axes):
-            raise ModelFileError(f"node {node.name!r}: Unsqueeze axes {axes} must be distinct and non-negative")
+        distinct_axes(node)
 
     @classmethod
     def plan(cls, node, p):

@@ -11,7 +11,7 @@ from numba import njit
 
 from ..config import JIT_OPTIONS
 from ..errors import ModelFileError
-from .base import Op, check_arity, check_axis_attr, int_list
+from .base import Op, check_arity, check_axis_attr, contiguous_strides as _strides, distinct_axes, int_list
 from .program import ERR_INDEX, FLOAT_TO_INT, INT_TO_FLOAT, LAYER_BASE, MAX_RANK, OK, fview, iview
 
 (BINARY, UNARY, MATMUL, BATCHED_MATMUL, SOFTMAX, MEAN, GATHER_F, GATHER_I, CONV1D) = range(LAYER_BASE,
@@ -219,10 +219,6 @@ def run_layers(code, prog, pc, F, I):
 
 
 # ---------------------------------------------------------------------- ops
-def _strides(shape):
-    from ..plan import contiguous_strides
-    return contiguous_strides(shape)
-
 
 def _broadcast(p, a, b):
     """(output shape, strides of a, strides of b) under numpy broadcasting, or a clear error."""
@@ -366,9 +362,8 @@ class ReduceMean(Op):
     @classmethod
     def validate(cls, node, model):
         check_arity(node, 1)
-        axes = int_list(node, "axes")
-        if not axes or any(a < 0 for a in axes) or len(set(axes)) != len(axes):
-            raise ModelFileError(f"node {node.name!r}: ReduceMean axes {axes} must be distinct and non-negative")
+        if not distinct_axes(node):
+            raise ModelFileError(f"node {node.name!r}: ReduceMean needs at least one axis")
         if node.attrs.get("keepdims") not in (0, 1):
             raise ModelFileError(f"node {node.name!r}: keepdims must be 0 or 1")
 

@@ -372,12 +372,12 @@ class Recurrent(Op):
                   *cls.own_params(node, p, variant)]
         p.emit(variant, f"{node.op.lower()} {_VARIANT_NAMES[variant]} T={T} B={B} I={In} H={H} D={D}", *params)
         # outputs in the node's layout
-        if layout == 1 and len(node.outputs) > 0 and node.outputs[0]:
+        if layout == 1 and p.needed(0):
             out = p.output(0, (B, T, D, Hout))
             p.copy(Y, out, shape=(B, T, D, Hout), sstrides=(Hout, D * B * Hout, B * Hout, 1))
         for k in range(len(cls.state_names)):
             index = k + 1
-            if index >= len(node.outputs) or not node.outputs[index]:
+            if not p.needed(index):
                 continue
             s = states[k]
             if layout == 0:
