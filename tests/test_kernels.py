@@ -222,9 +222,9 @@ def rnn(c: Case, dtype=F32):
     return _finish(Y, h)
 
 
+# the engine runs the parallel kernel with two threads or more, each owning a part of the hidden units
 KERNELS = {
     "lstm-fast": ("LSTM", F32, lstm_fast),
-    "lstm-parallel-1": ("LSTM", F32, functools.partial(lstm_parallel, nparts=1)),
     "lstm-parallel-2": ("LSTM", F32, functools.partial(lstm_parallel, nparts=2)),
     "lstm-parallel-3": ("LSTM", F32, functools.partial(lstm_parallel, nparts=3)),
     "lstm-parallel-4": ("LSTM", F32, functools.partial(lstm_parallel, nparts=4)),
