@@ -1,7 +1,8 @@
 """The benchmark harness (bench/): interleaved timing, targets, the correctness gate, the files it writes, the CLI.
 
 No test here judges speed: timings on a shared machine are noise. They check that the harness measures what it
-says, refuses to time outputs that differ from onnxruntime, and writes a complete report.
+says, refuses to time outputs that differ from onnxruntime, and writes a complete report. The end-to-end runs need
+torch and onnxruntime (slow); the timing, scenario and target logic does not.
 """
 import json
 import os
@@ -123,6 +124,7 @@ def tiny_result(tmp_path_factory):
     return result, status, out
 
 
+@pytest.mark.slow
 def test_tiny_benchmark_checks_then_times_every_runtime(tiny_result):
     result, status, out = tiny_result
     assert status == 0 and result["errors"] == []
@@ -143,6 +145,7 @@ def test_tiny_benchmark_checks_then_times_every_runtime(tiny_result):
     assert set(stream["check"]["max_abs_diff"]) == {"engine", "engine_step", "torch"}
 
 
+@pytest.mark.slow
 def test_tiny_benchmark_writes_json_markdown_and_png(tiny_result):
     result, _, out = tiny_result
     data = json.loads((out / "latest.json").read_text())
@@ -157,6 +160,7 @@ def test_tiny_benchmark_writes_json_markdown_and_png(tiny_result):
     assert "bidir2/tiny" in table and m["cpu_model"] in table
 
 
+@pytest.mark.slow
 def test_a_mismatch_aborts_the_point_and_is_not_timed(tmp_path, monkeypatch):
     import engine
 
@@ -177,6 +181,7 @@ def test_a_mismatch_aborts_the_point_and_is_not_timed(tmp_path, monkeypatch):
     assert (tmp_path / "latest.png").exists()
 
 
+@pytest.mark.slow
 def test_cold_start_runs_fresh_processes_and_checks_the_result(tmp_path):
     sc = Scenario("cold-tiny", "sequence", T=5, B=1, H=8)
     from bench.models import build, make_inputs
@@ -211,6 +216,7 @@ def test_cli_bench_list_and_help():
     assert r.returncode == 0 and "--quick" in r.stdout and "interleaved" in r.stdout
 
 
+@pytest.mark.slow   # the command checks that torch and onnxruntime import before it looks at its arguments
 @pytest.mark.parametrize("args,message", [(["--scenarios", "nothing-like-this"], "no scenario matches"),
                                           (["--threads", "0"], "thread counts must be positive"),
                                           (["--repeat-seconds", "-1"], "repeat_seconds must be positive")])
@@ -220,6 +226,7 @@ def test_cli_bench_errors_are_one_line(args, message):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_cli_bench_runs_and_writes_the_report(tmp_path):
     r = _cli("--quick", "--scenarios", "stream/H64", "--threads", "1", "--repeat-seconds", "0.02", "--out",
              str(tmp_path))
