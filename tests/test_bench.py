@@ -4,6 +4,7 @@ No test here judges speed: timings on a shared machine are noise. They check tha
 says, refuses to time outputs that differ from onnxruntime, and writes a complete report. The end-to-end runs need
 torch and onnxruntime (slow); the timing, scenario and target logic does not.
 """
+import itertools
 import json
 import os
 import subprocess
@@ -22,7 +23,15 @@ FAST = {"repeat_seconds": 0.02}
 
 
 # ---------------------------------------------------------------------- timing
-def test_measure_interleaves_and_counts_every_call():
+@pytest.fixture
+def steady_clock(monkeypatch):
+    """A clock that advances 0.1 ms per reading. On a loaded machine one preempted call can use up a contender's
+    whole time and end its rounds early: right for timing, but not for checking the order of the calls."""
+    clock = itertools.count()
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(clock) * 1e-4)
+
+
+def test_measure_interleaves_and_counts_every_call(steady_clock):
     order = []
     contenders = [timing.Contender(name, (lambda n=name: order.append(n))) for name in ("a", "b", "c")]
     stats = timing.measure(contenders, repeat_seconds=0.01, min_calls=50, warmup_seconds=0.0, warmup_calls=2,
@@ -38,7 +47,7 @@ def test_measure_interleaves_and_counts_every_call():
     assert first_last["a"][1] > first_last["b"][0] and first_last["b"][1] > first_last["c"][0]
 
 
-def test_measure_rotates_the_starting_contender():
+def test_measure_rotates_the_starting_contender(steady_clock):
     blocks = []   # activate() runs before the warm-up and before each timed block
     contenders = [timing.Contender(n, lambda: None, (lambda n=n: blocks.append(n))) for n in ("a", "b", "c")]
     timing.measure(contenders, repeat_seconds=0.004, min_calls=1, warmup_seconds=0.0, warmup_calls=1, rounds=4)
