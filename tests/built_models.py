@@ -18,8 +18,9 @@ def recurrent_model(op="LSTM", *, I=4, H=6, direction="forward", sequence_lens=F
                     input_forget=0, linear_before_reset=0, dtype="float32", seed=0, scale=0.5):
     """(engine.Model, reference): one ``op`` node.
 
-    Inputs X (T, B, I); sequence_lens (B,) int32 if asked for (then required); initial_h (D, B, H) and, for the LSTM, initial_c
-    (D, B, H), both optional. Outputs Y (T, D, B, H), Y_h (D, B, H) and, for the LSTM, Y_c (D, B, H).
+    Inputs X (T, B, I); sequence_lens (B,) int32 if asked for (then required, as in ONNX); initial_h (D, B, H)
+    and, for the LSTM, initial_c (D, B, H), both optional (zeros). Outputs Y (T, D, B, H), Y_h (D, B, H) and, for
+    the LSTM, Y_c (D, B, H). Forward models can stream along T.
     ``reference(feed)`` returns the outputs computed by tests/naive.py in float64.
     """
     rng = np.random.default_rng(seed)
