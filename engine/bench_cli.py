@@ -1,13 +1,19 @@
 """``lstm-engine bench``: the side-by-side benchmark against onnxruntime and torch (the harness lives in ``bench/``).
 
 The options are defined here, so that ``lstm-engine --help`` works without the harness or its dependencies; the
-harness (and torch, onnxruntime, matplotlib) is imported only when the command runs.
+harness (and torch, onnxruntime, matplotlib) is imported only when the command runs. The harness is not part of
+the installed package (a PyPI distribution is already named ``bench``): it runs from a source checkout.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from .errors import EngineError
+
+HOW_TO_RUN = ("the benchmark is not installed with lstm-engine; run it from a source checkout: clone the "
+              "repository, then pip install -e \".[bench]\" and python -m bench")
 
 DESCRIPTION = ("Run lstm-engine, onnxruntime (CPUExecutionProvider) and torch (nn.LSTM, nn.GRU, nn.RNN) side by side on identical "
                "inputs, with the same thread count, interleaved. Every output is checked against onnxruntime before "
@@ -37,8 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scenarios", default=None, metavar="PATTERNS",
                    help="only the scenarios matching these comma-separated globs or substrings (default: all)")
     p.add_argument("--out", default=None, metavar="DIR",
-                   help="where to write latest.json/.md/.png (default: bench/results in a source checkout, "
-                        "./lstm-engine-bench otherwise)")
+                   help="where to write latest.json/.md/.png (default: bench/results in the checkout)")
     p.add_argument("--repeat-seconds", type=float, default=None, metavar="S",
                    help="timed seconds per runtime per point (default: 1.0; 0.1 with --quick)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -52,14 +57,26 @@ def add_bench_parser(sub) -> argparse.ArgumentParser:
     return b
 
 
+def _checkout_root():
+    """The source checkout this engine was imported from, or None (an installed wheel, where a ``bench`` beside
+    ``engine`` would be somebody else's package)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if os.path.isfile(os.path.join(root, "pyproject.toml")) and os.path.isfile(os.path.join(root, "bench", "run.py")):
+        return root
+    return None
+
+
 def cmd_bench(args) -> int:
+    root = _checkout_root()
+    if root is None:
+        raise EngineError(HOW_TO_RUN)
+    if root not in sys.path:
+        sys.path.insert(0, root)      # the console script's path does not hold the checkout (editable installs)
     try:
         from bench import run as bench_run
         from bench import scenarios
     except ImportError as e:
-        raise EngineError(f"the benchmark harness (the 'bench' package) cannot be imported ({e}); run it from a source "
-                          f"checkout of lstm-engine (python -m bench) or install lstm-engine with the bench "
-                          f"package") from None
+        raise EngineError(f"{HOW_TO_RUN} ({e})") from None
     patterns = [s.strip() for s in args.scenarios.split(",") if s.strip()] if args.scenarios else None
     if args.list:
         chosen, cold = scenarios.select(patterns)
@@ -79,7 +96,7 @@ def cmd_bench(args) -> int:
         except ImportError:
             missing.append(name)
     if missing:
-        raise EngineError(f"the benchmark needs {', '.join(missing)}: pip install 'lstm-engine[bench]'")
+        raise EngineError(f"the benchmark needs {', '.join(missing)}: pip install -e \".[bench]\" in {root}")
     try:
         threads = bench_run.parse_threads(args.threads)
         bench_run.settings_for(args.quick, args.repeat_seconds)

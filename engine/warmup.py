@@ -13,8 +13,12 @@ from . import _cache
 
 def warm_up(precisions=("float32", "float64")):
     """Yield (precision, seconds) as each executor specialisation becomes ready."""
+    import numba
     from .executor import execute
     _cache.ensure_fresh()
+    # Numba issue #8578: a cached function that calls a parallel=True kernel (the executor calls the multi-thread
+    # LSTM kernel) segfaults when it is loaded before the thread pool exists; asking for the thread count starts it
+    numba.get_num_threads()
     for precision in precisions:
         t0 = time.perf_counter()
         f = np.empty(0, precision)

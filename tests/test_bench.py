@@ -1,8 +1,10 @@
 """The benchmark harness (bench/): interleaved timing, targets, the correctness gate, the files it writes, the CLI.
 
 No test here judges speed: timings on a shared machine are noise. They check that the harness measures what it
-says, refuses to time outputs that differ from onnxruntime, and writes a complete report.
+says, refuses to time outputs that differ from onnxruntime, and writes a complete report. The end-to-end runs need
+torch and onnxruntime (slow); the timing, scenario and target logic does not.
 """
+import itertools
 import json
 import os
 import subprocess
@@ -21,7 +23,15 @@ FAST = {"repeat_seconds": 0.02}
 
 
 # ---------------------------------------------------------------------- timing
-def test_measure_interleaves_and_counts_every_call():
+@pytest.fixture
+def steady_clock(monkeypatch):
+    """A clock that advances 0.1 ms per reading. On a loaded machine one preempted call can use up a contender's
+    whole time and end its rounds early: right for timing, but not for checking the order of the calls."""
+    clock = itertools.count()
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(clock) * 1e-4)
+
+
+def test_measure_interleaves_and_counts_every_call(steady_clock):
     order = []
     contenders = [timing.Contender(name, (lambda n=name: order.append(n))) for name in ("a", "b", "c")]
     stats = timing.measure(contenders, repeat_seconds=0.01, min_calls=50, warmup_seconds=0.0, warmup_calls=2,
@@ -37,9 +47,7 @@ def test_measure_interleaves_and_counts_every_call():
     assert first_last["a"][1] > first_last["b"][0] and first_last["b"][1] > first_last["c"][0]
 
 
-def test_measure_rotates_the_starting_contender(monkeypatch):
-    clock = iter(range(10 ** 9))       # a fake clock: every reading 0.1 ms later, so no block depends on the load
-    monkeypatch.setattr(timing.time, "perf_counter", lambda: next(clock) * 1e-4)
+def test_measure_rotates_the_starting_contender(steady_clock):
     blocks = []   # activate() runs before the warm-up and before each timed block
     contenders = [timing.Contender(n, lambda: None, (lambda n=n: blocks.append(n))) for n in ("a", "b", "c")]
     timing.measure(contenders, repeat_seconds=0.004, min_calls=1, warmup_seconds=0.0, warmup_calls=1, rounds=4)
@@ -125,6 +133,7 @@ def tiny_result(tmp_path_factory):
     return result, status, out
 
 
+@pytest.mark.slow
 def test_tiny_benchmark_checks_then_times_every_runtime(tiny_result):
     result, status, out = tiny_result
     assert status == 0 and result["errors"] == []
@@ -145,6 +154,7 @@ def test_tiny_benchmark_checks_then_times_every_runtime(tiny_result):
     assert set(stream["check"]["max_abs_diff"]) == {"engine", "engine_step", "torch"}
 
 
+@pytest.mark.slow
 def test_tiny_benchmark_writes_json_markdown_and_png(tiny_result):
     result, _, out = tiny_result
     data = json.loads((out / "latest.json").read_text())
@@ -159,6 +169,7 @@ def test_tiny_benchmark_writes_json_markdown_and_png(tiny_result):
     assert "bidir2/tiny" in table and m["cpu_model"] in table
 
 
+@pytest.mark.slow
 def test_a_mismatch_aborts_the_point_and_is_not_timed(tmp_path, monkeypatch):
     import engine
 
@@ -179,6 +190,7 @@ def test_a_mismatch_aborts_the_point_and_is_not_timed(tmp_path, monkeypatch):
     assert (tmp_path / "latest.png").exists()
 
 
+@pytest.mark.slow
 def test_cold_start_runs_fresh_processes_and_checks_the_result(tmp_path):
     sc = Scenario("cold-tiny", "sequence", T=5, B=1, H=8)
     from bench.models import build, make_inputs
@@ -213,6 +225,7 @@ def test_cli_bench_list_and_help():
     assert r.returncode == 0 and "--quick" in r.stdout and "interleaved" in r.stdout
 
 
+@pytest.mark.slow   # the command checks that torch and onnxruntime import before it looks at its arguments
 @pytest.mark.parametrize("args,message", [(["--scenarios", "nothing-like-this"], "no scenario matches"),
                                           (["--threads", "0"], "thread counts must be positive"),
                                           (["--repeat-seconds", "-1"], "repeat_seconds must be positive")])
@@ -222,6 +235,7 @@ def test_cli_bench_errors_are_one_line(args, message):
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_cli_bench_runs_and_writes_the_report(tmp_path):
     r = _cli("--quick", "--scenarios", "stream/H64", "--threads", "1", "--repeat-seconds", "0.02", "--out",
              str(tmp_path))

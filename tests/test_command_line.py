@@ -1,4 +1,8 @@
-"""The lstm-engine command line, run as a subprocess the way a user runs it."""
+"""The lstm-engine command line, run as a subprocess the way a user runs it.
+
+The tests of conversion and of the demo need torch and onnxruntime (slow); help, inspect, run and their errors are
+tried on a model file built with engine.Model (tests/built_models.py).
+"""
 import json
 import os
 import subprocess
@@ -6,9 +10,9 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 import engine
+from built_models import recurrent_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,6 +29,7 @@ def no_traceback(p):
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
+    import torch
     d = tmp_path_factory.mktemp("cli")
     torch.manual_seed(0)
     m = torch.nn.LSTM(3, 4, num_layers=2, batch_first=True).eval()
@@ -45,14 +50,67 @@ def files(tmp_path_factory):
 def test_help_for_every_command():
     p = cli("--help")
     assert p.returncode == 0 and "convert" in p.stdout and "examples:" in p.stdout
-    for cmd in ("convert", "inspect", "run", "demo"):
+    for cmd in ("convert", "inspect", "run", "demo", "bench"):
         p = cli(cmd, "--help")
         assert p.returncode == 0 and "usage: lstm-engine " + cmd in p.stdout, cmd
     p = cli()
     assert p.returncode == 2 and "usage" in p.stdout
+    p = cli("--version")
+    assert p.returncode == 0 and p.stdout.strip() == f"lstm-engine {engine.__version__}"
 
 
+@pytest.fixture(scope="module")
+def built_file(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli-built")
+    model, reference = recurrent_model("GRU", I=3, H=4, direction="bidirectional", clip=2.0)
+    engine.save(model, d / "gru.lstm")
+    x = np.random.default_rng(0).standard_normal((6, 2, 3)).astype(np.float32)
+    np.save(d / "x.npy", x)
+    return d, reference, x
+
+
+def test_inspect_and_run_a_model_file(built_file):
+    d, reference, x = built_file
+    p = cli("inspect", d / "gru.lstm")
+    no_traceback(p)
+    assert p.returncode == 0, p.stderr
+    assert "lstm-engine v1" in p.stdout and "GRU bidirectional input=3 hidden=4" in p.stdout and "clip=2.0" in p.stdout
+    meta = json.loads(cli("inspect", d / "gru.lstm", "--json").stdout)
+    assert meta["nodes"][0]["op"] == "GRU" and meta["parameter_count"] == 2 * (12 * 3 + 12 * 4 + 24)
+    p = cli("run", d / "gru.lstm", "--input", f"X={d / 'x.npy'}", "-o", d / "out.npz", "--threads", "1")
+    assert p.returncode == 0, p.stderr
+    out = np.load(d / "out.npz")
+    assert sorted(out.files) == ["Y", "Y_h"]
+    for name, ref in zip(("Y", "Y_h"), reference({"X": x})):
+        assert np.abs(out[name] - ref).max() <= 1e-5
+
+
+CLI_ERRORS = [
+    (("convert", "missing.onnx", "-o", "x.lstm"), "not found"),
+    (("inspect", "missing.lstm"), "not found"),
+    (("run", "{d}/gru.lstm", "--input", "X={d}/missing.npy", "-o", "o.npz"), "file not found"),
+    (("run", "{d}/gru.lstm", "--input", "oops", "-o", "o.npz"), "NAME=FILE.npy"),
+    (("run", "{d}/gru.lstm", "--input", "nope={d}/x.npy", "-o", "o.npz"), "unknown input"),
+    (("run", "{d}/gru.lstm", "-o", "o.npz"), "missing required input"),
+    (("run", "{d}/gru.lstm", "--input", "X={d}/x.npy", "-o", "o.npz", "--outputs", "Z"), "unknown output"),
+    (("inspect", "{d}/x.npy"), "neither an lstm-engine model"),
+    (("convert", "{d}/gru.lstm", "-o", "{d}/again.lstm"), "already an lstm-engine model"),
+]
+
+
+@pytest.mark.parametrize("args,message", CLI_ERRORS, ids=[f"{a[0]}-{m.replace(' ', '-')}" for a, m in CLI_ERRORS])
+def test_errors_on_a_model_file_are_one_clear_line(built_file, args, message):
+    d, _, _ = built_file
+    p = cli(*[a.format(d=d) for a in args], cwd=d)
+    assert p.returncode == 2, p.stdout
+    no_traceback(p)
+    assert message in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+@pytest.mark.slow
 def test_convert_inspect_run_onnx(files):
+    import torch
     d, m, x = files
     p = cli("convert", d / "model.onnx", "-o", d / "from_onnx.lstm")
     assert p.returncode == 0, p.stderr
@@ -72,7 +130,9 @@ def test_convert_inspect_run_onnx(files):
         assert float(np.abs(out["output"] - m(torch.from_numpy(x))[0].numpy()).max()) <= 1e-5
 
 
+@pytest.mark.slow
 def test_convert_state_dict_with_batch_first(files):
+    import torch
     d, m, x = files
     p = cli("convert", d / "state.pt", "-o", d / "from_sd.lstm", "--batch-first")
     assert p.returncode == 0, p.stderr
@@ -83,30 +143,7 @@ def test_convert_state_dict_with_batch_first(files):
     assert p.returncode == 0 and np.load(d / "o.npz").files == ["h_n"]
 
 
-ERRORS = [
-    (("convert", "missing.onnx", "-o", "x.lstm"), "not found"),
-    (("inspect", "missing.lstm"), "not found"),
-    (("run", "{d}/from_onnx.lstm", "--input", "input={d}/missing.npy", "-o", "o.npz"), "file not found"),
-    (("run", "{d}/from_onnx.lstm", "--input", "oops", "-o", "o.npz"), "NAME=FILE.npy"),
-    (("run", "{d}/from_onnx.lstm", "--input", "nope={d}/x.npy", "-o", "o.npz"), "unknown input"),
-    (("run", "{d}/from_onnx.lstm", "-o", "o.npz"), "missing required input"),
-    (("inspect", "{d}/x.npy"), "neither an lstm-engine model"),
-    (("convert", "{d}/from_onnx.lstm", "-o", "{d}/again.lstm"), "already an lstm-engine model"),
-]
-
-
-@pytest.mark.parametrize("args,message", ERRORS, ids=[" ".join(e[0][:2]) + f"-{i}" for i, e in enumerate(ERRORS)])
-def test_errors_are_one_clear_line(files, args, message):
-    d, _, _ = files
-    if not (d / "from_onnx.lstm").exists():
-        assert cli("convert", d / "model.onnx", "-o", d / "from_onnx.lstm").returncode == 0
-    p = cli(*[a.format(d=d) for a in args], cwd=d)
-    assert p.returncode == 2, p.stdout
-    no_traceback(p)
-    assert message in p.stderr
-    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
-
-
+@pytest.mark.slow
 def test_demo_runs_every_zoo_model_and_checks_against_onnxruntime(tmp_path):
     p = cli("demo", "--repeats", "5", "--out", tmp_path / "out", cwd=tmp_path)
     no_traceback(p)
@@ -129,14 +166,16 @@ def test_demo_argument_errors(args, message):
     assert p.returncode == 2 and message in p.stderr
 
 
-@pytest.mark.parametrize("module,args,state_names", [
-    (lambda: torch.nn.GRU(3, 4, num_layers=2), [], ["h0"]),
-    (lambda: torch.nn.RNN(3, 4, nonlinearity="relu"), ["--nonlinearity", "relu"], ["h0"]),
-    (lambda: torch.nn.GRUCell(3, 4), [], None),
+@pytest.mark.slow
+@pytest.mark.parametrize("module,kwargs,args,state_names", [
+    ("GRU", {"num_layers": 2}, [], ["h0"]),
+    ("RNN", {"nonlinearity": "relu"}, ["--nonlinearity", "relu"], ["h0"]),
+    ("GRUCell", {}, [], None),
 ])
-def test_convert_gru_rnn_and_cell_state_dicts(tmp_path, module, args, state_names):
+def test_convert_gru_rnn_and_cell_state_dicts(tmp_path, module, kwargs, args, state_names):
+    import torch
     torch.manual_seed(1)
-    m = module().eval()
+    m = getattr(torch.nn, module)(3, 4, **kwargs).eval()
     torch.save(m.state_dict(), tmp_path / "sd.pt")
     p = cli("convert", tmp_path / "sd.pt", "-o", tmp_path / "m.lstm", *args)
     no_traceback(p)

@@ -27,6 +27,8 @@ import engine
 import onnx_backend
 from lstm_util import max_abs_diff, weights_to_initializers
 
+pytestmark = pytest.mark.slow   # compiles every onnx conformance case, twice
+
 PREFIXES = ("test_lstm_", "test_gru_", "test_rnn_", "test_simple_rnn_")
 
 # the cases onnx 1.23 generates for the three ops (LSTM's six since opset 14); a new one shows up as an extra

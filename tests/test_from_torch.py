@@ -12,6 +12,8 @@ import engine
 from engine.errors import ConversionError
 from lstm_util import max_abs_diff, ort_session
 
+pytestmark = pytest.mark.slow   # torch
+
 CONFIGS = [dict(num_layers=L, bidirectional=bd, batch_first=bf, bias=bias, proj_size=proj)
            for L, bd, bf, bias, proj in [
                (1, False, False, True, 0), (2, False, False, True, 0), (3, False, True, True, 0),

@@ -18,6 +18,8 @@ import engine
 from engine.errors import ConversionError, UnsupportedModelError
 from lstm_util import max_abs_diff, ort_session
 
+pytestmark = pytest.mark.slow   # torch
+
 LAYER_KINDS = [
     pytest.param(torch.nn.GRU, {}, id="GRU"),
     pytest.param(torch.nn.RNN, {}, id="RNN-tanh"),

@@ -19,6 +19,8 @@ import engine
 from lstm_util import (SETTINGS, compare, make_feeds, max_abs_diff, ort_session, rnn_model, to_double,
                        to_layout0, tolerance)
 
+pytestmark = pytest.mark.slow   # onnxruntime, and many compiled models
+
 FEW = settings(SETTINGS, max_examples=4)
 
 # (id, op, fixed attributes)

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 import engine
 from lstm_util import SETTINGS, compare, make_feeds, max_abs_diff, ort_session, rnn_model, to_double, tolerance
 
+pytestmark = pytest.mark.slow   # onnxruntime, and many compiled models
+
 DEFAULT = ["Sigmoid", "Tanh", "Tanh"]
 
 # (id, attrs, options) - options: with_B, with_P, inputs, outputs

@@ -1,25 +1,27 @@
-"""The model file: round trip, detection by content, version checks, and every kind of damage -> ModelFileError."""
+"""The model file: round trip, detection by content, version checks, and every kind of damage -> ModelFileError.
+
+The file is written from a model built with engine.Model (tests/built_models.py): no torch needed.
+"""
 import json
 import os
 import struct
 
 import numpy as np
 import pytest
-import torch
 
-import converters
 import engine
+from built_models import recurrent_model
 from engine.errors import FormatVersionError, ModelFileError
 from engine.model import FORMAT_VERSION, METADATA_KEY
 
 
 @pytest.fixture(scope="module")
 def lstm_file(tmp_path_factory):
-    torch.manual_seed(0)
-    m = torch.nn.LSTM(4, 5, num_layers=2, bidirectional=True).eval()
+    """A bidirectional LSTM with peepholes: X (T, B, 4) -> Y (T, 2, B, 5), Y_h, Y_c."""
+    model, reference = recurrent_model("LSTM", I=4, H=5, direction="bidirectional", peepholes=True)
     path = tmp_path_factory.mktemp("m") / "model.lstm"
-    converters.from_torch(m, path)
-    return m, path
+    engine.save(model, path)
+    return reference, path
 
 
 def _header(data):
@@ -45,10 +47,10 @@ def _set_meta(header, meta):
 
 
 def test_round_trip_is_bit_exact(lstm_file, tmp_path):
-    m, path = lstm_file
+    _, path = lstm_file
     model = engine.load(path)
     assert model.format_version == FORMAT_VERSION
-    assert model.origin["source"] == "torch"
+    assert model.origin["source"] == "tests/built_models.py"
     engine.save(model, tmp_path / "again.lstm")
     again = engine.load(tmp_path / "again.lstm")
     assert again.metadata() == model.metadata()
@@ -56,23 +58,27 @@ def test_round_trip_is_bit_exact(lstm_file, tmp_path):
         assert t.dtype == again.tensors[name].dtype and np.array_equal(t, again.tensors[name])
 
 
-def test_session_from_path_bytes_and_onnx_detected_by_content(lstm_file, tmp_path):
-    m, path = lstm_file
+def test_session_from_path_and_bytes_detected_by_content(lstm_file, tmp_path):
+    reference, path = lstm_file
     x = np.random.default_rng(0).standard_normal((3, 2, 4)).astype(np.float32)
-    ref = engine.Session(path).run(None, {"input": x})
+    ref = engine.Session(path).run(None, {"X": x})
+    assert max(float(np.abs(a - b).max()) for a, b in zip(ref, reference({"X": x}))) <= 1e-5
     odd_name = tmp_path / "weights.onnx"           # an lstm-engine file with a misleading extension
     odd_name.write_bytes(path.read_bytes())
     for src in (path, str(path), path.read_bytes(), odd_name):
-        out = engine.Session(src).run(None, {"input": x})
+        out = engine.Session(src).run(None, {"X": x})
         assert all(np.array_equal(a, b) for a, b in zip(out, ref))
-    import io
-    buf = io.BytesIO()
-    torch.onnx.export(m, (torch.from_numpy(x),), buf, dynamo=False, input_names=["input"],
-                      output_names=["output", "h_n", "c_n"], dynamic_axes={"input": {0: "T", 1: "B"}})
+
+
+def test_onnx_file_with_our_extension_is_detected_by_content(tmp_path):
+    from lstm_util import rnn_model
+    model, _ = rnn_model("LSTM", I=4, H=5, D=1, T="T", B="B", rng=np.random.default_rng(0), attrs={})
+    x = np.random.default_rng(1).standard_normal((3, 2, 4)).astype(np.float32)
     onnx_as_lstm = tmp_path / "model.lstm"        # an ONNX file with our extension
-    onnx_as_lstm.write_bytes(buf.getvalue())
-    out = engine.Session(onnx_as_lstm).run(None, {"input": x})
-    assert max(float(np.abs(a - b).max()) for a, b in zip(out, ref)) <= 1e-5
+    onnx_as_lstm.write_bytes(model.SerializeToString())
+    out = engine.Session(onnx_as_lstm).run(None, {"X": x})
+    ref = engine.Session(model.SerializeToString()).run(None, {"X": x})
+    assert all(np.array_equal(a, b) for a, b in zip(out, ref))
 
 
 def test_newer_format_version_is_refused(lstm_file, tmp_path):

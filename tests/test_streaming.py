@@ -11,6 +11,8 @@ import engine
 from engine.errors import InvalidInputError, UnsupportedModelError
 from lstm_util import max_abs_diff, rnn_model
 
+pytestmark = pytest.mark.slow   # torch
+
 
 def torch_model(**cfg):
     torch.manual_seed(1)

@@ -15,6 +15,8 @@ import engine
 from engine.errors import UnsupportedModelError
 from lstm_util import max_abs_diff, ort_session
 
+pytestmark = pytest.mark.slow   # torch and onnxruntime
+
 
 class CharLM(torch.nn.Module):
     """Embedding -> 2-layer LSTM -> Linear -> LogSoftmax, with the state as inputs and outputs."""

@@ -94,7 +94,7 @@ def pack_parts(RT, nparts):
     chunk = -(-H // nparts)
     out = np.zeros((D, nparts, Hout, 4 * chunk), dtype=RT.dtype)
     for p in range(nparts):
-        j0, j1 = p * chunk, min(H, (p + 1) * chunk)
+        j0, j1 = min(H, p * chunk), min(H, (p + 1) * chunk)   # the last parts may be empty (more parts than fit)
         for q in range(4):
             out[:, p, :, q * chunk:q * chunk + (j1 - j0)] = RT[:, :, q * H + j0:q * H + j1]
     return out

@@ -1,0 +1,62 @@
+"""Small models built directly with engine.Model and engine.Node (no torch, no onnx, no converter), and their
+float64 reference outputs from tests/naive.py.
+
+Each model is one recurrent node with ONNX's inputs and outputs, every attribute filled in as the converters write
+them (engine/model.py), weights in ONNX gate order: LSTM i, o, f, c; GRU z, r, h.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+import engine
+import naive
+
+DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"], "RNN": ["Tanh"]}
+
+
+def recurrent_model(op="LSTM", *, I=4, H=6, direction="forward", sequence_lens=False, peepholes=False, clip=None,
+                    input_forget=0, linear_before_reset=0, dtype="float32", seed=0, scale=0.5):
+    """(engine.Model, reference): one ``op`` node.
+
+    Inputs X (T, B, I); sequence_lens (B,) int32 if asked for (then required, as in ONNX); initial_h (D, B, H)
+    and, for the LSTM, initial_c (D, B, H), both optional (zeros). Outputs Y (T, D, B, H), Y_h (D, B, H) and, for
+    the LSTM, Y_c (D, B, H). Forward models can stream along T.
+    ``reference(feed)`` returns the outputs computed by tests/naive.py in float64.
+    """
+    rng = np.random.default_rng(seed)
+    D = 2 if direction == "bidirectional" else 1
+    G = naive.GATES[op]
+    w = lambda *shape: (rng.standard_normal(shape) * scale).astype(dtype)   # noqa: E731
+    tensors = {"W": w(D, G * H, I), "R": w(D, G * H, H), "B": w(D, 2 * G * H)}   # B: Wb then Rb
+    if peepholes:
+        tensors["P"] = w(D, 3 * H)                                                 # i, o, f
+    inputs = [engine.TensorSpec("X", ["T", "B", I], dtype)]
+    if sequence_lens:
+        inputs.append(engine.TensorSpec("sequence_lens", ["B"], "int32"))          # required, as in ONNX
+    states = ["initial_h", "initial_c"] if op == "LSTM" else ["initial_h"]
+    inputs += [engine.TensorSpec(s, [D, "B", H], dtype, optional=True) for s in states]
+    node_inputs = ["X", "W", "R", "B", "sequence_lens" if sequence_lens else "", *states]
+    attrs = {"hidden_size": H, "direction": direction, "layout": 0,
+             "activations": [[a, 0.0, 0.0] for a in DEFAULT_ACTIVATIONS[op] * D], "clip": clip}
+    if op == "LSTM":
+        node_inputs += ["P" if peepholes else ""]
+        attrs.update(input_forget=input_forget, proj_size=0)
+    elif op == "GRU":
+        attrs.update(linear_before_reset=linear_before_reset)
+    outputs = ["Y", "Y_h", "Y_c"] if op == "LSTM" else ["Y", "Y_h"]
+    out_specs = [engine.TensorSpec("Y", ["T", D, "B", H], dtype)]
+    out_specs += [engine.TensorSpec(o, [D, "B", H], dtype) for o in outputs[1:]]
+    stream = None
+    if direction == "forward":
+        stream = {"input": "X", "time_axis": 0, "batch_axis": 1, "outputs": {"Y": 0, **{o: None for o in outputs[1:]}}}
+    model = engine.Model(inputs=inputs, outputs=out_specs, nodes=[engine.Node(op, op.lower(), node_inputs, outputs,
+                                                                               attrs)],
+                         tensors=tensors, dtype=dtype, origin={"source": "tests/built_models.py"}, stream=stream)
+
+    def reference(feed):
+        extra = {"P": tensors["P"]} if peepholes else {}
+        return naive.recurrent(op, feed["X"], tensors["W"], tensors["R"], tensors["B"], feed.get("sequence_lens"),
+                               feed.get("initial_h"), feed.get("initial_c"), direction=direction, clip=clip,
+                               input_forget=input_forget, linear_before_reset=linear_before_reset, **extra)
+
+    return model.validate(), reference

@@ -1,0 +1,436 @@
+"""Every recurrent kernel against the slow float64 reference (tests/naive.py), called directly on packed arrays.
+
+The kernels are pure functions over buffers the caller prepares; this file prepares them the way their docstrings
+describe (weights transposed and packed per gate, the input projection hoisted, the state of an empty sequence
+zeroed) and compares one direction at a time with the reference run on the same float32 values in float64.
+Tolerances: |kernel - reference| <= 1e-5 + 1e-6 |reference| for float32 kernels (up to 100 steps), 1e-12 (1 +
+|reference|) for float64. The relative part matters only for values far beyond 1: an LSTM cell state that integrates
+over 100 steps reaches 50-90 (with peepholes), where 1e-5 is 2 float32 ulps.
+
+NaN must propagate exactly as in the reference, +-inf must saturate the way float math says (the same NaN and inf
+positions, the same values elsewhere), and nothing a kernel must not read (a step past the end of a sequence) may
+leak into its outputs.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+import naive
+from engine.ops.activations import codes_of
+from engine.ops.gru_rnn import gru_direction, rnn_direction
+from engine.ops.lstm_fast import (input_projection, lstm_direction_fast, lstm_direction_parallel, pack_parts,
+                                  sigmoid32, tanh32)
+from engine.ops.lstm_kernels import lstm_direction_generic
+
+F32, F64 = np.float32, np.float64
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+D, SLOT = 2, 1          # every kernel writes direction slot 1 of a two-direction Y; slot 0 must stay untouched
+
+
+def tolerance(dtype):
+    """(absolute, relative): |got - ref| <= absolute + relative * |ref|, element by element (llm.c's t_eff)."""
+    return (1e-5, 1e-6) if dtype == F32 else (1e-12, 1e-12)
+
+
+def assert_matches(got, ref, dtype, what) -> float:
+    """Same NaN and +-inf positions, finite values within the tolerance; returns the largest finite difference."""
+    got = np.asarray(got, F64)
+    assert got.shape == ref.shape, f"{what}: shape {got.shape}, reference {ref.shape}"
+    nan_got, nan_ref = np.isnan(got), np.isnan(ref)
+    assert np.array_equal(nan_got, nan_ref), \
+        f"{what}: NaN at {np.argwhere(nan_got)[:5].tolist()}, reference at {np.argwhere(nan_ref)[:5].tolist()}"
+    for sign in (np.isposinf, np.isneginf):
+        assert np.array_equal(sign(got), sign(ref)), f"{what}: infinities differ from the reference"
+    finite = np.isfinite(ref)
+    err = np.abs(got[finite] - ref[finite])
+    absolute, relative = tolerance(dtype)
+    bad = err > absolute + relative * np.abs(ref[finite])
+    assert not bad.any(), (f"{what}: abs diff {err[bad].max():.3g} where the reference is "
+                           f"{ref[finite][bad][np.argmax(err[bad])]:.3g} (largest diff {err.max():.3g})")
+    return float(err.max(initial=0.0))
+
+
+# ---------------------------------------------------------------------- cases
+@dataclass(frozen=True)
+class Case:
+    """One direction's inputs, as ONNX defines them, with float32-representable values (float64 arrays)."""
+    op: str
+    x: np.ndarray            # (T, B, I)
+    W: np.ndarray            # (G*H, I)   LSTM i, o, f, c; GRU z, r, h
+    R: np.ndarray            # (G*H, Hout)
+    Wb: np.ndarray           # (G*H,)
+    Rb: np.ndarray           # (G*H,)
+    P: np.ndarray | None     # (3H,) i, o, f (LSTM)
+    W_proj: np.ndarray | None  # (Hout, H) (LSTM, PyTorch's projection)
+    h0: np.ndarray           # (B, Hout)
+    c0: np.ndarray           # (B, H)
+    lens: np.ndarray | None  # (B,) int64, None: every entry runs T steps
+    reverse: bool = False
+    clip: float | None = None
+    input_forget: int = 0
+    lbr: int = 0             # GRU linear_before_reset
+    acts: tuple = ()         # ((name, alpha, beta), ...) f, g[, h]; () = the op's defaults
+
+    @property
+    def H(self):
+        return self.W.shape[0] // GATES[self.op]
+
+    @property
+    def seq(self):
+        T, B, _ = self.x.shape
+        return np.full(B, T, np.int64) if self.lens is None else self.lens
+
+    def activations(self):
+        return list(self.acts) or naive.resolve_activations(naive.DEFAULTS[self.op])
+
+    def default_activations(self):
+        return not self.acts
+
+
+def f32_values(a):
+    return np.asarray(a, F32).astype(F64)
+
+
+def make_case(op, T, B, I, H, seed, *, lens=False, state=False, peep=False, proj=0, scale=0.5, **kw) -> Case:
+    rng = np.random.default_rng(seed)
+    G = GATES[op]
+    Hout = proj or H
+    r = lambda *shape: f32_values(rng.standard_normal(shape) * scale)   # noqa: E731
+    seq = None
+    if lens:
+        seq = rng.integers(0, T + 1, size=B).astype(np.int64)
+        seq[0] = T
+    return Case(op, x=f32_values(rng.standard_normal((T, B, I))), W=r(G * H, I), R=r(G * H, Hout), Wb=r(G * H),
+                Rb=r(G * H), P=r(3 * H) if peep else None, W_proj=r(Hout, H) if proj else None,
+                h0=r(B, Hout) if state else np.zeros((B, Hout)), c0=r(B, H) if state else np.zeros((B, H)),
+                lens=seq, **kw)
+
+
+def reference(c: Case) -> list:
+    """[Y (T, B, Hout), h (B, Hout)] and for the LSTM c (B, H), in float64."""
+    common = dict(lens=c.seq, reverse=c.reverse, acts=c.activations(), clip=c.clip)
+    if c.op == "LSTM":
+        return list(naive.lstm_direction(c.x, c.W, c.R, c.Wb, c.Rb, c.P, c.h0, c.c0, input_forget=c.input_forget,
+                                         W_proj=c.W_proj, **common))
+    if c.op == "GRU":
+        return list(naive.gru_direction(c.x, c.W, c.R, c.Wb, c.Rb, c.h0, linear_before_reset=c.lbr, **common))
+    return list(naive.rnn_direction(c.x, c.W, c.R, c.Wb, c.Rb, c.h0, **common))
+
+
+# ---------------------------------------------------------------------- calling the kernels
+def _start(c: Case, dtype):
+    """The buffers every kernel takes: x (T*B, I), Y with slot SLOT prefilled with NaN where every step must be
+    written (zero where a sequence ends early: the caller zero-fills), and the initial state with the state of an
+    empty sequence zeroed (the kernels' contract)."""
+    T, B, I = c.x.shape
+    Hout = c.R.shape[1]
+    Y = np.zeros((T, D, B, Hout), dtype)
+    if c.lens is None:
+        Y[:, SLOT] = np.nan
+    empty = c.seq == 0
+    h = np.array(c.h0, dtype)
+    h[empty] = 0
+    cc = np.array(c.c0, dtype)
+    cc[empty] = 0
+    return np.ascontiguousarray(c.x.reshape(T * B, I), dtype), Y, h, cc
+
+
+def _finish(Y, *state):
+    assert not Y[:, 1 - SLOT].any(), "a kernel wrote into the other direction's slot"
+    return [Y[:, SLOT], *state]
+
+
+def _project(X2, WT):
+    """X2 @ WT through the kernel's input projection (which writes into a buffer it is given)."""
+    out = np.empty((X2.shape[0], WT.shape[1]), X2.dtype)
+    input_projection(X2, WT, out)
+    return out
+
+
+def _fclip(c, dtype):
+    """The clip of the fast LSTM kernels and the GRU/RNN kernels: +inf for none, float32 for float32 kernels."""
+    value = np.inf if c.clip is None else c.clip
+    return F32(value) if dtype == F32 else float(value)
+
+
+def lstm_fast(c: Case, dtype=F32):
+    X2, Y, h, cc = _start(c, dtype)
+    H = c.H
+    WT = np.ascontiguousarray(c.W.T, dtype)                               # (I, 4H) i, o, f, c
+    RT = np.ascontiguousarray(c.R.T, dtype)                               # (H, 4H)
+    bias = np.asarray(c.Wb + c.Rb, dtype)                                 # (4H,)
+    peep = np.asarray(c.P if c.P is not None else np.zeros(3 * H), dtype)  # (3H,) i, o, f
+    xw = _project(X2, WT)
+    gates = np.empty(4 * H, dtype)
+    rec = np.empty((c.x.shape[1], 4 * H), dtype)
+    lstm_direction_fast(Y, SLOT, xw, c.x.shape[1], RT, bias, peep, c.P is not None, c.seq, h, cc, c.reverse,
+                        _fclip(c, dtype), bool(c.input_forget), gates, rec)
+    return _finish(Y, h, cc)
+
+
+def lstm_parallel(c: Case, nparts=2):
+    X2, Y, h, cc = _start(c, F32)
+    H = c.H
+    WTp = pack_parts(np.ascontiguousarray(c.W.T, F32)[None], nparts)[0]             # (nparts, I, 4*chunk)
+    RTp = pack_parts(np.ascontiguousarray(c.R.T, F32)[None], nparts)[0]             # (nparts, H, 4*chunk)
+    biasp = pack_parts(np.asarray(c.Wb + c.Rb, F32)[None, None], nparts)[0]         # (nparts, 1, 4*chunk)
+    peep = np.asarray(c.P if c.P is not None else np.zeros(3 * H), F32)
+    lstm_direction_parallel(Y, SLOT, X2, c.x.shape[1], WTp, RTp, biasp, peep, c.P is not None, c.seq, h, cc,
+                            c.reverse, _fclip(c, F32), bool(c.input_forget))
+    return _finish(Y, h, cc)
+
+
+def lstm_generic(c: Case, dtype=F32):
+    X2, Y, h, cc = _start(c, dtype)
+    T, B, _ = c.x.shape
+    H, Hout = c.H, c.R.shape[1]
+    WT = np.ascontiguousarray(c.W.T, dtype)
+    RT = np.ascontiguousarray(c.R.T, dtype)                               # (Hout, 4H)
+    projT = np.ascontiguousarray(c.W_proj.T if c.W_proj is not None else np.zeros((1, 1)), dtype)  # (H, Hout)
+    peep = np.asarray(c.P if c.P is not None else np.zeros(3 * H), dtype)
+    codes, alphas, betas = codes_of(c.activations())
+    Yh = np.full((D, B, Hout), np.nan, dtype)
+    Yc = np.full((D, B, H), np.nan, dtype)
+    with np.errstate(invalid="ignore"):                                   # inf - inf in the NaN/inf cases
+        xw = np.dot(X2, WT)
+    lstm_direction_generic(Y, Yh, Yc, SLOT, xw, B, RT, np.asarray(c.Wb + c.Rb, dtype), peep,
+                           c.P is not None, projT, c.W_proj is not None, c.seq, h, cc, c.reverse, codes, alphas,
+                           betas, float(c.clip) if c.clip is not None else np.inf, int(c.input_forget))
+    return _finish(Y, Yh[SLOT], Yc[SLOT])
+
+
+def gru(c: Case, dtype=F32):
+    X2, Y, h, _ = _start(c, dtype)
+    H = c.H
+    RT = c.R.T                                                            # (H, 3H) z, r, h
+    bias = np.concatenate([c.Wb[:2 * H] + c.Rb[:2 * H], c.Wb[2 * H:], c.Rb[2 * H:]])   # (4H,) z, r, Wbh, Rbh
+    codes, alphas, betas = codes_of(c.activations())
+    gru_direction(Y, SLOT, _project(X2, np.ascontiguousarray(c.W.T, dtype)), c.x.shape[1],
+                  np.ascontiguousarray(RT[:, :2 * H], dtype), np.ascontiguousarray(RT[:, 2 * H:], dtype),
+                  np.asarray(bias, dtype), c.seq, h, c.reverse, codes, alphas, betas,
+                  _fclip(c, dtype), bool(c.lbr),
+                  dtype == F32 and c.default_activations())
+    return _finish(Y, h)
+
+
+def rnn(c: Case, dtype=F32):
+    X2, Y, h, _ = _start(c, dtype)
+    codes, alphas, betas = codes_of(c.activations())
+    rnn_direction(Y, SLOT, _project(X2, np.ascontiguousarray(c.W.T, dtype)), c.x.shape[1],
+                  np.ascontiguousarray(c.R.T, dtype), np.asarray(c.Wb + c.Rb, dtype), c.seq, h, c.reverse, codes[0],
+                  alphas[0], betas[0], _fclip(c, dtype),
+                  dtype == F32 and c.default_activations())
+    return _finish(Y, h)
+
+
+# the engine runs the parallel kernel with two threads or more, each owning a part of the hidden units
+KERNELS = {
+    "lstm-fast": ("LSTM", F32, lstm_fast),
+    "lstm-parallel-2": ("LSTM", F32, functools.partial(lstm_parallel, nparts=2)),
+    "lstm-parallel-3": ("LSTM", F32, functools.partial(lstm_parallel, nparts=3)),
+    "lstm-parallel-4": ("LSTM", F32, functools.partial(lstm_parallel, nparts=4)),
+    "lstm-generic-f32": ("LSTM", F32, lstm_generic),
+    "lstm-generic-f64": ("LSTM", F64, functools.partial(lstm_generic, dtype=F64)),
+    "gru-f32": ("GRU", F32, gru),
+    "gru-f64": ("GRU", F64, functools.partial(gru, dtype=F64)),
+    "rnn-f32": ("RNN", F32, rnn),
+    "rnn-f64": ("RNN", F64, functools.partial(rnn, dtype=F64)),
+}
+
+
+def check(kernel, c: Case, ref=None) -> float:
+    op, dtype, run = KERNELS[kernel]
+    assert op == c.op
+    ref = reference(c) if ref is None else ref
+    got = run(c)
+    return max(assert_matches(g, r, dtype, f"{kernel} {name}") for g, r, name in zip(got, ref, ("Y", "h", "c")))
+
+
+# ---------------------------------------------------------------------- random inputs
+# (T, B, I, H): one step; a single hidden unit; H not a multiple of 4 (the blocked product's tail); B >= 4 (the
+# fast kernels' per-step GEMM instead of the blocked product); 100 steps
+SIZES = [(1, 1, 2, 1), (9, 1, 3, 5), (17, 3, 4, 8), (9, 6, 3, 5), (100, 2, 3, 7)]
+FEATURES = {
+    "plain": {},
+    "lens": {"lens": True},
+    "reverse-lens": {"reverse": True, "lens": True},
+    "state": {"state": True},
+    "clip": {"clip": 0.8, "state": True},
+    "reverse-clip-lens": {"reverse": True, "clip": 1.3, "lens": True, "state": True},
+}
+LSTM_FEATURES = {
+    **FEATURES,
+    "peepholes": {"peep": True, "state": True},
+    "input-forget": {"input_forget": 1},
+    "everything": {"lens": True, "reverse": True, "peep": True, "clip": 1.3, "input_forget": 1, "state": True},
+}
+GRU_FEATURES = {**FEATURES, **{f"lbr-{k}": {**v, "lbr": 1} for k, v in FEATURES.items()}}
+
+
+@functools.lru_cache(maxsize=None)
+def random_case(op, size, feature):
+    """A case and its reference, shared by the kernels that run it."""
+    T, B, I, H = size
+    opts = {"LSTM": LSTM_FEATURES, "GRU": GRU_FEATURES, "RNN": FEATURES}[op][feature]
+    c = make_case(op, T, B, I, H, seed=zlib.crc32(repr((op, size, feature)).encode()), **opts)
+    return c, reference(c)
+
+
+def more_parts_than_units(kernel, H):
+    """pack_parts cannot split H hidden units into that many parts (see test_pack_parts_with_more_parts_than_units)."""
+    nparts = int(kernel.rsplit("-", 1)[1]) if kernel.startswith("lstm-parallel") else 1
+    return (nparts - 1) * -(-H // nparts) > H
+
+
+def params(kernels, features):
+    return [pytest.param(k, s, f, id=f"{k}-T{s[0]}B{s[1]}H{s[3]}-{f}")
+            for k, s, f in itertools.product(kernels, SIZES, features) if not more_parts_than_units(k, s[3])]
+
+
+LSTM_KERNELS = [k for k in KERNELS if k.startswith("lstm") and k != "lstm-parallel-4"]
+
+
+@pytest.mark.parametrize("kernel,size,feature", params(LSTM_KERNELS, LSTM_FEATURES))
+def test_lstm_kernels_match_the_reference(kernel, size, feature):
+    check(kernel, *random_case("LSTM", size, feature))
+
+
+@pytest.mark.parametrize("kernel,size,feature", params(["gru-f32", "gru-f64"], GRU_FEATURES)
+                         + params(["rnn-f32", "rnn-f64"], FEATURES))
+def test_gru_and_rnn_kernels_match_the_reference(kernel, size, feature):
+    check(kernel, *random_case(kernel[:3].upper(), size, feature))
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["f32", "f64"])
+@pytest.mark.parametrize("size", [(7, 2, 3, 5), (6, 5, 2, 4)], ids=["B2", "B5"])
+def test_lstm_generic_projection(size, dtype):
+    T, B, I, H = size
+    kernel = "lstm-generic-f32" if dtype == F32 else "lstm-generic-f64"
+    for opts in ({}, {"lens": True, "reverse": True, "peep": True, "state": True, "clip": 0.9}):
+        check(kernel, make_case("LSTM", T, B, I, H, seed=11, proj=3, **opts))
+
+
+# activations other than the defaults: only the generic kernels; few steps and small weights, since unbounded
+# ones (Relu, Affine, LeakyRelu) make the state grow geometrically with the steps (to 1e46 in 6 steps at weights
+# of scale 0.5: beyond float32)
+ACTIVATIONS = {
+    "relu-tanh-affine": (["Relu", "Tanh", "Affine"], [0.5], [0.1]),
+    "hardsigmoid-softsign-softplus": (["HardSigmoid", "Softsign", "Softplus"], [0.3], [0.4]),
+    "leakyrelu-thresholdedrelu-elu": (["LeakyRelu", "ThresholdedRelu", "Elu"], [0.05, 0.2, 0.9], []),
+    "sigmoid-scaledtanh-scaledtanh": (["Sigmoid", "ScaledTanh", "ScaledTanh"], [1.2, 0.8], [0.7, 1.3]),
+}
+
+
+@pytest.mark.parametrize("acts", list(ACTIVATIONS))
+@pytest.mark.parametrize("kernel", ["lstm-generic-f32", "lstm-generic-f64", "gru-f32", "gru-f64", "rnn-f32",
+                                    "rnn-f64"])
+def test_generic_activations_match_the_reference(kernel, acts):
+    op = KERNELS[kernel][0]
+    names, alphas, betas = ACTIVATIONS[acts]
+    n = len(naive.DEFAULTS[op])
+    resolved = tuple(naive.resolve_activations(names, alphas, betas)[:n])
+    for opts in ({}, {"lens": True, "reverse": True, "clip": 1.5, "state": True, "lbr": 1}):
+        if op != "GRU":
+            opts.pop("lbr", None)
+        check(kernel, make_case(op, 6, 3, 3, 4, seed=5, acts=resolved, scale=0.2, **opts))
+
+
+# ---------------------------------------------------------------------- NaN, inf, constants
+@functools.lru_cache(maxsize=None)
+def special_case(op, special, B):
+    """T=7, I=3, H=6: inputs with NaN, infinities or constants, and a state that stays finite unless said; and the
+    reference's outputs, shared by the kernels."""
+    c = make_case(op, 7, B, 3, 6, seed=7, state=True, peep=op == "LSTM")
+    x, h0, lens = c.x.copy(), c.h0.copy(), None
+    if special == "nan-x":
+        x[2, 0, 0] = np.nan                       # entry 0 is NaN from step 2 on; the others stay finite
+    elif special == "nan-h0":
+        h0[1, 3] = np.nan
+    elif special == "inf-x":
+        x[1, 0, 0] = np.inf
+        x[4, 1, 2] = -np.inf
+    elif special == "inf-and-nan-x":
+        x[3, 0, :] = np.inf                       # on every feature: inf - inf = NaN where the weights' signs differ
+        x[5, 1, 1] = np.nan
+    elif special == "nan-past-the-end":
+        lens = np.full(B, 7, np.int64)
+        lens[1] = 3
+        x[3:, 1] = np.nan                         # never read: entry 1 ends after 3 steps
+    elif special == "zeros":
+        x[:] = 0.0
+    elif special == "constant":
+        x[:] = 3.0
+    elif special == "huge":
+        x[:] = 1e4                                # every gate saturates
+    else:
+        raise ValueError(special)
+    c = Case(**{**c.__dict__, "x": x, "h0": h0, "lens": lens})
+    return c, reference(c)
+
+
+SPECIALS = ["nan-x", "nan-h0", "inf-x", "inf-and-nan-x", "nan-past-the-end", "zeros", "constant", "huge"]
+
+
+@pytest.mark.parametrize("B", [2, 5])
+@pytest.mark.parametrize("special", SPECIALS)
+@pytest.mark.parametrize("kernel", list(KERNELS))
+def test_nan_inf_and_constant_inputs(kernel, special, B):
+    op = KERNELS[kernel][0]
+    c, ref = special_case(op, special, B)
+    check(kernel, c, ref)
+    y = ref[0]
+    if special == "nan-x":
+        assert np.isnan(y[2:, 0]).all() and np.isfinite(y[:, 1:]).all()
+    if special == "nan-h0":
+        assert np.isnan(y[:, 1]).all() and np.isfinite(y[:, 0]).all()
+    if special in ("inf-x", "nan-past-the-end", "zeros", "constant", "huge"):
+        assert np.isfinite(y).all()
+
+
+def test_tanh32_and_sigmoid32():
+    x = np.linspace(-20, 20, 4001).astype(F32)
+    t = np.array([tanh32(v) for v in x], F64)
+    s = np.array([sigmoid32(v) for v in x], F64)
+    x64 = x.astype(F64)
+    assert np.abs(t - np.tanh(x64)).max() <= 3e-7
+    assert np.abs(s - 1 / (1 + np.exp(-x64))).max() <= 3e-7
+    assert np.array_equal(t[np.abs(x) > 9], np.sign(x64[np.abs(x) > 9]))    # saturated exactly
+    assert (tanh32(F32(np.inf)), tanh32(F32(-np.inf)), sigmoid32(F32(np.inf)), sigmoid32(F32(-np.inf))) == \
+        (1.0, -1.0, 1.0, 0.0)
+    assert np.isnan(tanh32(F32(np.nan))) and np.isnan(sigmoid32(F32(np.nan)))
+
+
+@pytest.mark.parametrize("N", [1, 4, 5, 12])
+def test_input_projection(N):
+    rng = np.random.default_rng(N)
+    X2 = rng.standard_normal((N, 7)).astype(F32)
+    WT = rng.standard_normal((7, 12)).astype(F32)
+    X2[0, 3] = np.nan
+    got = _project(X2, WT)
+    ref = X2.astype(F64) @ WT.astype(F64)
+    assert np.isnan(got[0]).all()
+    assert np.abs(got[1:] - ref[1:]).max(initial=0.0) <= 1e-5
+
+
+def test_pack_parts_with_more_parts_than_units():
+    c = make_case("LSTM", 3, 1, 2, 5, seed=1)
+    assert more_parts_than_units("lstm-parallel-4", 5)
+    check("lstm-parallel-4", c)
+
+
+# ---------------------------------------------------------------------- the three LSTM kernels agree
+@pytest.mark.parametrize("feature", list(LSTM_FEATURES))
+@pytest.mark.parametrize("size", [(9, 1, 3, 5), (30, 3, 4, 13), (12, 5, 3, 8)], ids=["B1", "B3", "B5"])
+def test_fast_generic_and_parallel_lstm_kernels_agree(size, feature):
+    T, B, I, H = size
+    c = make_case("LSTM", T, B, I, H, seed=2, **LSTM_FEATURES[feature])
+    fast = lstm_fast(c)
+    for other in (lstm_generic(c), lstm_parallel(c, 2), lstm_parallel(c, 3)):
+        for a, b, name in zip(fast, other, ("Y", "h", "c")):
+            assert_matches(a, np.asarray(b, F64), F32, name)
