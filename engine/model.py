@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import FormatVersionError, ModelFileError, UnsupportedModelError
+from .errors import EngineError, FormatVersionError, ModelFileError, UnsupportedModelError
 
 FORMAT_NAME = "lstm-engine"
 FORMAT_VERSION = 1
@@ -84,6 +84,7 @@ class Model:
     origin: dict = field(default_factory=dict)
     stream: dict | None = None
     format_version: int = FORMAT_VERSION
+    released: bool = False    # a Session packed the float weights and let go of them (see Session)
 
     # ------------------------------------------------------------------ queries
     def input(self, name: str) -> TensorSpec:
@@ -98,6 +99,15 @@ class Model:
 
     def parameter_count(self) -> int:
         return int(sum(t.size for t in self.tensors.values() if t.dtype.kind == "f"))
+
+    def with_weights_released(self) -> "Model":
+        """A copy whose float tensors are zero-stride stand-ins of the same shapes and dtypes (no memory), marked
+        ``released`` so that nothing can run it by mistake: what a Session keeps once its weights are packed."""
+        stand_ins = {name: (np.broadcast_to(np.zeros((), t.dtype), t.shape) if t.dtype.kind == "f" else t)
+                     for name, t in self.tensors.items()}
+        return Model(inputs=self.inputs, outputs=self.outputs, nodes=self.nodes, tensors=stand_ins,
+                     dtype=self.dtype, origin=self.origin, stream=self.stream, format_version=self.format_version,
+                     released=True)
 
     def metadata(self) -> dict:
         return {
@@ -115,6 +125,10 @@ class Model:
     def validate(self) -> "Model":
         """Check that the graph is well formed: names resolve, ops are known, tensors have the shapes ops expect."""
         from .ops import OPS
+        if self.released:
+            raise EngineError("this Model's weights were released by the Session that loaded it (Session.model "
+                              "keeps only their shapes); load the file again with engine.load(path), or pass the "
+                              "path to Session")
 
         if self.dtype not in SUPPORTED_DTYPES:
             raise UnsupportedModelError(f"model dtype {self.dtype!r} is not supported (supported: float32, float64)")

@@ -43,31 +43,43 @@ class Weights:
 
     def __init__(self, model, dtype, threads):
         self.dtype = np.dtype(dtype)
-        arrays, self._entries, self._raw = [], {}, {}
+        self._entries, self._raw = {}, {}
+        # Two passes over the ops' packing, so that loading never holds much more than the file and the buffer:
+        # the first only learns the shapes (each packed array dropped at once), the second copies each array into
+        # its place as it comes. Packing is a few transposes: cheap next to the memory it saves.
         pos = 0
-
-        def place(arr):
-            nonlocal pos
-            arr = np.ascontiguousarray(arr, dtype=self.dtype)
-            arrays.append((pos, arr))
-            where = (pos, arr.shape)
+        for where, arr in self._packed(model, threads):
+            self._place(where, pos, arr.shape)
             pos += _up(max(arr.size, 1))
-            return where
-
-        for node in model.nodes:
-            op = OPS[node.op]
-            for key, arr in op.pack(node, model, self.dtype, threads).items():
-                self._entries[(node.name, key)] = place(arr)
-            for i, name in enumerate(node.inputs):
-                if (name and i not in op.packed_inputs and name in model.tensors and name not in self._raw
-                        and model.tensors[name].dtype.kind == "f"):
-                    self._raw[name] = place(model.tensors[name])
         raw = np.empty(pos + ALIGN, dtype=self.dtype)
         shift = (-raw.ctypes.data % 64) // self.dtype.itemsize
         self.buffer = raw[shift:shift + max(pos, 1)]
-        for off, arr in arrays:
-            self.buffer[off:off + arr.size] = arr.reshape(-1)
+        for where, arr in self._packed(model, threads):
+            off, shape = self._lookup(where)
+            self.buffer[off:off + arr.size] = np.asarray(arr, dtype=self.dtype).reshape(-1)
         self.nbytes = self.buffer.nbytes
+
+    def _packed(self, model, threads):
+        """(("node", node name, key) or ("raw", tensor name), array) for every constant the kernels read."""
+        seen = set()
+        for node in model.nodes:
+            op = OPS[node.op]
+            for key, arr in op.pack(node, model, self.dtype, threads):
+                yield ("node", node.name, key), arr
+            for i, name in enumerate(node.inputs):
+                if (name and i not in op.packed_inputs and name in model.tensors and name not in seen
+                        and model.tensors[name].dtype.kind == "f"):
+                    seen.add(name)
+                    yield ("raw", name), model.tensors[name]
+
+    def _place(self, where, off, shape):
+        if where[0] == "node":
+            self._entries[where[1:]] = (off, tuple(shape))
+        else:
+            self._raw[where[1]] = (off, tuple(shape))
+
+    def _lookup(self, where):
+        return self._entries[where[1:]] if where[0] == "node" else self._raw[where[1]]
 
     def entry(self, node, key):
         return self._entries[(node.name, key)]

@@ -76,6 +76,9 @@ class Session:
         reference (onnxruntime has no float64 LSTM).
 
     A Session is safe to use from several threads at once; so are its streams, one thread per stream at a time.
+    Memory: a Session keeps its packed weights only. When it loaded the model itself (from a path or bytes), the
+    file's weights are let go once packed, and ``Session.model`` keeps the graph with their shapes only (passing it
+    to another Session is refused with a clear error: load the file again); a ``Model`` passed in stays whole.
     """
 
     def __init__(self, path_or_bytes, threads: int | None = None, precision: str | None = None):
@@ -97,6 +100,10 @@ class Session:
         self._plan_lock = threading.Lock()
         t1 = time.perf_counter()
         self.weights = Weights(self.model, self.dtype, self.threads)
+        if not isinstance(path_or_bytes, Model):
+            # the packed buffer is all the kernels read: let the file's weights go (a Model passed in is the
+            # caller's and stays as it is)
+            self.model = self.model.with_weights_released()
         self._fconst = self.weights.buffer
         self._no_f = np.empty(0, self.dtype)
         self._no_i = np.empty(0, np.int64)

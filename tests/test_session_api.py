@@ -217,3 +217,16 @@ def test_stream_steps_match_one_run(bidirectional):
     assert max_abs_diff(stream.state["lstm/h"], h) <= 1e-6 and max_abs_diff(stream.state["lstm/c"], c) <= 1e-6
     with pytest.raises(engine.UnsupportedModelError, match="cannot be streamed"):
         bidirectional[0].stream()
+
+
+def test_a_session_lets_go_of_the_weights_it_loaded(bidirectional, tmp_path):
+    owner, _ = bidirectional
+    engine.save(owner.model, tmp_path / "m.lstm")
+    sess = engine.Session(tmp_path / "m.lstm")
+    x = x_of()
+    assert all(np.array_equal(a, b) for a, b in zip(sess.run(None, {"X": x}), owner.run(None, {"X": x})))
+    assert sess.model.released and all(t.strides == (0,) * t.ndim for t in sess.model.tensors.values()
+                                       if t.dtype.kind == "f")
+    with pytest.raises(EngineError, match="released"):
+        engine.Session(sess.model)
+    assert not owner.model.released          # a Model passed in is the caller's, left whole

@@ -3,9 +3,10 @@
 An op is a class with four class methods, all optional but ``plan``:
 
     validate(node, model)               static checks when a model is loaded (attributes, constant inputs)
-    pack(node, model, dtype, threads)   {name: array} of weights in the layout its kernel reads, packed once per
-                                        Session (engine/plan.py, Weights); ``packed_inputs`` lists the inputs it
-                                        consumes, which are then not stored as they are
+    pack(node, model, dtype, threads)   yields (name, array): the weights in the layout its kernel reads, packed
+                                        once per Session (engine/plan.py, Weights), one array at a time so that
+                                        loading holds little more than the file; ``packed_inputs`` lists the
+                                        inputs it consumes, which are then not stored as they are
     plan(node, p)                       for one set of input shapes: output shapes, checks, and the instruction(s)
                                         that run the node (engine/plan.py, Planner), or its outputs folded when
                                         they are known at plan time
@@ -31,8 +32,8 @@ class Op:
 
     @classmethod
     def pack(cls, node, model, dtype, threads):
-        """{name: array} of packed constants this node's kernel reads."""
-        return {}
+        """Yield (name, array) for each packed constant this node's kernel reads."""
+        return iter(())
 
     @classmethod
     def reads(cls, node, streaming):

@@ -166,6 +166,14 @@ def run_recurrent(code, prog, pc, F, I):
 
 
 # ---------------------------------------------------------------------- the ops
+def _transposed(t, dtype):
+    """(D, rows, cols) -> (D, cols, rows) in the compute dtype, contiguous, converting one direction at a time."""
+    out = np.empty((t.shape[0], t.shape[2], t.shape[1]), dtype)
+    for d in range(t.shape[0]):
+        out[d] = t[d].T
+    return out
+
+
 class Recurrent(Op):
     """What LSTM, GRU and RNN share: attribute checks, weight checks, the plan (layouts, state, outputs)."""
     recurrent = True
@@ -257,9 +265,9 @@ class Recurrent(Op):
         a = node.attrs
         D, H = cls.directions(node), a["hidden_size"]
         ins = list(node.inputs) + [""] * (cls.n_inputs - len(node.inputs))
-        W = model.tensors[ins[1]].astype(dtype)
-        R = model.tensors[ins[2]].astype(dtype)
-        Bt = model.tensors[ins[3]].astype(dtype) if ins[3] else np.zeros((D, 2 * cls.n_gates * H), dtype)
+        W = np.asarray(model.tensors[ins[1]], dtype)
+        R = np.asarray(model.tensors[ins[2]], dtype)
+        Bt = np.asarray(model.tensors[ins[3]], dtype) if ins[3] else np.zeros((D, 2 * cls.n_gates * H), dtype)
         return D, H, W, R, Bt
 
     @classmethod
@@ -451,24 +459,28 @@ class LSTM(Recurrent):
 
     @classmethod
     def pack(cls, node, model, dtype, threads):
-        D, H, W, R, Bt = cls._tensors(node, model, dtype)
+        a = node.attrs
+        D, H = cls.directions(node), a["hidden_size"]
         ins = list(node.inputs) + [""] * (9 - len(node.inputs))
-        WT = np.ascontiguousarray(W.transpose(0, 2, 1))                            # (D, I, 4H)    i, o, f, c
-        bias = Bt[:, :4 * H] + Bt[:, 4 * H:]                                       # (D, 4H)       Wb + Rb
-        packed = {
-            "WT": WT,
-            "RT": np.ascontiguousarray(R.transpose(0, 2, 1)),                      # (D, Hout, 4H) i, o, f, c
-            "bias": bias,
-            "peep": (model.tensors[ins[7]].astype(dtype) if ins[7] else np.zeros((1, 3 * H), dtype)),  # (D|1, 3H)
-        }
-        if cls.multi_thread(node, dtype, threads):
-            # per-thread slices, each thread's weights contiguous (DeepCPU layout); used at batch < BLAS_MIN_BATCH
-            packed["WTp"] = pack_parts(WT, threads)                                # (D, parts, I, 4*chunk)
-            packed["RTp"] = pack_parts(packed["RT"], threads)                      # (D, parts, H, 4*chunk)
-            packed["biasp"] = pack_parts(bias[:, None, :], threads)                # (D, parts, 1, 4*chunk)
+        multi = cls.multi_thread(node, dtype, threads)
+        WT = _transposed(model.tensors[ins[1]], dtype)                                 # (D, I, 4H)    i, o, f, c
+        yield "WT", WT
+        if multi:   # per-thread slices, each thread's weights contiguous (DeepCPU layout), at batch < 4
+            yield "WTp", pack_parts(WT, threads)                                      # (D, parts, I, 4*chunk)
+        del WT
+        RT = _transposed(model.tensors[ins[2]], dtype)                                 # (D, Hout, 4H) i, o, f, c
+        yield "RT", RT
+        if multi:
+            yield "RTp", pack_parts(RT, threads)                                      # (D, parts, H, 4*chunk)
+        del RT
+        Bt = model.tensors[ins[3]].astype(dtype) if ins[3] else np.zeros((D, 8 * H), dtype)
+        bias = Bt[:, :4 * H] + Bt[:, 4 * H:]                                           # (D, 4H)       Wb + Rb
+        yield "bias", bias
+        if multi:
+            yield "biasp", pack_parts(bias[:, None, :], threads)                      # (D, parts, 1, 4*chunk)
+        yield "peep", (model.tensors[ins[7]].astype(dtype) if ins[7] else np.zeros((1, 3 * H), dtype))  # (D|1, 3H)
         if not cls.fast(node, dtype) and ins[8]:
-            packed["projT"] = np.ascontiguousarray(model.tensors[ins[8]].astype(dtype).transpose(0, 2, 1))
-        return packed
+            yield "projT", _transposed(model.tensors[ins[8]], dtype)                   # (D, H, Hout)
 
     @classmethod
     def variant(cls, node, p, B):
@@ -502,13 +514,11 @@ class GRU(Recurrent):
     def pack(cls, node, model, dtype, threads):
         D, H, W, R, Bt = cls._tensors(node, model, dtype)
         RT = R.transpose(0, 2, 1)                                                  # (D, H, 3H) z, r, h
-        return {
-            "WT": np.ascontiguousarray(W.transpose(0, 2, 1)),                      # (D, I, 3H)
-            "RTzr": np.ascontiguousarray(RT[:, :, :2 * H]),                        # (D, H, 2H)
-            "RTh": np.ascontiguousarray(RT[:, :, 2 * H:]),                         # (D, H, H)
-            "bias": np.concatenate([Bt[:, :2 * H] + Bt[:, 3 * H:5 * H],            # (D, 4H)
-                                    Bt[:, 2 * H:3 * H], Bt[:, 5 * H:]], axis=1),
-        }
+        yield "WT", np.ascontiguousarray(W.transpose(0, 2, 1))                     # (D, I, 3H)
+        yield "RTzr", np.ascontiguousarray(RT[:, :, :2 * H])                       # (D, H, 2H)
+        yield "RTh", np.ascontiguousarray(RT[:, :, 2 * H:])                        # (D, H, H)
+        yield "bias", np.concatenate([Bt[:, :2 * H] + Bt[:, 3 * H:5 * H],          # (D, 4H)
+                                      Bt[:, 2 * H:3 * H], Bt[:, 5 * H:]], axis=1)
 
     @classmethod
     def variant(cls, node, p, B):
@@ -528,11 +538,9 @@ class RNN(Recurrent):
     @classmethod
     def pack(cls, node, model, dtype, threads):
         D, H, W, R, Bt = cls._tensors(node, model, dtype)
-        return {
-            "WT": np.ascontiguousarray(W.transpose(0, 2, 1)),                      # (D, I, H)
-            "RT": np.ascontiguousarray(R.transpose(0, 2, 1)),                      # (D, H, H)
-            "bias": Bt[:, :H] + Bt[:, H:],                                         # (D, H)
-        }
+        yield "WT", np.ascontiguousarray(W.transpose(0, 2, 1))                     # (D, I, H)
+        yield "RT", np.ascontiguousarray(R.transpose(0, 2, 1))                     # (D, H, H)
+        yield "bias", Bt[:, :H] + Bt[:, H:]                                        # (D, H)
 
     @classmethod
     def variant(cls, node, p, B):
