@@ -155,7 +155,7 @@ def test_demo_runs_every_zoo_model_and_checks_against_onnxruntime(tmp_path):
         assert label in out
     png = (tmp_path / "out" / "co2_forecast.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "demo: convert + compile" in p.stderr            # the progress bar
+    assert "demo: convert + load" in p.stderr            # the progress bar
 
 
 @pytest.mark.parametrize("args,message", [(["--models", "nope"], "unknown demo model"),
