@@ -12,7 +12,7 @@ from engine.model import Model, save
 
 def from_onnx(src, dst: str | os.PathLike | None = None, progress: bool = False) -> Model:
     """Convert an ONNX file (path, bytes or ModelProto) and write it to ``dst`` (if given). Returns the Model."""
-    from .onnx_import import onnx_to_model
+    from .onnx import onnx_to_model
 
     model = onnx_to_model(src, progress=progress)
     if dst is not None:
