@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 
+from engine import recurrent_spec
 from engine.errors import ConversionError, UnsupportedModelError
 from engine.model import Model, TensorSpec
 
-from . import folding, loading, shape_values
+from . import folding, handlers, loading, shape_values  # noqa: F401 (handlers: registers them)
 from .context import ImportContext
-from .handlers import recurrent
 from .registry import RUNTIME
 from .streaming import stream_info
 
@@ -58,7 +58,7 @@ def convert_node(ctx, node):
     if op == "Constant":
         folding.constant(ctx, node)
         return
-    if folding.foldable(ctx, node, recurrent.RECURRENT):
+    if folding.foldable(ctx, node, recurrent_spec.SPECS):
         folding.fold(ctx, node)
         return
     if shape_values.applies(ctx, node):

@@ -4,25 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.ops.activations import normalize as normalize_activations
-from engine.ops.lstm import DIRECTIONS
+from engine import recurrent_spec
 
 from ..registry import handler
 
-# op: (gates, default activations per direction, 0/1 attributes of its own)
-RECURRENT = {"LSTM": (4, ("Sigmoid", "Tanh", "Tanh"), ("input_forget",)),
-             "GRU": (3, ("Sigmoid", "Tanh"), ("linear_before_reset",)),
-             "RNN": (1, ("Tanh",), ())}
+N_INPUTS = {"LSTM": 8, "GRU": 6, "RNN": 6}   # X, W, R, B, sequence_lens, initial_h [, initial_c, P]
 
 
 @handler("LSTM", since=7)
 @handler("GRU", since=7)
 @handler("RNN", since=7)
 def recurrent(ctx, node, ins, a):
+    """Attributes canonicalised by engine/recurrent_spec.py; hidden_size, if absent, read off R."""
     op = node.op_type
-    G, default_acts, extra_attrs = RECURRENT[op]
-    lstm = op == "LSTM"
-    n_in = 8 if lstm else 6
+    G = recurrent_spec.SPECS[op].n_gates
+    n_in = N_INPUTS[op]
     ins = ins + [""] * (n_in - len(ins))
     if len(ins) > n_in:
         raise ctx.err(node, f"too many inputs ({len(ins)}; {op} takes at most {n_in})")
@@ -31,47 +27,16 @@ def recurrent(ctx, node, ins, a):
     R = ctx.const_input(node, 2, "R")
     if W is None or R is None:
         raise ctx.err(node, "W and R are required")
-    direction = a.get("direction", b"forward")
-    direction = direction.decode() if isinstance(direction, bytes) else direction
-    if direction not in DIRECTIONS:
-        raise ctx.err(node, f"direction {direction!r} is not one of forward, reverse, bidirectional")
-    D = len(DIRECTIONS[direction])
+    attrs = recurrent_spec.canonical(op, a, where=ctx.describe(node), onnx=True)
+    D = recurrent_spec.num_directions(attrs["direction"])
     if (W.ndim != 3 or R.ndim != 3 or W.shape[0] != D or R.shape[0] != D or W.shape[1] % G
             or W.shape[1] != R.shape[1]):
         raise ctx.err(node, f"W {W.shape} and R {R.shape} do not fit an {op} with {D} direction(s)")
-    H = a.get("hidden_size", R.shape[2])
+    H = R.shape[2] if attrs["hidden_size"] is None else attrs["hidden_size"]
     if W.shape[1] != G * H or R.shape[2] != H:
         raise ctx.err(node, f"hidden_size {H} does not match W {W.shape} / R {R.shape}")
-    layout = a.get("layout", 0)
-    if layout not in (0, 1):
-        raise ctx.err(node, f"layout {layout} is not 0 or 1")
-    n_acts = len(default_acts)
-    names = [n.decode() if isinstance(n, bytes) else n for n in a.get("activations", list(default_acts) * D)]
-    if len(names) != n_acts * D:
-        raise ctx.err(node, f"expected {n_acts * D} activations for direction {direction!r}, got {len(names)}")
-    try:
-        acts = normalize_activations(names, a.get("activation_alpha"), a.get("activation_beta"))
-    except ValueError as e:
-        raise ctx.err(node, str(e)) from None
-    clip = a.get("clip")
-    if clip is not None and not clip > 0:
-        raise ctx.err(node, f"clip must be positive, got {clip}")
-    known = {"direction", "hidden_size", "layout", "activations", "activation_alpha", "activation_beta",
-             "clip"} | set(extra_attrs)
-    unknown = set(a) - known
-    if unknown:
-        raise ctx.err(node, f"unsupported attribute(s) {sorted(unknown)} (an {op} supports {sorted(known)})")
-    extra = {}
-    for key in extra_attrs:
-        value = int(a.get(key, 0))
-        if value not in (0, 1):
-            raise ctx.err(node, f"{key} must be 0 or 1, got {value}")
-        extra[key] = value
-    attrs = {"hidden_size": H, "direction": direction, "layout": layout,
-             "activations": [list(x) for x in acts], "clip": None if clip is None else float(clip), **extra}
-    if lstm:
-        attrs["proj_size"] = 0
-    _emit_recurrent(ctx, node, ins, attrs, X, W, R, G, D, H, layout)
+    attrs["hidden_size"] = H
+    _emit_recurrent(ctx, node, ins, attrs, X, W, R, G, D, H, attrs["layout"])
 
 
 def _emit_recurrent(ctx, node, ins, attrs, X, W, R, G, D, H, layout):
