@@ -71,7 +71,8 @@ def _from_torch_module(module, example_input, input_names=None, output_names=Non
             torch.onnx.export(module, args, buf, dynamo=False, input_names=input_names, output_names=output_names,
                               dynamic_axes=dynamic_axes)
     except Exception as e:
-        raise ConversionError(f"torch.onnx.export failed on {type(module).__name__}: {str(e).splitlines()[0]}") from None
+        raise ConversionError(f"torch.onnx.export failed on {type(module).__name__}: "
+                              f"{str(e).splitlines()[0]}") from e
     finally:
         module.train(was_training)
     return from_onnx(buf.getvalue(), progress=progress)

@@ -47,7 +47,7 @@ def load_state_dict(source) -> dict:
             try:
                 return dict(load_file(path))
             except Exception as e:
-                raise ConversionError(f"{path}: cannot read safetensors state dict: {e}") from None
+                raise ConversionError(f"{path}: cannot read safetensors state dict: {e}") from e
         try:
             import torch
         except ImportError:
@@ -57,7 +57,7 @@ def load_state_dict(source) -> dict:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
             raise ConversionError(f"{path}: cannot load with torch.load(weights_only=True): "
-                                  f"{str(e).splitlines()[0]}") from None
+                                  f"{str(e).splitlines()[0]}") from e
         if hasattr(obj, "state_dict") and not isinstance(obj, dict):
             obj = obj.state_dict()
         if not isinstance(obj, dict):

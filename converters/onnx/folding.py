@@ -41,6 +41,6 @@ def fold(ctx, node):
     try:
         results = ReferenceEvaluator(m).run(None, {n: ctx.consts[n] for n in ins})
     except Exception as e:
-        raise ctx.err(node, f"cannot fold this node at conversion time: {e}") from None
+        raise ctx.err(node, f"cannot fold this node at conversion time: {e}") from e
     for name, value in zip([n for n in node.output if n], results):
         ctx.consts[name] = np.asarray(value)

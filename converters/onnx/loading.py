@@ -20,7 +20,7 @@ def parse(data: bytes, where: str):
     try:
         proto = onnx.load_from_string(data)
     except (DecodeError, ValueError, RuntimeError) as e:
-        raise ModelFileError(f"{where}: neither an lstm-engine model nor a readable ONNX file ({e})") from None
+        raise ModelFileError(f"{where}: neither an lstm-engine model nor a readable ONNX file ({e})") from e
     if not proto.graph.node and not proto.graph.input:
         raise ModelFileError(f"{where}: neither an lstm-engine model nor an ONNX model (empty or unrecognised content)")
     return proto
@@ -50,7 +50,7 @@ def to_array(tensor, base_dir: str | None = None):
     try:
         return numpy_helper.to_array(tensor)
     except Exception as e:
-        raise ConversionError(f"tensor {tensor.name!r} cannot be read: {e}") from None
+        raise ConversionError(f"tensor {tensor.name!r} cannot be read: {e}") from e
 
 
 def load_initializers(ctx):
