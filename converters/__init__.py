@@ -12,7 +12,7 @@ from engine.model import Model, save
 
 def from_onnx(src, dst: str | os.PathLike | None = None, progress: bool = False) -> Model:
     """Convert an ONNX file (path, bytes or ModelProto) and write it to ``dst`` (if given). Returns the Model."""
-    from .onnx_import import onnx_to_model
+    from .onnx import onnx_to_model
 
     model = onnx_to_model(src, progress=progress)
     if dst is not None:
@@ -71,7 +71,8 @@ def _from_torch_module(module, example_input, input_names=None, output_names=Non
             torch.onnx.export(module, args, buf, dynamo=False, input_names=input_names, output_names=output_names,
                               dynamic_axes=dynamic_axes)
     except Exception as e:
-        raise ConversionError(f"torch.onnx.export failed on {type(module).__name__}: {str(e).splitlines()[0]}") from None
+        raise ConversionError(f"torch.onnx.export failed on {type(module).__name__}: "
+                              f"{str(e).splitlines()[0]}") from e
     finally:
         module.train(was_training)
     return from_onnx(buf.getvalue(), progress=progress)

@@ -17,6 +17,7 @@ import re
 
 import numpy as np
 
+from engine import recurrent_spec
 from engine.errors import ConversionError
 from engine.model import Model, Node, TensorSpec
 
@@ -46,7 +47,7 @@ def load_state_dict(source) -> dict:
             try:
                 return dict(load_file(path))
             except Exception as e:
-                raise ConversionError(f"{path}: cannot read safetensors state dict: {e}") from None
+                raise ConversionError(f"{path}: cannot read safetensors state dict: {e}") from e
         try:
             import torch
         except ImportError:
@@ -56,7 +57,7 @@ def load_state_dict(source) -> dict:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
             raise ConversionError(f"{path}: cannot load with torch.load(weights_only=True): "
-                                  f"{str(e).splitlines()[0]}") from None
+                                  f"{str(e).splitlines()[0]}") from e
         if hasattr(obj, "state_dict") and not isinstance(obj, dict):
             obj = obj.state_dict()
         if not isinstance(obj, dict):
@@ -105,7 +106,8 @@ MODULES = {"LSTM": ("lstm", False), "GRU": ("gru", False), "RNN": ("rnn", False)
 KINDS = ("lstm", "gru", "rnn", "lstm_cell", "gru_cell", "rnn_cell")
 # per kind: (ONNX op, gates, torch gate blocks in ONNX order)
 # LSTM: torch i, f, g, o -> ONNX i, o, f, c; GRU: torch r, z, n -> ONNX z, r, h; RNN: one block
-KIND_SPECS = {"lstm": ("LSTM", 4, TORCH_TO_ONNX_GATES), "gru": ("GRU", 3, (1, 0, 2)), "rnn": ("RNN", 1, (0,))}
+KIND_SPECS = {kind: (op, recurrent_spec.SPECS[op].n_gates, order) for kind, op, order in
+              (("lstm", "LSTM", TORCH_TO_ONNX_GATES), ("gru", "GRU", (1, 0, 2)), ("rnn", "RNN", (0,)))}
 
 
 def _infer_kind(sd: dict, cell: bool) -> str:
@@ -179,22 +181,16 @@ def torch_to_model(source, *, batch_first: bool | None = None, kind: str | None 
     return model.validate()
 
 
-def _acts(base_kind, nonlinearity):
-    if base_kind == "lstm":
-        return [["Sigmoid", 0.0, 0.0], ["Tanh", 0.0, 0.0], ["Tanh", 0.0, 0.0]]
-    if base_kind == "gru":
-        return [["Sigmoid", 0.0, 0.0], ["Tanh", 0.0, 0.0]]
-    return [["Relu" if nonlinearity == "relu" else "Tanh", 0.0, 0.0]]
-
-
 def _node_attrs(base_kind, H, D, nonlinearity, proj=0):
-    attrs = {"hidden_size": H, "direction": "bidirectional" if D == 2 else "forward", "layout": 0,
-             "activations": _acts(base_kind, nonlinearity) * D, "clip": None}
+    """The canonical attributes (engine/recurrent_spec.py) of torch's layer: ONNX's defaults but for these."""
+    attrs = {"hidden_size": H, "direction": "bidirectional" if D == 2 else "forward"}
+    if base_kind == "rnn" and nonlinearity == "relu":
+        attrs["activations"] = ["Relu"] * D
     if base_kind == "lstm":
-        attrs.update(input_forget=0, proj_size=proj)
+        attrs["proj_size"] = proj
     elif base_kind == "gru":
         attrs["linear_before_reset"] = 1   # torch's GRU: n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
-    return attrs
+    return recurrent_spec.canonical(KIND_SPECS[base_kind][0], attrs, D)
 
 
 def _getter(sd, np_dtype):

@@ -155,7 +155,7 @@ def cmd_convert(args):
     if kind == "lstm":
         raise ConversionError(f"{args.source} is already an lstm-engine model file")
     if kind == "onnx":
-        from converters.onnx_import import onnx_to_model
+        from converters.onnx import onnx_to_model
         model = onnx_to_model(args.source, progress=not args.quiet)
     else:
         from converters.torch_import import torch_to_model

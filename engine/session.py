@@ -52,7 +52,7 @@ def load_any(source) -> Model:
     if is_model_file_bytes(bytes(data[:16])):
         return load_from(data, where)
     try:
-        from converters.onnx_import import onnx_bytes_to_model
+        from converters.onnx import onnx_bytes_to_model
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ModelFileError(f"{where} is not an lstm-engine file; reading it as ONNX needs the 'onnx' package "
                              f"(pip install 'lstm-engine[convert]'): {e}") from None

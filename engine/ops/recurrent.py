@@ -24,9 +24,11 @@ the state (D, B, Hout) updated in place (in a stream, the stream's state buffer 
 import numpy as np
 from numba import njit
 
+from .. import recurrent_spec
 from ..config import JIT_OPTIONS
-from ..errors import ModelFileError, UnsupportedModelError
-from .activations import ACTIVATIONS, codes_of
+from ..errors import ModelFileError
+from ..recurrent_spec import DIRECTIONS
+from .activations import codes_of
 from .base import Op, const_tensor, require_attrs
 from .gru_rnn import gru_direction, rnn_direction
 from .lstm_fast import PARALLEL_MIN_HIDDEN, lstm_direction_fast, lstm_direction_parallel, pack_parts
@@ -34,7 +36,6 @@ from .lstm_kernels import lstm_direction_generic
 from .numeric import BLAS_MIN_BATCH, input_projection
 from .program import ABSENT, ERR_SEQ_LENS, KEEP, OK, RECURRENT_BASE, F_STATE, fparam, fview, iview
 
-DIRECTIONS = {"forward": (0,), "reverse": (1,), "bidirectional": (0, 1)}
 LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC, GRU_CODE, RNN_CODE = range(RECURRENT_BASE, RECURRENT_BASE + 5)
 
 # the params every recurrent instruction starts with (offsets after the [opcode, length, node] header)
@@ -178,12 +179,14 @@ class Recurrent(Op):
     """What LSTM, GRU and RNN share: attribute checks, weight checks, the plan (layouts, state, outputs)."""
     recurrent = True
     packed_inputs = (1, 2, 3, 7, 8)      # W, R, B, P, W_proj: read only through pack()
-    n_gates = 1
-    default_acts = ()
     n_inputs = 6
-    own_flags = ()                       # 0/1 attributes of the op's own
     outputs = ("Y", "Y_h")
     state_names = ("h",)
+
+    @classmethod
+    def spec(cls):
+        """The op's attributes, gates and default activations (engine/recurrent_spec.py)."""
+        return recurrent_spec.SPECS[cls.name]
 
     # ------------------------------------------------------------------ checks
     @classmethod
@@ -196,37 +199,15 @@ class Recurrent(Op):
 
     @classmethod
     def validate(cls, node, model):
-        names = ("hidden_size", "direction", "layout", "activations", "clip") + cls.own_flags + cls.extra_attrs()
-        a = require_attrs(node, names)
-        H = a["hidden_size"]
-        if not isinstance(H, int) or isinstance(H, bool) or H < 1:
-            raise ModelFileError(f"node {node.name!r}: hidden_size must be a positive integer, got {H!r}")
-        if a["direction"] not in DIRECTIONS:
-            raise UnsupportedModelError(f"node {node.name!r}: direction {a['direction']!r} is not one of "
-                                        f"forward, reverse, bidirectional")
-        if a["layout"] not in (0, 1):
-            raise UnsupportedModelError(f"node {node.name!r}: layout must be 0 or 1, got {a['layout']!r}")
+        a = node.attrs
+        recurrent_spec.check(node.op, a, where=f"node {node.name!r}")
         D = len(DIRECTIONS[a["direction"]])
-        acts = a["activations"]
-        if not isinstance(acts, list) or len(acts) != len(cls.default_acts) * D:
-            raise ModelFileError(f"node {node.name!r}: expected {len(cls.default_acts) * D} activations, got {acts!r}")
-        for act in acts:
-            if (not isinstance(act, list) or len(act) != 3 or not isinstance(act[0], str)
-                    or act[0].lower() not in ACTIVATIONS
-                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in act[1:])):
-                raise UnsupportedModelError(f"node {node.name!r}: unsupported activation {act!r}")
-        clip = a["clip"]
-        if clip is not None and not (isinstance(clip, (int, float)) and not isinstance(clip, bool) and clip > 0):
-            raise ModelFileError(f"node {node.name!r}: clip must be a positive number or null, got {clip!r}")
-        for key in cls.own_flags:
-            if a[key] not in (0, 1) or isinstance(a[key], bool):
-                raise ModelFileError(f"node {node.name!r}: {key} must be 0 or 1")
-        cls.validate_extra(node, a)
+        H = a["hidden_size"]
         if len(node.inputs) > cls.n_inputs:
             raise ModelFileError(f"node {node.name!r}: too many inputs ({len(node.inputs)})")
         if not node.inputs or not node.inputs[0]:
             raise ModelFileError(f"node {node.name!r}: input X is required")
-        Hout, G = cls.out_size(a), cls.n_gates
+        Hout, G = cls.out_size(a), cls.spec().n_gates
         W = const_tensor(node, model, 1, "W", required=True)
         if W.ndim != 3 or W.shape[0] != D or W.shape[1] != G * H or W.shape[2] < 1:
             raise ModelFileError(f"node {node.name!r}: W has shape {W.shape}, expected ({D}, {G * H}, input_size)")
@@ -240,14 +221,6 @@ class Recurrent(Op):
         if len(node.outputs) > len(cls.outputs) or not any(node.outputs):
             raise ModelFileError(f"node {node.name!r}: needs one to {len(cls.outputs)} outputs "
                                  f"({', '.join(cls.outputs)})")
-
-    @classmethod
-    def extra_attrs(cls):
-        return ()
-
-    @classmethod
-    def validate_extra(cls, node, a):
-        pass
 
     @classmethod
     def validate_tensors(cls, node, model, a, D, H, Hout):
@@ -267,13 +240,14 @@ class Recurrent(Op):
         ins = list(node.inputs) + [""] * (cls.n_inputs - len(node.inputs))
         W = np.asarray(model.tensors[ins[1]], dtype)
         R = np.asarray(model.tensors[ins[2]], dtype)
-        Bt = np.asarray(model.tensors[ins[3]], dtype) if ins[3] else np.zeros((D, 2 * cls.n_gates * H), dtype)
+        G = cls.spec().n_gates
+        Bt = np.asarray(model.tensors[ins[3]], dtype) if ins[3] else np.zeros((D, 2 * G * H), dtype)
         return D, H, W, R, Bt
 
     @classmethod
     def default_activations(cls, node):
         D = cls.directions(node)
-        return [act[0] for act in node.attrs["activations"]] == list(cls.default_acts) * D
+        return [act[0] for act in node.attrs["activations"]] == list(cls.spec().default_activations) * D
 
     @classmethod
     def fast(cls, node, dtype):
@@ -310,7 +284,8 @@ class Recurrent(Op):
     @classmethod
     def plan(cls, node, p):
         a = node.attrs
-        D, H, Hout, layout, G = cls.directions(node), a["hidden_size"], cls.out_size(a), a["layout"], cls.n_gates
+        D, H, Hout, layout, G = (cls.directions(node), a["hidden_size"], cls.out_size(a), a["layout"],
+                                 cls.spec().n_gates)
         X = p.input(0)
         if X.kind != "f" or X.rank != 3:
             raise p.error(f"X must be a rank-3 float tensor, got shape {X.shape}")
@@ -403,7 +378,7 @@ class Recurrent(Op):
     def activation_params(cls, node, p):
         """Per direction: the activation codes, then their alphas, then their betas (float64 bits)."""
         codes, alphas, betas = codes_of([tuple(x) for x in node.attrs["activations"]])
-        n, out = len(cls.default_acts), []
+        n, out = len(cls.spec().default_activations), []
         for d in range(cls.directions(node)):
             sl = slice(d * n, (d + 1) * n)
             out += [int(c) for c in codes[sl]] + [p.f64(v) for v in alphas[sl]] + [p.f64(v) for v in betas[sl]]
@@ -416,25 +391,13 @@ _VARIANT_NAMES = {LSTM_FAST: "fast", LSTM_FAST_MT: "fast, threads", LSTM_GENERIC
 
 class LSTM(Recurrent):
     name = "LSTM"
-    n_gates = 4
-    default_acts = ("Sigmoid", "Tanh", "Tanh")
     n_inputs = 9
-    own_flags = ("input_forget",)
     outputs = ("Y", "Y_h", "Y_c")
     state_names = ("h", "c")
 
     @classmethod
-    def extra_attrs(cls):
-        return ("proj_size",)
-
-    @classmethod
     def out_size(cls, a):
         return a["proj_size"] or a["hidden_size"]
-
-    @classmethod
-    def validate_extra(cls, node, a):
-        if not isinstance(a["proj_size"], int) or isinstance(a["proj_size"], bool) or a["proj_size"] < 0:
-            raise ModelFileError(f"node {node.name!r}: proj_size must be a non-negative integer")
 
     @classmethod
     def validate_tensors(cls, node, model, a, D, H, Hout):
@@ -506,9 +469,6 @@ class LSTM(Recurrent):
 
 class GRU(Recurrent):
     name = "GRU"
-    n_gates = 3
-    default_acts = ("Sigmoid", "Tanh")
-    own_flags = ("linear_before_reset",)
 
     @classmethod
     def pack(cls, node, model, dtype, threads):
@@ -532,8 +492,6 @@ class GRU(Recurrent):
 
 class RNN(Recurrent):
     name = "RNN"
-    n_gates = 1
-    default_acts = ("Tanh",)
 
     @classmethod
     def pack(cls, node, model, dtype, threads):

@@ -1,0 +1,146 @@
+"""The state of one import, shared by its steps, and the helpers every handler uses.
+
+Every ONNX value the import has seen is in exactly one of three places:
+  * ``consts``: known at conversion time (initializers, Constant nodes, whatever folds from them);
+  * ``symvals``: integer tensors computed from shapes, with symbolic dimensions (shape_values.py);
+  * ``shapes`` / ``dtypes``: computed at run time by the engine's nodes, or model tensors (weights).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from engine.errors import UnsupportedModelError
+from engine.model import Node
+
+from .dims import Shapes
+
+
+class Named:
+    """A stand-in for an ONNX node where a handler emits an extra node of its own (only .name is read)."""
+
+    def __init__(self, name):
+        self.name = name
+
+
+class ImportContext:
+    def __init__(self, proto, where: str, base_dir: str | None = None):
+        self.proto = proto
+        self.where = where          # the source, for messages: a path, "<bytes>" or "<ModelProto>"
+        self.base_dir = base_dir    # the directory of the source file (None for bytes): for external data
+        self.graph = proto.graph
+        self.opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+        self.S = Shapes()
+        self.consts: dict = {}       # name -> np.ndarray
+        self.symvals: dict = {}      # name -> (list of dims, is_scalar): integer tensors computed from shapes
+        self.shapes: dict = {}       # name -> list of dims, for run-time values and model tensors
+        self.dtypes: dict = {}       # name -> dtype string, for run-time values and model tensors
+        self.nodes: list = []        # the engine's nodes, in order
+        self.tensors: dict = {}      # name -> np.ndarray stored in the model
+        self.recurrent: list = []    # (emitted recurrent node, its X value's name, layout): for streaming.py
+        self.input_names: list = []  # the graph inputs computed at run time
+        self.float_dtype = None      # the float type of the graph inputs, if they agree on one
+
+    # ------------------------------------------------------------------ messages
+    @staticmethod
+    def describe(node) -> str:
+        return f"node {node.name or '<unnamed>'!r} ({node.op_type})"
+
+    def err(self, node, msg) -> UnsupportedModelError:
+        return UnsupportedModelError(f"{self.describe(node)}: {msg}")
+
+    # ------------------------------------------------------------------ reading a node
+    @staticmethod
+    def attrs(node) -> dict:
+        from onnx import helper
+        return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+    def to_array(self, tensor) -> np.ndarray:
+        from .loading import to_array
+        return to_array(tensor, self.base_dir)
+
+    def const_input(self, node, i, what):
+        """Input ``i`` of ``node`` as an array if it is known at conversion time, None if absent; else an error."""
+        name = node.input[i] if i < len(node.input) else ""
+        if not name:
+            return None
+        if name in self.consts:
+            return self.consts[name]
+        raise UnsupportedModelError(f"node {node.name!r} ({node.op_type}): {what} must be a constant (an initializer "
+                                    f"or computed from initializers only), but {name!r} is computed at run time")
+
+    def value(self, name, node) -> str:
+        """A run-time value's name; a float constant used as data becomes a model tensor."""
+        if name in self.shapes:
+            return name
+        if name in self.consts:
+            c = self.consts[name]
+            if c.dtype.kind != "f":
+                raise self.err(node, f"integer constant {name!r} used as data is not supported")
+            self.tensors.setdefault(name, np.ascontiguousarray(c))
+            self.shapes[name] = list(c.shape)
+            self.dtypes[name] = str(c.dtype)
+            return name
+        if name in self.symvals:
+            raise self.err(node, f"shape value {name!r} used as data is not supported")
+        raise self.err(node, f"input {name!r} is not produced by any earlier node")
+
+    def data(self, name, node, allow_int=False) -> str:
+        """Like value, but a rank-0 constant becomes a (1,) tensor (a float32 array plus a float64 scalar would
+        compute in float64), float constants take the inputs' float type, and integer constants may be allowed."""
+        if name in self.consts and name not in self.shapes:
+            c = self.consts[name]
+            if c.dtype.kind not in ("f" + ("iu" if allow_int else "")):
+                raise self.err(node, f"constant {name!r} of type {c.dtype} used as data is not supported")
+            if c.dtype.kind == "f" and self.float_dtype:
+                c = c.astype(self.float_dtype)
+            c = np.ascontiguousarray(c.reshape(1) if c.ndim == 0 else c)
+            if c.dtype.kind in "iu":
+                c = c.astype(np.int64)
+            key = name
+            while key in self.tensors and self.tensors[key].shape != c.shape:
+                key += "_"
+            self.tensors.setdefault(key, c)
+            self.shapes[key] = list(c.shape)
+            self.dtypes[key] = str(c.dtype)
+            return key
+        return self.value(name, node)
+
+    def shape_of(self, name, node) -> list:
+        if name in self.shapes:
+            return self.shapes[name]
+        if name in self.consts:
+            return list(self.consts[name].shape)
+        raise self.err(node, f"the shape of {name!r} is unknown")
+
+    # ------------------------------------------------------------------ writing the model
+    def emit(self, op, node, inputs, outputs, attrs, out_shapes, out_dtypes):
+        """Append an engine node; its outputs become run-time values of the given shapes and dtypes."""
+        name = node.name or f"{op}_{len(self.nodes)}"
+        self.nodes.append(Node(op, name, inputs, outputs, attrs))
+        for o, s, d in zip(outputs, out_shapes, out_dtypes):
+            if o:
+                self.shapes[o] = s
+                self.dtypes[o] = d
+
+    def store(self, key, array) -> str:
+        """Keep ``array`` in the model as tensor ``key`` (replacing one of that name)."""
+        self.tensors[key] = array
+        self.shapes[key], self.dtypes[key] = list(array.shape), str(array.dtype)
+        return key
+
+    @staticmethod
+    def base_name(node, fallback: str) -> str:
+        """A prefix for the tensors and extra nodes a handler adds for ``node``."""
+        return (node.name or fallback).replace("/", "_")
+
+    # ------------------------------------------------------------------ dimensions
+    def soft_equal(self, d, value) -> bool:
+        """d is a soft symbol declared as ``value`` (a fixed size in the ONNX file that nothing has bound yet)."""
+        s = self.S.single_sym(d)
+        return s is not None and self.S.soft.get(s) == value
+
+    def export_dim(self, d):
+        d = self.S.norm(d)
+        if isinstance(d, int):
+            return d
+        return str(d)

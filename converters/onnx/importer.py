@@ -1,0 +1,94 @@
+"""The driver: an ONNX model (path, bytes or ModelProto) -> a validated lstm-engine Model.
+
+Each node goes, in this order, to: the Constant reader or the folder (all its inputs known at conversion time,
+folding.py); the shape-value evaluator (it computes from shapes, shape_values.py); the handler registered for its
+op and the model's opset (handlers/), which emits the engine's nodes.
+"""
+from __future__ import annotations
+
+import os
+
+from engine import recurrent_spec
+from engine.errors import ConversionError, UnsupportedModelError
+from engine.model import Model, TensorSpec
+
+from . import folding, handlers, loading, shape_values  # noqa: F401 (handlers: registers them)
+from .context import ImportContext
+from .registry import RUNTIME
+from .streaming import stream_info
+
+
+def onnx_bytes_to_model(data: bytes, where: str = "<bytes>", progress: bool = False,
+                        base_dir: str | None = None) -> Model:
+    return convert(loading.parse(data, where), where, progress, base_dir)
+
+
+def onnx_to_model(src, progress: bool = False) -> Model:
+    """An ONNX file path, bytes, or ModelProto -> validated Model (not written anywhere)."""
+    import onnx
+
+    if isinstance(src, onnx.ModelProto):
+        return convert(src, "<ModelProto>", progress)
+    if isinstance(src, (bytes, bytearray)):
+        return onnx_bytes_to_model(bytes(src), "<bytes>", progress)
+    path = os.fspath(src)
+    data = loading.read_file(path)
+    model = onnx_bytes_to_model(data, path, progress, base_dir=loading.source_dir(path))
+    model.origin["file"] = os.path.basename(path)
+    return model
+
+
+def convert(proto, where: str = "<ModelProto>", progress: bool = False, base_dir: str | None = None) -> Model:
+    """A ModelProto -> validated Model. ``base_dir``: the directory of the file it was read from, if any."""
+    ctx = ImportContext(proto, where, base_dir)
+    loading.check_opset(ctx)
+    loading.load_initializers(ctx)
+    inputs = loading.load_inputs(ctx)
+    nodes = list(ctx.graph.node)
+    from engine._progress import progress_iter
+    for node in progress_iter(nodes, "converting", enabled=progress and len(nodes) > 1):
+        convert_node(ctx, node)
+    return _model(ctx, inputs)
+
+
+def convert_node(ctx, node):
+    op = node.op_type
+    if node.domain not in ("", "ai.onnx"):
+        raise ctx.err(node, f"custom domain {node.domain!r} is not supported")
+    if op == "Constant":
+        folding.constant(ctx, node)
+        return
+    if folding.foldable(ctx, node, recurrent_spec.SPECS):
+        folding.fold(ctx, node)
+        return
+    if shape_values.applies(ctx, node):
+        shape_values.evaluate(ctx, node)
+        return
+    fn = RUNTIME.lookup(op, ctx.opset)
+    if fn is None:
+        raise ctx.err(node, f"op {op!r} is not supported on run-time values (supported: {', '.join(RUNTIME.ops())}; "
+                            f"anything computed only from weights or static shapes is folded at conversion)")
+    fn(ctx, node, list(node.input), ctx.attrs(node))
+
+
+def _model(ctx, inputs) -> Model:
+    outputs = []
+    for vi in ctx.graph.output:
+        if vi.name in ctx.consts or vi.name in ctx.symvals:
+            raise UnsupportedModelError(f"graph output {vi.name!r} is a constant: nothing to run")
+        if vi.name not in ctx.shapes:
+            raise ConversionError(f"graph output {vi.name!r} is not produced by any node")
+        outputs.append(vi.name)
+    specs_in = [TensorSpec(s.name, [ctx.export_dim(d) for d in ctx.shapes[s.name]], s.dtype, s.optional)
+                for s in inputs]
+    specs_out = [TensorSpec(n, [ctx.export_dim(d) for d in ctx.shapes[n]], ctx.dtypes[n]) for n in outputs]
+    float_dtypes = {s.dtype for s in specs_in if s.dtype.startswith("float")}
+    if len(float_dtypes) > 1:
+        raise UnsupportedModelError("the model mixes float32 and float64 inputs")
+    dtype = float_dtypes.pop() if float_dtypes else "float32"
+    proto = ctx.proto
+    model = Model(inputs=specs_in, outputs=specs_out, nodes=ctx.nodes, tensors=ctx.tensors, dtype=dtype,
+                  origin={"source": "onnx", "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
+                          "opset": ctx.opset, "ir_version": proto.ir_version},
+                  stream=stream_info(ctx, specs_in, specs_out))
+    return model.validate()

@@ -1,0 +1,105 @@
+"""Reading an ONNX model: the protobuf, its opset, its initializers and its graph inputs."""
+from __future__ import annotations
+
+import os
+
+from engine.errors import ConversionError, ModelFileError, UnsupportedModelError
+from engine.model import TensorSpec
+
+from .dims import Dim
+
+MIN_OPSET = 7
+ELEM = {1: "float32", 11: "float64", 6: "int32", 7: "int64"}   # ONNX element type -> the engine's dtype
+
+
+def parse(data: bytes, where: str):
+    """Bytes -> ModelProto; ModelFileError if they are not an ONNX model."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        proto = onnx.load_from_string(data)
+    except (DecodeError, ValueError, RuntimeError) as e:
+        raise ModelFileError(f"{where}: neither an lstm-engine model nor a readable ONNX file ({e})") from e
+    if not proto.graph.node and not proto.graph.input:
+        raise ModelFileError(f"{where}: neither an lstm-engine model nor an ONNX model (empty or unrecognised content)")
+    return proto
+
+
+def read_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise ConversionError(f"ONNX file not found: {path}") from None
+    except OSError as e:
+        raise ConversionError(f"cannot read {path}: {e.strerror}") from None
+
+
+def check_opset(ctx):
+    if ctx.opset is None:
+        raise ConversionError(f"{ctx.where}: the model imports no default-domain opset")
+    if ctx.opset < MIN_OPSET:
+        raise UnsupportedModelError(f"{ctx.where}: opset {ctx.opset} is older than the oldest supported "
+                                    f"({MIN_OPSET})")
+
+
+def to_array(tensor, base_dir: str | None = None):
+    """A TensorProto's values. ``base_dir`` is where external data would be read from; it is not read yet."""
+    from onnx import numpy_helper
+    try:
+        return numpy_helper.to_array(tensor)
+    except Exception as e:
+        raise ConversionError(f"tensor {tensor.name!r} cannot be read: {e}") from e
+
+
+def load_initializers(ctx):
+    for init in ctx.graph.initializer:
+        ctx.consts[init.name] = ctx.to_array(init)
+    for init in getattr(ctx.graph, "sparse_initializer", []):
+        raise UnsupportedModelError(f"{ctx.where}: sparse initializer {init.values.name!r} is not supported")
+
+
+def load_inputs(ctx) -> list:
+    """The graph inputs computed at run time, as TensorSpecs with symbolic dimensions (after load_initializers)."""
+    inputs = []
+    for vi in ctx.graph.input:
+        if vi.name in ctx.consts:
+            continue  # IR < 4 lists initializers among the inputs
+        inputs.append(_graph_input(ctx, vi))
+    ctx.input_names = [s.name for s in inputs]
+    floats = {s.dtype for s in inputs if s.dtype.startswith("float")}
+    ctx.float_dtype = floats.pop() if len(floats) == 1 else None
+    return inputs
+
+
+def _graph_input(ctx, vi):
+    """A fixed dimension becomes a soft symbol (free until the graph relies on its value), a named one a hard
+    symbol shared by every input that names it, and an unnamed free one a fresh symbol."""
+    t = vi.type
+    if not t.HasField("tensor_type"):
+        raise UnsupportedModelError(f"graph input {vi.name!r} is not a tensor")
+    elem = t.tensor_type.elem_type
+    if elem not in ELEM:
+        import onnx
+        raise UnsupportedModelError(f"graph input {vi.name!r} has element type "
+                                    f"{onnx.TensorProto.DataType.Name(elem)}; supported: float, double, int32, int64")
+    if not t.tensor_type.HasField("shape"):
+        raise UnsupportedModelError(f"graph input {vi.name!r} has no shape (rank unknown)")
+    S = ctx.S
+    dims = []
+    for k, d in enumerate(t.tensor_type.shape.dim):
+        if d.HasField("dim_value"):
+            dims.append(S.new(f"{vi.name}_{k}_", soft_value=d.dim_value))
+        elif d.dim_param:
+            name = d.dim_param
+            dims.append(Dim(1, (name,)) if name in S.names else S.new(name))
+        else:
+            dims.append(S.new(f"{vi.name}_{k}_"))
+    ctx.shapes[vi.name] = dims
+    ctx.dtypes[vi.name] = ELEM[elem]
+    return TensorSpec(vi.name, dims, ELEM[elem], optional=False)
+
+
+def source_dir(path: str) -> str:
+    return os.path.dirname(os.path.abspath(path))
