@@ -56,7 +56,8 @@ def load_any(source) -> Model:
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ModelFileError(f"{where} is not an lstm-engine file; reading it as ONNX needs the 'onnx' package "
                              f"(pip install 'lstm-engine[convert]'): {e}") from None
-    return onnx_bytes_to_model(bytes(data), where)
+    base_dir = None if where == "<bytes>" else os.path.dirname(os.path.abspath(where))   # for external data
+    return onnx_bytes_to_model(bytes(data), where, base_dir=base_dir)
 
 
 class Session:

@@ -45,12 +45,54 @@ def check_opset(ctx):
 
 
 def to_array(tensor, base_dir: str | None = None):
-    """A TensorProto's values. ``base_dir`` is where external data would be read from; it is not read yet."""
+    """A TensorProto's values, read from its external data file when it has one (torch's exporter writes the
+    weights of models over ~1 MB to ``model.onnx.data`` beside ``model.onnx``); ``base_dir`` is the directory of
+    the ONNX file, which external data locations are relative to."""
+    import onnx
     from onnx import numpy_helper
+    if tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return _external(tensor, base_dir)
     try:
         return numpy_helper.to_array(tensor)
     except Exception as e:
         raise ConversionError(f"tensor {tensor.name!r} cannot be read: {e}") from e
+
+
+def _external(tensor, base_dir):
+    """The values of a tensor stored in an external file: the location must stay inside the model's directory
+    (no absolute paths, no ..), and the file must hold every byte the tensor's shape needs."""
+    import numpy as np
+    from onnx import helper
+    info = {e.key: e.value for e in tensor.external_data}
+    location = info.get("location", "")
+    if base_dir is None:
+        raise ModelFileError(f"tensor {tensor.name!r} is stored in the external file {location!r}: load the ONNX "
+                             f"model from its path (with the data file beside it), not from bytes")
+    path = os.path.normpath(os.path.join(base_dir, location))
+    if not location or os.path.isabs(location) or os.path.commonpath([os.path.abspath(base_dir), path]) != \
+            os.path.abspath(base_dir):
+        raise ModelFileError(f"tensor {tensor.name!r}: external data location {location!r} is outside the "
+                             f"model's directory")
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
+        offset = int(info.get("offset", 0))
+        count = int(np.prod(tensor.dims, dtype=np.int64))
+        nbytes = count * dtype.itemsize
+        if "length" in info and int(info["length"]) != nbytes:
+            raise ModelFileError(f"tensor {tensor.name!r}: its external data is {info['length']} bytes, its shape "
+                                 f"{list(tensor.dims)} needs {nbytes}")
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(nbytes)
+    except FileNotFoundError:
+        raise ModelFileError(f"tensor {tensor.name!r} is stored in {location!r}, which is missing (looked for "
+                             f"{path})") from None
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise ModelFileError(f"tensor {tensor.name!r}: its external data cannot be read ({e})") from e
+    if len(data) != nbytes:
+        raise ModelFileError(f"tensor {tensor.name!r}: {location!r} is truncated ({len(data)} of {nbytes} bytes "
+                             f"at offset {offset})")
+    return np.frombuffer(data, dtype).reshape(tuple(tensor.dims)).astype(dtype.newbyteorder("="))
 
 
 def load_initializers(ctx):
