@@ -21,6 +21,7 @@ import threading
 import warnings
 from dataclasses import dataclass, field
 
+from . import _threads
 from .errors import EngineError
 
 ENV = "LSTM_ENGINE_RUNTIME"
@@ -63,8 +64,14 @@ def _choose() -> Runtime:
     for d in dirs:
         info, reason = aot.check(d)
         if info is not None:
-            return Runtime("aot", parallel=False, functions=aot.load(d, info), path=aot.module_path(d, info),
-                           info=info)
+            try:
+                functions = aot.load(d, info)
+            except (ImportError, OSError) as e:
+                reasons.append(f"{d}: its module does not load ({e})")
+                continue
+            if not info["blas"]:
+                _threads.without_blas()
+            return Runtime("aot", parallel=False, functions=functions, path=aot.module_path(d, info), info=info)
         if reason:
             reasons.append(f"{d}: {reason}")
     note = "; ".join(r for r in reasons if setting or "no runtime" not in r)
