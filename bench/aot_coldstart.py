@@ -61,9 +61,8 @@ def main(argv=None):
         "model": "LSTM T=100 B=1 H=128 (bench/scenarios.py COLD_MODEL), one thread",
         "runtime": {k: info[k] for k in ("target", "cpu", "blas", "numba", "numpy", "build_seconds")},
         "runtime_module_bytes": os.path.getsize(aot.module_path(args.runtime, info)),
-        "medians": {name: {"seconds": statistics.median(r["seconds"] for r in rs),
-                           "process_seconds": statistics.median(r["process_seconds"] for r in rs),
-                           "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in rs)} for name, rs in runs.items()},
+        "medians": {name: {key: statistics.median(r[key] for r in rs)
+                           for key in ("seconds", "process_seconds", "peak_rss_mib")} for name, rs in runs.items()},
         "runs": runs,
     }
     print("| cold start: fresh process, `import` to the first result | time | whole process | peak RSS |")

@@ -281,7 +281,7 @@ def cmd_warmup(args):
 def cmd_build_runtime(args):
     from . import aot
     print(f"compiling the executor for {args.target}{' without BLAS' if args.no_blas else ''} "
-          f"(about a minute and a half)...", flush=True)
+          f"(about a minute of CPU time)...", flush=True)
     info = aot.build(args.output, target=args.target, blas=not args.no_blas, verbose=args.verbose)
     print(f"wrote {info['path']} ({info['size_bytes'] / 2**20:.1f} MiB, {info['build_seconds']:.0f}s; "
           f"cpu {info['cpu']}, {'BLAS through SciPy' if info['blas'] else 'no BLAS'}, numpy {info['numpy']})")

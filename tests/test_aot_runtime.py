@@ -1,10 +1,10 @@
 """The ahead-of-time runtime (engine/aot.py): ``lstm-engine build-runtime`` builds it, a Session picks it up
 (``runtime == "aot"``) in a process where Numba and llvmlite cannot be imported, and its results equal the JIT's.
 
-Two runtimes are built once per test session, side by side (a build takes about a minute and a half of one core):
-the default one (BLAS products through SciPy) and a ``--no-blas`` one, which runs where SciPy cannot be imported
-either: a device with numpy only. The AOT side of every comparison runs in a child process whose
-meta path refuses those packages; the JIT side runs here.
+Two runtimes are built once per test session, side by side (a build takes about 50 s of CPU time): the default one
+(BLAS products through SciPy) and a ``--no-blas`` one, which runs where SciPy cannot be imported either: a device with
+numpy only. The AOT side of every comparison runs in a child process whose meta path refuses those packages; the JIT
+side runs here.
 """
 import json
 import os
