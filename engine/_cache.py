@@ -15,13 +15,15 @@ _ENGINE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 @lru_cache(maxsize=None)
 def source_hash() -> str:
-    """A fingerprint of the engine's compiled sources: every module with jitted code, and the Numba settings."""
+    """A fingerprint of the engine's compiled sources: every module with jitted code, the op modules whose constants
+    (opcodes, parameter offsets) the kernels read, and the Numba settings. It reads files only: no Numba."""
     h = hashlib.sha256()
     for path in sorted(glob.glob(os.path.join(_ENGINE_DIR, "**", "*.py"), recursive=True)):
+        rel = os.path.relpath(path, _ENGINE_DIR)
         with open(path, "rb") as f:
             text = f.read()
-        if b"@njit" in text or os.path.basename(path) == "config.py":
-            h.update(os.path.relpath(path, _ENGINE_DIR).encode())
+        if b"@njit" in text or rel in ("config.py", "executor.py") or rel.startswith("ops" + os.sep):
+            h.update(rel.encode())
             h.update(text)
     return h.hexdigest()[:16]
 

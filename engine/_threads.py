@@ -17,6 +17,13 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+def without_blas() -> None:
+    """The runtime computes products without BLAS (an AOT runtime built with --no-blas): leave SciPy unimported."""
+    global _controllers
+    if _controllers is None:
+        _controllers = []
+
+
 def set_blas_threads(n: int) -> None:
     global current, _controllers
     if n == current:

@@ -1,4 +1,4 @@
-"""The ``lstm-engine`` command line: convert, inspect, run, warmup, demo, bench.
+"""The ``lstm-engine`` command line: convert, inspect, run, warmup, build-runtime, demo, bench.
 
 Errors are one clear line on stderr and exit status 2; no tracebacks for things a user can get wrong.
 """
@@ -19,6 +19,7 @@ EPILOG = """examples:
   lstm-engine inspect model.lstm
   lstm-engine inspect model.lstm --code --shape X=100,1,64
   lstm-engine warmup
+  lstm-engine build-runtime --target x86-64-v3 -o runtime/
   lstm-engine run model.lstm --input X=x.npy -o out.npz
   lstm-engine demo
   lstm-engine bench --quick
@@ -74,6 +75,23 @@ def _parser():
     w.add_argument("--precision", choices=["float32", "float64", "both"], default="both",
                    help="which executor to compile (default: both)")
 
+    b = sub.add_parser("build-runtime", help="compile the executor ahead of time: models then run without Numba",
+                       description="Compile the engine's executor (float32 and float64) ahead of time with "
+                                   "numba.pycc into an extension module for this machine's Python and numpy. A "
+                                   "Session uses it instead of the JIT when it is found (in -o's default location, "
+                                   "or where LSTM_ENGINE_RUNTIME points) and was built from the same engine sources; "
+                                   "Numba is then not imported. The threaded LSTM kernel is not in it (pycc cannot "
+                                   "link Numba's threading layer): the single-thread kernel runs instead.")
+    b.add_argument("--target", choices=["host", "x86-64-v3", "generic"], default="host",
+                   help="the CPU to compile for: this one (default), any x86-64 with AVX2/FMA, or any x86-64")
+    b.add_argument("--no-blas", action="store_true",
+                   help="compute matrix products with the engine's own loops instead of BLAS, so that the runtime "
+                        "needs no SciPy (slower for large batches)")
+    b.add_argument("-o", "--output", default=None, metavar="DIR",
+                   help="where to write the runtime (default: $LSTM_ENGINE_CACHE_DIR/runtime, "
+                        "~/.cache/lstm-engine/runtime, where the engine looks for it)")
+    b.add_argument("--verbose", action="store_true", help="show the compiler's output")
+
     r = sub.add_parser("run", help="run a model on .npy inputs and save the outputs as .npz",
                        description="Run a model once. Each --input names a model input and a .npy file holding it; "
                                    "the outputs are written to one .npz file under their names.")
@@ -113,7 +131,7 @@ def main(argv=None) -> int:
         return 2
     try:
         return {"convert": cmd_convert, "inspect": cmd_inspect, "run": cmd_run, "warmup": cmd_warmup,
-                "demo": cmd_demo, "bench": cmd_bench}[args.command](args) or 0
+                "build-runtime": cmd_build_runtime, "demo": cmd_demo, "bench": cmd_bench}[args.command](args) or 0
     except EngineError as e:
         print(f"lstm-engine {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -249,9 +267,29 @@ def _print_code(model, args):
 
 # ---------------------------------------------------------------------- warmup
 def cmd_warmup(args):
+    from . import runtime
     from .warmup import warm_up
+    rt = runtime.current()
     for precision, seconds in warm_up(("float32", "float64") if args.precision == "both" else (args.precision,)):
         print(f"executor ({precision}) ready in {seconds:.1f}s")
+    if rt.name == "aot":
+        print(f"runtime: ahead-of-time ({rt.path}); nothing to compile")
+    return 0
+
+
+# ---------------------------------------------------------------------- build-runtime
+def cmd_build_runtime(args):
+    from . import aot
+    print(f"compiling the executor for {args.target}{' without BLAS' if args.no_blas else ''} "
+          f"(about a minute of CPU time)...", flush=True)
+    info = aot.build(args.output, target=args.target, blas=not args.no_blas, verbose=args.verbose)
+    print(f"wrote {info['path']} ({info['size_bytes'] / 2**20:.1f} MiB, {info['build_seconds']:.0f}s; "
+          f"cpu {info['cpu']}, {'BLAS through SciPy' if info['blas'] else 'no BLAS'}, numpy {info['numpy']})")
+    where = os.path.dirname(info["path"])
+    if os.path.abspath(where) not in [os.path.abspath(d) for d in aot.search_dirs()]:
+        print(f"sessions use it when LSTM_ENGINE_RUNTIME={where}")
+    else:
+        print("sessions use it from now on (LSTM_ENGINE_RUNTIME=jit to turn it off)")
     return 0
 
 

@@ -12,4 +12,11 @@ FASTMATH = {"contract", "arcp", "reassoc", "nsz", "afn"}
 # debugging with LSTM_ENGINE_NO_CACHE=1.
 CACHE = os.environ.get("LSTM_ENGINE_NO_CACHE", "") not in ("1", "true", "yes")
 
+# Set only in the child process of `lstm-engine build-runtime` (engine/aot.py), which compiles the kernels for
+# numba.pycc: "blas" or "noblas". Kernels read PARALLEL and BLAS when they are compiled, and nothing is cached.
+AOT_BUILD = os.environ.get("LSTM_ENGINE_AOT_BUILD", "")
+PARALLEL = not AOT_BUILD            # prange: pycc compiles it but cannot link Numba's threading layer (numba#7696)
+BLAS = AOT_BUILD != "noblas"        # False: matrix products by a blocked loop, for a device without SciPy
+CACHE = CACHE and not AOT_BUILD
+
 JIT_OPTIONS = {"nogil": True, "cache": CACHE, "fastmath": FASTMATH, "error_model": "numpy"}

@@ -4,14 +4,18 @@ A call unboxes eight arrays, whatever the model: the program, the packed weights
 inputs, the work buffers, the output buffer and a stream's state. Each instruction is dispatched by opcode range
 to its op family's run function (engine/ops/program.py describes the format). The loop returns 0, or an error
 status ``code << 32 | node index`` that Session turns into a message.
+
+This is the JIT runtime. The same function, compiled ahead of time by engine/aot.py, is the AOT runtime;
+engine/runtime.py chooses between them, and imports this module (and so Numba) only when the JIT is needed.
 """
 import numpy as np
 from numba import njit
 
 from .config import JIT_OPTIONS
-from .ops.layers import run_layers
-from .ops.program import END, LAYER_BASE, OK, RECURRENT_BASE, run_core
-from .ops.recurrent import run_recurrent
+from .ops.layer_kernels import run_layers
+from .ops.program import END, LAYER_BASE, OK, RECURRENT_BASE
+from .ops.program_kernels import run_core
+from .ops.recurrent_kernels import run_recurrent
 
 
 @njit(**JIT_OPTIONS)

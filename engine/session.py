@@ -7,9 +7,10 @@
     y_t = stream.step(x_t)
 
 A call finds (or makes, once per combination of input shapes) a plan (engine/plan.py) and runs it with the one
-precompiled executor (engine/executor.py). All validation happens before the executor runs: names, dtypes and
-ranks here, shapes when the plan is made; the kernels have no bounds checks. Only checks that depend on input
-values (token ids, sequence lengths) happen inside, and come back as a status.
+precompiled executor: compiled ahead of time (``runtime == "aot"``, engine/aot.py) when a compatible runtime is
+installed, else by Numba (``"jit"``, engine/executor.py); engine/runtime.py chooses. All validation happens before
+the executor runs: names, dtypes and ranks here, shapes when the plan is made; the kernels have no bounds checks.
+Only checks that depend on input values (token ids, sequence lengths) happen inside, and come back as a status.
 """
 from __future__ import annotations
 
@@ -21,9 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _threads
+from . import _threads, runtime as _runtime
 from .errors import EngineError, InvalidInputError, ModelFileError, UnsupportedModelError
-from .executor import execute
 from .model import Model, is_model_file_bytes, load_from, read_source
 from .ops import OPS
 from .ops.program import ERROR_MESSAGES
@@ -76,6 +76,9 @@ class Session:
         Compute precision. Default: the model's. ``"float64"`` runs a float32 model in double precision as a
         reference (onnxruntime has no float64 LSTM).
 
+    ``runtime`` is "aot" when the executor compiled ahead of time runs the model (``lstm-engine build-runtime``;
+    Numba is then not imported), else "jit".
+
     A Session is safe to use from several threads at once; so are its streams, one thread per stream at a time.
     Memory: a Session keeps its packed weights only. When it loaded the model itself (from a path or bytes), the
     file's weights are let go once packed, and ``Session.model`` keeps the graph with their shapes only (passing it
@@ -99,6 +102,9 @@ class Session:
         self._arg_dtypes = [self._arg_dtype(s) for s in self.model.inputs]
         self._plans = OrderedDict()
         self._plan_lock = threading.Lock()
+        self._runtime = _runtime.current()
+        self.runtime = self._runtime.name
+        self._run = self._runtime.executor(self.precision)
         t1 = time.perf_counter()
         self.weights = Weights(self.model, self.dtype, self.threads)
         if not isinstance(path_or_bytes, Model):
@@ -167,7 +173,7 @@ class Session:
     def _warm_up(self):
         """Load (or, the first time after an install, compile) the executor now, not in the first run, and plan
         the model once so that what does not depend on the inputs' shapes is checked at load."""
-        for _ in warm_up((self.precision,)):
+        for _ in warm_up((self.precision,), self._runtime):
             pass
         try:
             self.program()
@@ -209,7 +215,8 @@ class Session:
         fout = np.empty(plan.fout_size, self.dtype)
         if _threads.current != self.threads:
             _threads.set_blas_threads(self.threads)
-        status = execute(plan.prog, self._fconst, fin, iin, fwork, iwork, fout, self._no_f if state is None else state)
+        status = self._run(plan.prog, self._fconst, fin, iin, fwork, iwork, fout,
+                           self._no_f if state is None else state)
         if work is None:
             plan.give_work((fwork, iwork))
         if status:
@@ -444,13 +451,13 @@ class Stream:
             fast = self._fast.get((x.shape, name))
             if fast is not None and x.flags.c_contiguous and x.flags.writeable:
                 # fast path: one step of a shape seen before; the plan reads this input only, into F_IN or I_IN
-                prog, fconst, as_float, fwork, iwork, size, n, shape, no_f, no_i, threads = fast
+                run, prog, fconst, as_float, fwork, iwork, size, n, shape, no_f, no_i, threads = fast
                 fout = np.empty(size, fconst.dtype)
                 if _threads.current != threads:
                     _threads.set_blas_threads(threads)
                 flat = x.reshape(-1)
-                status = execute(prog, fconst, flat if as_float else no_f, no_i if as_float else flat, fwork, iwork,
-                                 fout, self._state)
+                status = run(prog, fconst, flat if as_float else no_f, no_i if as_float else flat, fwork, iwork, fout,
+                             self._state)
                 if status:
                     raise self.session._status_error(status)
                 return fout[:n].reshape(shape)
@@ -504,7 +511,7 @@ class Stream:
         axis = self.output_time_axes.get(name)
         if self.time_axis is not None and axis is not None:
             shape = shape[:axis] + shape[axis + 1:]
-        self._fast[(step_shape, name)] = (plan.prog, sess._fconst, plan.inputs[0][1] == "f", fwork, iwork,
+        self._fast[(step_shape, name)] = (sess._run, plan.prog, sess._fconst, plan.inputs[0][1] == "f", fwork, iwork,
                                           plan.fout_size, b - a, shape, sess._no_f, sess._no_i, sess.threads)
 
     def program(self, output_name: str | None = None) -> str:

@@ -5,7 +5,12 @@ A test that needs torch or onnxruntime, or compiles many models, is marked ``slo
 says so with ``pytestmark = pytest.mark.slow`` on a line of its own. Such modules import torch at the top, so when
 a run deselects slow tests they are not even imported; and a run that deselects them fails if torch or onnxruntime
 got imported all the same.
+
+The suite runs on the JIT runtime unless LSTM_ENGINE_RUNTIME says otherwise, so that an ahead-of-time runtime a
+developer built into the default location does not change what the tests exercise (tests/test_aot_runtime.py builds
+and checks its own). ``LSTM_ENGINE_RUNTIME=DIR python -m pytest`` runs the whole suite on the runtime in DIR.
 """
+import os
 import re
 import sys
 
@@ -13,6 +18,8 @@ import pytest
 
 SLOW_MODULE = re.compile(r"^pytestmark = pytest\.mark\.slow\b", re.M)
 NOT_IN_THE_FAST_TIER = ("torch", "onnxruntime")
+
+os.environ.setdefault("LSTM_ENGINE_RUNTIME", "jit")
 
 
 def _slow_deselected(config) -> bool:

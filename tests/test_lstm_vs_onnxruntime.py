@@ -14,6 +14,10 @@ from lstm_util import SETTINGS, compare, make_feeds, max_abs_diff, ort_session, 
 
 pytestmark = pytest.mark.slow   # onnxruntime, and many compiled models
 
+# the ahead-of-time runtime (LSTM_ENGINE_RUNTIME=DIR) has no threaded LSTM kernel: pycc cannot link prange
+needs_threaded_kernel = pytest.mark.skipif(not engine.runtime.current().parallel,
+                                           reason="this runtime has no threaded LSTM kernel (engine/aot.py)")
+
 DEFAULT = ["Sigmoid", "Tanh", "Tanh"]
 
 # (id, attrs, options) - options: with_B, with_P, inputs, outputs
@@ -137,6 +141,7 @@ def test_fast_kernel_sizes_against_onnxruntime(H):
         compare(model, make_feeds(("sequence_lens", "initial_h", "initial_c"), 20, B, H, H, 1, rng), 20)
 
 
+@needs_threaded_kernel
 def test_multithreaded_kernel_against_onnxruntime():
     """threads=2 with H >= 256 takes the path that splits hidden units over threads."""
     rng = np.random.default_rng(7)
@@ -188,6 +193,7 @@ def test_float64_model_matches_float32_reference():
     assert max(max_abs_diff(g, r) for g, r in zip(prec, got64)) <= 1e-12
 
 
+@needs_threaded_kernel
 def test_multithreaded_model_loads_from_the_compile_cache_in_a_new_process(tmp_path):
     """Regression: Numba issue #8578 - a cached function that calls a parallel kernel segfaulted when loaded from
     the cache in a new process. Two processes, the second loading what the first compiled."""

@@ -175,10 +175,11 @@ def test_threads_and_precision(bidirectional):
 
 
 def test_executor_is_ready_after_the_constructor(bidirectional):
-    from engine.executor import execute
     sess, _ = bidirectional
     assert sess.compile_seconds >= 0 and sess.load_seconds >= 0
-    assert execute.signatures, "compiled (or loaded from the cache) before the first run"
+    if sess.runtime == "jit":
+        from engine.executor import execute
+        assert execute.signatures, "compiled (or loaded from the cache) before the first run"
 
 
 def test_sessions_are_usable_from_several_threads(bidirectional):

@@ -8,12 +8,7 @@ bare Affine or ScaledTanh is the zero function and a bare ThresholdedRelu is a R
 defaults of 1.0). The converters store every activation with its own (alpha, beta) filled in, so the kernels never
 look at defaults.
 """
-import math
-
 import numpy as np
-from numba import njit
-
-from ..config import JIT_OPTIONS
 
 SIGMOID, TANH, RELU, AFFINE, LEAKY_RELU, THRESHOLDED_RELU, SCALED_TANH, HARD_SIGMOID, ELU, SOFTSIGN, SOFTPLUS = range(11)
 
@@ -65,37 +60,10 @@ def codes_of(activations):
     return codes, alphas, betas
 
 
-@njit(**JIT_OPTIONS)
-def activate(code, alpha, beta, x):
-    """Apply activation ``code`` to the scalar x (any float type; the result has x's type)."""
-    if code == SIGMOID:
-        if x >= 0:
-            return 1.0 / (1.0 + math.exp(-x))
-        e = math.exp(x)
-        return e / (1.0 + e)
-    if code == TANH:
-        return math.tanh(x)
-    # NaN must come out as NaN, and -inf as 0: hence no "0.0 * x" (NaN for -inf) and no max() (drops NaN)
-    if code == RELU:
-        return x if (x > 0 or x != x) else 0.0
-    if code == AFFINE:
-        return alpha * x + beta
-    if code == LEAKY_RELU:
-        return x if x >= 0 else alpha * x
-    if code == THRESHOLDED_RELU:
-        return x if (x > alpha or x != x) else 0.0
-    if code == SCALED_TANH:
-        return alpha * math.tanh(beta * x)
-    if code == HARD_SIGMOID:
-        v = alpha * x + beta
-        return min(1.0, max(0.0, v)) if v == v else v
-    if code == ELU:
-        return x if x >= 0 else alpha * (math.exp(x) - 1.0)
-    if code == SOFTSIGN:
-        if math.isinf(x):              # inf / inf would be NaN; the limit is +-1
-            return 1.0 if x > 0 else -1.0
-        return x / (1.0 + abs(x))
-    # SOFTPLUS: log(1 + e^x), computed without overflow for large x
-    if x > 0:
-        return x + math.log1p(math.exp(-x))
-    return math.log1p(math.exp(x))
+def __getattr__(name):
+    # the compiled ``activate`` lives with the other numeric kernels; imported on demand so that this module (the
+    # activation names and codes the planner needs) does not import Numba
+    if name == "activate":
+        from .numeric import activate
+        return activate
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,10 +11,16 @@ An op is a class with four class methods, all optional but ``plan``:
                                         that run the node (engine/plan.py, Planner), or its outputs folded when
                                         they are known at plan time
     run functions                       each op family has one @njit ``run_<family>(code, prog, pc, F, I)`` that
-                                        executes its instructions (engine/executor.py dispatches by opcode range)
+                                        executes its instructions (engine/executor.py dispatches by opcode range),
+                                        in the family's kernel module (program_kernels, recurrent_kernels,
+                                        layer_kernels)
 
-Adding an op: a class here (or in its family's module) with validate/plan, its kernel, a branch in the family's run
-function, and an entry in the registry (engine/ops/__init__.py).
+The op modules (this one, program, glue, layers, recurrent, activations) import no Numba: a Session plans with them
+on a machine that runs the ahead-of-time runtime (engine/aot.py) without Numba. Kernels and run functions live in
+the *_kernels.py, numeric.py, lstm_fast.py, lstm_kernels.py and gru_rnn.py modules.
+
+Adding an op: a class in its family's op module with validate/plan, its kernel and a branch in the family's run
+function (in the kernel module), and an entry in the registry (engine/ops/__init__.py).
 """
 import numpy as np
 

@@ -23,8 +23,8 @@ import numpy as np
 from numba import njit
 
 from ..config import JIT_OPTIONS
-from .activations import activate
-from .numeric import BLAS_MIN_BATCH, clip_value as _clipv, max_length, recurrent_product, sigmoid32, tanh32
+from .numeric import (BLAS_MIN_BATCH, activate, clip_value as _clipv, matmul, max_length, recurrent_product,
+                      sigmoid32, tanh32)
 
 
 # ---------------------------------------------------------------------- GRU
@@ -46,9 +46,9 @@ def gru_direction(Y, d, xw, B, RTzr, RTh, bias, seq, h, reverse, codes, alphas, 
     maxlen = max_length(seq, B)
     for s in range(maxlen):
         if use_blas:
-            np.dot(h, RTzr, recz)
+            matmul(h, RTzr, recz)
             if lbr:
-                np.dot(h, RTh, rech)
+                matmul(h, RTh, rech)
         for b in range(B):
             L = seq[b]
             if s >= L:
@@ -114,7 +114,7 @@ def rnn_direction(Y, d, xw, B, RT, bias, seq, h, reverse, code, alpha, beta, cli
     maxlen = max_length(seq, B)
     for s in range(maxlen):
         if use_blas:
-            np.dot(h, RT, rec)
+            matmul(h, RT, rec)
         for b in range(B):
             L = seq[b]
             if s >= L:

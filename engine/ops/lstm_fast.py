@@ -15,9 +15,11 @@ Gate order is ONNX's, i, o, f, c, everywhere here. Layouts as in lstm_kernels.py
 import numpy as np
 from numba import njit, prange
 
-from ..config import JIT_OPTIONS
-from .numeric import (BLAS_MIN_BATCH, F32, _ONE, clip_value, input_projection,  # noqa: F401  (re-exported)
-                      max_length, recurrent_product, sigmoid32, tanh32)
+from ..config import JIT_OPTIONS, PARALLEL
+from .numeric import (F32, _ONE, clip_value, input_projection,  # noqa: F401  (re-exported)
+                      matmul, max_length, recurrent_product, sigmoid32, tanh32)
+from .program import BLAS_MIN_BATCH, PARALLEL_MIN_HIDDEN  # noqa: F401  (re-exported)
+from .recurrent import pack_parts  # noqa: F401  (re-exported: packing is the op's, engine/ops/recurrent.py)
 
 
 @njit(**JIT_OPTIONS)
@@ -31,7 +33,7 @@ def lstm_direction_fast(Y, d, xw, B, RT, bias, peep, use_peep, seq, h, c, revers
     use_blas = B >= BLAS_MIN_BATCH
     for s in range(maxlen):
         if use_blas:
-            np.dot(h, RT, rec)
+            matmul(h, RT, rec)
         for b in range(B):
             L = seq[b]
             if s >= L:
@@ -82,24 +84,6 @@ def lstm_direction_fast(Y, d, xw, B, RT, bias, peep, use_peep, seq, h, c, revers
 # DeepCPU's layout (USENIX ATC 2018): thread p owns hidden units [j0, j1) and therefore the columns of RT that feed
 # them (in each of the four gate blocks); that slice of the weights stays in the thread's own cache for every step.
 # Each step is one parallel region; h is double-buffered so that no thread reads a value another is writing.
-PARALLEL_MIN_HIDDEN = 256   # below this the per-step region launch (~1 us) costs more than the split saves
-
-
-def pack_parts(RT, nparts):
-    """RT (D, rows, 4H) -> (D, nparts, rows, 4*chunk): part p's columns (its hidden units in each of the blocks
-    i, o, f, c), contiguous, so that each thread runs the same vectorised product on its own slice. Used for RT,
-    WT (rows = input size) and the bias (rows = 1)."""
-    D, Hout, G = RT.shape
-    H = G // 4
-    chunk = -(-H // nparts)
-    out = np.zeros((D, nparts, Hout, 4 * chunk), dtype=RT.dtype)
-    for p in range(nparts):
-        j0, j1 = min(H, p * chunk), min(H, (p + 1) * chunk)   # the last parts may be empty (more parts than fit)
-        for q in range(4):
-            out[:, p, :, q * chunk:q * chunk + (j1 - j0)] = RT[:, :, q * H + j0:q * H + j1]
-    return out
-
-
 @njit(**JIT_OPTIONS)
 def _units_step(Y, d, t, b, xw_row, RTp, peep, use_peep, h, hnext, c, clip, input_forget, g, j0, n):
     """One step of hidden units [j0, j0+n) of batch entry b: gates (blocks i, o, f, c of width chunk in g, starting
@@ -127,7 +111,7 @@ def _units_step(Y, d, t, b, xw_row, RTp, peep, use_peep, h, hnext, c, clip, inpu
         Y[t, d, b, j] = hv
 
 
-@njit(parallel=True, **JIT_OPTIONS)
+@njit(parallel=PARALLEL, **JIT_OPTIONS)
 def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, reverse, clip,
                             input_forget):
     """lstm_direction_fast split by hidden unit over the parts of WTp (nparts, I, 4*chunk), RTp (nparts, Hout,

@@ -13,8 +13,7 @@ import numpy as np
 from numba import njit
 
 from ..config import JIT_OPTIONS
-from .activations import activate
-from .numeric import clip_value as _clip, max_length
+from .numeric import activate, clip_value as _clip, matmul, max_length
 
 
 @njit(**JIT_OPTIONS)
@@ -38,7 +37,7 @@ def lstm_direction_generic(Y, Yh, Yc, d, xw, B, RT, bias, peep, use_peep, projT,
     bf, bg, bh = betas[0], betas[1], betas[2]
     maxlen = max_length(seq, B)
     for s in range(maxlen):
-        rec[:, :] = np.dot(h, RT)
+        matmul(h, RT, rec)
         for b in range(B):
             L = seq[b]
             if s >= L:

@@ -1,12 +1,18 @@
-"""Numeric helpers shared by the recurrent kernels (LSTM, GRU, RNN): float32 tanh/sigmoid approximations that
-vectorise, the clip convention, the register-blocked recurrent product, the hoisted input projection.
+"""Numeric helpers shared by the kernels: float32 tanh/sigmoid approximations that vectorise, the ONNX
+activations by code, the clip convention, the register-blocked recurrent product, matrix products, the hoisted input
+projection.
 
 "No clip" is ``clip = +inf`` everywhere: ``clip_value`` then leaves every finite value (and NaN) alone.
 """
+import math
+
 import numpy as np
 from numba import njit
 
-from ..config import JIT_OPTIONS
+from ..config import BLAS, JIT_OPTIONS
+from .activations import (AFFINE, ELU, HARD_SIGMOID, LEAKY_RELU, RELU, SCALED_TANH, SIGMOID, SOFTSIGN, TANH,
+                          THRESHOLDED_RELU)
+from .program import BLAS_MIN_BATCH  # noqa: F401  (re-exported)
 
 F32 = np.float32
 # tanh(x) = x * P(x^2) / Q(x^2) on [-C, C], +-1 beyond (MLAS / Eigen coefficients)
@@ -25,8 +31,6 @@ _B6 = F32(1.19825839466702e-06)
 _SAT = F32(9.0)
 _HALF = F32(0.5)
 _ONE = F32(1.0)
-# below this batch size the hand-blocked product beats a BLAS call per step
-BLAS_MIN_BATCH = 4
 
 
 @njit(**JIT_OPTIONS)
@@ -96,16 +100,65 @@ def recurrent_product(g, hrow, RT):
         k += 1
 
 
+if BLAS:
+    @njit(**JIT_OPTIONS)
+    def matmul(a, b, out):
+        """out (M, N) <- a (M, K) @ b (K, N): BLAS (SciPy's OpenBLAS, which Numba's np.dot calls)."""
+        np.dot(a, b, out)
+else:
+    @njit(**JIT_OPTIONS)
+    def matmul(a, b, out):
+        """out (M, N) <- a (M, K) @ b (K, N) without BLAS: an ahead-of-time runtime built with --no-blas, for a
+        device without SciPy (engine/aot.py)."""
+        out[:, :] = 0
+        for r in range(a.shape[0]):
+            recurrent_product(out[r], a[r], b)
+
+
 @njit(**JIT_OPTIONS)
 def input_projection(X2, WT, out):
     """out (N, G) <- X2 (N, I) @ WT (I, G). A BLAS call costs ~1 us of overhead, more than the whole product for the
     few rows of a streaming step, so small N uses the blocked loop instead."""
     N = X2.shape[0]
     if N > 4:
-        np.dot(X2, WT, out)
+        matmul(X2, WT, out)
         return
     out[:, :] = 0
     for r in range(N):
         recurrent_product(out[r], X2[r], WT)
 
 
+@njit(**JIT_OPTIONS)
+def activate(code, alpha, beta, x):
+    """Apply activation ``code`` to the scalar x (any float type; the result has x's type)."""
+    if code == SIGMOID:
+        if x >= 0:
+            return 1.0 / (1.0 + math.exp(-x))
+        e = math.exp(x)
+        return e / (1.0 + e)
+    if code == TANH:
+        return math.tanh(x)
+    # NaN must come out as NaN, and -inf as 0: hence no "0.0 * x" (NaN for -inf) and no max() (drops NaN)
+    if code == RELU:
+        return x if (x > 0 or x != x) else 0.0
+    if code == AFFINE:
+        return alpha * x + beta
+    if code == LEAKY_RELU:
+        return x if x >= 0 else alpha * x
+    if code == THRESHOLDED_RELU:
+        return x if (x > alpha or x != x) else 0.0
+    if code == SCALED_TANH:
+        return alpha * math.tanh(beta * x)
+    if code == HARD_SIGMOID:
+        v = alpha * x + beta
+        return min(1.0, max(0.0, v)) if v == v else v
+    if code == ELU:
+        return x if x >= 0 else alpha * (math.exp(x) - 1.0)
+    if code == SOFTSIGN:
+        if math.isinf(x):              # inf / inf would be NaN; the limit is +-1
+            return 1.0 if x > 0 else -1.0
+        return x / (1.0 + abs(x))
+    # SOFTPLUS: log(1 + e^x), computed without overflow for large x
+    if x > 0:
+        return x + math.log1p(math.exp(-x))
+    return math.log1p(math.exp(x))

@@ -1,0 +1,89 @@
+"""The executor's core: views of the program's spaces, strided copies, fills and casts (run_core).
+
+The program format is in program.py.
+"""
+import numpy as np
+from numba import njit
+
+from ..config import JIT_OPTIONS
+from .program import COPY, FILL, FILL_CONST, FLOAT_TO_INT, INT_COPY, INT_TO_FLOAT, OK
+
+
+@njit(**JIT_OPTIONS)
+def fview(F, prog, at, n):
+    """The n floats referenced by prog[at], prog[at + 1] (space, offset)."""
+    off = prog[at + 1]
+    return F[prog[at]][off:off + n]
+
+
+@njit(**JIT_OPTIONS)
+def iview(I, prog, at, n):
+    off = prog[at + 1]
+    return I[prog[at]][off:off + n]
+
+
+@njit(**JIT_OPTIONS)
+def fparam(prog, at):
+    """A float attribute stored as the bits of a float64."""
+    return prog[at:at + 1].view(np.float64)[0]
+
+
+@njit(**JIT_OPTIONS)
+def strided_copy(src, sbase, dst, dbase, prog, at):
+    """dst[dbase + sum(i * dstride)] = src[sbase + sum(i * sstride)] over the index space prog[at:at+6] (a shape
+    padded with leading 1s); source strides at prog[at+6:at+12], destination strides at prog[at+12:at+18], in
+    elements. Transpose, Slice, Split, Concat, Expand and the layout changes of the recurrent ops are all this."""
+    n0, n1, n2, n3, n4, n5 = prog[at], prog[at + 1], prog[at + 2], prog[at + 3], prog[at + 4], prog[at + 5]
+    s0, s1, s2, s3, s4, s5 = (prog[at + 6], prog[at + 7], prog[at + 8], prog[at + 9], prog[at + 10],
+                              prog[at + 11])
+    d0, d1, d2, d3, d4, d5 = (prog[at + 12], prog[at + 13], prog[at + 14], prog[at + 15], prog[at + 16],
+                              prog[at + 17])
+    for i0 in range(n0):
+        for i1 in range(n1):
+            for i2 in range(n2):
+                for i3 in range(n3):
+                    so = sbase + i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3
+                    do = dbase + i0 * d0 + i1 * d1 + i2 * d2 + i3 * d3
+                    for i4 in range(n4):
+                        if s5 == 1 and d5 == 1:
+                            a = so + i4 * s4
+                            b = do + i4 * d4
+                            for i5 in range(n5):
+                                dst[b + i5] = src[a + i5]
+                        else:
+                            for i5 in range(n5):
+                                dst[do + i4 * d4 + i5 * d5] = src[so + i4 * s4 + i5 * s5]
+
+
+@njit(**JIT_OPTIONS)
+def run_core(code, prog, pc, F, I):
+    """Data movement: strided copies (float or int), fills, and casts between the float and int spaces."""
+    if code == COPY:                 # [src ref, dst ref, 18 shape/stride ints]
+        strided_copy(F[prog[pc + 3]], prog[pc + 4], F[prog[pc + 5]], prog[pc + 6], prog, pc + 7)
+    elif code == INT_COPY:
+        strided_copy(I[prog[pc + 3]], prog[pc + 4], I[prog[pc + 5]], prog[pc + 6], prog, pc + 7)
+    elif code == FILL:               # [dst ref, n, value]
+        n = prog[pc + 5]
+        out = fview(F, prog, pc + 3, n)
+        v = fparam(prog, pc + 6)
+        for i in range(n):
+            out[i] = v
+    elif code == FILL_CONST:         # [dst ref, n, n float64 bit patterns]
+        n = prog[pc + 5]
+        out = fview(F, prog, pc + 3, n)
+        vals = prog[pc + 6:pc + 6 + n].view(np.float64)
+        for i in range(n):
+            out[i] = vals[i]
+    elif code == INT_TO_FLOAT:       # [src int ref, dst float ref, n]
+        n = prog[pc + 7]
+        src = iview(I, prog, pc + 3, n)
+        out = fview(F, prog, pc + 5, n)
+        for i in range(n):
+            out[i] = src[i]
+    elif code == FLOAT_TO_INT:       # [src float ref, dst int ref, n]: truncation toward zero, as ONNX Cast
+        n = prog[pc + 7]
+        src = fview(F, prog, pc + 3, n)
+        out = iview(I, prog, pc + 5, n)
+        for i in range(n):
+            out[i] = np.int64(src[i])
+    return OK

@@ -1,0 +1,136 @@
+"""The run function of the recurrent ops (LSTM, GRU, RNN): one instruction laid out by ``Recurrent.plan``
+(engine/ops/recurrent.py) -> sequence lengths, initial state, then the kernel of the variant, per direction."""
+import numpy as np
+from numba import njit
+
+from ..config import JIT_OPTIONS
+from .gru_rnn import gru_direction, rnn_direction
+from .lstm_fast import lstm_direction_fast, lstm_direction_parallel
+from .lstm_kernels import lstm_direction_generic
+from .numeric import input_projection, matmul
+from .program import ABSENT, ERR_SEQ_LENS, KEEP, OK
+from .program_kernels import fparam, fview, iview
+from .recurrent import (GRU_CODE, LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC, P_C, P_C0, P_CLIP, P_DIMS, P_H, P_H0, P_LENS,
+                        P_OWN, P_REV, P_SCRATCH, P_SEQ, P_X, P_XW, P_Y)
+
+
+@njit(**JIT_OPTIONS)
+def _lengths(lens, I, prog, at, T, B):
+    """lens (B,) <- sequence_lens, checked, or T for every entry when there are none."""
+    if prog[at] == ABSENT:
+        for b in range(B):
+            lens[b] = T
+        return OK
+    seq = iview(I, prog, at, B)
+    for b in range(B):
+        if seq[b] < 0 or seq[b] > T:
+            return ERR_SEQ_LENS
+        lens[b] = seq[b]
+    return OK
+
+
+@njit(**JIT_OPTIONS)
+def _init_state(s, F, prog, at, lens):
+    """s (D, B, K) <- the initial state (zeros when absent; left alone in a stream, KEEP). A batch entry with
+    sequence length 0 ends with a zero state (onnxruntime's semantics); the kernels leave it alone."""
+    D, B, K = s.shape
+    space = prog[at]
+    if space == ABSENT:
+        s[:, :, :] = 0
+    elif space != KEEP:
+        src = fview(F, prog, at, D * B * K)
+        s1 = s.reshape(-1)
+        for i in range(D * B * K):
+            s1[i] = src[i]
+    for b in range(B):
+        if lens[b] == 0:
+            s[:, b, :] = 0
+
+
+@njit(**JIT_OPTIONS)
+def run_recurrent(code, prog, pc, F, I):
+    p = pc + 3
+    T, B, In, H, Hout, D = (prog[p + P_DIMS], prog[p + P_DIMS + 1], prog[p + P_DIMS + 2], prog[p + P_DIMS + 3],
+                            prog[p + P_DIMS + 4], prog[p + P_DIMS + 5])
+    X2 = fview(F, prog, p + P_X, T * B * In).reshape((T * B, In))
+    lens = iview(I, prog, p + P_LENS, B)
+    status = _lengths(lens, I, prog, p + P_SEQ, T, B)
+    if status != OK:
+        return status
+    h = fview(F, prog, p + P_H, D * B * Hout).reshape((D, B, Hout))
+    _init_state(h, F, prog, p + P_H0, lens)
+    Y = fview(F, prog, p + P_Y, T * D * B * Hout).reshape((T, D, B, Hout))
+    if prog[p + P_SEQ] != ABSENT:
+        Y[:, :, :, :] = 0            # rows past a sequence's end are zeros; the kernels skip them
+    fconst = F[0]
+    one = np.empty(1, dtype=fconst.dtype)
+    one[0] = fparam(prog, p + P_CLIP)
+    clip = one[0]                    # +inf: no clip; typed as the compute dtype
+    q = p + P_OWN
+    if code == LSTM_FAST or code == LSTM_FAST_MT or code == LSTM_GENERIC:
+        c = fview(F, prog, p + P_C, D * B * H).reshape((D, B, H))
+        _init_state(c, F, prog, p + P_C0, lens)
+        o_wt, o_rt, o_bias, o_peep, use_peep, input_forget = (prog[q], prog[q + 1], prog[q + 2], prog[q + 3],
+                                                              prog[q + 4] != 0, prog[q + 5] != 0)
+        Dp = prog[q + 6]             # peepholes stored per direction, or one zero row
+        WT = fconst[o_wt:o_wt + D * In * 4 * H].reshape((D, In, 4 * H))
+        bias = fconst[o_bias:o_bias + D * 4 * H].reshape((D, 4 * H))
+        peep = fconst[o_peep:o_peep + Dp * 3 * H].reshape((Dp, 3 * H))
+        if code == LSTM_FAST_MT:
+            o_wtp, o_rtp, o_bp, parts, chunk = prog[q + 7], prog[q + 8], prog[q + 9], prog[q + 10], prog[q + 11]
+            WTp = fconst[o_wtp:o_wtp + D * parts * In * 4 * chunk].reshape((D, parts, In, 4 * chunk))
+            RTp = fconst[o_rtp:o_rtp + D * parts * H * 4 * chunk].reshape((D, parts, H, 4 * chunk))
+            biasp = fconst[o_bp:o_bp + D * parts * 4 * chunk].reshape((D, parts, 1, 4 * chunk))
+            for d in range(D):
+                lstm_direction_parallel(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, lens, h[d],
+                                        c[d], prog[p + P_REV + d] == 1, clip, input_forget)
+            return OK
+        xw = fview(F, prog, p + P_XW, T * B * 4 * H).reshape((T * B, 4 * H))
+        RT = fconst[o_rt:o_rt + D * Hout * 4 * H].reshape((D, Hout, 4 * H))
+        if code == LSTM_FAST:
+            scratch = fview(F, prog, p + P_SCRATCH, (B + 1) * 4 * H)
+            gates = scratch[:4 * H]
+            rec = scratch[4 * H:].reshape((B, 4 * H))
+            for d in range(D):
+                input_projection(X2, WT[d], xw)
+                lstm_direction_fast(Y, d, xw, B, RT[d], bias[d], peep[d % Dp], use_peep, lens, h[d], c[d],
+                                    prog[p + P_REV + d] == 1, clip, input_forget, gates, rec)
+            return OK
+        o_proj, use_proj = prog[q + 7], prog[q + 8] != 0
+        projT = fconst[o_proj:o_proj + D * H * Hout].reshape((D, H, Hout)) if use_proj else \
+            fconst[0:0].reshape((1, 0, 0))
+        for d in range(D):
+            acts = q + 9 + 9 * d         # codes f, g, h; alphas; betas (float64 bits)
+            matmul(X2, WT[d], xw)
+            lstm_direction_generic(Y, h, c, d, xw, B, RT[d], bias[d], peep[d % Dp], use_peep,
+                                   projT[d % projT.shape[0]], use_proj, lens, h[d], c[d], prog[p + P_REV + d] == 1,
+                                   prog[acts:acts + 3], prog[acts + 3:acts + 6].view(np.float64),
+                                   prog[acts + 6:acts + 9].view(np.float64), clip, input_forget)
+        return OK
+    if code == GRU_CODE:
+        o_wt, o_rz, o_rh, o_bias, lbr, fast = (prog[q], prog[q + 1], prog[q + 2], prog[q + 3], prog[q + 4] != 0,
+                                               prog[q + 5] != 0)
+        WT = fconst[o_wt:o_wt + D * In * 3 * H].reshape((D, In, 3 * H))
+        RTzr = fconst[o_rz:o_rz + D * H * 2 * H].reshape((D, H, 2 * H))
+        RTh = fconst[o_rh:o_rh + D * H * H].reshape((D, H, H))
+        bias = fconst[o_bias:o_bias + D * 4 * H].reshape((D, 4 * H))
+        xw = fview(F, prog, p + P_XW, T * B * 3 * H).reshape((T * B, 3 * H))
+        for d in range(D):
+            acts = q + 6 + 6 * d         # codes f, g; alphas; betas
+            input_projection(X2, WT[d], xw)
+            gru_direction(Y, d, xw, B, RTzr[d], RTh[d], bias[d], lens, h[d], prog[p + P_REV + d] == 1,
+                          prog[acts:acts + 2], prog[acts + 2:acts + 4].view(np.float64),
+                          prog[acts + 4:acts + 6].view(np.float64), clip, lbr, fast)
+        return OK
+    # RNN
+    o_wt, o_rt, o_bias, fast = prog[q], prog[q + 1], prog[q + 2], prog[q + 3] != 0
+    WT = fconst[o_wt:o_wt + D * In * H].reshape((D, In, H))
+    RT = fconst[o_rt:o_rt + D * H * H].reshape((D, H, H))
+    bias = fconst[o_bias:o_bias + D * H].reshape((D, H))
+    xw = fview(F, prog, p + P_XW, T * B * H).reshape((T * B, H))
+    for d in range(D):
+        acts = q + 4 + 3 * d
+        input_projection(X2, WT[d], xw)
+        rnn_direction(Y, d, xw, B, RT[d], bias[d], lens, h[d], prog[p + P_REV + d] == 1, prog[acts],
+                      fparam(prog, acts + 1), fparam(prog, acts + 2), clip, fast)
+    return OK

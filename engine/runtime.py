@@ -1,0 +1,90 @@
+"""Which executor runs the plans: the ahead-of-time one when a compatible one is installed, else the JIT one.
+
+    aot   engine/executor.py's ``execute`` compiled by ``lstm-engine build-runtime`` (engine/aot.py) into an extension
+          module; loading it imports neither Numba nor llvmlite
+    jit   the same function compiled by Numba at first use (or loaded from Numba's cache)
+
+The choice is made once per process, at the first Session (``current()``), from ``LSTM_ENGINE_RUNTIME``:
+
+    unset     the AOT runtime if a compatible one is found in $LSTM_ENGINE_CACHE_DIR/runtime (where build-runtime writes
+              by default) or in the package's own ``_runtime`` folder; else the JIT
+    DIR       the AOT runtime in DIR if it is compatible; else the JIT, with a warning saying why
+    jit       the JIT, whatever is installed
+
+"Compatible" means built from these engine sources, for this Python and numpy, for a CPU that this one can run
+(engine/aot.py, ``check``). Nothing here imports Numba: only the JIT branch does, when it is taken.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from dataclasses import dataclass, field
+
+from . import _threads
+from .errors import EngineError
+
+ENV = "LSTM_ENGINE_RUNTIME"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str                   # "aot" or "jit"
+    parallel: bool              # has the threaded LSTM kernel (lstm_direction_parallel); the AOT runtime has not
+    functions: dict = field(repr=False)   # precision -> execute(prog, fconst, fin, iin, fwork, iwork, fout, state)
+    path: str | None = None     # the AOT module
+    info: dict | None = None    # the AOT module's build record (engine/aot.py)
+    note: str = ""              # why the JIT was chosen over an AOT runtime, when one was looked for and refused
+
+    def executor(self, precision):
+        return self.functions[str(precision)]
+
+
+_current = None
+_lock = threading.Lock()
+
+
+def current() -> Runtime:
+    """The process's runtime, chosen on first use."""
+    global _current
+    if _current is None:
+        with _lock:
+            if _current is None:
+                _current = _choose()
+    return _current
+
+
+def _choose() -> Runtime:
+    from . import aot
+    setting = os.environ.get(ENV, "").strip()
+    if setting.lower() == "jit":
+        return jit_runtime()
+    dirs = [setting] if setting else aot.search_dirs()
+    reasons = []
+    for d in dirs:
+        info, reason = aot.check(d)
+        if info is not None:
+            try:
+                functions = aot.load(d, info)
+            except (ImportError, OSError) as e:
+                reasons.append(f"{d}: its module does not load ({e})")
+                continue
+            if not info["blas"]:
+                _threads.without_blas()
+            return Runtime("aot", parallel=False, functions=functions, path=aot.module_path(d, info), info=info)
+        if reason:
+            reasons.append(f"{d}: {reason}")
+    note = "; ".join(r for r in reasons if setting or "no runtime" not in r)
+    if setting:
+        warnings.warn(f"{ENV}={setting} is not used ({note}); falling back to the JIT", RuntimeWarning, stacklevel=3)
+    return jit_runtime(note)
+
+
+def jit_runtime(note="") -> Runtime:
+    try:
+        from .executor import execute
+    except ImportError as e:
+        raise EngineError(f"no usable ahead-of-time runtime ({note or 'none found'}) and the JIT needs Numba, which "
+                          f"cannot be imported ({e}); build one with `lstm-engine build-runtime` where Numba is "
+                          f"installed, or install numba") from None
+    return Runtime("jit", parallel=True, functions={"float32": execute, "float64": execute}, note=note)
