@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InvalidInputError, UnsupportedModelError
+from .errors import InvalidInputError, ModelFileError, UnsupportedModelError
 from .ops import OPS
 from .ops.program import (ABSENT, COPY, F_CONST, F_IN, F_OUT, F_STATE, F_WORK, FILL_CONST, I_CONST, I_IN, I_WORK,
                           INT_COPY, MAX_RANK)
@@ -245,8 +245,10 @@ class Planner:
                     self._drop(name)
         self.node, self._node_index = _Outputs, -1
         outputs = []
+        declared = {spec.name: spec for spec in self.model.outputs}
         for name in self.wanted:
             val = self.vals[name]
+            _check_declared(declared[name], val)
             if val.kind == "f" and val.space != F_OUT:
                 dst = Val("f", val.shape, F_OUT, self._out_alloc(val.size))
                 self.copy(val, dst)
@@ -258,7 +260,10 @@ class Planner:
             outputs.append((name, val.kind, val.off, val.shape))
         start = 2
         end = start + len(self.code)
-        prog = np.array([start, end] + self.code + self.consts, dtype=np.int64)
+        try:
+            prog = np.array([start, end] + self.code + self.consts, dtype=np.int64)
+        except OverflowError:
+            raise UnsupportedModelError("a size, offset or attribute of this model does not fit in 64 bits") from None
         for pos in self.patches:
             prog[start + pos] += end
         index = {spec.name: k for k, spec in enumerate(self.model.inputs)}
@@ -436,6 +441,16 @@ class Planner:
         self.emit(COPY if src.kind == "f" else INT_COPY, f"copy {tuple(shape)}", s_space, _shift(s_off, sbase),
                   d_space, _shift(d_off, dbase), *([1] * pad + shape), *([0] * pad + sstrides),
                   *([0] * pad + dstrides))
+
+
+def _check_declared(spec, val):
+    """A graph output must be what the model declares: its rank, fixed dimensions and kind (float or int)."""
+    kind = "f" if spec.dtype.startswith("float") else "i"
+    if val.rank != len(spec.shape) or val.kind != kind or any(
+            isinstance(d, int) and d != n for d, n in zip(spec.shape, val.shape)):
+        raise ModelFileError(f"graph output {spec.name!r} is declared as {spec.dtype} "
+                             f"[{', '.join(map(str, spec.shape))}], but the graph computes "
+                             f"{'a float' if val.kind == 'f' else 'an int'} tensor of shape {val.shape}")
 
 
 def _shift(off, by):

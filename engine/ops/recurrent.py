@@ -27,7 +27,7 @@ from numba import njit
 from ..config import JIT_OPTIONS
 from ..errors import ModelFileError, UnsupportedModelError
 from .activations import ACTIVATIONS, codes_of
-from .base import Op, const_tensor, require_attrs
+from .base import Op, const_tensor, is_int, is_number, require_attrs
 from .gru_rnn import gru_direction, rnn_direction
 from .lstm_fast import PARALLEL_MIN_HIDDEN, lstm_direction_fast, lstm_direction_parallel, pack_parts
 from .lstm_kernels import lstm_direction_generic
@@ -193,10 +193,10 @@ class Recurrent(Op):
         H = a["hidden_size"]
         if not isinstance(H, int) or isinstance(H, bool) or H < 1:
             raise ModelFileError(f"node {node.name!r}: hidden_size must be a positive integer, got {H!r}")
-        if a["direction"] not in DIRECTIONS:
+        if not isinstance(a["direction"], str) or a["direction"] not in DIRECTIONS:
             raise UnsupportedModelError(f"node {node.name!r}: direction {a['direction']!r} is not one of "
                                         f"forward, reverse, bidirectional")
-        if a["layout"] not in (0, 1):
+        if not is_int(a["layout"], 0, 1):
             raise UnsupportedModelError(f"node {node.name!r}: layout must be 0 or 1, got {a['layout']!r}")
         D = len(DIRECTIONS[a["direction"]])
         acts = a["activations"]
@@ -205,13 +205,13 @@ class Recurrent(Op):
         for act in acts:
             if (not isinstance(act, list) or len(act) != 3 or not isinstance(act[0], str)
                     or act[0].lower() not in ACTIVATIONS
-                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in act[1:])):
+                    or not all(is_number(v) for v in act[1:])):
                 raise UnsupportedModelError(f"node {node.name!r}: unsupported activation {act!r}")
         clip = a["clip"]
-        if clip is not None and not (isinstance(clip, (int, float)) and not isinstance(clip, bool) and clip > 0):
+        if clip is not None and not (is_number(clip) and clip > 0):
             raise ModelFileError(f"node {node.name!r}: clip must be a positive number or null, got {clip!r}")
         for key in cls.own_flags:
-            if a[key] not in (0, 1) or isinstance(a[key], bool):
+            if not is_int(a[key], 0, 1):
                 raise ModelFileError(f"node {node.name!r}: {key} must be 0 or 1")
         cls.validate_extra(node, a)
         if len(node.inputs) > cls.n_inputs:
@@ -247,8 +247,9 @@ class Recurrent(Op):
 
     @classmethod
     def reads(cls, node, streaming):
-        """In a stream the initial state comes from the stream's state, not from initial_h / initial_c."""
-        return [name for i, name in enumerate(node.inputs) if name and not (streaming and i in (5, 6))]
+        """In a stream the initial state comes from the stream's state, not from initial_h / initial_c, and the
+        length of the sequence is the number of steps fed: sequence_lens is not read either."""
+        return [name for i, name in enumerate(node.inputs) if name and not (streaming and i in (4, 5, 6))]
 
     # ------------------------------------------------------------------ packing
     @classmethod
@@ -318,10 +319,10 @@ class Recurrent(Op):
             raise p.error(f"the input's feature size {In} does not match the weights W (input size {W_in})")
         if T < 1 or B < 1:
             raise p.error("sequence length and batch size must be at least 1")
-        seq = p.input(4)
+        streaming = p.stream is not None
+        seq = None if streaming else p.input(4)
         if seq is not None and (seq.kind != "i" or seq.shape != (B,)):
             raise p.error(f"sequence_lens must be an int tensor of shape ({B},), got {seq.shape}")
-        streaming = p.stream is not None
         states, inits = [], []
         for k, (size, index) in enumerate(zip([Hout, H], (5, 6))):
             if k >= len(cls.state_names):
