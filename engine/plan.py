@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _memory
 from .errors import InvalidInputError, ModelFileError, UnsupportedModelError
 from .ops import OPS
 from .ops.program import (ABSENT, COPY, F_CONST, F_IN, F_OUT, F_STATE, F_WORK, FILL_CONST, I_CONST, I_IN, I_WORK,
@@ -190,6 +191,7 @@ class Planner:
         self.fwork, self.iwork, self.fout_top = _Arena(F_WORK), _Arena(I_WORK), 0
         self.code, self.consts, self.patches, self.listing = [], [], [], []
         self.wanted = list(wanted)
+        self._memory_limit = _memory.limit_bytes()
         self.node = None
         self._temps = []
         self._node_index = 0
@@ -210,6 +212,7 @@ class Planner:
                 continue
             shape = tuple(shapes[spec.name])
             kind = "f" if spec.dtype.startswith("float") else "i"
+            self._check_size(size_of(shape), f"input {spec.name!r} of shape {shape}")
             if kind == "f":
                 self.vals[spec.name] = Val("f", shape, F_IN, fpos)
                 self.inputs.append((spec.name, "f", fpos, size_of(shape)))
@@ -258,6 +261,9 @@ class Planner:
                 self.copy(val, dst)
                 val = dst
             outputs.append((name, val.kind, val.off, val.shape))
+        itemsize = self.dtype.itemsize
+        self._check_size(0, "the buffers of this call", (self.fwork.peak + self.fout_top) * itemsize
+                         + self.iwork.peak * 8)
         start = 2
         end = start + len(self.code)
         try:
@@ -287,7 +293,16 @@ class Planner:
                 val.block.arena.release(val.block.off, val.block.n)
             val.block = None
 
+    def _check_size(self, n, what, nbytes=None):
+        """Refuse a buffer of ``n`` elements (or ``nbytes``) before anything is allocated."""
+        why = _memory.too_big(n * 8 if nbytes is None else nbytes, self._memory_limit)
+        if why:
+            if self.node is None or self.node is _Outputs:
+                raise InvalidInputError(f"{what} {why}")
+            raise self.error(f"{what} {why}")
+
     def _out_alloc(self, n):
+        self._check_size(n, f"an output of {n} elements")
         off = self.fout_top
         self.fout_top += _up(max(n, 1))
         return off
@@ -343,6 +358,7 @@ class Planner:
     def _alloc_val(self, kind, shape):
         arena = self.fwork if kind == "f" else self.iwork
         n = size_of(shape)
+        self._check_size(n, f"a value of shape {tuple(shape)}")
         blk = _Block(arena, arena.alloc(n), n)
         blk.users = 1
         return Val(kind, shape, arena.space, blk.off, block=blk)
