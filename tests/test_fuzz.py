@@ -121,10 +121,18 @@ def _header(tensor, key, value):
 
 
 def _gather_index_shape():
-    # Gather's index_shape claims 1 index, 64 come: the kernel wrote 64 rows into a buffer of one
-    return Model(inputs=[TensorSpec("ids", ["T", "B"], "int64")], outputs=[TensorSpec("x", [1, 3])],
-                 nodes=[Node("Gather", "embed", ["emb", "ids"], ["x"], {"axis": 0, "index_shape": [1]})],
-                 tensors={"emb": EMB})
+    # Gather's index_shape claims 1 index, 64 come: the kernel wrote 64 rows where one fits, over the value b that
+    # shares the work buffer (before the fix bo came back as -9s, the embedding, instead of -relu(X))
+    return Model(inputs=[TensorSpec("Xb", [256]), TensorSpec("X", [4]), TensorSpec("ids", ["T", "B"], "int64")],
+                 outputs=[TensorSpec("zo", [256]), TensorSpec("bo", [4]), TensorSpec("xr", [1, 3])],
+                 nodes=[Node("Relu", "n0", ["Xb"], ["z"]), Node("Neg", "n0b", ["z"], ["zo"]),
+                        Node("Relu", "n1", ["X"], ["a"]), Node("Neg", "n2", ["a"], ["b"]),
+                        Node("Gather", "n3", ["emb", "ids"], ["x"], {"axis": 0, "index_shape": [1]}),
+                        Node("Neg", "n4", ["b"], ["bo"]), Node("Relu", "n5", ["x"], ["xr"])],
+                 tensors={"emb": np.full((7, 3), 9.0, np.float32)})
+
+
+GATHER_FEED = feed(Xb=np.ones(256, np.float32), X=np.arange(4, dtype=np.float32), ids=np.zeros((64, 1), np.int64))
 
 
 def _int_softmax(op, attrs):
@@ -134,11 +142,14 @@ def _int_softmax(op, attrs):
 
 
 def _int_conv():
-    # W stored as int64: the kernel read the packed float weights at the offset of the int constants
-    return Model(inputs=[TensorSpec("x", ["N", 2, "L"])], outputs=[TensorSpec("y", ["N", 1, "L"])],
-                 nodes=[Node("Conv", "conv", ["x", "W"], ["y"], {"pads": [0, 0], "strides": [1], "dilations": [1],
+    # W stored as int64: the kernel read the packed float weights at the offset of the int constants (before the
+    # fix: 14s, from the constant k, instead of 2s)
+    return Model(inputs=[TensorSpec("x", ["N", 2, "L"]), TensorSpec("v", [64])],
+                 outputs=[TensorSpec("y", ["N", 1, "L"]), TensorSpec("w", [64])],
+                 nodes=[Node("Add", "big", ["v", "k"], ["w"]),
+                        Node("Conv", "conv", ["x", "W"], ["y"], {"pads": [0, 0], "strides": [1], "dilations": [1],
                                                                   "group": 1})],
-                 tensors={"W": np.ones((1, 2, 1), np.int64)})
+                 tensors={"W": np.ones((1, 2, 1), np.int64), "k": np.full(64, 7.0, np.float32)})
 
 
 def _const_output():
@@ -181,13 +192,14 @@ REPRODUCERS = [
      "error:ModelFileError"),
     ("clip given as a 400-digit integer", ("load", mutated("lstm", _set(["nodes", 0, "attrs", "clip"], 10 ** 400)),
                                            LSTM_FEED), "error:ModelFileError"),
-    ("Gather index_shape [1] for 64 run-time indices", ("load", file_of(_gather_index_shape()), IDS),
+    ("Gather index_shape [1] for 64 run-time indices", ("load", file_of(_gather_index_shape()), GATHER_FEED),
      "error:ModelFileError"),
     ("Softmax of int64 token ids", ("load", file_of(_int_softmax("Softmax", {"axis": 0})), IDS),
      "error:UnsupportedModelError"),
     ("ReduceMean of int64 token ids", ("load", file_of(_int_softmax("ReduceMean", {"axes": [0], "keepdims": 1})),
                                        IDS), "error:UnsupportedModelError"),
-    ("Conv with int64 weights", ("load", file_of(_int_conv()), feed(x=np.ones((1, 2, 5), np.float32))),
+    ("Conv with int64 weights", ("load", file_of(_int_conv()), feed(x=np.ones((1, 2, 3), np.float32),
+                                                                     v=np.zeros(64, np.float32))),
      "error:ModelFileError"),
     ("a graph output that is a stored tensor", ("load", file_of(_const_output()), None), "error:ModelFileError"),
     ("ConstantOfShape taking a dimension of an absent input",
