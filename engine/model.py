@@ -21,6 +21,7 @@ engine/ops/recurrent.py, glue.py and layers.py.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass, field
@@ -50,8 +51,8 @@ class TensorSpec:
 
     @classmethod
     def from_json(cls, d: dict) -> "TensorSpec":
-        return cls(name=d["name"], shape=list(d["shape"]), dtype=d.get("dtype", "float32"),
-                   optional=bool(d.get("optional", False)))
+        return cls(name=d["name"], shape=d["shape"], dtype=d.get("dtype", "float32"),
+                   optional=d.get("optional", False))
 
 
 @dataclass
@@ -68,8 +69,7 @@ class Node:
 
     @classmethod
     def from_json(cls, d: dict) -> "Node":
-        return cls(op=d["op"], name=d["name"], inputs=list(d["inputs"]), outputs=list(d["outputs"]),
-                   attrs=dict(d.get("attrs", {})))
+        return cls(op=d["op"], name=d["name"], inputs=d["inputs"], outputs=d["outputs"], attrs=d.get("attrs", {}))
 
 
 @dataclass
@@ -132,6 +132,9 @@ class Model:
 
         if self.dtype not in SUPPORTED_DTYPES:
             raise UnsupportedModelError(f"model dtype {self.dtype!r} is not supported (supported: float32, float64)")
+        for what, specs in (("inputs", self.inputs), ("outputs", self.outputs), ("nodes", self.nodes)):
+            if not isinstance(specs, list):
+                raise ModelFileError(f"the model's {what} must be a list")
         if not self.inputs:
             raise ModelFileError("model has no inputs")
         if not self.outputs:
@@ -148,11 +151,18 @@ class Model:
             if name in known:
                 raise ModelFileError(f"tensor {name!r} has the same name as a graph input")
             known.add(name)
+        recurrent_names = set()
         for node in self.nodes:
+            _check_node(node)
             if node.op not in OPS:
                 raise UnsupportedModelError(
                     f"node {node.name!r}: op {node.op!r} is not supported by this engine "
                     f"(supported: {', '.join(sorted(OPS))})")
+            if OPS[node.op].recurrent:
+                # packed weights and stream state are found by node name
+                if node.name in recurrent_names:
+                    raise ModelFileError(f"two recurrent nodes are named {node.name!r}")
+                recurrent_names.add(node.name)
             for i, name in enumerate(node.inputs):
                 if name and name not in known:
                     raise ModelFileError(f"node {node.name!r} input {i} refers to unknown value {name!r}")
@@ -166,22 +176,69 @@ class Model:
             _check_spec(spec, "output")
             if spec.name not in known:
                 raise ModelFileError(f"graph output {spec.name!r} is not produced by any node")
+            if spec.name in self.tensors:
+                raise ModelFileError(f"graph output {spec.name!r} is a constant tensor: nothing to compute")
         if self.stream is not None:
-            name = self.stream.get("input")
-            axis = self.stream.get("time_axis")
-            if not any(s.name == name for s in self.inputs) or not (axis is None or isinstance(axis, int)):
-                raise ModelFileError(f"stream description {self.stream!r} does not name a graph input and axis")
+            _check_stream(self.stream, self.inputs, self.outputs)
         return self
 
 
+MAX_DIM = 2 ** 62   # larger dimensions cannot be described to the executor (int64), let alone allocated
+
+
+def _check_node(node) -> None:
+    if not isinstance(node, Node):
+        raise ModelFileError(f"graph node {node!r} is not a Node")
+    if not isinstance(node.name, str) or not isinstance(node.op, str):
+        raise ModelFileError(f"node {node.name!r}: its name and op must be strings")
+    for what in ("inputs", "outputs"):
+        names = getattr(node, what)
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+            raise ModelFileError(f"node {node.name!r} ({node.op}): {what} must be a list of names")
+    if not isinstance(node.attrs, dict):
+        raise ModelFileError(f"node {node.name!r} ({node.op}): attrs must be a JSON object")
+
+
+def _check_stream(stream, inputs, outputs) -> None:
+    """The stream description: {"input": name, "time_axis": int or null, "batch_axis": int or null,
+    "outputs": {output name: time axis or null}}, every axis within its tensor's rank."""
+    def bad(why):
+        return ModelFileError(f"stream description {stream!r} is invalid: {why}")
+
+    def axis_ok(v, rank):
+        return v is None or (isinstance(v, int) and not isinstance(v, bool) and 0 <= v < rank)
+
+    if not isinstance(stream, dict) or "input" not in stream or "time_axis" not in stream:
+        raise bad("it needs at least 'input' and 'time_axis' (null for a model without a time axis)")
+    spec = next((s for s in inputs if s.name == stream.get("input")), None)
+    if spec is None:
+        raise bad("it does not name a graph input")
+    rank = len(spec.shape)
+    time_axis, batch_axis = stream.get("time_axis"), stream.get("batch_axis")
+    if not axis_ok(time_axis, rank) or not axis_ok(batch_axis, rank):
+        raise bad(f"time_axis and batch_axis must be null or axes of the rank-{rank} input")
+    if time_axis is not None and time_axis == batch_axis:
+        raise bad("time_axis and batch_axis are the same axis")
+    outs = stream.get("outputs", {})
+    ranks = {s.name: len(s.shape) for s in outputs}
+    if not isinstance(outs, dict) or not all(k in ranks and axis_ok(v, ranks[k]) for k, v in outs.items()):
+        raise bad("outputs must map graph outputs to their time axis (or null)")
+
+
 def _check_spec(spec: TensorSpec, what: str) -> None:
+    if not isinstance(spec, TensorSpec):
+        raise ModelFileError(f"graph {what} {spec!r} is not a TensorSpec")
     if not isinstance(spec.name, str) or not spec.name:
         raise ModelFileError(f"graph {what} without a name")
+    if not isinstance(spec.shape, (list, tuple)):
+        raise ModelFileError(f"graph {what} {spec.name!r} has a shape that is not a list: {spec.shape!r}")
     for d in spec.shape:
-        if not (isinstance(d, str) or (isinstance(d, int) and d >= 0)):
+        if not (isinstance(d, str) or (isinstance(d, int) and not isinstance(d, bool) and 0 <= d < MAX_DIM)):
             raise ModelFileError(f"graph {what} {spec.name!r} has an invalid dimension {d!r}")
     if spec.dtype not in ("float32", "float64", "int32", "int64"):
         raise ModelFileError(f"graph {what} {spec.name!r} has unsupported dtype {spec.dtype!r}")
+    if not isinstance(spec.optional, bool):
+        raise ModelFileError(f"graph {what} {spec.name!r}: optional must be true or false")
 
 
 # ---------------------------------------------------------------------- file I/O
@@ -240,10 +297,14 @@ def load_from(data, where: str) -> Model:
     meta_text = header.get("__metadata__", {}).get(METADATA_KEY) if isinstance(header.get("__metadata__"), dict) else None
     if meta_text is None:
         raise ModelFileError(f"{where}: a safetensors file, but not an lstm-engine model (no {METADATA_KEY!r} metadata)")
+    if not isinstance(meta_text, str):
+        raise ModelFileError(f"{where}: the model description is not a JSON string")
     try:
         meta = json.loads(meta_text)
     except json.JSONDecodeError as e:
         raise ModelFileError(f"{where}: the model description is not valid JSON ({e.msg})") from None
+    except RecursionError:
+        raise ModelFileError(f"{where}: the model description is nested too deeply") from None
     return model_from_metadata(meta, tensors, where)
 
 
@@ -259,6 +320,9 @@ def model_from_metadata(meta: Any, tensors: dict, where: str = "<model>") -> Mod
             f"{FORMAT_VERSION}; upgrade lstm-engine or convert the model again with this version")
     if version < 1:
         raise FormatVersionError(f"{where}: unknown format version {version}")
+    for key in ("inputs", "outputs", "nodes"):
+        if not isinstance(meta.get(key), list) or not all(isinstance(d, dict) for d in meta[key]):
+            raise ModelFileError(f"{where}: the model description's {key!r} must be a list of JSON objects")
     try:
         model = Model(
             inputs=[TensorSpec.from_json(d) for d in meta["inputs"]],
@@ -272,9 +336,11 @@ def model_from_metadata(meta: Any, tensors: dict, where: str = "<model>") -> Mod
         )
     except (KeyError, TypeError, AttributeError) as e:
         raise ModelFileError(f"{where}: the model description is malformed ({type(e).__name__}: {e})") from None
+    if not isinstance(model.origin, dict):
+        raise ModelFileError(f"{where}: the model description's origin must be a JSON object")
     try:
         return model.validate()
-    except (KeyError, TypeError, IndexError, AttributeError) as e:
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError, OverflowError) as e:
         raise ModelFileError(f"{where}: the model description is malformed ({type(e).__name__}: {e})") from None
 
 
@@ -293,7 +359,7 @@ def _parse_safetensors(data, where: str) -> tuple:
         raise ModelFileError(f"{where}: file is truncated (header needs {header_len} bytes, file has {len(data) - 8})")
     try:
         header = json.loads(bytes(data[8:8 + header_len]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise ModelFileError(f"{where}: not an lstm-engine model (header is not valid JSON)") from None
     if not isinstance(header, dict):
         raise ModelFileError(f"{where}: not an lstm-engine model (header is not a JSON object)")
@@ -304,13 +370,16 @@ def _parse_safetensors(data, where: str) -> tuple:
             continue
         try:
             dtype = _ST_DTYPES[info["dtype"]]
-            shape = [int(d) for d in info["shape"]]
-            start, end = (int(v) for v in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
+            shape, offsets = info["shape"], info["data_offsets"]
+        except (KeyError, TypeError):
             raise ModelFileError(f"{where}: tensor {name!r} has a malformed entry in the header") from None
+        if not (isinstance(shape, list) and isinstance(offsets, list) and len(offsets) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in shape + offsets)):
+            raise ModelFileError(f"{where}: tensor {name!r} has a malformed entry in the header")
         if any(d < 0 for d in shape):
             raise ModelFileError(f"{where}: tensor {name!r} has a negative dimension")
-        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        start, end = offsets
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize     # Python ints: a claimed size cannot overflow
         if not (0 <= start <= end) or end - start != nbytes:
             raise ModelFileError(f"{where}: tensor {name!r} has inconsistent data offsets")
         if end > len(body):

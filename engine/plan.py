@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InvalidInputError, UnsupportedModelError
+from . import _memory
+from .errors import InvalidInputError, ModelFileError, UnsupportedModelError
 from .ops import OPS
 from .ops.base import contiguous_strides
 from .ops.program import (ABSENT, COPY, F_CONST, F_IN, F_OUT, F_STATE, F_WORK, FILL_CONST, I_CONST, I_IN, I_WORK,
@@ -195,6 +196,7 @@ class Planner:
         self.fwork, self.iwork, self.fout_top = _Arena(F_WORK), _Arena(I_WORK), 0
         self.code, self.consts, self.patches, self.listing = [], [], [], []
         self.wanted = list(wanted)
+        self._memory_limit = _memory.limit_bytes()
         self.node = None
         self._temps = []
         self._node_index = 0
@@ -215,6 +217,7 @@ class Planner:
                 continue
             shape = tuple(shapes[spec.name])
             kind = "f" if spec.dtype.startswith("float") else "i"
+            self._check_size(size_of(shape), f"input {spec.name!r} of shape {shape}")
             if kind == "f":
                 self.vals[spec.name] = Val("f", shape, F_IN, fpos)
                 self.inputs.append((spec.name, "f", fpos, size_of(shape)))
@@ -250,8 +253,10 @@ class Planner:
                     self._drop(name)
         self.node, self._node_index = _Outputs, -1
         outputs = []
+        declared = {spec.name: spec for spec in self.model.outputs}
         for name in self.wanted:
             val = self.vals[name]
+            _check_declared(declared[name], val)
             if val.kind == "f" and val.space != F_OUT:
                 dst = Val("f", val.shape, F_OUT, self._out_alloc(val.size))
                 self.copy(val, dst)
@@ -261,9 +266,15 @@ class Planner:
                 self.copy(val, dst)
                 val = dst
             outputs.append((name, val.kind, val.off, val.shape))
+        itemsize = self.dtype.itemsize
+        self._check_size(0, "the buffers of this call", (self.fwork.peak + self.fout_top) * itemsize
+                         + self.iwork.peak * 8)
         start = 2
         end = start + len(self.code)
-        prog = np.array([start, end] + self.code + self.consts, dtype=np.int64)
+        try:
+            prog = np.array([start, end] + self.code + self.consts, dtype=np.int64)
+        except OverflowError:
+            raise UnsupportedModelError("a size, offset or attribute of this model does not fit in 64 bits") from None
         for pos in self.patches:
             prog[start + pos] += end
         index = {spec.name: k for k, spec in enumerate(self.model.inputs)}
@@ -287,7 +298,16 @@ class Planner:
                 val.block.arena.release(val.block.off, val.block.n)
             val.block = None
 
+    def _check_size(self, n, what, nbytes=None):
+        """Refuse a buffer of ``n`` elements (or ``nbytes``) before anything is allocated."""
+        why = _memory.too_big(n * 8 if nbytes is None else nbytes, self._memory_limit)
+        if why:
+            if self.node is None or self.node is _Outputs:
+                raise InvalidInputError(f"{what} {why}")
+            raise self.error(f"{what} {why}")
+
     def _out_alloc(self, n):
+        self._check_size(n, f"an output of {n} elements")
         off = self.fout_top
         self.fout_top += _up(max(n, 1))
         return off
@@ -349,6 +369,7 @@ class Planner:
     def _alloc_val(self, kind, shape):
         arena = self.fwork if kind == "f" else self.iwork
         n = size_of(shape)
+        self._check_size(n, f"a value of shape {tuple(shape)}")
         blk = _Block(arena, arena.alloc(n), n)
         blk.users = 1
         return Val(kind, shape, arena.space, blk.off, block=blk)
@@ -447,6 +468,16 @@ class Planner:
         self.emit(COPY if src.kind == "f" else INT_COPY, f"copy {tuple(shape)}", s_space, _shift(s_off, sbase),
                   d_space, _shift(d_off, dbase), *([1] * pad + shape), *([0] * pad + sstrides),
                   *([0] * pad + dstrides))
+
+
+def _check_declared(spec, val):
+    """A graph output must be what the model declares: its rank, fixed dimensions and kind (float or int)."""
+    kind = "f" if spec.dtype.startswith("float") else "i"
+    if val.rank != len(spec.shape) or val.kind != kind or any(
+            isinstance(d, int) and d != n for d, n in zip(spec.shape, val.shape)):
+        raise ModelFileError(f"graph output {spec.name!r} is declared as {spec.dtype} "
+                             f"[{', '.join(map(str, spec.shape))}], but the graph computes "
+                             f"{'a float' if val.kind == 'f' else 'an int'} tensor of shape {val.shape}")
 
 
 def _shift(off, by):

@@ -128,13 +128,13 @@ def check(op: str, attrs: dict, num_directions: int | None = None, *, where: str
     H = attrs["hidden_size"]
     if not _integer(H, 1):
         raise ModelFileError(f"{where}: hidden_size must be a positive integer, got {H!r}")
-    if attrs["direction"] not in DIRECTIONS:
+    if not isinstance(attrs["direction"], str) or attrs["direction"] not in DIRECTIONS:
         raise UnsupportedModelError(f"{where}: direction {attrs['direction']!r} is not one of forward, reverse, "
                                     f"bidirectional")
     D = len(DIRECTIONS[attrs["direction"]])
     if num_directions is not None and num_directions != D:
         raise ModelFileError(f"{where}: direction {attrs['direction']!r} has {D} direction(s), not {num_directions}")
-    if attrs["layout"] not in (0, 1):
+    if not _integer(attrs["layout"], 0) or attrs["layout"] > 1:
         raise UnsupportedModelError(f"{where}: layout must be 0 or 1, got {attrs['layout']!r}")
     acts = attrs["activations"]
     n = len(spec.default_activations) * D
@@ -159,11 +159,18 @@ def check(op: str, attrs: dict, num_directions: int | None = None, *, where: str
 
 
 def _integer(value, minimum) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool) and value >= minimum
+    return isinstance(value, Integral) and not isinstance(value, bool) and minimum <= value <= 2 ** 62
 
 
 def _number(value) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
+    """A real number that converts to a float64 (10**400 does not)."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
 
 
 def _text(value):

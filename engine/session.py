@@ -14,6 +14,7 @@ Only checks that depend on input values (token ids, sequence lengths) happen ins
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _threads, runtime as _runtime
+from . import _memory, _threads, runtime as _runtime
 from .errors import EngineError, InvalidInputError, ModelFileError, UnsupportedModelError
 from .model import Model, is_model_file_bytes, load_from, read_source
 from .ops import OPS
@@ -31,6 +32,7 @@ from .plan import Planner, Weights
 from .warmup import warm_up
 
 MAX_PLANS = 64      # plans kept per Session (one per combination of input shapes, least recently used dropped)
+_SMALL = 1 << 20    # inputs with more elements are checked against the memory available before they are copied
 
 _ONNX_TYPES = {"float32": "tensor(float)", "float64": "tensor(double)", "int32": "tensor(int32)",
                "int64": "tensor(int64)"}
@@ -279,6 +281,10 @@ class Session:
                             f"from the other inputs; pass it explicitly")
                     d = dims[d]
                 shape.append(d)
+            why = _memory.too_big(math.prod(shape) * 8) if math.prod(shape) > _SMALL else None
+            if why:
+                raise InvalidInputError(f"optional input {spec.name!r} was not given: zeros of shape {tuple(shape)} "
+                                        f"{why}")
             args.append(np.zeros(shape, dtype=self._arg_dtype(spec)))
         return args, dims
 
@@ -286,10 +292,7 @@ class Session:
         return self.dtype if spec.dtype in ("float32", "float64") else np.dtype(spec.dtype)
 
     def _check_array(self, spec, value, dims):
-        try:
-            arr = np.asarray(value)
-        except Exception as e:
-            raise InvalidInputError(f"input {spec.name!r} cannot be read as an array: {e}") from None
+        arr = _as_array(value, f"input {spec.name!r}")
         want_float = spec.dtype in ("float32", "float64")
         if want_float:
             if arr.dtype.kind != "f":
@@ -311,6 +314,11 @@ class Session:
             elif want != got:
                 raise InvalidInputError(f"input {spec.name!r} must have shape {_fmt_shape(spec.shape)}, "
                                         f"got {tuple(arr.shape)} (dimension {axis} must be {want})")
+        if arr.size > _SMALL:
+            # a broadcast view of 10^9 elements takes no memory, its contiguous copy would: refuse it first
+            why = _memory.too_big(arr.size * 8)
+            if why:
+                raise InvalidInputError(f"input {spec.name!r} of shape {tuple(arr.shape)} {why}")
         if want_float:
             arr = np.ascontiguousarray(arr, dtype=self.dtype)
         else:
@@ -321,6 +329,14 @@ class Session:
         if not arr.flags.writeable:
             arr = arr.copy()   # the executor takes writable arrays only (one compiled signature)
         return arr
+
+
+def _as_array(value, what):
+    try:
+        return np.asarray(value)
+    except Exception as e:
+        why = str(e).splitlines()[0] if str(e) else repr(e)
+        raise InvalidInputError(f"{what} cannot be read as an array: {why}") from None
 
 
 def _check_threads(threads):
@@ -382,7 +398,10 @@ class Stream:
             for index, (name, shape) in enumerate(zip(op.state_names, shapes)):
                 self._slots.append((f"{node.name}/{name}", node, index, pos, shape))
                 self._layout.setdefault(node.name, {})[index] = (pos, shape)
-                pos += int(np.prod(shape))
+                pos += math.prod(shape)              # Python ints: a batch of 10**30 cannot overflow
+        why = _memory.too_big(pos * session.dtype.itemsize)
+        if why:
+            raise InvalidInputError(f"a stream of batch size {batch_size}: its state {why}")
         self._state = np.zeros(max(pos, 1), session.dtype)
         spec = model.input(self.input_name)
         self._rank = len(spec.shape)
@@ -418,7 +437,7 @@ class Stream:
         for name, node, _, pos, shape in self._slots:
             if name not in values:
                 continue
-            arr = np.asarray(values[name])
+            arr = _as_array(values[name], f"state {name!r}")
             want = (shape[1], shape[0], shape[2]) if node.attrs["layout"] == 1 else shape
             if arr.dtype.kind != "f":
                 raise InvalidInputError(f"state {name!r} must be a float array, got {arr.dtype}")
@@ -478,7 +497,7 @@ class Stream:
         if name not in sess._output_names:
             raise InvalidInputError(f"unknown output {name!r}; the model's outputs are {sess._output_names}")
         spec = sess.model.input(self.input_name)
-        arr = np.asarray(x)
+        arr = _as_array(x, "the step")
         single = self.time_axis is not None and arr.ndim == len(spec.shape) - 1
         full = np.expand_dims(arr, self.time_axis) if single else arr
         if self.batch_axis is not None and full.ndim == len(spec.shape) and \

@@ -43,7 +43,8 @@ class ImportContext:
     # ------------------------------------------------------------------ messages
     @staticmethod
     def describe(node) -> str:
-        return f"node {node.name or '<unnamed>'!r} ({node.op_type})"
+        op = node.op_type if node.op_type.isidentifier() else repr(node.op_type)   # one line, whatever the file holds
+        return f"node {node.name or '<unnamed>'!r} ({op})"
 
     def err(self, node, msg) -> UnsupportedModelError:
         return UnsupportedModelError(f"{self.describe(node)}: {msg}")

@@ -12,7 +12,7 @@ from engine import recurrent_spec
 from engine.errors import ConversionError, UnsupportedModelError
 from engine.model import Model, TensorSpec
 
-from . import folding, handlers, loading, shape_values  # noqa: F401 (handlers: registers them)
+from . import folding, handlers, loading, schema_check, shape_values  # noqa: F401 (handlers: registers them)
 from .context import ImportContext
 from .registry import RUNTIME
 from .streaming import stream_info
@@ -55,6 +55,7 @@ def convert_node(ctx, node):
     op = node.op_type
     if node.domain not in ("", "ai.onnx"):
         raise ctx.err(node, f"custom domain {node.domain!r} is not supported")
+    schema_check.check(ctx, node)
     if op == "Constant":
         folding.constant(ctx, node)
         return

@@ -125,7 +125,7 @@ def _graph_input(ctx, vi):
     if elem not in ELEM:
         import onnx
         raise UnsupportedModelError(f"graph input {vi.name!r} has element type "
-                                    f"{onnx.TensorProto.DataType.Name(elem)}; supported: float, double, int32, int64")
+                                    f"{_elem_name(elem)}; supported: float, double, int32, int64")
     if not t.tensor_type.HasField("shape"):
         raise UnsupportedModelError(f"graph input {vi.name!r} has no shape (rank unknown)")
     S = ctx.S
@@ -145,3 +145,11 @@ def _graph_input(ctx, vi):
 
 def source_dir(path: str) -> str:
     return os.path.dirname(os.path.abspath(path))
+
+
+def _elem_name(elem) -> str:
+    import onnx
+    try:
+        return onnx.TensorProto.DataType.Name(elem)
+    except ValueError:
+        return f"number {elem} (unknown)"

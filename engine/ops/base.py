@@ -59,11 +59,29 @@ def require_attrs(node, names):
     return node.attrs
 
 
+INT_LIMIT = 2 ** 62   # attribute values travel to the executor as int64 (offsets and strides are derived from them)
+
+
+def is_int(x, lo=-INT_LIMIT, hi=INT_LIMIT):
+    return isinstance(x, int) and not isinstance(x, bool) and lo <= x <= hi
+
+
+def is_number(x):
+    """An int or float attribute that converts to a float64 (inf and NaN included, 10**400 not)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    try:
+        float(x)
+    except OverflowError:
+        return False
+    return True
+
+
 def int_list(node, key, allow_none=False):
     v = node.attrs.get(key)
-    if not isinstance(v, list) or not all((isinstance(x, int) and not isinstance(x, bool))
-                                          or (allow_none and x is None) for x in v):
-        raise ModelFileError(f"node {node.name!r} ({node.op}): attribute {key!r} must be a list of integers")
+    if not isinstance(v, list) or not all(is_int(x) or (allow_none and x is None) for x in v):
+        raise ModelFileError(f"node {node.name!r} ({node.op}): attribute {key!r} must be a list of integers "
+                             f"(each within +-2**62)")
     return v
 
 
@@ -95,7 +113,7 @@ def contiguous_strides(shape):
 
 def check_axis_attr(node, key="axis"):
     v = node.attrs.get(key)
-    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+    if not is_int(v, 0):
         raise ModelFileError(f"node {node.name!r} ({node.op}): {key} must be a non-negative integer")
 
 

@@ -5,10 +5,13 @@ non-negative, Reshape targets use 0 = copy and -1 = infer). Reshape, Squeeze, Un
 at run time (the output is the input's buffer under another shape); the others are strided copies (program.COPY).
 When the input is known at plan time (int shape arithmetic), each is folded in numpy instead.
 """
+import math
+
 import numpy as np
 
 from ..errors import ModelFileError
-from .base import Op, check_arity, check_axis_attr, contiguous_strides as _strides, distinct_axes, int_list
+from .base import (Op, check_arity, check_axis_attr, contiguous_strides as _strides, distinct_axes, int_list, is_int,
+                   is_number)
 from .program import FILL
 
 
@@ -75,7 +78,7 @@ class Reshape(Op):
                     raise ModelFileError(f"node {node.name!r}: Reshape copies dimension {i} of a rank-{x.rank} input")
                 d = x.shape[i]
             dims.append(d)
-        known = int(np.prod([d for d in dims if d != -1], dtype=np.int64))
+        known = math.prod(d for d in dims if d != -1)      # Python ints: a huge target cannot overflow
         if -1 in dims:
             if known == 0 or x.size % known:
                 raise p.error(f"the input cannot be reshaped to {target} (0 = copied, -1 = inferred)")
@@ -173,9 +176,8 @@ class Slice(Op):
             raise ModelFileError(f"node {node.name!r}: Slice needs a list of [axis, start, end, step]")
         axes = set()
         for s in slices:
-            if (not isinstance(s, list) or len(s) != 4 or not isinstance(s[0], int) or s[0] < 0 or s[0] in axes
-                    or not all(v is None or isinstance(v, int) for v in s[1:]) or not isinstance(s[3], int)
-                    or s[3] == 0):
+            if (not isinstance(s, list) or len(s) != 4 or not is_int(s[0], 0) or s[0] in axes
+                    or not all(v is None or is_int(v) for v in s[1:]) or not is_int(s[3]) or s[3] == 0):
                 raise ModelFileError(f"node {node.name!r}: invalid slice {s!r}")
             axes.add(s[0])
 
@@ -193,8 +195,9 @@ class Slice(Op):
         shape, sstrides, base = [], [], 0
         for d, sl, stride in zip(x.shape, index, _strides(x.shape)):
             start, stop, step = sl.indices(d)
-            shape.append(len(range(start, stop, step)))
-            sstrides.append(step * stride)
+            n = len(range(start, stop, step))
+            shape.append(n)
+            sstrides.append(step * stride if n > 1 else stride)   # a step beyond the axis takes one element
             base += start * stride
         out = p.output(0, shape, x.kind)
         if out.size:
@@ -209,13 +212,12 @@ class ConstantOfShape(Op):
     @classmethod
     def validate(cls, node, model):
         shape = node.attrs.get("shape")
-        if not isinstance(shape, list) or len(node.outputs) != 1 or \
-                not isinstance(node.attrs.get("value"), (int, float)):
+        if not isinstance(shape, list) or len(node.outputs) != 1 or not node.outputs[0] or \
+                not is_number(node.attrs.get("value")):
             raise ModelFileError(f"node {node.name!r}: ConstantOfShape needs a shape list and a numeric value")
         for d in shape:
-            ok = (isinstance(d, int) and d >= 0) or (isinstance(d, list) and len(d) == 2
-                                                    and all(isinstance(v, int) for v in d)
-                                                    and 0 <= d[0] < len(node.inputs) and d[1] >= 0)
+            ok = is_int(d, 0) or (isinstance(d, list) and len(d) == 2 and all(is_int(v, 0) for v in d)
+                                  and d[0] < len(node.inputs) and node.inputs[d[0]])
             if not ok:
                 raise ModelFileError(f"node {node.name!r}: invalid ConstantOfShape dimension {d!r}")
 

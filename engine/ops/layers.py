@@ -7,10 +7,13 @@ shapes of the call and emits one instruction (or strided copies); ``run_layers``
 buffers the planner gives them and keep the compute dtype (no float64 detours, except accumulators). The op classes
 plan without Numba; the kernels and ``run_layers`` are in layer_kernels.py.
 """
+import math
+
 import numpy as np
 
 from ..errors import ModelFileError
-from .base import Op, check_arity, check_axis_attr, contiguous_strides as _strides, distinct_axes, int_list
+from .base import (Op, check_arity, check_axis_attr, contiguous_strides as _strides, distinct_axes, int_list,
+                   is_int)
 from .program import FLOAT_TO_INT, INT_TO_FLOAT, LAYER_BASE, MAX_RANK
 
 (BINARY, UNARY, MATMUL, BATCHED_MATMUL, SOFTMAX, MEAN, GATHER_F, GATHER_I, CONV1D) = range(LAYER_BASE,
@@ -145,6 +148,8 @@ class Softmax(Op):
     def plan(cls, node, p):
         x = p.input(0)
         axis = node.attrs["axis"]
+        if x.kind != "f":
+            raise p.unsupported("integer input")
         if axis >= x.rank:
             raise ModelFileError(f"node {node.name!r}: axis {axis} out of range for rank {x.rank}")
         out = p.output(0, x.shape)
@@ -172,6 +177,8 @@ class ReduceMean(Op):
     def plan(cls, node, p):
         x = p.input(0)
         axes = sorted(node.attrs["axes"])
+        if x.kind != "f":
+            raise p.unsupported("integer input")
         if axes[-1] >= x.rank:
             raise ModelFileError(f"node {node.name!r}: ReduceMean axes {axes} out of range for rank {x.rank}")
         keep = [i for i in range(x.rank) if i not in axes]
@@ -202,6 +209,9 @@ class Gather(Op):
     def validate(cls, node, model):
         check_arity(node, 2)
         check_axis_attr(node)
+        if node.attrs.get("index_shape") is not None:
+            if any(d < 0 for d in int_list(node, "index_shape")):
+                raise ModelFileError(f"node {node.name!r} (Gather): index_shape must not be negative")
 
     @classmethod
     def plan(cls, node, p):
@@ -212,7 +222,10 @@ class Gather(Op):
         if idx.kind != "i":
             raise p.error("indices must be integers")
         index_shape = node.attrs.get("index_shape")
-        ishape = list(idx.shape) if index_shape is None else [int(d) for d in index_shape]
+        ishape = list(idx.shape) if index_shape is None else list(index_shape)
+        if math.prod(ishape) != idx.size:
+            raise ModelFileError(f"node {node.name!r} (Gather): index_shape {index_shape} does not describe "
+                                 f"{idx.size} indices")
         shape = list(data.shape[:axis]) + ishape + list(data.shape[axis + 1:])
         if p.known(data) and p.known(idx):
             n = data.shape[axis]
@@ -237,12 +250,14 @@ class Conv(Op):
         check_arity(node, (2, 3))
         for key in ("pads", "strides", "dilations"):
             v = int_list(node, key)
-            if len(v) != (2 if key == "pads" else 1) or any(d < (0 if key == "pads" else 1) for d in v):
+            if len(v) != (2 if key == "pads" else 1) or any(not 0 <= d < 2 ** 31 for d in v) or \
+                    (key != "pads" and v[0] < 1):
                 raise ModelFileError(f"node {node.name!r} (Conv): invalid {key} {v}")
-        if not isinstance(node.attrs.get("group"), int) or node.attrs["group"] < 1:
+        if not is_int(node.attrs.get("group"), 1):
             raise ModelFileError(f"node {node.name!r} (Conv): group must be a positive integer")
-        if node.inputs[1] not in model.tensors or model.tensors[node.inputs[1]].ndim != 3:
-            raise ModelFileError(f"node {node.name!r} (Conv): W must be a constant of rank 3 (1-D convolution)")
+        W = model.tensors.get(node.inputs[1])
+        if W is None or W.ndim != 3 or W.dtype.kind != "f":
+            raise ModelFileError(f"node {node.name!r} (Conv): W must be a float constant of rank 3 (1-D convolution)")
 
     @classmethod
     def plan(cls, node, p):
@@ -258,8 +273,8 @@ class Conv(Op):
         Lout = (L + pad0 + pad1 - dilation * (K - 1) - 1) // stride + 1
         if Lout < 1 or Cg * group != C or M % group:
             raise p.error("the input is too short for the kernel, or its channels do not match the weights")
-        if bias is not None and bias.shape != (M,):
-            raise ModelFileError(f"node {node.name!r} (Conv): B must have shape ({M},)")
+        if bias is not None and (bias.shape != (M,) or bias.kind != "f"):
+            raise ModelFileError(f"node {node.name!r} (Conv): B must be a float tensor of shape ({M},)")
         out = p.output(0, (N, M, Lout))
         p.emit(CONV1D, f"conv1d ({N}, {C}, {L}) * ({M}, {Cg}, {K})", *p.ref(x), *p.ref(w), *p.ref(bias),
                *p.ref(out), N, C, L, M, Cg, K, Lout, pad0, stride, dilation, group, int(bias is not None))

@@ -117,8 +117,9 @@ class Recurrent(Op):
 
     @classmethod
     def reads(cls, node, streaming):
-        """In a stream the initial state comes from the stream's state, not from initial_h / initial_c."""
-        return [name for i, name in enumerate(node.inputs) if name and not (streaming and i in (5, 6))]
+        """In a stream the initial state comes from the stream's state, not from initial_h / initial_c, and the
+        length of the sequence is the number of steps fed: sequence_lens is not read either."""
+        return [name for i, name in enumerate(node.inputs) if name and not (streaming and i in (4, 5, 6))]
 
     # ------------------------------------------------------------------ packing
     @classmethod
@@ -190,10 +191,10 @@ class Recurrent(Op):
             raise p.error(f"the input's feature size {In} does not match the weights W (input size {W_in})")
         if T < 1 or B < 1:
             raise p.error("sequence length and batch size must be at least 1")
-        seq = p.input(4)
+        streaming = p.stream is not None
+        seq = None if streaming else p.input(4)
         if seq is not None and (seq.kind != "i" or seq.shape != (B,)):
             raise p.error(f"sequence_lens must be an int tensor of shape ({B},), got {seq.shape}")
-        streaming = p.stream is not None
         states, inits = [], []
         for k, (size, index) in enumerate(zip([Hout, H], (5, 6))):
             if k >= len(cls.state_names):

@@ -1,0 +1,63 @@
+"""What every ONNX node must satisfy before a handler reads it, checked against the op's own schema in one place:
+the number of inputs, each attribute's type, string attributes in UTF-8, and the element type of constant inputs
+whose type the schema fixes (Reshape's shape is int64, ...). A malformed node is then a clear error naming the node,
+the attribute or input and what the schema wants, not an exception from deep inside a handler."""
+from __future__ import annotations
+
+import numpy as np
+
+from engine.errors import ConversionError
+
+_ELEMENT = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
+            "tensor(double)": np.float64, "tensor(bool)": np.bool_}
+
+
+def check(ctx, node):
+    import onnx
+    from onnx import defs
+    where = ctx.describe(node)
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.STRING:
+            _utf8(a.s, where, a.name)
+        elif a.type == onnx.AttributeProto.STRINGS:
+            for s in a.strings:
+                _utf8(s, where, a.name)
+    try:
+        schema = defs.get_schema(node.op_type, max_inclusive_version=ctx.opset, domain="")
+    except Exception:   # an op this opset does not define: the handler lookup says so
+        return
+    n_in = len(node.input)
+    while n_in and not node.input[n_in - 1]:
+        n_in -= 1
+    if n_in < schema.min_input or n_in > schema.max_input:
+        want = (f"{schema.min_input}" if schema.min_input == schema.max_input
+                else f"{schema.min_input} to {schema.max_input}")
+        raise ConversionError(f"{where}: takes {want} input(s), got {n_in}")
+    for a in node.attribute:
+        spec = schema.attributes.get(a.name)
+        if spec is not None and a.type != spec.type:
+            raise ConversionError(f"{where}: attribute {a.name!r} must be {_type_name(spec.type)}, got "
+                                  f"{_type_name(a.type)}")
+    for i, name in enumerate(node.input):
+        if not name or name not in ctx.consts or not schema.inputs:
+            continue
+        formal = schema.inputs[min(i, len(schema.inputs) - 1)]
+        want = _ELEMENT.get(formal.type_str)
+        if want is not None and ctx.consts[name].dtype != want:
+            raise ConversionError(f"{where}: input {i} ({name!r}) must be {formal.type_str}, got "
+                                  f"{ctx.consts[name].dtype}")
+
+
+def _utf8(raw: bytes, where, attr):
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConversionError(f"{where}: attribute {attr!r} is not UTF-8 text") from None
+
+
+def _type_name(t) -> str:
+    import onnx
+    try:
+        return onnx.AttributeProto.AttributeType.Name(t).lower()
+    except ValueError:
+        return f"type {t}"
