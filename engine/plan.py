@@ -18,7 +18,7 @@ from . import _memory
 from .errors import InvalidInputError, ModelFileError, UnsupportedModelError
 from .ops import OPS
 from .ops.base import contiguous_strides
-from .ops.program import (ABSENT, COPY, F_CONST, F_IN, F_OUT, F_STATE, F_WORK, FILL_CONST, I_CONST, I_IN, I_WORK,
+from .ops.program import (ABSENT, COPY, F_CONST, F_IN, F_OUT, F_WORK, FILL_CONST, I_CONST, I_IN, I_WORK,
                           INT_COPY, MAX_RANK)
 
 ALIGN = 16   # elements: 64 bytes of float32

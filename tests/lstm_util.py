@@ -205,3 +205,27 @@ def to_double(model: onnx.ModelProto) -> onnx.ModelProto:
         if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
             vi.type.tensor_type.elem_type = TensorProto.DOUBLE
     return m
+
+
+def whole_onnx_model(rng, T=7, B=2):
+    """A small whole model and its feed: token ids (T, B) -> Gather(embedding) -> LSTM -> Squeeze -> MatMul -> Add ->
+    Softmax."""
+    V, E, H, K = 11, 6, 8, 5
+    emb = rng.standard_normal((V, E)).astype(np.float32)
+    W = (rng.standard_normal((1, 4 * H, E)) * 0.4).astype(np.float32)
+    R = (rng.standard_normal((1, 4 * H, H)) * 0.4).astype(np.float32)
+    head = rng.standard_normal((H, K)).astype(np.float32)
+    bias = rng.standard_normal((K,)).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["emb", "ids"], ["e"], axis=0),
+             helper.make_node("LSTM", ["e", "W", "R"], ["y"], hidden_size=H),
+             helper.make_node("Squeeze", ["y", "axes"], ["ys"]),
+             helper.make_node("MatMul", ["ys", "head"], ["logits0"]),
+             helper.make_node("Add", ["logits0", "bias"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["probs"], axis=-1)]
+    inits = [numpy_helper.from_array(a, n) for a, n in
+             [(emb, "emb"), (W, "W"), (R, "R"), (head, "head"), (bias, "bias"), (np.array([1], np.int64), "axes")]]
+    g = helper.make_graph(nodes, "whole", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["T", "B"])],
+                          [helper.make_tensor_value_info("probs", TensorProto.FLOAT, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m, {"ids": rng.integers(0, V, (T, B)).astype(np.int64)}

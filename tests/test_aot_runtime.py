@@ -14,11 +14,10 @@ import sys
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 import engine
 from engine import aot
-from lstm_util import make_feeds, max_abs_diff, rnn_model
+from lstm_util import make_feeds, max_abs_diff, rnn_model, whole_onnx_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow
@@ -82,29 +81,6 @@ def _run_child(runtime_dir, blocked, paths):
 
 
 # ---------------------------------------------------------------------- the cases
-def _whole_model(rng, T=7, B=5):
-    """token ids (T, B) -> Gather(embedding) -> LSTM -> Squeeze -> MatMul -> Add -> Softmax."""
-    V, E, H, K = 11, 6, 8, 5
-    emb = rng.standard_normal((V, E)).astype(np.float32)
-    W = (rng.standard_normal((1, 4 * H, E)) * 0.4).astype(np.float32)
-    R = (rng.standard_normal((1, 4 * H, H)) * 0.4).astype(np.float32)
-    head = rng.standard_normal((H, K)).astype(np.float32)
-    bias = rng.standard_normal((K,)).astype(np.float32)
-    nodes = [helper.make_node("Gather", ["emb", "ids"], ["e"], axis=0),
-             helper.make_node("LSTM", ["e", "W", "R"], ["y"], hidden_size=H),
-             helper.make_node("Squeeze", ["y", "axes"], ["ys"]),
-             helper.make_node("MatMul", ["ys", "head"], ["logits0"]),
-             helper.make_node("Add", ["logits0", "bias"], ["logits"]),
-             helper.make_node("Softmax", ["logits"], ["probs"], axis=-1)]
-    inits = [numpy_helper.from_array(a, n) for a, n in
-             [(emb, "emb"), (W, "W"), (R, "R"), (head, "head"), (bias, "bias"), (np.array([1], np.int64), "axes")]]
-    g = helper.make_graph(nodes, "whole", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["T", "B"])],
-                          [helper.make_tensor_value_info("probs", TensorProto.FLOAT, None)], inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    return m, {"ids": rng.integers(0, V, (T, B)).astype(np.int64)}
-
-
 def _cases():
     """(name, onnx model, feeds, precision, threads, stream steps or None). Batches 1-3 take the blocked products,
     batches >= 4 (and the hoisted input projections of longer sequences) the BLAS ones."""
@@ -142,7 +118,7 @@ def _cases():
     model, _ = rnn_model("LSTM", I=4, H=6, D=1, T="T", B=1, rng=rng, attrs={})
     cases.append(("lstm-stream", model, {"X": rng.standard_normal((5, 1, 4)).astype(np.float32)}, "float32", 1,
                   rng.standard_normal((5, 1, 4)).astype(np.float32)))
-    whole, feeds = _whole_model(rng)
+    whole, feeds = whole_onnx_model(rng, B=5)
     cases.append(("whole-model", whole, feeds, "float32", 1, None))
     return cases
 

@@ -7,9 +7,8 @@ import subprocess
 import sys
 
 import numpy as np
-from onnx import TensorProto, helper, numpy_helper
 
-from lstm_util import make_feeds, max_abs_diff, rnn_model
+from lstm_util import make_feeds, max_abs_diff, rnn_model, whole_onnx_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,29 +28,6 @@ for src in sys.argv[1:]:
 """
 
 
-def _whole_model(rng):
-    """token ids (T, B) -> Gather(embedding) -> LSTM -> Squeeze -> MatMul -> Add -> Softmax."""
-    V, E, H, K = 11, 6, 8, 5
-    emb = rng.standard_normal((V, E)).astype(np.float32)
-    W = (rng.standard_normal((1, 4 * H, E)) * 0.4).astype(np.float32)
-    R = (rng.standard_normal((1, 4 * H, H)) * 0.4).astype(np.float32)
-    head = rng.standard_normal((H, K)).astype(np.float32)
-    bias = rng.standard_normal((K,)).astype(np.float32)
-    nodes = [helper.make_node("Gather", ["emb", "ids"], ["e"], axis=0),
-             helper.make_node("LSTM", ["e", "W", "R"], ["y"], hidden_size=H),
-             helper.make_node("Squeeze", ["y", "axes"], ["ys"]),
-             helper.make_node("MatMul", ["ys", "head"], ["logits0"]),
-             helper.make_node("Add", ["logits0", "bias"], ["logits"]),
-             helper.make_node("Softmax", ["logits"], ["probs"], axis=-1)]
-    inits = [numpy_helper.from_array(a, n) for a, n in
-             [(emb, "emb"), (W, "W"), (R, "R"), (head, "head"), (bias, "bias"), (np.array([1], np.int64), "axes")]]
-    g = helper.make_graph(nodes, "whole", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["T", "B"])],
-                          [helper.make_tensor_value_info("probs", TensorProto.FLOAT, None)], inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    return m, {"ids": rng.integers(0, V, (7, 2)).astype(np.int64)}
-
-
 def _cases():
     rng = np.random.default_rng(3)
     cases = []
@@ -67,7 +43,7 @@ def _cases():
     model, _ = rnn_model("LSTM", I=4, H=6, D=1, T="T", B=1, rng=rng, attrs={})
     cases.append(("LSTM-stream", model, {"X": rng.standard_normal((5, 1, 4)).astype(np.float32)},
                   rng.standard_normal((5, 1, 4)).astype(np.float32)))
-    whole, feeds = _whole_model(rng)
+    whole, feeds = whole_onnx_model(rng)
     cases.append(("whole-model", whole, feeds, None))
     return cases
 

@@ -123,7 +123,6 @@ def _graph_input(ctx, vi):
         raise UnsupportedModelError(f"graph input {vi.name!r} is not a tensor")
     elem = t.tensor_type.elem_type
     if elem not in ELEM:
-        import onnx
         raise UnsupportedModelError(f"graph input {vi.name!r} has element type "
                                     f"{_elem_name(elem)}; supported: float, double, int32, int64")
     if not t.tensor_type.HasField("shape"):

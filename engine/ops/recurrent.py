@@ -29,7 +29,7 @@ from .. import recurrent_spec, runtime
 from ..errors import ModelFileError
 from ..recurrent_spec import DIRECTIONS
 from .activations import codes_of
-from .base import Op, const_tensor, require_attrs
+from .base import Op, const_tensor
 from .program import ABSENT, BLAS_MIN_BATCH, F_STATE, KEEP, PARALLEL_MIN_HIDDEN, RECURRENT_BASE
 
 LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC, GRU_CODE, RNN_CODE = range(RECURRENT_BASE, RECURRENT_BASE + 5)
