@@ -70,7 +70,10 @@ class ServeError(Exception):
 
 # ---------------------------------------------------------------------- models
 class ServedModel:
-    """One model file: its Session, its V2 metadata, and how its sequences stream."""
+    """One model file: its Session, its V2 metadata, and how its sequences stream. What the server asks of a model
+    is ``name``, ``path``, ``inputs`` / ``outputs`` ({name: dtype}), ``ranks``, ``metadata``, ``stream_input``,
+    ``stream_error``, ``run(output_names, feeds)`` and ``new_stream(x)`` (an object with Stream's ``step(x, name)``,
+    ``time_axis`` and ``output_time_axes``); bench/ort_v2_server.py serves onnxruntime through the same interface."""
 
     def __init__(self, path: str, name: str | None = None):
         from .session import Session
@@ -93,6 +96,9 @@ class ServedModel:
             self.stream_error = None
         except UnsupportedModelError as e:
             self.stream_error = str(e)
+
+    def run(self, output_names, feeds):
+        return self.session.run(output_names, feeds)
 
     def new_stream(self, x):
         """A Stream for a sequence whose first request carries ``x`` (its batch size is x's)."""
@@ -324,7 +330,7 @@ class Handler:
             req = parse_request(model, body, header_length)
             names = req.outputs or list(model.outputs)
             if req.sequence_id is None:
-                outs = model.session.run(req.outputs, req.inputs)
+                outs = model.run(req.outputs, req.inputs)
             else:
                 names = names[:1] if req.outputs is None else names
                 outs = [self._step(model, req, names)]
@@ -376,7 +382,7 @@ def _step(stream, x, name):
     if ta is not None and x.shape[ta] == 1:
         y = stream.step(np.ascontiguousarray(np.take(x, 0, axis=ta)) if ta else x[0], name)
         oa = stream.output_time_axes.get(name)
-        return np.expand_dims(y, oa) if oa is not None else y
+        return y.reshape(y.shape[:oa] + (1,) + y.shape[oa:]) if oa is not None else y
     return stream.step(x, name)
 
 
@@ -590,7 +596,7 @@ class Server:
         import socket
 
         import uvicorn
-        models = [m if isinstance(m, ServedModel) else ServedModel(m) for m in models]
+        models = [ServedModel(m) if isinstance(m, (str, os.PathLike)) else m for m in models]
         self.app = build_app(models, **options)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
