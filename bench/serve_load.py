@@ -177,8 +177,8 @@ async def check(port, ref, rng):
         whole = float(np.abs(decode(headers, payload, "logits") - want).max())
         steps = []
         for t in range(len(tokens)):
-            body, n = infer_body({"tokens": tokens[t:t + 1]}, ["logits"],
-                                 {"sequence_id": 999_999, "sequence_start": t == 0, "sequence_end": t == len(tokens) - 1})
+            params = {"sequence_id": 999_999, "sequence_start": t == 0, "sequence_end": t == len(tokens) - 1}
+            body, n = infer_body({"tokens": tokens[t:t + 1]}, ["logits"], params)
             status, headers, payload = await c.post("/v2/models/charlm/infer", body, n)
             assert status == 200, payload[:300]
             steps.append(decode(headers, payload, "logits"))
@@ -339,6 +339,9 @@ async def measure(kind, port, pid, args, ref):
                        "rss_mib_during_max": max(s["rss_mib"] for s in during),
                        "rss_mib_after_all_ended": round(after / 2**20, 1),
                        "rss_bytes_per_finished_sequence_second_half": None if slope is None else round(slope, 1),
+                       "rss_bytes_per_finished_sequence_whole_soak": round(
+                           (during[-1]["rss_mib"] - during[0]["rss_mib"]) * 2**20
+                           / max(during[-1]["finished_sequences"] - during[0]["finished_sequences"], 1), 1),
                        "samples": during}
     else:
         sampler.cancel()
@@ -366,8 +369,9 @@ def table(results):
                      f"{soak['errors']} errors): RSS {soak['rss_mib_before']:.0f} MiB before, "
                      f"{soak['rss_mib_during_min']:.0f}-{soak['rss_mib_during_max']:.0f} MiB during, "
                      f"{soak['rss_mib_after_all_ended']:.0f} MiB after every sequence ended; "
-                     f"growth per finished sequence over the second half: "
-                     + ("n/a" if slope is None else f"{slope:.0f} bytes") + "."]
+                     f"growth per finished sequence: "
+                     f"{soak['rss_bytes_per_finished_sequence_whole_soak']:.0f} bytes over the soak, "
+                     + ("n/a" if slope is None else f"{slope:.0f} bytes") + " over its second half."]
     return "\n".join(rows)
 
 
@@ -389,6 +393,7 @@ async def main_async(args):
                "onnxruntime": onnxruntime.__version__, "live": args.live, "connections": CONNECTIONS,
                "seq_len": SEQ_LEN, "whole_tokens": WHOLE_T, "workers": 2, "servers": []}
     for kind in args.servers:
+        results["load_average_at_" + kind] = os.getloadavg()
         port = free_port()
         p = start_server(kind, MODEL, port, args.live)
         try:
@@ -404,16 +409,21 @@ async def main_async(args):
 
 
 def main(argv=None):
+    global SEQ_LEN
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="200 live sequences, short phases, a 20 s soak")
     p.add_argument("--servers", default="lstm-engine,onnxruntime", help="which servers (comma-separated)")
+    p.add_argument("--live", type=int, default=None, help="live sequences (default 1000; --quick 200)")
+    p.add_argument("--seq-len", type=int, default=SEQ_LEN, help=f"tokens per sequence (default {SEQ_LEN})")
+    p.add_argument("--soak-seconds", type=float, default=None, help="soak length (default 150; --quick 20)")
+    p.add_argument("--name", default="serve", help="results file names: NAME.json, NAME.md (default: serve)")
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
     args = p.parse_args(argv)
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
-    if args.quick:
-        args.live, args.whole_seconds, args.stream_seconds, args.soak_seconds = 200, 5, 8, 20
-    else:
-        args.live, args.whole_seconds, args.stream_seconds, args.soak_seconds = 1000, 20, 30, 150
+    live, args.whole_seconds, args.stream_seconds, soak = (200, 5, 8, 20) if args.quick else (1000, 20, 30, 150)
+    args.live = args.live or live
+    args.soak_seconds = soak if args.soak_seconds is None else args.soak_seconds
+    SEQ_LEN = args.seq_len
     random.seed(0)
 
     try:
@@ -423,11 +433,11 @@ def main(argv=None):
         pass
     results = asyncio.run(asyncio.wait_for(main_async(args), DEADLINE))   # the servers are stopped on timeout too
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "serve.json"), "w") as f:
+    with open(os.path.join(args.out, args.name + ".json"), "w") as f:
         json.dump(results, f, indent=1)
     md = table(results)
     m = results["machine"]
-    with open(os.path.join(args.out, "serve.md"), "w") as f:
+    with open(os.path.join(args.out, args.name + ".md"), "w") as f:
         f.write(f"# lstm-engine serve vs onnxruntime behind the same V2 server\n\n{results['date']}, {m['cpu']}, "
                 f"{m['logical_cpus']} logical CPUs (shared with other work), onnxruntime {results['onnxruntime']}; "
                 f"zoo charlm (LSTM 192), 2 workers per server, {CONNECTIONS} client connections (closed loop), "

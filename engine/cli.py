@@ -100,9 +100,9 @@ def _parser():
     add_bench_parser(sub)
 
     s = sub.add_parser("serve", help="serve models over HTTP: Open Inference Protocol v2 (KServe/Triton), sequences",
-                       description="Serve models with the Open Inference Protocol v2 REST API (KServe, Triton; JSON and "
-                                   "binary tensors) at /v2/models/NAME/infer, NAME being each file's stem. Stateful "
-                                   "sequences as Triton's: request parameters sequence_id, sequence_start, "
+                       description="Serve models with the Open Inference Protocol v2 REST API (KServe, Triton; JSON "
+                                   "and binary tensors) at /v2/models/NAME/infer, NAME being each file's stem. "
+                                   "Stateful sequences as Triton's: request parameters sequence_id, sequence_start, "
                                    "sequence_end; the server keeps each sequence's state. Needs "
                                    "pip install 'lstm-engine[serve]'.")
     s.add_argument("models", nargs="+", metavar="MODEL", help="lstm-engine or ONNX model files")

@@ -163,7 +163,8 @@ def _batch_axes(m, arrays, batch_axis):
     if batch_axis is not None:
         name = next(iter(arrays))
         if not 0 <= batch_axis < len(specs[name].shape):
-            raise InvalidInputError(f"batch_axis {batch_axis} is outside input {name!r}'s rank {len(specs[name].shape)}")
+            raise InvalidInputError(f"batch_axis {batch_axis} is outside input {name!r}'s rank "
+                                    f"{len(specs[name].shape)}")
         symbol = specs[name].shape[batch_axis]
     if not isinstance(symbol, str):
         raise EngineError("the model does not name a batch dimension; pass batch_axis=")

@@ -45,7 +45,8 @@ def _sessions():
     rng = np.random.default_rng(12)
     small, _ = rnn_model("LSTM", I=5, H=16, D=1, T="T", B="B", rng=rng, attrs={})
     large, _ = rnn_model("LSTM", I=8, H=256, D=1, T="T", B="B", rng=rng, attrs={}, weight_scale=0.1)
-    return [("lstm", engine.Session(small.SerializeToString()), lambda T, B: rng.standard_normal((T, B, 5)).astype(np.float32)),
+    return [("lstm", engine.Session(small.SerializeToString()),
+             lambda T, B: rng.standard_normal((T, B, 5)).astype(np.float32)),
             ("whole", engine.Session(_whole_model_with_int_output(rng).SerializeToString()),
              lambda T, B: rng.integers(0, 13, (T, B)).astype(np.int64)),
             ("lstm-h256-2threads", engine.Session(large.SerializeToString(), threads=2),

@@ -154,8 +154,11 @@ def test_sequence_restart_limit_and_idle_timeout(models):
         c = client(srv)
         x = np.random.default_rng(3).standard_normal((4, 1, I)).astype(np.float32)
         full = models["lstm"].session.run(["Y"], {"X": x})[0]
-        step = lambda sid, t, **kw: c.infer("lstm", [tensor("X", x[t:t + 1], False)], outputs=outputs(["Y"], False),  # noqa: E731
-                                            sequence_id=sid, **kw).as_numpy("Y")
+
+        def step(sid, t, **kw):
+            return c.infer("lstm", [tensor("X", x[t:t + 1], False)], outputs=outputs(["Y"], False), sequence_id=sid,
+                           **kw).as_numpy("Y")
+
         assert np.allclose(step(1, 0, sequence_start=True), full[0:1], atol=1e-5)
         assert np.allclose(step(1, 1), full[1:2], atol=1e-5)
         assert np.allclose(step(1, 0, sequence_start=True), full[0:1], atol=1e-5)      # a start begins afresh
@@ -238,7 +241,8 @@ def test_malformed_requests_get_a_4xx_with_a_message_and_the_server_keeps_servin
         headers = {"Inference-Header-Content-Length": str(len(head))}
     elif case == "oversize-body":
         n = LIMIT // 4 + 16
-        head = _infer_json([{"name": "X", "shape": [n, 1, 1], "datatype": "FP32", "parameters": {"binary_data_size": n * 4}}])
+        head = _infer_json([{"name": "X", "shape": [n, 1, 1], "datatype": "FP32",
+                             "parameters": {"binary_data_size": n * 4}}])
         body = head + b"\0" * (n * 4)
         headers = {"Inference-Header-Content-Length": str(len(head))}
     elif case == "oversize-chunked":
