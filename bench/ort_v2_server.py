@@ -16,7 +16,7 @@ import os
 import numpy as np
 import onnxruntime as ort
 
-from engine.serve import DATATYPES, _ONNX_TO_DTYPE, MAX_REQUEST_BYTES, _config, build_app
+from engine.serve import _ONNX_TO_DTYPE, DATATYPES, MAX_REQUEST_BYTES, ServeError, _config, build_app
 
 
 def _options():
@@ -51,7 +51,10 @@ class OrtModel:
             "its state inputs and outputs do not pair up"
 
     def run(self, output_names, feeds):
-        return self.session.run(output_names, feeds)
+        try:
+            return self.session.run(output_names, feeds)
+        except Exception as e:     # onnxruntime's errors for bad inputs (shape, missing input) are the caller's
+            raise ServeError(400, f"onnxruntime: {e}") from None
 
     def new_stream(self, x):
         return OrtSequence(self, x)
@@ -71,7 +74,10 @@ class OrtSequence:
 
     def step(self, x, name):
         m = self.model
-        outs = self.session.run(None, {m.stream_input: x, **self.state})
+        try:
+            outs = self.session.run(None, {m.stream_input: x, **self.state})
+        except Exception as e:     # as OrtModel.run
+            raise ServeError(400, f"onnxruntime: {e}") from None
         for (state_name, _, _), k in zip(m.state_inputs, range(1, 1 + len(m.state_inputs))):
             self.state[state_name] = outs[k]
         return outs[m.output_index[name]]

@@ -321,8 +321,8 @@ def _short(e):
 class Handler:
     """What an infer request does, from the body to the response bytes; runs on a worker thread."""
 
-    def __init__(self, models: dict, sequences: Sequences):
-        self.models, self.sequences = models, sequences
+    def __init__(self, sequences: Sequences):
+        self.sequences = sequences
 
     def infer(self, model: ServedModel, body: bytes, header_length):
         """(status, headers, body) of the response."""
@@ -340,7 +340,7 @@ class Handler:
         except EngineError as e:
             return _error(400, str(e))
         except MemoryError:
-            return _error(507, "not enough memory for this request")
+            return _error(503, "the server ran out of memory for this request")
         except Exception:   # noqa: BLE001 - our bug: logged here, a generic message to the client
             log.exception("infer on model %r failed", model.name)
             return _error(500, "internal error while running the model (see the server's log)")
@@ -433,7 +433,7 @@ def build_app(models: list[ServedModel], *, workers: int | None = None, max_sequ
         by_name[m.name] = m
     workers = workers or _threads.available_cores()
     sequences = Sequences(max_sequences, sequence_timeout)
-    handler = Handler(by_name, sequences)
+    handler = Handler(sequences)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lstm-engine-worker")
     bodies = {}           # the semaphore, made inside the server's event loop
     ready = {"ready": False}
