@@ -7,18 +7,19 @@ and both servers are stopped at the end.
 
 The model is the zoo's character LSTM (engine/data/zoo/charlm.onnx: tokens (T, B), h0, c0 -> logits, h_n, c_n;
 Embedding(97, 48) -> LSTM(192) -> Linear(97)), served from the same .onnx file by both servers, each with
-``--workers 2`` (one core per worker, kernels single-threaded). Phases, per server:
+``--workers 2`` (one core per worker, kernels single-threaded). Both servers run at once and take turns in every
+phase (ROUNDS rounds, ABBA), so that drift on a shared machine hits both alike:
 
-1. check: one whole sequence and one streamed sequence through the server equal onnxruntime's full-sequence run in
-   this process (max abs diff <= 1e-4), or nothing is timed;
+1. check: one whole sequence and one streamed sequence through each server equal onnxruntime's full-sequence run
+   in this process (max abs diff <= 1e-4), or nothing is timed;
 2. whole sequences: closed loop on CONNECTIONS keep-alive connections, each request 64 tokens with h0/c0 zeros,
    logits back as binary tensor data: requests/s, p50/p99 latency;
-3. streaming: LIVE sequences live at once, one token per request (Triton sequence parameters), each sequence
-   SEQ_LEN tokens long and replaced by a new one when it ends: steps/s, p50/p99 latency of steps and of starts;
-   the server's RSS sampled throughout;
-4. (lstm-engine only) soak: phase 3 continued for SOAK seconds, RSS sampled against the number of finished
-   sequences; then every live sequence is ended, and RSS measured again. Growth per finished sequence is the slope
-   of RSS over finished sequences in the soak's second half.
+3. streaming: LIVE sequences live at once on each server, one token per request (Triton sequence parameters),
+   each sequence SEQ_LEN tokens long and replaced by a new one when it ends: steps/s, p50/p99 latency of steps
+   and of starts; the servers' RSS sampled throughout;
+4. soak (lstm-engine alone, the other server stopped): phase 3 continued for SOAK seconds, RSS sampled against
+   the number of finished sequences; then every live sequence is ended, and RSS measured again. Growth per
+   finished sequence: RSS over finished sequences, over the whole soak and over its second half (a fitted slope).
 
 The client is a minimal asyncio HTTP/1.1 client in this process (a few tens of µs per request), so that the
 servers, not the client, are measured; but client and server share the machine's cores. Writes
@@ -45,6 +46,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(ROOT, "engine", "data", "zoo", "charlm.onnx")
 H, VOCAB = 192, 97
 CONNECTIONS = 8
+ROUNDS = 4            # the servers take turns, ABBA, in this many rounds per phase
 WHOLE_T = 64
 SEQ_LEN = 50
 DEADLINE = 15 * 60          # seconds: the whole run stops by then whatever happens
@@ -195,9 +197,8 @@ def summarize(lat, seconds):
             "p99_ms": round(float(np.percentile(lat, 99)), 3) if lat.size else None}
 
 
-async def whole_sequences(port, seconds, rng):
-    tokens = rng.integers(0, VOCAB, (WHOLE_T, 1)).astype(np.int64)
-    body, n = infer_body({"tokens": tokens, "h0": zeros_state(), "c0": zeros_state()}, ["logits"])
+async def whole_sequences(port, seconds, body, n):
+    """Closed loop for ``seconds``; returns (latencies, errors, elapsed seconds)."""
     lat, errors = [], 0
     stop = time.perf_counter() + seconds
 
@@ -215,9 +216,7 @@ async def whole_sequences(port, seconds, rng):
 
     t0 = time.perf_counter()
     await asyncio.gather(*[loop() for _ in range(CONNECTIONS)])
-    out = summarize(lat, time.perf_counter() - t0)
-    out["errors"] = errors
-    return out
+    return lat, errors, time.perf_counter() - t0
 
 
 class Streaming:
@@ -240,7 +239,6 @@ class Streaming:
     async def run(self, seconds):
         """Step sequences for ``seconds``."""
         stop = time.perf_counter() + seconds
-        self.step_lat, self.start_lat = [], []
 
         async def loop():
             c = await Conn(self.port).open()
@@ -268,6 +266,9 @@ class Streaming:
         await asyncio.gather(*[loop() for _ in range(CONNECTIONS)])
         return time.perf_counter() - t0
 
+    def reset_latencies(self):
+        self.step_lat, self.start_lat = [], []
+
     async def end_all(self):
         """Send every started sequence its last step (sequence_end)."""
         started = [seq for seq in self.ready if seq[1] > 0]
@@ -294,60 +295,96 @@ async def sample_rss(pid, stream, samples, every, t_start):
         await asyncio.sleep(every)
 
 
-async def measure(kind, port, pid, args, ref):
+def _order(kinds, r):
+    """ABBA...: the servers take turns, each round starting with the other one."""
+    return kinds if r % 2 == 0 else kinds[::-1]
+
+
+async def measure(servers, args, ref):
+    """Every phase on every server, interleaved in rounds so that machine drift hits both alike."""
     rng = np.random.default_rng(7)
-    out = {"server": kind, "rss_mib_loaded": round(rss(pid) / 2**20, 1)}
-    out["check"] = await check(port, ref, rng)
-    bad = [k for k, v in out["check"].items() if not v <= 1e-4]
-    if bad:
-        raise SystemExit(f"{kind}: outputs differ from onnxruntime ({out['check']}); not timing it")
-    out["whole_sequences"] = await whole_sequences(port, args.whole_seconds, rng)
-    stream = Streaming(port, args.live, rng)
-    samples = []
+    kinds = list(servers)
+    out = {k: {"server": k, "rss_mib_loaded": round(rss(servers[k][1].pid) / 2**20, 1)} for k in kinds}
+    for k in kinds:
+        out[k]["check"] = await check(servers[k][0], ref, rng)
+        if not all(v <= 1e-4 for v in out[k]["check"].values()):
+            raise SystemExit(f"{k}: outputs differ from onnxruntime ({out[k]['check']}); not timing it")
+
+    tokens = rng.integers(0, VOCAB, (WHOLE_T, 1)).astype(np.int64)
+    body, n = infer_body({"tokens": tokens, "h0": zeros_state(), "c0": zeros_state()}, ["logits"])
+    acc = {k: ([], 0, 0.0) for k in kinds}
+    for r in range(ROUNDS):
+        for k in _order(kinds, r):
+            lat, errors, seconds = await whole_sequences(servers[k][0], args.whole_seconds / ROUNDS, body, n)
+            a = acc[k]
+            acc[k] = (a[0] + lat, a[1] + errors, a[2] + seconds)
+    for k, (lat, errors, seconds) in acc.items():
+        out[k]["whole_sequences"] = {**summarize(lat, seconds), "errors": errors}
+
+    streams = {k: Streaming(servers[k][0], args.live, rng) for k in kinds}
+    samples = {k: [] for k in kinds}
     t_start = time.perf_counter()
-    sampler = asyncio.create_task(sample_rss(pid, stream, samples, 1.0, t_start))
-    seconds = await stream.run(args.stream_seconds)
-    st = summarize(stream.step_lat, seconds)
-    st["steps_per_s"] = st.pop("requests_per_s")
-    st["steps"] = st.pop("requests")
-    st["starts"] = summarize(stream.start_lat, seconds)
-    st["live_sequences"] = args.live
-    st["errors"] = stream.errors
-    st["rss_mib_max"] = max(s["rss_mib"] for s in samples)
-    out["streaming"] = st
-    if kind == "lstm-engine" and args.soak_seconds > 0:
-        samples.clear()
-        sampler.cancel()
-        sampler = asyncio.create_task(sample_rss(pid, stream, samples, 2.0, time.perf_counter()))
-        before = rss(pid)
-        finished0 = stream.finished
-        seconds = await stream.run(args.soak_seconds)
-        sampler.cancel()
-        during = [s for s in samples]
-        await stream.end_all()
-        await asyncio.sleep(3)
-        after = rss(pid)
-        half = [s for s in during if s["t"] >= during[-1]["t"] / 2]
-        f = np.array([s["finished_sequences"] for s in half], float)
-        r = np.array([s["rss_mib"] for s in half], float) * 2**20
-        slope = float(np.polyfit(f, r, 1)[0]) if len(half) > 2 and np.ptp(f) > 0 else None
-        out["soak"] = {"seconds": round(seconds, 1), "steps": len(stream.step_lat), "starts": len(stream.start_lat),
-                       "finished_sequences": stream.finished - finished0, "errors": stream.errors,
-                       "steps_per_s": round(len(stream.step_lat) / seconds, 1),
-                       "rss_mib_before": round(before / 2**20, 1),
-                       "rss_mib_during_min": min(s["rss_mib"] for s in during),
-                       "rss_mib_during_max": max(s["rss_mib"] for s in during),
-                       "rss_mib_after_all_ended": round(after / 2**20, 1),
-                       "rss_bytes_per_finished_sequence_second_half": None if slope is None else round(slope, 1),
-                       "rss_bytes_per_finished_sequence_whole_soak": round(
-                           (during[-1]["rss_mib"] - during[0]["rss_mib"]) * 2**20
-                           / max(during[-1]["finished_sequences"] - during[0]["finished_sequences"], 1), 1),
-                       "samples": during}
-    else:
-        sampler.cancel()
-        await stream.end_all()
-        out["rss_mib_after_all_ended"] = round(rss(pid) / 2**20, 1)
-    return out
+    samplers = [asyncio.create_task(sample_rss(servers[k][1].pid, streams[k], samples[k], 1.0, t_start))
+                for k in kinds]
+    elapsed = dict.fromkeys(kinds, 0.0)
+    for r in range(ROUNDS):
+        for k in _order(kinds, r):
+            elapsed[k] += await streams[k].run(args.stream_seconds / ROUNDS)
+    for t in samplers:
+        t.cancel()
+    for k in kinds:
+        stream = streams[k]
+        st = summarize(stream.step_lat, elapsed[k])
+        st["steps_per_s"] = st.pop("requests_per_s")
+        st["steps"] = st.pop("requests")
+        st["starts"] = summarize(stream.start_lat, elapsed[k])
+        st["live_sequences"] = args.live
+        st["errors"] = stream.errors
+        st["rss_mib_max"] = max(s["rss_mib"] for s in samples[k])
+        out[k]["streaming"] = st
+    for k in kinds:
+        if k != "lstm-engine" or args.soak_seconds <= 0:
+            await streams[k].end_all()
+            await asyncio.sleep(1)
+            out[k]["rss_mib_after_all_ended"] = round(rss(servers[k][1].pid) / 2**20, 1)
+            stop_server(servers[k][1])     # the soak runs alone
+    if "lstm-engine" in kinds and args.soak_seconds > 0:
+        out["lstm-engine"]["soak"] = await soak(servers["lstm-engine"][1].pid, streams["lstm-engine"], args)
+    return [out[k] for k in kinds]
+
+
+async def soak(pid, stream, args):
+    """The streaming load continued for args.soak_seconds, RSS sampled against finished sequences; then every
+    live sequence ended."""
+    samples = []
+    sampler = asyncio.create_task(sample_rss(pid, stream, samples, 2.0, time.perf_counter()))
+    stream.reset_latencies()
+    before = rss(pid)
+    finished0, errors0 = stream.finished, stream.errors
+    seconds = await stream.run(args.soak_seconds)
+    sampler.cancel()
+    steps, starts = len(stream.step_lat), len(stream.start_lat)
+    await stream.end_all()
+    await asyncio.sleep(3)
+    after = rss(pid)
+    half = [s for s in samples if s["t"] >= samples[-1]["t"] / 2]
+    f = np.array([s["finished_sequences"] for s in half], float)
+    r = np.array([s["rss_mib"] for s in half], float) * 2**20
+    slope = float(np.polyfit(f, r, 1)[0]) if len(half) > 2 and np.ptp(f) > 0 else None
+    return {"seconds": round(seconds, 1), "steps": steps, "starts": starts,
+            "finished_sequences": stream.finished - finished0, "errors": stream.errors - errors0,
+            "steps_per_s": round(steps / seconds, 1),
+            "step_p50_ms": round(float(np.percentile(stream.step_lat, 50)) * 1e3, 3),
+            "step_p99_ms": round(float(np.percentile(stream.step_lat, 99)) * 1e3, 3),
+            "rss_mib_before": round(before / 2**20, 1),
+            "rss_mib_during_min": min(s["rss_mib"] for s in samples),
+            "rss_mib_during_max": max(s["rss_mib"] for s in samples),
+            "rss_mib_after_all_ended": round(after / 2**20, 1),
+            "rss_bytes_per_finished_sequence_second_half": None if slope is None else round(slope, 1),
+            "rss_bytes_per_finished_sequence_whole_soak": round(
+                (samples[-1]["rss_mib"] - samples[0]["rss_mib"]) * 2**20
+                / max(samples[-1]["finished_sequences"] - samples[0]["finished_sequences"], 1), 1),
+            "samples": samples}
 
 
 # ---------------------------------------------------------------------- report
@@ -392,19 +429,22 @@ async def main_async(args):
     results = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), "model": "zoo charlm.onnx",
                "onnxruntime": onnxruntime.__version__, "live": args.live, "connections": CONNECTIONS,
                "seq_len": SEQ_LEN, "whole_tokens": WHOLE_T, "workers": 2, "servers": []}
-    for kind in args.servers:
-        results["load_average_at_" + kind] = os.getloadavg()
-        port = free_port()
-        p = start_server(kind, MODEL, port, args.live)
-        try:
-            print(f"{kind}: serving on 127.0.0.1:{port} (pid {p.pid})", flush=True)
-            r = await measure(kind, port, p.pid, args, ref)
-            results["servers"].append(r)
-            print(json.dumps({k: v for k, v in r.items() if k != "soak"}), flush=True)
-            if "soak" in r:
-                print(json.dumps({k: v for k, v in r["soak"].items() if k != "samples"}), flush=True)
-        finally:
+    results["load_average_at_start"] = os.getloadavg()
+    servers = {}
+    try:
+        for kind in args.servers:
+            port = free_port()
+            servers[kind] = (port, start_server(kind, MODEL, port, args.live))
+            print(f"{kind}: serving on 127.0.0.1:{port} (pid {servers[kind][1].pid})", flush=True)
+        results["servers"] = await measure(servers, args, ref)
+    finally:
+        for _, p in servers.values():
             stop_server(p)
+    results["load_average_at_end"] = os.getloadavg()
+    for r in results["servers"]:
+        print(json.dumps({k: v for k, v in r.items() if k != "soak"}), flush=True)
+        if "soak" in r:
+            print(json.dumps({k: v for k, v in r["soak"].items() if k != "samples"}), flush=True)
     return results
 
 
