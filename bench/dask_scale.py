@@ -9,8 +9,8 @@ workers), chunked by CHUNK sequences along the batch, returning each sequence's 
 against one Session.run on the whole batch in this process before anything is timed. Each configuration runs the
 job once untimed (every worker makes its Session: the first block on a worker loads the engine and the model),
 then REPEATS times timed; the median is reported, with the workers' CPU time over the wall time (how many cores
-the job actually got: on a machine shared with other work, fewer than the workers). Writes
-bench/results/dask.json and dask.md.
+the job actually got: on a machine shared with other work, fewer than the workers), and a control without Dask: the
+same chunks in a loop in 1 process, then in 2 processes at once. Writes bench/results/dask.json and dask.md.
 """
 from __future__ import annotations
 
@@ -30,6 +30,32 @@ def _cpu_seconds():
     """CPU time (user + system) of this worker process so far."""
     t = os.times()
     return t.user + t.system
+
+
+def _busy(seconds):
+    """Session.run on one chunk in a loop for ``seconds``: (chunks run, CPU seconds, wall seconds)."""
+    import engine
+    sess = engine.Session(MODEL, threads=1)
+    feeds = {"tokens": np.random.default_rng(0).integers(0, 97, (T, CHUNK)).astype(np.int64),
+             "h0": np.zeros((1, CHUNK, H), np.float32), "c0": np.zeros((1, CHUNK, H), np.float32)}
+    sess.run(["h_n"], feeds)
+    c0, t0, n = _cpu_seconds(), time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds:
+        sess.run(["h_n"], feeds)
+        n += 1
+    return n, _cpu_seconds() - c0, time.perf_counter() - t0
+
+
+def control(seconds=6.0):
+    """Without Dask: the same chunks in 1 process, then in 2 processes at once; chunks/s and the cores they got."""
+    import multiprocessing
+    out = {}
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        for n in (1, 2):
+            runs = pool.map(_busy, [seconds] * n)
+            out[f"{n}_process"] = {"chunks_per_s": round(sum(r[0] / r[2] for r in runs), 2),
+                                   "cores": round(sum(r[1] / r[2] for r in runs), 2)}
+    return out
 
 
 def main(argv=None):
@@ -56,7 +82,9 @@ def main(argv=None):
     want = engine.Session(MODEL, threads=1).run(["h_n"], {"tokens": tokens, "h0": zeros, "c0": zeros})[0]
     local_seconds = time.perf_counter() - t0
     os.environ["PYTHONPATH"] = ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")    # the workers import engine
-    results = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
+    ctl = control()
+    print("control, without Dask:", json.dumps(ctl), flush=True)
+    results = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), "control_without_dask": ctl,
                "load_average_at_start": os.getloadavg(), "model": "zoo charlm.onnx, output h_n",
                "sequences": n_seq, "tokens_per_sequence": T, "chunk": CHUNK, "repeats": repeats,
                "one_session_run_seconds": round(local_seconds, 3), "workers": []}
@@ -100,7 +128,10 @@ def main(argv=None):
           + "".join(f"| {r['workers']} | {r['median_seconds']:.2f} | {r['sequences_per_s']:.0f} "
                     f"| {r['cores_busy_on_average']:.2f} |\n" for r in results["workers"])
           + f"\nOne Session.run over the whole batch in one process: {local_seconds:.2f} s. 2 workers / 1 worker: "
-            f"{results['speedup_2_vs_1']:.2f}x.\n")
+            f"{results['speedup_2_vs_1']:.2f}x. Control without Dask, the same chunks (128 x 200 tokens) in a loop: "
+            f"1 process {ctl['1_process']['chunks_per_s']:.1f} chunks/s on {ctl['1_process']['cores']:.2f} cores, "
+            f"2 processes at once {ctl['2_process']['chunks_per_s']:.1f} chunks/s on {ctl['2_process']['cores']:.2f} "
+            f"cores.\n")
     with open(os.path.join(a.out, "dask.md"), "w") as f:
         f.write(md)
     print(md)
