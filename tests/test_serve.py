@@ -329,3 +329,37 @@ def test_command_line_rejects_bad_options_and_files(tmp_path):
     from engine.cli import main
     assert main(["serve", str(tmp_path / "missing.lstm")]) == 2
     assert main(["serve", "x.lstm", "--max-sequences", "0"]) == 2
+
+
+def test_slow_bodies_time_out_and_wait_their_turn(models, monkeypatch):
+    """A body that stalls gets 408 after BODY_TIMEOUT; with MAX_BODIES=1 the next request waits for it."""
+    import socket
+
+    import engine.serve
+    monkeypatch.setattr(engine.serve, "BODY_TIMEOUT", 1.0)
+    monkeypatch.setattr(engine.serve, "MAX_BODIES", 1)
+    with Server([models["lstm"]]) as srv:
+        slow = socket.create_connection((srv.host, srv.port))
+        slow.sendall(b"POST /v2/models/lstm/infer HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{\"inp")
+        time.sleep(0.2)                                   # the slow request holds the one place
+        t0 = time.monotonic()
+        status, payload = _raw(srv, "/v2/models/lstm/infer", _infer_json([X_OK]))
+        waited = time.monotonic() - t0
+        slow.settimeout(10)
+        answer = slow.recv(4096)
+        slow.close()
+    assert status == 200 and waited >= 0.5, (status, waited)
+    assert b" 408 " in answer.split(b"\r\n")[0] and b"did not arrive" in answer
+
+
+def test_our_bugs_are_a_500_without_a_traceback(models, caplog):
+    broken = ServedModel(models["lstm"].path)
+    broken.run = lambda *args: 1 / 0
+    with Server([broken]) as srv:
+        status, payload = _raw(srv, "/v2/models/lstm/infer", _infer_json([X_OK]))
+        assert status == 500 and json.loads(payload) == {
+            "error": "internal error while running the model (see the server's log)"}
+        ok, _ = _raw(srv, "/v2/models/lstm/infer", _infer_json([X_OK], parameters={"sequence_id": 1,
+                                                                                   "sequence_start": True}))
+        assert ok == 200                                  # sequences do not use run(); the server still serves
+    assert "ZeroDivisionError" in caplog.text             # the traceback is in the server's log
