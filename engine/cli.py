@@ -23,6 +23,7 @@ EPILOG = """examples:
   lstm-engine run model.lstm --input X=x.npy -o out.npz
   lstm-engine demo
   lstm-engine bench --quick
+  lstm-engine serve model.lstm other.onnx --port 8000
 """
 
 
@@ -115,6 +116,24 @@ def _parser():
     d.add_argument("--models", default=",".join(("charlm", "co2", "digits")), metavar="NAMES",
                    help="comma-separated subset of charlm, co2, digits (default: all)")
     add_bench_parser(sub)
+
+    s = sub.add_parser("serve", help="serve models over HTTP: Open Inference Protocol v2 (KServe/Triton), sequences",
+                       description="Serve models with the Open Inference Protocol v2 REST API (KServe, Triton; JSON "
+                                   "and binary tensors) at /v2/models/NAME/infer, NAME being each file's stem. "
+                                   "Stateful sequences as Triton's: request parameters sequence_id, sequence_start, "
+                                   "sequence_end; the server keeps each sequence's state. Needs "
+                                   "pip install 'lstm-engine[serve]'.")
+    s.add_argument("models", nargs="+", metavar="MODEL", help="lstm-engine or ONNX model files")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1; 0.0.0.0 for all)")
+    s.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    s.add_argument("--max-sequences", type=int, default=1000, metavar="N",
+                   help="live sequences at most, over all models; a start beyond is refused with 429 (default: 1000)")
+    s.add_argument("--sequence-timeout", type=float, default=60.0, metavar="S",
+                   help="drop a sequence idle for S seconds (default: 60)")
+    s.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="threads running the models, one core each (default: all cores)")
+    s.add_argument("--max-request-bytes", type=int, default=16 << 20, metavar="B",
+                   help="largest request body accepted, larger ones get 413 (default: 16 MiB)")
     return p
 
 
@@ -131,7 +150,8 @@ def main(argv=None) -> int:
         return 2
     try:
         return {"convert": cmd_convert, "inspect": cmd_inspect, "run": cmd_run, "warmup": cmd_warmup,
-                "build-runtime": cmd_build_runtime, "demo": cmd_demo, "bench": cmd_bench}[args.command](args) or 0
+                "build-runtime": cmd_build_runtime, "demo": cmd_demo, "bench": cmd_bench,
+                "serve": cmd_serve}[args.command](args) or 0
     except EngineError as e:
         print(f"lstm-engine {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -332,6 +352,27 @@ def cmd_demo(args):
     if args.repeats < 1:
         raise EngineError(f"--repeats must be at least 1, got {args.repeats}")
     return run_demo(repeats=args.repeats, out_dir=args.out, models=models)
+
+
+# ---------------------------------------------------------------------- serve
+def cmd_serve(args):
+    for flag, value in (("--max-sequences", args.max_sequences), ("--workers", args.workers or 1),
+                        ("--max-request-bytes", args.max_request_bytes)):
+        if value < 1:
+            raise EngineError(f"{flag} must be at least 1, got {value}")
+    if not args.sequence_timeout > 0:
+        raise EngineError(f"--sequence-timeout must be positive, got {args.sequence_timeout}")
+    try:
+        from .serve import serve
+        import starlette, uvicorn  # noqa: F401,E401
+    except ImportError as e:
+        raise EngineError(f"serving needs starlette and uvicorn: pip install 'lstm-engine[serve]' ({e})") from None
+    try:
+        serve(args.models, args.host, args.port, workers=args.workers, max_sequences=args.max_sequences,
+              sequence_timeout=args.sequence_timeout, max_request_bytes=args.max_request_bytes)
+    except KeyboardInterrupt:   # uvicorn re-raises Ctrl-C after its graceful shutdown
+        print("lstm-engine serve: stopped", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

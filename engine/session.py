@@ -219,14 +219,18 @@ class Session:
             _threads.set_blas_threads(self.threads)
         status = self._run(plan.prog, self._fconst, fin, iin, fwork, iwork, fout,
                            self._no_f if state is None else state)
-        if work is None:
-            plan.give_work((fwork, iwork))
         if status:
+            if work is None:
+                plan.give_work((fwork, iwork))
             raise self._status_error(status)
         if plan.float_outputs:
-            return [fout[a:b].reshape(shape) for a, b, shape in plan.out_views]
-        return [fout[a:b].reshape(shape) if kind == "f" else iwork[a:b].reshape(shape).astype(dtype)
-                for (a, b, shape), (kind, dtype) in zip(plan.out_views, plan.out_kinds)]
+            outs = [fout[a:b].reshape(shape) for a, b, shape in plan.out_views]
+        else:   # int outputs live in iwork: copy them out before another thread may take the buffers
+            outs = [fout[a:b].reshape(shape) if kind == "f" else iwork[a:b].reshape(shape).astype(dtype)
+                    for (a, b, shape), (kind, dtype) in zip(plan.out_views, plan.out_kinds)]
+        if work is None:
+            plan.give_work((fwork, iwork))
+        return outs
 
     def _out_dtype(self, name):
         return next(s.dtype for s in self.model.outputs if s.name == name)
