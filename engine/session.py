@@ -31,7 +31,7 @@ from .ops.program import ERROR_MESSAGES
 from .plan import Planner, Weights
 from .warmup import warm_up
 
-MAX_PLANS = 64      # plans kept per Session (one per combination of input shapes, least recently used dropped)
+MAX_PLANS = 64      # plans kept per Session (one per combination of input shapes; the oldest made is dropped)
 _SMALL = 1 << 20    # inputs with more elements are checked against the memory available before they are copied
 
 _ONNX_TYPES = {"float32": "tensor(float)", "float64": "tensor(double)", "int32": "tensor(int32)",
@@ -511,7 +511,7 @@ class Stream:
         checked, _ = sess._bind_inputs({self.input_name: full}, skip=self._others)
         xc = checked[self._index]
         step_shape = xc.shape if not single else tuple(d for k, d in enumerate(xc.shape) if k != self.time_axis)
-        entry = self._plans.get((step_shape, name)) if single else None
+        entry = self._plans.get((step_shape, name) if single else (xc.shape, name))
         if entry is None:
             entry = self._prepare(xc.shape, name)
             if single:
