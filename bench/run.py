@@ -174,8 +174,21 @@ def machine_info(threads) -> dict:
                     "numba_num_threads": numba.config.NUMBA_NUM_THREADS,
                     "torch_default_threads": torch.get_num_threads()},
         "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "blas": _blas_info(),
+        "openblas_env": {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ},
     }
     return info
+
+
+def _blas_info():
+    """Which BLAS the engine's matrix products ran on, and which kernel it chose for this CPU (threadpoolctl)."""
+    try:
+        import scipy.linalg  # noqa: F401  (loads the BLAS that Numba's np.dot calls)
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    return [{k: lib.get(k) for k in ("internal_api", "version", "architecture", "filepath", "num_threads")}
+            for lib in threadpool_info() if lib.get("user_api") == "blas"]
 
 
 # ---------------------------------------------------------------------- one point

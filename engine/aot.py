@@ -44,8 +44,10 @@ MODULE = "lstm_engine_runtime"
 RECORD = MODULE + ".json"
 FORMAT = 1
 PRECISIONS = ("float32", "float64")
-# execute(prog, fconst, fin, iin, fwork, iwork, fout, state): the signature Session calls, one per precision
-SIGNATURE = "int64(int64[::1], {f}[::1], {f}[::1], int64[::1], {f}[::1], int64[::1], {f}[::1], {f}[::1])"
+# execute(prog, fconst, fin0, fin1, fin2, iin, fwork, iwork, fout, state): the signature Session calls, one per
+# precision
+SIGNATURE = ("int64(int64[::1], {f}[::1], {f}[::1], {f}[::1], {f}[::1], int64[::1], {f}[::1], int64[::1], {f}[::1], "
+             "{f}[::1])")
 
 # target -> (LLVM CPU name, the /proc/cpuinfo flags a machine needs to run the code; None: the build machine's)
 TARGETS = {

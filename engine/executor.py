@@ -1,7 +1,9 @@
 """The executor: one jitted function that runs any plan (engine/plan.py), compiled once per engine version.
 
-A call unboxes eight arrays, whatever the model: the program, the packed weights, the call's float and int
-inputs, the work buffers, the output buffer and a stream's state. Each instruction is dispatched by opcode range
+A call unboxes ten arrays, whatever the model: the program, the packed weights, the call's float inputs (three
+slots: the first two float inputs each in their own, the rest concatenated in the third, so that a model with an
+input and an initial state or two is called without copying them), its int inputs, the work buffers, the output
+buffer and a stream's state. Each instruction is dispatched by opcode range
 to its op family's run function (engine/ops/program.py describes the format). The loop returns 0, or an error
 status ``code << 32 | node index`` that Session turns into a message.
 
@@ -19,8 +21,8 @@ from .ops.recurrent_kernels import run_recurrent
 
 
 @njit(**JIT_OPTIONS)
-def execute(prog, fconst, fin, iin, fwork, iwork, fout, state):
-    F = (fconst, fin, fwork, fout, state)
+def execute(prog, fconst, fin0, fin1, fin2, iin, fwork, iwork, fout, state):
+    F = (fconst, fin0, fin1, fin2, fwork, fout, state)
     I = (prog, iin, iwork)
     pc = prog[0]
     end = prog[1]

@@ -18,7 +18,7 @@ from . import _memory
 from .errors import InvalidInputError, ModelFileError, UnsupportedModelError
 from .ops import OPS
 from .ops.base import contiguous_strides
-from .ops.program import (ABSENT, COPY, F_CONST, F_IN, F_OUT, F_WORK, FILL_CONST, I_CONST, I_IN, I_WORK,
+from .ops.program import (ABSENT, COPY, F_CONST, F_IN, F_IN_SLOTS, F_OUT, F_WORK, FILL_CONST, I_CONST, I_IN, I_WORK,
                           INT_COPY, MAX_RANK)
 
 ALIGN = 16   # elements: 64 bytes of float32
@@ -208,9 +208,10 @@ class Planner:
                 self.last_use[name] = k
         for name in self.wanted:
             self.last_use[name] = len(live_nodes)   # outputs live to the end
-        # inputs: float ones concatenated in F_IN, int ones in I_IN, in the model's order; unread ones left out
+        # inputs, in the model's order, unread ones left out: the first two float ones each in their own slot
+        # (F_IN, F_IN + 1), the others concatenated in the third (F_IN + 2); int ones concatenated in I_IN
         self.inputs = []
-        fpos = ipos = 0
+        fpos = ipos = nf = 0
         int_values = int_values or {}
         for spec in model.inputs:
             if spec.name not in reads and spec.name not in self.wanted:
@@ -219,9 +220,13 @@ class Planner:
             kind = "f" if spec.dtype.startswith("float") else "i"
             self._check_size(size_of(shape), f"input {spec.name!r} of shape {shape}")
             if kind == "f":
-                self.vals[spec.name] = Val("f", shape, F_IN, fpos)
-                self.inputs.append((spec.name, "f", fpos, size_of(shape)))
-                fpos += size_of(shape)
+                slot = min(nf, F_IN_SLOTS - 1)
+                off = fpos if slot == F_IN_SLOTS - 1 else 0
+                self.vals[spec.name] = Val("f", shape, F_IN + slot, off)
+                self.inputs.append((spec.name, "f", off, size_of(shape)))
+                if slot == F_IN_SLOTS - 1:
+                    fpos += size_of(shape)
+                nf += 1
             else:
                 self.vals[spec.name] = Val("i", shape, I_IN, ipos, const=int_values.get(spec.name))
                 self.inputs.append((spec.name, "i", ipos, size_of(shape)))
@@ -283,6 +288,9 @@ class Planner:
                     self.listing)
         # what a call needs, precomputed: which arguments go to F_IN / I_IN, and the output views
         plan.float_args = [index[name] for name, kind, _, _ in self.inputs if kind == "f"]
+        # the arguments of each float input slot: one each for the first two, the rest concatenated in the third
+        plan.float_slots = [plan.float_args[k:k + 1] for k in range(F_IN_SLOTS - 1)] + \
+            [plan.float_args[F_IN_SLOTS - 1:]]
         plan.int_args = [index[name] for name, kind, _, _ in self.inputs if kind == "i"]
         plan.out_views = [(off, off + size_of(shape), tuple(shape)) for _, _, off, shape in outputs]
         plan.out_kinds = [(kind, np.dtype(dtypes.get(name, "int64")) if kind == "i" else None)

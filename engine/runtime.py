@@ -31,7 +31,8 @@ ENV = "LSTM_ENGINE_RUNTIME"
 class Runtime:
     name: str                   # "aot" or "jit"
     parallel: bool              # has the threaded LSTM kernel (lstm_direction_parallel); the AOT runtime has not
-    functions: dict = field(repr=False)   # precision -> execute(prog, fconst, fin, iin, fwork, iwork, fout, state)
+    # precision -> execute(prog, fconst, fin0, fin1, fin2, iin, fwork, iwork, fout, state)
+    functions: dict = field(repr=False)
     path: str | None = None     # the AOT module
     info: dict | None = None    # the AOT module's build record (engine/aot.py)
     note: str = ""              # why the JIT was chosen over an AOT runtime, when one was looked for and refused

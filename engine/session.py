@@ -104,6 +104,7 @@ class Session:
         self._arg_dtypes = [self._arg_dtype(s) for s in self.model.inputs]
         self._plans = OrderedDict()
         self._plan_lock = threading.Lock()
+        self._fast_run = None          # run's fast path for the last shapes seen (see _fast_runner)
         self._runtime = _runtime.current()
         self.runtime = self._runtime.name
         self._run = self._runtime.executor(self.precision)
@@ -187,37 +188,80 @@ class Session:
         """Run the model. ``output_names=None`` returns every output, in the order of ``get_outputs()``."""
         if run_options is not None:
             raise EngineError("run_options are not supported; pass None")
+        if output_names is None and type(input_feed) is dict:
+            fast = self._fast_run
+            if fast is not None:
+                outs = fast(input_feed)
+                if outs is not None:
+                    return outs
         wanted = self._output_names if output_names is None else self._wanted(output_names)
         okey = None if output_names is None else tuple(wanted)
-        if type(input_feed) is dict and len(input_feed) == len(self._input_names):
-            # fast path: arrays of exactly the types the executor takes, in shapes a plan was made (and checked) for
-            try:
-                args = [input_feed[n] for n in self._input_names]
-                plan = self._plans.get(("run", tuple(a.shape for a in args), okey))
-            except (KeyError, AttributeError, TypeError):
-                plan = None
-            if plan is not None and all(type(a) is np.ndarray and a.dtype == t and a.flags.c_contiguous
-                                        and a.flags.writeable for a, t in zip(args, self._arg_dtypes)):
-                return self._execute(plan, args)
         args, _ = self._bind_inputs(input_feed)
         key = ("run", tuple(a.shape for a in args), okey)
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plan(key, {n: a.shape for n, a in zip(self._input_names, args)}, wanted)
+        if output_names is None:
+            self._fast_run = self._fast_runner(plan, key[1])
         return self._execute(plan, args)
+
+    def _fast_runner(self, plan, shapes):
+        """The fast path of ``run`` for the last plan used with all outputs: a feed of exactly these shapes, float
+        inputs of any float dtype (converted as the checked path would) and int inputs of the declared dtype goes
+        straight to the executor. Anything else returns None, and the checked path explains what is wrong."""
+        names, n_inputs = tuple(self._input_names), len(self._input_names)
+        kinds = tuple((s.dtype in ("float32", "float64"), np.dtype(self._arg_dtype(s))) for s in self.model.inputs)
+        slots, iidx = tuple(tuple(idx) for idx in plan.float_slots), tuple(plan.int_args)
+        dtype, run, fconst, no_f, no_i = self.dtype, self._run, self._fconst, self._no_f, self._no_i
+        prog, size, views, threads = plan.prog, plan.fout_size, plan.out_views, self.threads
+        take, give = plan.take_work, plan.give_work
+        if not plan.float_outputs:
+            return None
+
+        def fast(feed):
+            if len(feed) != n_inputs:
+                return None
+            try:
+                arrays = [feed[n] for n in names]
+            except KeyError:
+                return None
+            for a, shape, (is_float, want) in zip(arrays, shapes, kinds):
+                if type(a) is not np.ndarray or a.shape != shape or \
+                        (a.dtype.kind != "f" if is_float else a.dtype != want):
+                    return None
+            fins = []
+            for idx in slots:
+                if len(idx) == 1:
+                    a = arrays[idx[0]]
+                    fins.append(a.reshape(-1) if a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+                                else np.array(a, dtype=dtype).reshape(-1))
+                else:
+                    fins.append(np.concatenate([arrays[i].reshape(-1) for i in idx], dtype=dtype) if idx else no_f)
+            iin = np.concatenate([arrays[i].reshape(-1) for i in iidx], dtype=np.int64) if iidx else no_i
+            work = take(dtype)
+            fout = np.empty(size, dtype)
+            if _threads.current != threads:
+                _threads.set_blas_threads(threads)
+            status = run(prog, fconst, fins[0], fins[1], fins[2], iin, work[0], work[1], fout, no_f)
+            give(work)
+            if status:
+                raise self._status_error(status)
+            return [fout[a:b].reshape(shape) for a, b, shape in views]
+        return fast
 
     def _execute(self, plan, args, state=None, work=None):
         """Run ``plan`` on ``args`` (validated arrays, one per model input, in order); returns the outputs in the
         plan's order."""
-        fp, ip = plan.float_args, plan.int_args
-        fin = args[fp[0]].reshape(-1) if len(fp) == 1 else \
-            np.concatenate([args[i].reshape(-1) for i in fp]) if fp else self._no_f
+        f0, f1, f2 = [args[idx[0]].reshape(-1) if len(idx) == 1 else
+                      np.concatenate([args[i].reshape(-1) for i in idx]) if idx else self._no_f
+                      for idx in plan.float_slots]
+        ip = plan.int_args
         iin = np.concatenate([args[i].reshape(-1).astype(np.int64, copy=False) for i in ip]) if ip else self._no_i
         fwork, iwork = plan.take_work(self.dtype) if work is None else work
         fout = np.empty(plan.fout_size, self.dtype)
         if _threads.current != self.threads:
             _threads.set_blas_threads(self.threads)
-        status = self._run(plan.prog, self._fconst, fin, iin, fwork, iwork, fout,
+        status = self._run(plan.prog, self._fconst, f0, f1, f2, iin, fwork, iwork, fout,
                            self._no_f if state is None else state)
         if status:
             if work is None:
@@ -479,8 +523,8 @@ class Stream:
                 if _threads.current != threads:
                     _threads.set_blas_threads(threads)
                 flat = x.reshape(-1)
-                status = run(prog, fconst, flat if as_float else no_f, no_i if as_float else flat, fwork, iwork, fout,
-                             self._state)
+                status = run(prog, fconst, flat if as_float else no_f, no_f, no_f, no_i if as_float else flat, fwork,
+                             iwork, fout, self._state)
                 if status:
                     raise self.session._status_error(status)
                 return fout[:n].reshape(shape)

@@ -26,5 +26,5 @@ def warm_up(precisions=("float32", "float64"), runtime=None):
         t0 = time.perf_counter()
         f = np.empty(0, precision)
         i = np.empty(0, np.int64)
-        runtime.executor(precision)(np.array([2, 2], np.int64), np.empty(1, precision), f, i, f, i, f, f)
+        runtime.executor(precision)(np.array([2, 2], np.int64), np.empty(1, precision), f, f, f, i, f, i, f, f)
         yield precision, time.perf_counter() - t0

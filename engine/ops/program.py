@@ -7,8 +7,8 @@ int constants (token tables, sequence lengths, fill values) follow the instructi
 Every value lives in one flat buffer ("space") at an offset, and a reference to it in a param list is two ints,
 ``(space, offset)``. Float spaces hold the compute dtype, int spaces int64:
 
-    float: F_CONST packed weights (shared by every plan and thread), F_IN the call's float inputs (flattened,
-           concatenated), F_WORK intermediates (reused between calls), F_OUT the outputs returned to the caller
+    float: F_CONST packed weights (shared by every plan and thread), F_IN .. F_IN + 2 the call's float inputs (the
+           first two each in their own slot, the rest flattened and concatenated in the third), F_WORK intermediates (reused between calls), F_OUT the outputs returned to the caller
            (fresh each call), F_STATE a stream's recurrent state
     int:   I_CONST the program itself (its constant region), I_IN the call's int inputs, I_WORK intermediates
 
@@ -21,7 +21,8 @@ depend on input values (token ids, sequence lengths) happen here.
 This module holds the format only and imports no Numba: the planner uses it where Numba is absent (the ahead-of-time
 runtime, engine/aot.py). The compiled side is program_kernels.py.
 """
-F_CONST, F_IN, F_WORK, F_OUT, F_STATE = 0, 1, 2, 3, 4
+F_CONST, F_IN, F_WORK, F_OUT, F_STATE = 0, 1, 4, 5, 6    # F_IN, F_IN + 1, F_IN + 2: the three input slots
+F_IN_SLOTS = 3
 I_CONST, I_IN, I_WORK = 0, 1, 2
 ABSENT = -1      # the space of an absent optional value
 KEEP = -2        # the space of a stream's initial state: the state buffer already holds it
