@@ -210,8 +210,11 @@ class Recurrent(Op):
                 states.append(Val("f", want, F_STATE, off))
                 inits.append([KEEP, 0])
                 continue
-            s = p.temp(D * B * size)
-            s.shape = want
+            if layout == 0 and p.needed(k + 1):
+                s = p.output(k + 1, want)          # the kernel's working state ends as the output: no copy
+            else:
+                s = p.temp(D * B * size)
+                s.shape = want
             states.append(s)
             init = p.input(index)
             if init is None:
@@ -256,9 +259,7 @@ class Recurrent(Op):
             if layout == 0:
                 if streaming:
                     p.vals[node.outputs[index]] = s      # the state buffer itself; copied if returned
-                else:
-                    out = p.output(index, s.shape)
-                    p.copy(s, out)
+                # else: the kernel worked in the output itself
             else:
                 size = s.shape[2]
                 out = p.output(index, (B, D, size))
