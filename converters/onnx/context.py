@@ -43,7 +43,8 @@ class ImportContext:
     # ------------------------------------------------------------------ messages
     @staticmethod
     def describe(node) -> str:
-        op = node.op_type if node.op_type.isidentifier() else repr(node.op_type)   # one line, whatever the file holds
+        op = node.op_type
+        op = op if isinstance(op, str) and op.isidentifier() else repr(op)   # one line, whatever the file holds
         return f"node {node.name or '<unnamed>'!r} ({op})"
 
     def err(self, node, msg) -> UnsupportedModelError:

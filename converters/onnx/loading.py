@@ -134,6 +134,8 @@ def _graph_input(ctx, vi):
             dims.append(S.new(f"{vi.name}_{k}_", soft_value=d.dim_value))
         elif d.dim_param:
             name = d.dim_param
+            if not isinstance(name, str):   # protobuf hands back invalid UTF-8 as bytes
+                raise ModelFileError(f"graph input {vi.name!r}: dimension {k} has a name that is not UTF-8 text")
             dims.append(Dim(1, (name,)) if name in S.names else S.new(name))
         else:
             dims.append(S.new(f"{vi.name}_{k}_"))

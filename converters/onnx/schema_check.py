@@ -15,6 +15,10 @@ _ELEMENT = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)
 def check(ctx, node):
     import onnx
     from onnx import defs
+    fields = (node.op_type, node.name, *node.input, *node.output, *(a.name for a in node.attribute))
+    if not all(isinstance(v, str) for v in fields):   # protobuf hands back invalid UTF-8 as bytes
+        raise ConversionError(f"a node's op type, name, inputs, outputs or attribute names are not UTF-8 text "
+                              f"(op type {node.op_type!r}, name {node.name!r})")
     where = ctx.describe(node)
     for a in node.attribute:
         if a.type == onnx.AttributeProto.STRING:
