@@ -9,6 +9,8 @@ import warnings
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow   # onnxruntime, torch (silero-vad's utilities are the oracle)
+
 from audio_fixture import make_speech_wav, make_speech_wav_48k, make_speech_wav_8k, read_wav
 
 pytest.importorskip("onnxruntime")
