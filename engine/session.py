@@ -101,7 +101,7 @@ class Session:
                          for s in self.model.outputs]
         self._input_names = [s.name for s in self.model.inputs]
         self._output_names = [s.name for s in self.model.outputs]
-        self._arg_dtypes = [self._arg_dtype(s) for s in self.model.inputs]
+        self._arg_dtypes = [np.dtype(self._arg_dtype(s)) for s in self.model.inputs]   # what the executor takes
         self._plans = OrderedDict()
         self._plan_lock = threading.Lock()
         self._fast_run = None          # run's fast path for the last shapes seen (see _fast_runner)
@@ -210,13 +210,7 @@ class Session:
         inputs of any float dtype (converted as the checked path would) and int inputs of the declared dtype goes
         straight to the executor. Anything else returns None, and the checked path explains what is wrong."""
         names, n_inputs = tuple(self._input_names), len(self._input_names)
-        kinds = tuple((s.dtype in ("float32", "float64"), np.dtype(self._arg_dtype(s))) for s in self.model.inputs)
-        slots, iidx = tuple(tuple(idx) for idx in plan.float_slots), tuple(plan.int_args)
-        dtype, run, fconst, no_f, no_i = self.dtype, self._run, self._fconst, self._no_f, self._no_i
-        prog, size, views, threads = plan.prog, plan.fout_size, plan.out_views, self.threads
-        take, give = plan.take_work, plan.give_work
-        if not plan.float_outputs:
-            return None
+        kinds = tuple((s.dtype in ("float32", "float64"), t) for s, t in zip(self.model.inputs, self._arg_dtypes))
 
         def fast(feed):
             if len(feed) != n_inputs:
@@ -229,34 +223,18 @@ class Session:
                 if type(a) is not np.ndarray or a.shape != shape or \
                         (a.dtype.kind != "f" if is_float else a.dtype != want):
                     return None
-            fins = []
-            for idx in slots:
-                if len(idx) == 1:
-                    a = arrays[idx[0]]
-                    fins.append(a.reshape(-1) if a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
-                                else np.array(a, dtype=dtype).reshape(-1))
-                else:
-                    fins.append(np.concatenate([arrays[i].reshape(-1) for i in idx], dtype=dtype) if idx else no_f)
-            iin = np.concatenate([arrays[i].reshape(-1) for i in iidx], dtype=np.int64) if iidx else no_i
-            work = take(dtype)
-            fout = np.empty(size, dtype)
-            if _threads.current != threads:
-                _threads.set_blas_threads(threads)
-            status = run(prog, fconst, fins[0], fins[1], fins[2], iin, work[0], work[1], fout, no_f)
-            give(work)
-            if status:
-                raise self._status_error(status)
-            return [fout[a:b].reshape(shape) for a, b, shape in views]
+            return self._execute(plan, arrays)
         return fast
 
     def _execute(self, plan, args, state=None, work=None):
-        """Run ``plan`` on ``args`` (validated arrays, one per model input, in order); returns the outputs in the
-        plan's order."""
-        f0, f1, f2 = [args[idx[0]].reshape(-1) if len(idx) == 1 else
-                      np.concatenate([args[i].reshape(-1) for i in idx]) if idx else self._no_f
+        """Run ``plan`` on ``args`` (one array per model input, in order, of the shapes the plan was made for; float
+        ones of any float dtype); returns the outputs in the plan's order."""
+        dtype = self.dtype
+        f0, f1, f2 = [_flat(args[idx[0]], dtype) if len(idx) == 1 else
+                      np.concatenate([args[i].reshape(-1) for i in idx], dtype=dtype) if idx else self._no_f
                       for idx in plan.float_slots]
         ip = plan.int_args
-        iin = np.concatenate([args[i].reshape(-1).astype(np.int64, copy=False) for i in ip]) if ip else self._no_i
+        iin = np.concatenate([args[i].reshape(-1) for i in ip], dtype=np.int64) if ip else self._no_i
         fwork, iwork = plan.take_work(self.dtype) if work is None else work
         fout = np.empty(plan.fout_size, self.dtype)
         if _threads.current != self.threads:
@@ -275,9 +253,6 @@ class Session:
         if work is None:
             plan.give_work((fwork, iwork))
         return outs
-
-    def _out_dtype(self, name):
-        return next(s.dtype for s in self.model.outputs if s.name == name)
 
     def _status_error(self, status):
         code, index = int(status) >> 32, int(status) & 0xFFFFFFFF
@@ -397,6 +372,13 @@ def _check_threads(threads):
 
 def _fmt_shape(shape):
     return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _flat(a, dtype):
+    """``a`` as the 1-D, C-contiguous, writable array of ``dtype`` the executor takes (a view when it is one)."""
+    if a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable:
+        return a.reshape(-1)
+    return np.array(a, dtype=dtype).reshape(-1)
 
 
 def _listing(plan):
