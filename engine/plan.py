@@ -189,7 +189,7 @@ class Plan:
 class Planner:
     """Builds a Plan. Ops call the methods below from their ``plan(node, p)``."""
 
-    def __init__(self, model, weights, dtype, threads, shapes, wanted, stream=None, int_values=None):
+    def __init__(self, model, weights, dtype, threads, shapes, wanted, stream=None):
         self.model, self.weights, self.dtype, self.threads = model, weights, np.dtype(dtype), threads
         self.stream = stream            # None, or {node name: {state index: (state offset, shape)}}
         self.vals = {}
@@ -212,7 +212,6 @@ class Planner:
         # (F_IN, F_IN + 1), the others concatenated in the third (F_IN + 2); int ones concatenated in I_IN
         self.inputs = []
         fpos = ipos = nf = 0
-        int_values = int_values or {}
         for spec in model.inputs:
             if spec.name not in reads and spec.name not in self.wanted:
                 continue
@@ -228,7 +227,7 @@ class Planner:
                     fpos += size_of(shape)
                 nf += 1
             else:
-                self.vals[spec.name] = Val("i", shape, I_IN, ipos, const=int_values.get(spec.name))
+                self.vals[spec.name] = Val("i", shape, I_IN, ipos)
                 self.inputs.append((spec.name, "i", ipos, size_of(shape)))
                 ipos += size_of(shape)
 
@@ -445,10 +444,6 @@ class Planner:
                 self.emit(FILL_CONST, "const", *self.ref(dst), int(val.size), *[int(b) for b in bits])
                 return [dst.space, dst.off]
         return [val.space, val.off]
-
-    def int_const(self, values):
-        """A new int constant (e.g. default sequence lengths) as a Val."""
-        return Val("i", (len(values),), const=np.asarray(values, dtype=np.int64))
 
     def emit(self, opcode, what, *params):
         """Append one instruction: [opcode, length, node index, params...]."""

@@ -146,7 +146,7 @@ class Session:
         return _listing(plan)
 
     # ------------------------------------------------------------------ plans
-    def _plan(self, key, shapes, wanted, stream=None, int_values=None):
+    def _plan(self, key, shapes, wanted, stream=None):
         """The plan for ``key``, made once (thread-safe) and kept while recently used."""
         plan = self._plans.get(key)
         if plan is not None:
@@ -154,8 +154,7 @@ class Session:
         with self._plan_lock:
             plan = self._plans.get(key)
             if plan is None:
-                plan = Planner(self.model, self.weights, self.dtype, self.threads, shapes, wanted, stream,
-                               int_values).build()
+                plan = Planner(self.model, self.weights, self.dtype, self.threads, shapes, wanted, stream).build()
                 self._plans[key] = plan
                 while len(self._plans) > MAX_PLANS:
                     self._plans.popitem(last=False)

@@ -22,7 +22,6 @@ the *_kernels.py, numeric.py, lstm_fast.py, lstm_kernels.py and gru_rnn.py modul
 Adding an op: a class in its family's op module with validate/plan, its kernel and a branch in the family's run
 function (in the kernel module), and an entry in the registry (engine/ops/__init__.py).
 """
-import numpy as np
 
 from ..errors import ModelFileError
 
@@ -50,13 +49,6 @@ class Op:
     def plan(cls, node, p):
         """Describe the node to the planner: outputs, checks, instructions."""
         raise NotImplementedError
-
-
-def require_attrs(node, names):
-    missing = [n for n in names if n not in node.attrs]
-    if missing:
-        raise ModelFileError(f"node {node.name!r} ({node.op}) lacks attribute(s) {', '.join(missing)}")
-    return node.attrs
 
 
 INT_LIMIT = 2 ** 62   # attribute values travel to the executor as int64 (offsets and strides are derived from them)
@@ -131,8 +123,3 @@ def const_tensor(node, model, index, what, required=False):
     if t.dtype.kind != "f":
         raise ModelFileError(f"node {node.name!r}: {what} must be a float tensor, got {t.dtype}")
     return t
-
-
-def dummy(dtype, ndim):
-    """A zero-size array of rank ``ndim`` (stands in for absent optional arrays in kernel tests)."""
-    return np.zeros((0,) * ndim, dtype=dtype)
