@@ -15,7 +15,7 @@ from numba import njit
 
 from .config import JIT_OPTIONS
 from .ops.layer_kernels import run_layers
-from .ops.program import END, LAYER_BASE, OK, RECURRENT_BASE
+from .ops.program import LAYER_BASE, OK, RECURRENT_BASE, VISION_BASE
 from .ops.program_kernels import run_core
 from .ops.recurrent_kernels import run_recurrent
 
@@ -32,7 +32,7 @@ def execute(prog, fconst, fin0, fin1, fin2, iin, fwork, iwork, fout, state):
             status = run_core(code, prog, pc, F, I)
         elif code < LAYER_BASE:
             status = run_recurrent(code, prog, pc, F, I)
-        elif code < END:
+        elif code < VISION_BASE:
             status = run_layers(code, prog, pc, F, I)
         else:
             status = 255

@@ -37,7 +37,7 @@ ERROR_MESSAGES = {
 }
 
 # opcode ranges: each family of ops owns one range and one run function (see engine/executor.py)
-CORE_BASE, RECURRENT_BASE, LAYER_BASE, END = 0, 16, 32, 64
+CORE_BASE, RECURRENT_BASE, LAYER_BASE, VISION_BASE, CONTROL_BASE, END = 0, 16, 32, 64, 96, 128
 COPY, FILL, FILL_CONST, INT_TO_FLOAT, FLOAT_TO_INT, INT_COPY = range(CORE_BASE, CORE_BASE + 6)
 
 # kernel choices the planner and the kernels share
