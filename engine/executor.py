@@ -14,8 +14,9 @@ import numpy as np
 from numba import njit
 
 from .config import JIT_OPTIONS
+from .ops.control_kernels import run_control
 from .ops.layer_kernels import run_layers
-from .ops.program import LAYER_BASE, OK, RECURRENT_BASE, VISION_BASE
+from .ops.program import CONTROL_BASE, END, LAYER_BASE, OK, RECURRENT_BASE, VISION_BASE
 from .ops.program_kernels import run_core
 from .ops.recurrent_kernels import run_recurrent
 
@@ -34,6 +35,8 @@ def execute(prog, fconst, fin0, fin1, fin2, iin, fwork, iwork, fout, state):
             status = run_recurrent(code, prog, pc, F, I)
         elif code < VISION_BASE:
             status = run_layers(code, prog, pc, F, I)
+        elif code >= CONTROL_BASE and code < END:
+            status = run_control(code, prog, pc, F, I)
         else:
             status = 255
         if status != OK:

@@ -55,6 +55,9 @@ class TensorSpec:
                    optional=d.get("optional", False))
 
 
+BRANCHES = ("then", "else")   # the subgraphs of an If node
+
+
 @dataclass
 class Node:
     op: str
@@ -64,12 +67,29 @@ class Node:
     attrs: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
+        attrs = self.attrs
+        if self.op == "If":
+            attrs = dict(attrs, **{key: {"nodes": [n.to_json() for n in attrs[key]["nodes"]],
+                                         "outputs": list(attrs[key]["outputs"])} for key in BRANCHES})
         return {"op": self.op, "name": self.name, "inputs": list(self.inputs), "outputs": list(self.outputs),
-                "attrs": self.attrs}
+                "attrs": attrs}
 
     @classmethod
     def from_json(cls, d: dict) -> "Node":
-        return cls(op=d["op"], name=d["name"], inputs=d["inputs"], outputs=d["outputs"], attrs=d.get("attrs", {}))
+        attrs = d.get("attrs", {})
+        if d["op"] == "If" and isinstance(attrs, dict):
+            attrs = dict(attrs)
+            for key in BRANCHES:
+                br = attrs.get(key)
+                if not isinstance(br, dict) or not isinstance(br.get("nodes"), list) or \
+                        not all(isinstance(n, dict) for n in br["nodes"]):
+                    raise ModelFileError(f"node {d['name']!r} (If): branch {key!r} must hold a list of nodes")
+                attrs[key] = {"nodes": [cls.from_json(n) for n in br["nodes"]], "outputs": br.get("outputs")}
+        return cls(op=d["op"], name=d["name"], inputs=d["inputs"], outputs=d["outputs"], attrs=attrs)
+
+    def branches(self) -> list:
+        """The node lists of an If's branches (none for other ops)."""
+        return [self.attrs[key]["nodes"] for key in BRANCHES] if self.op == "If" else []
 
 
 @dataclass
@@ -94,8 +114,28 @@ class Model:
         raise KeyError(name)
 
     def recurrent_nodes(self) -> list:
+        """The recurrent nodes of the main graph (those inside If branches are not streamed with an inner state)."""
         from .ops import RECURRENT_OP_NAMES
         return [n for n in self.nodes if n.op in RECURRENT_OP_NAMES]
+
+    def all_nodes(self) -> list:
+        """Every node, those inside If branches included (each right after its If), in a fixed order: the index of
+        a node in this list is how the executor names a node in an error."""
+        out = []
+
+        def walk(nodes):
+            for n in nodes:
+                out.append(n)
+                for branch in n.branches():
+                    walk(branch)
+        walk(self.nodes)
+        return out
+
+    def node_index(self, node) -> int:
+        index = self.__dict__.get("_node_index")
+        if index is None:
+            index = self.__dict__["_node_index"] = {id(n): k for k, n in enumerate(self.all_nodes())}
+        return index[id(node)]
 
     def parameter_count(self) -> int:
         return int(sum(t.size for t in self.tensors.values() if t.dtype.kind == "f"))
@@ -151,27 +191,7 @@ class Model:
             if name in known:
                 raise ModelFileError(f"tensor {name!r} has the same name as a graph input")
             known.add(name)
-        recurrent_names = set()
-        for node in self.nodes:
-            _check_node(node)
-            if node.op not in OPS:
-                raise UnsupportedModelError(
-                    f"node {node.name!r}: op {node.op!r} is not supported by this engine "
-                    f"(supported: {', '.join(sorted(OPS))})")
-            if OPS[node.op].recurrent:
-                # packed weights and stream state are found by node name
-                if node.name in recurrent_names:
-                    raise ModelFileError(f"two recurrent nodes are named {node.name!r}")
-                recurrent_names.add(node.name)
-            for i, name in enumerate(node.inputs):
-                if name and name not in known:
-                    raise ModelFileError(f"node {node.name!r} input {i} refers to unknown value {name!r}")
-            OPS[node.op].validate(node, self)
-            for name in node.outputs:
-                if name:
-                    if name in known:
-                        raise ModelFileError(f"value {name!r} is produced twice (node {node.name!r})")
-                    known.add(name)
+        _check_nodes(self, self.nodes, known, set())
         for spec in self.outputs:
             _check_spec(spec, "output")
             if spec.name not in known:
@@ -184,6 +204,38 @@ class Model:
 
 
 MAX_DIM = 2 ** 62   # larger dimensions cannot be described to the executor (int64), let alone allocated
+
+
+def _check_nodes(model, nodes, known, recurrent_names) -> None:
+    """Check a node list in order (recursing into If branches, which see the values defined before them); ``known``
+    gains the names the list defines."""
+    from .ops import OPS
+    for node in nodes:
+        _check_node(node)
+        if node.op not in OPS:
+            raise UnsupportedModelError(
+                f"node {node.name!r}: op {node.op!r} is not supported by this engine "
+                f"(supported: {', '.join(sorted(OPS))})")
+        if OPS[node.op].recurrent:
+            # packed weights and stream state are found by node name
+            if node.name in recurrent_names:
+                raise ModelFileError(f"two recurrent nodes are named {node.name!r}")
+            recurrent_names.add(node.name)
+        for i, name in enumerate(node.inputs):
+            if name and name not in known:
+                raise ModelFileError(f"node {node.name!r} input {i} refers to unknown value {name!r}")
+        OPS[node.op].validate(node, model)
+        for key in BRANCHES if node.op == "If" else ():
+            inner = set(known)
+            _check_nodes(model, node.attrs[key]["nodes"], inner, recurrent_names)
+            for name in node.attrs[key]["outputs"]:
+                if name not in inner:
+                    raise ModelFileError(f"node {node.name!r} (If): branch {key!r} output {name!r} is not defined")
+        for name in node.outputs:
+            if name:
+                if name in known:
+                    raise ModelFileError(f"value {name!r} is produced twice (node {node.name!r})")
+                known.add(name)
 
 
 def _check_node(node) -> None:

@@ -63,7 +63,7 @@ class Weights:
     def _packed(self, model, threads):
         """(("node", node name, key) or ("raw", tensor name), array) for every constant the kernels read."""
         seen = set()
-        for node in model.nodes:
+        for node in model.all_nodes():
             op = OPS[node.op]
             for key, arr in op.pack(node, model, self.dtype, threads):
                 yield ("node", node.name, key), arr
@@ -186,11 +186,25 @@ class Plan:
             self._pool.append(pair)
 
 
+MAX_VALUE_INPUT = 8   # int inputs of at most this many elements may be planned as known values
+
+
+class NeedsValue(Exception):
+    """An op needs an int value at plan time that may come from the small int inputs ``names`` (Session plans
+    again with their values known)."""
+
+    def __init__(self, names):
+        super().__init__(", ".join(names))
+        self.names = names
+
+
 class Planner:
     """Builds a Plan. Ops call the methods below from their ``plan(node, p)``."""
 
-    def __init__(self, model, weights, dtype, threads, shapes, wanted, stream=None):
+    def __init__(self, model, weights, dtype, threads, shapes, wanted, stream=None, values=None):
         self.model, self.weights, self.dtype, self.threads = model, weights, np.dtype(dtype), threads
+        self.values = values or {}      # small int inputs planned as known values (require_known, Session)
+        self._input_vals = {}           # id(Val) -> name, for the int inputs read at run time
         self.stream = stream            # None, or {node name: {state index: (state offset, shape)}}
         self.vals = {}
         self.fwork, self.iwork, self.fout_top = _Arena(F_WORK), _Arena(I_WORK), 0
@@ -218,7 +232,10 @@ class Planner:
             shape = tuple(shapes[spec.name])
             kind = "f" if spec.dtype.startswith("float") else "i"
             self._check_size(size_of(shape), f"input {spec.name!r} of shape {shape}")
-            if kind == "f":
+            if spec.name in self.values:
+                self.vals[spec.name] = Val("i", shape, const=np.asarray(self.values[spec.name],
+                                                                        dtype=np.int64).reshape(shape))
+            elif kind == "f":
                 slot = min(nf, F_IN_SLOTS - 1)
                 off = fpos if slot == F_IN_SLOTS - 1 else 0
                 self.vals[spec.name] = Val("f", shape, F_IN + slot, off)
@@ -228,6 +245,7 @@ class Planner:
                 nf += 1
             else:
                 self.vals[spec.name] = Val("i", shape, I_IN, ipos)
+                self._input_vals[id(self.vals[spec.name])] = spec.name
                 self.inputs.append((spec.name, "i", ipos, size_of(shape)))
                 ipos += size_of(shape)
 
@@ -247,7 +265,7 @@ class Planner:
     def build(self):
         for k, node in enumerate(self.live_nodes):
             self.node = node
-            self._node_index = self.model.nodes.index(node)
+            self._node_index = self.model.node_index(node)
             OPS[node.op].plan(node, self)
             for blk in self._temps:
                 blk.arena.release(blk.off, blk.n)
@@ -296,6 +314,49 @@ class Planner:
                           for name, kind, _, _ in outputs]
         plan.float_outputs = all(kind == "f" for _, kind, _, _ in outputs)
         return plan
+
+    def plan_branch(self, nodes, outputs):
+        """Plan a branch of the current node (If) in place: its nodes needed for ``outputs``, each value freed
+        after its last reader in the branch, then the node's outputs made aliases of the branch's."""
+        parent, parent_index, parent_temps = self.node, self._node_index, self._temps
+        streaming = self.stream is not None
+        needed, live = set(outputs), []
+        for node in reversed(nodes):
+            if any(o in needed for o in node.outputs if o):
+                live.append(node)
+                needed.update(OPS[node.op].reads(node, streaming))
+        live.reverse()
+        local = {o for node in live for o in node.outputs if o}
+        last = {name: len(live) for name in outputs}
+        for k, node in enumerate(live):
+            for name in OPS[node.op].reads(node, streaming):
+                if name in local:
+                    last[name] = max(last.get(name, -1), k)
+        saved = {name: self.last_use.get(name) for name in local}
+        for name in local:
+            if name in last:
+                self.last_use[name] = len(self.live_nodes)     # needed() asks this table
+        try:
+            for k, node in enumerate(live):
+                self.node, self._node_index, self._temps = node, self.model.node_index(node), []
+                OPS[node.op].plan(node, self)
+                for blk in self._temps:
+                    blk.arena.release(blk.off, blk.n)
+                for name in set(i for i in node.inputs if i) | set(o for o in node.outputs if o):
+                    if name in local and last.get(name, -1) <= k and name in self.vals:
+                        self._drop(name)
+        finally:
+            self.node, self._node_index, self._temps = parent, parent_index, parent_temps
+            for name, v in saved.items():
+                if v is None:
+                    self.last_use.pop(name, None)
+                else:
+                    self.last_use[name] = v
+        for k, name in enumerate(outputs):
+            src = self.vals[name]
+            self.alias(k, src, src.shape)
+        for name in set(outputs) & local:
+            self._drop(name)
 
     def _drop(self, name):
         val = self.vals.get(name)
@@ -416,6 +477,27 @@ class Planner:
     def known(self, val):
         """True when the contents of ``val`` are known at plan time (int constants, folded values)."""
         return val is not None and val.const is not None and val.kind == "i"
+
+    def require_known(self, val, what):
+        """The contents of int value ``val``, which this op needs at plan time. If it is computed at run time and
+        the model has small int inputs read at run time, NeedsValue (the Session then plans again with their
+        values, and keys plans by them); else an UnsupportedModelError."""
+        if val is not None and val.const is not None and val.kind == "i":
+            return val.const
+        # the value may come from small int inputs (Silero's sr reaches its If through Reshape and Gather): plan
+        # again with all of them known
+        small = [self._input_vals[id(v)] for v in self.vals.values() if id(v) in self._input_vals
+                 and v.size <= MAX_VALUE_INPUT]
+        if small:
+            raise NeedsValue(small)
+        raise self.unsupported(f"{what} must be known when the model is planned (from shapes, constants or a small "
+                               f"integer input), but it is computed from run-time data")
+
+    def fold_value(self, array):
+        """A known value that belongs to no node output (a constant an op adds)."""
+        array = np.asarray(array)
+        kind = "f" if array.dtype.kind == "f" else "i"
+        return Val(kind, array.shape, const=array.astype(np.float64 if kind == "f" else np.int64))
 
     def weight(self, key):
         """(offset, shape) of what this node's op packed under ``key``."""

@@ -28,7 +28,7 @@ from .errors import EngineError, InvalidInputError, ModelFileError, UnsupportedM
 from .model import Model, is_model_file_bytes, load_from, read_source
 from .ops import OPS
 from .ops.program import ERROR_MESSAGES
-from .plan import Planner, Weights
+from .plan import NeedsValue, Planner, Weights
 from .warmup import warm_up
 
 MAX_PLANS = 64      # plans kept per Session (one per combination of input shapes; the oldest made is dropped)
@@ -104,6 +104,7 @@ class Session:
         self._arg_dtypes = [np.dtype(self._arg_dtype(s)) for s in self.model.inputs]   # what the executor takes
         self._plans = OrderedDict()
         self._plan_lock = threading.Lock()
+        self._value_inputs = ()        # indexes of small int inputs planned as known values (plans keyed by them)
         self._fast_run = None          # run's fast path for the last shapes seen (see _fast_runner)
         self._runtime = _runtime.current()
         self.runtime = self._runtime.name
@@ -145,20 +146,43 @@ class Session:
         plan = self._plan(("run", tuple(full[n] for n in self._input_names), None), full, self._output_names)
         return _listing(plan)
 
+    def _values_of(self, args):
+        """The plan-key suffix of the inputs planned by value: () when there are none."""
+        if not self._value_inputs:
+            return ()
+        return (tuple(None if args is None else tuple(np.asarray(args[i]).reshape(-1).tolist())
+                      for i in self._value_inputs),)
+
     # ------------------------------------------------------------------ plans
-    def _plan(self, key, shapes, wanted, stream=None):
-        """The plan for ``key``, made once (thread-safe) and kept while recently used."""
-        plan = self._plans.get(key)
+    def _plan(self, key, shapes, wanted, stream=None, args=None):
+        """The plan for ``key`` (plus the values of the inputs planned by value, read from ``args``: one array per
+        input; zeros when None), made once (thread-safe) and kept while recently used."""
+        plan = self._plans.get(key + self._values_of(args))
         if plan is not None:
             return plan
         with self._plan_lock:
-            plan = self._plans.get(key)
-            if plan is None:
-                plan = Planner(self.model, self.weights, self.dtype, self.threads, shapes, wanted, stream).build()
-                self._plans[key] = plan
+            while True:
+                full = key + self._values_of(args)
+                plan = self._plans.get(full)
+                if plan is not None:
+                    return plan
+                values = {self._input_names[i]: (np.zeros(shapes[self._input_names[i]], np.int64) if args is None
+                                                 else args[i]) for i in self._value_inputs}
+                try:
+                    plan = Planner(self.model, self.weights, self.dtype, self.threads, shapes, wanted, stream,
+                                   values).build()
+                except NeedsValue as e:
+                    # an op needs this small int input's value at plan time (an If on a sample rate, a Reshape
+                    # target fed as an input): from now on it is planned by value and keys the plans
+                    self._value_inputs = tuple(sorted({*self._value_inputs,
+                                                       *(self._input_names.index(n) for n in e.names)}))
+                    self._plans.clear()
+                    self._fast_run = None
+                    continue
+                self._plans[full] = plan
                 while len(self._plans) > MAX_PLANS:
                     self._plans.popitem(last=False)
-        return plan
+                return plan
 
     def _dummy_shapes(self, given=None):
         """Shapes for every input: those ``given``, the others with their symbolic dimensions bound by the given
@@ -197,19 +221,20 @@ class Session:
         okey = None if output_names is None else tuple(wanted)
         args, _ = self._bind_inputs(input_feed)
         key = ("run", tuple(a.shape for a in args), okey)
-        plan = self._plans.get(key)
+        plan = self._plans.get(key + self._values_of(args))
         if plan is None:
-            plan = self._plan(key, {n: a.shape for n, a in zip(self._input_names, args)}, wanted)
+            plan = self._plan(key, {n: a.shape for n, a in zip(self._input_names, args)}, wanted, args=args)
         if output_names is None:
-            self._fast_run = self._fast_runner(plan, key[1])
+            self._fast_run = self._fast_runner(plan, key[1], self._values_of(args))
         return self._execute(plan, args)
 
-    def _fast_runner(self, plan, shapes):
+    def _fast_runner(self, plan, shapes, values=()):
         """The fast path of ``run`` for the last plan used with all outputs: a feed of exactly these shapes, float
         inputs of any float dtype (converted as the checked path would) and int inputs of the declared dtype goes
         straight to the executor. Anything else returns None, and the checked path explains what is wrong."""
         names, n_inputs = tuple(self._input_names), len(self._input_names)
         kinds = tuple((s.dtype in ("float32", "float64"), t) for s, t in zip(self.model.inputs, self._arg_dtypes))
+        by_value = list(zip(self._value_inputs, values[0])) if values else []
 
         def fast(feed):
             if len(feed) != n_inputs:
@@ -221,6 +246,9 @@ class Session:
             for a, shape, (is_float, want) in zip(arrays, shapes, kinds):
                 if type(a) is not np.ndarray or a.shape != shape or \
                         (a.dtype.kind != "f" if is_float else a.dtype != want):
+                    return None
+            for i, v in by_value:
+                if tuple(arrays[i].reshape(-1).tolist()) != v:
                     return None
             return self._execute(plan, arrays)
         return fast
@@ -255,7 +283,8 @@ class Session:
 
     def _status_error(self, status):
         code, index = int(status) >> 32, int(status) & 0xFFFFFFFF
-        node = self.model.nodes[index] if index < len(self.model.nodes) else None
+        nodes = self.model.all_nodes()
+        node = nodes[index] if index < len(nodes) else None
         where = f"node {node.name!r} ({node.op}): " if node is not None else ""
         return InvalidInputError(where + ERROR_MESSAGES.get(code, f"the executor stopped with status {code}"))
 
@@ -488,7 +517,7 @@ class Stream:
             raise
         shapes = {n: a.shape for n, a in zip(sess._input_names, args)}
         key = ("stream", tuple(shapes[n] for n in sess._input_names), output_name, self.batch_size)
-        plan = sess._plan(key, shapes, [output_name], stream=self._layout)
+        plan = sess._plan(key, shapes, [output_name], stream=self._layout, args=args)
         entry = (plan, plan.take_work(sess.dtype), args)
         self._plans[(x_shape, output_name)] = entry
         return entry

@@ -39,6 +39,9 @@ class ImportContext:
         self.recurrent: list = []    # (emitted recurrent node, its X value's name, layout): for streaming.py
         self.input_names: list = []  # the graph inputs computed at run time
         self.float_dtype = None      # the float type of the graph inputs, if they agree on one
+        self.scopes: list = [set()]  # names defined by emitted nodes: the main graph, then each If branch inside
+        self.node_names: set = set()  # engine node names (unique: packed weights are found by node name)
+        self._bases: set = set()     # tensor name prefixes handed out by base_name
 
     # ------------------------------------------------------------------ messages
     @staticmethod
@@ -83,8 +86,44 @@ class ImportContext:
             self.dtypes[name] = str(c.dtype)
             return name
         if name in self.symvals:
-            raise self.err(node, f"shape value {name!r} used as data is not supported")
+            return self.materialize(name, node)
         raise self.err(node, f"input {name!r} is not produced by any earlier node")
+
+    def materialize(self, name, node) -> str:
+        """A shape value needed at run time (an If condition, a comparison): a ShapeValue node that reads the
+        dimensions it is made of off the values that have them, when a plan knows their shapes."""
+        dims, scalar = self.symvals[name]
+        sources, out = [], []
+        for d in dims:
+            d = self.S.norm(d)
+            if isinstance(d, int):
+                out.append([d, []])
+                continue
+            factors = []
+            for s in d.syms:
+                src = self.dim_source(s)
+                if src is None:
+                    raise self.err(node, f"the dimension {s} of shape value {name!r} is not the dimension of any "
+                                         f"value computed so far")
+                if src[0] not in sources:
+                    sources.append(src[0])
+                factors.append([sources.index(src[0]), src[1]])
+            out.append([d.coef, factors])
+        del self.symvals[name]
+        self.emit("ShapeValue", Named(f"{name}/shape"), sources, [name], {"dims": out, "scalar": scalar},
+                  [[] if scalar else [len(dims)]], ["int64"])
+        return name
+
+    def dim_source(self, sym):
+        """(value, axis) of a visible run-time value one of whose dimensions is the symbol ``sym``, or None."""
+        from .dims import Dim
+        want = Dim(1, (sym,))
+        visible = list(self.input_names) + [n for scope in self.scopes for n in scope]
+        for name in visible:
+            for axis, d in enumerate(self.shapes.get(name, ())):
+                if self.S.norm(d) == want:
+                    return name, axis
+        return None
 
     def data(self, name, node, allow_int=False) -> str:
         """Like value, but a rank-0 constant becomes a (1,) tensor (a float32 array plus a float64 scalar would
@@ -118,11 +157,17 @@ class ImportContext:
     def emit(self, op, node, inputs, outputs, attrs, out_shapes, out_dtypes):
         """Append an engine node; its outputs become run-time values of the given shapes and dtypes."""
         name = node.name or f"{op}_{len(self.nodes)}"
+        base, k = name, 1
+        while name in self.node_names:
+            k += 1
+            name = f"{base}#{k}"
+        self.node_names.add(name)
         self.nodes.append(Node(op, name, inputs, outputs, attrs))
         for o, s, d in zip(outputs, out_shapes, out_dtypes):
             if o:
                 self.shapes[o] = s
                 self.dtypes[o] = d
+                self.scopes[-1].add(o)
 
     def store(self, key, array) -> str:
         """Keep ``array`` in the model as tensor ``key`` (replacing one of that name)."""
@@ -130,10 +175,16 @@ class ImportContext:
         self.shapes[key], self.dtypes[key] = list(array.shape), str(array.dtype)
         return key
 
-    @staticmethod
-    def base_name(node, fallback: str) -> str:
-        """A prefix for the tensors and extra nodes a handler adds for ``node``."""
-        return (node.name or fallback).replace("/", "_")
+    def base_name(self, node, fallback: str) -> str:
+        """A prefix, unique in this import, for the tensors and extra nodes a handler adds for ``node`` (node names
+        repeat across If branches: Silero's 16 and 8 kHz models have the same names)."""
+        base = (node.name or fallback).replace("/", "_")
+        name, k = base, 1
+        while name in self._bases:
+            k += 1
+            name = f"{base}#{k}"
+        self._bases.add(name)
+        return name
 
     # ------------------------------------------------------------------ dimensions
     def soft_equal(self, d, value) -> bool:

@@ -13,6 +13,7 @@ from engine.errors import ConversionError, UnsupportedModelError
 from engine.model import Model, TensorSpec
 
 from . import folding, handlers, loading, schema_check, shape_values  # noqa: F401 (handlers: registers them)
+from .control_flow import convert_if
 from .context import ImportContext
 from .registry import RUNTIME
 from .streaming import stream_info
@@ -59,12 +60,18 @@ def convert_node(ctx, node):
     if op == "Constant":
         folding.constant(ctx, node)
         return
+    if op == "If":
+        convert_if(ctx, node, convert_node)
+        return
     if folding.foldable(ctx, node, recurrent_spec.SPECS):
         folding.fold(ctx, node)
         return
     if shape_values.applies(ctx, node):
-        shape_values.evaluate(ctx, node)
-        return
+        try:
+            shape_values.evaluate(ctx, node)
+            return
+        except shape_values.Undecidable:
+            pass     # a run-time node below; its shape-value inputs become ShapeValue nodes
     fn = RUNTIME.lookup(op, ctx.opset)
     if fn is None:
         raise ctx.err(node, f"op {op!r} is not supported on run-time values (supported: {', '.join(RUNTIME.ops())}; "

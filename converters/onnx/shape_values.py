@@ -14,6 +14,7 @@ from .handlers.shape_glue import clamp_end, slice_params_v1, slice_params_v10
 from .registry import SHAPE, shape_handler
 
 SOURCES = ("Shape", "Size")   # ops whose output is always a shape value
+BOOL = 9                      # the ONNX element type
 
 
 def applies(ctx, node) -> bool:
@@ -23,11 +24,17 @@ def applies(ctx, node) -> bool:
                                        and all(i in ctx.symvals or i in ctx.consts for i in ins))
 
 
+class Undecidable(Exception):
+    """The node's result depends on dimensions only a plan knows: it is converted as a run-time node instead, its
+    shape-value inputs made concrete by ShapeValue nodes (context.materialize)."""
+
+
 def evaluate(ctx, node):
+    """Evaluate the node on shape values; raise Undecidable if that takes the shapes of a call."""
     op = node.op_type
     fn = SHAPE.lookup(op, ctx.opset)
     if fn is None:
-        raise ctx.err(node, f"op {op!r} on a shape value is not supported (supported: {', '.join(SHAPE.ops())})")
+        raise Undecidable(op)
     fn(ctx, node, list(node.input), ctx.attrs(node))
 
 
@@ -62,6 +69,10 @@ def shape(ctx, node, ins, a):
 
 @shape_handler("Size")
 def size(ctx, node, ins, a):
+    if ins[0] in ctx.symvals:        # the size of a shape value: its length (Size(Shape(x)) is x's rank)
+        dims, scalar = ctx.symvals[ins[0]]
+        set_sym(ctx, node.output[0], [1 if scalar else len(dims)], scalar=True)
+        return
     set_sym(ctx, node.output[0], [ctx.S.prod(ctx.shape_of(ins[0], node))], scalar=True)
 
 
@@ -69,7 +80,43 @@ def size(ctx, node, ins, a):
 @shape_handler("Identity")
 def same(ctx, node, ins, a):
     vals, scalar = sym(ctx, ins[0], node)
+    if node.op_type == "Cast" and a.get("to") == BOOL:
+        vals = [ctx.S.norm(d) for d in vals]
+        if not all(isinstance(d, int) for d in vals):
+            raise Undecidable("Cast")
+        c = np.array([d != 0 for d in vals])
+        ctx.consts[node.output[0]] = c.reshape(()) if scalar else c
+        return
     set_sym(ctx, node.output[0], vals, scalar)
+
+
+_COMPARE = {"Equal": np.equal, "Less": np.less, "Greater": np.greater, "LessOrEqual": np.less_equal,
+            "GreaterOrEqual": np.greater_equal}
+
+
+@shape_handler("Equal")
+@shape_handler("Less")
+@shape_handler("Greater")
+@shape_handler("LessOrEqual")
+@shape_handler("GreaterOrEqual")
+def compare(ctx, node, ins, a):
+    """Decided here when both sides are numbers, or (Equal) the same symbolic dimension; else at plan time."""
+    (x, sx), (y, sy) = sym(ctx, ins[0], node), sym(ctx, ins[1], node)
+    n = max(len(x), len(y))
+    if len(x) not in (1, n) or len(y) not in (1, n):
+        raise ctx.err(node, f"cannot compare shape values of lengths {len(x)} and {len(y)}")
+    x, y = (x * n if len(x) == 1 else x), (y * n if len(y) == 1 else y)
+    out = []
+    for p, q in zip(x, y):
+        p, q = ctx.S.norm(p), ctx.S.norm(q)
+        if isinstance(p, int) and isinstance(q, int):
+            out.append(bool(_COMPARE[node.op_type](p, q)))
+        elif node.op_type in ("Equal", "LessOrEqual", "GreaterOrEqual") and p == q:
+            out.append(True)
+        else:
+            raise Undecidable(node.op_type)
+    c = np.array(out)
+    ctx.consts[node.output[0]] = c.reshape(()) if (sx and sy) else c
 
 
 @shape_handler("Unsqueeze")

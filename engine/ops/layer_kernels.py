@@ -3,8 +3,8 @@ import numpy as np
 from numba import njit
 
 from ..config import JIT_OPTIONS
-from .layers import (ADD, BATCHED_MATMUL, BINARY, CONV1D, EXP, GATHER_F, GATHER_I, MATMUL, MEAN, MUL, NEG, RELU,
-                     SIGMOID, SOFTMAX, SQRT, SUB, TANH, UNARY)
+from .layers import (ADD, BATCHED_MATMUL, BINARY, CONV1D, DIV, EXP, GATHER_F, GATHER_I, MATMUL, MEAN, MUL, NEG,
+                     RELU, SIGMOID, SOFTMAX, SQRT, SUB, TANH, UNARY)
 from .numeric import matmul
 from .program import ERR_INDEX, OK
 from .program_kernels import fview, iview
@@ -36,9 +36,12 @@ def binary_kernel(op, a, b, out, prog, at):
                         elif op == MUL:
                             for i5 in range(n5):
                                 out[k + i5] = a[ao + i5 * sa] * b[bo + i5 * sb]
-                        else:
+                        elif op == DIV:
                             for i5 in range(n5):
                                 out[k + i5] = a[ao + i5 * sa] / b[bo + i5 * sb]
+                        else:
+                            for i5 in range(n5):
+                                out[k + i5] = a[ao + i5 * sa] ** b[bo + i5 * sb]
                         k += n5
 
 

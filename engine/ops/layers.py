@@ -18,7 +18,7 @@ from .program import FLOAT_TO_INT, INT_TO_FLOAT, LAYER_BASE, MAX_RANK
 
 (BINARY, UNARY, MATMUL, BATCHED_MATMUL, SOFTMAX, MEAN, GATHER_F, GATHER_I, CONV1D) = range(LAYER_BASE,
                                                                                         LAYER_BASE + 9)
-ADD, SUB, MUL, DIV = range(4)
+ADD, SUB, MUL, DIV, POW = range(5)
 RELU, SIGMOID, TANH, EXP, NEG, SQRT, ABS = range(7)
 
 
@@ -46,9 +46,9 @@ def _pad(values, fill):
 
 
 class Binary(Op):
-    """Add, Sub, Mul, Div with numpy broadcasting."""
-    codes = {"Add": ADD, "Sub": SUB, "Mul": MUL, "Div": DIV}
-    folds = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": None}
+    """Add, Sub, Mul, Div, Pow with numpy broadcasting; on int values only at plan time (shape arithmetic)."""
+    codes = {"Add": ADD, "Sub": SUB, "Mul": MUL, "Div": DIV, "Pow": POW}
+    folds = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": None, "Pow": np.power}
 
     @classmethod
     def validate(cls, node, model):
@@ -61,6 +61,10 @@ class Binary(Op):
             p.fold(0, cls.folds[node.op](a.const, b.const))
             return
         if a.kind != "f" or b.kind != "f":
+            if a.kind == "i" and b.kind == "i" and cls.folds[node.op] is not None:
+                ka, kb = p.require_known(a, "integer arithmetic"), p.require_known(b, "integer arithmetic")
+                p.fold(0, cls.folds[node.op](ka, kb))
+                return
             raise p.unsupported("arithmetic on integer values computed at run time")
         shape, stra, strb = _broadcast(p, a, b)
         if len(shape) > MAX_RANK:

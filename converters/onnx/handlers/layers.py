@@ -36,9 +36,15 @@ def broadcast(ctx, node, shapes):
 @handler("Sub")
 @handler("Mul")
 @handler("Div")
+@handler("Pow")
 def binary(ctx, node, ins, a):
     if len(ins) != 2:
         raise ctx.err(node, "takes two inputs")
+    if node.op_type == "Pow" and ins[1] in ctx.consts and np.asarray(ctx.consts[ins[1]]).dtype.kind in "iu" and \
+            ins[0] not in ctx.consts and ctx.dtypes.get(ins[0], "").startswith("float"):
+        # an integer exponent of a float base (ONNX allows mixed types here): the same exponent as a float
+        ctx.consts[ins[1] + ".float"] = np.asarray(ctx.consts[ins[1]]).astype(np.float64)
+        ins = [ins[0], ins[1] + ".float"]
     xs = [ctx.data(i, node, allow_int=True) for i in ins]
     kinds = {ctx.dtypes[x][:3] for x in xs}
     if len(kinds) > 1:
@@ -275,6 +281,9 @@ def split(ctx, node, ins, a):
 def cast(ctx, node, ins, a):
     """Between a float type and int32/int64 (a model computes in one float type); to the same type: the identity."""
     x = ctx.value(ins[0], node)
+    if a.get("to") == 9:      # BOOL: x != 0, an int 0/1 in the engine
+        ctx.emit("Bool", node, [x], [node.output[0]], {}, [ctx.shapes[x]], ["bool"])
+        return
     to = ELEM.get(a.get("to"))
     if to is None:
         raise ctx.err(node, f"Cast to element type {a.get('to')} is not supported (float, double, int32, int64)")
