@@ -17,7 +17,7 @@ import numpy as np
 from . import _memory
 from .errors import InvalidInputError, ModelFileError, UnsupportedModelError
 from .ops import OPS
-from .ops.base import contiguous_strides
+from .ops.base import contiguous_strides, merge_axes
 from .ops.program import (ABSENT, COPY, F_CONST, F_IN, F_IN_SLOTS, F_OUT, F_WORK, FILL_CONST, I_CONST, I_IN, I_WORK,
                           INT_COPY, MAX_RANK)
 
@@ -84,6 +84,9 @@ class Weights:
 
     def entry(self, node, key):
         return self._entries[(node.name, key)]
+
+    def has_entry(self, node, key):
+        return (node.name, key) in self._entries
 
     def has_raw(self, name):
         return name in self._raw
@@ -493,11 +496,26 @@ class Planner:
         raise self.unsupported(f"{what} must be known when the model is planned (from shapes, constants or a small "
                                f"integer input), but it is computed from run-time data")
 
+    def float_value(self, val):
+        """The numbers of a float value known at plan time (a folded value, or a model tensor in the packed buffer),
+        or None."""
+        if val is None or val.kind != "f":
+            return None
+        if val.const is not None and val.space is None:
+            return val.const
+        if val.space == F_CONST and val.const is None:
+            return self.weights.buffer[val.off:val.off + val.size].reshape(val.shape)
+        return None
+
     def fold_value(self, array):
         """A known value that belongs to no node output (a constant an op adds)."""
         array = np.asarray(array)
         kind = "f" if array.dtype.kind == "f" else "i"
         return Val(kind, array.shape, const=array.astype(np.float64 if kind == "f" else np.int64))
+
+    def has_weight(self, key):
+        """Whether this node's op packed something under ``key``."""
+        return self.weights.has_entry(self.node, key)
 
     def weight(self, key):
         """(offset, shape) of what this node's op packed under ``key``."""
@@ -545,6 +563,7 @@ class Planner:
         shape = list(src.shape if shape is None else shape)
         sstrides = contiguous_strides(shape) if sstrides is None else list(sstrides)
         dstrides = contiguous_strides(shape) if dstrides is None else list(dstrides)
+        shape, sstrides, dstrides = merge_axes(shape, sstrides, dstrides)
         if len(shape) > MAX_RANK:
             raise self.unsupported(f"tensors of rank {len(shape)} (at most {MAX_RANK})")
         pad = MAX_RANK - len(shape)

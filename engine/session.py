@@ -370,13 +370,13 @@ class Session:
             why = _memory.too_big(arr.size * 8)
             if why:
                 raise InvalidInputError(f"input {spec.name!r} of shape {tuple(arr.shape)} {why}")
-        if want_float:
-            arr = np.ascontiguousarray(arr, dtype=self.dtype)
+        if want_float:     # (np.asarray, not ascontiguousarray: that makes a rank-0 input rank 1)
+            arr = np.asarray(arr, dtype=self.dtype, order="C")
         else:
             info = np.iinfo(np.dtype(spec.dtype))
             if arr.size and (arr.min() < info.min or arr.max() > info.max):
                 raise InvalidInputError(f"input {spec.name!r} has values outside the {spec.dtype} range")
-            arr = np.ascontiguousarray(arr, dtype=spec.dtype)
+            arr = np.asarray(arr, dtype=spec.dtype, order="C")
         if not arr.flags.writeable:
             arr = arr.copy()   # the executor takes writable arrays only (one compiled signature)
         return arr

@@ -123,3 +123,24 @@ def const_tensor(node, model, index, what, required=False):
     if t.dtype.kind != "f":
         raise ModelFileError(f"node {node.name!r}: {what} must be a float tensor, got {t.dtype}")
     return t
+
+
+def merge_axes(shape, *strides):
+    """The same strided loop over fewer, longer axes: axes of size 1 dropped, and an axis merged into the one before
+    it where every operand steps over both as one (a slice of whole rows is one run, not a loop of short ones).
+    ``strides``: one list per operand (0 along broadcast axes)."""
+    keep = [k for k, n in enumerate(shape) if n != 1]
+    if not keep:
+        return [1], *[[1] for _ in strides]
+    if any(shape[k] == 0 for k in keep):
+        return list(shape), *[list(s) for s in strides]
+    dims = [[shape[keep[0]], *[s[keep[0]] for s in strides]]]
+    for k in keep[1:]:
+        n = shape[k]
+        prev = dims[-1]
+        if all(prev[1 + j] == s[k] * n for j, s in enumerate(strides)):
+            prev[0] *= n
+            prev[1:] = [s[k] for s in strides]
+        else:
+            dims.append([n, *[s[k] for s in strides]])
+    return [d[0] for d in dims], *[[d[1 + j] for d in dims] for j in range(len(strides))]

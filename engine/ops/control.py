@@ -18,7 +18,7 @@ require_known), and then the op folds in numpy and no instruction runs. What is 
 import numpy as np
 
 from ..errors import ModelFileError
-from .base import Op, check_arity, contiguous_strides as _strides, int_list, is_int, is_number
+from .base import Op, check_arity, contiguous_strides as _strides, int_list, is_int, is_number, merge_axes
 from .program import CONTROL_BASE, MAX_RANK
 
 ELEMENTWISE, PAD = range(CONTROL_BASE, CONTROL_BASE + 2)
@@ -50,10 +50,13 @@ def broadcast_shapes(p, vals):
 def _emit_elementwise(p, op, what, vals, out):
     """One ELEMENTWISE instruction: [op, out ref, n, a ref, b ref, c ref, 6 dims, 3 x 6 strides]."""
     shape, strides = broadcast_shapes(p, vals)
-    refs = [p.ref(v) for v in vals] + [[0, 0]] * (3 - len(vals))
     strides = strides + [[0] * MAX_RANK] * (3 - len(vals))
-    p.emit(ELEMENTWISE, what, op, *p.ref(out), out.size, *[x for r in refs for x in r],
-           *([1] * (MAX_RANK - len(shape)) + list(shape)), *[x for s in strides for x in s])
+    full = [1] * (MAX_RANK - len(shape)) + list(shape)
+    loop, *strides = merge_axes(full, *strides, _strides(full))
+    pad = MAX_RANK - len(loop)
+    refs = [p.ref(v) for v in vals] + [[0, 0]] * (3 - len(vals))
+    p.emit(ELEMENTWISE, what, op, *p.ref(out), out.size, *[x for r in refs for x in r], *([1] * pad + loop),
+           *[x for s in strides[:3] for x in [0] * pad + s])
 
 
 class Compare(Op):

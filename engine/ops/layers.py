@@ -13,11 +13,11 @@ import numpy as np
 
 from ..errors import ModelFileError
 from .base import (Op, check_arity, check_axis_attr, contiguous_strides as _strides, distinct_axes, int_list,
-                   is_int)
-from .program import FLOAT_TO_INT, INT_TO_FLOAT, LAYER_BASE, MAX_RANK
+                   is_int, merge_axes)
+from .program import F_CONST, FLOAT_TO_INT, INT_TO_FLOAT, LAYER_BASE, MAX_RANK
 
-(BINARY, UNARY, MATMUL, BATCHED_MATMUL, SOFTMAX, MEAN, GATHER_F, GATHER_I, CONV1D) = range(LAYER_BASE,
-                                                                                        LAYER_BASE + 9)
+(BINARY, UNARY, MATMUL, BATCHED_MATMUL, SOFTMAX, MEAN, GATHER_F, GATHER_I, CONV1D, STFT) = range(LAYER_BASE,
+                                                                                              LAYER_BASE + 10)
 ADD, SUB, MUL, DIV, POW = range(5)
 RELU, SIGMOID, TANH, EXP, NEG, SQRT, ABS = range(7)
 
@@ -57,6 +57,7 @@ class Binary(Op):
     @classmethod
     def plan(cls, node, p):
         a, b = p.input(0), p.input(1)
+        code = cls.codes[node.op]
         if p.known(a) and p.known(b) and cls.folds[node.op] is not None:
             p.fold(0, cls.folds[node.op](a.const, b.const))
             return
@@ -66,13 +67,19 @@ class Binary(Op):
                 p.fold(0, cls.folds[node.op](ka, kb))
                 return
             raise p.unsupported("arithmetic on integer values computed at run time")
+        if node.op == "Pow":
+            e = p.float_value(b)
+            if e is not None and e.size == 1 and float(e.reshape(-1)[0]) == 2.0 and b.rank <= a.rank:
+                b = a          # x ** 2 as x * x: exact, and a multiply instead of a call to pow
+                code = MUL
         shape, stra, strb = _broadcast(p, a, b)
         if len(shape) > MAX_RANK:
             raise p.unsupported(f"tensors of rank {len(shape)} (at most {MAX_RANK})")
         out = p.output(0, shape)
         if out.size:
-            p.emit(BINARY, f"{node.op.lower()} {a.shape} {b.shape}", cls.codes[node.op], *p.ref(a), *p.ref(b),
-                   *p.ref(out), out.size, *_pad(shape, 1), *_pad(stra, 0), *_pad(strb, 0))
+            loop, stra, strb, _ = merge_axes(shape, stra, strb, _strides(shape))
+            p.emit(BINARY, f"{node.op.lower()} {a.shape} {b.shape}", code, *p.ref(a), *p.ref(b),
+                   *p.ref(out), out.size, *_pad(loop, 1), *_pad(stra, 0), *_pad(strb, 0))
 
 
 class Unary(Op):
@@ -246,8 +253,11 @@ class Gather(Op):
 
 
 class Conv(Op):
-    """1-D convolution: X (N, C, L), W (M, C/group, K) constant, B (M,) optional; explicit pads."""
+    """1-D convolution: X (N, C, L), W (M, C/group, K) constant, B (M,) optional; explicit pads. W is packed as
+    (group, C/group * K, M/group): each output position is then one row of patches times a matrix whose rows are
+    contiguous over the output channels, the layout the LSTM's product reads fastest (im2col)."""
     name = "Conv"
+    packed_inputs = (1,)
 
     @classmethod
     def validate(cls, node, model):
@@ -262,26 +272,83 @@ class Conv(Op):
         W = model.tensors.get(node.inputs[1])
         if W is None or W.ndim != 3 or W.dtype.kind != "f":
             raise ModelFileError(f"node {node.name!r} (Conv): W must be a float constant of rank 3 (1-D convolution)")
+        if W.shape[0] % node.attrs["group"]:
+            raise ModelFileError(f"node {node.name!r} (Conv): {W.shape[0]} output channels do not split into "
+                                 f"{node.attrs['group']} groups")
+
+    @classmethod
+    def pack(cls, node, model, dtype, threads):
+        W = model.tensors[node.inputs[1]]
+        M, Cg, K = W.shape
+        group = node.attrs["group"]
+        dft = dft_basis(W) if group == 1 and node.attrs["dilations"] == [1] else None
+        if dft is not None:
+            # a short-time Fourier transform written as a convolution (Silero VAD's first layer): an FFT per
+            # frame instead of the (N + 2) x N product
+            window, sign = dft
+            t = np.arange(K // 2)
+            yield "window", window.astype(dtype)
+            yield "twiddles", np.concatenate([np.cos(2 * np.pi * t / K), sign * np.sin(2 * np.pi * t / K)])
+            yield "bitrev", np.array([int(format(i, f"0{K.bit_length() - 1}b")[::-1], 2) for i in range(K)])
+            return
+        Mg = M // group
+        yield "WT", np.ascontiguousarray(np.asarray(W, dtype=dtype).reshape(group, Mg, Cg * K).transpose(0, 2, 1))
 
     @classmethod
     def plan(cls, node, p):
         a = node.attrs
-        x, w = p.input(0), p.input(1)
+        x = p.input(0)
         bias = p.input(2)
         if x.rank != 3 or x.kind != "f":
             raise ModelFileError(f"node {node.name!r} (Conv): X must have rank 3 (N, C, L)")
         N, C, L = x.shape
-        M, Cg, K = w.shape
+        M, Cg, K = p.model.tensors[node.inputs[1]].shape
+        group = a["group"]
+        Mg = M // group
         pad0, pad1 = a["pads"]
-        stride, dilation, group = a["strides"][0], a["dilations"][0], a["group"]
+        stride, dilation = a["strides"][0], a["dilations"][0]
         Lout = (L + pad0 + pad1 - dilation * (K - 1) - 1) // stride + 1
-        if Lout < 1 or Cg * group != C or M % group:
+        if Lout < 1 or Cg * group != C:
             raise p.error("the input is too short for the kernel, or its channels do not match the weights")
         if bias is not None and (bias.shape != (M,) or bias.kind != "f"):
             raise ModelFileError(f"node {node.name!r} (Conv): B must be a float tensor of shape ({M},)")
         out = p.output(0, (N, M, Lout))
-        p.emit(CONV1D, f"conv1d ({N}, {C}, {L}) * ({M}, {Cg}, {K})", *p.ref(x), *p.ref(w), *p.ref(bias),
-               *p.ref(out), N, C, L, M, Cg, K, Lout, pad0, stride, dilation, group, int(bias is not None))
+        if not out.size:
+            return
+        if p.has_weight("window"):
+            frame = p.temp(2 * K)
+            p.emit(STFT, f"stft ({N}, 1, {L}) frame {K} hop {stride} (FFT)", *p.ref(x), F_CONST, p.weight("window")[0],
+                   F_CONST, p.weight("twiddles")[0], F_CONST, p.weight("bitrev")[0], *p.ref(bias), *p.ref(out),
+                   *p.ref(frame), N, L, K, Lout, pad0, stride, int(bias is not None))
+            return
+        wt_off = p.weight("WT")[0]
+        CgK = Cg * K
+        cols, acc = p.temp(Lout * CgK), p.temp(Lout * Mg)
+        p.emit(CONV1D, f"conv1d ({N}, {C}, {L}) * ({M}, {Cg}, {K}) stride {stride}", *p.ref(x), F_CONST, wt_off,
+               *p.ref(bias), *p.ref(out), *p.ref(cols), *p.ref(acc), N, C, L, M, Cg, K, Lout, pad0, stride, dilation,
+               group, int(bias is not None))
+
+
+def dft_basis(W):
+    """(window, sign) when W (2 * (N / 2 + 1), 1, N), N a power of two, is a windowed DFT basis: rows m <= N / 2
+    window * cos(2 pi m k / N), the others sign * window * sin(2 pi m k / N), to float32 rounding; else None."""
+    M, C, N = W.shape
+    nb = N // 2 + 1
+    if C != 1 or N < 4 or N & (N - 1) or M != 2 * nb:
+        return None
+    W = np.asarray(W[:, 0], dtype=np.float64)
+    window = W[0]
+    scale = np.abs(W).max()
+    if not np.isfinite(scale) or scale == 0:
+        return None
+    k = np.arange(N)
+    angle = 2 * np.pi * np.arange(nb)[:, None] * k / N
+    if np.abs(W[:nb] - window * np.cos(angle)).max() > 1e-6 * scale:
+        return None
+    for sign in (-1.0, 1.0):
+        if np.abs(W[nb:] - sign * window * np.sin(angle)).max() <= 1e-6 * scale:
+            return window, sign
+    return None
 
 
 class Split(Op):

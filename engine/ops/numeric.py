@@ -100,6 +100,44 @@ def recurrent_product(g, hrow, RT):
         k += 1
 
 
+@njit(**JIT_OPTIONS)
+def rows_product(X, WT, out):
+    """out (R, G) <- X (R, K) @ WT (K, G) for a few rows: four rows per pass over WT, so that a matrix too big
+    for the caches is streamed once for every four rows (a convolution's output positions)."""
+    R, K = X.shape
+    G = WT.shape[1]
+    out[:, :] = 0
+    r = 0
+    while r + 4 <= R:
+        o0, o1, o2, o3 = out[r], out[r + 1], out[r + 2], out[r + 3]
+        k = 0
+        while k + 2 <= K:
+            a0, a1, b0, b1 = X[r, k], X[r, k + 1], X[r + 1, k], X[r + 1, k + 1]
+            c0, c1, d0, d1 = X[r + 2, k], X[r + 2, k + 1], X[r + 3, k], X[r + 3, k + 1]
+            w0, w1 = WT[k], WT[k + 1]
+            for j in range(G):
+                u = w0[j]
+                v = w1[j]
+                o0[j] += a0 * u + a1 * v
+                o1[j] += b0 * u + b1 * v
+                o2[j] += c0 * u + c1 * v
+                o3[j] += d0 * u + d1 * v
+            k += 2
+        if k < K:
+            a0, b0, c0, d0 = X[r, k], X[r + 1, k], X[r + 2, k], X[r + 3, k]
+            w0 = WT[k]
+            for j in range(G):
+                u = w0[j]
+                o0[j] += a0 * u
+                o1[j] += b0 * u
+                o2[j] += c0 * u
+                o3[j] += d0 * u
+        r += 4
+    while r < R:
+        recurrent_product(out[r], X[r], WT)
+        r += 1
+
+
 if BLAS:
     @njit(**JIT_OPTIONS)
     def matmul(a, b, out):
@@ -123,9 +161,7 @@ def input_projection(X2, WT, out):
     if N > 4:
         matmul(X2, WT, out)
         return
-    out[:, :] = 0
-    for r in range(N):
-        recurrent_product(out[r], X2[r], WT)
+    rows_product(X2, WT, out)
 
 
 @njit(**JIT_OPTIONS)
