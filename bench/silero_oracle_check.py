@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 
-import audio_fixture  # noqa: E402
+from engine import speech as audio_fixture  # noqa: E402
 import silero_oracle as so  # noqa: E402
 
 

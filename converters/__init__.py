@@ -10,11 +10,13 @@ import os
 from engine.model import Model, save
 
 
-def from_onnx(src, dst: str | os.PathLike | None = None, progress: bool = False) -> Model:
-    """Convert an ONNX file (path, bytes or ModelProto) and write it to ``dst`` (if given). Returns the Model."""
+def from_onnx(src, dst: str | os.PathLike | None = None, progress: bool = False, state: dict | None = None) -> Model:
+    """Convert an ONNX file (path, bytes or ModelProto) and write it to ``dst`` (if given). Returns the Model.
+    ``state``: {input: output} pairs whose output is the input's next value, kept inside a stream (default: found by
+    name and shape, as Silero's ``state`` -> ``stateN`` or ``h``, ``c`` -> ``hn``, ``cn``)."""
     from .onnx import onnx_to_model
 
-    model = onnx_to_model(src, progress=progress)
+    model = onnx_to_model(src, progress=progress, state=state)
     if dst is not None:
         save(model, dst)
     return model

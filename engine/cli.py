@@ -1,4 +1,4 @@
-"""The ``lstm-engine`` command line: convert, inspect, run, warmup, build-runtime, demo, bench.
+"""The ``lstm-engine`` command line: convert, inspect, run, vad, warmup, build-runtime, demo, bench, serve.
 
 Errors are one clear line on stderr and exit status 2; no tracebacks for things a user can get wrong.
 """
@@ -21,6 +21,7 @@ EPILOG = """examples:
   lstm-engine warmup
   lstm-engine build-runtime --target x86-64-v3 -o runtime/
   lstm-engine run model.lstm --input X=x.npy -o out.npz
+  lstm-engine vad talk.wav --json
   lstm-engine demo
   lstm-engine bench --quick
   lstm-engine serve model.lstm other.onnx --port 8000
@@ -54,6 +55,10 @@ def _parser():
                    help="state dicts of nn.RNN / nn.RNNCell only: their nonlinearity (default: tanh)")
     c.add_argument("--dtype", default="float32", choices=["float32", "float64"],
                    help="state dicts only: the precision of the stored weights (default: float32)")
+    c.add_argument("--state", action="append", default=[], metavar="INPUT=OUTPUT",
+                   help="ONNX only: an input the caller feeds back from an output (the model's state), kept inside "
+                        "a stream (repeat for several; default: pairs found by name and shape, such as "
+                        "state=stateN or h=hn, c=cn)")
     c.add_argument("--quiet", action="store_true", help="no progress bar or summary")
 
     i = sub.add_parser("inspect", help="describe a model: layers, sizes, parameters, format version, origin",
@@ -105,6 +110,25 @@ def _parser():
     r.add_argument("--precision", choices=["float32", "float64"], default=None,
                    help="compute precision (default: the model's)")
 
+    v = sub.add_parser("vad", help="voice activity detection: the speech segments of a WAV file (Silero VAD)",
+                       description="Find the speech in a WAV file with Silero VAD running on the engine: the audio "
+                                   "(any PCM WAV, mixed to mono) is resampled to 16 kHz with a polyphase filter and "
+                                   "streamed through the model in 32 ms chunks, the state kept inside; the segments "
+                                   "follow silero-vad's rules (threshold with hysteresis, minimum speech and silence, "
+                                   "padding). The default model is silero_vad.onnx from an installed silero-vad "
+                                   "package: pip install --no-deps silero-vad.")
+    v.add_argument("audio", help="a PCM WAV file")
+    v.add_argument("--model", default=None, metavar="FILE",
+                   help="a Silero VAD model: one of silero-vad's .onnx files or a converted .lstm file "
+                        "(default: the installed silero-vad package's silero_vad.onnx)")
+    v.add_argument("--json", action="store_true", help="print JSON: segments in seconds, and the chunk timing")
+    v.add_argument("--threshold", type=float, default=0.5, help="speech probability threshold (default: 0.5)")
+    v.add_argument("--min-speech-ms", type=int, default=250, help="drop shorter speech (default: 250)")
+    v.add_argument("--min-silence-ms", type=int, default=100,
+                   help="silence that ends a segment (default: 100)")
+    v.add_argument("--pad-ms", type=int, default=30, help="padding added to each segment (default: 30)")
+    v.add_argument("--threads", type=int, default=1, help="kernel threads (default: 1)")
+
     d = sub.add_parser("demo", help="the main job: the bundled zoo models, run, shown and checked against onnxruntime",
                        description="Convert the bundled models (a character-level LSTM of Python source, a CO2 "
                                    "forecaster, a digit reader; trained on real data, see bench/zoo), run each on "
@@ -151,7 +175,7 @@ def main(argv=None) -> int:
     try:
         return {"convert": cmd_convert, "inspect": cmd_inspect, "run": cmd_run, "warmup": cmd_warmup,
                 "build-runtime": cmd_build_runtime, "demo": cmd_demo, "bench": cmd_bench,
-                "serve": cmd_serve}[args.command](args) or 0
+                "serve": cmd_serve, "vad": cmd_vad}[args.command](args) or 0
     except EngineError as e:
         print(f"lstm-engine {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -192,10 +216,18 @@ def cmd_convert(args):
     t0 = time.perf_counter()
     if kind == "lstm":
         raise ConversionError(f"{args.source} is already an lstm-engine model file")
+    state = {}
+    for item in args.state:
+        i, sep, o = item.partition("=")
+        if not sep or not i or not o:
+            raise ConversionError(f"--state {item!r}: expected INPUT=OUTPUT")
+        state[i] = o
     if kind == "onnx":
         from converters.onnx import onnx_to_model
-        model = onnx_to_model(args.source, progress=not args.quiet)
+        model = onnx_to_model(args.source, progress=not args.quiet, state=state or None)
     else:
+        if state:
+            raise ConversionError("--state applies to ONNX files (a state dict's layers keep their state inside)")
         from converters.torch_import import torch_to_model
         model = torch_to_model(args.source, batch_first=args.batch_first, kind=args.kind,
                                nonlinearity=args.nonlinearity, dtype=args.dtype)
@@ -259,8 +291,10 @@ def cmd_inspect(args):
         print("other ops:      " + ", ".join(f"{op} x{k}" for op, k in Counter(glue).items()))
     if model.stream:
         axis = model.stream["time_axis"]
+        pairs = ", ".join(f"{i} -> {o}" for i, o in model.stream.get("state", []))
         print(f"streaming:      input {model.stream['input']!r}, "
-              + (f"time axis {axis}" if axis is not None else "one step per call (a cell)"))
+              + (f"time axis {axis}" if axis is not None else "one step per call (a cell)")
+              + (f"; state fed back: {pairs}" if pairs else ""))
     else:
         print("streaming:      not available (no free time axis)")
     return 0
@@ -282,6 +316,31 @@ def _print_code(model, args):
                                 f"{[s.name for s in model.inputs]}")
     sess = Session(model, threads=1)
     print(sess.stream(1).program() if args.stream else sess.program(shapes))
+    return 0
+
+
+# ---------------------------------------------------------------------- vad
+def cmd_vad(args):
+    import json
+    from .vad import Vad, read_wav
+    if not os.path.exists(args.audio):
+        raise EngineError(f"{args.audio}: no such file")
+    audio, rate = read_wav(args.audio)
+    vad = Vad(args.model, threads=args.threads)
+    t0 = time.perf_counter()
+    segments = vad.segments(audio, rate, threshold=args.threshold, min_speech_ms=args.min_speech_ms,
+                            min_silence_ms=args.min_silence_ms, pad_ms=args.pad_ms)
+    seconds = time.perf_counter() - t0
+    duration = len(audio) / rate
+    if args.json:
+        print(json.dumps({"audio": args.audio, "seconds": round(duration, 3), "model": vad.path,
+                          "segments": segments, "processing_seconds": round(seconds, 4)}))
+        return 0
+    for seg in segments:
+        print(f"{seg['start']:9.3f} - {seg['end']:9.3f} s")
+    speech = sum(s["end"] - s["start"] for s in segments)
+    print(f"{len(segments)} segment(s), {speech:.2f} s of speech in {duration:.2f} s of audio "
+          f"(processed in {seconds:.2f} s, {duration / max(seconds, 1e-9):.0f}x real time)", file=sys.stderr)
     return 0
 
 

@@ -253,7 +253,8 @@ def _check_node(node) -> None:
 
 def _check_stream(stream, inputs, outputs) -> None:
     """The stream description: {"input": name, "time_axis": int or null, "batch_axis": int or null,
-    "outputs": {output name: time axis or null}}, every axis within its tensor's rank."""
+    "outputs": {output name: time axis or null}, "state": [[input, output], ...] (optional)}, every axis within its
+    tensor's rank."""
     def bad(why):
         return ModelFileError(f"stream description {stream!r} is invalid: {why}")
 
@@ -275,6 +276,15 @@ def _check_stream(stream, inputs, outputs) -> None:
     ranks = {s.name: len(s.shape) for s in outputs}
     if not isinstance(outs, dict) or not all(k in ranks and axis_ok(v, ranks[k]) for k, v in outs.items()):
         raise bad("outputs must map graph outputs to their time axis (or null)")
+    pairs = stream.get("state", [])
+    specs_in = {s.name: s for s in inputs}
+    specs_out = {s.name: s for s in outputs}
+    if not isinstance(pairs, list) or not all(
+            isinstance(p, list) and len(p) == 2 and p[0] in specs_in and p[1] in specs_out and p[0] != stream["input"]
+            and len(specs_in[p[0]].shape) == len(specs_out[p[1]].shape) and specs_in[p[0]].dtype.startswith("float")
+            for p in pairs) or len({p[0] for p in pairs}) != len(pairs):
+        raise bad("state must list [input, output] pairs of float inputs (not the stream input) and outputs of the "
+                  "same rank")
 
 
 def _check_spec(spec: TensorSpec, what: str) -> None:

@@ -288,8 +288,17 @@ class Session:
         where = f"node {node.name!r} ({node.op}): " if node is not None else ""
         return InvalidInputError(where + ERROR_MESSAGES.get(code, f"the executor stopped with status {code}"))
 
-    def stream(self, batch_size: int = 1) -> "Stream":
-        """A stateful stream: feed one step (or a chunk of steps) at a time; the recurrent state stays inside."""
+    def stream(self, batch_size: int = 1, inputs: dict | None = None):
+        """A stateful stream: feed one step (or a chunk of steps) at a time; the recurrent state stays inside.
+        For a model whose state is an input/output pair (Silero's ``state`` -> ``stateN``) the stream feeds each
+        state output back (engine/state_stream.py); ``inputs`` fixes the model's other inputs for the stream
+        (Silero's ``sr``)."""
+        if self.model.stream is not None and self.model.stream.get("state"):
+            from .state_stream import StateStream
+            return StateStream(self, batch_size, inputs)
+        if inputs:
+            raise EngineError("inputs= is for models whose state is an input/output pair; this model's stream keeps "
+                              "its recurrent layers' state inside and fills its other inputs with zeros")
         return Stream(self, batch_size)
 
     def _wanted(self, output_names):

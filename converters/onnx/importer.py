@@ -16,31 +16,34 @@ from . import folding, handlers, loading, schema_check, shape_values  # noqa: F4
 from .control_flow import convert_if
 from .context import ImportContext
 from .registry import RUNTIME
-from .streaming import stream_info
+from .streaming import state_pairs, stream_info
 
 
 def onnx_bytes_to_model(data: bytes, where: str = "<bytes>", progress: bool = False,
-                        base_dir: str | None = None) -> Model:
-    return convert(loading.parse(data, where), where, progress, base_dir)
+                        base_dir: str | None = None, state: dict | None = None) -> Model:
+    return convert(loading.parse(data, where), where, progress, base_dir, state)
 
 
-def onnx_to_model(src, progress: bool = False) -> Model:
-    """An ONNX file path, bytes, or ModelProto -> validated Model (not written anywhere)."""
+def onnx_to_model(src, progress: bool = False, state: dict | None = None) -> Model:
+    """An ONNX file path, bytes, or ModelProto -> validated Model (not written anywhere). ``state``: {input: output}
+    pairs a stream keeps inside (default: found by name and shape, e.g. state -> stateN, h -> hn)."""
     import onnx
 
     if isinstance(src, onnx.ModelProto):
-        return convert(src, "<ModelProto>", progress)
+        return convert(src, "<ModelProto>", progress, state=state)
     if isinstance(src, (bytes, bytearray)):
-        return onnx_bytes_to_model(bytes(src), "<bytes>", progress)
+        return onnx_bytes_to_model(bytes(src), "<bytes>", progress, state=state)
     path = os.fspath(src)
     data = loading.read_file(path)
-    model = onnx_bytes_to_model(data, path, progress, base_dir=loading.source_dir(path))
+    model = onnx_bytes_to_model(data, path, progress, base_dir=loading.source_dir(path), state=state)
     model.origin["file"] = os.path.basename(path)
     return model
 
 
-def convert(proto, where: str = "<ModelProto>", progress: bool = False, base_dir: str | None = None) -> Model:
-    """A ModelProto -> validated Model. ``base_dir``: the directory of the file it was read from, if any."""
+def convert(proto, where: str = "<ModelProto>", progress: bool = False, base_dir: str | None = None,
+            state: dict | None = None) -> Model:
+    """A ModelProto -> validated Model. ``base_dir``: the directory of the file it was read from, if any;
+    ``state``: declared state pairs (streaming.state_pairs)."""
     ctx = ImportContext(proto, where, base_dir)
     loading.check_opset(ctx)
     loading.load_initializers(ctx)
@@ -49,7 +52,7 @@ def convert(proto, where: str = "<ModelProto>", progress: bool = False, base_dir
     from engine._progress import progress_iter
     for node in progress_iter(nodes, "converting", enabled=progress and len(nodes) > 1):
         convert_node(ctx, node)
-    return _model(ctx, inputs)
+    return _model(ctx, inputs, state)
 
 
 def convert_node(ctx, node):
@@ -79,7 +82,7 @@ def convert_node(ctx, node):
     fn(ctx, node, list(node.input), ctx.attrs(node))
 
 
-def _model(ctx, inputs) -> Model:
+def _model(ctx, inputs, state=None) -> Model:
     outputs = []
     for vi in ctx.graph.output:
         if vi.name in ctx.consts or vi.name in ctx.symvals:
@@ -87,6 +90,10 @@ def _model(ctx, inputs) -> Model:
         if vi.name not in ctx.shapes:
             raise ConversionError(f"graph output {vi.name!r} is not produced by any node")
         outputs.append(vi.name)
+    pairs = state_pairs(ctx, inputs, [TensorSpec(n, ctx.shapes[n], ctx.dtypes[n]) for n in outputs], state)
+    for i, o in pairs:      # a state's fixed sizes (Silero's 2 and 128) are what a stream's zero state takes
+        for d in ctx.shapes[i] + ctx.shapes[o]:
+            ctx.S.concretize(d)
     specs_in = [TensorSpec(s.name, [ctx.export_dim(d) for d in ctx.shapes[s.name]], s.dtype, s.optional)
                 for s in inputs]
     specs_out = [TensorSpec(n, [ctx.export_dim(d) for d in ctx.shapes[n]], ctx.dtypes[n]) for n in outputs]
@@ -98,5 +105,5 @@ def _model(ctx, inputs) -> Model:
     model = Model(inputs=specs_in, outputs=specs_out, nodes=ctx.nodes, tensors=ctx.tensors, dtype=dtype,
                   origin={"source": "onnx", "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
                           "opset": ctx.opset, "ir_version": proto.ir_version},
-                  stream=stream_info(ctx, specs_in, specs_out))
+                  stream=stream_info(ctx, specs_in, specs_out, pairs))
     return model.validate()
