@@ -112,12 +112,12 @@ def _parser():
 
     v = sub.add_parser("vad", help="voice activity detection: the speech segments of a WAV file (Silero VAD)",
                        description="Find the speech in a WAV file with Silero VAD running on the engine: the audio "
-                                   "(any PCM WAV, mixed to mono) is resampled to 16 kHz with a polyphase filter and "
+                                   "(PCM or float WAV, mixed to mono) is resampled to 16 kHz with a polyphase filter and "
                                    "streamed through the model in 32 ms chunks, the state kept inside; the segments "
                                    "follow silero-vad's rules (threshold with hysteresis, minimum speech and silence, "
                                    "padding). The default model is silero_vad.onnx from an installed silero-vad "
                                    "package: pip install --no-deps silero-vad.")
-    v.add_argument("audio", help="a PCM WAV file")
+    v.add_argument("audio", help="a WAV file (PCM 8/16/24/32-bit or float, any rate, any number of channels)")
     v.add_argument("--model", default=None, metavar="FILE",
                    help="a Silero VAD model: one of silero-vad's .onnx files or a converted .lstm file "
                         "(default: the installed silero-vad package's silero_vad.onnx)")

@@ -6,7 +6,7 @@
     for seg in vad.segments(audio, rate):    # [{"start": seconds, "end": seconds}, ...]
         print(seg)
 
-The audio is resampled to the model's rate (16 kHz, or 8 kHz for 8 kHz audio when the model has an 8 kHz branch)
+WAV files are read with the standard library (struct); the audio is resampled to the model's rate (16 kHz, or 8 kHz for 8 kHz audio when the model has an 8 kHz branch)
 with a polyphase filter (scipy.signal.resample_poly), then cut into 32 ms chunks (512 samples at 16 kHz, 256 at
 8 kHz), each fed with the last 64 (32) samples before it as context, the model's state carried from chunk to chunk
 inside one engine stream, as silero-vad's own utilities do. The segments come from the probabilities by the rules of
@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import wave
+import struct
 
 import numpy as np
 
@@ -44,27 +44,56 @@ def default_model() -> str:
 
 
 def read_wav(path) -> tuple[np.ndarray, int]:
-    """A PCM WAV file -> (float32 mono samples in [-1, 1), sample rate), with the standard library's wave."""
+    """A WAV file -> (float32 mono samples in [-1, 1), sample rate). PCM 8/16/24/32-bit and IEEE float 32/64, plain
+    or WAVE_FORMAT_EXTENSIBLE (what sox writes for 24-bit or multichannel audio; the standard library's wave reads
+    only plain PCM before Python 3.12), channels averaged. The RIFF chunks are parsed here with struct."""
     try:
-        with wave.open(os.fspath(path), "rb") as w:
-            width, channels, rate, n = w.getsampwidth(), w.getnchannels(), w.getframerate(), w.getnframes()
-            data = w.readframes(n)
-    except (wave.Error, EOFError) as e:
-        raise InvalidInputError(f"{path}: not a PCM WAV file ({e})") from None
-    if width == 1:
-        x = (np.frombuffer(data, np.uint8).astype(np.float32) - 128) / 128
-    elif width == 2:
-        x = np.frombuffer(data, "<i2").astype(np.float32) / 32768
-    elif width == 3:
-        b = np.frombuffer(data, np.uint8).reshape(-1, 3).astype(np.int32)
-        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-        x = (np.where(v >= 1 << 23, v - (1 << 24), v)).astype(np.float32) / (1 << 23)
-    elif width == 4:
-        x = (np.frombuffer(data, "<i4").astype(np.float64) / 2 ** 31).astype(np.float32)
+        with open(os.fspath(path), "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise InvalidInputError(f"{path}: {e.strerror or e}") from None
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise InvalidInputError(f"{path}: not a WAV file (no RIFF/WAVE header)")
+    fmt = samples = None
+    pos = 12
+    while pos + 8 <= len(data):
+        cid, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        body = data[pos + 8:pos + 8 + size]
+        if cid == b"fmt ":
+            if len(body) < 16:
+                raise InvalidInputError(f"{path}: truncated fmt chunk")
+            tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
+            if tag == 0xFFFE and len(body) >= 26:
+                tag = struct.unpack("<H", body[24:26])[0]      # the sub-format GUID starts with the format tag
+            fmt = (tag, channels, rate, bits)
+        elif cid == b"data":
+            samples = body
+        pos += 8 + size + (size & 1)
+    if fmt is None or samples is None:
+        raise InvalidInputError(f"{path}: not a WAV file with a fmt and a data chunk")
+    tag, channels, rate, bits = fmt
+    if channels < 1 or rate < 1:
+        raise InvalidInputError(f"{path}: {channels} channels at {rate} Hz")
+    width = bits // 8
+    usable = len(samples) // (width * channels) * width * channels if width else 0
+    b = np.frombuffer(samples[:usable], np.uint8)
+    if tag == 1 and bits == 8:
+        x = (b.astype(np.float32) - 128) / 128
+    elif tag == 1 and bits == 16:
+        x = b.view("<i2").astype(np.float32) / 32768
+    elif tag == 1 and bits == 24:
+        t = b.reshape(-1, 3).astype(np.int32)
+        v = t[:, 0] | (t[:, 1] << 8) | (t[:, 2] << 16)
+        x = np.where(v >= 1 << 23, v - (1 << 24), v).astype(np.float32) / (1 << 23)
+    elif tag == 1 and bits == 32:
+        x = (b.view("<i4").astype(np.float64) / 2 ** 31).astype(np.float32)
+    elif tag == 3 and bits in (32, 64):
+        x = b.view("<f4" if bits == 32 else "<f8").astype(np.float32)
     else:
-        raise InvalidInputError(f"{path}: {8 * width}-bit samples are not supported")
+        raise InvalidInputError(f"{path}: WAV format {tag} with {bits}-bit samples is not supported (PCM 8/16/24/32, "
+                                f"float 32/64)")
     if channels > 1:
-        x = x[: len(x) // channels * channels].reshape(-1, channels).mean(axis=1)
+        x = x.reshape(-1, channels).mean(axis=1)
     return np.ascontiguousarray(x, dtype=np.float32), rate
 
 
