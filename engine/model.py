@@ -297,7 +297,7 @@ def _check_spec(spec: TensorSpec, what: str) -> None:
     for d in spec.shape:
         if not (isinstance(d, str) or (isinstance(d, int) and not isinstance(d, bool) and 0 <= d < MAX_DIM)):
             raise ModelFileError(f"graph {what} {spec.name!r} has an invalid dimension {d!r}")
-    if spec.dtype not in ("float32", "float64", "int32", "int64"):
+    if spec.dtype not in ("float16", "float32", "float64", "int32", "int64"):
         raise ModelFileError(f"graph {what} {spec.name!r} has unsupported dtype {spec.dtype!r}")
     if not isinstance(spec.optional, bool):
         raise ModelFileError(f"graph {what} {spec.name!r}: optional must be true or false")

@@ -313,9 +313,10 @@ class Planner:
             [plan.float_args[F_IN_SLOTS - 1:]]
         plan.int_args = [index[name] for name, kind, _, _ in self.inputs if kind == "i"]
         plan.out_views = [(off, off + size_of(shape), tuple(shape)) for _, _, off, shape in outputs]
-        plan.out_kinds = [(kind, np.dtype(dtypes.get(name, "int64")) if kind == "i" else None)
+        plan.out_kinds = [("h", np.dtype(np.float16)) if kind == "f" and dtypes.get(name) == "float16" else
+                          (kind, np.dtype(dtypes.get(name, "int64")) if kind == "i" else None)
                           for name, kind, _, _ in outputs]
-        plan.float_outputs = all(kind == "f" for _, kind, _, _ in outputs)
+        plan.float_outputs = all(kind == "f" for kind, _ in plan.out_kinds)
         return plan
 
     def plan_branch(self, nodes, outputs):

@@ -35,7 +35,8 @@ MAX_PLANS = 64      # plans kept per Session (one per combination of input shape
 _SMALL = 1 << 20    # inputs with more elements are checked against the memory available before they are copied
 
 _ONNX_TYPES = {"float32": "tensor(float)", "float64": "tensor(double)", "int32": "tensor(int32)",
-               "int64": "tensor(int64)"}
+               "int64": "tensor(int64)", "float16": "tensor(float16)"}
+_FLOATS = ("float16", "float32", "float64")   # float16 inputs and outputs: computed in float32
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,7 @@ class Session:
         inputs of any float dtype (converted as the checked path would) and int inputs of the declared dtype goes
         straight to the executor. Anything else returns None, and the checked path explains what is wrong."""
         names, n_inputs = tuple(self._input_names), len(self._input_names)
-        kinds = tuple((s.dtype in ("float32", "float64"), t) for s, t in zip(self.model.inputs, self._arg_dtypes))
+        kinds = tuple((s.dtype in _FLOATS, t) for s, t in zip(self.model.inputs, self._arg_dtypes))
         by_value = list(zip(self._value_inputs, values[0])) if values else []
 
         def fast(feed):
@@ -274,8 +275,10 @@ class Session:
             raise self._status_error(status)
         if plan.float_outputs:
             outs = [fout[a:b].reshape(shape) for a, b, shape in plan.out_views]
-        else:   # int outputs live in iwork: copy them out before another thread may take the buffers
-            outs = [fout[a:b].reshape(shape) if kind == "f" else iwork[a:b].reshape(shape).astype(dtype)
+        else:   # int outputs live in iwork: copy them out before another thread may take the buffers; float16
+            #     outputs are the float32 results rounded
+            outs = [fout[a:b].reshape(shape) if kind == "f" else
+                    (fout if kind == "h" else iwork)[a:b].reshape(shape).astype(dtype)
                     for (a, b, shape), (kind, dtype) in zip(plan.out_views, plan.out_kinds)]
         if work is None:
             plan.give_work((fwork, iwork))
@@ -349,11 +352,11 @@ class Session:
         return args, dims
 
     def _arg_dtype(self, spec):
-        return self.dtype if spec.dtype in ("float32", "float64") else np.dtype(spec.dtype)
+        return self.dtype if spec.dtype in _FLOATS else np.dtype(spec.dtype)
 
     def _check_array(self, spec, value, dims):
         arr = _as_array(value, f"input {spec.name!r}")
-        want_float = spec.dtype in ("float32", "float64")
+        want_float = spec.dtype in _FLOATS
         if want_float:
             if arr.dtype.kind != "f":
                 raise InvalidInputError(f"input {spec.name!r} must be a float array ({self.precision}), "

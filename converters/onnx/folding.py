@@ -43,4 +43,5 @@ def fold(ctx, node):
     except Exception as e:
         raise ctx.err(node, f"cannot fold this node at conversion time: {e}") from e
     for name, value in zip([n for n in node.output if n], results):
-        ctx.consts[name] = np.asarray(value)
+        value = np.asarray(value)
+        ctx.consts[name] = value.astype(np.float32) if value.dtype == np.float16 else value

@@ -96,8 +96,11 @@ def _model(ctx, inputs, state=None) -> Model:
             ctx.S.concretize(d)
     specs_in = [TensorSpec(s.name, [ctx.export_dim(d) for d in ctx.shapes[s.name]], s.dtype, s.optional)
                 for s in inputs]
-    specs_out = [TensorSpec(n, [ctx.export_dim(d) for d in ctx.shapes[n]], ctx.dtypes[n]) for n in outputs]
-    float_dtypes = {s.dtype for s in specs_in if s.dtype.startswith("float")}
+    half = {vi.name for vi in ctx.graph.output if vi.type.tensor_type.elem_type == loading.FLOAT16}
+    specs_out = [TensorSpec(n, [ctx.export_dim(d) for d in ctx.shapes[n]],
+                            "float16" if n in half and ctx.dtypes[n].startswith("float") else ctx.dtypes[n])
+                 for n in outputs]
+    float_dtypes = {"float32" if s.dtype == "float16" else s.dtype for s in specs_in if s.dtype.startswith("float")}
     if len(float_dtypes) > 1:
         raise UnsupportedModelError("the model mixes float32 and float64 inputs")
     dtype = float_dtypes.pop() if float_dtypes else "float32"

@@ -10,6 +10,7 @@ from .dims import Dim
 
 MIN_OPSET = 7
 ELEM = {1: "float32", 11: "float64", 6: "int32", 7: "int64"}   # ONNX element type -> the engine's dtype
+FLOAT16 = 10   # float16 models compute in float32: weights widened here, inputs and outputs keep float16
 
 
 def parse(data: bytes, where: str):
@@ -51,11 +52,17 @@ def to_array(tensor, base_dir: str | None = None):
     import onnx
     from onnx import numpy_helper
     if tensor.data_location == onnx.TensorProto.EXTERNAL:
-        return _external(tensor, base_dir)
+        return widen(_external(tensor, base_dir))
     try:
-        return numpy_helper.to_array(tensor)
+        return widen(numpy_helper.to_array(tensor))
     except Exception as e:
         raise ConversionError(f"tensor {tensor.name!r} cannot be read: {e}") from e
+
+
+def widen(array):
+    """float16 values as float32 (the engine computes float16 models in float32)."""
+    return array.astype("float32") if getattr(array, "dtype", None) is not None and array.dtype == "float16" \
+        else array
 
 
 def _external(tensor, base_dir):
@@ -122,9 +129,9 @@ def _graph_input(ctx, vi):
     if not t.HasField("tensor_type"):
         raise UnsupportedModelError(f"graph input {vi.name!r} is not a tensor")
     elem = t.tensor_type.elem_type
-    if elem not in ELEM:
+    if elem not in ELEM and elem != FLOAT16:
         raise UnsupportedModelError(f"graph input {vi.name!r} has element type "
-                                    f"{_elem_name(elem)}; supported: float, double, int32, int64")
+                                    f"{_elem_name(elem)}; supported: float16, float, double, int32, int64")
     if not t.tensor_type.HasField("shape"):
         raise UnsupportedModelError(f"graph input {vi.name!r} has no shape (rank unknown)")
     S = ctx.S
@@ -140,8 +147,8 @@ def _graph_input(ctx, vi):
         else:
             dims.append(S.new(f"{vi.name}_{k}_"))
     ctx.shapes[vi.name] = dims
-    ctx.dtypes[vi.name] = ELEM[elem]
-    return TensorSpec(vi.name, dims, ELEM[elem], optional=False)
+    ctx.dtypes[vi.name] = "float32" if elem == FLOAT16 else ELEM[elem]
+    return TensorSpec(vi.name, dims, "float16" if elem == FLOAT16 else ELEM[elem], optional=False)
 
 
 def source_dir(path: str) -> str:

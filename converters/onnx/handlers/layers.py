@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..context import Named
-from ..loading import ELEM
+from ..loading import ELEM, FLOAT16
 from ..registry import handler
 from .shape_glue import identity
 
@@ -284,9 +284,10 @@ def cast(ctx, node, ins, a):
     if a.get("to") == 9:      # BOOL: x != 0, an int 0/1 in the engine
         ctx.emit("Bool", node, [x], [node.output[0]], {}, [ctx.shapes[x]], ["bool"])
         return
-    to = ELEM.get(a.get("to"))
+    to = (ctx.float_dtype or "float32") if a.get("to") == FLOAT16 else ELEM.get(a.get("to"))
     if to is None:
-        raise ctx.err(node, f"Cast to element type {a.get('to')} is not supported (float, double, int32, int64)")
+        raise ctx.err(node, f"Cast to element type {a.get('to')} is not supported (float16, float, double, int32, "
+                            f"int64, bool)")
     src = ctx.dtypes[x]
     if to == src:
         identity(ctx, node, ins, a)
