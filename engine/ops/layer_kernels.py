@@ -165,44 +165,53 @@ def stft_kernel(x, window, twiddles, bitrev, bias, use_bias, pad0, stride, out, 
     """out (N, N_fft + 2, Lout): for each frame j of x (N, 1, L) (hop ``stride``, zero padding pad0 on the left),
     the real parts of the DFT of window * frame in rows 0 .. N_fft / 2, sign * the imaginary parts after them
     (the sign is in the sine twiddles): what a convolution with a windowed DFT basis computes (Conv.pack).
-    Iterative radix-2 FFT in ``frame`` (2 N_fft: real, imaginary)."""
+    An iterative radix-2 FFT over all frames at once: ``frame`` holds (2, N_fft, Lout), the frames innermost, so
+    every butterfly is one vector operation across the frames."""
     N, _, L = x.shape
     K = window.shape[0]
     nb = K // 2 + 1
     half_n = K // 2
     Lout = out.shape[2]
-    re = frame[:K]
-    im = frame[K:]
+    buf = frame.reshape((2, K, Lout))
+    re = buf[0]
+    im = buf[1]
     for n in range(N):
         xs = x[n, 0]
-        for j in range(Lout):
-            base = j * stride - pad0
-            for i in range(K):
-                q = base + i
-                v = xs[q] * window[i] if 0 <= q < L else 0.0
-                b = np.int64(bitrev[i])
-                re[b] = v
-                im[b] = 0.0
-            size = 2
-            while size <= K:
-                half = size // 2
-                step = K // size
-                for start in range(0, K, size):
-                    for k in range(half):
-                        c = twiddles[k * step]
-                        s = twiddles[half_n + k * step]
-                        a = start + k
-                        b = a + half
-                        tr = re[b] * c - im[b] * s
-                        ti = im[b] * c + re[b] * s
-                        re[b] = re[a] - tr
-                        im[b] = im[a] - ti
-                        re[a] += tr
-                        im[a] += ti
-                size *= 2
-            for m in range(nb):
-                out[n, m, j] = re[m] + (bias[m] if use_bias else 0.0)
-                out[n, nb + m, j] = im[m] + (bias[nb + m] if use_bias else 0.0)
+        for i in range(K):
+            b = np.int64(bitrev[i])
+            w = window[i]
+            rb = re[b]
+            ib = im[b]
+            for j in range(Lout):
+                q = j * stride - pad0 + i
+                rb[j] = xs[q] * w if 0 <= q < L else 0.0
+                ib[j] = 0.0
+        size = 2
+        while size <= K:
+            half = size // 2
+            step = K // size
+            for start in range(0, K, size):
+                for k in range(half):
+                    c = twiddles[k * step]
+                    s = twiddles[half_n + k * step]
+                    ra = re[start + k]
+                    ia = im[start + k]
+                    rb = re[start + k + half]
+                    ib = im[start + k + half]
+                    for j in range(Lout):
+                        tr = rb[j] * c - ib[j] * s
+                        ti = ib[j] * c + rb[j] * s
+                        rb[j] = ra[j] - tr
+                        ib[j] = ia[j] - ti
+                        ra[j] += tr
+                        ia[j] += ti
+            size *= 2
+        for m in range(nb):
+            bm = bias[m] if use_bias else 0.0
+            bi = bias[nb + m] if use_bias else 0.0
+            for j in range(Lout):
+                out[n, m, j] = re[m, j] + bm
+                out[n, nb + m, j] = im[m, j] + bi
 
 
 @njit(**JIT_OPTIONS)
@@ -270,5 +279,6 @@ def run_layers(code, prog, pc, F, I):
         stft_kernel(fview(F, prog, p, N * L).reshape((N, 1, L)), fview(F, prog, p + 2, K),
                     fview(F, prog, p + 4, K), fview(F, prog, p + 6, K),
                     fview(F, prog, p + 8, M) if use_bias else F[0][0:0], use_bias, prog[p + 18], prog[p + 19],
-                    fview(F, prog, p + 10, N * M * Lout).reshape((N, M, Lout)), fview(F, prog, p + 12, 2 * K))
+                    fview(F, prog, p + 10, N * M * Lout).reshape((N, M, Lout)),
+                    fview(F, prog, p + 12, 2 * K * Lout))
     return OK

@@ -316,7 +316,7 @@ class Conv(Op):
         if not out.size:
             return
         if p.has_weight("window"):
-            frame = p.temp(2 * K)
+            frame = p.temp(2 * K * Lout)
             p.emit(STFT, f"stft ({N}, 1, {L}) frame {K} hop {stride} (FFT)", *p.ref(x), F_CONST, p.weight("window")[0],
                    F_CONST, p.weight("twiddles")[0], F_CONST, p.weight("bitrev")[0], *p.ref(bias), *p.ref(out),
                    *p.ref(frame), N, L, K, Lout, pad0, stride, int(bias is not None))
