@@ -538,18 +538,20 @@ class Stream:
         name = output_name or self.session._output_names[0]
         if type(x) is np.ndarray and x.dtype == self._dtype and x.ndim == self._step_ndim:
             fast = self._fast.get((x.shape, name))
-            if fast is not None and x.flags.c_contiguous and x.flags.writeable:
-                # fast path: one step of a shape seen before; the plan reads this input only, into F_IN or I_IN
-                run, prog, fconst, as_float, fwork, iwork, size, n, shape, no_f, no_i, threads = fast
-                fout = np.empty(size, fconst.dtype)
-                if _threads.current != threads:
-                    _threads.set_blas_threads(threads)
-                flat = x.reshape(-1)
-                status = run(prog, fconst, flat if as_float else no_f, no_f, no_f, no_i if as_float else flat, fwork,
-                             iwork, fout, self._state)
-                if status:
-                    raise self.session._status_error(status)
-                return fout[:n].reshape(shape)
+            if fast is not None:
+                flags = x.flags
+                if flags.c_contiguous and flags.writeable:
+                    # fast path: one step of a shape seen before; the plan reads this input only, into F_IN or I_IN
+                    run, prog, fconst, as_float, fwork, iwork, size, n, shape, no_f, no_i, threads = fast
+                    fout = np.empty(size, fconst.dtype)
+                    if _threads.current != threads:
+                        _threads.set_blas_threads(threads)
+                    flat = x.reshape(-1)
+                    status = run(prog, fconst, flat if as_float else no_f, no_f, no_f, no_i if as_float else flat,
+                                 fwork, iwork, fout, self._state)
+                    if status:
+                        raise self.session._status_error(status)
+                    return (fout if n == size else fout[:n]).reshape(shape)
         return self._step_checked(x, name)
 
     @property
