@@ -71,6 +71,9 @@ def _parser():
                         "its node (symbolic dimensions 1 unless given with --shape)")
     i.add_argument("--shape", action="append", default=[], metavar="NAME=D,D,...",
                    help="with --code: the shape of an input (repeat for several)")
+    i.add_argument("--value", action="append", default=[], metavar="NAME=V",
+                   help="with --code: the value of a small integer input that picks the program (e.g. sr=16000 for "
+                        "Silero VAD; default 0)")
     i.add_argument("--stream", action="store_true", help="with --code: the program of one streamed step")
 
     w = sub.add_parser("warmup", help="compile the engine's executor now (once per install) so that models start fast",
@@ -271,7 +274,9 @@ def cmd_inspect(args):
     for s in model.outputs:
         print(f"  {s.name:<14} {str(s.shape):<22} {s.dtype}")
     print("layers:")
-    for n in model.recurrent_nodes():
+    from .ops import RECURRENT_OP_NAMES
+    recurrent = [n for n in model.all_nodes() if n.op in RECURRENT_OP_NAMES]   # If branches included
+    for n in recurrent:
         a = n.attrs
         W = model.tensors[n.inputs[1]]
         extras = []
@@ -288,7 +293,7 @@ def cmd_inspect(args):
             extras.append("activations=" + ",".join(acts))
         print(f"  {n.name:<14} {n.op} {a['direction']:<13} input={W.shape[2]} hidden={a['hidden_size']} "
               f"layout={a['layout']} {' '.join(extras)}")
-    glue = [n.op for n in model.nodes if n not in model.recurrent_nodes()]
+    glue = [n.op for n in model.all_nodes() if n.op not in RECURRENT_OP_NAMES]
     if glue:
         from collections import Counter
         print("other ops:      " + ", ".join(f"{op} x{k}" for op, k in Counter(glue).items()))
@@ -317,8 +322,15 @@ def _print_code(model, args):
     if unknown:
         raise InvalidInputError(f"--shape: unknown input(s) {unknown}; the model's inputs are "
                                 f"{[s.name for s in model.inputs]}")
+    values = {}
+    for item in args.value:
+        name, _, v = item.partition("=")
+        try:
+            values[name] = int(v)
+        except ValueError:
+            raise InvalidInputError(f"--value {item!r}: expected NAME=INTEGER") from None
     sess = Session(model, threads=1)
-    print(sess.stream(1).program() if args.stream else sess.program(shapes))
+    print(sess.stream(1).program() if args.stream else sess.program(shapes, values=values))
     return 0
 
 

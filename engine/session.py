@@ -137,14 +137,21 @@ class Session:
     def _io_dtype(self, dtype):
         return self.precision if dtype in ("float32", "float64") else dtype
 
-    def program(self, shapes: dict | None = None, stream_batch: int | None = None) -> str:
+    def program(self, shapes: dict | None = None, stream_batch: int | None = None, values: dict | None = None) -> str:
         """The program the executor runs for inputs of the given shapes ({name: shape}; default: every symbolic
-        dimension 1), one line per instruction, each naming its node. ``stream_batch``: a stream's one-step
-        program instead."""
+        dimension 1), one line per instruction, each naming its node. ``values``: the values of small int inputs
+        that pick the program (Silero's sr; default 0). ``stream_batch``: a stream's one-step program instead."""
         if stream_batch is not None:
             return self.stream(stream_batch).program()
-        full = self._dummy_shapes(shapes or {})
-        plan = self._plan(("run", tuple(full[n] for n in self._input_names), None), full, self._output_names)
+        values = dict(values or {})
+        for name, v in values.items():
+            if name not in self._input_names:
+                raise InvalidInputError(f"unknown input {name!r}; the model's inputs are {self._input_names}")
+            values[name] = np.asarray(v)
+        full = self._dummy_shapes({**{n: v.shape for n, v in values.items()}, **(shapes or {})})
+        args = [values[n].astype(np.int64) if n in values else np.zeros(full[n], np.int64) for n in self._input_names]
+        plan = self._plan(("run", tuple(full[n] for n in self._input_names), None), full, self._output_names,
+                          args=args)
         return _listing(plan)
 
     def _values_of(self, args):

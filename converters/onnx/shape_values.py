@@ -81,13 +81,20 @@ def size(ctx, node, ins, a):
 def same(ctx, node, ins, a):
     vals, scalar = sym(ctx, ins[0], node)
     if node.op_type == "Cast" and a.get("to") == BOOL:
-        vals = [ctx.S.norm(d) for d in vals]
+        vals = [_relied_on(ctx, d) for d in vals]
         if not all(isinstance(d, int) for d in vals):
             raise Undecidable("Cast")
         c = np.array([d != 0 for d in vals])
         ctx.consts[node.output[0]] = c.reshape(()) if scalar else c
         return
     set_sym(ctx, node.output[0], vals, scalar)
+
+
+def _relied_on(ctx, d):
+    """A dimension a condition tests: a size fixed in the file (a soft symbol) is bound to it here, as a Reshape to a
+    literal shape binds it (Silero tests its state's declared first dimension, 2); others stay symbolic."""
+    ctx.S.concretize(d)
+    return ctx.S.norm(d)
 
 
 _COMPARE = {"Equal": np.equal, "Less": np.less, "Greater": np.greater, "LessOrEqual": np.less_equal,
@@ -108,7 +115,7 @@ def compare(ctx, node, ins, a):
     x, y = (x * n if len(x) == 1 else x), (y * n if len(y) == 1 else y)
     out = []
     for p, q in zip(x, y):
-        p, q = ctx.S.norm(p), ctx.S.norm(q)
+        p, q = _relied_on(ctx, p), _relied_on(ctx, q)
         if isinstance(p, int) and isinstance(q, int):
             out.append(bool(_COMPARE[node.op_type](p, q)))
         elif node.op_type in ("Equal", "LessOrEqual", "GreaterOrEqual") and p == q:
