@@ -149,10 +149,19 @@ def test_demo_runs_every_zoo_model_and_checks_against_onnxruntime(tmp_path):
     no_traceback(p)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     out = p.stdout
-    assert out.count("every output matches onnxruntime") == 3 and "all outputs match onnxruntime" in out
+    # the three zoo models, and Silero VAD on espeak-ng speech (silero-vad is in the test extra; CI installs
+    # espeak-ng and sox)
+    from engine.speech import tools_missing
+    vad = not tools_missing()
+    assert out.count("every output matches onnxruntime") == 3 + vad and "all outputs match onnxruntime" in out
     assert "bits/char" in out and "RMSE" in out and "test accuracy 0.98" in out
     for label in ("charlm: one character (streaming)", "co2: one forecast", "digits: one image"):
         assert label in out
+    if vad:
+        assert "5 of 5 sentences found" in out and "vad: one 32 ms chunk (stream.step)" in out
+        assert (tmp_path / "out" / "vad.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    else:
+        assert "skipped: espeak-ng" in out or "skipped: sox" in out
     png = (tmp_path / "out" / "co2_forecast.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert "demo: convert + load" in p.stderr            # the progress bar
