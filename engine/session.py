@@ -28,7 +28,7 @@ from .errors import EngineError, InvalidInputError, ModelFileError, UnsupportedM
 from .model import Model, is_model_file_bytes, load_from, read_source
 from .ops import OPS
 from .ops.program import ERROR_MESSAGES
-from .plan import NeedsValue, Planner, Weights
+from .plan import MAX_VALUE_INPUT, NeedsValue, Planner, Weights
 from .warmup import warm_up
 
 MAX_PLANS = 64      # plans kept per Session (one per combination of input shapes; the oldest made is dropped)
@@ -149,7 +149,10 @@ class Session:
                 raise InvalidInputError(f"unknown input {name!r}; the model's inputs are {self._input_names}")
             values[name] = np.asarray(v)
         full = self._dummy_shapes({**{n: v.shape for n, v in values.items()}, **(shapes or {})})
-        args = [values[n].astype(np.int64) if n in values else np.zeros(full[n], np.int64) for n in self._input_names]
+        # the arguments only the inputs planned by value are read from (small ints): zeros unless given
+        args = [values[n].astype(np.int64) if n in values else
+                (np.zeros(full[n], np.int64) if math.prod(full[n]) <= MAX_VALUE_INPUT else None)
+                for n in self._input_names]
         plan = self._plan(("run", tuple(full[n] for n in self._input_names), None), full, self._output_names,
                           args=args)
         return _listing(plan)
