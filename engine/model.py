@@ -35,6 +35,8 @@ FORMAT_NAME = "lstm-engine"
 FORMAT_VERSION = 1
 METADATA_KEY = "lstm_engine"
 SUPPORTED_DTYPES = ("float32", "float64")
+INPUT_DTYPES = ("float16", "float32", "float64", "int32", "int64")
+OUTPUT_DTYPES = INPUT_DTYPES + ("bool",)    # a comparison's result (int 0/1 in the engine, np.bool_ when returned)
 # Header size guard: safetensors headers of real models are a few KiB; refuse absurd values before reading them.
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 
@@ -203,12 +205,15 @@ class Model:
         return self
 
 
+MAX_IF_DEPTH = 32   # If nodes inside If branches (exporters nest one or two; planning recurses once per level)
 MAX_DIM = 2 ** 62   # larger dimensions cannot be described to the executor (int64), let alone allocated
 
 
-def _check_nodes(model, nodes, known, recurrent_names) -> None:
-    """Check a node list in order (recursing into If branches, which see the values defined before them); ``known``
-    gains the names the list defines."""
+def _check_nodes(model, nodes, known, packed_names, depth=0, hidden=frozenset()) -> None:
+    """Check a node list in order, recursing into If branches; ``known`` gains the names the list defines,
+    ``packed_names`` the names of the nodes whose weights are packed (by name). A branch sees the graph inputs, the
+    tensors, the values its If lists among its inputs and its own; the other values computed outside (``hidden``)
+    are not kept alive for it by the planner, so reading one is an error."""
     from .ops import OPS
     for node in nodes:
         _check_node(node)
@@ -216,24 +221,34 @@ def _check_nodes(model, nodes, known, recurrent_names) -> None:
             raise UnsupportedModelError(
                 f"node {node.name!r}: op {node.op!r} is not supported by this engine "
                 f"(supported: {', '.join(sorted(OPS))})")
-        if OPS[node.op].recurrent:
+        if OPS[node.op].recurrent or OPS[node.op].packed_inputs:
             # packed weights and stream state are found by node name
-            if node.name in recurrent_names:
-                raise ModelFileError(f"two recurrent nodes are named {node.name!r}")
-            recurrent_names.add(node.name)
+            if node.name in packed_names:
+                kind = "recurrent nodes" if OPS[node.op].recurrent else "nodes with packed weights"
+                raise ModelFileError(f"two {kind} are named {node.name!r}")
+            packed_names.add(node.name)
         for i, name in enumerate(node.inputs):
+            if name and name in hidden:
+                raise ModelFileError(f"node {node.name!r} input {i} reads {name!r} from outside its If branch, but "
+                                     f"the If does not list it among its inputs")
             if name and name not in known:
                 raise ModelFileError(f"node {node.name!r} input {i} refers to unknown value {name!r}")
         OPS[node.op].validate(node, model)
+        if node.op == "If" and depth >= MAX_IF_DEPTH:
+            raise ModelFileError(f"node {node.name!r} (If): If nodes are nested more than {MAX_IF_DEPTH} deep")
         for key in BRANCHES if node.op == "If" else ():
-            inner = set(known)
-            _check_nodes(model, node.attrs[key]["nodes"], inner, recurrent_names)
+            inner = {n for n in node.inputs if n} | {s.name for s in model.inputs} | set(model.tensors)
+            outside = (known | hidden) - inner
+            _check_nodes(model, node.attrs[key]["nodes"], inner, packed_names, depth + 1, outside)
             for name in node.attrs[key]["outputs"]:
+                if name in outside:
+                    raise ModelFileError(f"node {node.name!r} (If): branch {key!r} output {name!r} is a value from "
+                                         f"outside that the If does not list among its inputs")
                 if name not in inner:
                     raise ModelFileError(f"node {node.name!r} (If): branch {key!r} output {name!r} is not defined")
         for name in node.outputs:
             if name:
-                if name in known:
+                if name in known or name in hidden:
                     raise ModelFileError(f"value {name!r} is produced twice (node {node.name!r})")
                 known.add(name)
 
@@ -297,19 +312,24 @@ def _check_spec(spec: TensorSpec, what: str) -> None:
     for d in spec.shape:
         if not (isinstance(d, str) or (isinstance(d, int) and not isinstance(d, bool) and 0 <= d < MAX_DIM)):
             raise ModelFileError(f"graph {what} {spec.name!r} has an invalid dimension {d!r}")
-    if spec.dtype not in ("float16", "float32", "float64", "int32", "int64"):
+    if spec.dtype not in (OUTPUT_DTYPES if what == "output" else INPUT_DTYPES):
         raise ModelFileError(f"graph {what} {spec.name!r} has unsupported dtype {spec.dtype!r}")
     if not isinstance(spec.optional, bool):
         raise ModelFileError(f"graph {what} {spec.name!r}: optional must be true or false")
 
 
 # ---------------------------------------------------------------------- file I/O
+def _contiguous(tensors):
+    """The tensors as C-contiguous arrays, rank 0 kept (np.ascontiguousarray makes a rank-0 array rank 1)."""
+    return {name: np.asarray(arr, order="C") for name, arr in tensors.items()}
+
+
 def save(model: Model, path: str | os.PathLike) -> None:
     """Write ``model`` as an lstm-engine file (safetensors with our metadata)."""
     from safetensors.numpy import save_file
 
     model.validate()
-    tensors = {name: np.ascontiguousarray(arr) for name, arr in model.tensors.items()}
+    tensors = _contiguous(model.tensors)
     save_file(tensors, os.fspath(path), metadata={METADATA_KEY: json.dumps(model.metadata())})
 
 
@@ -317,7 +337,7 @@ def to_bytes(model: Model) -> bytes:
     from safetensors.numpy import save
 
     model.validate()
-    tensors = {name: np.ascontiguousarray(arr) for name, arr in model.tensors.items()}
+    tensors = _contiguous(model.tensors)
     return save(tensors, metadata={METADATA_KEY: json.dumps(model.metadata())})
 
 

@@ -189,7 +189,7 @@ class Plan:
             self._pool.append(pair)
 
 
-MAX_VALUE_INPUT = 8   # int inputs of at most this many elements may be planned as known values
+MAX_VALUE_INPUT = 8   # int inputs declared with at most this many elements may be planned as known values
 
 
 class NeedsValue(Exception):
@@ -248,7 +248,10 @@ class Planner:
                 nf += 1
             else:
                 self.vals[spec.name] = Val("i", shape, I_IN, ipos)
-                self._input_vals[id(self.vals[spec.name])] = spec.name
+                if all(isinstance(d, int) for d in spec.shape) and size_of(spec.shape) <= MAX_VALUE_INPUT:
+                    # declared small (Silero's rank-0 sr), not just small in this call: a plan per distinct value
+                    # of a token-id input would be a plan per call
+                    self._input_vals[id(self.vals[spec.name])] = spec.name
                 self.inputs.append((spec.name, "i", ipos, size_of(shape)))
                 ipos += size_of(shape)
 
@@ -490,8 +493,7 @@ class Planner:
             return val.const
         # the value may come from small int inputs (Silero's sr reaches its If through Reshape and Gather): plan
         # again with all of them known
-        small = [self._input_vals[id(v)] for v in self.vals.values() if id(v) in self._input_vals
-                 and v.size <= MAX_VALUE_INPUT]
+        small = [self._input_vals[id(v)] for v in self.vals.values() if id(v) in self._input_vals]
         if small:
             raise NeedsValue(small)
         raise self.unsupported(f"{what} must be known when the model is planned (from shapes, constants or a small "

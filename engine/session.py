@@ -35,7 +35,7 @@ MAX_PLANS = 64      # plans kept per Session (one per combination of input shape
 _SMALL = 1 << 20    # inputs with more elements are checked against the memory available before they are copied
 
 _ONNX_TYPES = {"float32": "tensor(float)", "float64": "tensor(double)", "int32": "tensor(int32)",
-               "int64": "tensor(int64)", "float16": "tensor(float16)"}
+               "int64": "tensor(int64)", "float16": "tensor(float16)", "bool": "tensor(bool)"}
 _FLOATS = ("float16", "float32", "float64")   # float16 inputs and outputs: computed in float32
 
 

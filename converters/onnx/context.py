@@ -81,7 +81,7 @@ class ImportContext:
             c = self.consts[name]
             if c.dtype.kind != "f":
                 raise self.err(node, f"integer constant {name!r} used as data is not supported")
-            self.tensors.setdefault(name, np.ascontiguousarray(c))
+            self.tensors.setdefault(name, np.asarray(c, order="C"))     # (rank 0 stays rank 0)
             self.shapes[name] = list(c.shape)
             self.dtypes[name] = str(c.dtype)
             return name
@@ -126,15 +126,15 @@ class ImportContext:
         return None
 
     def data(self, name, node, allow_int=False) -> str:
-        """Like value, but a rank-0 constant becomes a (1,) tensor (a float32 array plus a float64 scalar would
-        compute in float64), float constants take the inputs' float type, and integer constants may be allowed."""
+        """Like value, but float constants take the inputs' float type (a float32 array plus a float64 constant
+        would compute in float64), and integer constants may be allowed."""
         if name in self.consts and name not in self.shapes:
             c = self.consts[name]
             if c.dtype.kind not in ("f" + ("iu" if allow_int else "")):
                 raise self.err(node, f"constant {name!r} of type {c.dtype} used as data is not supported")
             if c.dtype.kind == "f" and self.float_dtype:
                 c = c.astype(self.float_dtype)
-            c = np.ascontiguousarray(c.reshape(1) if c.ndim == 0 else c)
+            c = np.asarray(c, order="C")        # (rank 0 stays rank 0, as the result's rank depends on it)
             if c.dtype.kind in "iu":
                 c = c.astype(np.int64)
             key = name

@@ -54,6 +54,8 @@ def convert_if(ctx, node, convert_node):
         for name in _outer_reads(branches[key]["nodes"], branches[key]["outputs"]):
             if name not in reads:
                 reads.append(name)
+    # the ranks later nodes were converted for: a call whose branch gives another rank is refused (engine If)
+    branches["ranks"] = [len(s) for s in out_shapes]
     ctx.emit("If", node, [cond_name] + reads, list(node.output), branches, out_shapes, dt)
 
 
@@ -115,7 +117,7 @@ def _branch(ctx, node, key, g, convert_node):
         for k, vi in enumerate(g.output):
             src = vi.name
             if src in ctx.consts:
-                c = np.ascontiguousarray(ctx.consts[src])
+                c = np.asarray(ctx.consts[src], order="C")     # (rank 0 stays rank 0)
                 if c.dtype.kind == "b":
                     c = c.astype(np.int64)
                 elif c.dtype.kind == "f" and ctx.float_dtype:

@@ -9,8 +9,8 @@ require_known), and then the op folds in numpy and no instruction runs. What is 
                 rate, which then keys the plan). The other branch costs nothing.
     ShapeValue  integers computed from the shapes of values (the converter's symbolic shape arithmetic, made
                 concrete once the plan knows the shapes); always folded.
-    Equal, Less, Greater, LessOrEqual, GreaterOrEqual on float values; Not, And, Or, Xor and Bool (x != 0, the
-                ONNX Cast to BOOL) on int values; Where on float values: numpy broadcasting, one strided loop nest
+    Equal, Less, Greater, LessOrEqual, GreaterOrEqual on float or int values; Not, And, Or, Xor and Bool (x != 0,
+                the ONNX Cast to BOOL) on int values; Where on float values: numpy broadcasting, one strided loop nest
                 (control_kernels.elementwise).
     Pad         constant, reflect, edge and wrap, pads known at plan time: each axis's source index for every output
                 position is computed here and travels in the instruction.
@@ -23,6 +23,7 @@ from .program import CONTROL_BASE, MAX_RANK
 
 ELEMENTWISE, PAD = range(CONTROL_BASE, CONTROL_BASE + 2)
 EQ, LT, GT, LE, GE, NE, NOT, AND, OR, XOR, BOOL, WHERE = range(12)
+INT_OPERANDS = 16    # added to a comparison's code when its operands are int values (in the int spaces)
 
 _FOLDS = {EQ: np.equal, LT: np.less, GT: np.greater, LE: np.less_equal, GE: np.greater_equal, NE: np.not_equal,
           AND: np.logical_and, OR: np.logical_or, XOR: np.logical_xor}
@@ -60,8 +61,9 @@ def _emit_elementwise(p, op, what, vals, out):
 
 
 class Compare(Op):
-    """Equal, Less, Greater, LessOrEqual, GreaterOrEqual: a bool (int 0/1) tensor, numpy broadcasting. Float
-    operands compare at run time; int operands (shapes, sizes, small integer inputs) at plan time."""
+    """Equal, Less, Greater, LessOrEqual, GreaterOrEqual: a bool (int 0/1) tensor, numpy broadcasting. Operands
+    known at plan time (shapes, sizes, small integer inputs planned by value) fold; the others compare at run time,
+    float with float and int with int."""
     codes = {"Equal": EQ, "Less": LT, "Greater": GT, "LessOrEqual": LE, "GreaterOrEqual": GE}
 
     @classmethod
@@ -74,14 +76,14 @@ class Compare(Op):
         code = cls.codes[node.op]
         if a.kind != b.kind:
             raise ModelFileError(f"node {node.name!r} ({node.op}): compares a float with an int value")
-        if a.kind == "i":
-            ka, kb = p.require_known(a, "an integer comparison"), p.require_known(b, "an integer comparison")
-            p.fold(0, _FOLDS[code](ka, kb).astype(np.int64))
+        if p.known(a) and p.known(b):
+            p.fold(0, _FOLDS[code](a.const, b.const).astype(np.int64))
             return
         shape, _ = broadcast_shapes(p, [a, b])
         out = p.output(0, shape, "i")
         if out.size:
-            _emit_elementwise(p, code, f"{node.op.lower()} {a.shape} {b.shape}", [a, b], out)
+            _emit_elementwise(p, code + (INT_OPERANDS if a.kind == "i" else 0),
+                              f"{node.op.lower()} {a.shape} {b.shape}", [a, b], out)
 
 
 class Logic(Op):
@@ -120,7 +122,8 @@ class Logic(Op):
 
 
 class Where(Op):
-    """Where(condition, X, Y) with numpy broadcasting; the condition is a bool (int) value, X and Y float."""
+    """Where(condition, X, Y) with numpy broadcasting; the condition is a bool (int) value; float X and Y at run
+    time, int ones at plan time."""
     name = "Where"
 
     @classmethod
@@ -134,12 +137,11 @@ class Where(Op):
             raise ModelFileError(f"node {node.name!r} (Where): the condition must be a boolean tensor")
         if x.kind != y.kind:
             raise ModelFileError(f"node {node.name!r} (Where): X and Y must have the same type")
-        if p.known(c) and ((p.known(x) and p.known(y)) or x.kind == "i"):
+        if x.kind == "i":      # at plan time (which may plan small integer inputs by value)
+            cs = p.require_known(c, "the condition of a Where on integers")
             xs, ys = p.require_known(x, "Where on integers"), p.require_known(y, "Where on integers")
-            p.fold(0, np.where(c.const != 0, xs, ys))
+            p.fold(0, np.where(cs != 0, xs, ys))
             return
-        if x.kind == "i":
-            raise p.unsupported("Where on integer values computed at run time")
         shape, _ = broadcast_shapes(p, [c, x, y])
         out = p.output(0, shape)
         if out.size:
@@ -187,10 +189,8 @@ class Pad(Op):
         maps = [_axis_map(p, d, b, e, mode, ax) for ax, (d, b, e) in enumerate(zip(x.shape, begin, end))]
         shape = [len(m) for m in maps]
         if x.kind != "f":
-            if p.known(x):
-                p.fold(0, _fold_pad(x.const, maps, int(a.get("value", 0))))
-                return
-            raise p.unsupported("Pad of integer values computed at run time")
+            p.fold(0, _fold_pad(p.require_known(x, "the input of a Pad of integers"), maps, int(a.get("value", 0))))
+            return
         out = p.output(0, shape)
         if not out.size:
             return
@@ -202,27 +202,31 @@ class Pad(Op):
 
 
 def _axis_map(p, d, b, e, mode, axis):
-    """The source index along one axis for every output position (-1: the constant)."""
+    """The source index along one axis for every output position (-1: the constant). Negative pads crop first, as
+    in onnxruntime: edge, wrap and reflect then repeat what is left of the axis, never an element cropped away."""
     n = d + b + e
-    if n < 0:
+    lo, hi = max(-b, 0), d - max(-e, 0)       # the part of the axis that is kept
+    kept = hi - lo
+    if n < 0 or (kept < 0 and mode != "constant"):    # (constant: the axis is all fill, as in onnxruntime)
         raise p.error(f"pads {b}, {e} crop more than the {d} elements of axis {axis}")
-    if mode == "reflect" and (b > d - 1 or e > d - 1) and (b > 0 or e > 0):
-        raise p.error(f"reflect pads ({b}, {e}) must be smaller than the size {d} of axis {axis}")
-    if mode in ("edge", "wrap") and d == 0 and n > 0:
+    if mode == "reflect" and max(b, e) > max(kept - 1, 0):
+        raise p.error(f"reflect pads ({b}, {e}) must be smaller than the size {kept} of axis {axis}"
+                      + (" after cropping" if kept != d else ""))
+    if mode in ("edge", "wrap") and kept == 0 and n > 0:
         raise p.error(f"{mode} padding of the empty axis {axis}")
     out = []
     for i in range(n):
         j = i - b
-        if 0 <= j < d:
+        if lo <= j < hi:
             out.append(j)
         elif mode == "constant":
             out.append(-1)
         elif mode == "edge":
-            out.append(0 if j < 0 else d - 1)
+            out.append(lo if j < lo else hi - 1)
         elif mode == "wrap":
-            out.append(j % d)
+            out.append(lo + (j - lo) % kept)
         else:
-            out.append(-j if j < 0 else 2 * (d - 1) - j)
+            out.append(2 * lo - j if j < lo else 2 * (hi - 1) - j)
     return out
 
 
@@ -274,8 +278,10 @@ class ShapeValue(Op):
 
 class If(Op):
     """attrs ``then`` and ``else``: {"nodes": [...], "outputs": [...]}, the branches as node lists (Node objects in
-    memory, JSON in the file) and the names of the values each gives for the If's outputs. Input 0 is the condition;
-    the others are the outer values the branches read (so that liveness sees them)."""
+    memory, JSON in the file) and the names of the values each gives for the If's outputs; optional ``ranks``: the
+    rank of each output that the nodes after the If were converted for (a branch giving another rank is refused
+    when planned). Input 0 is the condition; the others are the outer values the branches read (so that liveness
+    sees them)."""
     name = "If"
 
     @classmethod
@@ -289,14 +295,24 @@ class If(Op):
                     not all(isinstance(n, str) and n for n in br["outputs"]):
                 raise ModelFileError(f"node {node.name!r} (If): branch {key!r} must list its nodes and one output "
                                      f"name per If output")
+        ranks = node.attrs.get("ranks")
+        if ranks is not None and (not isinstance(ranks, list) or len(ranks) != len(node.outputs) or
+                                  not all(is_int(r, 0) for r in ranks)):
+            raise ModelFileError(f"node {node.name!r} (If): ranks must list one rank (an int >= 0) per output")
 
     @classmethod
     def plan(cls, node, p):
         cond = p.require_known(p.input(0), "an If condition")
         if cond.size != 1:
             raise p.error(f"the condition must have one element, it has {cond.size}")
-        br = node.attrs["then" if cond.reshape(-1)[0] else "else"]
+        key = "then" if cond.reshape(-1)[0] else "else"
+        br = node.attrs[key]
         p.plan_branch(br["nodes"], br["outputs"])
+        for k, (name, rank) in enumerate(zip(node.outputs, node.attrs.get("ranks") or [])):
+            if p.vals[name].rank != rank:
+                raise p.error(f"this call takes the {key} branch, whose output {k} has rank {p.vals[name].rank}, "
+                              f"but the model after the If was converted for rank {rank} (the branches differ in "
+                              f"rank, and only one of them can be supported)")
 
 
 CONTROL_OPS = [*(type(n, (Compare,), {"name": n}) for n in Compare.codes),

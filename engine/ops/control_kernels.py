@@ -3,7 +3,7 @@ import numpy as np
 from numba import njit
 
 from ..config import JIT_OPTIONS
-from .control import AND, BOOL, ELEMENTWISE, EQ, GE, GT, LE, LT, NE, NOT, OR, PAD, WHERE, XOR
+from .control import AND, BOOL, ELEMENTWISE, EQ, GE, GT, INT_OPERANDS, LE, LT, NE, NOT, OR, PAD, WHERE, XOR
 from .program import OK
 from .program_kernels import fparam
 
@@ -105,8 +105,9 @@ def run_control(code, prog, pc, F, I):
             out = I[prog[p + 1]][prog[p + 2]:prog[p + 2] + n]
             if op <= NE:
                 elementwise(op, F[prog[p + 4]][ao:], F[prog[p + 6]][bo:], F[prog[p + 6]][bo:], out, prog, p + 10)
-            else:
-                elementwise(op, I[prog[p + 4]][ao:], I[prog[p + 6]][bo:], I[prog[p + 6]][bo:], out, prog, p + 10)
+            else:        # logic, or a comparison of int values (op + INT_OPERANDS)
+                elementwise(op - INT_OPERANDS if op >= INT_OPERANDS else op, I[prog[p + 4]][ao:],
+                            I[prog[p + 6]][bo:], I[prog[p + 6]][bo:], out, prog, p + 10)
     elif code == PAD:                # [x ref, out ref, value, 6 dims, 6 strides, axis maps]
         dims = prog[p + 5:p + 11]
         n = dims[0] * dims[1] * dims[2] * dims[3] * dims[4] * dims[5]

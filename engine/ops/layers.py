@@ -67,18 +67,20 @@ class Binary(Op):
                 p.fold(0, cls.folds[node.op](ka, kb))
                 return
             raise p.unsupported("arithmetic on integer values computed at run time")
+        what = f"{node.op.lower()} {a.shape} {b.shape}"
         if node.op == "Pow":
             e = p.float_value(b)
             if e is not None and e.size == 1 and float(e.reshape(-1)[0]) == 2.0 and b.rank <= a.rank:
                 b = a          # x ** 2 as x * x: exact, and a multiply instead of a call to pow
                 code = MUL
+                what = f"pow {a.shape} 2 (as x * x)"
         shape, stra, strb = _broadcast(p, a, b)
         if len(shape) > MAX_RANK:
             raise p.unsupported(f"tensors of rank {len(shape)} (at most {MAX_RANK})")
         out = p.output(0, shape)
         if out.size:
             loop, stra, strb, _ = merge_axes(shape, stra, strb, _strides(shape))
-            p.emit(BINARY, f"{node.op.lower()} {a.shape} {b.shape}", code, *p.ref(a), *p.ref(b),
+            p.emit(BINARY, what, code, *p.ref(a), *p.ref(b),
                    *p.ref(out), out.size, *_pad(loop, 1), *_pad(stra, 0), *_pad(strb, 0))
 
 

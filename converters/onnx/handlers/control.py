@@ -18,7 +18,7 @@ def _operand(ctx, node, name):
         if c.dtype.kind not in "biuf":
             raise ctx.err(node, f"constant {name!r} of type {c.dtype} is not supported")
         c = c.astype(ctx.float_dtype or "float32") if c.dtype.kind == "f" else c.astype(np.int64)
-        key = ctx.store(f"{name}.const", np.ascontiguousarray(c))
+        key = ctx.store(f"{name}.const", np.asarray(c, order="C"))     # (rank 0 stays rank 0)
         if np.asarray(ctx.consts[name]).dtype.kind == "b":
             ctx.dtypes[key] = BOOL
         return key

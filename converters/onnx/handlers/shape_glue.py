@@ -174,7 +174,10 @@ def unsqueeze(ctx, node, ins, a):
 
 @handler("Concat")
 def concat(ctx, node, ins, a):
-    xs = [ctx.value(i, node) for i in ins if i]
+    # integer constants are allowed: pads or a Reshape target computed from shapes joined with fixed numbers
+    xs = [ctx.data(i, node, allow_int=True) for i in ins if i]
+    if len({ctx.dtypes[x].startswith("float") for x in xs}) > 1:
+        raise ctx.err(node, "joins float and integer values")
     rank = len(ctx.shapes[xs[0]])
     axis = a.get("axis")
     if axis is None or not -rank <= axis < rank:
