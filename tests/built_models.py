@@ -60,3 +60,27 @@ def recurrent_model(op="LSTM", *, I=4, H=6, direction="forward", sequence_lens=F
                                input_forget=input_forget, linear_before_reset=linear_before_reset, **extra)
 
     return model.validate(), reference
+
+
+def if_model():
+    """(engine.Model, reference): y = x * 2 if sr == 16000 else x + 1, and the condition itself as a bool output.
+
+    Inputs x (N, 4) float32 and sr, a rank-0 int64 (Silero VAD's sample rate: the planner plans by its value);
+    nodes Equal(sr, rate) -> cond, If(cond; then Mul(x, two), else Add(x, one)) -> y."""
+    two, one = np.array([2.0], np.float32), np.array([1.0], np.float32)
+    model = engine.Model(
+        inputs=[engine.TensorSpec("x", ["N", 4]), engine.TensorSpec("sr", [], "int64")],
+        outputs=[engine.TensorSpec("y", ["N", 4]), engine.TensorSpec("cond", [], "bool")],
+        nodes=[engine.Node("Equal", "eq", ["sr", "rate"], ["cond"]),
+               engine.Node("If", "if", ["cond", "x", "two", "one"], ["y"],
+                           {"then": {"nodes": [engine.Node("Mul", "mul", ["x", "two"], ["t"])], "outputs": ["t"]},
+                            "else": {"nodes": [engine.Node("Add", "add", ["x", "one"], ["e"])], "outputs": ["e"]},
+                            "ranks": [2]})],
+        tensors={"rate": np.array(16000, np.int64), "two": two, "one": one},
+        origin={"source": "tests/built_models.py"})
+
+    def reference(feed):
+        x, sr = feed["x"].astype(np.float64), int(feed["sr"])
+        return [x * 2 if sr == 16000 else x + 1, np.array(sr == 16000)]
+
+    return model.validate(), reference

@@ -27,6 +27,7 @@ def max_abs_diff(a, b) -> float:
     assert a.shape == b.shape, f"shapes differ: {a.shape} vs {b.shape}"
     if a.size == 0:
         return 0.0
+    a, b = a.reshape(-1), b.reshape(-1)     # (rank 0 too)
     same_nan = np.isnan(a) & np.isnan(b)
     same_inf = np.isinf(a) & np.isinf(b) & (np.sign(a) == np.sign(b))
     with np.errstate(invalid="ignore"):

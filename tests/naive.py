@@ -18,6 +18,9 @@ experiment, see tests/test_lstm_vs_onnxruntime.py and tests/test_gru_rnn_vs_onnx
   (onnxruntime ignores the initial state of an empty sequence).
 
 The LSTM also takes PyTorch's projection (``W_proj``, proj_size), an extension the engine supports.
+
+Below the recurrent ops: a 1-D convolution (``conv1d``, one output at a time) and Pad (``pad``: crop, then numpy's
+np.pad, the order onnxruntime uses), the references of the layer and control kernels (tests/test_control_kernels.py).
 """
 from __future__ import annotations
 
@@ -277,3 +280,52 @@ def gru(X, W, R, B=None, sequence_lens=None, initial_h=None, **attrs):
 def rnn(X, W, R, B=None, sequence_lens=None, initial_h=None, **attrs):
     """The ONNX RNN node (see ``recurrent``): Y, Y_h."""
     return recurrent("RNN", X, W, R, B, sequence_lens, initial_h, **attrs)
+
+
+# ---------------------------------------------------------------------- layers and control
+@_float_math
+def conv1d(x, W, B=None, pads=(0, 0), stride=1, dilation=1, group=1):
+    """The ONNX Conv node in one dimension: x (N, C, L), W (M, C / group, K), B (M,) -> (N, M, Lout), one output
+    element at a time, in float64."""
+    x, W = np.asarray(x, np.float64), np.asarray(W, np.float64)
+    N, C, L = x.shape
+    M, Cg, K = W.shape
+    xp = np.concatenate([np.zeros((N, C, pads[0])), x, np.zeros((N, C, pads[1]))], axis=2)
+    Lout = (L + pads[0] + pads[1] - dilation * (K - 1) - 1) // stride + 1
+    Mg = M // group
+    out = np.zeros((N, M, Lout))
+    for n in range(N):
+        for m in range(M):
+            g = m // Mg
+            for j in range(Lout):
+                patch = xp[n, g * Cg:(g + 1) * Cg, j * stride:j * stride + dilation * (K - 1) + 1:dilation]
+                out[n, m, j] = np.sum(patch * W[m]) + (0.0 if B is None else B[m])
+    return out
+
+
+def pad(x, pads, mode, value=0.0):
+    """The ONNX Pad node (every axis; pads: all begins, then all ends): negative pads crop first, then numpy pads
+    what is left (constant, reflect, edge, wrap). ValueError where onnxruntime refuses: reflect pads that are not
+    smaller than what is left of the axis, edge or wrap of an empty axis."""
+    x = np.asarray(x)
+    rank = x.ndim
+    begin, end = pads[:rank], pads[rank:]
+    crop, width = [], []
+    for d, b, e in zip(x.shape, begin, end):
+        if d + b + e < 0 or (d + min(b, 0) + min(e, 0) < 0 and mode != "constant"):
+            raise ValueError("crops more than the axis")
+        if d + min(b, 0) + min(e, 0) < 0:        # constant: crops it all, then d + b + e of the fill value
+            crop.append(slice(0, 0))
+            width.append((d + b + e, 0))
+        else:
+            crop.append(slice(max(-b, 0), d - max(-e, 0)))
+            width.append((max(b, 0), max(e, 0)))
+    x = x[tuple(crop)]
+    for d, (b, e) in zip(x.shape, width):
+        if mode == "reflect" and max(b, e) > max(d - 1, 0):
+            raise ValueError("reflect pads too large")
+        if mode in ("edge", "wrap") and d == 0 and b + e > 0:
+            raise ValueError(f"{mode} of an empty axis")
+    if mode == "constant":
+        return np.pad(x, width, mode="constant", constant_values=value)
+    return np.pad(x, width, mode=mode)

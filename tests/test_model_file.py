@@ -212,3 +212,161 @@ def test_loading_never_unpickles(lstm_file, monkeypatch):
     monkeypatch.setattr(pickle, "loads", boom)
     monkeypatch.setattr(np, "load", boom)
     engine.load(lstm_file[1])
+
+
+# ---------------------------------------------------------------------- If nodes: round trip and hostile branches
+@pytest.fixture(scope="module")
+def if_file(tmp_path_factory):
+    from built_models import if_model
+    model, reference = if_model()
+    path = tmp_path_factory.mktemp("m") / "if.lstm"
+    engine.save(model, path)
+    return reference, path
+
+
+def test_an_if_model_round_trips_and_runs_both_branches(if_file, tmp_path):
+    reference, path = if_file
+    model = engine.load(path)
+    assert [n.op for n in model.all_nodes()] == ["Equal", "If", "Mul", "Add"]
+    engine.save(model, tmp_path / "again.lstm")
+    assert engine.load(tmp_path / "again.lstm").metadata() == model.metadata()
+    sess = engine.Session(path)
+    assert [o.type for o in sess.get_outputs()] == ["tensor(float)", "tensor(bool)"]
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    for sr in (16000, 8000, 16000):
+        feed = {"x": x, "sr": np.array(sr, np.int64)}
+        y, cond = sess.run(None, feed)
+        want_y, want_cond = reference(feed)
+        assert np.array_equal(y, want_y) and cond.dtype == np.bool_ and cond.shape == () and cond == want_cond
+
+
+def _if_node(meta):
+    return next(n for n in meta["nodes"] if n["op"] == "If")
+
+
+def _nested_if_text(depth):
+    """A node list JSON holding ``depth`` Ifs, each in the then branch of the one before (written as text: json
+    cannot write JSON nested that deep)."""
+    inner = '{"op": "Mul", "name": "mul", "inputs": ["x", "two"], "outputs": ["t0"], "attrs": {}}'
+    for k in range(depth):
+        out = "y" if k == depth - 1 else f"t{k + 1}"
+        inner = (f'{{"op": "If", "name": "if{k}", "inputs": ["cond", "x", "two", "one"], "outputs": ["{out}"], '
+                 f'"attrs": {{"then": {{"nodes": [{inner}], "outputs": ["t{k}"]}}, "else": {{"nodes": [{{"op": "Add", '
+                 f'"name": "add{k}", "inputs": ["x", "one"], "outputs": ["e{k}"], "attrs": {{}}}}], '
+                 f'"outputs": ["e{k}"]}}}}}}')
+    return inner
+
+
+def _deeply_nested(depth):
+    def bad(data):
+        n, header = _header(data)
+        meta = _meta(header)
+        text = json.dumps(meta)
+        header["__metadata__"][METADATA_KEY] = text.replace(json.dumps(_if_node(meta)), _nested_if_text(depth))
+        text = json.dumps(header).encode()
+        text += b" " * ((8 - len(text) % 8) % 8)
+        return struct.pack("<Q", len(text)) + text + data[8 + n:]
+    bad.__name__ = f"if_nested_{depth}_deep"
+    return bad
+
+
+def _if_corruptions():
+    def edit(name, change):
+        def f(data):
+            def g(h):
+                meta = _meta(h)
+                change(meta, _if_node(meta))
+                _set_meta(h, meta)
+            return _rewrite(data, g)
+        f.__name__ = name
+        return f
+
+    def unlisted_outer_value(meta, node):      # computed before the If, read by a branch, not an input of the If
+        meta["nodes"].insert(1, {"op": "Relu", "name": "relu", "inputs": ["x"], "outputs": ["r"], "attrs": {}})
+        node["attrs"]["then"]["nodes"][0]["inputs"][0] = "r"
+
+    def unlisted_outer_output(meta, node):
+        meta["nodes"].insert(1, {"op": "Relu", "name": "relu", "inputs": ["x"], "outputs": ["r"], "attrs": {}})
+        node["attrs"]["else"]["outputs"] = ["r"]
+
+    def branch_value_read_outside(meta, node):
+        meta["nodes"].append({"op": "Relu", "name": "relu", "inputs": ["t"], "outputs": ["r"], "attrs": {}})
+
+    def branch_redefines_an_outer_value(meta, node):
+        meta["nodes"].insert(1, {"op": "Relu", "name": "relu", "inputs": ["x"], "outputs": ["r"], "attrs": {}})
+        node["inputs"].append("r")
+        meta["nodes"].append({"op": "Neg", "name": "neg", "inputs": ["y"], "outputs": ["z"], "attrs": {}})
+        meta["nodes"].insert(1, {"op": "Relu", "name": "relu2", "inputs": ["x"], "outputs": ["s"], "attrs": {}})
+        node["attrs"]["then"]["nodes"][0]["outputs"] = ["s"]
+        node["attrs"]["then"]["outputs"] = ["s"]
+
+    cases = [
+        ("then_missing", lambda m, n: n["attrs"].pop("then")),
+        ("else_missing", lambda m, n: n["attrs"].pop("else")),
+        ("branch_not_an_object", lambda m, n: n["attrs"].update(then=[1, 2])),
+        ("nodes_not_a_list", lambda m, n: n["attrs"]["then"].update(nodes={"op": "Mul"})),
+        ("nodes_missing", lambda m, n: n["attrs"]["else"].pop("nodes")),
+        ("node_not_an_object", lambda m, n: n["attrs"]["else"]["nodes"].append("Add")),
+        ("branch_node_malformed", lambda m, n: n["attrs"]["else"]["nodes"][0].pop("inputs")),
+        ("outputs_missing", lambda m, n: n["attrs"]["then"].pop("outputs")),
+        ("outputs_not_a_list", lambda m, n: n["attrs"]["then"].update(outputs="t")),
+        ("too_many_outputs", lambda m, n: n["attrs"]["then"].update(outputs=["t", "t"])),
+        ("too_few_outputs", lambda m, n: n["attrs"]["else"].update(outputs=[])),
+        ("empty_output_name", lambda m, n: n["attrs"]["else"].update(outputs=[""])),
+        ("branch_reads_an_undefined_name", lambda m, n: n["attrs"]["else"]["nodes"][0]["inputs"].__setitem__(0, "nowhere")),
+        ("branch_output_undefined", lambda m, n: n["attrs"]["then"].update(outputs=["nowhere"])),
+        ("branch_output_of_the_other_branch", lambda m, n: n["attrs"]["then"].update(outputs=["e"])),
+        ("unknown_op_in_a_branch", lambda m, n: n["attrs"]["then"]["nodes"][0].update(op="Bogus")),
+        ("no_condition", lambda m, n: n.update(inputs=[])),
+        ("no_outputs", lambda m, n: n.update(outputs=[])),
+        ("ranks_malformed", lambda m, n: n["attrs"].update(ranks=[2, 2])),
+        ("ranks_not_ints", lambda m, n: n["attrs"].update(ranks=["2"])),
+        ("unlisted_outer_value", unlisted_outer_value),
+        ("unlisted_outer_output", unlisted_outer_output),
+        ("branch_value_read_outside", branch_value_read_outside),
+        ("branch_redefines_an_outer_value", branch_redefines_an_outer_value),
+    ]
+    return [edit(name, change) for name, change in cases] + [_deeply_nested(40), _deeply_nested(300),
+                                                             _deeply_nested(5000)]
+
+
+@pytest.mark.parametrize("corrupt", _if_corruptions(), ids=lambda f: f.__name__)
+def test_malformed_if_branches_are_refused(if_file, tmp_path, corrupt):
+    p = tmp_path / "bad.lstm"
+    p.write_bytes(corrupt(if_file[1].read_bytes()))
+    with pytest.raises(engine.EngineError) as info:
+        engine.Session(p)
+    expected = engine.UnsupportedModelError if "unknown_op" in corrupt.__name__ else ModelFileError
+    assert type(info.value) is expected, f"{type(info.value).__name__}: {info.value}"
+    assert str(info.value) and "\n" not in str(info.value)
+
+
+def test_nesting_below_the_limit_is_fine(if_file, tmp_path):
+    p = tmp_path / "nested.lstm"
+    p.write_bytes(_deeply_nested(30)(if_file[1].read_bytes()))
+    sess = engine.Session(p)
+    x = np.ones((1, 4), np.float32)
+    assert sess.run(["y"], {"x": x, "sr": np.array(16000)})[0].tolist() == [[2.0] * 4]
+    assert sess.run(["y"], {"x": x, "sr": np.array(8000)})[0].tolist() == [[2.0] * 4]     # x + 1
+
+
+def test_two_conv_nodes_of_one_name_are_refused():
+    """Regression: packed weights are found by node name, so the second Conv's weights were used by both (a wrong
+    result, no error); only recurrent nodes were checked."""
+    attrs = {"pads": [0, 0], "strides": [1], "dilations": [1], "group": 1}
+    for where in ("main", "branch"):
+        second = engine.Node("Conv", "c", ["x", "W2"], ["b"], attrs)
+        nodes = [engine.Node("Conv", "c", ["x", "W1"], ["a"], attrs)]
+        if where == "main":
+            nodes.append(second)
+        else:
+            nodes = [engine.Node("Equal", "eq", ["sr", "rate"], ["cond"])] + nodes + [engine.Node(
+                "If", "if", ["cond", "x", "W2"], ["b"],
+                {"then": {"nodes": [second], "outputs": ["b"]},
+                 "else": {"nodes": [engine.Node("Conv", "c2", ["x", "W2"], ["e"], attrs)], "outputs": ["e"]}})]
+        model = engine.Model(inputs=[engine.TensorSpec("x", ["N", 1, "L"]), engine.TensorSpec("sr", [], "int64")],
+                             outputs=[engine.TensorSpec("a", ["N", 2, "T"]), engine.TensorSpec("b", ["N", 2, "T"])],
+                             nodes=nodes, tensors={"W1": np.ones((2, 1, 3), np.float32), "rate": np.array(1, np.int64),
+                                                   "W2": np.full((2, 1, 3), 10.0, np.float32)})
+        with pytest.raises(ModelFileError, match="two nodes with packed weights are named 'c'"):
+            model.validate()
