@@ -23,9 +23,11 @@ code in tests/test_fuzz.py through ``st.randoms()``):
                  read-only, lists, out-of-range token ids and sequence_lens, huge shapes, bad output names
     stream       random steps (and state assignments) to streams of valid models
 
-Six small valid base models (``base_models``, built without torch: an LSTM with sequence_lens and initial states, a
-bidirectional batch-first GRU, a float64 RNN with Relu and clip, a token-id character model, a graph of shape glue
-around a Conv, an LSTM cell) and three ONNX graphs (``onnx_models``) are where the mutations start.
+Seven small valid base models (``base_models``, built without torch: an LSTM with sequence_lens and initial states,
+a bidirectional batch-first GRU, a float64 RNN with Relu and clip, a token-id character model, a graph of shape
+glue around a Conv, an LSTM cell, and control flow: an If on a rank-0 int input with comparisons, Not, Where and
+Pad around it) and four ONNX graphs (``onnx_models``, the last the same control flow) are where the mutations
+start.
 
 A result is "correct" when it matches a plain numpy reference of the base model (``reference``, which also decides
 independently which feeds are valid; float32 overflow on inf/huge inputs: shapes only), or, for a mutated model that
@@ -172,12 +174,30 @@ def base_models():
                Node("Squeeze", "c'", ["c"], ["c'"], {"axes": [0]})],
         tensors={"W": w(1, 16, 3), "R": w(1, 16, 4), "B": w(1, 32)},
         stream={"input": "input", "time_axis": None, "batch_axis": 0, "outputs": {"h'": None, "c'": None}})
+    # control flow: an If on a rank-0 int input (planned by value, Silero's sr) between comparisons, Not, Where and
+    # Pad (reflect before it, constant in its else branch); the comparison's bool result is an output too
+    models["control"] = Model(
+        inputs=[TensorSpec("x", ["N", "L"]), TensorSpec("sr", [], "int64")],
+        outputs=[TensorSpec("y", ["N", "Y"]), TensorSpec("neg", ["N", "L"], "bool")],
+        nodes=[Node("Equal", "is16k", ["sr", "rate"], ["is16k"]),
+               Node("Greater", "pos", ["x", "zero"], ["pos"]),
+               Node("Not", "neg", ["pos"], ["neg"]),
+               Node("Where", "where", ["neg", "x", "half"], ["w"]),
+               Node("Pad", "reflect", ["w"], ["padded"], {"mode": "reflect", "value": 0.0, "pads": [0, 1, 0, 2]}),
+               Node("If", "if", ["is16k", "padded", "two"], ["y"],
+                    {"then": {"nodes": [Node("Mul", "double", ["padded", "two"], ["t"])], "outputs": ["t"]},
+                     "else": {"nodes": [Node("Pad", "extend", ["padded"], ["e"],
+                                             {"mode": "constant", "value": -1.0, "pads": [0, 0, 0, 1]})],
+                              "outputs": ["e"]},
+                     "ranks": [2]})],
+        tensors={"rate": np.array(16000, np.int64), "zero": np.array([0.0], np.float32),
+                 "half": np.array([0.5], np.float32), "two": np.array([2.0], np.float32)})
     for m in models.values():
         m.validate()
     return models
 
 
-MODEL_NAMES = ("lstm", "gru", "rnn64", "charlm", "glue", "cell")
+MODEL_NAMES = ("lstm", "gru", "rnn64", "charlm", "glue", "cell", "control")
 STREAM_MODELS = ("lstm", "rnn64", "charlm", "cell")
 
 
@@ -246,6 +266,30 @@ def onnx_models():
     del m.graph.node[:]
     m.graph.node.extend(nodes)
     out["charlm"] = m.SerializeToString()
+
+    def const(name, value):
+        return numpy_helper.from_array(np.asarray(value), name)
+
+    def branch(nodes, output, inits=()):
+        return helper.make_graph(nodes, "branch", [], [helper.make_tensor_value_info(output, F, None)], list(inits))
+
+    # the control flow of base model "control", as an exporter writes it (pads an input, a Cast to BOOL, And)
+    out["control"] = model(
+        [helper.make_node("Equal", ["sr", "rate"], ["is16k"], name="is16k"),
+         helper.make_node("Less", ["x", "zero"], ["lt"], name="lt"),
+         helper.make_node("Cast", ["x"], ["nz"], name="nz", to=TensorProto.BOOL),
+         helper.make_node("And", ["lt", "nz"], ["both"], name="both"),
+         helper.make_node("Where", ["both", "x", "half"], ["w"], name="where"),
+         helper.make_node("Pad", ["w", "pads"], ["padded"], name="reflect", mode="reflect"),
+         helper.make_node("If", ["is16k"], ["y"], name="if",
+                          then_branch=branch([helper.make_node("Mul", ["padded", "two"], ["t"], name="double")], "t"),
+                          else_branch=branch([helper.make_node("Pad", ["padded", "more", "minus"], ["e"],
+                                                               name="extend")], "e"))],
+        [helper.make_tensor_value_info("x", F, ["N", "L"]), helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("y", F, None), helper.make_tensor_value_info("both", TensorProto.BOOL, None)],
+        [const("rate", np.array(16000, np.int64)), const("zero", np.float32(0)), const("half", np.float32(0.5)),
+         const("two", np.float32(2)), const("pads", np.array([0, 1, 0, 2], np.int64)),
+         const("more", np.array([0, 0, 0, 1], np.int64)), const("minus", np.float32(-1))])
     return out
 
 
@@ -440,6 +484,16 @@ def _reference(model_name, feed, output_names):
         cat = np.concatenate([tt[:, :, :2], tt[:, :, 2:][:, :, 0:4:2]], axis=2)
         out = cat.reshape(L, -1).mean(axis=1) * 0.5 - t["c0"]
         out = {"out": out, "cat": cat}
+    elif model_name == "control":
+        x = _float_input(feed, "x", 2)
+        sr = _int_input(feed, "sr", 0, np.int64)
+        if x.shape[1] < 3:
+            raise Invalid("reflect pads of 2 need 3 elements")
+        with np.errstate(invalid="ignore"):
+            neg = ~(x > 0)
+        padded = np.pad(np.where(neg, x, 0.5), ((0, 0), (1, 2)), mode="reflect")
+        y = padded * 2 if int(sr) == 16000 else np.pad(padded, ((0, 0), (0, 1)), constant_values=-1.0)
+        out = {"y": y, "neg": neg.astype(np.float64)}
     elif model_name == "cell":
         x = _float_input(feed, "input", 2)
         B, I = x.shape
@@ -571,6 +625,9 @@ def valid_feed(name, rng, T=None, B=None):
             if rng.random() < 0.4:
                 feed[s] = g.standard_normal((B, 4)).astype(np.float32)
         return feed
+    if name == "control":
+        return {"x": g.standard_normal((B, T + 2)).astype(np.float32),
+                "sr": np.array(rng.choice([16000, 8000, 16000, 44100]), np.int64)}
     raise KeyError(name)
 
 
@@ -817,7 +874,8 @@ def _delete(tree, path):
 # fields the brief names; paths through them are picked more often
 TARGETS = ("shape", "hidden_size", "dtype", "data_offsets", "inputs", "outputs", "op", "stream", "attrs",
            "activations", "axes", "axis", "perm", "time_axis", "batch_axis", "direction", "layout", "clip",
-           "proj_size", "slices", "sizes", "index_shape", "format_version", "name", "optional")
+           "proj_size", "slices", "sizes", "index_shape", "format_version", "name", "optional", "then", "else",
+           "nodes", "ranks", "pads", "mode", "value")
 
 
 def mutate_json(rng, tree, where):
@@ -877,7 +935,7 @@ def gen_file_json(rng):
     return Case("file_json", f"<{name}.lstm> {'; '.join(how)}", ("load", data, feed), [])
 
 
-ONNX_FEEDS = {"lstm": "lstm", "gru": None, "charlm": None}
+ONNX_FEEDS = {"lstm": "lstm", "gru": None, "charlm": None, "control": None}
 
 
 def _onnx_feed(name, rng):
@@ -887,6 +945,9 @@ def _onnx_feed(name, rng):
         return {"X": g.standard_normal((T, B, 3)).astype(np.float32)}
     if name == "gru":
         return {"X": g.standard_normal((T, B, 2)).astype(np.float32)}
+    if name == "control":
+        return {"x": g.standard_normal((B, T + 2)).astype(np.float32),
+                "sr": np.array(rng.choice([16000, 8000]), np.int64)}
     return {"ids": g.integers(0, 7, (T, 1)).astype(np.int64)}
 
 
@@ -932,7 +993,8 @@ def mutate_onnx(rng, m):
     if what == 1 and g.node:                                            # an added attribute
         node = rng.choice(list(g.node))
         key = rng.choice(["hidden_size", "layout", "clip", "activations", "activation_alpha", "input_forget",
-                          "direction", "axis", "perm", "keepdims", "transA", "alpha", "bogus"])
+                          "direction", "axis", "perm", "keepdims", "transA", "alpha", "mode", "then_branch", "to",
+                          "bogus"])
         val = rng.choice([rng.choice(ONNX_INTS), 0.5, "forward", ["Relu"], [0.1, 0.2]])
         for a in list(node.attribute):
             if a.name == key:
@@ -995,7 +1057,8 @@ def mutate_onnx(rng, m):
     if what == 6 and g.node:                                            # an op type
         node = rng.choice(list(g.node))
         new = rng.choice(["LSTM", "GRU", "RNN", "Gather", "MatMul", "Softmax", "Reshape", "Squeeze", "Bogus",
-                          "Loop", "Conv", "Concat", "Identity", "Cast", "ConstantOfShape", "Shape", "Expand"])
+                          "Loop", "Conv", "Concat", "Identity", "Cast", "ConstantOfShape", "Shape", "Expand", "If",
+                          "Pad", "Equal", "Where", "Not", "And"])
         old, node.op_type = node.op_type, new
         return f"node {node.name!r}: op {old} -> {new}"
     if what == 7:                                                       # the opset
@@ -1123,6 +1186,15 @@ def _absurd_cases():
 
     meta_case("Gather index_shape [10^9, 10^9]", "charlm", big_index_shape,
               ("dict", {"ids": ("arr", np.zeros((2, 1), np.int64))}))
+
+    def big_pads(pads):
+        def f(header, meta):
+            meta["nodes"][4]["attrs"]["pads"] = pads
+        return f
+
+    for pads in ([0, 10 ** 12, 0, 2], [0, 1, 0, 2 ** 40], [0, 10 ** 30, 0, 2]):
+        meta_case(f"control Pad with pads {pads}", "control", big_pads(pads),
+                  ("dict", {"x": ("arr", np.ones((2, 4), np.float32)), "sr": ("arr", np.array(16000, np.int64))}))
 
     # ONNX: the same from the other side
     def onnx_case(label, name, mutate, feed=None):

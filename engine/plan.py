@@ -381,6 +381,11 @@ class Planner:
                 raise InvalidInputError(f"{what} {why}")
             raise self.error(f"{what} {why}")
 
+    def check_size(self, n, what):
+        """Refuse (an InvalidInputError naming the node) ``n`` elements too many for this machine, before an op
+        builds anything of that size in Python."""
+        self._check_size(n, what)
+
     def _out_alloc(self, n):
         self._check_size(n, f"an output of {n} elements")
         off = self.fout_top

@@ -131,17 +131,19 @@ def test_elementwise_reads_at_an_offset_in_the_program():
 
 # ---------------------------------------------------------------------- Pad
 class _Planner:
-    """What control._axis_map needs of a planner: its error constructor."""
+    """What control._check_axis needs of a planner: its error constructor."""
     @staticmethod
     def error(msg):
         return InvalidInputError(msg)
 
 
 def run_pad(x, pads, mode, value=0.0):
-    """The maps as Pad.plan computes them (control._axis_map), then pad_kernel; float64 out."""
+    """The maps as Pad.plan computes them (control._check_axis, _axis_map), then pad_kernel."""
     rank = x.ndim
-    maps = [control._axis_map(_Planner, d, b, e, mode, ax)
-            for ax, (d, b, e) in enumerate(zip(x.shape, pads[:rank], pads[rank:]))]
+    axes_pads = list(zip(x.shape, pads[:rank], pads[rank:]))
+    for axis, (d, b, e) in enumerate(axes_pads):
+        control._check_axis(_Planner, d, b, e, mode, axis)
+    maps = [control._axis_map(d, b, e, mode).tolist() for d, b, e in axes_pads]
     shape = [len(m) for m in maps]
     maps = [[0]] * (RANK - rank) + maps
     strides = [0] * (RANK - rank) + [int(s) // x.itemsize for s in np.ascontiguousarray(x).strides]

@@ -177,8 +177,30 @@ def _description_not_a_string():
     return fuzz.join_file(header, None, body)
 
 
+def _onnx_control_pads(pads):
+    import onnx
+    from onnx import numpy_helper
+    m = onnx.load_from_string(fuzz.onnx_bytes("control"))
+    for k, t in enumerate(m.graph.initializer):
+        if t.name == "pads":
+            m.graph.initializer[k].CopyFrom(numpy_helper.from_array(np.array(pads, np.int64), "pads"))
+    return m.SerializeToString()
+
+
+CONTROL_FEED = feed(x=np.ones((2, 4), np.float32), sr=np.array(16000, np.int64))
+
+
 REPRODUCERS = [
     # (label, job, expected outcome)
+    # a bit flip in the control ONNX graph's pads made one 2^37: the planner built the index map of every output
+    # position in a Python list first (MemoryError in the fuzzers' child)
+    ("Pad by 2^37 in an ONNX graph", ("load", _onnx_control_pads([0, 2 ** 37, 0, 2]), CONTROL_FEED),
+     "error:InvalidInputError"),
+    ("Pad by 10^12 beside an axis cropped to nothing (no output elements)", ("load", mutated("control", _set(
+        ["nodes", 5, "attrs", "else", "nodes", 0, "attrs", "pads"], [-2, 10 ** 12, 0, 1])),
+        feed(x=np.ones((2, 4), np.float32), sr=np.array(8000, np.int64))), "error:InvalidInputError"),
+    ("an If branch reading a value its If does not list", ("load", mutated("control", _set(
+        ["nodes", 5, "inputs"], ["is16k"])), CONTROL_FEED), "error:ModelFileError"),
     ("tensor header whose size overflows int64 to 0",
      ("load", mutated("lstm", lambda h, m: h["W"].update(shape=[2 ** 31, 2 ** 31, 4], data_offsets=[0, 0])), None),
      "error:ModelFileError"),

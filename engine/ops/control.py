@@ -15,6 +15,8 @@ require_known), and then the op folds in numpy and no instruction runs. What is 
     Pad         constant, reflect, edge and wrap, pads known at plan time: each axis's source index for every output
                 position is computed here and travels in the instruction.
 """
+import math
+
 import numpy as np
 
 from ..errors import ModelFileError
@@ -186,8 +188,13 @@ class Pad(Op):
         for k, ax in enumerate(axes):
             begin[ax], end[ax] = pads[k], pads[k + len(axes)]
         mode = a["mode"]
-        maps = [_axis_map(p, d, b, e, mode, ax) for ax, (d, b, e) in enumerate(zip(x.shape, begin, end))]
-        shape = [len(m) for m in maps]
+        axes_pads = list(zip(x.shape, begin, end))
+        for axis, (d, b, e) in enumerate(axes_pads):
+            _check_axis(p, d, b, e, mode, axis)
+        shape = [d + b + e for d, b, e in axes_pads]
+        # before the maps are made (their sum of lengths travels in the instruction): a pad of 10**12 is refused
+        p.check_size(max(math.prod(shape), sum(shape)), f"a padded value of shape {tuple(shape)}")
+        maps = [_axis_map(d, b, e, mode) for d, b, e in axes_pads]
         if x.kind != "f":
             p.fold(0, _fold_pad(p.require_known(x, "the input of a Pad of integers"), maps, int(a.get("value", 0))))
             return
@@ -195,47 +202,52 @@ class Pad(Op):
         if not out.size:
             return
         pad = MAX_RANK - x.rank
-        maps = [[0]] * pad + maps
+        maps = [[0]] * pad + [m.tolist() for m in maps]
         strides = [0] * pad + _strides(x.shape)
         p.emit(PAD, f"pad {mode} {x.shape} -> {tuple(shape)}", *p.ref(x), *p.ref(out), p.f64(float(a.get("value", 0.0))),
                *[len(m) for m in maps], *strides, *[v for m in maps for v in m])
 
 
-def _axis_map(p, d, b, e, mode, axis):
-    """The source index along one axis for every output position (-1: the constant). Negative pads crop first, as
-    in onnxruntime: edge, wrap and reflect then repeat what is left of the axis, never an element cropped away."""
+def _check_axis(p, d, b, e, mode, axis):
+    """Refuse pads ``b``, ``e`` of an axis of ``d`` elements that onnxruntime refuses too. Negative pads crop first,
+    as in onnxruntime: edge, wrap and reflect then repeat what is left of the axis, never an element cropped away."""
     n = d + b + e
-    lo, hi = max(-b, 0), d - max(-e, 0)       # the part of the axis that is kept
-    kept = hi - lo
+    kept = d - max(-b, 0) - max(-e, 0)        # what is left of the axis after the crops
     if n < 0 or (kept < 0 and mode != "constant"):    # (constant: the axis is all fill, as in onnxruntime)
         raise p.error(f"pads {b}, {e} crop more than the {d} elements of axis {axis}")
     if mode == "reflect" and max(b, e) > max(kept - 1, 0):
         raise p.error(f"reflect pads ({b}, {e}) must be smaller than the size {kept} of axis {axis}"
                       + (" after cropping" if kept != d else ""))
-    if mode in ("edge", "wrap") and kept == 0 and n > 0:
+    if mode in ("edge", "wrap") and kept <= 0 and n > 0:
         raise p.error(f"{mode} padding of the empty axis {axis}")
-    out = []
-    for i in range(n):
-        j = i - b
-        if lo <= j < hi:
-            out.append(j)
-        elif mode == "constant":
-            out.append(-1)
-        elif mode == "edge":
-            out.append(lo if j < lo else hi - 1)
-        elif mode == "wrap":
-            out.append(lo + (j - lo) % kept)
-        else:
-            out.append(2 * lo - j if j < lo else 2 * (hi - 1) - j)
-    return out
+
+
+def _axis_map(d, b, e, mode):
+    """The source index along one axis for every output position (-1: the constant), as an int64 array; the pads
+    passed _check_axis."""
+    lo, hi = max(-b, 0), d - max(-e, 0)       # the part of the axis that is kept
+    j = np.arange(d + b + e, dtype=np.int64) - b
+    if not j.size:
+        return j
+    if mode == "constant":
+        return np.where((j >= lo) & (j < hi), j, -1)
+    if mode == "edge":
+        return np.clip(j, lo, hi - 1)
+    if mode == "wrap":
+        return lo + (j - lo) % (hi - lo)
+    return np.where(j < lo, 2 * lo - j, np.where(j >= hi, 2 * (hi - 1) - j, j))     # reflect
 
 
 def _fold_pad(x, maps, value):
-    out = np.full([len(m) for m in maps], value, dtype=x.dtype)
-    for idx in np.ndindex(*out.shape):
-        src = [m[i] for m, i in zip(maps, idx)]
-        if all(s >= 0 for s in src):
-            out[idx] = x[tuple(src)]
+    """Pad of int values known at plan time, in numpy."""
+    shape = [len(m) for m in maps]
+    if x.size == 0 or 0 in shape:
+        return np.full(shape, value, dtype=x.dtype)
+    out = x[np.ix_(*[np.maximum(m, 0) for m in maps])]
+    for axis, m in enumerate(maps):
+        fill = m < 0
+        if fill.any():
+            out[(slice(None),) * axis + (fill,)] = value
     return out
 
 
