@@ -266,7 +266,8 @@ def dft_basis(N, sign):
 
 def run_stft(x, N, sign, B, pads, stride, dtype):
     """The kernel's constants as Conv.pack writes them: the window, cos then sign * sin twiddles, the bit-reversal
-    permutation (as floats, in the float buffer)."""
+    permutation (as floats, in the float buffer); its work buffer starts as NaN (it must not read it before
+    writing)."""
     window, _ = dft_basis(N, sign)
     t = np.arange(N // 2)
     twiddles = np.concatenate([np.cos(2 * np.pi * t / N), sign * np.sin(2 * np.pi * t / N)]).astype(dtype)
@@ -277,7 +278,7 @@ def run_stft(x, N, sign, B, pads, stride, dtype):
     out = np.full((x.shape[0], N + 2, Lout), np.nan, dtype)
     stft_kernel(x.astype(dtype), window.astype(dtype), twiddles, bitrev,
                 B.astype(dtype) if B is not None else np.zeros(0, dtype), B is not None, pads[0], stride, out,
-                np.zeros(2 * N, dtype))
+                np.full(2 * N * Lout, np.nan, dtype))      # the FFT's work: (2, N, Lout), every frame at once
     return out
 
 
