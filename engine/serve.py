@@ -52,9 +52,10 @@ MAX_DRAIN = 256 << 20          # bytes of an oversize body read and discarded so
 MAX_RANK = 8
 
 # the V2 datatypes of the dtypes a model can take or return
-DATATYPES = {"float32": "FP32", "float64": "FP64", "int32": "INT32", "int64": "INT64", "bool": "BOOL"}
+DATATYPES = {"float32": "FP32", "float64": "FP64", "int32": "INT32", "int64": "INT64", "bool": "BOOL",
+             "float16": "FP16"}
 _ONNX_TO_DTYPE = {"tensor(float)": "float32", "tensor(double)": "float64", "tensor(int32)": "int32",
-                  "tensor(int64)": "int64", "tensor(bool)": "bool"}
+                  "tensor(int64)": "int64", "tensor(bool)": "bool", "tensor(float16)": "float16"}
 _WIRE = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
          "FP16": np.dtype("<f2"), "INT8": np.dtype("i1"), "INT16": np.dtype("<i2"), "UINT8": np.dtype("u1"),
          "UINT16": np.dtype("<u2"), "UINT32": np.dtype("<u4"), "UINT64": np.dtype("<u8"), "BOOL": np.dtype("?")}

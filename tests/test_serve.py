@@ -363,3 +363,20 @@ def test_our_bugs_are_a_500_without_a_traceback(models, caplog):
                                                                                    "sequence_start": True}))
         assert ok == 200                                  # sequences do not use run(); the server still serves
     assert "ZeroDivisionError" in caplog.text             # the traceback is in the server's log
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_float16_model_served_as_fp16(tmp_path, binary):
+    from test_float16 import _graph
+    path = tmp_path / "half.lstm"
+    converters.from_onnx(_graph(np.float16).SerializeToString(), str(path))
+    with Server([ServedModel(str(path))], workers=1) as srv:
+        c = client(srv)
+        meta = c.get_model_metadata("half")
+        assert meta["inputs"][0]["datatype"] == "FP16" and meta["outputs"][0]["datatype"] == "FP16"
+        x = np.random.default_rng(3).standard_normal((4, 2, 8)).astype(np.float16)
+        t = tritonclient_http.InferInput("X", list(x.shape), "FP16")
+        t.set_data_from_numpy(x, binary_data=binary)
+        r = c.infer("half", [t], outputs=outputs(["out"], binary))
+        y = r.as_numpy("out")
+        assert y.dtype == np.float16 and np.array_equal(y, engine.Session(str(path)).run(None, {"X": x})[0])
