@@ -1,10 +1,12 @@
-"""The side-by-side benchmark of lstm-engine against onnxruntime and torch (issue 3's proof).
+"""The side-by-side benchmark of lstm-engine against onnxruntime and torch (issue 3's proof), with OpenVINO and
+tract as peers where they are installed.
 
     python -m bench --quick           # or: lstm-engine bench --quick
 
 Modules: ``scenarios`` (what is measured, and the targets), ``models`` (torch -> ONNX -> lstm-engine),
-``timing`` (interleaved per-call timing), ``coldstart`` (fresh processes), ``report`` (table, JSON, PNG),
-``run`` (the whole). Only ``run_benchmark`` is needed from outside.
+``peers`` (OpenVINO and tract on the same ONNX file), ``timing`` (interleaved per-call timing), ``coldstart``
+(fresh processes), ``report`` (table, JSON, PNG), ``run`` (the whole). Only ``run_benchmark`` is needed from
+outside.
 """
 
 

@@ -1,7 +1,9 @@
 """Cold start: a fresh Python process, from ``import`` to the first result, and its peak memory.
 
 The child process starts its clock before importing anything but ``time``, ``sys`` and ``json``,
-imports numpy and the runtime, loads the model, runs one call (T=100, B=1, one thread) and stops the clock. It
+imports numpy and the runtime, loads the model, runs one call (T=100, B=1, one thread) and stops the clock. The
+peers (OpenVINO, tract) load the ONNX file through ``bench.peers``, as in the timed points; a peer that is not
+installed is recorded as such and started in no process. It
 saves the output, which the parent checks against onnxruntime, and prints its time and ``ru_maxrss``. The parent
 also records the whole process's wall time (interpreter start-up included).
 
@@ -32,13 +34,17 @@ feed = dict(np.load(inputs_path))
 if runtime == "engine":
     import engine
     sess = engine.Session(model_path, threads=1)
-else:
+    out = sess.run(None, feed)[0]
+elif runtime == "onnxruntime":
     import onnxruntime as ort
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.inter_op_num_threads = 1
     sess = ort.InferenceSession(model_path, so, providers=["CPUExecutionProvider"])
-out = sess.run(None, feed)[0]
+    out = sess.run(None, feed)[0]
+else:
+    from bench.peers import BY_NAME
+    out = BY_NAME[runtime].load(model_path, feed, 1).run(feed)[0]
 seconds = time.perf_counter() - t0
 np.save(out_path, out)
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec, so the child would report the parent's peak
@@ -97,12 +103,29 @@ def fresh_cache_env(root):
     return {"LSTM_ENGINE_CACHE_DIR": cache, "NUMBA_CACHE_DIR": numba_cache}
 
 
-def measure_cold(cold_scenarios, built, inputs, reference, tolerance, repeats=3, on_run=None):
+def _installed_peers(cold_scenarios, peers):
+    """The cold scenarios of peers that are installed, and {scenario name: install hint} of those that are not."""
+    by_name = {p.name: p for p in peers}
+    runnable, missing = [], {}
+    for c in cold_scenarios:
+        peer = by_name.get(c.runtime)
+        if peer is None:
+            continue
+        if peer.installed():
+            runnable.append(c)
+        else:
+            missing[c.name] = f"not installed ({peer.install})"
+    return runnable, missing
+
+
+def measure_cold(cold_scenarios, built, inputs, reference, tolerance, repeats=3, on_run=None, peers=()):
     """One record per cold scenario: every run's figures, the medians, the max abs diff against onnxruntime.
 
     ``built`` is the BuiltModel of the cold-start model, ``inputs`` its feed, ``reference`` onnxruntime's first
     output on it (computed in this process). The engine's warm runs need the empty run first (it fills the cache),
     so the empty run happens whenever an engine scenario is selected, and is recorded only if it was selected.
+    A scenario whose runtime is one of ``peers`` runs with the others (recorded with ``status`` "not installed"
+    when that peer is missing); a peer's failure is recorded in its record's error like any other.
     """
     wanted = {c.name: c for c in cold_scenarios}
     runs = {name: [] for name in wanted}
@@ -115,16 +138,17 @@ def measure_cold(cold_scenarios, built, inputs, reference, tolerance, repeats=3,
         plan = []
         engine_cold = [c for c in cold_scenarios if c.runtime == "engine"]
         ort_cold = [c for c in cold_scenarios if c.runtime == "onnxruntime"]
+        peer_cold, not_installed = _installed_peers(cold_scenarios, peers)
         empty = next((c for c in engine_cold if c.cache == "empty"), None)
         warm = next((c for c in engine_cold if c.cache == "warm"), None)
         if engine_cold:
             plan.append(("engine", empty.name if empty else None))
-        # warm engine and onnxruntime alternate, so that drift hits both alike
+        # warm engine, onnxruntime and the peers alternate, so that drift hits all alike
         for _ in range(repeats):
             if warm:
                 plan.append(("engine", warm.name))
-            for c in ort_cold:
-                plan.append(("onnxruntime", c.name))
+            for c in ort_cold + peer_cold:
+                plan.append((c.runtime, c.name))
         for runtime, name in plan:
             if name in errors:
                 continue
@@ -147,9 +171,13 @@ def measure_cold(cold_scenarios, built, inputs, reference, tolerance, repeats=3,
     records = []
     for c in cold_scenarios:
         rec = {"scenario": c.name, "runtime": c.runtime, "cache": c.cache, "threads": 1,
-               "model": "LSTM T=100 B=1 I=H=128 (sequence); engine: .lstm file, onnxruntime: .onnx file",
+               "model": "LSTM T=100 B=1 I=H=128 (sequence); engine: .lstm file, onnxruntime and peers: .onnx file",
                "runs": runs[c.name], "max_abs_diff": diffs[c.name], "tolerance": tolerance,
                "target_max_seconds": c.max_seconds, "target_source": c.target_source, "error": None}
+        if c.name in not_installed:
+            rec.update(status="not installed", reason=not_installed[c.name], met=None)
+            records.append(rec)
+            continue
         if c.name in errors:
             rec["error"] = {"kind": "exception", "message": errors[c.name]}
         elif diffs[c.name] > tolerance or not np.isfinite(diffs[c.name]):
@@ -167,9 +195,9 @@ def measure_cold(cold_scenarios, built, inputs, reference, tolerance, repeats=3,
     return records
 
 
-def planned_runs(cold_scenarios, repeats) -> int:
+def planned_runs(cold_scenarios, repeats, peers=()) -> int:
     """How many child processes ``measure_cold`` starts (for the progress bar)."""
     engine_cold = [c for c in cold_scenarios if c.runtime == "engine"]
     warm = any(c.cache == "warm" for c in engine_cold)
     ort = sum(c.runtime == "onnxruntime" for c in cold_scenarios)
-    return (1 if engine_cold else 0) + repeats * (int(warm) + ort)
+    return (1 if engine_cold else 0) + repeats * (int(warm) + ort + len(_installed_peers(cold_scenarios, peers)[0]))

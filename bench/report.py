@@ -1,9 +1,15 @@
-"""The benchmark's outputs: the terminal table, the Markdown table, the JSON file and the speedup chart (PNG)."""
+"""The benchmark's outputs: the terminal table, the Markdown table, the JSON file and the speedup chart (PNG).
+
+Results written before the peers existed (no ``peers`` in the result or its points) render too: their peer columns
+say "-" and the chart has no peer bars.
+"""
 from __future__ import annotations
 
 import json
 import math
 import os
+
+from .peers import PEERS
 
 JSON_NAME, MD_NAME, PNG_NAME = "latest.json", "latest.md", "latest.png"
 
@@ -31,6 +37,47 @@ def _ratio(r) -> str:
     return f"{r:.2f}x" if r is not None and math.isfinite(r) else "-"
 
 
+PEER_STATUS = {"not installed": "not installed", "n/a": "n/a", "mismatch": "MISMATCH"}
+
+
+def peer_cell(point, name, what="time"):
+    """A peer's cell in a point's row: its median / p90 (``what="time"``) or the engine's ratio over it (a row dict
+    as ``what``), or why it was not timed; "-" where the result predates the peers."""
+    rec = point.get("peers", {}).get(name)
+    if rec is None:
+        return "-"
+    if rec["status"] != "timed":
+        return PEER_STATUS.get(rec["status"], rec["status"])
+    if what == "time":
+        return _med_p90(point["timings"].get(name))
+    return _ratio(what.get(f"ratio_vs_{name}"))
+
+
+def peer_notes(result) -> list:
+    """One line per (peer, reason) for the points where a peer was not timed, naming the points."""
+    groups = {}
+    for p in result["points"]:
+        for name, rec in p.get("peers", {}).items():
+            if rec["status"] != "timed":
+                groups.setdefault((rec["label"], rec["status"], rec["reason"]), []).append(p)
+    all_at = {}
+    for p in result["points"]:
+        all_at.setdefault(p["threads"], set()).add(p["scenario"])
+    lines = []
+    for (label, status, reason), points in groups.items():
+        by_threads = {}
+        for p in points:
+            by_threads.setdefault(p["threads"], []).append(p["scenario"])
+        where = []
+        for n, names in sorted(by_threads.items()):
+            if set(names) == all_at[n]:
+                where.append(f"every {n}-thread point")
+            else:
+                where.append(", ".join(names) + f" ({n}T)")
+        lines.append(f"{label} {PEER_STATUS.get(status, status)} in {'; '.join(where)}: {reason}")
+    return lines
+
+
 def table_rows(result):
     """One dict of strings per (scenario, variant, threads); a failed point is one row saying why."""
     rows = []
@@ -44,8 +91,13 @@ def table_rows(result):
         for r in p["rows"]:
             diffs = p["check"]["max_abs_diff"][r["engine"]]
             variant = "" if r["variant"] == "run" else f" {r['variant']}"
+            peer_cells = {}
+            for peer in PEERS:
+                peer_cells[peer.name] = peer_cell(p, peer.name)
+                peer_cells["vs_" + peer.name] = peer_cell(p, peer.name, r)
             rows.append({**base, "scenario": p["scenario"] + variant,
                          "engine": _med_p90(t[r["engine"]]), "onnxruntime": _med_p90(t["onnxruntime"]),
+                         **peer_cells,
                          "torch": _med_p90(t["torch"]), "vs_ort": _ratio(r["ratio_vs_onnxruntime"]),
                          "vs_torch": _ratio(r["ratio_vs_torch"]), "gflops": f"{r['gflops'][r['engine']]:.1f}",
                          "diff": f"{max(diffs.values()):.1e}",
@@ -57,7 +109,8 @@ def table_rows(result):
 
 
 COLUMNS = [("scenario", "scenario"), ("threads", "thr"), ("engine", "engine med / p90"),
-           ("onnxruntime", "onnxruntime med / p90"), ("torch", "torch med / p90"), ("vs_ort", "vs ORT"),
+           ("onnxruntime", "onnxruntime med / p90"), *((p.name, f"{p.label} med / p90") for p in PEERS),
+           ("torch", "torch med / p90"), ("vs_ort", "vs ORT"), *(("vs_" + p.name, f"vs {p.label}") for p in PEERS),
            ("vs_torch", "vs torch"), ("gflops", "GFLOP/s"), ("diff", "max|diff|"), ("target", "target"),
            ("met", "met")]
 
@@ -66,6 +119,9 @@ def cold_rows(result):
     rows = []
     for c in result["cold_start"]:
         target = f"<{c['target_max_seconds']:g}s" if c["target_max_seconds"] is not None else "-"
+        if c.get("status") == "not installed":
+            rows.append({"scenario": c["scenario"], "error": c["reason"]})
+            continue
         if c["error"] and not c.get("seconds"):
             rows.append({"scenario": c["scenario"], "error": f"{c['error']['kind'].upper()}: {c['error']['message']}"})
             continue
@@ -81,11 +137,17 @@ COLD_COLUMNS = [("scenario", "cold start (1 thread)"), ("seconds", "import -> 1s
                 ("target", "target"), ("met", "met")]
 
 
+def _peer_versions(result) -> str:
+    peers = result.get("peers", {})
+    return "".join(f", {p['label']} {p['version'] or 'not installed'}" for p in peers.values())
+
+
 def _machine_line(result) -> str:
     m = result["machine"]
     v = m["versions"]
     return (f"{m['cpu_model']}, {m['available_cores']} core(s) available, {m['memory_gib']} GiB; "
-            f"numba {v['numba']}, onnxruntime {v['onnxruntime']}, torch {v['torch']}, numpy {v['numpy']}")
+            f"numba {v['numba']}, onnxruntime {v['onnxruntime']}{_peer_versions(result)}, torch {v['torch']}, "
+            f"numpy {v['numpy']}")
 
 
 def _settings_line(result) -> str:
@@ -122,6 +184,9 @@ def terminal_table(result) -> str:
              ""]
     if result["points"]:
         parts.append(_text_table(table_rows(result), COLUMNS))
+        notes = peer_notes(result)
+        if notes:
+            parts += ["", "peers not timed:"] + ["  " + n for n in notes]
     if result["cold_start"]:
         parts += ["", _text_table(cold_rows(result), COLD_COLUMNS)]
     return "\n".join(parts)
@@ -146,8 +211,19 @@ def markdown(result) -> str:
              "(higher is better); med / p90 are per call; GFLOP/s count the engine's LSTM matrix products "
              "(2*T*B*G*H*(I+H) per direction per layer; G = 4 LSTM, 3 GRU, 1 RNN). Targets from issue 3; `>run`: stream.step faster than run "
              "with the state in/out; `>=1T`: all-core ratio at least the single-thread ratio (within 5%, the run-to-run noise).", ""]
+    if result.get("peers"):
+        parts += ["Peers, on the same ONNX file, checked against onnxruntime before they are timed (`vs OpenVINO`, "
+                  "`vs tract`: the engine's speedup over them):", ""]
+        for p in result["peers"].values():
+            not_at = "".join(f"; not with {n} threads: {why}" for n, why in p["not_timed_at"].items())
+            parts.append(f"- {p['label']} {p['version'] or 'not installed (' + p['install'] + ')'}: "
+                         f"{p['settings']}{not_at}")
+        parts.append("")
     if result["points"]:
         parts.append(_md_table(table_rows(result), COLUMNS))
+        notes = peer_notes(result)
+        if notes:
+            parts += ["", "Peers not timed:", ""] + ["- " + n for n in notes]
     if result["cold_start"]:
         parts += ["", _md_table(cold_rows(result), COLD_COLUMNS)]
     return "\n".join(parts) + "\n"

@@ -1,10 +1,13 @@
-"""The side-by-side benchmark: lstm-engine, onnxruntime (CPUExecutionProvider) and torch (nn.LSTM).
+"""The side-by-side benchmark: lstm-engine, onnxruntime (CPUExecutionProvider) and torch (nn.LSTM), with OpenVINO
+and tract as peers where they are installed.
 
 For each scenario: build the nn.LSTM with torch (fixed seed), export it with torch.onnx.export(dynamo=False) and give
-that file to onnxruntime and (converted with converters.from_onnx) to the engine. For each thread count: check every
-output of the engine and of torch against onnxruntime (a mismatch aborts the point: it is recorded as an error,
-shown in the table, and the exit status is 1), then time all of them interleaved (``timing.measure``). Then the
-cold starts, in fresh processes. Writes ``latest.json`` (every figure, the machine), ``latest.md`` (the table)
+that file to onnxruntime, to the peers and (converted with converters.from_onnx) to the engine. For each thread
+count: check every output of the engine and of torch against onnxruntime (a mismatch aborts the point: it is
+recorded as an error, shown in the table, and the exit status is 1), check each peer the same way (a peer that
+differs, fails, is missing or cannot use the thread count is recorded with the reason and not timed; it does not
+change the exit status), then time all of them interleaved (``timing.measure``). Then the cold starts, in fresh
+processes. Writes ``latest.json`` (every figure, the machine), ``latest.md`` (the table)
 and ``latest.png`` (speedup against onnxruntime) into the output directory.
 
     python -m bench [--quick] [--threads 1,2] [--scenarios stream,seq/*] [--out DIR] [--repeat-seconds S]
@@ -20,9 +23,13 @@ import tempfile
 import time
 import traceback
 
+from dataclasses import dataclass, field
+from typing import Callable
+
 import numpy as np
 
 from . import coldstart, report
+from .peers import PEERS, reason_of
 from .models import build, input_names, make_inputs, output_names
 from .scenarios import COLD_MODEL, COLD_SCENARIOS, SCENARIOS, Scenario, select
 from .timing import Contender, measure
@@ -152,7 +159,7 @@ def _git_commit():
     return {"commit": head.stdout.strip(), "uncommitted_changes": bool(dirty.stdout.strip())}
 
 
-def machine_info(threads) -> dict:
+def machine_info(threads, peers=PEERS) -> dict:
     import numba
     import onnxruntime
     import torch
@@ -164,13 +171,14 @@ def machine_info(threads) -> dict:
         "python": platform.python_version(),
         "versions": {"lstm-engine": _version("engine"), "numpy": np.__version__, "numba": numba.__version__,
                      "onnxruntime": onnxruntime.__version__, "torch": torch.__version__, "scipy": _version("scipy"),
-                     "onnx": _version("onnx")},
+                     "onnx": _version("onnx"), **{p.name: p.version() for p in peers}},
         "engine_source_hash": _cache.source_hash(), "git": _git_commit(),
         "threads": {"measured": list(threads),
                     "engine": "Session(threads=n)",
                     "onnxruntime": "SessionOptions.intra_op_num_threads = inter_op_num_threads = n, "
                                    "CPUExecutionProvider, other options default",
                     "torch": "torch.set_num_threads(n) before each timed block, torch.inference_mode()",
+                    **{p.name: p.settings("n") for p in peers},
                     "numba_num_threads": numba.config.NUMBA_NUM_THREADS,
                     "torch_default_threads": torch.get_num_threads()},
         "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
@@ -217,6 +225,54 @@ def _torch_forward(module, x, states):
     return [y, *(st if isinstance(st, tuple) else (st,))]
 
 
+@dataclass
+class PeerPlan:
+    """What a point asks of each peer: the feed that fixes the shapes it is loaded for, the check (its outputs,
+    compared with onnxruntime's ``reference``), and the timed call's feed and carried state."""
+    load_feed: dict
+    check: Callable          # runner -> its outputs, in ``names`` order
+    reference: list
+    names: list
+    timed_feed: Callable     # the peer's checked outputs -> the feed of the timed call
+    carry: list = field(default_factory=list)   # (output index, input name): state passed from call to call
+
+
+def check_peers(peers, onnx_path, threads, plan: PeerPlan, tol) -> tuple:
+    """({name: record}, [Contender]): each peer loaded, checked against onnxruntime and, if it matches, made a
+    contender. The record says why a peer is not timed: "not installed", "n/a" (cannot use this thread count, or
+    failed to load or run the model) or "mismatch" (outputs differ by more than the tolerance)."""
+    records, contenders = {}, []
+    for peer in peers:
+        rec = {"label": peer.label, "version": peer.version(), "status": None, "reason": None}
+        records[peer.name] = rec
+        if rec["version"] is None:
+            rec.update(status="not installed", reason=f"not installed ({peer.install})")
+            continue
+        why = peer.unsupported_threads(threads)
+        if why:
+            rec.update(status="n/a", reason=why, short_reason="1 thread only" if threads > 1 else "n/a")
+            continue
+        rec["settings"] = peer.settings(threads)
+        try:
+            runner = peer.load(onnx_path, plan.load_feed, threads)
+            outs = plan.check(runner)
+            diffs = _max_diff(outs, plan.reference, plan.names)
+            rec["max_abs_diff"] = diffs
+            if not _ok(diffs, tol):
+                bad = [f"{out} {d:.3g}" for out, d in diffs.items() if not d <= tol]
+                rec.update(status="mismatch", reason=f"outputs differ from onnxruntime by more than {tol:g} "
+                                                     f"(max abs diff: {', '.join(bad)}); not timed")
+                continue
+            call = runner.timed_call(plan.timed_feed(outs), plan.carry)
+            call()   # a call that fails here is reported, not left to abort the timing of every runtime
+        except Exception as e:  # noqa: BLE001 - a peer that cannot run this model is reported, never fatal
+            rec.update(status="n/a", reason=reason_of(e))
+            continue
+        rec["status"] = "timed"
+        contenders.append(Contender(peer.name, call))
+    return records, contenders
+
+
 def _sequence_point(sc, ort_sess, eng, module, threads):
     import torch
     feed = make_inputs(sc)
@@ -240,7 +296,9 @@ def _sequence_point(sc, ort_sess, eng, module, threads):
 
     contenders = [Contender("onnxruntime", ort_call), Contender("engine", eng_call),
                   Contender("torch", torch_call, lambda: torch.set_num_threads(threads))]
-    return diffs, contenders, [("run", "engine")]
+    plan = PeerPlan(load_feed=feed, check=lambda runner: runner.run(feed), reference=ref, names=names,
+                    timed_feed=lambda outs: feed)
+    return diffs, contenders, [("run", "engine")], plan
 
 
 def _stream_point(sc, ort_sess, eng, module, threads):
@@ -308,10 +366,15 @@ def _stream_point(sc, ort_sess, eng, module, threads):
     contenders = [Contender("onnxruntime", ort_call), Contender("engine", eng_call),
                   Contender("engine_step", step_call),
                   Contender("torch", torch_call, lambda: torch.set_num_threads(threads))]
-    return diffs, contenders, [("run (state in/out)", "engine"), ("stream.step", "engine_step")]
+    # a peer is loaded for one step's shapes, checked over the same steps, then timed with its own state carried
+    plan = PeerPlan(load_feed={"input": x1, **dict(zip(state_names, init))},
+                    check=lambda runner: carry(runner.run, STREAM_CHECK_STEPS), reference=ref, names=names,
+                    timed_feed=lambda outs: {"input": x1, **dict(zip(state_names, outs[1:]))},
+                    carry=[(1 + k, n) for k, n in enumerate(state_names)])
+    return diffs, contenders, [("run (state in/out)", "engine"), ("stream.step", "engine_step")], plan
 
 
-def run_point(built, threads: int, settings: dict) -> dict:
+def run_point(built, threads: int, settings: dict, peers=PEERS) -> dict:
     import onnxruntime as ort
     import torch
 
@@ -323,7 +386,7 @@ def run_point(built, threads: int, settings: dict) -> dict:
                         "bidirectional": sc.bidirectional, "cell": sc.cell,
                         "inputs": input_names(sc)},
              "flops_per_call": sc.flops_per_call(), "convert_seconds": built.convert_seconds,
-             "check": None, "timings": {}, "rows": [], "error": None,
+             "check": None, "timings": {}, "rows": [], "error": None, "peers": {},
              "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
     try:
         so = ort.SessionOptions()
@@ -336,7 +399,7 @@ def run_point(built, threads: int, settings: dict) -> dict:
         point["engine_compile_seconds"] = eng.compile_seconds
         torch.set_num_threads(threads)
         make = _stream_point if sc.kind == "stream" else _sequence_point
-        diffs, contenders, rows = make(sc, ort_sess, eng, built.module, threads)
+        diffs, contenders, rows, plan = make(sc, ort_sess, eng, built.module, threads)
         tol = sc.tolerance() if sc.kind != "stream" else 1e-5
         ok = all(_ok(d, tol) for d in diffs.values())
         point["check"] = {"reference": "onnxruntime", "tolerance": tol, "max_abs_diff": diffs, "ok": ok}
@@ -344,18 +407,25 @@ def run_point(built, threads: int, settings: dict) -> dict:
             bad = [f"{who} {out} {d:.3g}" for who, per in diffs.items() for out, d in per.items() if not d <= tol]
             raise Mismatch(f"outputs differ from onnxruntime by more than {tol:g} (max abs diff: {', '.join(bad)}); "
                            f"not timed")
+        point["peers"], peer_contenders = check_peers(peers, built.onnx_path, threads, plan, tol)
+        contenders += peer_contenders
         with torch.inference_mode():
             point["timings"] = measure(contenders, repeat_seconds=settings["repeat_seconds"],
                                        min_calls=settings["min_calls"], warmup_seconds=settings["warmup_seconds"],
                                        warmup_calls=settings["warmup_calls"], rounds=settings["rounds"],
                                        settle_seconds=settings["settle_seconds"] if threads > 1 else 0.0)
         t = point["timings"]
+        for name, rec in point["peers"].items():
+            if name in t:
+                rec["ratio_vs_onnxruntime"] = t["onnxruntime"]["median_s"] / t[name]["median_s"]
         for label, who in rows:
             eng_median = t[who]["median_s"]
             point["rows"].append({
                 "variant": label, "engine": who,
                 "ratio_vs_onnxruntime": t["onnxruntime"]["median_s"] / eng_median,
                 "ratio_vs_torch": t["torch"]["median_s"] / eng_median,
+                **{f"ratio_vs_{p.name}": t[p.name]["median_s"] / eng_median if p.name in t else None
+                   for p in peers},
                 "gflops": {name: sc.flops_per_call() / s["median_s"] / 1e9 for name, s in t.items()},
                 "min_ratio": sc.min_ratio, "target_source": sc.target_source, "targets": [], "met": None})
     except Mismatch as e:
@@ -405,12 +475,14 @@ def default_out_dir() -> str:
 
 
 def run_benchmark(patterns=None, threads=None, quick=False, repeat_seconds=None, out_dir=None, progress=True,
-                  scenarios=None, cold_scenarios=None, out=None) -> tuple:
+                  scenarios=None, cold_scenarios=None, out=None, peers=None) -> tuple:
     """Run the selected scenarios; write the JSON, Markdown and PNG; print the table. Returns (result, exit status):
-    1 if any point failed its check or could not run, else 0. Unmet speed targets do not change the status."""
+    1 if any point failed its check or could not run, else 0. Unmet speed targets and peers that could not run do
+    not change the status. ``peers``: the peer runtimes (default ``peers.PEERS``; [] for none)."""
     from engine._progress import Progress
 
     out = out or sys.stdout
+    peers = PEERS if peers is None else list(peers)
     settings = settings_for(quick, repeat_seconds)
     threads = parse_threads(threads)
     selected, cold = select(patterns, scenarios, cold_scenarios)
@@ -422,14 +494,25 @@ def run_benchmark(patterns=None, threads=None, quick=False, repeat_seconds=None,
     result = {"schema": SCHEMA, "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
               "command": " ".join(sys.argv), "settings": {**settings, "threads": threads,
                                                           "patterns": list(patterns or [])},
-              "machine": machine_info(threads),
+              "machine": machine_info(threads, peers),
+              "peers": {p.name: {"label": p.label, "version": p.version(), "install": p.install,
+                                 "settings": p.settings("n"),
+                                 "not_timed_at": {str(n): p.unsupported_threads(n) for n in threads
+                                                  if p.unsupported_threads(n)}}
+                        for p in peers},
               "notes": ["ratio = onnxruntime median time per call / engine median time per call",
                         "GFLOP/s count the matrix products only: 2*T*B*G*H*(I+H) per direction per layer, G = 4 (LSTM), "
                         "3 (GRU), 1 (RNN)",
                         "streaming calls carry the state from call to call; 'run (state in/out)' passes it through "
-                        "session.run as onnxruntime must, 'stream.step' keeps it inside the engine"],
+                        "session.run as onnxruntime must, 'stream.step' keeps it inside the engine",
+                        "peers (OpenVINO, tract) run the same ONNX file, checked against onnxruntime like the engine; "
+                        "each point's 'peers' says per peer whether it was timed and, if not, why; a peer's speedup "
+                        "over onnxruntime is peers[name].ratio_vs_onnxruntime, the engine's over the peer is "
+                        "rows[].ratio_vs_<peer>"],
               "points": [], "cold_start": []}
-    total = len(selected) * len(threads) + coldstart.planned_runs(cold, settings["cold_repeats"])
+    # a peer's cold start is measured only when that peer is one of this run's peers
+    cold = [c for c in cold if c.runtime in ("engine", "onnxruntime") or c.runtime in {p.name for p in peers}]
+    total = len(selected) * len(threads) + coldstart.planned_runs(cold, settings["cold_repeats"], peers)
     bar = Progress(total, "bench", stream=sys.stderr) if progress else None
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="lstm-bench-") as workdir:
@@ -448,7 +531,7 @@ def run_benchmark(patterns=None, threads=None, quick=False, repeat_seconds=None,
             for n in threads:
                 if bar:
                     bar._draw(f"{sc.name} {n}T")
-                point = run_point(built, n, settings)
+                point = run_point(built, n, settings, peers)
                 result["points"].append(point)
                 if bar:
                     bar.advance(note=f"{sc.name} {n}T" + (" FAILED" if point["error"] else ""))
@@ -462,14 +545,15 @@ def run_benchmark(patterns=None, threads=None, quick=False, repeat_seconds=None,
             reference = ort.InferenceSession(built.onnx_path, so, providers=["CPUExecutionProvider"]).run(None, feed)[0]
             result["cold_start"] = coldstart.measure_cold(
                 cold, built, feed, reference, COLD_MODEL.tolerance(), repeats=settings["cold_repeats"],
-                on_run=(lambda name: bar.advance(note=name)) if bar else None)
+                on_run=(lambda name: bar.advance(note=name)) if bar else None, peers=peers)
     if bar:
         bar.close()
     evaluate_targets(result["points"], threads)
     result["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     result["elapsed_seconds"] = time.perf_counter() - t_start
     errors = [f"{p['scenario']} ({p['threads']}T): {p['error']['message']}" for p in result["points"] if p["error"]]
-    errors += [f"{c['scenario']}: {c['error']['message']}" for c in result["cold_start"] if c["error"]]
+    errors += [f"{c['scenario']}: {c['error']['message']}" for c in result["cold_start"]
+               if c["error"] and c["runtime"] in ("engine", "onnxruntime")]   # a peer's failure is only reported
     result["errors"] = errors
     paths = report.write_all(result, out_dir)
     print(report.terminal_table(result), file=out)

@@ -60,7 +60,7 @@ class Scenario:
 @dataclass(frozen=True)
 class ColdScenario:
     name: str
-    runtime: str               # "engine" or "onnxruntime"
+    runtime: str               # "engine", "onnxruntime" or a peer's name ("openvino", "tract")
     cache: str | None          # engine only: "warm" or "empty" compile cache
     max_seconds: float | None  # target: from import to the first result, in a fresh process
     target_source: str = ""
@@ -98,6 +98,9 @@ COLD_SCENARIOS = [
     ColdScenario("cold/engine-empty", "engine", "empty", 3.0,
                  "issue 10: empty cache <= 3 s, or lstm-engine warmup once per install"),
     ColdScenario("cold/onnxruntime", "onnxruntime", None, None),
+    # the peers (bench/peers.py), when installed: the same ONNX file, one thread
+    ColdScenario("cold/openvino", "openvino", None, None),
+    ColdScenario("cold/tract", "tract", None, None),
 ]
 
 

@@ -16,10 +16,12 @@ HOW_TO_RUN = ("the benchmark is not installed with lstm-engine; run it from a so
               "repository, then pip install -e \".[bench]\" and python -m bench")
 
 DESCRIPTION = ("Run lstm-engine, onnxruntime (CPUExecutionProvider) and torch (nn.LSTM, nn.GRU, nn.RNN) side by side on identical "
-               "inputs, with the same thread count, interleaved. Every output is checked against onnxruntime before "
-               "anything is timed; a mismatch aborts that point and makes the exit status 1. Prints a table and "
+               "inputs, with the same thread count, interleaved; OpenVINO and tract too where they are installed "
+               "(pip install openvino tract) and can run the model. Every output is checked against onnxruntime "
+               "before anything is timed; a mismatch of the engine or torch aborts that point and makes the exit "
+               "status 1, a peer that differs or fails is reported and not timed. Prints a table and "
                "writes latest.json (every figure and the machine), latest.md and latest.png (speedup against "
-               "onnxruntime) into --out.")
+               "onnxruntime, grouped by workload) into --out.")
 
 EPILOG = """scenarios (globs or substrings, comma-separated, for --scenarios):
   stream/H64 .. stream/H512     T=1, B=1, state carried: session.run with state in/out, and stream.step
@@ -27,7 +29,8 @@ EPILOG = """scenarios (globs or substrings, comma-separated, for --scenarios):
   batch/B32/H256, batch/B64/H512
   bidir2/H256                   bidirectional, 2 layers, T=100, B=1
   gru/stream/H128, gru/stream/H256, gru/seq/T100/H128, gru/seq/T100/H256   (and the same for rnn/)
-  cold/engine-warm, cold/engine-empty, cold/onnxruntime   fresh process, import -> first result
+  cold/engine-warm, cold/engine-empty, cold/onnxruntime, cold/openvino, cold/tract
+                                fresh process, import -> first result
 
 examples:
   lstm-engine bench --quick
@@ -51,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_bench_parser(sub) -> argparse.ArgumentParser:
-    b = sub.add_parser("bench", help="benchmark against onnxruntime and torch: table, JSON and chart",
+    b = sub.add_parser("bench", help="benchmark against onnxruntime, torch, OpenVINO and tract: table, JSON and chart",
                        description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(b)
     return b
