@@ -230,62 +230,223 @@ def markdown(result) -> str:
 
 
 # ---------------------------------------------------------------------- chart
+# One panel per workload family and thread count; within a panel, one group of horizontal bars per scenario and one
+# bar per runtime, always in the same colour. The axis is the speedup over onnxruntime (its median time per call /
+# the runtime's), so onnxruntime itself is the line at 1.0. Cold starts, a time rather than a ratio, get their own
+# panel at the bottom (seconds, log scale).
+FAMILIES = [
+    ("LSTM streaming (T=1, state carried)", lambda kind, cell: kind == "stream" and cell == "lstm"),
+    ("LSTM sequences (B=1)", lambda kind, cell: kind == "sequence" and cell == "lstm"),
+    ("LSTM batches, bidirectional (T=100)", lambda kind, cell: kind in ("batched", "bidirectional")),
+    ("GRU and RNN streaming (T=1)", lambda kind, cell: kind == "stream"),
+    ("GRU and RNN sequences (B=1)", lambda kind, cell: kind == "sequence"),
+]
+# (key, legend label, colour): the engine's two call paths, then the peers
+SERIES = [("engine", "lstm-engine run (state in/out when streaming)", "#1f4e99"),
+          ("engine_step", "lstm-engine stream.step", "#6fa8dc"),
+          ("openvino", "OpenVINO", "#8e44ad"),
+          ("tract", "tract", "#e67e22")]
+COLD_COLOURS = {"engine": "#1f4e99", "onnxruntime": "#7f7f7f", "openvino": "#8e44ad", "tract": "#e67e22"}
+BAR, GAP, INCH_PER_BAR = 1.0, 0.7, 0.23   # bar and gap between scenarios in bar units; height of one unit
+
+
+def _cell(point) -> str:
+    cell = point.get("config", {}).get("cell")
+    if cell:
+        return cell
+    head = point["scenario"].split("/")[0]
+    return head if head in ("gru", "rnn") else "lstm"
+
+
+def family_of(point) -> str:
+    kind, cell = point["kind"], _cell(point)
+    for title, test in FAMILIES:
+        if test(kind, cell):
+            return title
+    return "Other workloads"
+
+
+def short_label(point) -> str:
+    """The scenario as its panel needs it (the panel title says the family): "H=64", "T=1000 H=128", "GRU H=128"."""
+    c = point.get("config")
+    if not c:
+        return point["scenario"]
+    cell = "" if c["cell"] == "lstm" else c["cell"].upper() + " "
+    if point["kind"] == "stream":
+        return f"{cell}H={c['H']}"
+    if point["kind"] == "batched":
+        return f"B={c['B']} H={c['H']}"
+    if point["kind"] == "bidirectional":
+        return f"bidir. {c['layers']} layers H={c['H']}"
+    return f"{cell}T={c['T']} H={c['H']}"
+
+
+def bar_values(point) -> dict:
+    """{series key: speedup over onnxruntime, or the reason it has none (a short text)}, for the series that apply
+    to this point (stream.step only where streaming; a peer only where the result has it)."""
+    keys = ["engine"] + (["engine_step"] if point["kind"] == "stream" else [])
+    if point.get("error"):
+        text = "MISMATCH" if point["error"]["kind"] == "mismatch" else "ERROR"
+        return {k: text for k in keys}
+    rows = {r["engine"]: r["ratio_vs_onnxruntime"] for r in point["rows"]}
+    values = {k: rows.get(k, "-") for k in keys}
+    for name, rec in point.get("peers", {}).items():
+        values[name] = rec.get("ratio_vs_onnxruntime") if rec["status"] == "timed" else \
+            rec.get("short_reason") or rec["status"]
+    return values
+
+
+def _thread_title(n, result) -> str:
+    return "1 thread" if n == 1 else f"{n} threads" + (" (all cores)" if n == result["machine"]["available_cores"]
+                                                         else "")
+
+
 def plot(result, path) -> None:
-    """Bars of the speedup against onnxruntime per scenario, one series per thread count, a line at 1.0x and a
-    tick at each target. Drawn with the Agg canvas directly, so no global matplotlib backend is touched."""
+    """The speedup chart (see above). Drawn with the Agg canvas directly, so no global matplotlib backend is
+    touched."""
+    import textwrap
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
-    threads = result["settings"]["threads"]
-    labels, targets = [], {}
+    threads = sorted({p["threads"] for p in result["points"]}) or result["settings"]["threads"][:1]
+    peers = result.get("peers", {})
+    # a peer that is not installed gets no bars, only a note
+    series = [s for s in SERIES if s[0] in ("engine", "engine_step") or peers.get(s[0], {}).get("version")]
+    order = {key: i for i, (key, _, _) in enumerate(series)}
+    # families in their fixed order, each with its scenarios in run order and their bars (the union over threads)
+    families = {}
     for p in result["points"]:
-        variants = [r["variant"] for r in p["rows"]] or (["run (state in/out)", "stream.step"]
-                                                         if p["kind"] == "stream" else ["run"])
-        for v in variants:
-            label = p["scenario"] + ("" if v == "run" else "\n" + v.replace(" (state in/out)", " in/out"))
-            if label not in labels:
-                labels.append(label)
-    values = {n: [None] * len(labels) for n in threads}
-    for p in result["points"]:
-        variants = [r["variant"] for r in p["rows"]] or (["run (state in/out)", "stream.step"]
-                                                         if p["kind"] == "stream" else ["run"])
-        rows = {r["variant"]: r for r in p["rows"]}
-        for v in variants:
-            i = labels.index(p["scenario"] + ("" if v == "run" else "\n" + v.replace(" (state in/out)", " in/out")))
-            r = rows.get(v)
-            values[p["threads"]][i] = r["ratio_vs_onnxruntime"] if r else "ERR"
-            if r and r["min_ratio"] is not None:
-                targets[i] = r["min_ratio"]
-    fig = Figure(figsize=(max(8.0, 0.75 * len(labels) + 2), 5.5), dpi=110)
+        groups = families.setdefault(family_of(p), {})
+        group = groups.setdefault(p["scenario"], {"label": short_label(p), "keys": set(), "target": None})
+        group["keys"].update(k for k in bar_values(p) if k in order)
+        for r in p["rows"]:
+            if r.get("min_ratio") is not None:
+                group["target"] = r["min_ratio"]
+    family_order = [t for t, _ in FAMILIES] + ["Other workloads"]
+    fam_titles = [t for t in family_order if t in families]
+    values = {(p["scenario"], p["threads"]): bar_values(p) for p in result["points"]}
+    cold = result.get("cold_start") or []
+
+    def units(groups):
+        return sum(len(g["keys"]) * BAR for g in groups.values()) + GAP * (len(groups) - 1) + 0.6
+
+    notes = [f"{p['label']}: not installed ({p['install']})" for p in peers.values() if not p["version"]]
+    notes += [n for n in peer_notes(result) if "not installed" not in n]
+    notes = [line for n in notes for line in textwrap.wrap(n, 40 + 45 * len(threads), subsequent_indent="    ")]
+    heights = [units(families[t]) for t in fam_titles] + ([len(cold) * BAR + 2 * GAP] if cold else [])
+    overhead = 0.95   # per panel: title and axis
+    ratios = [h * INCH_PER_BAR + overhead for h in heights]
+    if notes:   # a row of its own, so that the layout keeps it clear of the axes
+        ratios.append(0.25 * len(notes) + 0.1)
+    fig_h = 1.9 + sum(ratios) + 0.3 * len(threads)
+    fig = Figure(figsize=(3.0 + 5.0 * len(threads), max(4.0, fig_h)), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    width = 0.8 / max(1, len(threads))
-    colors = ["#4c72b0", "#dd8452", "#55a868", "#c44e52"]
-    for k, n in enumerate(threads):
-        xs = [i + (k - (len(threads) - 1) / 2) * width for i in range(len(labels))]
-        heights = [v if isinstance(v, float) else 0.0 for v in values[n]]
-        name = "1 thread" if n == 1 else f"{n} threads" + (" (all cores)" if n == result["machine"]["available_cores"]
-                                                             else "")
-        bars = ax.bar(xs, heights, width=width * 0.95, label=name, color=colors[k % len(colors)])
-        for x, v, b in zip(xs, values[n], bars):
-            if v == "ERR":
-                ax.text(x, 0.02, "ERR", ha="center", va="bottom", color="red", fontsize=7, rotation=90)
-            elif v is not None:
-                ax.text(x, b.get_height(), f"{v:.1f}", ha="center", va="bottom", fontsize=6)
-    for i, t in targets.items():
-        ax.hlines(t, i - 0.45, i + 0.45, colors="black", linestyles="solid", linewidth=1.2,
-                  label="target" if i == min(targets) else None)
-    ax.axhline(1.0, color="grey", linestyle="--", linewidth=1, label="onnxruntime (1.0x)")
-    ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=7)
-    ax.set_ylabel("speedup vs onnxruntime (ORT time / engine time)")
-    ax.set_title(f"lstm-engine vs onnxruntime, median per call\n{result['machine']['cpu_model']}, "
-                 f"{result['created']}", fontsize=9)
-    ax.legend(fontsize=7)
-    ax.set_ylim(bottom=0)
-    if not labels:
-        ax.text(0.5, 0.5, "no sequence scenarios in this run", ha="center", va="center", transform=ax.transAxes)
-    fig.tight_layout()
+    if not heights:
+        ax = fig.add_subplot(1, 1, 1)
+        ax.text(0.5, 0.5, "no results in this run", ha="center", va="center", transform=ax.transAxes, fontsize=14)
+        ax.set_axis_off()
+        fig.savefig(path)
+        return
+    grid = fig.add_gridspec(len(ratios), len(threads), height_ratios=ratios)
+
+    numbers = [v for vals in values.values() for v in vals.values() if isinstance(v, float) and math.isfinite(v)]
+    numbers += [g["target"] for fam in families.values() for g in fam.values() if g["target"] is not None]
+    xmax = max(numbers + [1.0]) * 1.18
+    colour = {key: c for key, _, c in series}
+    for row, title in enumerate(fam_titles):
+        groups = families[title]
+        first_ax = None
+        for col, n in enumerate(threads):
+            ax = fig.add_subplot(grid[row, col], sharey=first_ax)
+            first_ax = first_ax or ax
+            y, ticks, labels = GAP, [], []
+            for scenario, g in groups.items():
+                keys = sorted(g["keys"], key=order.get)
+                vals = values.get((scenario, n), {})
+                top = y
+                for key in keys:
+                    v = vals.get(key)
+                    if isinstance(v, float):
+                        ax.barh(y, v, height=BAR * 0.85, color=colour[key])
+                        ax.text(v + xmax * 0.008, y, f"{v:.2f}x", va="center", ha="left", fontsize=11, zorder=4,
+                                bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.3, "alpha": 0.8})
+                    elif v is not None:
+                        ax.text(xmax * 0.01, y, v, va="center", ha="left", fontsize=10, color="#a00000"
+                                if v in ("MISMATCH", "ERROR", "mismatch") else "#777777", style="italic")
+                    y += BAR
+                ticks.append((top + y - BAR) / 2)
+                labels.append(g["label"])
+                if g["target"] is not None and "engine" in keys:
+                    n_engine = sum(k in ("engine", "engine_step") for k in keys)
+                    ax.vlines(g["target"], top - 0.45 * BAR, top + (n_engine - 0.55) * BAR, colors="black",
+                              linewidth=2.0)
+                y += GAP
+            ax.axvline(1.0, color="#555555", linestyle="--", linewidth=1.2)
+            ax.set_xlim(0, xmax)
+            last = y - GAP - BAR   # the centre of the last bar
+            ax.set_ylim(last + 0.5 * BAR + 0.3, GAP - 0.5 * BAR - 0.3)
+            ax.set_yticks(ticks)
+            ax.set_yticklabels(labels, fontsize=12)
+            if col:
+                ax.tick_params(labelleft=False)
+            ax.tick_params(axis="x", labelsize=11)
+            ax.grid(axis="x", color="#dddddd", linewidth=0.8)
+            ax.set_axisbelow(True)
+            ax.set_title(f"{title}, {_thread_title(n, result)}", fontsize=13, loc="left")
+            if row == len(fam_titles) - 1:
+                ax.set_xlabel("speedup over onnxruntime (higher is faster)", fontsize=12)
+
+    if cold:
+        ax = fig.add_subplot(grid[len(fam_titles), :])
+        names = {"engine": "lstm-engine", "onnxruntime": "onnxruntime",
+                 **{k: p["label"] for k, p in peers.items()}}
+        ticks, labels, measured = [], [], [c["seconds"] for c in cold if c.get("seconds")]
+        marks = measured + [c["target_max_seconds"] for c in cold if c.get("target_max_seconds")]
+        x_lo, x_hi = (min(marks) * 0.5, max(marks) * 2.5) if marks else (0.01, 10.0)
+        for i, c in enumerate(cold):
+            yy = GAP + i * BAR
+            label = names.get(c["runtime"], c["runtime"]) + (f", {c['cache']} cache" if c.get("cache") else "")
+            ticks.append(yy)
+            labels.append(label)
+            if c.get("seconds"):
+                ax.barh(yy, c["seconds"], height=BAR * 0.85, color=COLD_COLOURS.get(c["runtime"], "#999999"))
+                ax.text(c["seconds"] * 1.04, yy, f"{c['seconds']:.2f} s", va="center", ha="left", fontsize=11)
+            else:
+                text = c.get("status") or ("MISMATCH" if c["error"] and c["error"]["kind"] == "mismatch" else "ERROR")
+                ax.text(x_lo * 1.1, yy, text, va="center", ha="left", fontsize=10, style="italic",
+                        color="#777777")
+            if c.get("target_max_seconds") is not None:
+                ax.vlines(c["target_max_seconds"], yy - 0.45 * BAR, yy + 0.45 * BAR, colors="black", linewidth=2.0)
+        ax.set_xscale("log")
+        ax.set_xlim(x_lo, x_hi)
+        ax.set_ylim(GAP + (len(cold) - 1) * BAR + GAP, 0)
+        ax.set_yticks(ticks)
+        ax.set_yticklabels(labels, fontsize=12)
+        ax.tick_params(axis="x", labelsize=11)
+        ax.grid(axis="x", color="#dddddd", linewidth=0.8)
+        ax.set_axisbelow(True)
+        ax.set_xlabel("seconds from import to the first result (log scale, lower is faster)", fontsize=12)
+        ax.set_title("Cold start: a fresh process, LSTM T=100 B=1 H=128, 1 thread", fontsize=13, loc="left")
+
+    m = result["machine"]
+    versions = m["versions"]
+    handles = [Patch(color=c, label=label + (f" {peers[key]['version']}" if key in peers and peers[key]["version"]
+                                             else "")) for key, label, c in series]
+    handles += [Line2D([], [], color="#555555", linestyle="--", label=f"onnxruntime {versions['onnxruntime']} = 1.0"),
+                Line2D([], [], color="black", linewidth=2.0, label="engine target")]
+    # the title is the legend's: constrained layout then keeps the two from overlapping
+    title = (f"lstm-engine{' and peers' if peers else ''} against onnxruntime, median time per call\n{m['cpu_model']}, "
+             f"{m['available_cores']} cores, {m['memory_gib']} GiB, {result['created'][:16].replace('T', ' ')}")
+    fig.legend(handles=handles, loc="outside upper center", ncol=3, fontsize=12, frameon=False, title=title,
+               title_fontproperties={"size": 15, "weight": "bold"})
+    if notes:
+        ax = fig.add_subplot(grid[len(heights), :])
+        ax.set_axis_off()
+        ax.text(0.0, 1.0, "\n".join(notes), fontsize=11, color="#444444", ha="left", va="top",
+                transform=ax.transAxes)
     fig.savefig(path)
 
 

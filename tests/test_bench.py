@@ -548,6 +548,23 @@ def test_the_report_shows_peers_timed_mismatched_and_missing(tmp_path):
     assert json.loads((tmp_path / "latest.json").read_text())["peers"]["tract"]["version"] is None
 
 
+def test_the_chart_groups_by_workload_and_gives_every_runtime_its_bar():
+    result = _synthetic_result()
+    stream_1t, stream_2t, seq_1t, seq_2t = result["points"]
+    assert report.family_of(stream_1t) == "LSTM streaming (T=1, state carried)"
+    assert report.family_of(seq_1t) == "LSTM sequences (B=1)"
+    assert report.family_of({"scenario": "gru/stream/H128", "kind": "stream"}) == "GRU and RNN streaming (T=1)"
+    assert report.short_label(stream_1t) == "H=64" and report.short_label(seq_1t) == "T=100 H=128"
+    assert report.bar_values(stream_1t) == {"engine": pytest.approx(1.5), "engine_step": pytest.approx(2.5),
+                                            "openvino": 0.5, "tract": "not installed"}
+    assert report.bar_values(seq_2t) == {"engine": pytest.approx(1.5), "openvino": "mismatch",
+                                         "tract": "not installed"}
+    stream_2t["peers"]["tract"].update(status="n/a", reason="no thread setting", short_reason="1 thread only")
+    assert report.bar_values(stream_2t)["tract"] == "1 thread only"
+    failed = {**seq_1t, "error": {"kind": "mismatch", "message": "differs"}, "rows": [], "peers": {}}
+    assert report.bar_values(failed) == {"engine": "MISMATCH"}
+
+
 def test_results_from_before_the_peers_still_render(tmp_path):
     result = _synthetic_result(with_peers=False)
     report.write_all(result, str(tmp_path))
@@ -557,6 +574,7 @@ def test_results_from_before_the_peers_still_render(tmp_path):
     assert [row[k] for k in ("OpenVINO med / p90", "tract med / p90", "vs OpenVINO", "vs tract")] == ["-"] * 4
     assert row["vs ORT"] == "1.50x" and row["engine med / p90"] == "8.7us / 9.5us"
     assert "Peers" not in md and "peers not timed" not in report.terminal_table(result)
+    assert set(report.bar_values(result["points"][0])) == {"engine", "engine_step"}
     assert (tmp_path / "latest.png").read_bytes()[:4] == b"\x89PNG"
 
 
