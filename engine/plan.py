@@ -8,18 +8,19 @@ the planner through ``plan(node, p)`` (engine/ops/base.py). No code is generated
 executor (engine/executor.py) is compiled once per engine version and runs any plan.
 
 Weights are packed once per Session (``Weights``) into one aligned buffer, under names each op chooses
-(``pack``); a plan refers to them by offset.
+(``pack``); a plan refers to them by offset. Weights that are graph inputs are packed on the call instead
+(engine/call_weights.py: ``Plan.call`` lays them out).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import _memory
+from . import _memory, call_weights
 from .errors import InvalidInputError, ModelFileError, UnsupportedModelError
 from .ops import OPS
 from .ops.base import contiguous_strides, merge_axes
-from .ops.program import (ABSENT, COPY, F_CONST, F_IN, F_IN_SLOTS, F_OUT, F_WORK, FILL_CONST, I_CONST, I_IN, I_WORK,
-                          INT_COPY, MAX_RANK)
+from .ops.program import (ABSENT, COPY, F_CALL, F_CONST, F_IN, F_IN_SLOTS, F_OUT, F_WORK, FILL_CONST, I_CONST, I_IN,
+                          I_WORK, INT_COPY, MAX_RANK)
 
 ALIGN = 16   # elements: 64 bytes of float32
 
@@ -65,7 +66,9 @@ class Weights:
         seen = set()
         for node in model.all_nodes():
             op = OPS[node.op]
-            for key, arr in op.pack(node, model, self.dtype, threads):
+            packed = call_weights.constants(op, node, model) if op.call_inputs(node, model) else \
+                op.pack(node, model, self.dtype, threads)     # weights fed by the call are packed then
+            for key, arr in packed:
                 yield ("node", node.name, key), arr
             for i, name in enumerate(node.inputs):
                 if (name and i not in op.packed_inputs and name in model.tensors and name not in seen
@@ -209,6 +212,7 @@ class Planner:
         self.values = values or {}      # small int inputs planned as known values (require_known, Session)
         self._input_vals = {}           # id(Val) -> name, for the int inputs read at run time
         self.stream = stream            # None, or {node name: {state index: (state offset, shape)}}
+        self.call = call_weights.CallLayout(model, weights, shapes, dtype, threads)   # weights fed by the call
         self.vals = {}
         self.fwork, self.iwork, self.fout_top = _Arena(F_WORK), _Arena(I_WORK), 0
         self.code, self.consts, self.patches, self.listing = [], [], [], []
@@ -320,6 +324,7 @@ class Planner:
                           (kind, np.dtype(dtypes.get(name, "int64")) if kind == "i" else None)
                           for name, kind, _, _ in outputs]
         plan.float_outputs = all(kind == "f" for kind, _ in plan.out_kinds)
+        plan.call = self.call if self.call.nodes else None
         return plan
 
     def plan_branch(self, nodes, outputs):
@@ -526,8 +531,15 @@ class Planner:
         return self.weights.has_entry(self.node, key)
 
     def weight(self, key):
-        """(offset, shape) of what this node's op packed under ``key``."""
+        """(offset, shape) of what this node's op packed under ``key``, in the space ``weight_space()`` names."""
+        if self.call.takes(self.node):
+            return self.call.entry(self.node, key)
         return self.weights.entry(self.node, key)
+
+    def weight_space(self):
+        """Where this node's packed weights are: F_CONST (packed at load), or F_CALL when some of its weights are
+        inputs of the call (packed on the call)."""
+        return F_CALL if self.call.takes(self.node) else F_CONST
 
     def state(self, index):
         """Stream mode: (offset, shape) of this node's state ``index`` in the stream's state buffer."""

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _memory, _threads, runtime as _runtime
+from .call_weights import CallWeights
 from .errors import EngineError, InvalidInputError, ModelFileError, UnsupportedModelError
 from .model import Model, is_model_file_bytes, load_from, read_source
 from .ops import OPS
@@ -117,6 +118,7 @@ class Session:
             # caller's and stays as it is)
             self.model = self.model.with_weights_released()
         self._fconst = self.weights.buffer
+        self._call_weights = CallWeights()     # weights that are graph inputs, packed on the call
         self._no_f = np.empty(0, self.dtype)
         self._no_i = np.empty(0, np.int64)
         self.pack_seconds = time.perf_counter() - t1
@@ -273,6 +275,8 @@ class Session:
                       for idx in plan.float_slots]
         ip = plan.int_args
         iin = np.concatenate([args[i].reshape(-1) for i in ip], dtype=np.int64) if ip else self._no_i
+        if plan.call is not None:    # weights fed as inputs, packed for this call (or reused): in the state's slot
+            state = self._call_weights.buffer(plan.call, args, self._fconst)
         fwork, iwork = plan.take_work(self.dtype) if work is None else work
         fout = np.empty(plan.fout_size, self.dtype)
         if _threads.current != self.threads:
@@ -462,6 +466,12 @@ class Stream:
                 raise UnsupportedModelError(
                     f"node {node.name!r} runs {node.attrs['direction']}: a reverse direction needs the whole "
                     f"sequence, so this model cannot be streamed step by step; use Session.run")
+            fed = [node.inputs[i] for i in OPS[node.op].call_inputs(node, model)]
+            if fed:
+                raise UnsupportedModelError(
+                    f"node {node.name!r} takes its weights from the graph inputs {fed}, and a stream is fed only "
+                    f"{info['input']!r}: this model cannot be streamed; use Session.run (or convert the model with "
+                    f"its weights as initializers)")
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise EngineError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.session = session

@@ -84,3 +84,16 @@ def if_model():
         return [x * 2 if sr == 16000 else x + 1, np.array(sr == 16000)]
 
     return model.validate(), reference
+
+
+def weights_as_inputs(model, names, shapes=None):
+    """A copy of ``model`` whose tensors ``names`` are graph inputs instead (after its other inputs, declared with
+    their shapes or with ``shapes[name]``), and those arrays, to feed: the model of an ONNX graph whose weights are
+    fed at run time."""
+    fed = {name: model.tensors[name] for name in names}
+    inputs = list(model.inputs) + [engine.TensorSpec(name, list((shapes or {}).get(name, arr.shape)), model.dtype)
+                                   for name, arr in fed.items()]
+    tensors = {k: v for k, v in model.tensors.items() if k not in fed}
+    out = engine.Model(inputs=inputs, outputs=model.outputs, nodes=model.nodes, tensors=tensors, dtype=model.dtype,
+                       origin=model.origin, stream=model.stream)
+    return out.validate(), fed

@@ -6,7 +6,10 @@ An op is a class with four class methods, all optional but ``plan``:
     pack(node, model, dtype, threads)   yields (name, array): the weights in the layout its kernel reads, packed
                                         once per Session (engine/plan.py, Weights), one array at a time so that
                                         loading holds little more than the file; ``packed_inputs`` lists the
-                                        inputs it consumes, which are then not stored as they are
+                                        inputs it consumes, which are then not stored as they are. It reads
+                                        ``model.tensors`` only: when some packed inputs are graph inputs
+                                        (``call_inputs``), it runs on each call with the call's arrays there
+                                        (engine/call_weights.py)
     plan(node, p)                       for one set of input shapes: output shapes, checks, and the instruction(s)
                                         that run the node (engine/plan.py, Planner), or its outputs folded when
                                         they are known at plan time
@@ -39,6 +42,12 @@ class Op:
     def pack(cls, node, model, dtype, threads):
         """Yield (name, array) for each packed constant this node's kernel reads."""
         return iter(())
+
+    @classmethod
+    def call_inputs(cls, node, model):
+        """The indices of the packed inputs that are not constants of the model but graph inputs, fed by the call."""
+        return [i for i in cls.packed_inputs
+                if i < len(node.inputs) and node.inputs[i] and node.inputs[i] not in model.tensors]
 
     @classmethod
     def reads(cls, node, streaming):

@@ -9,7 +9,8 @@ Every value lives in one flat buffer ("space") at an offset, and a reference to 
 
     float: F_CONST packed weights (shared by every plan and thread), F_IN .. F_IN + 2 the call's float inputs (the
            first two each in their own slot, the rest flattened and concatenated in the third), F_WORK intermediates (reused between calls), F_OUT the outputs returned to the caller
-           (fresh each call), F_STATE a stream's recurrent state
+           (fresh each call), F_STATE a stream's recurrent state; in a run (never in a stream) the same slot is
+           F_CALL, the weights packed on the call from graph inputs (engine/call_weights.py)
     int:   I_CONST the program itself (its constant region), I_IN the call's int inputs, I_WORK intermediates
 
 Float attributes travel inside ``prog`` as the bits of a float64 (``Planner.f64``, read back with ``fparam``).
@@ -23,6 +24,7 @@ runtime, engine/aot.py). The compiled side is program_kernels.py.
 """
 F_CONST, F_IN, F_WORK, F_OUT, F_STATE = 0, 1, 4, 5, 6    # F_IN, F_IN + 1, F_IN + 2: the three input slots
 F_IN_SLOTS = 3
+F_CALL = F_STATE   # a model whose weights are inputs cannot be streamed, so the two uses never meet
 I_CONST, I_IN, I_WORK = 0, 1, 2
 ABSENT = -1      # the space of an absent optional value
 KEEP = -2        # the space of a stream's initial state: the state buffer already holds it

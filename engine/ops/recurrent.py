@@ -12,6 +12,11 @@ Canonical nodes (what the converters write; every attribute present, weights in 
           outputs [Y, Y_h];  attrs: ... activations [[name, alpha, beta] * 2D], linear_before_reset
     RNN   W (D, H, I), R (D, H, H), B (D, 2H); outputs [Y, Y_h]; activations [[name, alpha, beta] * D]
 
+W, R, B, P and W_proj are constant tensors of the model, or graph inputs fed at every call (ONNX graphs whose
+weights are inputs, as onnxruntime runs them): such a node is packed on the call, into the same layout, and its
+instruction reads its packed weights from the call's buffer (F_CALL) instead of the model's (F_CONST); see
+engine/call_weights.py.
+
 The planner lays every recurrent node out the same way for the kernels (``run_recurrent``): X time-major (T, B, I),
 the state (D, B, Hout) updated in place (in a stream, the stream's state buffer itself), Y (T, D, B, Hout). Layout 1
 (batch-first) is two strided copies around that. Packed weights per direction (``pack``) are named:
@@ -29,14 +34,15 @@ from .. import recurrent_spec, runtime
 from ..errors import ModelFileError
 from ..recurrent_spec import DIRECTIONS
 from .activations import codes_of
-from .base import Op, const_tensor
+from .base import Op
 from .program import ABSENT, BLAS_MIN_BATCH, F_STATE, KEEP, PARALLEL_MIN_HIDDEN, RECURRENT_BASE
 
 LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC, GRU_CODE, RNN_CODE = range(RECURRENT_BASE, RECURRENT_BASE + 5)
 
-# the params every recurrent instruction starts with (offsets after the [opcode, length, node] header)
-P_X, P_DIMS, P_SEQ, P_LENS, P_H, P_H0, P_C, P_C0, P_Y, P_XW, P_SCRATCH, P_CLIP, P_REV, P_OWN = (
-    0, 2, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 27, 29)
+# the params every recurrent instruction starts with (offsets after the [opcode, length, node] header); P_WEIGHTS
+# is the space the op's packed weights are read from (F_CONST, or F_CALL when they are inputs of the call)
+P_X, P_DIMS, P_SEQ, P_LENS, P_H, P_H0, P_C, P_C0, P_Y, P_XW, P_SCRATCH, P_CLIP, P_REV, P_WEIGHTS, P_OWN = (
+    0, 2, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 27, 29, 30)
 
 
 # ---------------------------------------------------------------------- packing
@@ -87,6 +93,13 @@ class Recurrent(Op):
         return a["hidden_size"]
 
     @classmethod
+    def weight_specs(cls, node, input_size=None):
+        """{input index: (name, expected shape)} of the node's weights; the input size is None until X is known."""
+        a = node.attrs
+        D, H, Hout, G = cls.directions(node), a["hidden_size"], cls.out_size(a), cls.spec().n_gates
+        return {1: ("W", (D, G * H, input_size)), 2: ("R", (D, G * H, Hout)), 3: ("B", (D, 2 * G * H))}
+
+    @classmethod
     def validate(cls, node, model):
         a = node.attrs
         recurrent_spec.check(node.op, a, where=f"node {node.name!r}")
@@ -96,17 +109,17 @@ class Recurrent(Op):
             raise ModelFileError(f"node {node.name!r}: too many inputs ({len(node.inputs)})")
         if not node.inputs or not node.inputs[0]:
             raise ModelFileError(f"node {node.name!r}: input X is required")
-        Hout, G = cls.out_size(a), cls.spec().n_gates
-        W = const_tensor(node, model, 1, "W", required=True)
-        if W.ndim != 3 or W.shape[0] != D or W.shape[1] != G * H or W.shape[2] < 1:
-            raise ModelFileError(f"node {node.name!r}: W has shape {W.shape}, expected ({D}, {G * H}, input_size)")
-        R = const_tensor(node, model, 2, "R", required=True)
-        if R.shape != (D, G * H, Hout):
-            raise ModelFileError(f"node {node.name!r}: R has shape {R.shape}, expected {(D, G * H, Hout)}")
-        Bt = const_tensor(node, model, 3, "B")
-        if Bt is not None and Bt.shape != (D, 2 * G * H):
-            raise ModelFileError(f"node {node.name!r}: B has shape {Bt.shape}, expected {(D, 2 * G * H)}")
+        Hout = cls.out_size(a)
         cls.validate_tensors(node, model, a, D, H, Hout)
+        for index, (what, want) in cls.weight_specs(node).items():
+            shape = _weight_shape(node, model, index, what, required=index in (1, 2))
+            if shape is None:
+                continue
+            if len(shape) != len(want) or any(isinstance(g, int) and w is not None and g != w
+                                              for g, w in zip(shape, want)) or \
+                    (isinstance(shape[-1], int) and shape[-1] < 1):
+                expected = ", ".join("input_size" if w is None else str(w) for w in want)
+                raise ModelFileError(f"node {node.name!r}: {what} has shape {shape}, expected ({expected})")
         if len(node.outputs) > len(cls.outputs) or not any(node.outputs):
             raise ModelFileError(f"node {node.name!r}: needs one to {len(cls.outputs)} outputs "
                                  f"({', '.join(cls.outputs)})")
@@ -118,13 +131,16 @@ class Recurrent(Op):
     @classmethod
     def reads(cls, node, streaming):
         """In a stream the initial state comes from the stream's state, not from initial_h / initial_c, and the
-        length of the sequence is the number of steps fed: sequence_lens is not read either."""
-        return [name for i, name in enumerate(node.inputs) if name and not (streaming and i in (4, 5, 6))]
+        length of the sequence is the number of steps fed: sequence_lens is not read either. The weights are read
+        packed only (constants at load, graph inputs by the Session on the call), never by the instruction."""
+        return [name for i, name in enumerate(node.inputs)
+                if name and not (streaming and i in (4, 5, 6)) and i not in cls.packed_inputs]
 
     # ------------------------------------------------------------------ packing
     @classmethod
     def _tensors(cls, node, model, dtype):
-        """(D, H, W, R, B) as arrays of the compute dtype; B zeros when absent."""
+        """(D, H, W, R, B) as arrays of the compute dtype; B zeros when absent. ``pack`` reads ``model.tensors``
+        only: for weights fed at run time it is given the call's arrays there (engine/call_weights.py)."""
         a = node.attrs
         D, H = cls.directions(node), a["hidden_size"]
         ins = list(node.inputs) + [""] * (cls.n_inputs - len(node.inputs))
@@ -186,12 +202,17 @@ class Recurrent(Op):
             p.copy(X, Xt, shape=(T, B, In), sstrides=(In, T * In, 1))
             X = Xt
         T, B, In = X.shape
-        W_in = p.model.tensors[node.inputs[1]].shape[2]
+        streaming = p.stream is not None
+        if p.call.takes(node):
+            if streaming:
+                raise p.unsupported("its weights are inputs of the call, and a stream takes only its stream input: "
+                                    "use Session.run")
+            cls.check_call_weights(node, p, In)
+        W_in = _shape_now(node, p, 1)[2]
         if In != W_in:
             raise p.error(f"the input's feature size {In} does not match the weights W (input size {W_in})")
         if T < 1 or B < 1:
             raise p.error("sequence length and batch size must be at least 1")
-        streaming = p.stream is not None
         seq = None if streaming else p.input(4)
         if seq is not None and (seq.kind != "i" or seq.shape != (B,)):
             raise p.error(f"sequence_lens must be an int tensor of shape ({B},), got {seq.shape}")
@@ -245,8 +266,9 @@ class Recurrent(Op):
         clip = float("inf") if a["clip"] is None else float(a["clip"])
         params = [*p.ref(X), T, B, In, H, Hout, D, *p.ref(seq), *p.ref(lens), *p.ref(states[0]), *inits[0],
                   *p.ref(states[1]), *inits[1], *p.ref(Y), *p.ref(xw), *p.ref(scratch), p.f64(clip), *reverse,
-                  *cls.own_params(node, p, variant)]
-        p.emit(variant, f"{node.op.lower()} {_VARIANT_NAMES[variant]} T={T} B={B} I={In} H={H} D={D}", *params)
+                  p.weight_space(), *cls.own_params(node, p, variant)]
+        fed = ", weights packed on the call" if p.call.takes(node) else ""
+        p.emit(variant, f"{node.op.lower()} {_VARIANT_NAMES[variant]} T={T} B={B} I={In} H={H} D={D}{fed}", *params)
         # outputs in the node's layout
         if layout == 1 and p.needed(0):
             out = p.output(0, (B, T, D, Hout))
@@ -264,6 +286,17 @@ class Recurrent(Op):
                 size = s.shape[2]
                 out = p.output(index, (B, D, size))
                 p.copy(s, out, shape=(B, D, size), sstrides=(size, B * size, 1))
+
+    @classmethod
+    def check_call_weights(cls, node, p, In):
+        """The shapes of the weights this call feeds, against the node's (the Session checked their declared
+        dimensions; symbolic ones are checked here)."""
+        for index, (what, want) in cls.weight_specs(node, In).items():
+            name = node.inputs[index] if index < len(node.inputs) else ""
+            if name and name not in p.model.tensors:
+                got = tuple(p.call.shapes[name])
+                if got != want:
+                    raise p.error(f"input {name!r} ({what}) has shape {got}, expected {want}")
 
     @classmethod
     def activation_params(cls, node, p):
@@ -291,16 +324,18 @@ class LSTM(Recurrent):
         return a["proj_size"] or a["hidden_size"]
 
     @classmethod
+    def weight_specs(cls, node, input_size=None):
+        D, H = cls.directions(node), node.attrs["hidden_size"]
+        return {**super().weight_specs(node, input_size), 7: ("P", (D, 3 * H)),
+                8: ("W_proj", (D, cls.out_size(node.attrs), H))}
+
+    @classmethod
     def validate_tensors(cls, node, model, a, D, H, Hout):
-        P = const_tensor(node, model, 7, "P")
-        if P is not None and P.shape != (D, 3 * H):
-            raise ModelFileError(f"node {node.name!r}: P has shape {P.shape}, expected {(D, 3 * H)}")
-        Wp = const_tensor(node, model, 8, "W_proj")
-        if a["proj_size"]:
-            if Wp is None or Wp.shape != (D, Hout, H):
-                raise ModelFileError(f"node {node.name!r}: proj_size {a['proj_size']} needs W_proj of shape "
-                                     f"{(D, Hout, H)}")
-        elif Wp is not None:
+        has_proj = len(node.inputs) > 8 and bool(node.inputs[8])
+        if a["proj_size"] and not has_proj:
+            raise ModelFileError(f"node {node.name!r}: proj_size {a['proj_size']} needs W_proj of shape "
+                                 f"{(D, Hout, H)}")
+        if has_proj and not a["proj_size"]:
             raise ModelFileError(f"node {node.name!r}: W_proj given but proj_size is 0")
 
     @classmethod
@@ -404,3 +439,32 @@ class RNN(Recurrent):
 
 
 RECURRENT_OPS = [LSTM, GRU, RNN]
+
+
+def _weight_shape(node, model, index, what, required=False):
+    """The shape of the node's weight input ``index``: a constant tensor's, or the declared shape of a graph input
+    (strings for its symbolic dimensions); None when the input is absent."""
+    name = node.inputs[index] if index < len(node.inputs) else ""
+    if not name:
+        if required:
+            raise ModelFileError(f"node {node.name!r}: input {what} is required")
+        return None
+    if name in model.tensors:
+        t = model.tensors[name]
+        if t.dtype.kind != "f":
+            raise ModelFileError(f"node {node.name!r}: {what} must be a float tensor, got {t.dtype}")
+        return tuple(t.shape)
+    spec = next((s for s in model.inputs if s.name == name), None)
+    if spec is None:
+        raise ModelFileError(f"node {node.name!r}: {what} ({name!r}) must be a constant tensor stored in the model "
+                             f"or a graph input, not a value computed by the graph")
+    if not spec.dtype.startswith("float"):
+        raise ModelFileError(f"node {node.name!r}: {what} (graph input {name!r}) must be a float tensor, got "
+                             f"{spec.dtype}")
+    return tuple(spec.shape)
+
+
+def _shape_now(node, p, index):
+    """The shape of weight input ``index`` in this plan: a constant's, or that of the array the call feeds."""
+    name = node.inputs[index]
+    return tuple(p.model.tensors[name].shape) if name in p.model.tensors else tuple(p.call.shapes[name])

@@ -11,7 +11,7 @@ from .numeric import input_projection, matmul
 from .program import ABSENT, ERR_SEQ_LENS, KEEP, OK
 from .program_kernels import fparam, fview, iview
 from .recurrent import (GRU_CODE, LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC, P_C, P_C0, P_CLIP, P_DIMS, P_H, P_H0, P_LENS,
-                        P_OWN, P_REV, P_SCRATCH, P_SEQ, P_X, P_XW, P_Y)
+                        P_OWN, P_REV, P_SCRATCH, P_SEQ, P_WEIGHTS, P_X, P_XW, P_Y)
 
 
 @njit(**JIT_OPTIONS)
@@ -62,8 +62,8 @@ def run_recurrent(code, prog, pc, F, I):
     Y = fview(F, prog, p + P_Y, T * D * B * Hout).reshape((T, D, B, Hout))
     if prog[p + P_SEQ] != ABSENT:
         Y[:, :, :, :] = 0            # rows past a sequence's end are zeros; the kernels skip them
-    fconst = F[0]
-    one = np.empty(1, dtype=fconst.dtype)
+    wts = F[prog[p + P_WEIGHTS]]  # the packed weights: the model's (F_CONST) or the call's (F_CALL)
+    one = np.empty(1, dtype=wts.dtype)
     one[0] = fparam(prog, p + P_CLIP)
     clip = one[0]                    # +inf: no clip; typed as the compute dtype
     q = p + P_OWN
@@ -73,20 +73,20 @@ def run_recurrent(code, prog, pc, F, I):
         o_wt, o_rt, o_bias, o_peep, use_peep, input_forget = (prog[q], prog[q + 1], prog[q + 2], prog[q + 3],
                                                               prog[q + 4] != 0, prog[q + 5] != 0)
         Dp = prog[q + 6]             # peepholes stored per direction, or one zero row
-        WT = fconst[o_wt:o_wt + D * In * 4 * H].reshape((D, In, 4 * H))
-        bias = fconst[o_bias:o_bias + D * 4 * H].reshape((D, 4 * H))
-        peep = fconst[o_peep:o_peep + Dp * 3 * H].reshape((Dp, 3 * H))
+        WT = wts[o_wt:o_wt + D * In * 4 * H].reshape((D, In, 4 * H))
+        bias = wts[o_bias:o_bias + D * 4 * H].reshape((D, 4 * H))
+        peep = wts[o_peep:o_peep + Dp * 3 * H].reshape((Dp, 3 * H))
         if code == LSTM_FAST_MT:
             o_wtp, o_rtp, o_bp, parts, chunk = prog[q + 7], prog[q + 8], prog[q + 9], prog[q + 10], prog[q + 11]
-            WTp = fconst[o_wtp:o_wtp + D * parts * In * 4 * chunk].reshape((D, parts, In, 4 * chunk))
-            RTp = fconst[o_rtp:o_rtp + D * parts * H * 4 * chunk].reshape((D, parts, H, 4 * chunk))
-            biasp = fconst[o_bp:o_bp + D * parts * 4 * chunk].reshape((D, parts, 1, 4 * chunk))
+            WTp = wts[o_wtp:o_wtp + D * parts * In * 4 * chunk].reshape((D, parts, In, 4 * chunk))
+            RTp = wts[o_rtp:o_rtp + D * parts * H * 4 * chunk].reshape((D, parts, H, 4 * chunk))
+            biasp = wts[o_bp:o_bp + D * parts * 4 * chunk].reshape((D, parts, 1, 4 * chunk))
             for d in range(D):
                 lstm_direction_parallel(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, lens, h[d],
                                         c[d], prog[p + P_REV + d] == 1, clip, input_forget)
             return OK
         xw = fview(F, prog, p + P_XW, T * B * 4 * H).reshape((T * B, 4 * H))
-        RT = fconst[o_rt:o_rt + D * Hout * 4 * H].reshape((D, Hout, 4 * H))
+        RT = wts[o_rt:o_rt + D * Hout * 4 * H].reshape((D, Hout, 4 * H))
         if code == LSTM_FAST:
             scratch = fview(F, prog, p + P_SCRATCH, (B + 1) * 4 * H)
             gates = scratch[:4 * H]
@@ -97,8 +97,8 @@ def run_recurrent(code, prog, pc, F, I):
                                     prog[p + P_REV + d] == 1, clip, input_forget, gates, rec)
             return OK
         o_proj, use_proj = prog[q + 7], prog[q + 8] != 0
-        projT = fconst[o_proj:o_proj + D * H * Hout].reshape((D, H, Hout)) if use_proj else \
-            fconst[0:0].reshape((1, 0, 0))
+        projT = wts[o_proj:o_proj + D * H * Hout].reshape((D, H, Hout)) if use_proj else \
+            wts[0:0].reshape((1, 0, 0))
         for d in range(D):
             acts = q + 9 + 9 * d         # codes f, g, h; alphas; betas (float64 bits)
             matmul(X2, WT[d], xw)
@@ -110,10 +110,10 @@ def run_recurrent(code, prog, pc, F, I):
     if code == GRU_CODE:
         o_wt, o_rz, o_rh, o_bias, lbr, fast = (prog[q], prog[q + 1], prog[q + 2], prog[q + 3], prog[q + 4] != 0,
                                                prog[q + 5] != 0)
-        WT = fconst[o_wt:o_wt + D * In * 3 * H].reshape((D, In, 3 * H))
-        RTzr = fconst[o_rz:o_rz + D * H * 2 * H].reshape((D, H, 2 * H))
-        RTh = fconst[o_rh:o_rh + D * H * H].reshape((D, H, H))
-        bias = fconst[o_bias:o_bias + D * 4 * H].reshape((D, 4 * H))
+        WT = wts[o_wt:o_wt + D * In * 3 * H].reshape((D, In, 3 * H))
+        RTzr = wts[o_rz:o_rz + D * H * 2 * H].reshape((D, H, 2 * H))
+        RTh = wts[o_rh:o_rh + D * H * H].reshape((D, H, H))
+        bias = wts[o_bias:o_bias + D * 4 * H].reshape((D, 4 * H))
         xw = fview(F, prog, p + P_XW, T * B * 3 * H).reshape((T * B, 3 * H))
         for d in range(D):
             acts = q + 6 + 6 * d         # codes f, g; alphas; betas
@@ -124,9 +124,9 @@ def run_recurrent(code, prog, pc, F, I):
         return OK
     # RNN
     o_wt, o_rt, o_bias, fast = prog[q], prog[q + 1], prog[q + 2], prog[q + 3] != 0
-    WT = fconst[o_wt:o_wt + D * In * H].reshape((D, In, H))
-    RT = fconst[o_rt:o_rt + D * H * H].reshape((D, H, H))
-    bias = fconst[o_bias:o_bias + D * H].reshape((D, H))
+    WT = wts[o_wt:o_wt + D * In * H].reshape((D, In, H))
+    RT = wts[o_rt:o_rt + D * H * H].reshape((D, H, H))
+    bias = wts[o_bias:o_bias + D * H].reshape((D, H))
     xw = fview(F, prog, p + P_XW, T * B * H).reshape((T * B, H))
     for d in range(D):
         acts = q + 4 + 3 * d
