@@ -34,6 +34,7 @@ from .ops import OPS
 
 ALIGN = 16         # elements: every packed array starts on a 64-byte boundary of float32, as in Weights
 KEEP_LAYOUTS = 8   # packed buffers a Session keeps (one per layout: a combination of weight shapes)
+BIG = 1 << 19      # bytes: weight arrays from this size are compared in place (_same_bytes)
 
 
 def _up(n):
@@ -153,6 +154,14 @@ class CallWeights:
 
 def _same(snapshot, arrays):
     for (dtype, shape, data), a in zip(snapshot, arrays):
-        if a.dtype != dtype or a.shape != shape or a.tobytes() != data:
+        if a.dtype != dtype or a.shape != shape or not _same_bytes(a, data):
             return False
     return True
+
+
+def _same_bytes(a, data):
+    """Whether ``a`` holds ``data``. Copying a small array and comparing the bytes (memcmp) is quickest; a large
+    contiguous one is compared 8 bytes at a time in place, which spares the copy (2 MiB: 53 us against 86 us)."""
+    if a.nbytes < BIG or not a.flags.c_contiguous or a.nbytes % 8:
+        return a.tobytes() == data
+    return bool((a.reshape(-1).view(np.uint64) == np.frombuffer(data, np.uint64)).all())

@@ -10,6 +10,7 @@ import pytest
 
 import engine
 from built_models import recurrent_model, weights_as_inputs
+from engine import call_weights
 from engine.errors import InvalidInputError, ModelFileError, UnsupportedModelError
 from engine.model import to_bytes
 
@@ -149,6 +150,26 @@ def test_the_threaded_kernel_packs_its_own_layout_on_the_call():
     constant = engine.Session(model, threads=2).run(None, feed)
     for g, c in zip(got, constant):
         np.testing.assert_array_equal(g, c)
+
+
+def test_large_weights_changed_in_place_are_packed_again():
+    """R of 768 KiB is compared in place, 8 bytes at a time, rather than copied (call_weights._same_bytes)."""
+    model, _ = recurrent_model("GRU", I=8, H=256, scale=0.05)
+    fed_model, weights = weights_as_inputs(model, ["W", "R", "B"])
+    weights = {k: v.copy() for k, v in weights.items()}
+    assert weights["R"].nbytes >= call_weights.BIG
+    sess = engine.Session(fed_model, threads=1)
+    feed = feed_of(T=3, B=1, I=8, H=256, op="GRU")
+    before = sess.run(None, {**feed, **weights})
+    weights["R"][0, -1, -1] += 1.0                    # one element, at the end
+    got = sess.run(None, {**feed, **weights})
+    changed = engine.Model(inputs=model.inputs, outputs=model.outputs, nodes=model.nodes,
+                           tensors={**model.tensors, **weights}, dtype=model.dtype, stream=model.stream)
+    want = engine.Session(changed, threads=1).run(None, feed)
+    assert max_abs_diff(got[0], before[0]) > 0
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    assert sess._call_weights.packs == 2
 
 
 def test_wrong_shapes_and_dtypes_name_the_input():
