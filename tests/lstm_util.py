@@ -51,6 +51,26 @@ def weights_to_initializers(model: onnx.ModelProto, feeds: dict) -> tuple:
     return m, {k: v for k, v in feeds.items() if k not in weight_names}
 
 
+def weights_to_inputs(model: onnx.ModelProto, names=None, dims=None) -> onnx.ModelProto:
+    """The reverse of ``weights_to_initializers``: a copy of ``model`` whose initializers ``names`` (default: every
+    weight of its recurrent node) are graph inputs fed at run time, declared with their shapes or with ``dims[name]``
+    (ints and dim_param names), as onnxruntime-style graphs and the ONNX node tests have them."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    node = m.graph.node[0]
+    if names is None:
+        names = [node.input[i] for i in WEIGHT_INPUTS[node.op_type] if i < len(node.input) and node.input[i]]
+    moved = {init.name: numpy_helper.to_array(init) for init in m.graph.initializer if init.name in names}
+    assert set(moved) == set(names), f"not initializers: {set(names) - set(moved)}"
+    kept = [init for init in m.graph.initializer if init.name not in moved]
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(kept)
+    for name in names:
+        elem = helper.np_dtype_to_tensor_dtype(moved[name].dtype)
+        m.graph.input.append(helper.make_tensor_value_info(name, elem, list((dims or {}).get(name, moved[name].shape))))
+    return m
+
+
 def ort_session(model: onnx.ModelProto, threads: int = 1):
     import onnxruntime as ort
     opts = ort.SessionOptions()

@@ -7,8 +7,10 @@ inputs, expected outputs and tolerances. The pip wheel of onnx ships without the
 those directories are written from. The comparison is the Runner's own (``assert_similar_outputs``: count, shape,
 dtype, then rtol/atol), plus the project's fp32 bound: the largest absolute difference below 1e-5.
 
-Each case runs twice: through ``onnx_backend`` (weights bound as initializers, ``converters.from_onnx``, a Session on
-the Model) and as serialized ONNX bytes given straight to ``engine.Session``.
+The cases feed the weights W, R, B (and P) as graph inputs at run time. Each case runs three times: through
+``onnx_backend`` as it is (``converters.from_onnx``, one Session, every input fed: the weights are packed on the
+call), as serialized ONNX bytes given straight to ``engine.Session`` (its own in-memory conversion), and with the
+weights bound into initializers first (the constant-weights path, packed at load), which must agree.
 
 onnxruntime fails test_lstm_batchwise, test_gru_batchwise and test_simple_rnn_batchwise (it rejects layout=1); the
 engine must pass every case.
@@ -27,7 +29,7 @@ import engine
 import onnx_backend
 from lstm_util import max_abs_diff, weights_to_initializers
 
-pytestmark = pytest.mark.slow   # compiles every onnx conformance case, twice
+pytestmark = pytest.mark.slow   # imports onnx's case generators; three Sessions per case
 
 PREFIXES = ("test_lstm_", "test_gru_", "test_rnn_", "test_simple_rnn_")
 
@@ -94,7 +96,22 @@ def test_conformance_from_onnx_bytes(case):
     assert case.data_sets, f"{case.name} has no data"
     for inputs, expected in case.data_sets:
         feeds = {vi.name: np.asarray(v) for vi, v in zip(case.model.graph.input, inputs)}
+        sess = engine.Session(case.model.SerializeToString())
+        assert {"W", "R"} <= {i.name for i in sess.get_inputs()}      # the weights stay inputs
+        got = sess.run([o.name for o in case.model.graph.output], feeds)
+        check_outputs(case, got, expected)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_conformance_weights_as_initializers(case):
+    """The same case with the fed weights bound into initializers: packed at load, the same results."""
+    for inputs, expected in case.data_sets:
+        feeds = {vi.name: np.asarray(v) for vi, v in zip(case.model.graph.input, inputs)}
         model, run_feeds = weights_to_initializers(case.model, feeds)
         sess = engine.Session(model.SerializeToString())
-        got = sess.run([o.name for o in case.model.graph.output], run_feeds)
-        check_outputs(case, got, expected)
+        assert "W" not in {i.name for i in sess.get_inputs()}
+        constant = sess.run([o.name for o in case.model.graph.output], run_feeds)
+        check_outputs(case, constant, expected)
+        fed = engine.Session(case.model.SerializeToString()).run([o.name for o in case.model.graph.output], feeds)
+        for a, b in zip(constant, fed):
+            np.testing.assert_array_equal(a, b)

@@ -43,7 +43,10 @@ def max_abs_diff(a, b):
     return float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max())
 
 
-@pytest.mark.parametrize("op,kw", CASES, ids=[f"{op}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for op, kw in CASES])
+IDS = [f"{op}-{'-'.join(f'{k}={v}' for k, v in kw.items())}" for op, kw in CASES]
+
+
+@pytest.mark.parametrize("op,kw", CASES, ids=IDS)
 def test_fed_weights_give_the_results_of_constant_weights(op, kw):
     model, _ = recurrent_model(op, I=4, H=6, **kw)
     fed_model, weights = weights_as_inputs(model, [n for n in names_of(op) if n in model.tensors])

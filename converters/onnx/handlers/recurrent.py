@@ -1,5 +1,10 @@
 """Handlers of LSTM, GRU and RNN: the canonical node (engine/ops/recurrent.py), every attribute
-made explicit, weights stored as tensors of the model's dtype, initial states and sequence_lens checked."""
+made explicit, weights stored as tensors of the model's dtype, initial states and sequence_lens checked.
+
+W, R, B and P are constants (initializers, or computed from them: folded), or graph inputs fed at run time, as
+onnxruntime allows: a graph input stays an input of the canonical node, its declared dimensions bound to the ones
+the node needs, and the engine packs it on the call (engine/call_weights.py). Weights computed from run-time
+values are refused."""
 from __future__ import annotations
 
 import numpy as np
@@ -23,12 +28,15 @@ def recurrent(ctx, node, ins, a):
     if len(ins) > n_in:
         raise ctx.err(node, f"too many inputs ({len(ins)}; {op} takes at most {n_in})")
     X = ctx.value(ins[0], node)
-    W = ctx.const_input(node, 1, "W")
-    R = ctx.const_input(node, 2, "R")
-    if W is None or R is None:
+    if not ins[1] or not ins[2]:
         raise ctx.err(node, "W and R are required")
     attrs = recurrent_spec.canonical(op, a, where=ctx.describe(node), onnx=True)
     D = recurrent_spec.num_directions(attrs["direction"])
+    if any(_fed(ctx, node, ins, i, what, X) for i, what in _WEIGHTS[op].items()):
+        _emit_fed(ctx, node, ins, attrs, X, G, D)
+        return
+    W = ctx.const_input(node, 1, "W")
+    R = ctx.const_input(node, 2, "R")
     if (W.ndim != 3 or R.ndim != 3 or W.shape[0] != D or R.shape[0] != D or W.shape[1] % G
             or W.shape[1] != R.shape[1]):
         raise ctx.err(node, f"W {W.shape} and R {R.shape} do not fit an {op} with {D} direction(s)")
@@ -49,25 +57,29 @@ def _emit_recurrent(ctx, node, ins, attrs, X, W, R, G, D, H, layout):
     if lstm:
         weights.append(("P", 7, ctx.const_input(node, 7, "P")))
     for key, idx, arr in weights:
-        if arr is None:
-            continue
-        name = f"{base}.{key}"
-        while name in ctx.tensors or name in ctx.shapes:
-            name += "_"
-        ctx.tensors[name] = np.ascontiguousarray(arr.astype(dtype))
-        tensors[idx] = name
+        if arr is not None:
+            tensors[idx] = _store(ctx, base, key, arr, dtype)
     Bt = ctx.tensors.get(tensors.get(3, ""))
     if Bt is not None and Bt.shape != (D, 2 * G * H):
         raise ctx.err(node, f"B has shape {Bt.shape}, expected {(D, 2 * G * H)}")
     Pt = ctx.tensors.get(tensors.get(7, ""))
     if Pt is not None and Pt.shape != (D, 3 * H):
         raise ctx.err(node, f"P has shape {Pt.shape}, expected {(D, 3 * H)}")
+    _emit_node(ctx, node, ins, attrs, X, tensors, W.shape[2], D, H, layout)
+
+
+def _emit_node(ctx, node, ins, attrs, X, tensors, input_size, D, H, layout):
+    """The canonical node, its weights the names in ``tensors`` ({input index: name}): model tensors, or graph
+    inputs fed at run time."""
+    op = node.op_type
+    lstm = op == "LSTM"
+    dtype = ctx.dtypes[X]
     xs = ctx.shapes[X]
     if len(xs) != 3:
         raise ctx.err(node, f"X must have rank 3, got rank {len(xs)}")
     T, Bn = (xs[0], xs[1]) if layout == 0 else (xs[1], xs[0])
     what = f"node {node.name!r} ({op})"
-    ctx.S.unify(xs[2], W.shape[2], what + " input size")
+    ctx.S.unify(xs[2], input_size, what + " input size")
     seq = _sequence_lens(ctx, node, ins[4], Bn, what)
     state = []
     for i in ((5, 6) if lstm else (5,)):
@@ -97,6 +109,70 @@ def _emit_recurrent(ctx, node, ins, attrs, X, W, R, G, D, H, layout):
         shapes = [[Bn, T, D, H], [Bn, D, H], [Bn, D, H]][:n_out]
     ctx.emit(op, node, inputs, outs, attrs, shapes, [dtype] * n_out)
     ctx.recurrent.append((ctx.nodes[-1], X, layout))
+
+
+_WEIGHTS = {"LSTM": {1: "W", 2: "R", 3: "B", 7: "P"}, "GRU": {1: "W", 2: "R", 3: "B"},
+            "RNN": {1: "W", 2: "R", 3: "B"}}
+
+
+def _fed(ctx, node, ins, i, what, X) -> bool:
+    """Whether weight input ``i`` is a graph input fed at run time (False for a constant or an absent one)."""
+    name = ins[i]
+    if not name or name in ctx.consts:
+        return False
+    if name not in ctx.input_names:
+        raise ctx.err(node, f"{what} ({name!r}) is computed by the graph at run time: weights must be constants "
+                            f"(initializers, or computed from initializers only) or graph inputs")
+    if ctx.dtypes[name] != ctx.dtypes[X]:
+        raise ctx.err(node, f"{what} (graph input {name!r}) is {ctx.dtypes[name]}, but X is {ctx.dtypes[X]}")
+    return True
+
+
+def _emit_fed(ctx, node, ins, attrs, X, G, D):
+    """A node with some weights fed at run time: their declared dimensions are bound to the node's (a fixed size
+    that does not fit is an error here; a symbolic one becomes the node's), constants are stored as tensors."""
+    op = node.op_type
+    what = f"node {node.name!r} ({op})"
+    shapes = {}
+    for i in _WEIGHTS[op]:
+        name = ins[i]
+        if name:
+            shapes[i] = list(ctx.consts[name].shape) if name in ctx.consts else ctx.shapes[name]
+    for i, rank in ((1, 3), (2, 3), (3, 2), (7, 2)):
+        if i in shapes and len(shapes[i]) != rank:
+            raise ctx.err(node, f"{_WEIGHTS[op][i]} must have rank {rank}, got shape {_dims(ctx, shapes[i])}")
+    H = attrs["hidden_size"]
+    if H is None:   # read off R, whose last dimension must then be a size the file states
+        H = ctx.S.norm(shapes[2][2])
+        if not isinstance(H, int):
+            H = ctx.S.soft.get(ctx.S.single_sym(H))
+        if H is None:
+            raise ctx.err(node, f"hidden_size is not given and R ({ins[2]!r}) does not state its size")
+        attrs["hidden_size"] = H
+    want = {1: [D, G * H, ctx.shapes[X][2] if len(ctx.shapes[X]) == 3 else None], 2: [D, G * H, H],
+            3: [D, 2 * G * H], 7: [D, 3 * H]}
+    for i, dims in shapes.items():
+        for k, (got, need) in enumerate(zip(dims, want[i])):
+            if need is not None:
+                ctx.S.unify(got, need, f"{what} {_WEIGHTS[op][i]} dimension {k}")
+    base = ctx.base_name(node, f"{op.lower()}{len(ctx.nodes)}")
+    tensors = {i: _store(ctx, base, key, ctx.consts[ins[i]], ctx.dtypes[X]) if ins[i] in ctx.consts else ins[i]
+               for i, key in _WEIGHTS[op].items() if ins[i]}
+    _emit_node(ctx, node, ins, attrs, X, tensors, shapes[1][2], D, H, attrs["layout"])
+
+
+def _store(ctx, base, key, arr, dtype):
+    """Keep a constant weight in the model, as a tensor of the model's dtype named after the node."""
+    name = f"{base}.{key}"
+    while name in ctx.tensors or name in ctx.shapes:
+        name += "_"
+    ctx.tensors[name] = np.ascontiguousarray(arr.astype(dtype))
+    return name
+
+
+def _dims(ctx, dims):
+    """Dimensions for a message, as the file declares them (a fixed size rather than the symbol standing for it)."""
+    return tuple(ctx.S.soft.get(ctx.S.single_sym(d), ctx.export_dim(d)) for d in dims)
 
 
 def _sequence_lens(ctx, node, name, Bn, what):
