@@ -18,7 +18,7 @@ import pytest
 import converters
 import engine
 from engine import aot
-from lstm_util import make_feeds, max_abs_diff, rnn_model, whole_onnx_model
+from lstm_util import make_feeds, max_abs_diff, rnn_model, weights_to_inputs, whole_onnx_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow
@@ -122,6 +122,11 @@ def _cases():
                   rng.standard_normal((5, 1, 4)).astype(np.float32)))
     whole, feeds = whole_onnx_model(rng, B=5)
     cases.append(("whole-model", whole, feeds, "float32", 1, None))
+    # the weights fed as graph inputs: packed on the call, read from the call's buffer (engine/call_weights.py)
+    model, w = rnn_model("LSTM", I=5, H=7, D=2, T=6, B=2, rng=rng, attrs={"direction": "bidirectional"},
+                         inputs=("X", "initial_h"), with_P=True)
+    feeds = make_feeds(("initial_h",), 6, 2, 5, 7, 2, rng)
+    cases.append(("lstm-fed-weights", weights_to_inputs(model), {**feeds, **w}, "float32", 1, None))
     return cases
 
 
@@ -172,8 +177,9 @@ def test_build_writes_a_module_and_a_record_that_fit_this_machine(runtimes):
 
 
 def test_without_numba_results_equal_the_jit(runtimes, tmp_path):
-    """LSTM (fast, with peepholes and sequence lengths; generic activations, layout 1; float64), GRU (both
-    linear_before_reset), RNN, a stream and a whole model, at batches on both sides of the BLAS threshold."""
+    """LSTM (fast, with peepholes and sequence lengths; generic activations, layout 1; float64; weights fed as
+    inputs), GRU (both linear_before_reset), RNN, a stream and a whole model, at batches on both sides of the BLAS
+    threshold."""
     report, _ = _check_against_jit(tmp_path, runtimes["blas"], ("numba", "llvmlite"))
     wide = report["lstm-wide-2-threads"]["program"]
     assert "lstm fast T=" in wide and "threads" not in wide, wide

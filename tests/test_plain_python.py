@@ -1,14 +1,14 @@
 """The engine runs as plain Python under NUMBA_DISABLE_JIT=1 (for debugging with pdb or coverage), with the same
-results as the compiled executor: every recurrent kind, both layouts, sequence lengths, a stream, and a whole model
-with an embedding, shape glue and a softmax head. The plain-Python side runs in a child process, since Numba reads
-the variable at import."""
+results as the compiled executor: every recurrent kind, both layouts, sequence lengths, a stream, weights fed as
+graph inputs, and a whole model with an embedding, shape glue and a softmax head. The plain-Python side runs in a
+child process, since Numba reads the variable at import."""
 import os
 import subprocess
 import sys
 
 import numpy as np
 
-from lstm_util import make_feeds, max_abs_diff, rnn_model, whole_onnx_model
+from lstm_util import make_feeds, max_abs_diff, rnn_model, weights_to_inputs, whole_onnx_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,6 +45,11 @@ def _cases():
                   rng.standard_normal((5, 1, 4)).astype(np.float32)))
     whole, feeds = whole_onnx_model(rng)
     cases.append(("whole-model", whole, feeds, None))
+    model, w = rnn_model("GRU", I=5, H=7, D=1, T=6, B=3, rng=rng, attrs={"linear_before_reset": 1},
+                         inputs=("X", "initial_h"), outputs=("Y", "Y_h"))
+    feeds = make_feeds(("initial_h",), 6, 3, 5, 7, 1, rng, op="GRU")
+    cases.append(("GRU-fed-weights", weights_to_inputs(model), {**feeds, **{k: w[k] for k in ("W", "R", "B")}},
+                  None))
     return cases
 
 
