@@ -469,9 +469,10 @@ class Stream:
             fed = [node.inputs[i] for i in OPS[node.op].call_inputs(node, model)]
             if fed:
                 raise UnsupportedModelError(
-                    f"node {node.name!r} takes its weights from the graph inputs {fed}, and a stream is fed only "
-                    f"{info['input']!r}: this model cannot be streamed; use Session.run (or convert the model with "
-                    f"its weights as initializers)")
+                    f"node {node.name!r} takes its weights from the graph inputs {fed}, and this stream is fed "
+                    f"only {info['input']!r}: use Session.run; or convert the model with its state as input/output "
+                    f"pairs (from_onnx(state=...), lstm-engine convert --state) and give the weights once, "
+                    f"stream(inputs=...); or convert it with its weights as initializers")
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise EngineError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.session = session

@@ -162,9 +162,28 @@ def test_streaming_a_model_with_fed_weights_is_a_clear_error():
     model, weights, feeds, _ = fed_graph("LSTM", {}, False, ("X", *state_inputs("LSTM")))
     sess = engine.Session(model.SerializeToString())
     with pytest.raises(UnsupportedModelError, match=r"takes its weights from the graph inputs \['W', 'R', 'B'\], and "
-                                                    r"a stream is fed only 'X'.*use Session.run"):
+                                                    r"this stream is fed only 'X': use Session.run; or .* "
+                                                    r"stream\(inputs=...\)"):
         sess.stream(1)
     assert len(sess.run(None, {**feeds, **weights})) == 3       # run works
+
+
+def test_a_state_pair_stream_takes_the_weights_once():
+    """The state as input/output pairs (initial_h -> Y_h, initial_c -> Y_c): the stream feeds the state back, the
+    weights are given once (stream(inputs=...)) and packed once; step by step equals onnxruntime's whole sequence."""
+    rng = np.random.default_rng(5)
+    model, w = rnn_model("LSTM", I=4, H=6, D=1, T="T", B=2, rng=rng, attrs={}, with_P=True,
+                         inputs=("X", "initial_h", "initial_c"))
+    fed = weights_to_inputs(model)
+    sess = engine.Session(converters.from_onnx(fed, state={"initial_h": "Y_h", "initial_c": "Y_c"}))
+    weights = {k: w[k] for k in ("W", "R", "B", "P")}
+    stream = sess.stream(2, inputs=weights)
+    x = rng.standard_normal((9, 2, 4)).astype(np.float32)
+    steps = np.stack([stream.step(x[t]) for t in range(9)])
+    zeros = np.zeros((1, 2, 6), np.float32)
+    want = ort_session(fed).run(["Y"], {"X": x, "initial_h": zeros, "initial_c": zeros, **weights})[0]
+    assert max_abs_diff(steps, want) < tolerance(9)
+    assert sess._call_weights.packs == 1
 
 
 def test_a_model_file_keeps_its_weight_inputs(tmp_path):
