@@ -37,8 +37,9 @@ def max_abs_diff(a, b) -> float:
 
 
 def weights_to_initializers(model: onnx.ModelProto, feeds: dict) -> tuple:
-    """Conformance graphs pass W/R/B/P as graph inputs; the engine needs weights as constants. Returns a copy of
-    the model with those inputs turned into initializers, and the remaining feeds."""
+    """Conformance graphs pass W/R/B/P as graph inputs (the engine packs them on the call); this gives the same
+    graph on the constant-weights path: a copy of the model with those inputs turned into initializers, and the
+    remaining feeds."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     node = m.graph.node[0]
