@@ -365,6 +365,7 @@ def test_our_bugs_are_a_500_without_a_traceback(models, caplog):
     assert "ZeroDivisionError" in caplog.text             # the traceback is in the server's log
 
 
+@pytest.mark.slow       # test_float16 imports onnxruntime
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
 def test_float16_model_served_as_fp16(tmp_path, binary):
     from test_float16 import _graph
