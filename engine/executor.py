@@ -19,6 +19,7 @@ from .ops.layer_kernels import run_layers
 from .ops.program import CONTROL_BASE, END, LAYER_BASE, OK, RECURRENT_BASE, VISION_BASE
 from .ops.program_kernels import run_core
 from .ops.recurrent_kernels import run_recurrent
+from .ops.vision_kernels import run_vision
 
 
 @njit(**JIT_OPTIONS)
@@ -35,6 +36,8 @@ def execute(prog, fconst, fin0, fin1, fin2, iin, fwork, iwork, fout, state):
             status = run_recurrent(code, prog, pc, F, I)
         elif code < VISION_BASE:
             status = run_layers(code, prog, pc, F, I)
+        elif code < CONTROL_BASE:
+            status = run_vision(code, prog, pc, F, I)
         elif code >= CONTROL_BASE and code < END:
             status = run_control(code, prog, pc, F, I)
         else:

@@ -16,9 +16,9 @@ An op is a class with four class methods, all optional but ``plan``:
     run functions                       each op family has one @njit ``run_<family>(code, prog, pc, F, I)`` that
                                         executes its instructions (engine/executor.py dispatches by opcode range),
                                         in the family's kernel module (program_kernels, recurrent_kernels,
-                                        layer_kernels)
+                                        layer_kernels, vision_kernels)
 
-The op modules (this one, program, glue, layers, recurrent, activations) import no Numba: a Session plans with them
+The op modules (this one, program, glue, layers, vision, recurrent, activations) import no Numba: a Session plans with them
 on a machine that runs the ahead-of-time runtime (engine/aot.py) without Numba. Kernels and run functions live in
 the *_kernels.py, numeric.py, lstm_fast.py, lstm_kernels.py and gru_rnn.py modules.
 

@@ -176,13 +176,15 @@ class LogSoftmax(Softmax):
 
 
 class ReduceMean(Op):
+    """The mean over ``axes``; ReduceMax (engine/ops/vision.py) plans the same way with its own opcode."""
     name = "ReduceMean"
+    opcode = MEAN
 
     @classmethod
     def validate(cls, node, model):
         check_arity(node, 1)
         if not distinct_axes(node):
-            raise ModelFileError(f"node {node.name!r}: ReduceMean needs at least one axis")
+            raise ModelFileError(f"node {node.name!r}: {node.op} needs at least one axis")
         if node.attrs.get("keepdims") not in (0, 1):
             raise ModelFileError(f"node {node.name!r}: keepdims must be 0 or 1")
 
@@ -193,7 +195,7 @@ class ReduceMean(Op):
         if x.kind != "f":
             raise p.unsupported("integer input")
         if axes[-1] >= x.rank:
-            raise ModelFileError(f"node {node.name!r}: ReduceMean axes {axes} out of range for rank {x.rank}")
+            raise ModelFileError(f"node {node.name!r}: {node.op} axes {axes} out of range for rank {x.rank}")
         keep = [i for i in range(x.rank) if i not in axes]
         shape = [1 if i in axes else d for i, d in enumerate(x.shape)] if node.attrs["keepdims"] else \
             [x.shape[i] for i in keep]
@@ -210,7 +212,8 @@ class ReduceMean(Op):
             p.copy(x, src, shape=[x.shape[i] for i in perm], sstrides=[strides[i] for i in perm])
             outer, inner = out.size, 1
         if out.size:
-            p.emit(MEAN, f"mean {x.shape} over {axes}", *p.ref(src), *p.ref(out), outer, K, inner)
+            p.emit(cls.opcode, f"{node.op[6:].lower()} {x.shape} over {axes}", *p.ref(src), *p.ref(out), outer, K,
+                   inner)
 
 
 class Gather(Op):

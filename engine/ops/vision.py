@@ -1,0 +1,292 @@
+"""The ops of convolutional front ends over images (text-line recognisers, CRNNs): 2-D convolution, max and average
+pooling (1-D and 2-D), a per-channel scale and shift (inference batch normalisation), LeakyRelu, Clip, ReduceMax.
+
+The converters resolve what ONNX leaves open: auto_pad becomes explicit pads, a BatchNormalization becomes a
+ChannelAffine (or is folded into the convolution before it), GlobalAveragePool / GlobalMaxPool become ReduceMean /
+ReduceMax over the spatial axes. Every attribute arrives filled in; the plans check every size, since the kernels
+(vision_kernels.py, ``run_vision``) index without bounds checks.
+
+Canonical nodes (layout NCHW; a 1-D pool's input is (N, C, L)):
+
+    Conv2D        X (N, C, H, W), W (M, C/group, kH, kW) constant, B (M,) constant, optional
+                  pads [top, left, bottom, right], strides [sH, sW], dilations [dH, dW], group, auto_pad
+    MaxPool       X (N, C, [H,] W); kernel_shape, strides, dilations (one per spatial axis), pads (begins, ends),
+    AveragePool   auto_pad, ceil_mode 0/1; AveragePool also count_include_pad 0/1
+
+auto_pad is NOTSET (the pads apply) unless the padding depends on a size known only at run time (SAME_UPPER or
+SAME_LOWER with a stride over a dynamic axis): then the plan computes the pads for each input size.
+    ChannelAffine X (N, C, ...), scale (C,), bias (C,) constants: X * scale[c] + bias[c]
+    LeakyRelu     alpha
+    Clip          min, max (null = unbounded)
+    ReduceMax     as ReduceMean (engine/ops/layers.py): axes (distinct, non-negative), keepdims
+"""
+import math
+
+from ..errors import ModelFileError
+from .base import Op, check_arity, int_list, is_number
+from .layers import ReduceMean
+from .program import VISION_BASE
+
+CONV2D, MAXPOOL, AVGPOOL, CHANNEL_AFFINE, LEAKY_RELU, CLIP, REDUCE_MAX = range(VISION_BASE, VISION_BASE + 7)
+
+SIZE_LIMIT = 2 ** 31    # kernel sizes, pads, strides and dilations: far beyond any real model, and no overflow
+
+
+def _ints(node, key, n, lo):
+    """Attribute ``key``: a list of ``n`` integers in [lo, SIZE_LIMIT)."""
+    v = int_list(node, key)
+    if len(v) != n or any(not lo <= d < SIZE_LIMIT for d in v):
+        raise ModelFileError(f"node {node.name!r} ({node.op}): {key} must be {n} integers in [{lo}, 2**31), "
+                             f"got {v}")
+    return v
+
+
+def _flag(node, key):
+    if node.attrs.get(key) not in (0, 1):
+        raise ModelFileError(f"node {node.name!r} ({node.op}): {key} must be 0 or 1")
+
+
+def _float_input(p, node, what="X"):
+    x = p.input(0)
+    if x.kind != "f":
+        raise p.unsupported(f"{what} must be a float tensor, not an integer one")
+    return x
+
+
+def same_pads(n, k, stride, dilation, auto_pad):
+    """(begin, end) pads of auto_pad SAME_UPPER / SAME_LOWER along one axis: the output has ceil(n / stride)
+    positions, and the odd pad goes at the end (UPPER) or the beginning (LOWER)."""
+    total = max(0, (-(-n // stride) - 1) * stride + dilation * (k - 1) + 1 - n)
+    small, big = total // 2, total - total // 2
+    return (small, big) if auto_pad == "SAME_UPPER" else (big, small)
+
+
+def spatial_pads(node, sizes, kernel, strides, dilations):
+    """The node's pads [begins..., ends...] for input ``sizes``: its ``pads``, or those of its ``auto_pad``."""
+    auto = node.attrs["auto_pad"]
+    if auto == "NOTSET":
+        return list(node.attrs["pads"])
+    pairs = [same_pads(n, k, s, d, auto) for n, k, s, d in zip(sizes, kernel, strides, dilations)]
+    return [b for b, _ in pairs] + [e for _, e in pairs]
+
+
+def _auto_pad(node):
+    if node.attrs.get("auto_pad") not in ("NOTSET", "SAME_UPPER", "SAME_LOWER"):
+        raise ModelFileError(f"node {node.name!r} ({node.op}): auto_pad must be NOTSET (explicit pads), SAME_UPPER "
+                             f"or SAME_LOWER")
+
+
+def conv_out(n, k, stride, dilation, pad0, pad1):
+    """Output length of a convolution along one axis (0 when the kernel does not fit)."""
+    span = n + pad0 + pad1 - dilation * (k - 1) - 1
+    return span // stride + 1 if span >= 0 else 0
+
+
+def pool_out(n, k, stride, dilation, pad0, pad1, ceil_mode):
+    """Output length of a pooling along one axis; with ceil_mode, a last window that would start in the end padding
+    is dropped (ONNX, PyTorch and onnxruntime agree)."""
+    span = n + pad0 + pad1 - dilation * (k - 1) - 1
+    if span < 0:
+        return 0
+    if not ceil_mode:
+        return span // stride + 1
+    out = -(-span // stride) + 1
+    if (out - 1) * stride >= n + pad0:
+        out -= 1
+    return out
+
+
+class Conv2D(Op):
+    """2-D convolution as im2col into a work buffer and one matrix product per image and group (vision_kernels)."""
+    name = "Conv2D"
+
+    @classmethod
+    def validate(cls, node, model):
+        check_arity(node, (2, 3))
+        _auto_pad(node)
+        _ints(node, "pads", 4, 0)
+        _ints(node, "strides", 2, 1)
+        _ints(node, "dilations", 2, 1)
+        group = node.attrs.get("group")
+        W = model.tensors.get(node.inputs[1])
+        if W is None or W.ndim != 4 or W.dtype.kind != "f" or min(W.shape) < 1:
+            raise ModelFileError(f"node {node.name!r} (Conv2D): W must be a float constant (M, C/group, kH, kW) "
+                                 f"with no empty dimension")
+        if not isinstance(group, int) or isinstance(group, bool) or not 1 <= group <= W.shape[0] or \
+                W.shape[0] % group:
+            raise ModelFileError(f"node {node.name!r} (Conv2D): group must be a positive integer dividing the "
+                                 f"{W.shape[0]} output channels, got {group!r}")
+        if len(node.inputs) > 2 and node.inputs[2]:
+            B = model.tensors.get(node.inputs[2])
+            if B is None or B.dtype.kind != "f" or B.shape != (W.shape[0],):
+                raise ModelFileError(f"node {node.name!r} (Conv2D): B must be a float constant of shape "
+                                     f"({W.shape[0]},)")
+
+    @classmethod
+    def plan(cls, node, p):
+        a = node.attrs
+        x, w, bias = _float_input(p, node), p.input(1), p.input(2)
+        if x.rank != 4:
+            raise p.error(f"X must have rank 4 (N, C, H, W), got shape {x.shape}")
+        N, C, H, W = x.shape
+        M, Cg, kh, kw = w.shape
+        group = a["group"]
+        if C != Cg * group:
+            raise p.error(f"X has {C} channels; the weights take {Cg * group} ({Cg} per group, {group} groups)")
+        sh, sw = a["strides"]
+        dh, dw = a["dilations"]
+        pt, pl, pb, pr = spatial_pads(node, (H, W), (kh, kw), (sh, sw), (dh, dw))
+        Ho, Wo = conv_out(H, kh, sh, dh, pt, pb), conv_out(W, kw, sw, dw, pl, pr)
+        if Ho < 1 or Wo < 1:
+            raise p.error(f"the input ({H} x {W}, padded {pt}+{pb} x {pl}+{pr}) is smaller than the kernel "
+                          f"({kh} x {kw}, dilations {dh} x {dw})")
+        out = p.output(0, (N, M, Ho, Wo))
+        if not out.size:
+            return
+        # a 1x1 kernel at stride 1 without pads reads the image as it is: no im2col
+        direct = int(kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0)
+        col = None if direct else p.temp(Cg * kh * kw * Ho * Wo)
+        p.emit(CONV2D, f"conv2d {x.shape} * {w.shape} -> {out.shape}", *p.ref(x), *p.ref(w), *p.ref(bias),
+               *p.ref(out), *p.ref(col), N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw, group,
+               int(bias is not None), direct)
+
+
+class MaxPool(Op):
+    """Max pooling over 1 or 2 spatial axes; pads never win (they are not values), NaN propagates."""
+    name = "MaxPool"
+    opcode = MAXPOOL
+
+    @classmethod
+    def validate(cls, node, model):
+        check_arity(node, 1)
+        k = node.attrs.get("kernel_shape")
+        if not isinstance(k, list) or len(k) not in (1, 2):
+            raise ModelFileError(f"node {node.name!r} ({node.op}): kernel_shape must list 1 or 2 sizes "
+                                 f"(1-D or 2-D pooling)")
+        n = len(k)
+        kernel = _ints(node, "kernel_shape", n, 1)
+        _ints(node, "strides", n, 1)
+        _ints(node, "dilations", n, 1)
+        pads = _ints(node, "pads", 2 * n, 0)
+        _auto_pad(node)
+        if any(pads[i] >= kernel[i % n] for i in range(2 * n)):
+            raise ModelFileError(f"node {node.name!r} ({node.op}): pads {pads} must be smaller than the kernel "
+                                 f"{kernel}")
+        _flag(node, "ceil_mode")
+        if cls is AveragePool:
+            _flag(node, "count_include_pad")
+
+    @classmethod
+    def plan(cls, node, p):
+        a = node.attrs
+        x = _float_input(p, node)
+        n = len(a["kernel_shape"])
+        if x.rank != n + 2:
+            raise p.error(f"a {n}-D pooling needs an input of rank {n + 2}, got shape {x.shape}")
+        pads = spatial_pads(node, x.shape[2:], a["kernel_shape"], a["strides"], a["dilations"])
+        if n == 1:      # (N, C, L) pooled as (N, C, 1, L)
+            H, W = 1, x.shape[2]
+            (kh, kw), (sh, sw), (dh, dw) = (1, *a["kernel_shape"]), (1, *a["strides"]), (1, *a["dilations"])
+            pt, pl, pb, pr = 0, pads[0], 0, pads[1]
+        else:
+            H, W = x.shape[2:]
+            (kh, kw), (sh, sw), (dh, dw) = a["kernel_shape"], a["strides"], a["dilations"]
+            pt, pl, pb, pr = pads
+        ceil = a["ceil_mode"]
+        Ho, Wo = pool_out(H, kh, sh, dh, pt, pb, ceil), pool_out(W, kw, sw, dw, pl, pr, ceil)
+        if Ho < 1 or Wo < 1:
+            raise p.error(f"the input {x.shape[2:]} (with pads {pads}) is smaller than the pooling window "
+                          f"{a['kernel_shape']} (dilations {a['dilations']})")
+        shape = list(x.shape[:2]) + ([Wo] if n == 1 else [Ho, Wo])
+        out = p.output(0, shape)
+        if out.size:
+            NC = x.shape[0] * x.shape[1]
+            p.emit(cls.opcode, f"{node.op.lower()} {x.shape} -> {tuple(shape)}", *p.ref(x), *p.ref(out), NC, H, W,
+                   Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, a.get("count_include_pad", 0))
+
+
+class AveragePool(MaxPool):
+    """Average pooling; the divisor is the number of input values in the window, or with count_include_pad the
+    window's positions inside the padded input."""
+    name = "AveragePool"
+    opcode = AVGPOOL
+
+
+class ChannelAffine(Op):
+    """X * scale[c] + bias[c] along axis 1: batch normalisation in inference, when it cannot be folded."""
+    name = "ChannelAffine"
+
+    @classmethod
+    def validate(cls, node, model):
+        check_arity(node, 3)
+        shapes = []
+        for i in (1, 2):
+            t = model.tensors.get(node.inputs[i])
+            if t is None or t.dtype.kind != "f" or t.ndim != 1:
+                raise ModelFileError(f"node {node.name!r} (ChannelAffine): scale and bias must be float constants "
+                                     f"of rank 1")
+            shapes.append(t.shape)
+        if shapes[0] != shapes[1]:
+            raise ModelFileError(f"node {node.name!r} (ChannelAffine): scale {shapes[0]} and bias {shapes[1]} "
+                                 f"differ in shape")
+
+    @classmethod
+    def plan(cls, node, p):
+        x, scale, bias = _float_input(p, node), p.input(1), p.input(2)
+        C = scale.shape[0]
+        if x.rank < 2 or x.shape[1] != C:
+            raise p.error(f"X must have rank >= 2 and {C} channels on axis 1, got shape {x.shape}")
+        out = p.output(0, x.shape)
+        if out.size:
+            p.emit(CHANNEL_AFFINE, f"channel affine {x.shape}", *p.ref(x), *p.ref(scale), *p.ref(bias),
+                   *p.ref(out), x.shape[0], C, out.size // (x.shape[0] * C))
+
+
+class LeakyRelu(Op):
+    name = "LeakyRelu"
+
+    @classmethod
+    def validate(cls, node, model):
+        check_arity(node, 1)
+        alpha = node.attrs.get("alpha")
+        if not is_number(alpha) or math.isnan(alpha):
+            raise ModelFileError(f"node {node.name!r} (LeakyRelu): alpha must be a number")
+
+    @classmethod
+    def plan(cls, node, p):
+        x = _float_input(p, node)
+        out = p.output(0, x.shape)
+        if out.size:
+            p.emit(LEAKY_RELU, f"leaky relu {x.shape}", *p.ref(x), *p.ref(out), out.size,
+                   p.f64(float(node.attrs["alpha"])))
+
+
+class Clip(Op):
+    """min(max(X, min), max): a min above the max gives the max everywhere (ONNX); NaN stays NaN."""
+    name = "Clip"
+
+    @classmethod
+    def validate(cls, node, model):
+        check_arity(node, 1)
+        for key in ("min", "max"):
+            v = node.attrs.get(key)
+            if v is not None and (not is_number(v) or math.isnan(v)):
+                raise ModelFileError(f"node {node.name!r} (Clip): {key} must be a number or null (unbounded)")
+
+    @classmethod
+    def plan(cls, node, p):
+        x = _float_input(p, node)
+        lo, hi = node.attrs["min"], node.attrs["max"]
+        out = p.output(0, x.shape)
+        if out.size:
+            p.emit(CLIP, f"clip {x.shape} to [{lo}, {hi}]", *p.ref(x), *p.ref(out), out.size,
+                   p.f64(-math.inf if lo is None else float(lo)), p.f64(math.inf if hi is None else float(hi)))
+
+
+class ReduceMax(ReduceMean):
+    """The maximum over ``axes`` (the plan is ReduceMean's); NaN propagates, an empty reduction gives -inf."""
+    name = "ReduceMax"
+    opcode = REDUCE_MAX
+
+
+VISION_OPS = [Conv2D, MaxPool, AveragePool, ChannelAffine, LeakyRelu, Clip, ReduceMax]

@@ -1,0 +1,192 @@
+"""The kernels of the vision ops (engine/ops/vision.py) and their run function, ``run_vision``.
+
+Images are read and written through flat views (N, C, H, W in C order); the plans have checked every size, so the
+kernels index without bounds checks. Window bounds along an axis are solved once per output row or column (which
+kernel taps fall inside the image) instead of testing every tap.
+"""
+import numpy as np
+from numba import njit
+
+from ..config import JIT_OPTIONS
+from .numeric import matmul
+from .program import OK
+from .program_kernels import fparam, fview
+from .vision import AVGPOOL, CHANNEL_AFFINE, CLIP, CONV2D, LEAKY_RELU, MAXPOOL, REDUCE_MAX
+
+
+@njit(**JIT_OPTIONS)
+def taps(start, k, dilation, n):
+    """(first, end): the taps t in [first, end) of a window starting at ``start`` (k taps, ``dilation`` apart) that
+    fall inside [0, n)."""
+    first = -(start // dilation) if start < 0 else 0      # ceil(-start / dilation)
+    end = (n - 1 - start) // dilation + 1
+    if end > k:
+        end = k
+    if first > end:
+        first = end
+    return first, end
+
+
+@njit(**JIT_OPTIONS)
+def im2col(x, xo, Cg, H, W, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo, col):
+    """col (Cg * kh * kw, Ho * Wo) <- the windows of the image x[xo:] (Cg, H, W): row (c, i, j) holds, for every
+    output position (ho, wo), x[c, ho * sh - pt + i * dh, wo * sw - pl + j * dw], or 0 in the padding."""
+    P = Ho * Wo
+    r = 0
+    for c in range(Cg):
+        xc = xo + c * H * W
+        for i in range(kh):
+            for j in range(kw):
+                off = j * dw - pl
+                # the output columns whose input column wo * sw + off is inside the image
+                lo = -(off // sw) if off < 0 else 0
+                hi = (W - 1 - off) // sw + 1
+                if hi > Wo:
+                    hi = Wo
+                if lo > hi:
+                    lo = hi
+                for ho in range(Ho):
+                    ih = ho * sh - pt + i * dh
+                    base = r * P + ho * Wo
+                    if ih < 0 or ih >= H:
+                        for wo in range(Wo):
+                            col[base + wo] = 0
+                        continue
+                    src = xc + ih * W + off
+                    for wo in range(lo):
+                        col[base + wo] = 0
+                    if sw == 1:
+                        for wo in range(lo, hi):
+                            col[base + wo] = x[src + wo]
+                    else:
+                        for wo in range(lo, hi):
+                            col[base + wo] = x[src + wo * sw]
+                    for wo in range(hi, Wo):
+                        col[base + wo] = 0
+                r += 1
+
+
+@njit(**JIT_OPTIONS)
+def conv2d_kernel(x, w, bias, use_bias, col, direct, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw,
+                  group, out):
+    """out (N, M, Ho, Wo) = conv2d(x (N, C, H, W), w (M, Cg, kh, kw)) + bias (M,), all flat. Per image and group:
+    im2col into col, then out_g (Mg, Ho Wo) = w_g (Mg, Cg kh kw) @ col (Cg kh kw, Ho Wo). ``direct``: a 1x1 kernel
+    at stride 1 without pads, whose col is the image itself."""
+    Mg = M // group
+    Kc = Cg * kh * kw
+    P = Ho * Wo
+    for n in range(N):
+        for g in range(group):
+            xo = (n * C + g * Cg) * H * W
+            if direct:
+                cols = x[xo:xo + Kc * P].reshape((Kc, P))
+            else:
+                im2col(x, xo, Cg, H, W, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo, col)
+                cols = col[:Kc * P].reshape((Kc, P))
+            oo = (n * M + g * Mg) * P
+            matmul(w[g * Mg * Kc:(g + 1) * Mg * Kc].reshape((Mg, Kc)), cols, out[oo:oo + Mg * P].reshape((Mg, P)))
+        if use_bias:
+            for m in range(M):
+                b = bias[m]
+                o = (n * M + m) * P
+                for q in range(P):
+                    out[o + q] += b
+
+
+@njit(**JIT_OPTIONS)
+def pool_kernel(average, x, NC, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, include_pad, out):
+    """out (NC, Ho, Wo) = max or mean of x (NC, H, W) over each window (kh x kw taps, dilated, strided, padded).
+    Max: padding never wins, NaN propagates, a window without input values gives -inf. Mean: accumulated in float64,
+    divided by the number of taps inside the image, or with ``include_pad`` inside the padded image."""
+    for nc in range(NC):
+        for ho in range(Ho):
+            h0 = ho * sh - pt
+            i0, i1 = taps(h0, kh, dh, H)
+            ni = min(kh, (H + pb - 1 - h0) // dh + 1) if include_pad else i1 - i0
+            for wo in range(Wo):
+                w0 = wo * sw - pl
+                j0, j1 = taps(w0, kw, dw, W)
+                if average:
+                    s = 0.0
+                    for i in range(i0, i1):
+                        row = (nc * H + h0 + i * dh) * W + w0
+                        for j in range(j0, j1):
+                            s += x[row + j * dw]
+                    nj = min(kw, (W + pr - 1 - w0) // dw + 1) if include_pad else j1 - j0
+                    out[(nc * Ho + ho) * Wo + wo] = s / (ni * nj)
+                else:
+                    m = -np.inf
+                    for i in range(i0, i1):
+                        row = (nc * H + h0 + i * dh) * W + w0
+                        for j in range(j0, j1):
+                            v = x[row + j * dw]
+                            if v > m or v != v:
+                                m = v
+                    out[(nc * Ho + ho) * Wo + wo] = m
+
+
+@njit(**JIT_OPTIONS)
+def reduce_max_kernel(x, out):
+    """out (outer, inner) = max of x (outer, K, inner) along the middle axis; NaN propagates, K = 0 gives -inf."""
+    outer, K, inner = x.shape
+    for o in range(outer):
+        for q in range(inner):
+            out[o, q] = -np.inf
+        for k in range(K):
+            for q in range(inner):
+                v = x[o, k, q]
+                if v > out[o, q] or v != v:
+                    out[o, q] = v
+
+
+@njit(**JIT_OPTIONS)
+def run_vision(code, prog, pc, F, I):
+    p = pc + 3
+    if code == CONV2D:      # [x, w, bias, out, col refs, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw,
+        #                      group, use_bias, direct]
+        N, C, H, W, M, Cg, kh, kw, Ho, Wo = (prog[p + 10], prog[p + 11], prog[p + 12], prog[p + 13], prog[p + 14],
+                                             prog[p + 15], prog[p + 16], prog[p + 17], prog[p + 18], prog[p + 19])
+        use_bias, direct = prog[p + 27] != 0, prog[p + 28] != 0
+        x = fview(F, prog, p, N * C * H * W)
+        col = x[0:0] if direct else fview(F, prog, p + 8, Cg * kh * kw * Ho * Wo)
+        conv2d_kernel(x, fview(F, prog, p + 2, M * Cg * kh * kw), fview(F, prog, p + 4, M) if use_bias else x[0:0],
+                      use_bias, col, direct, N, C, H, W, M, Cg, kh, kw, Ho, Wo, prog[p + 20], prog[p + 21],
+                      prog[p + 22], prog[p + 23], prog[p + 24], prog[p + 25], prog[p + 26],
+                      fview(F, prog, p + 6, N * M * Ho * Wo))
+    elif code == MAXPOOL or code == AVGPOOL:   # [x, out refs, NC, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, pb,
+        #                                         pr, count_include_pad]
+        NC, H, W, Ho, Wo = prog[p + 4], prog[p + 5], prog[p + 6], prog[p + 7], prog[p + 8]
+        pool_kernel(code == AVGPOOL, fview(F, prog, p, NC * H * W), NC, H, W, Ho, Wo, prog[p + 9], prog[p + 10],
+                    prog[p + 11], prog[p + 12], prog[p + 13], prog[p + 14], prog[p + 15], prog[p + 16], prog[p + 17],
+                    prog[p + 18], prog[p + 19] != 0, fview(F, prog, p + 2, NC * Ho * Wo))
+    elif code == CHANNEL_AFFINE:   # [x, scale, bias, out refs, N, C, inner]: out = x * scale[c] + bias[c]
+        N, C, inner = prog[p + 8], prog[p + 9], prog[p + 10]
+        x = fview(F, prog, p, N * C * inner)
+        scale, bias = fview(F, prog, p + 2, C), fview(F, prog, p + 4, C)
+        out = fview(F, prog, p + 6, N * C * inner)
+        for n in range(N):
+            for c in range(C):
+                s, b = scale[c], bias[c]
+                o = (n * C + c) * inner
+                for q in range(o, o + inner):
+                    out[q] = x[q] * s + b
+    elif code == LEAKY_RELU:       # [x, out refs, n, alpha]
+        n = prog[p + 4]
+        alpha = fparam(prog, p + 5)
+        x, out = fview(F, prog, p, n), fview(F, prog, p + 2, n)
+        for i in range(n):
+            v = x[i]
+            out[i] = v if v >= 0 else alpha * v
+    elif code == CLIP:             # [x, out refs, n, min, max]: a min above the max gives the max
+        n = prog[p + 4]
+        lo, hi = fparam(prog, p + 5), fparam(prog, p + 6)
+        x, out = fview(F, prog, p, n), fview(F, prog, p + 2, n)
+        for i in range(n):
+            v = x[i]
+            v = lo if v < lo else v
+            out[i] = hi if v > hi else v
+    elif code == REDUCE_MAX:       # [x, out refs, outer, K, inner]
+        outer, K, inner = prog[p + 4], prog[p + 5], prog[p + 6]
+        reduce_max_kernel(fview(F, prog, p, outer * K * inner).reshape((outer, K, inner)),
+                          fview(F, prog, p + 2, outer * inner).reshape((outer, inner)))
+    return OK

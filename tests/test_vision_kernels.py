@@ -1,0 +1,344 @@
+"""The vision ops (engine/ops/vision.py: Conv2D, MaxPool, AveragePool, ChannelAffine, LeakyRelu, Clip, ReduceMax;
+and 4-D Transpose) against the slow float64 numpy reference (tests/naive_vision.py), each run as a one-node model
+built with engine.Model (no converter, no torch, no onnxruntime), in float32 and in float64 precision.
+
+Tolerances follow the error bound of a sum of K products (llm.c's ``t_eff``, here with the bound's own scale):
+|got - ref| <= 4 K eps (|x| * |w| + |b|) for a convolution, eps the compute type's, where ``|x| * |w|`` is the
+convolution of the absolute values; a wrong tap, pad or stride is off by O(1) and fails. Max pooling, clips,
+transposes and ReduceMax must be exact; averages and affine maps within a few eps of the value. NaN and +-inf must
+land where the reference puts them.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import engine
+import naive_vision as nv
+
+F32, F64 = np.float32, np.float64
+
+
+def single(op, attrs, x_rank, tensors=None, out_rank=None, dtype="float32", x_dtype=None):
+    """A model of one ``op`` node reading input "x" (every dimension free) and the named constant tensors."""
+    tensors = dict(tensors or {})
+    x = engine.TensorSpec("x", [f"x{i}" for i in range(x_rank)], x_dtype or dtype)
+    y = engine.TensorSpec("y", [f"y{i}" for i in range(x_rank if out_rank is None else out_rank)], dtype)
+    node = engine.Node(op, op.lower(), ["x", *tensors], ["y"], attrs)
+    return engine.Model(inputs=[x], outputs=[y], nodes=[node], tensors=tensors, dtype=dtype)
+
+
+def run(model, x, precision):
+    return engine.Session(model, precision=precision).run(None, {"x": x.astype(precision)})[0]
+
+
+def assert_close(got, ref, tol, what):
+    """Same NaN and +-inf positions; finite values within ``tol`` (a scalar or an array like ref)."""
+    got = np.asarray(got, F64)
+    assert got.shape == ref.shape, f"{what}: shape {got.shape}, reference {ref.shape}"
+    assert np.array_equal(np.isnan(got), np.isnan(ref)), f"{what}: NaN positions differ"
+    assert np.array_equal(np.isposinf(got), np.isposinf(ref)) and np.array_equal(np.isneginf(got), np.isneginf(ref)), \
+        f"{what}: infinities differ"
+    finite = np.isfinite(ref)
+    tol = np.broadcast_to(np.asarray(tol, F64), ref.shape)
+    with np.errstate(invalid="ignore"):
+        err = np.abs(got - ref)
+    bad = finite & ~(err <= tol)
+    assert not bad.any(), f"{what}: diff {err[bad].max():.3g} > tolerance {tol[bad][np.argmax(err[bad])]:.3g}"
+
+
+def eps(precision):
+    return float(np.finfo(precision).eps)
+
+
+# ---------------------------------------------------------------------- Conv2D
+CONV_CASES = [
+    # name: N, C, H, W, M, (kh, kw), attrs
+    ("3x3-same", 2, 3, 8, 13, 4, (3, 3), {}),
+    ("asymmetric-pads", 1, 2, 7, 9, 3, (3, 2), {"pads": [2, 0, 1, 3]}),
+    ("strides", 2, 2, 11, 10, 5, (3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 3]}),
+    ("dilations", 1, 3, 12, 14, 2, (3, 3), {"pads": [2, 1, 0, 2], "dilations": [2, 3]}),
+    ("stride-beyond-kernel", 1, 1, 9, 17, 2, (2, 2), {"strides": [3, 4]}),
+    ("groups", 2, 6, 6, 7, 4, (3, 3), {"pads": [1, 1, 1, 1], "group": 2}),
+    ("depthwise", 1, 4, 5, 8, 4, (3, 3), {"pads": [1, 1, 1, 1], "group": 4}),
+    ("1x1-direct", 2, 5, 4, 6, 7, (1, 1), {}),
+    ("1x1-strided", 1, 5, 6, 6, 3, (1, 1), {"strides": [2, 2]}),
+    ("1x1-padded", 1, 2, 3, 3, 2, (1, 1), {"pads": [1, 0, 0, 1]}),
+    ("kernel-as-big-as-padded-input", 1, 2, 3, 4, 3, (5, 6), {"pads": [1, 1, 1, 1]}),
+    ("tall-kernel-no-bias", 1, 2, 32, 5, 3, (7, 1), {"pads": [3, 0, 3, 0], "bias": False}),
+    ("same-upper-strided", 1, 2, 9, 10, 3, (3, 4), {"auto_pad": "SAME_UPPER", "strides": [2, 3]}),
+    ("same-lower-dilated", 1, 2, 9, 10, 3, (3, 2), {"auto_pad": "SAME_LOWER", "strides": [2, 1], "dilations": [2, 2]}),
+]
+
+
+def conv_attrs(spec):
+    return {"pads": spec.get("pads", [0, 0, 0, 0]), "strides": spec.get("strides", [1, 1]),
+            "dilations": spec.get("dilations", [1, 1]), "group": spec.get("group", 1),
+            "auto_pad": spec.get("auto_pad", "NOTSET")}
+
+
+def conv_case(N, C, H, W, M, k, spec, seed):
+    rng = np.random.default_rng(seed)
+    attrs = conv_attrs(spec)
+    Wt = rng.standard_normal((M, C // attrs["group"], *k)).astype(F32)
+    tensors = {"W": Wt}
+    if spec.get("bias", True):
+        tensors["B"] = rng.standard_normal(M).astype(F32)
+    x = rng.standard_normal((N, C, H, W)).astype(F32)
+    return single("Conv2D", attrs, 4, tensors), x, tensors
+
+
+def conv_reference(x, tensors, attrs):
+    """The naive convolution, and the tolerance scale: the convolution of absolute values."""
+    pads = attrs["pads"]
+    if attrs["auto_pad"] != "NOTSET":
+        from engine.ops.vision import same_pads
+        k = tensors["W"].shape[2:]
+        pairs = [same_pads(n, kk, s, d, attrs["auto_pad"])
+                 for n, kk, s, d in zip(x.shape[2:], k, attrs["strides"], attrs["dilations"])]
+        pads = [pairs[0][0], pairs[1][0], pairs[0][1], pairs[1][1]]
+    args = dict(pads=pads, strides=attrs["strides"], dilations=attrs["dilations"], group=attrs["group"])
+    B = tensors.get("B")
+    ref = nv.conv2d(x, tensors["W"], B, **args)
+    with np.errstate(invalid="ignore"):
+        scale = nv.conv2d(np.abs(x), np.abs(tensors["W"]), None if B is None else np.abs(B), **args)
+    K = tensors["W"][0].size
+    return ref, K, scale
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@pytest.mark.parametrize("name,N,C,H,W,M,k,spec", CONV_CASES, ids=[c[0] for c in CONV_CASES])
+def test_conv2d_matches_the_reference(name, N, C, H, W, M, k, spec, precision):
+    model, x, tensors = conv_case(N, C, H, W, M, k, spec, seed=len(name))
+    ref, K, scale = conv_reference(x, tensors, model.nodes[0].attrs)
+    got = run(model, x, precision)
+    assert_close(got, ref, 4 * (K + 1) * eps(precision) * (scale + 1e-30), name)
+
+
+def test_conv2d_one_session_many_widths_and_batches():
+    """The width is free: one Session plans each new shape, and a plan made earlier still gives the same result."""
+    model, _, tensors = conv_case(1, 3, 8, 5, 4, (3, 3), {"pads": [1, 1, 1, 1], "strides": [1, 2]}, seed=3)
+    sess = engine.Session(model)
+    rng = np.random.default_rng(4)
+    xs = [rng.standard_normal((n, 3, 8, w)).astype(F32) for n, w in ((1, 5), (3, 40), (2, 1), (1, 5))]
+    for x in xs:
+        ref, K, scale = conv_reference(x, tensors, model.nodes[0].attrs)
+        assert_close(sess.run(None, {"x": x})[0], ref, 4 * (K + 1) * eps(F32) * scale, f"shape {x.shape}")
+
+
+@pytest.mark.parametrize("special", ["nan", "inf", "-inf", "constant"])
+def test_conv2d_nan_inf_and_constant_inputs(special):
+    model, x, tensors = conv_case(1, 2, 6, 7, 3, (3, 3), {"pads": [1, 1, 1, 1]}, seed=9)
+    if special == "constant":
+        x[:] = 0.75
+    else:
+        x[0, 1, 2, 3] = float(special)
+        x[0, 0, 5, 0] = float(special)
+    ref, K, scale = conv_reference(x, tensors, model.nodes[0].attrs)
+    for precision in ("float32", "float64"):
+        got = run(model, x, precision)
+        assert_close(got, ref, 4 * (K + 1) * eps(precision) * np.where(np.isfinite(scale), scale, 0), special)
+    assert np.isnan(ref).any() or np.isinf(ref).any() or special == "constant"
+
+
+# ---------------------------------------------------------------------- pooling
+POOL_CASES = [
+    # name, input shape, attrs (kernel_shape required; the rest default)
+    ("2x2-stride-2", (2, 3, 8, 10), {"kernel_shape": [2, 2], "strides": [2, 2]}),
+    ("2x1-crnn", (1, 4, 8, 9), {"kernel_shape": [2, 1], "strides": [2, 1]}),
+    ("odd-sizes-floor", (1, 2, 7, 9), {"kernel_shape": [2, 2], "strides": [2, 2]}),
+    ("ceil-mode", (1, 2, 7, 9), {"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1}),
+    ("ceil-mode-drops-a-window-in-the-end-pad", (1, 1, 5, 5),
+     {"kernel_shape": [2, 2], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1}),
+    ("pads-3x3-stride-1", (2, 2, 6, 5), {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+    ("asymmetric-pads-ceil", (1, 2, 6, 7), {"kernel_shape": [3, 2], "strides": [2, 3], "pads": [2, 0, 1, 1],
+                                            "ceil_mode": 1}),
+    ("dilations", (1, 2, 9, 11), {"kernel_shape": [2, 3], "dilations": [2, 3], "pads": [1, 2, 1, 0]}),
+    ("same-upper", (1, 2, 7, 9), {"kernel_shape": [3, 2], "strides": [2, 2], "auto_pad": "SAME_UPPER"}),
+    ("same-lower", (1, 2, 7, 9), {"kernel_shape": [3, 2], "strides": [2, 2], "auto_pad": "SAME_LOWER"}),
+    ("1d", (2, 3, 11), {"kernel_shape": [3], "strides": [2], "pads": [1, 1]}),
+    ("1d-ceil-dilated", (1, 2, 10), {"kernel_shape": [2], "strides": [3], "dilations": [2], "ceil_mode": 1}),
+]
+
+
+def pool_attrs(attrs, op):
+    n = len(attrs["kernel_shape"])
+    full = {"strides": [1] * n, "dilations": [1] * n, "pads": [0] * (2 * n), "auto_pad": "NOTSET", "ceil_mode": 0,
+            **attrs}
+    if op == "AveragePool":
+        full.setdefault("count_include_pad", 0)
+    return full
+
+
+def pool_reference(x, op, attrs):
+    pads = attrs["pads"]
+    if attrs["auto_pad"] != "NOTSET":
+        from engine.ops.vision import same_pads
+        pairs = [same_pads(n, k, s, d, attrs["auto_pad"]) for n, k, s, d in
+                 zip(x.shape[2:], attrs["kernel_shape"], attrs["strides"], attrs["dilations"])]
+        pads = [b for b, _ in pairs] + [e for _, e in pairs]
+    return nv.pool(x, "max" if op == "MaxPool" else "avg", attrs["kernel_shape"], attrs["strides"], pads,
+                   attrs["dilations"], attrs["ceil_mode"], attrs.get("count_include_pad", 0))
+
+
+POOL_PARAMS = [(op, include, *case) for case in POOL_CASES for op, include in
+               (("MaxPool", 0), ("AveragePool", 0), ("AveragePool", 1))]
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@pytest.mark.parametrize("op,include,name,shape,attrs", POOL_PARAMS,
+                         ids=[f"{p[0]}-{p[2]}{'-include-pad' if p[1] else ''}" for p in POOL_PARAMS])
+def test_pools_match_the_reference(op, include, name, shape, attrs, precision):
+    attrs = pool_attrs(attrs, op)
+    if op == "AveragePool":
+        attrs["count_include_pad"] = include
+    x = np.random.default_rng(len(name)).standard_normal(shape).astype(F32)
+    ref = pool_reference(x, op, attrs)
+    got = run(single(op, attrs, len(shape)), x, precision)
+    assert_close(got, ref, 0.0 if op == "MaxPool" else 4 * eps(precision) * (np.abs(ref) + 1), name)
+
+
+@pytest.mark.parametrize("op", ["MaxPool", "AveragePool"])
+@pytest.mark.parametrize("special", ["nan", "inf", "-inf", "constant"])
+def test_pools_with_nan_inf_and_constant_inputs(op, special):
+    attrs = pool_attrs({"kernel_shape": [3, 2], "strides": [2, 1], "pads": [1, 0, 1, 1]}, op)
+    x = np.random.default_rng(2).standard_normal((1, 2, 6, 5)).astype(F32)
+    if special == "constant":
+        x[:] = -2.5
+    else:
+        x[0, 0, 3, 2] = float(special)
+        x[0, 1, 0, 4] = float(special)
+    ref = pool_reference(x, op, attrs)
+    for precision in ("float32", "float64"):
+        assert_close(run(single(op, attrs, 4), x, precision), ref,
+                     0.0 if op == "MaxPool" else 4 * eps(precision) * (np.abs(ref) + 1), special)
+
+
+# ---------------------------------------------------------------------- elementwise, reductions, transpose
+SPECIALS = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e30, -1e30, 3.0, -3.0], F32)
+
+
+def _with_specials(shape, seed):
+    x = (np.random.default_rng(seed).standard_normal(shape) * 3).astype(F32)
+    x.reshape(-1)[:SPECIALS.size] = SPECIALS
+    return x
+
+
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_channel_affine(precision):
+    rng = np.random.default_rng(0)
+    scale, bias = rng.standard_normal(3).astype(F32), rng.standard_normal(3).astype(F32)
+    for shape in ((2, 3, 4, 5), (4, 3), (1, 3, 7)):
+        x = _with_specials(shape, len(shape))
+        got = run(single("ChannelAffine", {}, len(shape), {"scale": scale, "bias": bias}), x, precision)
+        ref = nv.channel_affine(x, scale, bias)
+        assert_close(got, ref, 4 * eps(precision) * (np.abs(ref) + 1), f"shape {shape}")
+
+
+@pytest.mark.parametrize("alpha", [0.01, 0.2, -1.5, 0.0])
+def test_leaky_relu(alpha):
+    x = _with_specials((2, 3, 4, 5), 1)
+    for precision in ("float32", "float64"):
+        got = run(single("LeakyRelu", {"alpha": alpha}, 4), x, precision)
+        ref = nv.leaky_relu(x, np.float32(alpha) if precision == "float32" else alpha)
+        assert_close(got, ref, eps(precision) * np.abs(ref), f"alpha {alpha}")
+
+
+@pytest.mark.parametrize("lo,hi", [(0.0, 6.0), (None, 1.5), (-1.0, None), (None, None), (2.0, -1.0),
+                                   (-np.inf, np.inf), (-3.4028234663852886e38, 3.4028234663852886e38)])
+def test_clip(lo, hi):
+    x = _with_specials((3, 4, 5), 2)
+    for precision in ("float32", "float64"):
+        got = run(single("Clip", {"min": lo, "max": hi}, 3), x, precision)
+        assert_close(got, nv.clip(x, lo, hi), 0.0, f"[{lo}, {hi}]")
+
+
+REDUCE_CASES = [((2, 3, 4, 5), [2], 0), ((2, 3, 4, 5), [2], 1), ((2, 3, 4, 5), [1, 3], 0), ((2, 3, 4, 5), [2, 3], 1),
+                ((2, 3, 4, 5), [0, 1, 2, 3], 0), ((4, 5), [0], 1), ((3, 1, 6), [1], 0)]
+
+
+@pytest.mark.parametrize("op", ["ReduceMax", "ReduceMean"])
+@pytest.mark.parametrize("shape,axes,keepdims", REDUCE_CASES)
+def test_reductions_over_any_axes(op, shape, axes, keepdims):
+    x = np.random.default_rng(len(shape)).standard_normal(shape).astype(F32)
+    out_rank = len(shape) - (0 if keepdims else len(axes))
+    model = single(op, {"axes": axes, "keepdims": keepdims}, len(shape), out_rank=out_rank)
+    ref = nv.reduce(x, "max" if op == "ReduceMax" else "mean", axes, keepdims)
+    for precision in ("float32", "float64"):
+        assert_close(run(model, x, precision), ref, 0.0 if op == "ReduceMax" else 4 * eps(precision), f"{axes}")
+
+
+def test_reduce_max_nan_and_inf():
+    x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(F32)
+    x[0, 1, 2], x[1, 2, 0], x[1, 0, 3] = np.nan, np.inf, -np.inf
+    model = single("ReduceMax", {"axes": [1], "keepdims": 0}, 3, out_rank=2)
+    assert_close(run(model, x, "float32"), nv.reduce(x, "max", [1], 0), 0.0, "specials")
+
+
+@pytest.mark.parametrize("perm", [(0, 2, 1, 3), (3, 0, 1, 2), (2, 3, 0, 1), (0, 1, 3, 2), (1, 0, 3, 2)])
+def test_transpose_4d(perm):
+    x = np.arange(2 * 3 * 4 * 5, dtype=F32).reshape(2, 3, 4, 5)
+    got = run(single("Transpose", {"perm": list(perm)}, 4), x, "float32")
+    assert np.array_equal(got, np.transpose(x, perm))
+
+
+# ---------------------------------------------------------------------- errors
+W3 = np.ones((4, 2, 3, 3), F32)
+CONV_OK = {"pads": [0, 0, 0, 0], "strides": [1, 1], "dilations": [1, 1], "group": 1, "auto_pad": "NOTSET"}
+POOL_OK = pool_attrs({"kernel_shape": [2, 2]}, "MaxPool")
+BAD_MODELS = [
+    ("Conv2D", {**CONV_OK, "pads": [1, 1]}, {"W": W3}, "pads must be 4 integers"),
+    ("Conv2D", {**CONV_OK, "pads": [0, -1, 0, 0]}, {"W": W3}, "pads must be 4 integers"),
+    ("Conv2D", {**CONV_OK, "strides": [0, 1]}, {"W": W3}, "strides must be 2 integers"),
+    ("Conv2D", {**CONV_OK, "dilations": [1, 2 ** 40]}, {"W": W3}, "dilations must be 2 integers"),
+    ("Conv2D", {**CONV_OK, "group": 3}, {"W": W3}, "group must be a positive integer dividing"),
+    ("Conv2D", {**CONV_OK, "group": 0}, {"W": W3}, "group must be"),
+    ("Conv2D", {**CONV_OK, "auto_pad": "VALID"}, {"W": W3}, "auto_pad must be"),
+    ("Conv2D", CONV_OK, {"W": np.ones((4, 2, 3), F32)}, "W must be a float constant"),
+    ("Conv2D", CONV_OK, {"W": np.ones((4, 2, 0, 3), F32)}, "no empty dimension"),
+    ("Conv2D", CONV_OK, {"W": W3, "B": np.ones(3, F32)}, r"B must be a float constant of shape \(4,\)"),
+    ("MaxPool", {**POOL_OK, "kernel_shape": [2, 2, 2]}, {}, "1 or 2 sizes"),
+    ("MaxPool", {**POOL_OK, "kernel_shape": [0, 2]}, {}, "kernel_shape must be 2 integers"),
+    ("MaxPool", {**POOL_OK, "pads": [2, 0, 0, 0]}, {}, "smaller than the kernel"),
+    ("MaxPool", {**POOL_OK, "strides": [1]}, {}, "strides must be 2 integers"),
+    ("MaxPool", {**POOL_OK, "ceil_mode": 2}, {}, "ceil_mode must be 0 or 1"),
+    ("AveragePool", POOL_OK, {}, "count_include_pad must be 0 or 1"),
+    ("ChannelAffine", {}, {"scale": np.ones(3, F32), "bias": np.ones(4, F32)}, "differ in shape"),
+    ("ChannelAffine", {}, {"scale": np.ones((3, 1), F32), "bias": np.ones(3, F32)}, "rank 1"),
+    ("LeakyRelu", {"alpha": "x"}, {}, "alpha must be a number"),
+    ("Clip", {"min": float("nan"), "max": None}, {}, "min must be a number or null"),
+    ("ReduceMax", {"axes": [], "keepdims": 0}, {}, "ReduceMax needs at least one axis"),
+]
+
+
+@pytest.mark.parametrize("op,attrs,tensors,message", BAD_MODELS, ids=[f"{b[0]}-{b[3][:30]}" for b in BAD_MODELS])
+def test_malformed_nodes_are_model_file_errors(op, attrs, tensors, message):
+    with pytest.raises(engine.ModelFileError, match=message):
+        single(op, attrs, 4, tensors).validate()
+
+
+BAD_CALLS = [
+    ("Conv2D", CONV_OK, {"W": W3}, (1, 2, 5), "X must have rank 4"),
+    ("Conv2D", CONV_OK, {"W": W3}, (1, 3, 5, 5), "X has 3 channels; the weights take 2"),
+    ("Conv2D", CONV_OK, {"W": W3}, (1, 2, 2, 9), r"smaller than the kernel"),
+    ("MaxPool", POOL_OK, {}, (1, 2, 5), "needs an input of rank 4"),
+    ("MaxPool", POOL_OK, {}, (1, 2, 1, 5), "smaller than the pooling window"),
+    ("AveragePool", {**POOL_OK, "count_include_pad": 0, "kernel_shape": [3]}, {}, (1, 2, 2), "smaller than the"),
+    ("ChannelAffine", {}, {"scale": np.ones(3, F32), "bias": np.ones(3, F32)}, (1, 2, 5), "3 channels on axis 1"),
+]
+
+
+@pytest.mark.parametrize("op,attrs,tensors,shape,message", BAD_CALLS, ids=[f"{b[0]}-{b[4][:30]}" for b in BAD_CALLS])
+def test_bad_input_shapes_are_invalid_input_errors(op, attrs, tensors, shape, message):
+    if len(attrs.get("kernel_shape", [0, 0])) == 1:
+        attrs = {**attrs, "strides": [1], "dilations": [1], "pads": [0, 0]}
+    sess = engine.Session(single(op, attrs, len(shape), tensors))
+    with pytest.raises(engine.InvalidInputError, match=message):
+        sess.run(None, {"x": np.ones(shape, F32)})
+
+
+def test_integer_inputs_are_refused():
+    model = single("MaxPool", POOL_OK, 4, x_dtype="int64")
+    with pytest.raises(engine.UnsupportedModelError, match="not an integer"):
+        engine.Session(model).run(None, {"x": np.ones((1, 1, 4, 4), np.int64)})
+
