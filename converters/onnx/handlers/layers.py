@@ -1,6 +1,6 @@
 """Handlers of the ops around the recurrent layers (engine/ops/layers.py): elementwise Add/Sub/Mul/Div and
-Relu/Tanh/Sigmoid/Exp/Neg/Sqrt/Abs, MatMul, Gemm, Softmax, LogSoftmax, ReduceMean, Gather, Conv (1-D), Split,
-Cast."""
+Relu/Tanh/Sigmoid/Exp/Neg/Sqrt/Abs, MatMul, Gemm, Softmax, LogSoftmax, ReduceMean, Gather, Conv (1-D; 2-D in
+vision.py), Split, Cast."""
 from __future__ import annotations
 
 import numpy as np
@@ -170,7 +170,7 @@ def reduce_mean(ctx, node, ins, a):
     keep = int(a.get("keepdims", 1))
     out = [(1 if k in axes else d) for k, d in enumerate(shape)] if keep else \
         [d for k, d in enumerate(shape) if k not in axes]
-    ctx.emit("ReduceMean", node, [x], [node.output[0]], {"axes": axes, "keepdims": keep}, [out], [ctx.dtypes[x]])
+    ctx.emit(node.op_type, node, [x], [node.output[0]], {"axes": axes, "keepdims": keep}, [out], [ctx.dtypes[x]])
 
 
 @handler("Gather")
@@ -208,12 +208,16 @@ def gather(ctx, node, ins, a):
 
 @handler("Conv")
 def conv(ctx, node, ins, a):
-    """1-D convolution with constant weights; auto_pad resolved to explicit pads."""
+    """1-D convolution with constant weights; auto_pad resolved to explicit pads. 2-D: handlers/vision.py."""
     x = ctx.value(ins[0], node)
-    W = ctx.const_input(node, 1, "W")
     xs = ctx.shapes[x]
+    if len(xs) == 4:
+        from .vision import conv2d      # here: vision imports this module
+        return conv2d(ctx, node, ins, a)
+    W = ctx.const_input(node, 1, "W")
     if W is None or W.ndim != 3 or len(xs) != 3:
-        raise ctx.err(node, "only 1-D convolution is supported (X (N, C, L) and a constant W (M, C/group, K))")
+        raise ctx.err(node, "only 1-D and 2-D convolutions are supported (X (N, C, L) or (N, C, H, W) and a "
+                            "constant W (M, C/group, K) or (M, C/group, kH, kW))")
     K = W.shape[2]
     if list(a.get("kernel_shape", [K])) != [K]:
         raise ctx.err(node, f"kernel_shape {a.get('kernel_shape')} does not match W {W.shape}")
