@@ -1,6 +1,6 @@
 """Handlers of the ops around the recurrent layers (engine/ops/layers.py): elementwise Add/Sub/Mul/Div and
 Relu/Tanh/Sigmoid/Exp/Neg/Sqrt/Abs, MatMul, Gemm, Softmax, LogSoftmax, ReduceMean, Gather, Conv (1-D; 2-D in
-vision.py), Split, Cast."""
+vision.py), Split, Cast, CastLike."""
 from __future__ import annotations
 
 import numpy as np
@@ -301,3 +301,18 @@ def cast(ctx, node, ins, a):
     target = "float" if to.startswith("float") else to
     out_dtype = (ctx.float_dtype or "float32") if target == "float" else to
     ctx.emit("Cast", node, [x], [node.output[0]], {"to": target}, [ctx.shapes[x]], [out_dtype])
+
+
+@handler("CastLike")
+def cast_like(ctx, node, ins, a):
+    """Cast to the element type of the second input (the dynamo exporter casts constants, Clip's bounds for one,
+    like the value they meet): a constant stays a constant, of that type; a run-time value is a Cast."""
+    like = ins[1]
+    target = ctx.dtypes.get(like) or (str(ctx.consts[like].dtype) if like in ctx.consts else None)
+    code = {name: code for code, name in ELEM.items()}.get(target, 9 if target == "bool" else None)
+    if code is None:
+        raise ctx.err(node, f"CastLike to the type of {like!r} ({target or 'unknown'}) is not supported")
+    if ins[0] in ctx.consts:
+        ctx.consts[node.output[0]] = np.asarray(ctx.consts[ins[0]]).astype(target)
+        return
+    cast(ctx, node, ins[:1], {"to": code})
