@@ -28,9 +28,75 @@ def taps(start, k, dilation, n):
 
 
 @njit(**JIT_OPTIONS)
+def tap_columns(off, stride, W, Wo):
+    """(lo, hi): the output columns wo in [lo, hi) whose input column wo * stride + off is inside [0, W)."""
+    lo = -(off // stride) if off < 0 else 0
+    hi = (W - 1 - off) // stride + 1
+    if hi > Wo:
+        hi = Wo
+    if lo > hi:
+        lo = hi
+    return lo, hi
+
+
+@njit(**JIT_OPTIONS)
+def zero(dst):
+    for q in range(dst.shape[0]):
+        dst[q] = 0
+
+
+@njit(**JIT_OPTIONS)
+def copy_into(dst, src):
+    """dst[q] = src[q]; src may be a strided view."""
+    for q in range(dst.shape[0]):
+        dst[q] = src[q]
+
+
+@njit(**JIT_OPTIONS)
+def max_into(dst, src):
+    """dst = max(dst, src) elementwise, NaN in either propagating."""
+    for q in range(dst.shape[0]):
+        v = src[q]
+        m = dst[q]
+        dst[q] = v if (v > m or v != v) else m
+
+
+@njit(**JIT_OPTIONS)
+def add_into(dst, src):
+    for q in range(dst.shape[0]):
+        dst[q] += src[q]
+
+
+@njit(**JIT_OPTIONS)
+def im2col_shifted(x, xc, H, W, dr, dc, lo, hi, Ho, col, row):
+    """One row of im2col at stride 1 when the output is as wide as the image: the image plane x[xc:] (H, W) shifted
+    by dr rows and dc columns, i.e. one contiguous copy, then the columns outside [lo, hi) (which took their values
+    from the neighbouring image rows) and the rows outside the image set to 0."""
+    P = Ho * W
+    ho_lo = max(0, -dr)
+    ho_hi = max(ho_lo, min(Ho, H - dr))
+    zero(col[row:row + ho_lo * W])
+    zero(col[row + ho_hi * W:row + P])
+    n = (ho_hi - ho_lo) * W
+    dst = row + ho_lo * W
+    src = xc + (ho_lo + dr) * W + dc
+    a = max(0, xc - src)                 # the copy may start or end |dc| values outside the plane: those are
+    b = min(n, xc + H * W - src)         # columns outside [lo, hi), zeroed below
+    if a < b:
+        copy_into(col[dst + a:dst + b], x[src + a:src + b])
+    if lo > 0 or hi < W:
+        for ho in range(ho_lo, ho_hi):
+            base = row + ho * W
+            zero(col[base:base + lo])
+            zero(col[base + hi:base + W])
+
+
+@njit(**JIT_OPTIONS)
 def im2col(x, xo, Cg, H, W, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo, col):
     """col (Cg * kh * kw, Ho * Wo) <- the windows of the image x[xo:] (Cg, H, W): row (c, i, j) holds, for every
-    output position (ho, wo), x[c, ho * sh - pt + i * dh, wo * sw - pl + j * dw], or 0 in the padding."""
+    output position (ho, wo), x[c, ho * sh - pt + i * dh, wo * sw - pl + j * dw], or 0 in the padding.
+
+    (Loops index views from 0, so that Numba can drop its negative-index wraparound and vectorise them.)"""
     P = Ho * Wo
     r = 0
     for c in range(Cg):
@@ -38,31 +104,25 @@ def im2col(x, xo, Cg, H, W, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo, col):
         for i in range(kh):
             for j in range(kw):
                 off = j * dw - pl
-                # the output columns whose input column wo * sw + off is inside the image
-                lo = -(off // sw) if off < 0 else 0
-                hi = (W - 1 - off) // sw + 1
-                if hi > Wo:
-                    hi = Wo
-                if lo > hi:
-                    lo = hi
+                lo, hi = tap_columns(off, sw, W, Wo)
+                if sh == 1 and sw == 1 and Wo == W:
+                    im2col_shifted(x, xc, H, W, i * dh - pt, off, lo, hi, Ho, col, r * P)
+                    r += 1
+                    continue
                 for ho in range(Ho):
                     ih = ho * sh - pt + i * dh
                     base = r * P + ho * Wo
                     if ih < 0 or ih >= H:
-                        for wo in range(Wo):
-                            col[base + wo] = 0
+                        zero(col[base:base + Wo])
                         continue
                     src = xc + ih * W + off
-                    for wo in range(lo):
-                        col[base + wo] = 0
-                    if sw == 1:
-                        for wo in range(lo, hi):
-                            col[base + wo] = x[src + wo]
-                    else:
-                        for wo in range(lo, hi):
-                            col[base + wo] = x[src + wo * sw]
-                    for wo in range(hi, Wo):
-                        col[base + wo] = 0
+                    zero(col[base:base + lo])
+                    if lo < hi:
+                        if sw == 1:
+                            copy_into(col[base + lo:base + hi], x[src + lo:src + hi])
+                        else:
+                            copy_into(col[base + lo:base + hi], x[src + lo * sw:src + (hi - 1) * sw + 1:sw])
+                    zero(col[base + hi:base + Wo])
                 r += 1
 
 
@@ -88,41 +148,57 @@ def conv2d_kernel(x, w, bias, use_bias, col, direct, N, C, H, W, M, Cg, kh, kw, 
         if use_bias:
             for m in range(M):
                 b = bias[m]
-                o = (n * M + m) * P
+                row = out[(n * M + m) * P:(n * M + m + 1) * P]
                 for q in range(P):
-                    out[o + q] += b
+                    row[q] += b
 
 
 @njit(**JIT_OPTIONS)
 def pool_kernel(average, x, NC, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, include_pad, out):
     """out (NC, Ho, Wo) = max or mean of x (NC, H, W) over each window (kh x kw taps, dilated, strided, padded).
-    Max: padding never wins, NaN propagates, a window without input values gives -inf. Mean: accumulated in float64,
-    divided by the number of taps inside the image, or with ``include_pad`` inside the padded image."""
+    Max: padding never wins, NaN propagates, a window without input values gives -inf. Mean: divided by the number
+    of taps inside the image, or with ``include_pad`` inside the padded image.
+
+    One output row at a time, tap by tap: each tap updates the run of output columns it falls inside the image for,
+    a loop over contiguous outputs that vectorises."""
+    fill = 0.0 if average else -np.inf
+    # the output columns whose window lies wholly inside the image (or the padded image): kw taps each
+    span = dw * (kw - 1)
+    full_lo = -(-pl // sw) if not include_pad else 0
+    full_hi = min(Wo, ((W + (pr if include_pad else 0) - 1 + pl - span) // sw) + 1)
     for nc in range(NC):
         for ho in range(Ho):
             h0 = ho * sh - pt
             i0, i1 = taps(h0, kh, dh, H)
-            ni = min(kh, (H + pb - 1 - h0) // dh + 1) if include_pad else i1 - i0
+            orow = out[(nc * Ho + ho) * Wo:(nc * Ho + ho + 1) * Wo]
             for wo in range(Wo):
-                w0 = wo * sw - pl
-                j0, j1 = taps(w0, kw, dw, W)
-                if average:
-                    s = 0.0
-                    for i in range(i0, i1):
-                        row = (nc * H + h0 + i * dh) * W + w0
-                        for j in range(j0, j1):
-                            s += x[row + j * dw]
-                    nj = min(kw, (W + pr - 1 - w0) // dw + 1) if include_pad else j1 - j0
-                    out[(nc * Ho + ho) * Wo + wo] = s / (ni * nj)
-                else:
-                    m = -np.inf
-                    for i in range(i0, i1):
-                        row = (nc * H + h0 + i * dh) * W + w0
-                        for j in range(j0, j1):
-                            v = x[row + j * dw]
-                            if v > m or v != v:
-                                m = v
-                    out[(nc * Ho + ho) * Wo + wo] = m
+                orow[wo] = fill
+            for i in range(i0, i1):
+                xr = (nc * H + h0 + i * dh) * W
+                for j in range(kw):
+                    off = j * dw - pl
+                    lo, hi = tap_columns(off, sw, W, Wo)
+                    if lo >= hi:
+                        continue
+                    a = xr + off + lo * sw
+                    src = x[a:a + hi - lo] if sw == 1 else x[a:a + (hi - lo - 1) * sw + 1:sw]
+                    if average:
+                        add_into(orow[lo:hi], src)
+                    else:
+                        max_into(orow[lo:hi], src)
+            if average:
+                ni = min(kh, (H + pb - 1 - h0) // dh + 1) if include_pad else i1 - i0
+                for wo in range(Wo):
+                    if full_lo <= wo < full_hi:
+                        nj = kw
+                    else:
+                        w0 = wo * sw - pl
+                        if include_pad:
+                            nj = min(kw, (W + pr - 1 - w0) // dw + 1)
+                        else:
+                            j0, j1 = taps(w0, kw, dw, W)
+                            nj = j1 - j0
+                    orow[wo] /= ni * nj
 
 
 @njit(**JIT_OPTIONS)
@@ -168,8 +244,9 @@ def run_vision(code, prog, pc, F, I):
             for c in range(C):
                 s, b = scale[c], bias[c]
                 o = (n * C + c) * inner
-                for q in range(o, o + inner):
-                    out[q] = x[q] * s + b
+                xr, orow = x[o:o + inner], out[o:o + inner]
+                for q in range(inner):
+                    orow[q] = xr[q] * s + b
     elif code == LEAKY_RELU:       # [x, out refs, n, alpha]
         n = prog[p + 4]
         alpha = fparam(prog, p + 5)
