@@ -1,4 +1,4 @@
-"""CRNN text recognisers (tests/crnn_models.py: a VGG-style convolutional stack with batch norm and 2-D max pools over
+"""CRNN text recognisers (bench/crnn_models.py: a VGG-style convolutional stack with batch norm and 2-D max pools over
 a grey text-line image, a reduction over the height, two bidirectional LSTMs with linear layers, a CTC log-softmax
 head) exported by both PyTorch exporters, converted with converters.from_onnx, written to a model file and run with
 engine.Session at several widths and batch sizes, against torch and onnxruntime.
@@ -15,6 +15,7 @@ Three exports per model:
     export width) into a Reshape as a constant, so that graph is correct at the export width only (onnxruntime fails
     at any other); it is checked there.
 """
+import json
 import os
 import subprocess
 import sys
@@ -29,7 +30,7 @@ from lstm_util import max_abs_diff, ort_session
 
 pytestmark = pytest.mark.slow   # torch (in a child process) and onnxruntime
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPORT_WIDTH = 64
 # (batch, width) of the runs: the export's, a longer and a shorter line, a width no multiple of 4, other batches
 RUNS = [(2, EXPORT_WIDTH), (1, 100), (3, 37), (1, 16)]
@@ -39,7 +40,7 @@ EXPORT = r"""
 import sys, warnings
 import numpy as np, torch
 sys.path.insert(0, sys.argv[1])
-from crnn_models import HEIGHT, build
+from bench.crnn_models import HEIGHT, build
 name, mode, path, ref = sys.argv[2:6]
 runs = [tuple(int(v) for v in r.split("x")) for r in sys.argv[6].split(",")]
 m = build(name, seed=3)
@@ -69,7 +70,7 @@ def export(name, mode, folder):
     """(path of the ONNX file, [(image, torch's log-probabilities)] per run)."""
     runs = RUNS if mode != "dynamo=True" else RUNS[:1]
     path, ref = folder / "crnn.onnx", folder / "ref.npz"
-    p = subprocess.run([sys.executable, "-c", EXPORT, TESTS, name, mode, str(path), str(ref),
+    p = subprocess.run([sys.executable, "-c", EXPORT, ROOT, name, mode, str(path), str(ref),
                         ",".join(f"{n}x{w}" for n, w in runs)], capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     data = np.load(ref)
@@ -108,3 +109,32 @@ def test_the_default_dynamo_export_fixes_the_sequence_length(tmp_path):
         ort_session(onnx.load(str(path))).run(None, {"image": image})
     with pytest.raises(engine.InvalidInputError, match="Reshape"):
         engine.Session(path).run(None, {"image": image})
+
+
+# ---------------------------------------------------------------------- bench/crnn.py (no test judges speed)
+def test_the_crnn_benchmark_checks_then_times_every_point(tmp_path):
+    from bench import crnn
+    out = tmp_path / "crnn.json"
+    assert crnn.main(["--models", "small", "--repeat-seconds", "0.02", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert [(p["batch"], p["width"]) for p in data["points"]] == crnn.POINTS
+    for p in data["points"]:
+        assert p["max_abs_diff"] <= crnn.TOL and "error" not in p
+        e, o = p["engine"]["median_s"], p["onnxruntime"]["median_s"]
+        assert e > 0 and o > 0 and p["speedup"] == pytest.approx(o / e)
+        assert p["engine_profile_total_s"] == pytest.approx(sum(p["engine_profile_s"].values()))
+        # four 3x3 convolutions of 1->16->32->64->64 channels over 32 x W, 16 x W/2, 8 x W/4, 4 x W/4
+        n, w = p["batch"], p["width"]
+        flops = 2 * 9 * n * (16 * 32 * w + 16 * 32 * 16 * w // 2 + 32 * 64 * 8 * (w // 4) + 64 * 64 * 4 * (w // 4))
+        assert p["conv_gflop"] == pytest.approx(flops / 1e9)
+
+
+def test_the_crnn_benchmark_refuses_to_time_outputs_that_differ(tmp_path, monkeypatch):
+    from bench import crnn
+    real_run = engine.Session.run
+    monkeypatch.setattr(engine.Session, "run", lambda self, names, feed: [o + 1e-3 for o in
+                                                                          real_run(self, names, feed)])
+    out = tmp_path / "crnn.json"
+    assert crnn.main(["--models", "small", "--repeat-seconds", "0.02", "--out", str(out)]) == 1
+    for p in json.loads(out.read_text())["points"]:
+        assert p["error"] == "mismatch" and "engine" not in p and p["max_abs_diff"] > crnn.TOL
