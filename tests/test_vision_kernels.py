@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import engine
 import naive_vision as nv
@@ -60,6 +62,8 @@ CONV_CASES = [
     ("same-width-dilated", 1, 2, 7, 8, 2, (3, 3), {"pads": [3, 2, 1, 2], "dilations": [2, 2]}),
     ("same-width-wider-than-the-image", 1, 1, 3, 2, 2, (3, 5), {"pads": [1, 2, 1, 2]}),
     ("same-upper-stride-1", 1, 3, 5, 7, 2, (4, 4), {"auto_pad": "SAME_UPPER"}),
+    ("same-width-pad-beyond-the-image", 1, 2, 1, 6, 2, (3, 3), {"pads": [5, 1, 0, 1]}),
+    ("same-width-pads-on-both-ends", 1, 1, 2, 5, 2, (2, 1), {"pads": [4, 0, 3, 0]}),
     ("asymmetric-pads", 1, 2, 7, 9, 3, (3, 2), {"pads": [2, 0, 1, 3]}),
     ("strides", 2, 2, 11, 10, 5, (3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 3]}),
     ("dilations", 1, 3, 12, 14, 2, (3, 3), {"pads": [2, 1, 0, 2], "dilations": [2, 3]}),
@@ -227,6 +231,102 @@ def test_pools_with_nan_inf_and_constant_inputs(op, special):
     ref = pool_reference(x, op, attrs)
     for precision in ("float32", "float64"):
         assert_close(run(single(op, attrs, 4), x, precision), ref, pool_tolerance(x, op, attrs, precision), special)
+
+
+# ---------------------------------------------------------------------- random windows
+RANDOM = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+small = st.integers
+
+
+@RANDOM
+@given(N=small(1, 2), Cg=small(1, 3), group=small(1, 2), Mg=small(1, 3), H=small(1, 7), W=small(1, 9),
+       kh=small(1, 4), kw=small(1, 4), pads=st.lists(small(0, 5), min_size=4, max_size=4), sh=small(1, 3),
+       sw=small(1, 3), dh=small(1, 3), dw=small(1, 3), bias=st.booleans())
+def test_random_convolutions_match_the_reference(N, Cg, group, Mg, H, W, kh, kw, pads, sh, sw, dh, dw, bias):
+    """Any sizes, pads (also beyond the image), strides and dilations: the reference's result, or, when the kernel
+    does not fit the padded input, an InvalidInputError."""
+    spec = {"pads": pads, "strides": [sh, sw], "dilations": [dh, dw], "group": group, "bias": bias}
+    model, x, tensors = conv_case(N, Cg * group, H, W, Mg * group, (kh, kw), spec, seed=H * 10 + W)
+    if H + pads[0] + pads[2] < dh * (kh - 1) + 1 or W + pads[1] + pads[3] < dw * (kw - 1) + 1:
+        with pytest.raises(engine.InvalidInputError, match="smaller than the kernel"):
+            run(model, x, "float32")
+        return
+    ref, K, scale = conv_reference(x, tensors, model.nodes[0].attrs)
+    assert_close(run(model, x, "float64"), ref, 4 * (K + 1) * eps(F64) * (scale + 1e-30), str(spec))
+
+
+@RANDOM
+@given(op=st.sampled_from(["MaxPool", "AveragePool"]), one_d=st.booleans(), H=small(1, 7), W=small(1, 9),
+       kh=small(1, 4), kw=small(1, 4), pads=st.lists(small(0, 3), min_size=4, max_size=4), sh=small(1, 3),
+       sw=small(1, 3), dh=small(1, 3), dw=small(1, 3), ceil_mode=small(0, 1), include=small(0, 1))
+def test_random_pools_match_the_reference(op, one_d, H, W, kh, kw, pads, sh, sw, dh, dw, ceil_mode, include):
+    if one_d:
+        attrs = {"kernel_shape": [kw], "strides": [sw], "dilations": [dw], "pads": [pads[1] % kw, pads[3] % kw]}
+        shape = (2, 3, W)
+    else:
+        attrs = {"kernel_shape": [kh, kw], "strides": [sh, sw], "dilations": [dh, dw],
+                 "pads": [pads[0] % kh, pads[1] % kw, pads[2] % kh, pads[3] % kw]}
+        shape = (2, 3, H, W)
+    attrs = pool_attrs({**attrs, "ceil_mode": ceil_mode}, op)
+    if op == "AveragePool":
+        attrs["count_include_pad"] = include
+    x = np.random.default_rng(H * 10 + W).standard_normal(shape).astype(F32)
+    k, d, p = attrs["kernel_shape"], attrs["dilations"], attrs["pads"]
+    n = len(k)
+    if any(shape[2 + a] + p[a] + p[a + n] < d[a] * (k[a] - 1) + 1 for a in range(n)):
+        with pytest.raises(engine.InvalidInputError, match="smaller than the pooling window"):
+            run(single(op, attrs, len(shape)), x, "float32")
+        return
+    ref = pool_reference(x, op, attrs)
+    assert_close(run(single(op, attrs, len(shape)), x, "float64"), ref, pool_tolerance(x, op, attrs, "float64"),
+                 str(attrs))
+
+
+GUARD = 64
+
+
+def guarded(n):
+    """A buffer of n floats inside NaN sentinels of GUARD floats on each side: (whole array, the n-float view)."""
+    whole = np.full(n + 2 * GUARD, np.nan, F32)
+    return whole, whole[GUARD:GUARD + n]
+
+
+def untouched(whole):
+    return np.isnan(whole[:GUARD]).all() and np.isnan(whole[-GUARD:]).all()
+
+
+@RANDOM
+@given(Cg=small(1, 3), group=small(1, 2), H=small(1, 6), W=small(1, 8), kh=small(1, 4), kw=small(1, 4),
+       pads=st.lists(small(0, 6), min_size=4, max_size=4), sh=small(1, 3), sw=small(1, 3), dh=small(1, 3),
+       dw=small(1, 3))
+def test_kernels_write_only_their_buffers(Cg, group, H, W, kh, kw, pads, sh, sw, dh, dw):
+    """The convolution and pooling kernels called directly, their work (im2col) and output buffers fenced by NaN:
+    nothing outside them changes (the kernels have no bounds checks), and the output is the reference's."""
+    from engine.ops.vision import conv_out, pool_out
+    from engine.ops.vision_kernels import conv2d_kernel, pool_kernel
+    pt, pl, pb, pr = pads
+    Ho, Wo = conv_out(H, kh, sh, dh, pt, pb), conv_out(W, kw, sw, dw, pl, pr)
+    if Ho < 1 or Wo < 1:
+        return
+    C, M = Cg * group, 2 * group
+    rng = np.random.default_rng(H * 10 + W)
+    x = rng.standard_normal(C * H * W).astype(F32)
+    w = rng.standard_normal(M * Cg * kh * kw).astype(F32)
+    b = rng.standard_normal(M).astype(F32)
+    col_all, col = guarded(Cg * kh * kw * Ho * Wo)
+    out_all, out = guarded(M * Ho * Wo)
+    conv2d_kernel(x, w, b, True, col, False, 1, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw, group, out)
+    assert untouched(col_all) and untouched(out_all)
+    ref = nv.conv2d(x.reshape(1, C, H, W), w.reshape(M, Cg, kh, kw), b, pads, (sh, sw), (dh, dw), group)
+    assert np.allclose(out.reshape(ref.shape), ref, atol=1e-4)
+    pk = [p % k for p, k in zip(pads, (kh, kw, kh, kw))]
+    for average in (False, True):
+        Hp, Wp = pool_out(H, kh, sh, dh, pk[0], pk[2], 1), pool_out(W, kw, sw, dw, pk[1], pk[3], 1)
+        if Hp < 1 or Wp < 1:
+            continue
+        pool_all, pooled = guarded(C * Hp * Wp)
+        pool_kernel(average, x, C, H, W, Hp, Wp, kh, kw, sh, sw, dh, dw, *pk, True, pooled)
+        assert untouched(pool_all)
 
 
 # ---------------------------------------------------------------------- elementwise, reductions, transpose

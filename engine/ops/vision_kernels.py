@@ -73,7 +73,7 @@ def im2col_shifted(x, xc, H, W, dr, dc, lo, hi, Ho, col, row):
     by dr rows and dc columns, i.e. one contiguous copy, then the columns outside [lo, hi) (which took their values
     from the neighbouring image rows) and the rows outside the image set to 0."""
     P = Ho * W
-    ho_lo = max(0, -dr)
+    ho_lo = min(Ho, max(0, -dr))         # the output rows whose input row ho + dr is inside the image
     ho_hi = max(ho_lo, min(Ho, H - dr))
     zero(col[row:row + ho_lo * W])
     zero(col[row + ho_hi * W:row + P])
