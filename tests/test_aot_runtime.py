@@ -127,7 +127,31 @@ def _cases():
                          inputs=("X", "initial_h"), with_P=True)
     feeds = make_feeds(("initial_h",), 6, 2, 5, 7, 2, rng)
     cases.append(("lstm-fed-weights", weights_to_inputs(model), {**feeds, **w}, "float32", 1, None))
+    cases.append(("vision", _vision_model(rng), {"x": rng.standard_normal((2, 3, 9, 13)).astype(np.float32)},
+                  "float32", 1, None))
     return cases
+
+
+def _vision_model(rng):
+    """The vision ops (engine/ops/vision.py): a convolution with a batch norm folded in, a pool, a strided grouped
+    convolution, an average pool, LeakyRelu, Clip, ReduceMax."""
+    from onnx import TensorProto, helper, numpy_helper
+    w = lambda *shape: rng.standard_normal(shape).astype(np.float32)   # noqa: E731
+    inits = {"W1": w(4, 3, 3, 3), "s": w(4), "b": w(4), "m": w(4), "v": np.abs(w(4)) + 0.5, "W2": w(6, 2, 3, 2)}
+    nodes = [helper.make_node("Conv", ["x", "W1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c1", "s", "b", "m", "v"], ["n1"]),
+             helper.make_node("MaxPool", ["n1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
+             helper.make_node("Conv", ["p1", "W2"], ["c2"], group=2, strides=[1, 2], pads=[1, 0, 1, 1]),
+             helper.make_node("AveragePool", ["c2"], ["p2"], kernel_shape=[2, 1], pads=[1, 0, 0, 0]),
+             helper.make_node("LeakyRelu", ["p2"], ["r"], alpha=0.2),
+             helper.make_node("Clip", ["r"], ["k"], min=-1.0, max=2.0),
+             helper.make_node("ReduceMax", ["k"], ["y"], axes=[2], keepdims=0)]
+    g = helper.make_graph(nodes, "vision", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 9, "W"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(a, n) for n, a in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 10)])
+    m.ir_version = 8
+    return m
 
 
 def _write_cases(tmp_path, cases):
