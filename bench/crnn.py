@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     from bench.run import machine_info
     from bench.timing import Contender, measure
 
-    results = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine_info([1]), "points": [],
+    results = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine_info([1], peers=()), "points": [],
                "settings": {"repeat_seconds": seconds, "threads": 1, "tolerance": TOL}}
     ok = True
     print(f"{'model':8s} {'input':>14s} {'engine':>10s} {'onnxrt':>10s} {'speedup':>8s} {'max diff':>9s}   "

@@ -12,13 +12,13 @@ Canonical nodes (layout NCHW; a 1-D pool's input is (N, C, L)):
                   pads [top, left, bottom, right], strides [sH, sW], dilations [dH, dW], group, auto_pad
     MaxPool       X (N, C, [H,] W); kernel_shape, strides, dilations (one per spatial axis), pads (begins, ends),
     AveragePool   auto_pad, ceil_mode 0/1; AveragePool also count_include_pad 0/1
-
-auto_pad is NOTSET (the pads apply) unless the padding depends on a size known only at run time (SAME_UPPER or
-SAME_LOWER with a stride over a dynamic axis): then the plan computes the pads for each input size.
     ChannelAffine X (N, C, ...), scale (C,), bias (C,) constants: X * scale[c] + bias[c]
     LeakyRelu     alpha
     Clip          min, max (null = unbounded)
     ReduceMax     as ReduceMean (engine/ops/layers.py): axes (distinct, non-negative), keepdims
+
+auto_pad is NOTSET (the pads apply) unless the padding depends on a size known only at run time (SAME_UPPER or
+SAME_LOWER with a stride over a dynamic axis): then the plan computes the pads for each input size.
 """
 import math
 
