@@ -149,13 +149,14 @@ def test_demo_runs_every_zoo_model_and_checks_against_onnxruntime(tmp_path):
     no_traceback(p)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     out = p.stdout
-    # the three zoo models, and Silero VAD on espeak-ng speech (silero-vad is in the test extra; CI installs
+    # the four zoo models, and Silero VAD on espeak-ng speech (silero-vad is in the test extra; CI installs
     # espeak-ng and sox)
     from engine.speech import tools_missing
     vad = not tools_missing()
-    assert out.count("every output matches onnxruntime") == 3 + vad and "all outputs match onnxruntime" in out
-    assert "bits/char" in out and "RMSE" in out and "test accuracy 0.98" in out
-    for label in ("charlm: one character (streaming)", "co2: one forecast", "digits: one image"):
+    assert out.count("every output matches onnxruntime") == 4 + vad and "all outputs match onnxruntime" in out
+    assert "bits/char" in out and "RMSE" in out and "test accuracy 0.98" in out and "character accuracy" in out
+    for label in ("charlm: one character (streaming)", "co2: one forecast", "digits: one image",
+                  "crnn: one text line"):
         assert label in out
     if vad:
         assert "5 of 5 sentences found" in out and "vad: one 32 ms chunk (stream.step)" in out

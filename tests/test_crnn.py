@@ -138,3 +138,37 @@ def test_the_crnn_benchmark_refuses_to_time_outputs_that_differ(tmp_path, monkey
     assert crnn.main(["--models", "small", "--repeat-seconds", "0.02", "--out", str(out)]) == 1
     for p in json.loads(out.read_text())["points"]:
         assert p["error"] == "mismatch" and "engine" not in p and p["max_abs_diff"] > crnn.TOL
+
+
+# ---------------------------------------------------------------------- the zoo's CRNN (bench/zoo/train_crnn.py)
+def test_zoo_crnn_reads_its_held_out_lines_as_recorded():
+    """The trained recogniser on the held-out lines it ships with, one line at a time from their uint8 pixels:
+    every output as onnxruntime's, and the greedy-decoded character accuracy the training script recorded."""
+    from engine.demo import load_meta, zoo_path
+    meta = load_meta("crnn")
+    alphabet = meta["demo"]["alphabet"]
+    d = np.load(zoo_path("crnn_heldout.npz"))
+    sess, ort = engine.Session(zoo_path("crnn.onnx")), ort_session(onnx.load(zoo_path("crnn.onnx")))
+    ends = np.cumsum(d["widths"])
+    edits = chars = 0
+    for text, a, b in zip(d["texts"], ends - d["widths"], ends):
+        x = d["pixels"][None, None, :, a:b].astype(np.float32) / np.float32(127.5) - 1
+        got = sess.run(None, {"image": x})[0]
+        assert got.shape == (x.shape[3] // 4, 1, len(alphabet) + 1)
+        assert max_abs_diff(got, ort.run(None, {"image": x})[0]) <= TOL
+        best = got[:, 0].argmax(1)
+        read = "".join(alphabet[c - 1] for k, c in enumerate(best) if c and (k == 0 or c != best[k - 1]))
+        edits += _edit_distance(str(text), read)
+        chars += len(str(text))
+    recorded = meta["quality"]["saved_lines"]
+    assert (edits, chars) == (recorded["edits"], recorded["characters"])
+    assert 1 - edits / chars > meta["quality"]["baseline_column_probe"]["heldout_text"]["char_accuracy"]
+
+
+def _edit_distance(a, b):
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
