@@ -6,7 +6,8 @@ Data, made here and nowhere else: text from the English help topics that ship wi
 (``pydoc_data.topics``; the topics are split 80/20 into training and held-out text), cut into lines of 3 to 24
 characters of ``ALPHABET``, rendered with PIL in the DejaVu faces of Debian's fonts-dejavu-core (18 faces for
 training; 3 more held out), at 19-27 px, then distorted: a small rotation and shear, blur, a random grey level for
-ink and paper, Gaussian noise; scaled to height 32 and narrowed (x0.7-0.85, about 3 output columns a character). A fresh batch is rendered for every step (seeded).
+ink and paper, Gaussian noise; scaled to height 32 and narrowed (x0.7-0.85, about 3 output columns a character). A
+fresh batch is rendered for every step (seeded).
 
 Model (bench/crnn_models.py): Conv2d + BatchNorm2d + ReLU blocks with MaxPool 2x2, 2x2, (2, 1), (2, 1), the mean
 over the height, two bidirectional LSTMs of ``HIDDEN`` units each followed by a linear layer, log-softmax over

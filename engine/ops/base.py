@@ -18,9 +18,9 @@ An op is a class with four class methods, all optional but ``plan``:
                                         in the family's kernel module (program_kernels, recurrent_kernels,
                                         layer_kernels, vision_kernels)
 
-The op modules (this one, program, glue, layers, vision, recurrent, activations) import no Numba: a Session plans with them
-on a machine that runs the ahead-of-time runtime (engine/aot.py) without Numba. Kernels and run functions live in
-the *_kernels.py, numeric.py, lstm_fast.py, lstm_kernels.py and gru_rnn.py modules.
+The op modules (this one, program, glue, layers, vision, recurrent, activations) import no Numba: a Session plans
+with them on a machine that runs the ahead-of-time runtime (engine/aot.py) without Numba. Kernels and run functions
+live in the *_kernels.py, numeric.py, lstm_fast.py, lstm_kernels.py and gru_rnn.py modules.
 
 Adding an op: a class in its family's op module with validate/plan, its kernel and a branch in the family's run
 function (in the kernel module), and an entry in the registry (engine/ops/__init__.py).
