@@ -134,8 +134,9 @@ def _parser():
 
     d = sub.add_parser("demo", help="the main job: the bundled zoo models, run, shown and checked against onnxruntime",
                        description="Convert the bundled models (a character-level LSTM of Python source, a CO2 "
-                                   "forecaster, a digit reader; trained on real data, see bench/zoo), run each on "
-                                   "the engine, show what it does (generated code, a forecast chart, test accuracy), "
+                                   "forecaster, a digit reader, a text-line reader; trained on real data, see "
+                                   "bench/zoo), run each on the engine, show what it does (generated code, a "
+                                   "forecast chart, test accuracy, lines read back), "
                                    "run Silero VAD on speech made with espeak-ng and sox (needs pip install "
                                    "--no-deps silero-vad and the two Debian packages; skipped with a note without "
                                    "them), check every output against onnxruntime and print both latencies side by "
@@ -143,8 +144,8 @@ def _parser():
     d.add_argument("--repeats", type=int, default=200, help="timed calls per measurement (default: 200)")
     d.add_argument("--out", default="lstm-engine-demo", metavar="DIR",
                    help="where to write the charts and the speech WAV (default: ./lstm-engine-demo)")
-    d.add_argument("--models", default=",".join(("charlm", "co2", "digits", "vad")), metavar="NAMES",
-                   help="comma-separated subset of charlm, co2, digits, vad (default: all)")
+    d.add_argument("--models", default=",".join(("charlm", "co2", "digits", "crnn", "vad")), metavar="NAMES",
+                   help="comma-separated subset of charlm, co2, digits, crnn, vad (default: all)")
     add_bench_parser(sub)
 
     s = sub.add_parser("serve", help="serve models over HTTP: Open Inference Protocol v2 (KServe/Triton), sequences",
