@@ -118,22 +118,6 @@ def check_axis_attr(node, key="axis"):
         raise ModelFileError(f"node {node.name!r} ({node.op}): {key} must be a non-negative integer")
 
 
-def const_tensor(node, model, index, what, required=False):
-    """The constant tensor at input ``index`` of ``node``, or None if absent; weights must be constants."""
-    name = node.inputs[index] if index < len(node.inputs) else ""
-    if not name:
-        if required:
-            raise ModelFileError(f"node {node.name!r}: input {what} is required")
-        return None
-    if name not in model.tensors:
-        raise ModelFileError(f"node {node.name!r}: {what} ({name!r}) must be a constant tensor stored in the model, "
-                             f"not a value computed at run time")
-    t = model.tensors[name]
-    if t.dtype.kind != "f":
-        raise ModelFileError(f"node {node.name!r}: {what} must be a float tensor, got {t.dtype}")
-    return t
-
-
 def merge_axes(shape, *strides):
     """The same strided loop over fewer, longer axes: axes of size 1 dropped, and an axis merged into the one before
     it where every operand steps over both as one (a slice of whole rows is one run, not a loop of short ones).
