@@ -253,7 +253,7 @@ def demo_crnn(sess, ort_sess, meta, repeats):
         best = out[0][:, 0].argmax(1)
         read = "".join(alphabet[c - 1] for k, c in enumerate(best) if c and (k == 0 or c != best[k - 1]))
         pairs.append((str(truth), read))
-    edits = sum(_edit_distance(t, r) for t, r in pairs)
+    edits = sum(edit_distance(t, r) for t, r in pairs)
     chars = sum(len(t) for t, _ in pairs)
     q = meta["quality"]
     show = "\n".join(f"{'ok ' if t == r else '   '}{r!r:34} (printed: {t!r})" for t, r in pairs[:6])
@@ -269,7 +269,8 @@ def demo_crnn(sess, ort_sess, meta, repeats):
             "diff": diff, "latency": [(f"crnn: one text line (32 x {x1.shape[3]} px)", e, o)]}
 
 
-def _edit_distance(a, b):
+def edit_distance(a, b):
+    """Levenshtein distance of two strings (character accuracy = 1 - edits / characters)."""
     row = list(range(len(b) + 1))
     for i, ca in enumerate(a, 1):
         prev, row[0] = row[0], i

@@ -26,6 +26,7 @@ import pytest
 
 import converters
 import engine
+from engine.demo import edit_distance
 from lstm_util import max_abs_diff, ort_session
 
 pytestmark = pytest.mark.slow   # torch (in a child process) and onnxruntime
@@ -158,17 +159,8 @@ def test_zoo_crnn_reads_its_held_out_lines_as_recorded():
         assert max_abs_diff(got, ort.run(None, {"image": x})[0]) <= TOL
         best = got[:, 0].argmax(1)
         read = "".join(alphabet[c - 1] for k, c in enumerate(best) if c and (k == 0 or c != best[k - 1]))
-        edits += _edit_distance(str(text), read)
+        edits += edit_distance(str(text), read)
         chars += len(str(text))
     recorded = meta["quality"]["saved_lines"]
     assert (edits, chars) == (recorded["edits"], recorded["characters"])
     assert 1 - edits / chars > meta["quality"]["baseline_column_probe"]["heldout_text"]["char_accuracy"]
-
-
-def _edit_distance(a, b):
-    row = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, cb in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
-    return row[-1]

@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from engine.demo import edit_distance
+
 from . import common
 from .common import log
 
@@ -138,15 +140,6 @@ def greedy(logp):
             out.append(ALPHABET[c - 1])
         prev = c
     return "".join(out)
-
-
-def edit_distance(a, b):
-    row = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, cb in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
-    return row[-1]
 
 
 def score(pairs):
