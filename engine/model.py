@@ -166,7 +166,6 @@ class Model:
     # ------------------------------------------------------------------ validation
     def validate(self) -> "Model":
         """Check that the graph is well formed: names resolve, ops are known, tensors have the shapes ops expect."""
-        from .ops import OPS
         if self.released:
             raise EngineError("this Model's weights were released by the Session that loaded it (Session.model "
                               "keeps only their shapes); load the file again with engine.load(path), or pass the "

@@ -27,6 +27,7 @@ function (in the kernel module), and an entry in the registry (engine/ops/__init
 """
 
 from ..errors import ModelFileError
+from .program import MAX_RANK
 
 
 class Op:
@@ -137,3 +138,33 @@ def merge_axes(shape, *strides):
         else:
             dims.append([n, *[s[k] for s in strides]])
     return [d[0] for d in dims], *[[d[1 + j] for d in dims] for j in range(len(strides))]
+
+
+def broadcast_shapes(p, vals):
+    """(output shape, element strides of each value padded to MAX_RANK, 0 along broadcast axes), or a clear error."""
+    rank = max(v.rank for v in vals)
+    if rank > MAX_RANK:
+        raise p.unsupported(f"tensors of rank {rank} (at most {MAX_RANK})")
+    shapes = [[1] * (rank - v.rank) + list(v.shape) for v in vals]
+    out = []
+    for dims in zip(*shapes):
+        big = {d for d in dims if d != 1}
+        if len(big) > 1:
+            raise p.error(f"operands of shapes {', '.join(str(v.shape) for v in vals)} cannot be broadcast together")
+        out.append(big.pop() if big else 1)
+    strides = []
+    for s in shapes:
+        st = [0 if d == 1 and o != 1 else x for d, o, x in zip(s, out, contiguous_strides(s))]
+        strides.append([0] * (MAX_RANK - rank) + st)
+    return out, strides
+
+
+def broadcast_loop(p, vals):
+    """The strided loop of an elementwise op over ``vals`` under numpy broadcasting, its output contiguous: (the
+    index space, padded to MAX_RANK with leading 1s, and each value's strides, padded with 0s), with the axes
+    merge_axes can merge merged."""
+    shape, strides = broadcast_shapes(p, vals)
+    full = [1] * (MAX_RANK - len(shape)) + list(shape)
+    loop, *strides = merge_axes(full, *strides, contiguous_strides(full))
+    pad = MAX_RANK - len(loop)
+    return [1] * pad + loop, [[0] * pad + st for st in strides[:-1]]

@@ -20,7 +20,8 @@ import math
 import numpy as np
 
 from ..errors import ModelFileError
-from .base import Op, check_arity, contiguous_strides as _strides, int_list, is_int, is_number, merge_axes
+from .base import (Op, broadcast_loop, broadcast_shapes, check_arity, contiguous_strides as _strides, int_list, is_int,
+                   is_number)
 from .program import CONTROL_BASE, MAX_RANK
 
 ELEMENTWISE, PAD = range(CONTROL_BASE, CONTROL_BASE + 2)
@@ -31,35 +32,13 @@ _FOLDS = {EQ: np.equal, LT: np.less, GT: np.greater, LE: np.less_equal, GE: np.g
           AND: np.logical_and, OR: np.logical_or, XOR: np.logical_xor}
 
 
-def broadcast_shapes(p, vals):
-    """(output shape, element strides of each value padded to MAX_RANK, 0 along broadcast axes), or a clear error."""
-    rank = max(v.rank for v in vals)
-    if rank > MAX_RANK:
-        raise p.unsupported(f"tensors of rank {rank} (at most {MAX_RANK})")
-    shapes = [[1] * (rank - v.rank) + list(v.shape) for v in vals]
-    out = []
-    for dims in zip(*shapes):
-        big = {d for d in dims if d != 1}
-        if len(big) > 1:
-            raise p.error(f"operands of shapes {', '.join(str(v.shape) for v in vals)} cannot be broadcast together")
-        out.append(big.pop() if big else 1)
-    strides = []
-    for s in shapes:
-        st = [0 if d == 1 and o != 1 else x for d, o, x in zip(s, out, _strides(s))]
-        strides.append([0] * (MAX_RANK - rank) + st)
-    return out, strides
-
-
 def _emit_elementwise(p, op, what, vals, out):
     """One ELEMENTWISE instruction: [op, out ref, n, a ref, b ref, c ref, 6 dims, 3 x 6 strides]."""
-    shape, strides = broadcast_shapes(p, vals)
+    loop, strides = broadcast_loop(p, vals)
     strides = strides + [[0] * MAX_RANK] * (3 - len(vals))
-    full = [1] * (MAX_RANK - len(shape)) + list(shape)
-    loop, *strides = merge_axes(full, *strides, _strides(full))
-    pad = MAX_RANK - len(loop)
     refs = [p.ref(v) for v in vals] + [[0, 0]] * (3 - len(vals))
-    p.emit(ELEMENTWISE, what, op, *p.ref(out), out.size, *[x for r in refs for x in r], *([1] * pad + loop),
-           *[x for s in strides[:3] for x in [0] * pad + s])
+    p.emit(ELEMENTWISE, what, op, *p.ref(out), out.size, *[x for r in refs for x in r], *loop,
+           *[x for st in strides for x in st])
 
 
 class Compare(Op):

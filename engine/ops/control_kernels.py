@@ -1,9 +1,8 @@
 """The kernels of the control ops (engine/ops/control.py) and their run function, ``run_control``."""
-import numpy as np
 from numba import njit
 
 from ..config import JIT_OPTIONS
-from .control import AND, BOOL, ELEMENTWISE, EQ, GE, GT, INT_OPERANDS, LE, LT, NE, NOT, OR, PAD, WHERE, XOR
+from .control import AND, ELEMENTWISE, EQ, GE, GT, INT_OPERANDS, LE, LT, NE, NOT, OR, PAD, WHERE, XOR
 from .program import OK
 from .program_kernels import fparam
 

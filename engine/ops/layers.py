@@ -12,9 +12,9 @@ import math
 import numpy as np
 
 from ..errors import ModelFileError
-from .base import (Op, check_arity, check_axis_attr, contiguous_strides as _strides, distinct_axes, int_list,
-                   is_int, merge_axes)
-from .program import F_CONST, FLOAT_TO_INT, INT_TO_FLOAT, LAYER_BASE, MAX_RANK
+from .base import (Op, broadcast_loop, broadcast_shapes, check_arity, check_axis_attr,
+                   contiguous_strides as _strides, distinct_axes, int_list, is_int)
+from .program import F_CONST, FLOAT_TO_INT, INT_TO_FLOAT, LAYER_BASE
 
 (BINARY, UNARY, MATMUL, BATCHED_MATMUL, SOFTMAX, MEAN, GATHER_F, GATHER_I, CONV1D, STFT) = range(LAYER_BASE,
                                                                                               LAYER_BASE + 10)
@@ -23,27 +23,6 @@ RELU, SIGMOID, TANH, EXP, NEG, SQRT, ABS = range(7)
 
 
 # ---------------------------------------------------------------------- ops
-
-def _broadcast(p, a, b):
-    """(output shape, strides of a, strides of b) under numpy broadcasting, or a clear error."""
-    rank = max(a.rank, b.rank)
-    sa = [1] * (rank - a.rank) + list(a.shape)
-    sb = [1] * (rank - b.rank) + list(b.shape)
-    shape = []
-    for x, y in zip(sa, sb):
-        if x != y and x != 1 and y != 1:
-            raise p.error(f"operands of shapes {a.shape} and {b.shape} cannot be broadcast together")
-        shape.append(max(x, y) if x and y else 0)
-    stra, strb = _strides(sa), _strides(sb)
-    return (shape, [0 if x == 1 and d != 1 else s for x, d, s in zip(sa, shape, stra)],
-            [0 if y == 1 and d != 1 else s for y, d, s in zip(sb, shape, strb)])
-
-
-def _pad(values, fill):
-    if len(values) > MAX_RANK:
-        raise ValueError("rank")
-    return [fill] * (MAX_RANK - len(values)) + list(values)
-
 
 class Binary(Op):
     """Add, Sub, Mul, Div, Pow with numpy broadcasting; on int values only at plan time (shape arithmetic)."""
@@ -74,14 +53,11 @@ class Binary(Op):
                 b = a          # x ** 2 as x * x: exact, and a multiply instead of a call to pow
                 code = MUL
                 what = f"pow {a.shape} 2 (as x * x)"
-        shape, stra, strb = _broadcast(p, a, b)
-        if len(shape) > MAX_RANK:
-            raise p.unsupported(f"tensors of rank {len(shape)} (at most {MAX_RANK})")
+        shape, _ = broadcast_shapes(p, [a, b])
         out = p.output(0, shape)
         if out.size:
-            loop, stra, strb, _ = merge_axes(shape, stra, strb, _strides(shape))
-            p.emit(BINARY, what, code, *p.ref(a), *p.ref(b),
-                   *p.ref(out), out.size, *_pad(loop, 1), *_pad(stra, 0), *_pad(strb, 0))
+            loop, (stra, strb) = broadcast_loop(p, [a, b])
+            p.emit(BINARY, what, code, *p.ref(a), *p.ref(b), *p.ref(out), out.size, *loop, *stra, *strb)
 
 
 class Unary(Op):

@@ -206,6 +206,20 @@ def gather(ctx, node, ins, a):
     ctx.emit("Gather", node, [data, index], [node.output[0]], attrs, [out], [ctx.dtypes[data]])
 
 
+def conv_weights(ctx, node, x, W, ins, group) -> list:
+    """A Conv node's inputs [X, W, B (if any)]: X's channels unified with W's, W and B stored in X's float type."""
+    ctx.S.unify(ctx.shapes[x][1], W.shape[1] * group, f"node {node.name!r} (Conv input channels)")
+    base = ctx.base_name(node, f"conv{len(ctx.nodes)}")
+    dtype = ctx.dtypes[x]
+    inputs = [x, ctx.store(base + ".W", np.ascontiguousarray(W.astype(dtype)))]
+    Bc = ctx.const_input(node, 2, "B") if len(ins) > 2 and ins[2] else None
+    if Bc is not None:
+        if Bc.size != W.shape[0]:
+            raise ctx.err(node, f"B has {Bc.size} values for {W.shape[0]} output channels")
+        inputs.append(ctx.store(base + ".B", np.ascontiguousarray(Bc.astype(dtype).reshape(-1))))
+    return inputs
+
+
 @handler("Conv")
 def conv(ctx, node, ins, a):
     """1-D convolution with constant weights; auto_pad resolved to explicit pads. 2-D: handlers/vision.py."""
@@ -234,13 +248,8 @@ def conv(ctx, node, ins, a):
         total = dil[0] * (K - 1)
         pads = [total // 2, total - total // 2] if auto == "SAME_UPPER" else [total - total // 2, total // 2]
     group = int(a.get("group", 1))
-    ctx.S.unify(xs[1], W.shape[1] * group, f"node {node.name!r} (Conv input channels)")
-    base = ctx.base_name(node, f"conv{len(ctx.nodes)}")
+    inputs = conv_weights(ctx, node, x, W, ins, group)
     dtype = ctx.dtypes[x]
-    inputs = [x, ctx.store(base + ".W", np.ascontiguousarray(W.astype(dtype)))]
-    Bc = ctx.const_input(node, 2, "B") if len(ins) > 2 and ins[2] else None
-    if Bc is not None:
-        inputs.append(ctx.store(base + ".B", np.ascontiguousarray(Bc.astype(dtype).reshape(-1))))
     L = ctx.S.norm(xs[2])
     Lout = ((L + pads[0] + pads[1] - dil[0] * (K - 1) - 1) // strides[0] + 1 if isinstance(L, int)
             else (xs[2] if pads[0] + pads[1] == dil[0] * (K - 1) and strides == [1] else ctx.S.new("conv_len")))

@@ -14,7 +14,7 @@ import numpy as np
 from engine.ops.vision import conv_out, pool_out, same_pads
 
 from ..registry import handler
-from .layers import reduce_mean
+from .layers import conv_weights, reduce_mean
 
 
 def _auto_pad(ctx, node, a):
@@ -89,15 +89,8 @@ def conv2d(ctx, node, ins, a):
     if group < 1 or W.shape[0] % group:
         raise ctx.err(node, f"group {group} does not divide the {W.shape[0]} output channels")
     strides, dil, pads, auto, spatial = _window(ctx, node, a, xs, kernel)
-    ctx.S.unify(xs[1], W.shape[1] * group, f"node {node.name!r} (Conv input channels)")
-    base = ctx.base_name(node, f"conv{len(ctx.nodes)}")
+    inputs = conv_weights(ctx, node, x, W, ins, group)
     dtype = ctx.dtypes[x]
-    inputs = [x, ctx.store(base + ".W", np.ascontiguousarray(W.astype(dtype)))]
-    Bc = ctx.const_input(node, 2, "B") if len(ins) > 2 and ins[2] else None
-    if Bc is not None:
-        if Bc.size != W.shape[0]:
-            raise ctx.err(node, f"B has {Bc.size} values for {W.shape[0]} output channels")
-        inputs.append(ctx.store(base + ".B", np.ascontiguousarray(Bc.astype(dtype).reshape(-1))))
     ctx.emit("Conv2D", node, inputs, [node.output[0]],
              {"pads": pads, "strides": strides, "dilations": dil, "group": group, "auto_pad": auto},
              [[xs[0], W.shape[0], *spatial]], [dtype])
