@@ -21,6 +21,7 @@ from engine.errors import InvalidInputError
 from engine.ops import control
 from engine.ops.control_kernels import elementwise, pad_kernel
 from engine.ops.layer_kernels import conv1d_kernel, stft_kernel
+from engine.ops.layers import stft_constants
 from engine.ops.numeric import rows_product
 
 F32, F64 = np.float32, np.float64
@@ -264,21 +265,17 @@ def dft_basis(N, sign):
     return hann, np.concatenate([hann * np.cos(angle), sign * hann * np.sin(angle)])[:, None, :]
 
 
-def run_stft(x, N, sign, B, pads, stride, dtype):
-    """The kernel's constants as Conv.pack writes them: the window, cos then sign * sin twiddles, the bit-reversal
-    permutation (as floats, in the float buffer); its work buffer starts as NaN (it must not read it before
-    writing)."""
+def run_stft(x, N, sign, B, pads, stride, dtype, magnitude=False):
+    """The kernel's constants as Conv.pack makes them; its work buffer starts as NaN (it must not read it before
+    writing), and so does the output."""
     window, _ = dft_basis(N, sign)
-    t = np.arange(N // 2)
-    twiddles = np.concatenate([np.cos(2 * np.pi * t / N), sign * np.sin(2 * np.pi * t / N)]).astype(dtype)
-    bits = N.bit_length() - 1
-    bitrev = np.array([int(format(i, f"0{bits}b")[::-1], 2) for i in range(N)], dtype)
+    consts, bitrev = stft_constants(N, sign)
     L = x.shape[2]
     Lout = (L + pads[0] + pads[1] - N) // stride + 1
-    out = np.full((x.shape[0], N + 2, Lout), np.nan, dtype)
-    stft_kernel(x.astype(dtype), window.astype(dtype), twiddles, bitrev,
+    out = np.full((x.shape[0], N // 2 + 1 if magnitude else N + 2, Lout), np.nan, dtype)
+    stft_kernel(x.astype(dtype), window.astype(dtype), consts.astype(dtype), bitrev.astype(dtype),
                 B.astype(dtype) if B is not None else np.zeros(0, dtype), B is not None, pads[0], stride, out,
-                np.full(2 * N * Lout, np.nan, dtype))      # the FFT's work: (2, N, Lout), every frame at once
+                np.full(N, np.nan, dtype), magnitude)
     return out
 
 
@@ -293,6 +290,23 @@ def test_stft_kernel_equals_the_direct_product(N, stride, sign, bias, pads, dtyp
     x = rng.standard_normal((2, 1, 3 * N + 7)).astype(dtype)
     got = run_stft(x, N, sign, B, pads, stride, dtype)
     ref = naive.conv1d(x, W, B, pads, stride)
+    scale = np.abs(ref).max()
+    err = np.abs(got - ref).max()
+    assert err <= (1e-6 if dtype == F32 else 1e-13) * scale, f"max abs diff {err:.3g}, output scale {scale:.3g}"
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=["f32", "f64"])
+@pytest.mark.parametrize("N,stride,sign,bias,pads", [(4, 1, -1.0, True, (0, 0)), (256, 128, -1.0, False, (0, 0)),
+                                                     (128, 64, 1.0, True, (3, 64))])
+def test_stft_kernel_magnitude(N, stride, sign, bias, pads, dtype):
+    """With magnitude: sqrt(re^2 + im^2) of the direct product's halves, the bias added first."""
+    rng = np.random.default_rng(N + 1)
+    _, W = dft_basis(N, sign)
+    B = rng.standard_normal(N + 2) if bias else None
+    x = rng.standard_normal((2, 1, 2 * N + 5)).astype(dtype)
+    got = run_stft(x, N, sign, B, pads, stride, dtype, magnitude=True)
+    y = naive.conv1d(x, W, B, pads, stride)
+    ref = np.sqrt(y[:, :N // 2 + 1] ** 2 + y[:, N // 2 + 1:] ** 2)
     scale = np.abs(ref).max()
     err = np.abs(got - ref).max()
     assert err <= (1e-6 if dtype == F32 else 1e-13) * scale, f"max abs diff {err:.3g}, output scale {scale:.3g}"

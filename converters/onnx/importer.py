@@ -2,7 +2,8 @@
 
 Each node goes, in this order, to: the Constant reader or the folder (all its inputs known at conversion time,
 folding.py); the shape-value evaluator (it computes from shapes, shape_values.py); the handler registered for its
-op and the model's opset (handlers/), which emits the engine's nodes.
+op and the model's opset (handlers/), which emits the engine's nodes. Then the fusions (fusion.py) replace spelled-out
+computations the engine has one instruction for.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from engine import recurrent_spec
 from engine.errors import ConversionError, UnsupportedModelError
 from engine.model import Model, TensorSpec
 
-from . import folding, handlers, loading, schema_check, shape_values  # noqa: F401 (handlers: registers them)
+from . import folding, fusion, handlers, loading, schema_check, shape_values  # noqa: F401 (handlers: registers them)
 from .control_flow import convert_if
 from .context import ImportContext
 from .registry import RUNTIME
@@ -52,6 +53,7 @@ def convert(proto, where: str = "<ModelProto>", progress: bool = False, base_dir
     from engine._progress import progress_iter
     for node in progress_iter(nodes, "converting", enabled=progress and len(nodes) > 1):
         convert_node(ctx, node)
+    fusion.fuse(ctx)
     return _model(ctx, inputs, state)
 
 

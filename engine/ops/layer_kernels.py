@@ -161,57 +161,106 @@ def conv1d_kernel(x, wt, bias, use_bias, pad0, stride, dilation, out, cols, acc)
 
 
 @njit(**JIT_OPTIONS)
-def stft_kernel(x, window, twiddles, bitrev, bias, use_bias, pad0, stride, out, frame):
-    """out (N, N_fft + 2, Lout): for each frame j of x (N, 1, L) (hop ``stride``, zero padding pad0 on the left),
-    the real parts of the DFT of window * frame in rows 0 .. N_fft / 2, sign * the imaginary parts after them
-    (the sign is in the sine twiddles): what a convolution with a windowed DFT basis computes (Conv.pack).
-    An iterative radix-2 FFT over all frames at once: ``frame`` holds (2, N_fft, Lout), the frames innermost, so
-    every butterfly is one vector operation across the frames."""
+def fft_inplace(re, im, wr_all, wi_all, n):
+    """The complex FFT of (re, im) (n, a power of two, entered in bit-reversed order), in place: iterative radix-2,
+    the first two stages as one radix-4 pass without multiplications, every later stage's twiddles contiguous
+    (stage h at wr_all[h:2h], wi_all[h:2h]) and its butterflies over slices, so that LLVM vectorises them."""
+    h = 1
+    if n >= 4:
+        for s0 in range(0, n, 4):
+            a0r, a0i, a1r, a1i = re[s0], im[s0], re[s0 + 1], im[s0 + 1]
+            a2r, a2i, a3r, a3i = re[s0 + 2], im[s0 + 2], re[s0 + 3], im[s0 + 3]
+            b0r, b0i, b1r, b1i = a0r + a1r, a0i + a1i, a0r - a1r, a0i - a1i
+            b2r, b2i, b3r, b3i = a2r + a3r, a2i + a3i, a2r - a3r, a2i - a3i
+            re[s0], im[s0], re[s0 + 2], im[s0 + 2] = b0r + b2r, b0i + b2i, b0r - b2r, b0i - b2i
+            # the second butterfly of stage 2 turns by -i
+            re[s0 + 1], im[s0 + 1], re[s0 + 3], im[s0 + 3] = b1r + b3i, b1i - b3r, b1r - b3i, b1i + b3r
+        h = 4
+    while h < n:
+        wr = wr_all[h:2 * h]
+        wi = wi_all[h:2 * h]
+        for start in range(0, n, 2 * h):
+            ra = re[start:start + h]
+            ia = im[start:start + h]
+            rb = re[start + h:start + 2 * h]
+            ib = im[start + h:start + 2 * h]
+            for k in range(h):
+                c = wr[k]
+                s = wi[k]
+                tr = rb[k] * c - ib[k] * s
+                ti = ib[k] * c + rb[k] * s
+                rb[k] = ra[k] - tr
+                ib[k] = ia[k] - ti
+                ra[k] += tr
+                ia[k] += ti
+        h *= 2
+
+
+@njit(**JIT_OPTIONS)
+def stft_kernel(x, window, consts, bitrev, bias, use_bias, pad0, stride, out, frame, magnitude):
+    """For each frame j of x (N, 1, L) (hop ``stride``, zero padding pad0 on the left), the DFT of window * frame,
+    as a convolution with a windowed DFT basis computes it (Conv.pack): into out (N, K + 2, Lout) the real parts in
+    rows 0 .. K / 2 and sign * the imaginary parts after them, or with ``magnitude`` into out (N, K / 2 + 1, Lout)
+    their magnitudes sqrt(re^2 + im^2) (bias added first).
+
+    A real input of K points is one complex FFT of n = K / 2 points (even samples the real parts, odd ones the
+    imaginary), then a split into the K / 2 + 1 bins: half the butterflies of a complex FFT of K. The FFT is
+    iterative radix-2 over split re/im arrays, one frame at a time, with the twiddles of each stage contiguous so
+    that the butterfly loop over k vectorises. ``consts`` (stft_constants): the stage twiddles cos, -sin (n each:
+    stage h at [h, 2h)), the split's cos, -sin (n + 1 each), then the sign; ``bitrev`` (n,) the bit-reversal
+    permutation of n (as floats); ``frame`` (2n,) scratch."""
     N, _, L = x.shape
     K = window.shape[0]
-    nb = K // 2 + 1
-    half_n = K // 2
+    n = K // 2
+    nb = n + 1
     Lout = out.shape[2]
-    buf = frame.reshape((2, K, Lout))
-    re = buf[0]
-    im = buf[1]
-    for n in range(N):
-        xs = x[n, 0]
-        for i in range(K):
-            b = np.int64(bitrev[i])
-            w = window[i]
-            rb = re[b]
-            ib = im[b]
-            for j in range(Lout):
-                q = j * stride - pad0 + i
-                rb[j] = xs[q] * w if 0 <= q < L else 0.0
-                ib[j] = 0.0
-        size = 2
-        while size <= K:
-            half = size // 2
-            step = K // size
-            for start in range(0, K, size):
-                for k in range(half):
-                    c = twiddles[k * step]
-                    s = twiddles[half_n + k * step]
-                    ra = re[start + k]
-                    ia = im[start + k]
-                    rb = re[start + k + half]
-                    ib = im[start + k + half]
-                    for j in range(Lout):
-                        tr = rb[j] * c - ib[j] * s
-                        ti = ib[j] * c + rb[j] * s
-                        rb[j] = ra[j] - tr
-                        ib[j] = ia[j] - ti
-                        ra[j] += tr
-                        ia[j] += ti
-            size *= 2
-        for m in range(nb):
-            bm = bias[m] if use_bias else 0.0
-            bi = bias[nb + m] if use_bias else 0.0
-            for j in range(Lout):
-                out[n, m, j] = re[m, j] + bm
-                out[n, nb + m, j] = im[m, j] + bi
+    tr_ = consts[0:n]
+    ti_ = consts[n:2 * n]
+    pc = consts[2 * n:2 * n + nb]
+    ps = consts[2 * n + nb:2 * n + 2 * nb]
+    sign = consts[2 * n + 2 * nb]
+    re = frame[0:n]
+    im = frame[n:2 * n]
+    half = consts.dtype.type(0.5)
+    for b in range(N):
+        xs = x[b, 0]
+        for j in range(Lout):
+            base = j * stride - pad0
+            if base >= 0 and base + K <= L:
+                for t in range(n):
+                    q = np.int64(bitrev[t])
+                    re[q] = xs[base + 2 * t] * window[2 * t]
+                    im[q] = xs[base + 2 * t + 1] * window[2 * t + 1]
+            else:
+                for t in range(n):
+                    q = np.int64(bitrev[t])
+                    i0 = base + 2 * t
+                    re[q] = xs[i0] * window[2 * t] if 0 <= i0 < L else 0.0
+                    im[q] = xs[i0 + 1] * window[2 * t + 1] if 0 <= i0 + 1 < L else 0.0
+            fft_inplace(re, im, tr_, ti_, n)
+            # the bins: X[k] = E[k] + e^{-2 pi i k / K} O[k], E and O the spectra of the even and odd samples,
+            # E = (Z[k] + conj Z[n - k]) / 2, O = (Z[k] - conj Z[n - k]) / 2i
+            for k in range(nb):
+                k1 = k if k < n else 0               # Z is periodic in n: Z[n] = Z[0]
+                k2 = n - k if k > 0 else 0
+                zr, zi = re[k1], im[k1]
+                mr, mi = re[k2], -im[k2]
+                er = (zr + mr) * half
+                ei = (zi + mi) * half
+                orr = (zi - mi) * half
+                oi = (mr - zr) * half
+                c = pc[k]
+                s = ps[k]
+                vr = er + orr * c - oi * s
+                vi = -sign * (ei + oi * c + orr * s)
+                if use_bias:
+                    vr += bias[k]
+                    vi += bias[nb + k]
+                if magnitude:
+                    out[b, k, j] = np.sqrt(vr * vr + vi * vi)
+                else:
+                    out[b, k, j] = vr
+                    out[b, nb + k, j] = vi
 
 
 @njit(**JIT_OPTIONS)
@@ -272,13 +321,13 @@ def run_layers(code, prog, pc, F, I):
                       fview(F, prog, p + 8, Lout * Cg * K).reshape((Lout, Cg * K)),
                       fview(F, prog, p + 10, Lout * Mg).reshape((Lout, Mg)))
     elif code == STFT:               # [x ref, window ref, twiddles ref, bitrev ref, bias ref, out ref, frame ref,
-        #                               N, L, K, Lout, pad0, stride, use_bias]
+        #                               N, L, K, Lout, pad0, stride, use_bias, magnitude]
         N, L, K, Lout = prog[p + 14], prog[p + 15], prog[p + 16], prog[p + 17]
-        use_bias = prog[p + 20] != 0
-        M = 2 * (K // 2 + 1)
+        use_bias, magnitude = prog[p + 20] != 0, prog[p + 21] != 0
+        nb = K // 2 + 1
+        M = nb if magnitude else 2 * nb
         stft_kernel(fview(F, prog, p, N * L).reshape((N, 1, L)), fview(F, prog, p + 2, K),
-                    fview(F, prog, p + 4, K), fview(F, prog, p + 6, K),
-                    fview(F, prog, p + 8, M) if use_bias else F[0][0:0], use_bias, prog[p + 18], prog[p + 19],
-                    fview(F, prog, p + 10, N * M * Lout).reshape((N, M, Lout)),
-                    fview(F, prog, p + 12, 2 * K * Lout))
+                    fview(F, prog, p + 4, K + 2 * nb + 1), fview(F, prog, p + 6, K // 2),
+                    fview(F, prog, p + 8, 2 * nb) if use_bias else F[0][0:0], use_bias, prog[p + 18], prog[p + 19],
+                    fview(F, prog, p + 10, N * M * Lout).reshape((N, M, Lout)), fview(F, prog, p + 12, K), magnitude)
     return OK

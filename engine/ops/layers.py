@@ -236,7 +236,12 @@ class Gather(Op):
 class Conv(Op):
     """1-D convolution: X (N, C, L), W (M, C/group, K) constant, B (M,) optional; explicit pads. W is packed as
     (group, C/group * K, M/group): each output position is then one row of patches times a matrix whose rows are
-    contiguous over the output channels, the layout the LSTM's product reads fastest (im2col)."""
+    contiguous over the output channels, the layout the LSTM's product reads fastest (im2col).
+
+    A W that is a windowed DFT basis (a short-time Fourier transform written as a convolution) runs as an FFT. With
+    the attribute ``magnitude`` (true; only for such a W: the converters set it when the spectrum's magnitude
+    follows, converters/fusion.py) the output is (N, M / 2, Lout): sqrt(y[:, m]^2 + y[:, M / 2 + m]^2) of the
+    convolution y."""
     name = "Conv"
     packed_inputs = (1,)
 
@@ -250,6 +255,8 @@ class Conv(Op):
                 raise ModelFileError(f"node {node.name!r} (Conv): invalid {key} {v}")
         if not is_int(node.attrs.get("group"), 1):
             raise ModelFileError(f"node {node.name!r} (Conv): group must be a positive integer")
+        if not isinstance(node.attrs.get("magnitude", False), bool):
+            raise ModelFileError(f"node {node.name!r} (Conv): magnitude must be true or false")
         W = model.tensors.get(node.inputs[1])
         if W is None or W.ndim != 3 or W.dtype.kind != "f":
             raise ModelFileError(f"node {node.name!r} (Conv): W must be a float constant of rank 3 (1-D convolution)")
@@ -263,14 +270,17 @@ class Conv(Op):
         M, Cg, K = W.shape
         group = node.attrs["group"]
         dft = dft_basis(W) if group == 1 and node.attrs["dilations"] == [1] else None
+        if node.attrs.get("magnitude") and dft is None:
+            raise ModelFileError(f"node {node.name!r} (Conv): magnitude needs W to be a windowed DFT basis "
+                                 f"(one input channel, cos rows for bins 0 .. K/2, then sin rows, K a power of two)")
         if dft is not None:
             # a short-time Fourier transform written as a convolution (Silero VAD's first layer): an FFT per
             # frame instead of the (N + 2) x N product
             window, sign = dft
-            t = np.arange(K // 2)
             yield "window", window.astype(dtype)
-            yield "twiddles", np.concatenate([np.cos(2 * np.pi * t / K), sign * np.sin(2 * np.pi * t / K)])
-            yield "bitrev", np.array([int(format(i, f"0{K.bit_length() - 1}b")[::-1], 2) for i in range(K)])
+            consts, bitrev = stft_constants(K, sign)
+            yield "twiddles", consts
+            yield "bitrev", bitrev
             return
         Mg = M // group
         yield "WT", np.ascontiguousarray(np.asarray(W, dtype=dtype).reshape(group, Mg, Cg * K).transpose(0, 2, 1))
@@ -293,14 +303,16 @@ class Conv(Op):
             raise p.error("the input is too short for the kernel, or its channels do not match the weights")
         if bias is not None and (bias.shape != (M,) or bias.kind != "f"):
             raise ModelFileError(f"node {node.name!r} (Conv): B must be a float tensor of shape ({M},)")
-        out = p.output(0, (N, M, Lout))
+        magnitude = bool(a.get("magnitude", False))
+        out = p.output(0, (N, M // 2 if magnitude else M, Lout))
         if not out.size:
             return
         if p.has_weight("window"):
-            frame = p.temp(2 * K * Lout)
-            p.emit(STFT, f"stft ({N}, 1, {L}) frame {K} hop {stride} (FFT)", *p.ref(x), F_CONST, p.weight("window")[0],
-                   F_CONST, p.weight("twiddles")[0], F_CONST, p.weight("bitrev")[0], *p.ref(bias), *p.ref(out),
-                   *p.ref(frame), N, L, K, Lout, pad0, stride, int(bias is not None))
+            frame = p.temp(K)
+            p.emit(STFT, f"stft ({N}, 1, {L}) frame {K} hop {stride} (FFT{', magnitude' if magnitude else ''})",
+                   *p.ref(x), F_CONST, p.weight("window")[0], F_CONST, p.weight("twiddles")[0], F_CONST,
+                   p.weight("bitrev")[0], *p.ref(bias), *p.ref(out), *p.ref(frame), N, L, K, Lout, pad0, stride,
+                   int(bias is not None), int(magnitude))
             return
         wt_off = p.weight("WT")[0]
         CgK = Cg * K
@@ -308,6 +320,24 @@ class Conv(Op):
         p.emit(CONV1D, f"conv1d ({N}, {C}, {L}) * ({M}, {Cg}, {K}) stride {stride}", *p.ref(x), F_CONST, wt_off,
                *p.ref(bias), *p.ref(out), *p.ref(cols), *p.ref(acc), N, C, L, M, Cg, K, Lout, pad0, stride, dilation,
                group, int(bias is not None))
+
+
+def stft_constants(K, sign):
+    """What stft_kernel reads besides the window, for frames of K points (a power of two >= 4): the stage twiddles
+    of the complex FFT of n = K / 2 points (cos, then -sin, of 2 pi k / 2h for stage h at [h, 2h)), the twiddles
+    that split its result into the K / 2 + 1 bins of the real input (cos, then -sin, of 2 pi k / K), the sign of
+    the basis' sine rows; and the bit-reversal permutation of n (float64: it is stored in the float buffer)."""
+    n = K // 2
+    stage = np.zeros(n)
+    h = 1
+    while h < n:
+        stage[h:2 * h] = 2 * np.pi * np.arange(h) / (2 * h)
+        h *= 2
+    split = 2 * np.pi * np.arange(n + 1) / K
+    consts = np.concatenate([np.cos(stage), -np.sin(stage), np.cos(split), -np.sin(split), [sign]])
+    bits = max(n.bit_length() - 1, 0)
+    bitrev = np.array([int(format(i, f"0{bits}b")[::-1], 2) if bits else 0 for i in range(n)], dtype=np.float64)
+    return consts, bitrev
 
 
 def dft_basis(W):

@@ -1,0 +1,205 @@
+"""The converter's fusions (converters/onnx/fusion.py) against onnxruntime on the same ONNX graphs: a spelled-out STFT
+magnitude becomes one Conv with ``magnitude`` and a spelled-out LSTM cell one LSTM node, in every operand order and
+gate order the pattern allows; where an intermediate value is read elsewhere (or the shapes differ) the graph is left
+as it is, and still runs right. And torch's own exports: nn.LSTMCell through both exporters."""
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import converters
+import engine
+
+pytestmark = pytest.mark.slow
+
+rng = np.random.default_rng(11)
+F = TensorProto.FLOAT
+
+
+def ort_run(m, feed):
+    sess = onnxruntime.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feed)
+
+
+def ops_of(model):
+    return [n.op for n in model.all_nodes()]
+
+
+def graph(nodes, inputs, outputs, inits, opset=17):
+    g = helper.make_graph(nodes, "g", inputs, outputs, [numpy_helper.from_array(np.asarray(v), k)
+                                                        for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+
+    return m
+
+
+def check(m, feed, tol=1e-5):
+    got = engine.Session(m.SerializeToString()).run(None, feed)
+    ref = ort_run(m, feed)
+    for g, r in zip(got, ref):
+        assert g.shape == r.shape
+        scale = max(1.0, float(np.abs(r).max(initial=0.0)))
+        diff = float(np.abs(g - r).max(initial=0.0))
+        assert diff <= tol * scale, f"max abs diff {diff:.3g}"
+
+
+# ---------------------------------------------------------------------- STFT magnitude
+def dft_weights(N, sign=-1.0):
+    k = np.arange(N)
+    hann = 0.5 - 0.5 * np.cos(2 * np.pi * k / N)
+    angle = 2 * np.pi * np.arange(N // 2 + 1)[:, None] * k / N
+    return np.concatenate([hann * np.cos(angle), sign * hann * np.sin(angle)])[:, None, :].astype(np.float32)
+
+
+def magnitude_model(N=64, hop=32, square="pow", frames=None, swap=False, extra_output=None, identity=False):
+    """x (B, 1, L) -> Conv(DFT) -> Slice re / im on axis 1 (``frames``: a further Slice of axis 2 on both) ->
+    squares -> Add -> Sqrt."""
+    nb = N // 2 + 1
+    nodes = [helper.make_node("Conv", ["x", "W"], ["spec"], strides=[hop])]
+    inits = {"W": dft_weights(N), "two": np.array(2.0, np.float32)}
+    outs = []
+    for part, (s, e) in (("re", (0, nb)), ("im", (nb, 2 * nb))):
+        inits[f"{part}_s"], inits[f"{part}_e"], inits["ax1"] = np.array([s]), np.array([e]), np.array([1])
+        nodes.append(helper.make_node("Slice", ["spec", f"{part}_s", f"{part}_e", "ax1"], [f"{part}0"]))
+        cur = f"{part}0"
+        if frames is not None:
+            inits["f_s"], inits["f_e"], inits["ax2"] = np.array([frames[0]]), np.array([frames[1]]), np.array([2])
+            nodes.append(helper.make_node("Slice", [cur, "f_s", "f_e", "ax2"], [f"{part}1"]))
+            cur = f"{part}1"
+        if identity:
+            nodes.append(helper.make_node("Identity", [cur], [f"{part}2"]))
+            cur = f"{part}2"
+        if square == "pow":
+            nodes.append(helper.make_node("Pow", [cur, "two"], [f"{part}sq"]))
+        else:
+            nodes.append(helper.make_node("Mul", [cur, cur], [f"{part}sq"]))
+        outs.append(f"{part}sq")
+    nodes.append(helper.make_node("Add", outs[::-1] if swap else outs, ["power"]))
+    nodes.append(helper.make_node("Sqrt", ["power"], ["mag"]))
+    outputs = [helper.make_tensor_value_info("mag", F, None)]
+    if extra_output:
+        outputs.append(helper.make_tensor_value_info(extra_output, F, None))
+    return graph(nodes, [helper.make_tensor_value_info("x", F, ["B", 1, "L"])], outputs, inits)
+
+
+@pytest.mark.parametrize("square,frames,swap,identity", [("pow", None, False, False), ("mul", None, True, False),
+                                                         ("pow", (1, 1 << 40), False, True), ("mul", (0, 3), True, True)])
+def test_a_spelled_out_stft_magnitude_is_one_conv(square, frames, swap, identity):
+    m = magnitude_model(square=square, frames=frames, swap=swap, identity=identity)
+    model = converters.from_onnx(m)
+    ops = ops_of(model)
+    assert "Sqrt" not in ops and "Pow" not in ops and ops.count("Conv") == 1
+    conv = next(n for n in model.all_nodes() if n.op == "Conv")
+    assert conv.attrs["magnitude"] is True
+    assert ops.count("Slice") == (1 if frames else 0)
+    listing = engine.Session(model).program({"x": (2, 1, 300)})
+    assert "magnitude" in listing and "sqrt" not in listing
+    for B, L in ((1, 64), (2, 300), (3, 517)):
+        check(m, {"x": rng.standard_normal((B, 1, L)).astype(np.float32)})
+
+
+def test_an_stft_whose_parts_are_read_elsewhere_is_left_as_it_is():
+    m = magnitude_model(extra_output="re0")       # the real half is also an output
+    ops = ops_of(converters.from_onnx(m))
+    assert "Sqrt" in ops and all(not n.attrs.get("magnitude") for n in converters.from_onnx(m).all_nodes())
+    check(m, {"x": rng.standard_normal((2, 1, 200)).astype(np.float32)})
+
+
+def test_a_magnitude_conv_without_a_dft_basis_is_a_clear_error():
+    m = magnitude_model()
+    model = converters.from_onnx(m)
+    conv = next(n for n in model.all_nodes() if n.op == "Conv")
+    model.tensors[conv.inputs[1]] = model.tensors[conv.inputs[1]] + np.float32(1e-2)
+    with pytest.raises(engine.ModelFileError, match="magnitude needs W to be a windowed DFT basis"):
+        engine.Session(model)
+
+
+# ---------------------------------------------------------------------- LSTM cell
+def cell_model(I=5, H=6, order="ifgo", bias=(True, True), swap=False, c_shape=None, h_out_extra=False, gemm=False):
+    """x (B, I), h (B, H), c (B, H) -> gates = x @ Wx (+ bx) + h @ Wh (+ bh), split in four in ``order``, then
+    c' = f * c + i * g, h' = o * tanh(c'); outputs h', c'. ``swap``: every commutative operand the other way."""
+    nodes, inits = [], {"Wx": rng.standard_normal((I, 4 * H)).astype(np.float32) * 0.4,
+                        "Wh": rng.standard_normal((H, 4 * H)).astype(np.float32) * 0.4,
+                        "bx": rng.standard_normal(4 * H).astype(np.float32) * 0.3,
+                        "bh": rng.standard_normal(4 * H).astype(np.float32) * 0.3}
+    terms = []
+    for v, W, b, use in (("x", "Wx", "bx", bias[0]), ("h", "Wh", "bh", bias[1])):
+        nodes.append(helper.make_node("MatMul", [v, W], [v + "W"]))
+        if use:
+            nodes.append(helper.make_node("Add", [b, v + "W"] if swap else [v + "W", b], [v + "Wb"]))
+        terms.append(v + "Wb" if use else v + "W")
+    nodes.append(helper.make_node("Add", terms[::-1] if swap else terms, ["gates"]))
+    inits["split"] = np.array([H] * 4)
+    nodes.append(helper.make_node("Split", ["gates", "split"], [f"s_{g}" for g in order], axis=1))
+    for g in order:
+        nodes.append(helper.make_node("Tanh" if g == "g" else "Sigmoid", [f"s_{g}"], [g]))
+
+    def mul(a, b, out):
+        nodes.append(helper.make_node("Mul", [b, a] if swap else [a, b], [out]))
+    mul("f", "c", "fc")
+    mul("i", "g", "ig")
+    nodes.append(helper.make_node("Add", ["ig", "fc"] if swap else ["fc", "ig"], ["c_new"]))
+    nodes.append(helper.make_node("Tanh", ["c_new"], ["tc"]))
+    mul("o", "tc", "h_new")
+    outputs = [helper.make_tensor_value_info(n, F, None) for n in ("h_new", "c_new")]
+    if h_out_extra:
+        outputs.append(helper.make_tensor_value_info("ig", F, None))
+    ins = [helper.make_tensor_value_info("x", F, ["B", I]), helper.make_tensor_value_info("h", F, ["B", H]),
+           helper.make_tensor_value_info("c", F, c_shape or ["B", H])]
+    return graph(nodes, ins, outputs, inits)
+
+
+def cell_feed(I=5, H=6, B=3, c_cols=None):
+    return {"x": rng.standard_normal((B, I)).astype(np.float32), "h": rng.standard_normal((B, H)).astype(np.float32),
+            "c": rng.standard_normal((B, c_cols or H)).astype(np.float32)}
+
+
+@pytest.mark.parametrize("order,bias,swap,I", [("ifgo", (True, True), False, 5), ("iofg", (False, True), True, 6),
+                                               ("gofi", (True, False), False, 9), ("fgio", (False, False), True, 3)])
+def test_a_spelled_out_lstm_cell_is_one_lstm_node(order, bias, swap, I):
+    m = cell_model(I=I, order=order, bias=bias, swap=swap)
+    model = converters.from_onnx(m)
+    ops = ops_of(model)
+    assert ops.count("LSTM") == 1 and not {"Split", "Sigmoid", "Tanh", "MatMul"} & set(ops), ops
+    for B in (1, 3):
+        check(m, cell_feed(I=I, B=B))
+
+
+def test_a_cell_whose_gates_are_read_elsewhere_or_whose_state_broadcasts_is_left_as_it_is():
+    for m, feed in ((cell_model(h_out_extra=True), cell_feed()),
+                    (cell_model(c_shape=["B", 1]), cell_feed(c_cols=1))):
+        ops = ops_of(converters.from_onnx(m))
+        assert "LSTM" not in ops and "Split" in ops
+        check(m, feed)
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript", "dynamo"])
+def test_torch_lstm_cell_exports_run_as_an_lstm_node(tmp_path, dynamo):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+
+    class Cell(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cell = torch.nn.LSTMCell(7, 16)
+
+        def forward(self, x, h, c):
+            return self.cell(x, (h, c))
+
+    module = Cell().eval()
+    x, h, c = torch.randn(2, 7), torch.randn(2, 16), torch.randn(2, 16)
+    path = tmp_path / "cell.onnx"
+    torch.onnx.export(module, (x, h, c), str(path), input_names=["x", "h", "c"], output_names=["hn", "cn"],
+                      dynamo=dynamo, opset_version=18)
+    m = onnx.load(str(path))
+    model = converters.from_onnx(m)
+    assert "LSTM" in ops_of(model), ops_of(model)
+    feed = {"x": x.numpy(), "h": h.numpy(), "c": c.numpy()}
+    check(m, feed)
+    with torch.no_grad():
+        ref = [t.numpy() for t in module(x, h, c)]
+    got = engine.Session(model).run(None, feed)
+    for g, r in zip(got, ref):
+        assert np.abs(g - r).max() <= 1e-5
