@@ -471,13 +471,17 @@ class Planner:
             self._temps.append(out.block)
         return out
 
-    def alias(self, index, src, shape):
-        """Output ``index`` is ``src`` with another shape (no copy): Reshape, Squeeze, Unsqueeze, Identity."""
+    def alias(self, index, src, shape, offset=0):
+        """Output ``index`` is ``src`` with another shape (no copy): Reshape, Squeeze, Unsqueeze, Identity; or,
+        with ``offset``, the contiguous part of ``src`` that starts ``offset`` elements in (a Gather of one index)."""
         name = self.node.outputs[index]
-        if src.const is not None and src.space is None:
-            self.vals[name] = Val(src.kind, shape, const=src.const.reshape(shape))
-            return self.vals[name]
-        val = Val(src.kind, shape, src.space, src.off, const=None if src.const is None else src.const.reshape(shape),
+        n = size_of(shape)
+        if src.const is not None:
+            part = src.const.reshape(-1)[offset:offset + n].reshape(shape)
+            if src.space is None:
+                self.vals[name] = Val(src.kind, shape, const=part)
+                return self.vals[name]
+        val = Val(src.kind, shape, src.space, src.off + offset, const=None if src.const is None else part,
                   block=src.block)
         if src.block is not None:
             src.block.users += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _threads
 from .errors import EngineError, InvalidInputError
 
 
@@ -52,6 +53,7 @@ class StateStream:
         self._outputs = [o for o in session._output_names if o not in self.state_outputs]
         self._state = None          # the state arrays, in pair order; made on the first step
         self._plans = {}            # (step shape, output) -> (plan, args)
+        self._fast = {}             # (step shape, output) -> what step's fast path needs (_fast_path)
 
     # ------------------------------------------------------------------ state
     def reset(self):
@@ -98,6 +100,9 @@ class StateStream:
         name = output_name or self._outputs[0]
         if type(x) is np.ndarray and x.dtype == self._dtype and x.ndim == self._step_ndim and \
                 self._state is not None and x.flags.c_contiguous:
+            fast = self._fast.get((x.shape, name))
+            if fast is not None:
+                return self._run_fast(fast, x)
             entry = self._plans.get((x.shape, name))
             if entry is not None:
                 return self._run(entry, x.reshape(plan_shape(x, self.time_axis)) if entry[2] else x)
@@ -134,7 +139,51 @@ class StateStream:
         entry = (plan, args, single, self.output_time_axes.get(name))
         if not any(i in sess._value_inputs for i in self._state_index + [self._index]):
             self._plans[(arr.shape, name)] = entry     # the fixed inputs keep their values for the stream
+            fast = self._fast_path(entry)
+            if fast is not None:
+                self._fast[(arr.shape, name)] = fast
         return self._run(entry, args[self._index])
+
+    def _fast_path(self, entry):
+        """What ``step`` needs to call the executor itself for this plan, without Session._execute's general
+        binding: the stream input and the state arrays go straight into their float slots, the fixed inputs are
+        flattened once, the stream keeps its own work buffers. None when the plan needs more (weights fed at run
+        time, int or float16 outputs, an input sharing a slot, a float16 step)."""
+        plan, args, single, axis = entry
+        sess = self.session
+        if plan.call is not None or not plan.float_outputs or self._dtype != sess.dtype:
+            return None
+        src = {self._index: -1, **{i: k for k, i in enumerate(self._state_index)}}
+        slots = []
+        for idx in plan.float_slots:
+            if len(idx) > 1:
+                return None
+            slots.append(sess._no_f if not idx else src[idx[0]] if idx[0] in src else
+                         np.ascontiguousarray(args[idx[0]], sess.dtype).reshape(-1))
+        if any(i in src for i in plan.int_args):
+            return None
+        iin = np.concatenate([args[i].reshape(-1) for i in plan.int_args], dtype=np.int64) if plan.int_args else \
+            sess._no_i
+        (a, b, shape), *states = plan.out_views
+        if single and axis is not None:
+            shape = shape[:axis] + shape[axis + 1:]      # the output's time axis of 1 dropped: a reshape
+        return (sess._run, plan.prog, sess._fconst, slots, iin, plan.take_work(sess.dtype), plan.fout_size,
+                (a, b, shape), states, sess.threads)
+
+    def _run_fast(self, fast, x):
+        run, prog, fconst, slots, iin, (fwork, iwork), size, (a, b, shape), states, threads = fast
+        sess = self.session
+        f = []
+        for s in slots:
+            f.append(s if type(s) is not int else x.reshape(-1) if s < 0 else self._state[s].reshape(-1))
+        fout = np.empty(size, fconst.dtype)       # fresh: the new state is taken from it as it is
+        if _threads.current != threads:
+            _threads.set_blas_threads(threads)
+        status = run(prog, fconst, f[0], f[1], f[2], iin, fwork, iwork, fout, sess._no_f)
+        if status:
+            raise sess._status_error(status)
+        self._state = [fout[s0:s1].reshape(sh) for s0, s1, sh in states]
+        return fout[a:b].reshape(shape)
 
     def program(self, output_name: str | None = None) -> str:
         """The program one step runs (see Session.program); after a first step."""

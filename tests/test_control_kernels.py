@@ -21,7 +21,7 @@ from engine.errors import InvalidInputError
 from engine.ops import control
 from engine.ops.control_kernels import elementwise, pad_kernel
 from engine.ops.layer_kernels import conv1d_kernel, stft_kernel
-from engine.ops.layers import stft_constants
+from engine.ops.layers import conv1d_weights, stft_constants
 from engine.ops.numeric import rows_product
 
 F32, F64 = np.float32, np.float64
@@ -196,11 +196,11 @@ def run_conv(x, W, B, pads, stride, dilation, group):
     M, Cg, K = W.shape
     Mg = M // group
     Lout = (L + pads[0] + pads[1] - dilation * (K - 1) - 1) // stride + 1
-    wt = np.ascontiguousarray(W.reshape(group, Mg, Cg * K).transpose(0, 2, 1))     # (group, Cg * K, Mg)
+    wt = conv1d_weights(W, group)                                   # (group, K * Cg, Mg), as Conv.pack makes it
     out = np.full((N, M, Lout), np.nan, x.dtype)
     cols, acc = np.full((Lout, Cg * K), np.nan, x.dtype), np.full((Lout, Mg), np.nan, x.dtype)
     conv1d_kernel(x, wt, B if B is not None else np.zeros(0, x.dtype), B is not None, pads[0], stride, dilation,
-                  out, cols, acc)
+                  out, cols, np.full((L, Cg), np.nan, x.dtype), acc)
     return out
 
 
@@ -227,8 +227,8 @@ def test_conv1d_kernel(stride, dilation, group, pads, bias, dtype):
 
 @pytest.mark.parametrize("n_out", [1, 5])
 def test_conv1d_kernel_nan_and_inf(n_out):
-    """A NaN or inf input reaches the outputs whose windows hold it, in the channels of its group (both the one-row
-    product and BLAS from two rows)."""
+    """A NaN or inf input reaches the outputs whose windows hold it, in the channels of its group (one output
+    position and several)."""
     rng = np.random.default_rng(7)
     W = np.abs(rng.standard_normal((4, 1, 3))).astype(F32) + 0.1      # positive: inf stays inf
     x = rng.standard_normal((1, 2, n_out + 2)).astype(F32)

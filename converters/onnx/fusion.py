@@ -5,7 +5,8 @@ node, a branch or a graph output), and computes the same function up to float32 
 
 * ``stft_magnitude``: a Conv whose weights are a windowed DFT basis, the real and imaginary halves sliced off its
   output (the same frames of both), each squared (Pow 2 or x * x), added, Sqrt: one Conv with ``magnitude`` (an FFT
-  that writes the magnitudes; engine/ops/layers.py), then the frames' Slice if there was one. Silero VAD's STFT.
+  that writes the magnitudes; engine/ops/layers.py); frames dropped from the start become its ``first_output``
+  (never computed), any other slice stays a Slice after it. Silero VAD's STFT.
 * ``lstm_cell``: an LSTM cell written out, as torch exports ``nn.LSTMCell`` or a hand-written cell: the products
   x @ Wx (+ bx) and h @ Wh (+ bh) added, split in four, three Sigmoids and a Tanh, c' = f * c + i * g and
   h' = o * tanh(c'): one LSTM node of one step (Silero VAD's ifless export). The gates' roles are read off the
@@ -169,11 +170,19 @@ class _Rewriter:
                 not self._closed(pattern, sqrt.outputs[0]):
             return
         ctx = self.ctx
+        attrs = dict(conv.attrs, magnitude=True)
+        rest = []
+        for e in others[0]:
+            if e[0] == 2 and e[3] == 1 and e[1] is not None and e[1] >= 0 and (e[2] is None or e[2] >= 2 ** 31 - 1):
+                attrs["first_output"] = attrs.get("first_output", 0) + e[1]    # frames k: on: not computed
+            else:
+                rest.append(e)
+        others = [rest]
         out = sqrt.outputs[0]
         mid = out if not others[0] else self._value(f"{src}.magnitude")
         shape = list(ctx.shapes[src])
         ctx.shapes[mid], ctx.dtypes[mid] = [shape[0], nb, shape[2]], ctx.dtypes[src]
-        new = [Node("Conv", conv.name, list(conv.inputs), [mid], dict(conv.attrs, magnitude=True))]
+        new = [Node("Conv", conv.name, list(conv.inputs), [mid], attrs)]
         if others[0]:
             new.append(Node("Slice", self._name(f"{sqrt.name}/frames"), [mid], [out],
                             {"slices": [list(e) for e in others[0]]}))

@@ -198,6 +198,11 @@ class Slice(Op):
         if all(sl.indices(d) == (0, d, 1) for d, sl in zip(x.shape, index)):
             p.alias(0, x, x.shape)        # the whole tensor (exporters slice 0:INT64_MAX): no copy
             return
+        contiguous = _contiguous_part(x.shape, index)
+        if contiguous is not None:        # one range of the flat data (the axes before it of size 1): no copy
+            shape, offset = contiguous
+            p.alias(0, x, shape, offset=offset)
+            return
         shape, sstrides, base = [], [], 0
         for d, sl, stride in zip(x.shape, index, _strides(x.shape)):
             start, stop, step = sl.indices(d)
@@ -208,6 +213,24 @@ class Slice(Op):
         out = p.output(0, shape, x.kind)
         if out.size:
             p.copy(x, out, shape=shape, sbase=base, sstrides=sstrides)
+
+
+def _contiguous_part(shape, index):
+    """(shape, offset) when slicing ``shape`` by ``index`` (one slice per axis) keeps one contiguous range of the
+    flat data: step 1 on the one partial axis, every axis before it of size 1, every axis after it whole."""
+    out, partial = [], None
+    for axis, (d, sl) in enumerate(zip(shape, index)):
+        start, stop, step = sl.indices(d)
+        n = len(range(start, stop, step))
+        out.append(n)
+        if (start, n) != (0, d):
+            if partial is not None or (step != 1 and n > 1):
+                return None
+            partial = (axis, start)
+    if partial is None or any(d != 1 for d in shape[:partial[0]]):
+        return None
+    axis, start = partial
+    return tuple(out), start * int(np.prod(shape[axis + 1:], dtype=np.int64))
 
 
 class ConstantOfShape(Op):

@@ -129,30 +129,36 @@ def gather_kernel(data, idx, out):
 
 
 @njit(**JIT_OPTIONS)
-def conv1d_kernel(x, wt, bias, use_bias, pad0, stride, dilation, out, cols, acc):
-    """out (N, M, Lout) = conv1d(x (N, C, L), W) + bias (M,), zero padding pad0 on the left; ``wt`` is W packed as
-    (group, Cg * K, Mg). Per batch entry and group: the patches of every output position (cols, (Lout, Cg * K)),
-    one product with wt[g] (acc, (Lout, Mg)), then bias and the transpose into out."""
+def conv1d_kernel(x, wt, bias, use_bias, pad0, stride, dilation, out, cols, xT, acc):
+    """out (N, M, Lout) = conv1d(x (N, C, L), W) + bias (M,), zero padding pad0 on the left; ``wt`` is W packed
+    tap-major as (group, K * Cg, Mg) (conv1d_weights). Per batch entry and group: the group's input transposed
+    (xT, (L, Cg)), so that the patch of every output position (cols, (Lout, K * Cg)) is K contiguous copies of its
+    rows; one product with wt[g] (acc, (Lout, Mg)); then bias and the transpose into out."""
     N, C, L = x.shape
-    group, CgK, Mg = wt.shape
+    group, KCg, Mg = wt.shape
     Lout = out.shape[2]
     Cg = C // group
-    K = CgK // Cg
+    K = KCg // Cg
     for n in range(N):
         for g in range(group):
+            for c in range(Cg):
+                xc = x[n, g * Cg + c]
+                for q in range(L):
+                    xT[q, c] = xc[q]
             for j in range(Lout):
                 row = cols[j]
-                for c in range(Cg):
-                    xc = x[n, g * Cg + c]
-                    base = j * stride - pad0
-                    for k in range(K):
-                        q = base + k * dilation
-                        row[c * K + k] = xc[q] if 0 <= q < L else 0.0
-            if Lout >= 2:
-                matmul(cols, wt[g], acc)      # BLAS: twice the blocked loop's speed from two rows on
-            else:
-                acc[0, :] = 0
-                recurrent_product(acc[0], cols[0], wt[g])
+                base = j * stride - pad0
+                for k in range(K):
+                    q = base + k * dilation
+                    seg = row[k * Cg:(k + 1) * Cg]
+                    if 0 <= q < L:
+                        src = xT[q]
+                        for c in range(Cg):
+                            seg[c] = src[c]
+                    else:
+                        for c in range(Cg):
+                            seg[c] = 0.0
+            matmul(cols, wt[g], acc)          # BLAS: faster than the blocked loops from one row on
             for m in range(Mg):
                 b = bias[g * Mg + m] if use_bias else 0.0
                 o = out[n, g * Mg + m]
@@ -307,7 +313,7 @@ def run_layers(code, prog, pc, F, I):
                                  fview(F, prog, p + 4, outer * k * inner).reshape((outer, k, inner)))
         return gather_kernel(iview(I, prog, p, outer * n * inner).reshape((outer, n, inner)), idx,
                              iview(I, prog, p + 4, outer * k * inner).reshape((outer, k, inner)))
-    elif code == CONV1D:             # [x ref, wt ref, bias ref, out ref, cols ref, acc ref, N, C, L, M, Cg, K,
+    elif code == CONV1D:             # [x ref, wt ref, bias ref, out ref, cols + xT ref, acc ref, N, C, L, M, Cg, K,
         #                               Lout, pad0, stride, dilation, group, use_bias]
         N, C, L, M, Cg, K, Lout = (prog[p + 12], prog[p + 13], prog[p + 14], prog[p + 15], prog[p + 16],
                                    prog[p + 17], prog[p + 18])
@@ -319,6 +325,7 @@ def run_layers(code, prog, pc, F, I):
                       fview(F, prog, p + 4, M) if use_bias else F[0][0:0], use_bias, prog[p + 19], prog[p + 20],
                       prog[p + 21], fview(F, prog, p + 6, N * M * Lout).reshape((N, M, Lout)),
                       fview(F, prog, p + 8, Lout * Cg * K).reshape((Lout, Cg * K)),
+                      fview(F, prog, p + 8, Lout * Cg * K + L * Cg)[Lout * Cg * K:].reshape((L, Cg)),
                       fview(F, prog, p + 10, Lout * Mg).reshape((Lout, Mg)))
     elif code == STFT:               # [x ref, window ref, twiddles ref, bitrev ref, bias ref, out ref, frame ref,
         #                               N, L, K, Lout, pad0, stride, use_bias, magnitude]

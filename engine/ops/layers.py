@@ -226,8 +226,16 @@ class Gather(Op):
                 raise p.error("an index is out of range for the gathered axis")
             p.fold(0, np.take(data.const, flat, axis=axis).reshape(shape))
             return
-        out = p.output(0, shape, data.kind)
         outer, n, inner = _around(data.shape, axis)
+        if p.known(idx) and idx.size == 1 and outer == 1:
+            # one index into the outermost axis that is not 1 (Silero's h, c = state[0], state[1]): a contiguous
+            # part of the data, taken as it is
+            i = int(idx.const.reshape(-1)[0])
+            if not -n <= i < n:
+                raise p.error("an index is out of range for the gathered axis")
+            p.alias(0, data, tuple(shape), offset=(i % n) * inner)
+            return
+        out = p.output(0, shape, data.kind)
         if out.size:
             p.emit(GATHER_F if data.kind == "f" else GATHER_I, f"gather {data.shape} axis {axis}", *p.ref(data),
                    *p.ref(idx), *p.ref(out), outer, n, inner, idx.size)
@@ -241,7 +249,8 @@ class Conv(Op):
     A W that is a windowed DFT basis (a short-time Fourier transform written as a convolution) runs as an FFT. With
     the attribute ``magnitude`` (true; only for such a W: the converters set it when the spectrum's magnitude
     follows, converters/fusion.py) the output is (N, M / 2, Lout): sqrt(y[:, m]^2 + y[:, M / 2 + m]^2) of the
-    convolution y."""
+    convolution y. With ``first_output`` (k > 0) the output starts at position k: the convolution's [:, :, k:]
+    (the frames Silero's sequence model drops), the positions before it never computed."""
     name = "Conv"
     packed_inputs = (1,)
 
@@ -257,6 +266,8 @@ class Conv(Op):
             raise ModelFileError(f"node {node.name!r} (Conv): group must be a positive integer")
         if not isinstance(node.attrs.get("magnitude", False), bool):
             raise ModelFileError(f"node {node.name!r} (Conv): magnitude must be true or false")
+        if not is_int(node.attrs.get("first_output", 0), 0) or node.attrs.get("first_output", 0) >= 2 ** 31:
+            raise ModelFileError(f"node {node.name!r} (Conv): first_output must be a non-negative integer")
         W = model.tensors.get(node.inputs[1])
         if W is None or W.ndim != 3 or W.dtype.kind != "f":
             raise ModelFileError(f"node {node.name!r} (Conv): W must be a float constant of rank 3 (1-D convolution)")
@@ -283,7 +294,7 @@ class Conv(Op):
             yield "bitrev", bitrev
             return
         Mg = M // group
-        yield "WT", np.ascontiguousarray(np.asarray(W, dtype=dtype).reshape(group, Mg, Cg * K).transpose(0, 2, 1))
+        yield "WT", conv1d_weights(np.asarray(W, dtype=dtype), group)
 
     @classmethod
     def plan(cls, node, p):
@@ -304,6 +315,9 @@ class Conv(Op):
         if bias is not None and (bias.shape != (M,) or bias.kind != "f"):
             raise ModelFileError(f"node {node.name!r} (Conv): B must be a float tensor of shape ({M},)")
         magnitude = bool(a.get("magnitude", False))
+        first = a.get("first_output", 0)
+        Lout = max(Lout - first, 0)
+        pad0 -= first * stride           # the kernels start at output position ``first``
         out = p.output(0, (N, M // 2 if magnitude else M, Lout))
         if not out.size:
             return
@@ -316,10 +330,18 @@ class Conv(Op):
             return
         wt_off = p.weight("WT")[0]
         CgK = Cg * K
-        cols, acc = p.temp(Lout * CgK), p.temp(Lout * Mg)
+        cols, acc = p.temp(Lout * CgK + L * Cg), p.temp(Lout * Mg)     # the patches, then the input transposed
         p.emit(CONV1D, f"conv1d ({N}, {C}, {L}) * ({M}, {Cg}, {K}) stride {stride}", *p.ref(x), F_CONST, wt_off,
                *p.ref(bias), *p.ref(out), *p.ref(cols), *p.ref(acc), N, C, L, M, Cg, K, Lout, pad0, stride, dilation,
                group, int(bias is not None))
+
+
+def conv1d_weights(W, group):
+    """W (M, Cg, K) -> (group, K * Cg, Mg), tap-major: row k * Cg + c of group g holds W[g * Mg + m, c, k] over m
+    (what conv1d_kernel's patches multiply)."""
+    M, Cg, K = W.shape
+    Mg = M // group
+    return np.ascontiguousarray(W.reshape(group, Mg, Cg, K).transpose(0, 3, 2, 1).reshape(group, K * Cg, Mg))
 
 
 def stft_constants(K, sign):
