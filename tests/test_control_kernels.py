@@ -191,7 +191,7 @@ def test_pad_every_mode_rank_and_crop(mode, dtype):
 
 
 # ---------------------------------------------------------------------- Conv 1-D: im2col + product
-def run_conv(x, W, B, pads, stride, dilation, group):
+def run_conv(x, W, B, pads, stride, dilation, group, relu=False, reflect=False):
     N, C, L = x.shape
     M, Cg, K = W.shape
     Mg = M // group
@@ -200,7 +200,7 @@ def run_conv(x, W, B, pads, stride, dilation, group):
     out = np.full((N, M, Lout), np.nan, x.dtype)
     cols, acc = np.full((Lout, Cg * K), np.nan, x.dtype), np.full((Lout, Mg), np.nan, x.dtype)
     conv1d_kernel(x, wt, B if B is not None else np.zeros(0, x.dtype), B is not None, pads[0], stride, dilation,
-                  out, cols, np.full((L, Cg), np.nan, x.dtype), acc)
+                  out, cols, np.full((L, Cg), np.nan, x.dtype), acc, relu, reflect)
     return out
 
 
@@ -223,6 +223,22 @@ def test_conv1d_kernel(stride, dilation, group, pads, bias, dtype):
         got = run_conv(x, W, B, pads, stride, dilation, group)
         assert got.shape[2] == n_out
         assert_close(got, naive.conv1d(x, W, B, pads, stride, dilation, group), dtype, f"{n_out} positions")
+
+
+@pytest.mark.parametrize("pads,stride,dilation,group", [((1, 1), 1, 1, 1), ((2, 0), 2, 1, 2), ((0, 3), 1, 2, 1),
+                                                         ((3, 3), 3, 1, 4)])
+def test_conv1d_kernel_reflect_pads_and_relu(pads, stride, dilation, group):
+    """pad_mode reflect: as np.pad's reflect (ONNX Pad's) in front of an unpadded convolution; relu: max(0, .)."""
+    rng = np.random.default_rng(sum(pads) + stride)
+    C, M, K = 4, 8, 3
+    W = rng.standard_normal((M, C // group, K)).astype(F32)
+    B = rng.standard_normal(M).astype(F32)
+    for L in (4, 7, 12):
+        x = rng.standard_normal((2, C, L)).astype(F32)
+        got = run_conv(x, W, B, pads, stride, dilation, group, relu=True, reflect=True)
+        xp = np.pad(x, ((0, 0), (0, 0), pads), mode="reflect")
+        ref = np.maximum(naive.conv1d(xp, W, B, (0, 0), stride, dilation, group), 0)
+        assert_close(got, ref, F32)
 
 
 @pytest.mark.parametrize("n_out", [1, 5])
@@ -265,7 +281,7 @@ def dft_basis(N, sign):
     return hann, np.concatenate([hann * np.cos(angle), sign * hann * np.sin(angle)])[:, None, :]
 
 
-def run_stft(x, N, sign, B, pads, stride, dtype, magnitude=False):
+def run_stft(x, N, sign, B, pads, stride, dtype, magnitude=False, relu=False, reflect=False):
     """The kernel's constants as Conv.pack makes them; its work buffer starts as NaN (it must not read it before
     writing), and so does the output."""
     window, _ = dft_basis(N, sign)
@@ -275,7 +291,7 @@ def run_stft(x, N, sign, B, pads, stride, dtype, magnitude=False):
     out = np.full((x.shape[0], N // 2 + 1 if magnitude else N + 2, Lout), np.nan, dtype)
     stft_kernel(x.astype(dtype), window.astype(dtype), consts.astype(dtype), bitrev.astype(dtype),
                 B.astype(dtype) if B is not None else np.zeros(0, dtype), B is not None, pads[0], stride, out,
-                np.full(N, np.nan, dtype), magnitude)
+                np.full(N, np.nan, dtype), magnitude, relu, reflect)
     return out
 
 
@@ -310,6 +326,20 @@ def test_stft_kernel_magnitude(N, stride, sign, bias, pads, dtype):
     scale = np.abs(ref).max()
     err = np.abs(got - ref).max()
     assert err <= (1e-6 if dtype == F32 else 1e-13) * scale, f"max abs diff {err:.3g}, output scale {scale:.3g}"
+
+
+@pytest.mark.parametrize("magnitude", [False, True])
+def test_stft_kernel_reflect_pads_and_relu(magnitude):
+    """Silero's reflect Pad folded into the FFT's frames (pads on both sides, or the right only), Relu after."""
+    N, stride = 64, 32
+    rng = np.random.default_rng(3)
+    _, W = dft_basis(N, -1.0)
+    for pads in ((32, 32), (0, 16), (63, 0)):
+        x = rng.standard_normal((2, 1, 3 * N + 5)).astype(F32)
+        got = run_stft(x, N, -1.0, None, pads, stride, F32, magnitude=magnitude, relu=True, reflect=True)
+        y = naive.conv1d(np.pad(x, ((0, 0), (0, 0), pads), mode="reflect"), W, None, (0, 0), stride)
+        ref = np.sqrt(y[:, :N // 2 + 1] ** 2 + y[:, N // 2 + 1:] ** 2) if magnitude else np.maximum(y, 0)
+        assert np.abs(got - ref).max() <= 1e-6 * np.abs(ref).max()
 
 
 def test_stft_kernel_nan_and_inf():

@@ -206,3 +206,51 @@ def test_torch_lstm_cell_exports_run_as_an_lstm_node(tmp_path, dynamo):
     got = engine.Session(model).run(None, feed)
     for g, r in zip(got, ref):
         assert np.abs(g - r).max() <= 1e-5
+
+
+# ---------------------------------------------------------------------- Conv: reflect Pad in front, Relu after
+def padded_conv_model(pads, W, unsqueeze=True, relu=True, pad_axis_last=True, conv_pads=(0, 0)):
+    """x (B, L) [or (B, 1, L)] -> Pad reflect -> [Unsqueeze 1] -> Conv (stride 2) -> [Relu]."""
+    rank = 2 if unsqueeze else 3
+    p = [0] * (2 * rank)
+    axis = rank - 1 if pad_axis_last else 0
+    p[axis], p[rank + axis] = pads
+    inits = {"W": W, "pads": np.array(p, np.int64), "ax": np.array([1])}
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["xp"], mode="reflect")]
+    src = "xp"
+    if unsqueeze:
+        nodes.append(helper.make_node("Unsqueeze", ["xp", "ax"], ["x3"]))
+        src = "x3"
+    nodes.append(helper.make_node("Conv", [src, "W"], ["y0"], strides=[2], pads=list(conv_pads)))
+    if relu:
+        nodes.append(helper.make_node("Relu", ["y0"], ["y"]))
+    shape = ["B", "L"] if unsqueeze else ["B", 1, "L"]
+    return graph(nodes, [helper.make_tensor_value_info("x", F, shape)],
+                 [helper.make_tensor_value_info("y" if relu else "y0", F, None)], inits, opset=18)
+
+
+@pytest.mark.parametrize("dft", [False, True], ids=["conv", "dft"])
+@pytest.mark.parametrize("pads,unsqueeze", [((3, 3), True), ((0, 5), True), ((4, 0), False)])
+def test_a_reflect_pad_and_a_relu_fold_into_the_conv(dft, pads, unsqueeze):
+    W = dft_weights(16) if dft else rng.standard_normal((6, 1, 5)).astype(np.float32)
+    m = padded_conv_model(pads, W, unsqueeze=unsqueeze)
+    model = converters.from_onnx(m)
+    ops = ops_of(model)
+    assert "Pad" not in ops and "Relu" not in ops, ops
+    conv = next(n for n in model.all_nodes() if n.op == "Conv")
+    assert conv.attrs["pad_mode"] == "reflect" and conv.attrs["relu"] and conv.attrs["pads"] == list(pads)
+    for L in (17, 40):
+        x = rng.standard_normal((2, L) if unsqueeze else (2, 1, L)).astype(np.float32)
+        check(m, {"x": x})
+    short = np.zeros((1, 3) if unsqueeze else (1, 1, 3), np.float32)       # reflect pads must be < the length
+    if max(pads) >= 3:
+        with pytest.raises(engine.EngineError, match="reflect"):
+            engine.Session(model).run(None, {"x": short})
+
+
+def test_a_pad_the_conv_cannot_take_stays_a_pad():
+    W = rng.standard_normal((6, 1, 5)).astype(np.float32)
+    for m, shape in ((padded_conv_model((2, 2), W, unsqueeze=False, pad_axis_last=False), (3, 1, 20)),
+                     (padded_conv_model((2, 2), W, conv_pads=(1, 1), relu=False), (2, 20))):
+        assert "Pad" in ops_of(converters.from_onnx(m))
+        check(m, {"x": rng.standard_normal(shape).astype(np.float32)})

@@ -7,6 +7,9 @@ node, a branch or a graph output), and computes the same function up to float32 
   output (the same frames of both), each squared (Pow 2 or x * x), added, Sqrt: one Conv with ``magnitude`` (an FFT
   that writes the magnitudes; engine/ops/layers.py); frames dropped from the start become its ``first_output``
   (never computed), any other slice stays a Slice after it. Silero VAD's STFT.
+* ``reflect_pad``: a reflect Pad of the last axis in front of a Conv without pads (an Unsqueeze between them
+  allowed): the Conv's own pads, mirrored (pad_mode reflect).
+* ``conv_relu``: a Relu after a Conv: the Conv's ``relu``.
 * ``lstm_cell``: an LSTM cell written out, as torch exports ``nn.LSTMCell`` or a hand-written cell: the products
   x @ Wx (+ bx) and h @ Wh (+ bh) added, split in four, three Sigmoids and a Tanh, c' = f * c + i * g and
   h' = o * tanh(c'): one LSTM node of one step (Silero VAD's ifless export). The gates' roles are read off the
@@ -70,7 +73,11 @@ class _Rewriter:
         for node in list(self.nodes):
             if id(node) in self.removed:
                 continue
-            if node.op == "Sqrt":
+            if node.op == "Conv":
+                self._reflect_pad(node)
+            elif node.op == "Relu":
+                self._conv_relu(node)
+            elif node.op == "Sqrt":
                 self._stft_magnitude(node)
             elif node.op == "Split" and len(node.outputs) == 4:
                 self._lstm_cell(node)
@@ -119,6 +126,56 @@ class _Rewriter:
             return (n.inputs[0], n) if n.inputs[0] == n.inputs[1] else None
         e = self._const(n.inputs[1])
         return (n.inputs[0], n) if e is not None and e.size == 1 and float(e.reshape(-1)[0]) == 2.0 else None
+
+    # ------------------------------------------------------------------ Conv: reflect pads, Relu
+    def _reflect_pad(self, conv):
+        """Pad(reflect, the last axis only) [-> Unsqueeze(axes [1]) of a rank-2 value] -> Conv with no pads: the
+        Conv pads with pad_mode reflect."""
+        if conv.attrs.get("pads") != [0, 0] or conv.attrs.get("pad_mode", "constant") != "constant":
+            return
+        chain = []
+        src = conv.inputs[0]
+        n = self._only(src, ("Unsqueeze",))
+        if n is not None:
+            if n.attrs.get("axes") != [1] or len(self.ctx.shapes.get(n.inputs[0], [])) != 2:
+                return
+            chain.append(n)
+            src = n.inputs[0]
+        pad = self._only(src, ("Pad",))
+        if pad is None or pad.attrs.get("mode") != "reflect" or "pads" not in pad.attrs or len(pad.inputs) != 1:
+            return
+        rank = len(self.ctx.shapes[pad.inputs[0]])
+        axes = [ax + rank if ax < 0 else ax for ax in pad.attrs.get("axes", list(range(rank)))]
+        pads = pad.attrs["pads"]
+        if len(pads) != 2 * len(axes):
+            return
+        begin = dict(zip(axes, pads[:len(axes)]))
+        end = dict(zip(axes, pads[len(axes):]))
+        last = rank - 1
+        if any(begin[ax] or end[ax] for ax in axes if ax != last) or min(begin.get(last, 0), end.get(last, 0)) < 0:
+            return
+        x = pad.inputs[0]
+        if chain:                            # the Unsqueeze now reads the unpadded input
+            u = chain[0]
+            u.inputs[0] = x
+            self.ctx.shapes[u.outputs[0]] = [self.ctx.shapes[x][0], 1, self.ctx.shapes[x][1]]
+        else:
+            conv.inputs[0] = x
+        conv.attrs.update(pads=[begin.get(last, 0), end.get(last, 0)], pad_mode="reflect")
+        self._drop(pad)
+
+    def _conv_relu(self, relu):
+        conv = self._only(relu.inputs[0], ("Conv",))
+        if conv is None or conv.attrs.get("relu"):
+            return
+        conv.attrs["relu"] = True
+        conv.outputs[0] = relu.outputs[0]
+        self.producer[relu.outputs[0]] = conv
+        self._drop(relu)
+
+    def _drop(self, node):
+        self.removed.add(id(node))
+        self.nodes[:] = [n for n in self.nodes if n is not node]
 
     # ------------------------------------------------------------------ STFT magnitude
     def _slices_to(self, name):

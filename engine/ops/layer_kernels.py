@@ -129,11 +129,22 @@ def gather_kernel(data, idx, out):
 
 
 @njit(**JIT_OPTIONS)
-def conv1d_kernel(x, wt, bias, use_bias, pad0, stride, dilation, out, cols, xT, acc):
-    """out (N, M, Lout) = conv1d(x (N, C, L), W) + bias (M,), zero padding pad0 on the left; ``wt`` is W packed
-    tap-major as (group, K * Cg, Mg) (conv1d_weights). Per batch entry and group: the group's input transposed
-    (xT, (L, Cg)), so that the patch of every output position (cols, (Lout, K * Cg)) is K contiguous copies of its
-    rows; one product with wt[g] (acc, (Lout, Mg)); then bias and the transpose into out."""
+def reflected(q, L):
+    """Position q of a signal of length L mirrored at its ends (reflect padding, pads < L): -1 -> 1, L -> L - 2."""
+    if q < 0:
+        return -q
+    if q >= L:
+        return 2 * (L - 1) - q
+    return q
+
+
+@njit(**JIT_OPTIONS)
+def conv1d_kernel(x, wt, bias, use_bias, pad0, stride, dilation, out, cols, xT, acc, relu, reflect):
+    """out (N, M, Lout) = conv1d(x (N, C, L), W) + bias (M,), padding pad0 on the left (zeros, or with ``reflect``
+    the input mirrored at its ends: pads < L), then Relu if ``relu``; ``wt`` is W packed tap-major as
+    (group, K * Cg, Mg) (conv1d_weights). Per batch entry and group: the group's input transposed (xT, (L, Cg)), so
+    that the patch of every output position (cols, (Lout, K * Cg)) is K contiguous copies of its rows; one product
+    with wt[g] (acc, (Lout, Mg)); then bias and the transpose into out."""
     N, C, L = x.shape
     group, KCg, Mg = wt.shape
     Lout = out.shape[2]
@@ -150,6 +161,8 @@ def conv1d_kernel(x, wt, bias, use_bias, pad0, stride, dilation, out, cols, xT, 
                 base = j * stride - pad0
                 for k in range(K):
                     q = base + k * dilation
+                    if reflect:
+                        q = reflected(q, L)
                     seg = row[k * Cg:(k + 1) * Cg]
                     if 0 <= q < L:
                         src = xT[q]
@@ -163,7 +176,8 @@ def conv1d_kernel(x, wt, bias, use_bias, pad0, stride, dilation, out, cols, xT, 
                 b = bias[g * Mg + m] if use_bias else 0.0
                 o = out[n, g * Mg + m]
                 for j in range(Lout):
-                    o[j] = acc[j, m] + b
+                    v = acc[j, m] + b
+                    o[j] = max(v, 0.0) if relu else v
 
 
 @njit(**JIT_OPTIONS)
@@ -203,8 +217,9 @@ def fft_inplace(re, im, wr_all, wi_all, n):
 
 
 @njit(**JIT_OPTIONS)
-def stft_kernel(x, window, consts, bitrev, bias, use_bias, pad0, stride, out, frame, magnitude):
-    """For each frame j of x (N, 1, L) (hop ``stride``, zero padding pad0 on the left), the DFT of window * frame,
+def stft_kernel(x, window, consts, bitrev, bias, use_bias, pad0, stride, out, frame, magnitude, relu, reflect):
+    """For each frame j of x (N, 1, L) (hop ``stride``, padding pad0 on the left: zeros, or the input mirrored with
+    ``reflect``), the DFT of window * frame, then Relu if ``relu``,
     as a convolution with a windowed DFT basis computes it (Conv.pack): into out (N, K + 2, Lout) the real parts in
     rows 0 .. K / 2 and sign * the imaginary parts after them, or with ``magnitude`` into out (N, K / 2 + 1, Lout)
     their magnitudes sqrt(re^2 + im^2) (bias added first).
@@ -241,8 +256,12 @@ def stft_kernel(x, window, consts, bitrev, bias, use_bias, pad0, stride, out, fr
                 for t in range(n):
                     q = np.int64(bitrev[t])
                     i0 = base + 2 * t
+                    i1 = i0 + 1
+                    if reflect:
+                        i0 = reflected(i0, L)
+                        i1 = reflected(i1, L)
                     re[q] = xs[i0] * window[2 * t] if 0 <= i0 < L else 0.0
-                    im[q] = xs[i0 + 1] * window[2 * t + 1] if 0 <= i0 + 1 < L else 0.0
+                    im[q] = xs[i1] * window[2 * t + 1] if 0 <= i1 < L else 0.0
             fft_inplace(re, im, tr_, ti_, n)
             # the bins: X[k] = E[k] + e^{-2 pi i k / K} O[k], E and O the spectra of the even and odd samples,
             # E = (Z[k] + conj Z[n - k]) / 2, O = (Z[k] - conj Z[n - k]) / 2i
@@ -263,7 +282,10 @@ def stft_kernel(x, window, consts, bitrev, bias, use_bias, pad0, stride, out, fr
                     vr += bias[k]
                     vi += bias[nb + k]
                 if magnitude:
-                    out[b, k, j] = np.sqrt(vr * vr + vi * vi)
+                    out[b, k, j] = np.sqrt(vr * vr + vi * vi)      # >= 0: Relu changes nothing
+                elif relu:
+                    out[b, k, j] = max(vr, 0.0)
+                    out[b, nb + k, j] = max(vi, 0.0)
                 else:
                     out[b, k, j] = vr
                     out[b, nb + k, j] = vi
@@ -314,7 +336,7 @@ def run_layers(code, prog, pc, F, I):
         return gather_kernel(iview(I, prog, p, outer * n * inner).reshape((outer, n, inner)), idx,
                              iview(I, prog, p + 4, outer * k * inner).reshape((outer, k, inner)))
     elif code == CONV1D:             # [x ref, wt ref, bias ref, out ref, cols + xT ref, acc ref, N, C, L, M, Cg, K,
-        #                               Lout, pad0, stride, dilation, group, use_bias]
+        #                               Lout, pad0, stride, dilation, group, use_bias, relu, reflect]
         N, C, L, M, Cg, K, Lout = (prog[p + 12], prog[p + 13], prog[p + 14], prog[p + 15], prog[p + 16],
                                    prog[p + 17], prog[p + 18])
         group = prog[p + 22]
@@ -326,9 +348,9 @@ def run_layers(code, prog, pc, F, I):
                       prog[p + 21], fview(F, prog, p + 6, N * M * Lout).reshape((N, M, Lout)),
                       fview(F, prog, p + 8, Lout * Cg * K).reshape((Lout, Cg * K)),
                       fview(F, prog, p + 8, Lout * Cg * K + L * Cg)[Lout * Cg * K:].reshape((L, Cg)),
-                      fview(F, prog, p + 10, Lout * Mg).reshape((Lout, Mg)))
+                      fview(F, prog, p + 10, Lout * Mg).reshape((Lout, Mg)), prog[p + 24] != 0, prog[p + 25] != 0)
     elif code == STFT:               # [x ref, window ref, twiddles ref, bitrev ref, bias ref, out ref, frame ref,
-        #                               N, L, K, Lout, pad0, stride, use_bias, magnitude]
+        #                               N, L, K, Lout, pad0, stride, use_bias, magnitude, relu, reflect]
         N, L, K, Lout = prog[p + 14], prog[p + 15], prog[p + 16], prog[p + 17]
         use_bias, magnitude = prog[p + 20] != 0, prog[p + 21] != 0
         nb = K // 2 + 1
@@ -336,5 +358,6 @@ def run_layers(code, prog, pc, F, I):
         stft_kernel(fview(F, prog, p, N * L).reshape((N, 1, L)), fview(F, prog, p + 2, K),
                     fview(F, prog, p + 4, K + 2 * nb + 1), fview(F, prog, p + 6, K // 2),
                     fview(F, prog, p + 8, 2 * nb) if use_bias else F[0][0:0], use_bias, prog[p + 18], prog[p + 19],
-                    fview(F, prog, p + 10, N * M * Lout).reshape((N, M, Lout)), fview(F, prog, p + 12, K), magnitude)
+                    fview(F, prog, p + 10, N * M * Lout).reshape((N, M, Lout)), fview(F, prog, p + 12, K), magnitude,
+                    prog[p + 22] != 0, prog[p + 23] != 0)
     return OK

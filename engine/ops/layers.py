@@ -250,7 +250,9 @@ class Conv(Op):
     the attribute ``magnitude`` (true; only for such a W: the converters set it when the spectrum's magnitude
     follows, converters/fusion.py) the output is (N, M / 2, Lout): sqrt(y[:, m]^2 + y[:, M / 2 + m]^2) of the
     convolution y. With ``first_output`` (k > 0) the output starts at position k: the convolution's [:, :, k:]
-    (the frames Silero's sequence model drops), the positions before it never computed."""
+    (the frames Silero's sequence model drops), the positions before it never computed. ``pad_mode`` "reflect":
+    the pads mirror the input (ONNX Pad's reflect mode, fused in by the converters) instead of zeros. ``relu``: the
+    output passed through Relu."""
     name = "Conv"
     packed_inputs = (1,)
 
@@ -266,6 +268,10 @@ class Conv(Op):
             raise ModelFileError(f"node {node.name!r} (Conv): group must be a positive integer")
         if not isinstance(node.attrs.get("magnitude", False), bool):
             raise ModelFileError(f"node {node.name!r} (Conv): magnitude must be true or false")
+        if not isinstance(node.attrs.get("relu", False), bool):
+            raise ModelFileError(f"node {node.name!r} (Conv): relu must be true or false")
+        if node.attrs.get("pad_mode", "constant") not in ("constant", "reflect"):
+            raise ModelFileError(f"node {node.name!r} (Conv): pad_mode must be 'constant' or 'reflect'")
         if not is_int(node.attrs.get("first_output", 0), 0) or node.attrs.get("first_output", 0) >= 2 ** 31:
             raise ModelFileError(f"node {node.name!r} (Conv): first_output must be a non-negative integer")
         W = model.tensors.get(node.inputs[1])
@@ -293,7 +299,6 @@ class Conv(Op):
             yield "twiddles", consts
             yield "bitrev", bitrev
             return
-        Mg = M // group
         yield "WT", conv1d_weights(np.asarray(W, dtype=dtype), group)
 
     @classmethod
@@ -310,6 +315,9 @@ class Conv(Op):
         pad0, pad1 = a["pads"]
         stride, dilation = a["strides"][0], a["dilations"][0]
         Lout = (L + pad0 + pad1 - dilation * (K - 1) - 1) // stride + 1
+        relu, reflect = int(a.get("relu", False)), int(a.get("pad_mode", "constant") == "reflect")
+        if reflect and max(pad0, pad1) >= L:      # as the Pad it replaces (and onnxruntime's) refuses
+            raise p.error(f"reflect padding of {max(pad0, pad1)} needs an input longer than that, got length {L}")
         if Lout < 1 or Cg * group != C:
             raise p.error("the input is too short for the kernel, or its channels do not match the weights")
         if bias is not None and (bias.shape != (M,) or bias.kind != "f"):
@@ -321,19 +329,21 @@ class Conv(Op):
         out = p.output(0, (N, M // 2 if magnitude else M, Lout))
         if not out.size:
             return
+        extra = (" reflect pads" if reflect else "") + (" + relu" if relu else "") + \
+            (f" from output {first}" if first else "")
         if p.has_weight("window"):
             frame = p.temp(K)
-            p.emit(STFT, f"stft ({N}, 1, {L}) frame {K} hop {stride} (FFT{', magnitude' if magnitude else ''})",
+            p.emit(STFT, f"stft ({N}, 1, {L}) frame {K} hop {stride} (FFT{', magnitude' if magnitude else ''}){extra}",
                    *p.ref(x), F_CONST, p.weight("window")[0], F_CONST, p.weight("twiddles")[0], F_CONST,
                    p.weight("bitrev")[0], *p.ref(bias), *p.ref(out), *p.ref(frame), N, L, K, Lout, pad0, stride,
-                   int(bias is not None), int(magnitude))
+                   int(bias is not None), int(magnitude), relu, reflect)
             return
         wt_off = p.weight("WT")[0]
         CgK = Cg * K
         cols, acc = p.temp(Lout * CgK + L * Cg), p.temp(Lout * Mg)     # the patches, then the input transposed
-        p.emit(CONV1D, f"conv1d ({N}, {C}, {L}) * ({M}, {Cg}, {K}) stride {stride}", *p.ref(x), F_CONST, wt_off,
+        p.emit(CONV1D, f"conv1d ({N}, {C}, {L}) * ({M}, {Cg}, {K}) stride {stride}{extra}", *p.ref(x), F_CONST, wt_off,
                *p.ref(bias), *p.ref(out), *p.ref(cols), *p.ref(acc), N, C, L, M, Cg, K, Lout, pad0, stride, dilation,
-               group, int(bias is not None))
+               group, int(bias is not None), relu, reflect)
 
 
 def conv1d_weights(W, group):
