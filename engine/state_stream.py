@@ -147,8 +147,8 @@ class StateStream:
     def _fast_path(self, entry):
         """What ``step`` needs to call the executor itself for this plan, without Session._execute's general
         binding: the stream input and the state arrays go straight into their float slots, the fixed inputs are
-        flattened once, the stream keeps its own work buffers. None when the plan needs more (weights fed at run
-        time, int or float16 outputs, an input sharing a slot, a float16 step)."""
+        flattened once. None when the plan needs more (weights fed at run time, int or float16 outputs, an input
+        sharing a slot, a float16 step)."""
         plan, args, single, axis = entry
         sess = self.session
         if plan.call is not None or not plan.float_outputs or self._dtype != sess.dtype:
@@ -167,11 +167,10 @@ class StateStream:
         (a, b, shape), *states = plan.out_views
         if single and axis is not None:
             shape = shape[:axis] + shape[axis + 1:]      # the output's time axis of 1 dropped: a reshape
-        return (sess._run, plan.prog, sess._fconst, slots, iin, plan.take_work(sess.dtype), plan.fout_size,
-                (a, b, shape), states, sess.threads)
+        return (sess._run, plan, sess._fconst, slots, iin, plan.fout_size, (a, b, shape), states, sess.threads)
 
     def _run_fast(self, fast, x):
-        run, prog, fconst, slots, iin, (fwork, iwork), size, (a, b, shape), states, threads = fast
+        run, plan, fconst, slots, iin, size, (a, b, shape), states, threads = fast
         sess = self.session
         f = []
         for s in slots:
@@ -179,7 +178,9 @@ class StateStream:
         fout = np.empty(size, fconst.dtype)       # fresh: the new state is taken from it as it is
         if _threads.current != threads:
             _threads.set_blas_threads(threads)
-        status = run(prog, fconst, f[0], f[1], f[2], iin, fwork, iwork, fout, sess._no_f)
+        work = plan.take_work(fconst.dtype)      # the plan's pool: a stream holds no work buffers between steps
+        status = run(plan.prog, fconst, f[0], f[1], f[2], iin, work[0], work[1], fout, sess._no_f)
+        plan.give_work(work)
         if status:
             raise sess._status_error(status)
         self._state = [fout[s0:s1].reshape(sh) for s0, s1, sh in states]

@@ -1,0 +1,82 @@
+"""Streams of models whose state is an input/output pair (engine/state_stream.py), on a model built here: an LSTM
+whose h and c are graph inputs and hn, cn outputs, each call one chunk. Stepping (the fast path that calls the
+executor itself after the first step) equals chaining Session.run with the state passed in and out, also across
+state assignment, reset, a change of chunk length and a float64 step (the checked path)."""
+import numpy as np
+import pytest
+
+import engine
+
+I, H = 5, 7
+rng = np.random.default_rng(21)
+
+
+def state_pair_model():
+    W = (rng.standard_normal((1, 4 * H, I)) * 0.4).astype(np.float32)
+    R = (rng.standard_normal((1, 4 * H, H)) * 0.4).astype(np.float32)
+    B = (rng.standard_normal((1, 8 * H)) * 0.2).astype(np.float32)
+    attrs = {"hidden_size": H, "direction": "forward", "layout": 0, "clip": None, "input_forget": 0, "proj_size": 0,
+             "activations": [["Sigmoid", 0.0, 0.0], ["Tanh", 0.0, 0.0], ["Tanh", 0.0, 0.0]]}
+    node = engine.Node("LSTM", "lstm", ["x", "W", "R", "B", "", "h", "c"], ["y", "hn", "cn"], attrs)
+    return engine.Model(
+        inputs=[engine.TensorSpec("x", ["T", 1, I], "float32"), engine.TensorSpec("h", [1, 1, H], "float32"),
+                engine.TensorSpec("c", [1, 1, H], "float32")],
+        outputs=[engine.TensorSpec("y", ["T", 1, 1, H], "float32"), engine.TensorSpec("hn", [1, 1, H], "float32"),
+                 engine.TensorSpec("cn", [1, 1, H], "float32")],
+        nodes=[node], tensors={"W": W, "R": R, "B": B}, dtype="float32", origin={"source": "tests"},
+        stream={"input": "x", "time_axis": None, "batch_axis": None, "outputs": {"y": None, "hn": None, "cn": None},
+                "state": [["h", "hn"], ["c", "cn"]]}).validate()
+
+
+def test_steps_equal_run_with_the_state_passed():
+    sess = engine.Session(state_pair_model(), threads=1)
+    stream = sess.stream()
+    h, c = np.zeros((1, 1, H), np.float32), np.zeros((1, 1, H), np.float32)
+    for k, T in enumerate([3, 3, 3, 1, 4, 4, 3]):           # repeated shapes take the fast path
+        x = rng.standard_normal((T, 1, I)).astype(np.float32)
+        if k == 5:
+            x = x.astype(np.float64)                          # another dtype: the checked path, the same result
+        y = stream.step(x)
+        y_ref, h, c = sess.run(None, {"x": x.astype(np.float32), "h": h, "c": c})
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(stream.state["h"], h)
+        np.testing.assert_array_equal(stream.state["c"], c)
+    assert stream._fast, "the repeated chunk shapes did not take the fast path"
+
+
+def test_state_assignment_and_reset_reach_the_fast_path():
+    sess = engine.Session(state_pair_model(), threads=1)
+    stream = sess.stream()
+    x = rng.standard_normal((2, 1, I)).astype(np.float32)
+    stream.step(x)
+    stream.step(x)
+    h = rng.standard_normal((1, 1, H)).astype(np.float32)
+    c = rng.standard_normal((1, 1, H)).astype(np.float32)
+    stream.state = {"h": h, "c": c}
+    y = stream.step(x)
+    np.testing.assert_array_equal(y, sess.run(["y"], {"x": x, "h": h, "c": c})[0])
+    stream.reset()
+    y = stream.step(x)
+    zeros = np.zeros((1, 1, H), np.float32)
+    np.testing.assert_array_equal(y, sess.run(["y"], {"x": x, "h": zeros, "c": zeros})[0])
+
+
+def test_the_state_returned_is_not_overwritten_by_later_steps():
+    sess = engine.Session(state_pair_model(), threads=1)
+    stream = sess.stream()
+    x = rng.standard_normal((2, 1, I)).astype(np.float32)
+    ys = [stream.step(x) for _ in range(3)]
+    kept = [y.copy() for y in ys]
+    for _ in range(3):
+        stream.step(x)
+    for y, k in zip(ys, kept):
+        np.testing.assert_array_equal(y, k)
+
+
+def test_a_wrong_step_is_refused_on_every_path():
+    stream = engine.Session(state_pair_model(), threads=1).stream()
+    stream.step(rng.standard_normal((2, 1, I)).astype(np.float32))
+    with pytest.raises(engine.InvalidInputError):
+        stream.step(np.zeros((2, 1, I + 1), np.float32))
+    with pytest.raises(engine.InvalidInputError):
+        stream.step(np.zeros((2, 1, I), np.int64))
