@@ -40,6 +40,20 @@ class Runtime:
     def executor(self, precision):
         return self.functions[str(precision)]
 
+    def direct(self, fn, args):
+        """``fn`` (an executor of this runtime) as a callable that skips the JIT's type dispatch for arguments of
+        exactly the types of ``args`` (after a call with them): Numba's compiled entry point, ~0.2 us less per
+        call. It does not check its arguments: only for fast paths that guarantee every later call the same dtypes,
+        ranks, C-contiguous and writable arrays. ``fn`` itself when there is none (the AOT runtime)."""
+        overloads = getattr(fn, "overloads", None)
+        if self.name != "jit" or not overloads:
+            return fn
+        from numba import typeof
+        if not all(a.flags.c_contiguous and a.flags.writeable for a in args):
+            return fn
+        compiled = overloads.get(tuple(typeof(a) for a in args))
+        return fn if compiled is None else compiled.entry_point
+
 
 _current = None
 _lock = threading.Lock()

@@ -623,7 +623,12 @@ class Stream:
         axis = self.output_time_axes.get(name)
         if self.time_axis is not None and axis is not None:
             shape = shape[:axis] + shape[axis + 1:]
-        self._fast[(step_shape, name)] = (sess._run, plan.prog, sess._fconst, plan.inputs[0][1] == "f", fwork, iwork,
+        as_float = plan.inputs[0][1] == "f"
+        x = np.zeros(math.prod(step_shape), self._dtype if as_float else np.int64)
+        run = sess._runtime.direct(sess._run, (plan.prog, sess._fconst, x if as_float else sess._no_f, sess._no_f,
+                                               sess._no_f, sess._no_i if as_float else x, fwork, iwork,
+                                               np.empty(plan.fout_size, sess.dtype), self._state))
+        self._fast[(step_shape, name)] = (run, plan.prog, sess._fconst, as_float, fwork, iwork,
                                           plan.fout_size, b - a, shape, sess._no_f, sess._no_i, sess.threads)
 
     def program(self, output_name: str | None = None) -> str:

@@ -101,7 +101,7 @@ class StateStream:
         if type(x) is np.ndarray and x.dtype == self._dtype and x.ndim == self._step_ndim and \
                 self._state is not None and x.flags.c_contiguous:
             fast = self._fast.get((x.shape, name))
-            if fast is not None:
+            if fast is not None and x.flags.writeable:
                 return self._run_fast(fast, x)
             entry = self._plans.get((x.shape, name))
             if entry is not None:
@@ -167,7 +167,13 @@ class StateStream:
         (a, b, shape), *states = plan.out_views
         if single and axis is not None:
             shape = shape[:axis] + shape[axis + 1:]      # the output's time axis of 1 dropped: a reshape
-        return (sess._run, plan, sess._fconst, slots, iin, plan.fout_size, (a, b, shape), states, sess.threads)
+        f = [s if type(s) is not int else np.ascontiguousarray(args[self._index if s < 0 else self._state_index[s]],
+                                                                 sess.dtype).reshape(-1) for s in slots]
+        work = plan.take_work(sess.dtype)
+        run = sess._runtime.direct(sess._run, (plan.prog, sess._fconst, *f, iin, *work,
+                                               np.empty(plan.fout_size, sess.dtype), sess._no_f))
+        plan.give_work(work)
+        return (run, plan, sess._fconst, slots, iin, plan.fout_size, (a, b, shape), states, sess.threads)
 
     def _run_fast(self, fast, x):
         run, plan, fconst, slots, iin, size, (a, b, shape), states, threads = fast
