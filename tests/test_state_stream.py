@@ -80,3 +80,23 @@ def test_a_wrong_step_is_refused_on_every_path():
         stream.step(np.zeros((2, 1, I + 1), np.float32))
     with pytest.raises(engine.InvalidInputError):
         stream.step(np.zeros((2, 1, I), np.int64))
+
+
+def test_runtime_direct_is_the_compiled_entry_point_only_for_exact_types():
+    sess = engine.Session(state_pair_model(), threads=1)
+    stream = sess.stream()
+    x = rng.standard_normal((2, 1, I)).astype(np.float32)
+    stream.step(x)
+    run = stream._fast[(x.shape, "y")][0]
+    if sess.runtime != "jit":
+        assert run is sess._run
+        return
+    assert run is not sess._run                       # the entry point: no type dispatch
+    args = [np.zeros(3, np.int64)] + [np.zeros(3, np.float32)] * 4 + [np.zeros(1, np.int64),
+                                                                     np.zeros(3, np.float32), np.zeros(1, np.int64),
+                                                                     np.zeros(3, np.float32), np.zeros(2, np.float32)]
+    assert sess._runtime.direct(sess._run, args) is not sess._run
+    args[1] = np.zeros(3, np.float64)                 # types never called with: the dispatcher itself
+    assert sess._runtime.direct(sess._run, args) is sess._run
+    args[1] = np.zeros(6, np.float32)[::2]            # not contiguous
+    assert sess._runtime.direct(sess._run, args) is sess._run
