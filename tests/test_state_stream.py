@@ -1,7 +1,8 @@
 """Streams of models whose state is an input/output pair (engine/state_stream.py), on a model built here: an LSTM
 whose h and c are graph inputs and hn, cn outputs, each call one chunk. Stepping (the fast path that calls the
 executor itself after the first step) equals chaining Session.run with the state passed in and out, also across
-state assignment, reset, a change of chunk length and a float64 step (the checked path)."""
+state assignment, reset, a change of chunk length and a float64 step (the checked path). And Session.run's own fast
+path (a repeated shape) on the same model."""
 import numpy as np
 import pytest
 
@@ -100,3 +101,25 @@ def test_runtime_direct_is_the_compiled_entry_point_only_for_exact_types():
     assert sess._runtime.direct(sess._run, args) is sess._run
     args[1] = np.zeros(6, np.float32)[::2]            # not contiguous
     assert sess._runtime.direct(sess._run, args) is sess._run
+
+
+def test_runs_repeating_a_shape_equal_the_first_whatever_the_arrays_layout():
+    """Session.run's fast path (a repeated shape: the executor called directly) gives the checked path's results,
+    for float64, non-contiguous and read-only inputs too (converted as the checked path converts them)."""
+    sess = engine.Session(state_pair_model(), threads=1)
+    x = rng.standard_normal((3, 1, I)).astype(np.float32)
+    h = rng.standard_normal((1, 1, H)).astype(np.float32)
+    c = rng.standard_normal((1, 1, H)).astype(np.float32)
+    want = sess.run(None, {"x": x, "h": h, "c": c})
+    frozen = x.copy()
+    frozen.setflags(write=False)
+    strided = np.repeat(x, 2, axis=2)[:, :, ::2]
+    for feed in ({"x": x, "h": h, "c": c}, {"x": x.astype(np.float64), "h": h, "c": c},
+                 {"x": strided, "h": h, "c": c}, {"x": frozen, "h": h, "c": c}, {"x": x, "h": h, "c": c}):
+        got = sess.run(None, feed)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(g, w)
+    before = [g.copy() for g in got]
+    sess.run(None, {"x": x * 2, "h": h, "c": c})
+    for g, b in zip(got, before):                     # a later call does not write into returned arrays
+        np.testing.assert_array_equal(g, b)
