@@ -52,14 +52,22 @@ class Weights:
         pos = 0
         for where, arr in self._packed(model, threads):
             self._place(where, pos, arr.shape)
-            pos += _up(max(arr.size, 1))
+            pos += _up(max(self._slots(arr), 1))
         raw = np.empty(pos + ALIGN, dtype=self.dtype)
         shift = (-raw.ctypes.data % 64) // self.dtype.itemsize
         self.buffer = raw[shift:shift + max(pos, 1)]
         for where, arr in self._packed(model, threads):
             off, shape = self._lookup(where)
-            self.buffer[off:off + arr.size] = np.asarray(arr, dtype=self.dtype).reshape(-1)
+            if arr.dtype.kind == "f":
+                self.buffer[off:off + arr.size] = np.asarray(arr, dtype=self.dtype).reshape(-1)
+            else:   # reduced-precision weights (uint16 bfloat16 bits, int8, int32): their bytes, read as stored
+                self.buffer[off:off + self._slots(arr)].view(np.uint8)[:arr.nbytes] = \
+                    np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
         self.nbytes = self.buffer.nbytes
+
+    def _slots(self, arr):
+        """Elements of the buffer an array takes: a float array one per value, any other its bytes rounded up."""
+        return arr.size if arr.dtype.kind == "f" else -(-arr.nbytes // self.dtype.itemsize)
 
     def _packed(self, model, threads):
         """(("node", node name, key) or ("raw", tensor name), array) for every constant the kernels read."""
