@@ -202,6 +202,9 @@ class Model:
             if name in known:
                 raise ModelFileError(f"tensor {name!r} has the same name as a graph input")
             known.add(name)
+        from .quant import check_encoded_readers, check_encodings
+        check_encodings(self)                # before the nodes: their checks read the tensors' dtypes
+        check_encoded_readers(self)
         _check_nodes(self, self.nodes, known, set())
         for spec in self.outputs:
             _check_spec(spec, "output")
@@ -211,8 +214,6 @@ class Model:
                 raise ModelFileError(f"graph output {spec.name!r} is a constant tensor: nothing to compute")
         if self.stream is not None:
             _check_stream(self.stream, self.inputs, self.outputs)
-        from .quant import check_encodings
-        check_encodings(self)
         return self
 
 

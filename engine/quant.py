@@ -82,9 +82,8 @@ def scales_of(model, name):
 
 
 def check_encodings(model) -> None:
-    """The ``weight_encodings`` of a model: known encodings, stored dtypes and scales that match, used only as the
-    W or R input of recurrent nodes. Every defect is a ModelFileError naming the tensor."""
-    from .ops import RECURRENT_OP_NAMES
+    """The ``weight_encodings`` of a model: known encodings, stored dtypes and scales that match
+    (check_encoded_readers: who reads them). Every defect is a ModelFileError naming the tensor."""
     encs = model.weight_encodings
     if not isinstance(encs, dict):
         raise ModelFileError("weight_encodings must map tensor names to their encodings")
@@ -116,10 +115,20 @@ def check_encodings(model) -> None:
             if not np.isfinite(s).all() or (s < 0).any():
                 raise ModelFileError(f"int8 tensor {name!r}: scales {s_name!r} must be finite and not negative")
             scale_names.add(s_name)
+
+
+def check_encoded_readers(model) -> None:
+    """Encoded tensors and their scales are read only as the W and R inputs of recurrent nodes whose weights are all
+    stored in the model (before the nodes' own checks, whose messages would be about dtypes and shapes)."""
+    from .ops import RECURRENT_OP_NAMES
+    encs = model.weight_encodings
     if not encs:
         return
+    scale_names = {e.get("scales") for e in encs.values()} - {None}
     for node in model.all_nodes():
-        for i, name in enumerate(node.inputs):
+        for i, name in enumerate(node.inputs if isinstance(node.inputs, (list, tuple)) else ()):
+            if not isinstance(name, str):
+                continue
             if name in scale_names:
                 raise ModelFileError(f"node {node.name!r} reads {name!r}, the scales of an int8 tensor")
             if name in encs and not (node.op in RECURRENT_OP_NAMES and i in (1, 2)):

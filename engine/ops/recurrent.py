@@ -28,9 +28,8 @@ the state (D, B, Hout) updated in place (in a stream, the stream's state buffer 
 
 Reduced-precision weights (W and R stored as bfloat16 or int8, engine/quant.py) run in float32 on kernels that read
 them as stored (LSTM_REDUCED, GRU_REDUCED, RNN_REDUCED; reduced_kernels.py), single-threaded; WT and every R above
-are then uint16 (bfloat16 bits) or int8, kept as raw bytes in the float32 weight buffer, and int8 adds per direction
-wscale (D, G) and, for each R, its scale (D, G) and int32 zero-point correction (D, Gp), its matrix in VNNI blocks
-(``vnni_pack``). Where no such kernel applies (float64 compute, an LSTM with custom activations or a projection) the
+are then uint16 (bfloat16 bits) or int8, kept as raw bytes in the float32 weight buffer, and for int8 each of them
+is in VNNI blocks (``vnni_pack``) with its scale (D, G) and int32 zero-point correction (D, Gp). Where no such kernel applies (float64 compute, an LSTM with custom activations or a projection) the
 weights are decoded to floats when packed and the float kernels run.
 
 The op classes plan and pack without Numba; their run function is in recurrent_kernels.py.
@@ -85,17 +84,10 @@ def vnni_pack(q):
     return z.reshape(z.shape[0] // 16, 4, 4, z.shape[1] // 16, 16).transpose(0, 3, 1, 4, 2).reshape(-1)
 
 
-def _reduced_input(model, name):
-    """W (D, G, I) as stored -> WT (D, I, G) in the same encoding [+ its int8 scales (D, G)]."""
-    t = model.tensors[name]
-    yield "WT", _transposed(t, t.dtype)
-    if quant.encoding_of(model, name) == "int8":
-        yield "wscale", np.ascontiguousarray(quant.scales_of(model, name), np.float32)
-
-
 def _reduced_recurrent(model, name, key, rows):
-    """The rows ``rows`` (a slice of G) of R (D, G, K) as stored -> (key, RT (D, K, g)) for bfloat16; for int8 (key,
-    VNNI blocks (D, bytes)), (key + "_scale", (D, g)), (key + "_neg", int32 (D, gp) = -128 * column sums)."""
+    """The rows ``rows`` (a slice of G) of W or R (D, G, K) as stored -> (key, its transpose (D, K, g)) for
+    bfloat16; for int8 (key, VNNI blocks (D, bytes)), (key + "_scale", (D, g)), (key + "_neg", int32 (D, gp) = -128 *
+    column sums)."""
     t = model.tensors[name][:, rows, :]
     if quant.encoding_of(model, name) == "bfloat16":
         yield key, _transposed(t, np.uint16)
@@ -218,9 +210,10 @@ class Recurrent(Op):
 
     @classmethod
     def reduced_params(cls, node, p):
-        """The first own params of a reduced instruction: encoding, WT, wscale (0 for bfloat16)."""
+        """The first own params of a reduced instruction: encoding, WT, its int8 scale and neg (0 for bfloat16)."""
         enc = cls.reduced(node, p.model, p.dtype)
-        return [_ENCODING_CODES[enc], p.weight("WT")[0], p.weight("wscale")[0] if enc == "int8" else 0]
+        return [_ENCODING_CODES[enc], p.weight("WT")[0]] + (
+            [p.weight("WT_scale")[0], p.weight("WT_neg")[0]] if enc == "int8" else [0, 0])
 
     # ------------------------------------------------------------------ streaming
     @classmethod
@@ -421,7 +414,7 @@ class LSTM(Recurrent):
         D, H = cls.directions(node), a["hidden_size"]
         ins = list(node.inputs) + [""] * (9 - len(node.inputs))
         if cls.reduced(node, model, dtype):    # single-threaded, whatever the threads
-            yield from _reduced_input(model, ins[1])                                 # WT (D, I, 4H) [+ wscale]
+            yield from _reduced_recurrent(model, ins[1], "WT", slice(None))          # WT (D, I, 4H) or blocks
             yield from _reduced_recurrent(model, ins[2], "RT", slice(None))          # RT (D, Hout, 4H) or blocks
             Bt = model.tensors[ins[3]].astype(dtype) if ins[3] else np.zeros((D, 8 * H), dtype)
             yield "bias", Bt[:, :4 * H] + Bt[:, 4 * H:]                                # (D, 4H)       Wb + Rb
@@ -484,7 +477,7 @@ class GRU(Recurrent):
         if cls.reduced(node, model, dtype):
             D, H = cls.directions(node), node.attrs["hidden_size"]
             ins = list(node.inputs) + [""] * (cls.n_inputs - len(node.inputs))
-            yield from _reduced_input(model, ins[1])                                 # WT (D, I, 3H) [+ wscale]
+            yield from _reduced_recurrent(model, ins[1], "WT", slice(None))          # WT (D, I, 3H) or blocks
             yield from _reduced_recurrent(model, ins[2], "RTzr", slice(0, 2 * H))    # (D, H, 2H) z, r
             yield from _reduced_recurrent(model, ins[2], "RTh", slice(2 * H, 3 * H))  # (D, H, H)
             Bt = model.tensors[ins[3]].astype(dtype) if ins[3] else np.zeros((D, 6 * H), dtype)
@@ -527,7 +520,7 @@ class RNN(Recurrent):
         if cls.reduced(node, model, dtype):
             D, H = cls.directions(node), node.attrs["hidden_size"]
             ins = list(node.inputs) + [""] * (cls.n_inputs - len(node.inputs))
-            yield from _reduced_input(model, ins[1])                                 # WT (D, I, H) [+ wscale]
+            yield from _reduced_recurrent(model, ins[1], "WT", slice(None))          # WT (D, I, H) or blocks
             yield from _reduced_recurrent(model, ins[2], "RT", slice(None))          # RT (D, H, H) or blocks
             Bt = model.tensors[ins[3]].astype(dtype) if ins[3] else np.zeros((D, 2 * H), dtype)
             yield "bias", Bt[:, :H] + Bt[:, H:]                                    # (D, H)

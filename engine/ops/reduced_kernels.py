@@ -10,15 +10,15 @@ Chosen by measurement on a Zen 5 core (AVX-512, AVX512_BF16, VNNI), per step of 
 so bfloat16 is widened in registers (a 16-bit left shift: the loops vectorise), and int8 quantizes the activation
 vector of each step (symmetric, max |h| / 127, kept as u8 with zero point 128) and multiplies it with the int8
 weights in integers (vpdpbusd where the CPU has AVX512-VNNI; the same exact integer sums in portable vector code
-elsewhere), then scales each column once. The input projection (all steps at once, outside the recurrence) reads
-the weights widened to float32 and keeps the input in float32.
+elsewhere), then scales each column once. The input projection (all steps at once, outside the recurrence): int8
+the same way, each input row quantized by itself, four rows per pass over the weights; bfloat16 widens the weights
+256 columns at a time into a float32 buffer for one BLAS product per block.
 
 Packed layouts (per direction; engine/ops/recurrent.py packs them, the op's module holds no Numba):
 
     bfloat16   WT (I, G) uint16;  RT (K, G) uint16                       (G = gates * H, K = Hout)
-    int8       WT (I, G) int8 with wscale (G,);  RQ the VNNI blocks of RT (K, G), see vnni_pack, with
-               rscale (G,) and rneg (Gp,) int32 = -128 * column sums (the zero point's correction), Gp = G rounded
-               up to 16
+    int8       WT and RT each in VNNI blocks (recurrent.vnni_pack), with its scale (G,) and neg (Gp,) int32 =
+               -128 * column sums (the zero point's correction), Gp = G rounded up to 16
 
 Gate orders are the float kernels' (LSTM i, o, f, c; GRU z, r | h).
 """
@@ -28,7 +28,7 @@ from numba import njit, types
 from numba.extending import intrinsic, overload
 
 from ..config import AOT_BUILD, JIT_OPTIONS
-from .numeric import F32, _ONE, activate, clip_value, max_length, sigmoid32, tanh32
+from .numeric import F32, _ONE, activate, clip_value, matmul, max_length, sigmoid32, tanh32
 from .program_kernels import fparam
 from .recurrent import GRU_REDUCED as GRU_REDUCED_CODE, INT8, LSTM_REDUCED as LSTM_REDUCED_CODE
 
@@ -96,10 +96,54 @@ def _dot4x16(typingctx, acc, j, Q, off, x0, x1, x2, x3):
     return sig, codegen
 
 
+@intrinsic
+def _dot4x16x4(typingctx, acc, j, stride, Q, off, x4, xo, kq):
+    """_dot4x16 for four rows at once, each 256-byte block of Q loaded once: acc[i * stride + j : ... + 16] (int32)
+    += the block against row i's four activation quads x4[xo + i * kq : ... + 4] (int32, 4 u8 each)."""
+    sig = types.void(acc, j, stride, Q, off, x4, xo, kq)
+
+    def codegen(context, builder, sig, args):
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        acc_a = context.make_array(sig.args[0])(context, builder, args[0])
+        q_a = context.make_array(sig.args[3])(context, builder, args[3])
+        x_a = context.make_array(sig.args[5])(context, builder, args[5])
+        j, stride, xo, kq = args[1], args[2], args[6], args[7]
+        ptrs = [builder.bitcast(builder.gep(acc_a.data, [builder.add(builder.mul(ir.Constant(i64, i), stride), j)]),
+                                _I32x16.as_pointer()) for i in range(4)]
+        accs = [builder.load(pt, align=4) for pt in ptrs]
+        base = builder.add(builder.ptrtoint(q_a.data, i64), args[4])
+        if VNNI:
+            dp = builder.module.declare_intrinsic("llvm.x86.avx512.vpdpbusd.512",
+                                                  fnty=ir.FunctionType(_I32x16, [_I32x16, _I32x16, _I32x16]))
+        v64 = ir.VectorType(ir.IntType(8), 64)
+        for q in range(4):
+            w = builder.load(builder.inttoptr(builder.add(base, ir.Constant(i64, 64 * q)), _I32x16.as_pointer()),
+                             align=1)
+            w32 = None if VNNI else builder.sext(builder.bitcast(w, v64), ir.VectorType(i32, 64))
+            for i in range(4):
+                at = builder.add(builder.add(xo, builder.mul(ir.Constant(i64, i), kq)), ir.Constant(i64, q))
+                x = builder.load(builder.gep(x_a.data, [at]))
+                xs = builder.insert_element(ir.Constant(_I32x16, ir.Undefined), x, ir.Constant(i32, 0))
+                xs = builder.shuffle_vector(xs, ir.Constant(_I32x16, ir.Undefined), ir.Constant(_I32x16, [0] * 16))
+                if VNNI:
+                    accs[i] = builder.call(dp, [accs[i], xs, w])
+                    continue
+                prod = builder.mul(w32, builder.zext(builder.bitcast(xs, v64), ir.VectorType(i32, 64)))
+                for e in range(4):
+                    part = builder.shuffle_vector(prod, ir.Constant(ir.VectorType(i32, 64), ir.Undefined),
+                                                  ir.Constant(_I32x16, [4 * c + e for c in range(16)]))
+                    accs[i] = builder.add(accs[i], part)
+        for a, pt in zip(accs, ptrs):
+            builder.store(a, pt, align=4)
+        return context.get_dummy_value()
+    return sig, codegen
+
+
 # ---------------------------------------------------------------------- products
 @njit(**JIT_OPTIONS)
-def bf16_product(g, x, RT):
-    """g (G,) += x (K,) @ RT (K, G) bfloat16 bits, four rows of RT per pass over g."""
+def widened_product(g, x, RT):
+    """g (G,) += x (K,) @ RT (K, G) widened to float32 (bfloat16 bits, or int8 without its scale), four rows of RT
+    per pass over g."""
     K, G = RT.shape
     k = 0
     while k + 4 <= K:
@@ -116,14 +160,10 @@ def bf16_product(g, x, RT):
 
 
 @njit(**JIT_OPTIONS)
-def int8_product(g, x, RQ, scale, rneg, acc, xq):
-    """g (G,) += x (K,) @ (RT * scale), RT int8 in RQ's VNNI blocks: x quantized symmetric (max |x| / 127, as u8
-    with zero point 128 in xq (Kp,)), exact int32 sums in acc (Gp,) started at rneg (the zero point's share), one
-    float scale per column. A non-finite x makes g NaN (it cannot be quantized)."""
+def _quantize(x, xq):
+    """xq (Kp,) <- x (K,) quantized symmetric as u8 with zero point 128 (padding: 128, i.e. 0); returns the scale
+    max |x| / 127, 0 when x is all zeros, -1 when x has NaN or inf (it cannot be quantized)."""
     K = x.shape[0]
-    G = g.shape[0]
-    Gp = acc.shape[0]
-    Kp = xq.shape[0]
     amax = F32(0.0)
     bad = False
     for k in range(K):
@@ -131,31 +171,88 @@ def int8_product(g, x, RQ, scale, rneg, acc, xq):
         bad = bad or not (a <= F32(3.0e38))
         amax = a if a > amax else amax
     if bad:
-        for j in range(G):
-            g[j] += np.float32(np.nan)
-        return
-    if amax == 0:
-        return
-    inv = F32(127.0) / amax
+        return F32(-1.0)
+    inv = F32(127.0) / amax if amax > 0 else F32(0.0)
     for k in range(K):
         v = np.rint(x[k] * inv)
         v = F32(127.0) if v > F32(127.0) else v
         v = F32(-127.0) if v < F32(-127.0) else v
         xq[k] = np.uint8(np.int32(v) + 128)
-    for k in range(K, Kp):
+    for k in range(K, xq.shape[0]):
         xq[k] = np.uint8(128)
+    return amax / F32(127.0)
+
+
+@njit(**JIT_OPTIONS)
+def _int8_sums(acc, xq, Q, neg):
+    """acc (Gp,) int32 <- neg + xq (Kp,) u8 . Q (the VNNI blocks of (Kp, Gp) int8): exact."""
+    Gp = acc.shape[0]
     for j in range(Gp):
-        acc[j] = rneg[j]
+        acc[j] = neg[j]
     x4 = xq.view(np.int32)
     nb = Gp // 16
-    for m in range(Kp // 16):
+    for m in range(xq.shape[0] // 16):
         x0, x1, x2, x3 = x4[4 * m], x4[4 * m + 1], x4[4 * m + 2], x4[4 * m + 3]
         base = m * nb * 256
         for jb in range(nb):
-            _dot4x16(acc, jb * 16, RQ, base + jb * 256, x0, x1, x2, x3)
-    sa = amax / F32(127.0)
+            _dot4x16(acc, jb * 16, Q, base + jb * 256, x0, x1, x2, x3)
+
+
+@njit(**JIT_OPTIONS)
+def int8_product(g, x, RQ, scale, rneg, acc, xq):
+    """g (G,) += x (K,) @ (RT * scale), RT int8 in RQ's VNNI blocks: x quantized symmetric (max |x| / 127, as u8
+    with zero point 128 in xq (Kp,)), exact int32 sums in acc (Gp,) started at rneg (the zero point's share), one
+    float scale per column. A non-finite x makes g NaN."""
+    G = g.shape[0]
+    sa = _quantize(x, xq)
+    if sa < 0:
+        for j in range(G):
+            g[j] += np.float32(np.nan)
+        return
+    if sa == 0:
+        return
+    _int8_sums(acc, xq, RQ, rneg)
     for j in range(G):
         g[j] += (sa * scale[j]) * np.float32(acc[j])
+
+
+@njit(**JIT_OPTIONS)
+def int8_rows(X, WQ, scale, wneg, out):
+    """out (N, G) <- X (N, I) @ (WT * scale), WT int8 in WQ's VNNI blocks: the input projection of every step, each
+    row of X quantized by itself, four rows per pass over the weights (each 256-byte block read once for four)."""
+    N, K = X.shape
+    G = out.shape[1]
+    Gp = wneg.shape[0]
+    Kp = -(-K // 16) * 16
+    kq = Kp // 4
+    xq = np.empty(4 * Kp, np.uint8)
+    acc = np.empty(4 * Gp, np.int32)
+    sa = np.empty(4, np.float32)
+    nb = Gp // 16
+    for r0 in range(0, N, 4):
+        n = min(4, N - r0)
+        for i in range(4):
+            if i < n:
+                sa[i] = _quantize(X[r0 + i], xq[i * Kp:(i + 1) * Kp])
+            else:
+                xq[i * Kp:(i + 1) * Kp] = 128        # a row of zeros past the end
+            a = acc[i * Gp:(i + 1) * Gp]
+            for j in range(Gp):
+                a[j] = wneg[j]
+        x4 = xq.view(np.int32)
+        for m in range(Kp // 16):
+            base = m * nb * 256
+            for jb in range(nb):
+                _dot4x16x4(acc, jb * 16, Gp, WQ, base + jb * 256, x4, 4 * m, kq)
+        for i in range(n):
+            o = out[r0 + i]
+            a = acc[i * Gp:(i + 1) * Gp]
+            s = sa[i]
+            if s < 0:
+                o[:] = np.float32(np.nan)
+            else:
+                for j in range(G):
+                    o[j] = (s * scale[j]) * np.float32(a[j])
 
 
 def _recurrent_product(g, x, R, scale, rneg, acc, xq):
@@ -166,7 +263,7 @@ def _recurrent_product(g, x, R, scale, rneg, acc, xq):
 def _recurrent_product_impl(g, x, R, scale, rneg, acc, xq):
     if R.dtype == types.uint16:
         def impl(g, x, R, scale, rneg, acc, xq):
-            bf16_product(g, x, R)
+            widened_product(g, x, R)
         return impl
 
     def impl_int8(g, x, R, scale, rneg, acc, xq):
@@ -175,38 +272,33 @@ def _recurrent_product_impl(g, x, R, scale, rneg, acc, xq):
 
 
 @njit(**JIT_OPTIONS)
-def reduced_rows(X, WT, scale, use_scale, out):
-    """out (N, G) <- X (N, I) @ WT (I, G) widened to float32, times scale (G,) with use_scale (int8): the input
-    projection of every step, four rows of X per pass over WT."""
+def bf16_rows(X, WT, out):
+    """out (N, G) <- X (N, I) @ WT (I, G) bfloat16 widened to float32: the input projection of every step. A few rows (a streaming step): one widened product per row. More: WT widened one block
+    of 256 columns at a time into a float32 buffer and multiplied by BLAS (a loop over the stored weights runs at a
+    tenth of its speed at T=100), so the extra memory is I x 256 floats and N x 256 for the product."""
     N, K = X.shape
     G = WT.shape[1]
-    out[:, :] = 0
-    r = 0
-    while r + 4 <= N:
-        o0, o1, o2, o3 = out[r], out[r + 1], out[r + 2], out[r + 3]
-        for k in range(K):
-            a0, a1, a2, a3 = X[r, k], X[r + 1, k], X[r + 2, k], X[r + 3, k]
-            w = WT[k]
-            for j in range(G):
-                u = widen(w[j])
-                o0[j] += a0 * u
-                o1[j] += a1 * u
-                o2[j] += a2 * u
-                o3[j] += a3 * u
-        r += 4
-    while r < N:
-        o = out[r]
-        for k in range(K):
-            a = X[r, k]
-            w = WT[k]
-            for j in range(G):
-                o[j] += a * widen(w[j])
-        r += 1
-    if use_scale:
+    if N <= 4:
         for r in range(N):
             o = out[r]
-            for j in range(G):
-                o[j] *= scale[j]
+            o[:] = 0
+            widened_product(o, X[r], WT)
+    else:
+        for j0 in range(0, G, 256):
+            n = min(256, G - j0)
+            tmp = np.empty((K, n), dtype=out.dtype)
+            for k in range(K):
+                w = WT[k, j0:j0 + n]          # views indexed from 0: an offset index does not vectorise
+                t = tmp[k]
+                for j in range(n):
+                    t[j] = widen(w[j])
+            part = np.empty((N, n), dtype=out.dtype)
+            matmul(X, tmp, part)
+            for r in range(N):
+                o = out[r, j0:j0 + n]
+                pr = part[r]
+                for j in range(n):
+                    o[j] = pr[j]
 
 
 @njit(**JIT_OPTIONS)
@@ -361,7 +453,7 @@ def _bf16(wts, off, shape):
     n = 1
     for v in shape:
         n *= v
-    return wts[off:off + n // 2].view(np.uint16).reshape(shape)
+    return wts[off:off + (n + 1) // 2].view(np.uint16)[:n].reshape(shape)
 
 
 @njit(**JIT_OPTIONS)
@@ -369,7 +461,7 @@ def _int8(wts, off, shape):
     n = 1
     for v in shape:
         n *= v
-    return wts[off:off + n // 4].view(np.int8).reshape(shape)
+    return wts[off:off + (n + 3) // 4].view(np.int8)[:n].reshape(shape)
 
 
 @njit(**JIT_OPTIONS)
@@ -382,26 +474,28 @@ def run_reduced(code, prog, q, X2, lens, h, c, Y, wts, clip, reverse, xw):
     """One reduced-weight instruction (LSTM_REDUCED, GRU_REDUCED, RNN_REDUCED), its common params already read by
     run_recurrent (recurrent_kernels.py): ``q`` is where the op's own params start (see Recurrent.own_params in
     recurrent.py). xw (T*B, G) is the input projection's buffer; ``reverse`` (D,) the directions."""
-    enc, o_wt, o_ws = prog[q], prog[q + 1], prog[q + 2]
+    enc, o_wt, o_ws, o_wn = prog[q], prog[q + 1], prog[q + 2], prog[q + 3]
     D, B, Hout = h.shape
     In = X2.shape[1]
     G = xw.shape[1]
     int8 = enc == INT8
     wscale = wts[o_ws:o_ws + D * G].reshape((D, G)) if int8 else wts[0:0].reshape((1, 0))
+    wneg = wts[o_wn:o_wn + D * _up16(G)].view(np.int32).reshape((D, _up16(G))) if int8 else \
+        wts[0:0].view(np.int32).reshape((1, 0))
+    WQ = _int8(wts, o_wt, (D, _up16(In) * _up16(G))) if int8 else wts[0:0].view(np.int8).reshape((1, 0))
     if code == LSTM_REDUCED_CODE:
         H = G // 4
-        o_r, o_rs, o_rn, o_bias, o_peep = prog[q + 3], prog[q + 4], prog[q + 5], prog[q + 6], prog[q + 7]
-        use_peep, input_forget, Dp = prog[q + 8] != 0, prog[q + 9] != 0, prog[q + 10]
+        o_r, o_rs, o_rn, o_bias, o_peep = prog[q + 4], prog[q + 5], prog[q + 6], prog[q + 7], prog[q + 8]
+        use_peep, input_forget, Dp = prog[q + 9] != 0, prog[q + 10] != 0, prog[q + 11]
         bias = wts[o_bias:o_bias + D * G].reshape((D, G))
         peep = wts[o_peep:o_peep + Dp * 3 * H].reshape((Dp, 3 * H))
         if int8:
             Gp, Kp = _up16(G), _up16(Hout)
-            WT = _int8(wts, o_wt, (D, In, G))
             R = _int8(wts, o_r, (D, Kp * Gp))
             rscale = wts[o_rs:o_rs + D * G].reshape((D, G))
             rneg = wts[o_rn:o_rn + D * Gp].view(np.int32).reshape((D, Gp))
             for d in range(D):
-                reduced_rows(X2, WT[d], wscale[d], True, xw)
+                int8_rows(X2, WQ[d], wscale[d], wneg[d], xw)
                 lstm_direction_reduced(Y, d, xw, B, R[d], rscale[d], rneg[d], bias[d], peep[d % Dp], use_peep, lens,
                                        h[d], c[d], reverse[d] == 1, clip, input_forget)
         else:
@@ -410,20 +504,19 @@ def run_reduced(code, prog, q, X2, lens, h, c, Y, wts, clip, reverse, xw):
             none_f = wts[0:0]
             none_i = wts[0:0].view(np.int32)
             for d in range(D):
-                reduced_rows(X2, WT16[d], none_f, False, xw)
+                bf16_rows(X2, WT16[d], xw)
                 lstm_direction_reduced(Y, d, xw, B, R16[d], none_f, none_i, bias[d], peep[d % Dp], use_peep, lens,
                                        h[d], c[d], reverse[d] == 1, clip, input_forget)
         return
     if code == GRU_REDUCED_CODE:
         H = G // 3
-        o_rzr, o_zs, o_zn, o_rh, o_hs, o_hn, o_bias = (prog[q + 3], prog[q + 4], prog[q + 5], prog[q + 6],
-                                                        prog[q + 7], prog[q + 8], prog[q + 9])
-        lbr, fast = prog[q + 10] != 0, prog[q + 11] != 0
+        o_rzr, o_zs, o_zn, o_rh, o_hs, o_hn, o_bias = (prog[q + 4], prog[q + 5], prog[q + 6], prog[q + 7],
+                                                        prog[q + 8], prog[q + 9], prog[q + 10])
+        lbr, fast = prog[q + 11] != 0, prog[q + 12] != 0
         bias = wts[o_bias:o_bias + D * 4 * H].reshape((D, 4 * H))
-        acts = q + 12
+        acts = q + 13
         if int8:
             Kp = _up16(H)
-            WT = _int8(wts, o_wt, (D, In, G))
             Rzr = _int8(wts, o_rzr, (D, Kp * _up16(2 * H)))
             Rh = _int8(wts, o_rh, (D, Kp * _up16(H)))
             zs = wts[o_zs:o_zs + D * 2 * H].reshape((D, 2 * H))
@@ -432,7 +525,7 @@ def run_reduced(code, prog, q, X2, lens, h, c, Y, wts, clip, reverse, xw):
             hn = wts[o_hn:o_hn + D * _up16(H)].view(np.int32).reshape((D, _up16(H)))
             for d in range(D):
                 a = acts + 6 * d
-                reduced_rows(X2, WT[d], wscale[d], True, xw)
+                int8_rows(X2, WQ[d], wscale[d], wneg[d], xw)
                 gru_direction_reduced(Y, d, xw, B, Rzr[d], zs[d], zn[d], Rh[d], hs[d], hn[d], bias[d], lens, h[d],
                                       reverse[d] == 1, prog[a:a + 2], prog[a + 2:a + 4].view(np.float64),
                                       prog[a + 4:a + 6].view(np.float64), clip, lbr, fast)
@@ -444,25 +537,24 @@ def run_reduced(code, prog, q, X2, lens, h, c, Y, wts, clip, reverse, xw):
             none_i = wts[0:0].view(np.int32)
             for d in range(D):
                 a = acts + 6 * d
-                reduced_rows(X2, WT16[d], none_f, False, xw)
+                bf16_rows(X2, WT16[d], xw)
                 gru_direction_reduced(Y, d, xw, B, Rzr16[d], none_f, none_i, Rh16[d], none_f, none_i, bias[d], lens,
                                       h[d], reverse[d] == 1, prog[a:a + 2], prog[a + 2:a + 4].view(np.float64),
                                       prog[a + 4:a + 6].view(np.float64), clip, lbr, fast)
         return
     # RNN
     H = G
-    o_r, o_rs, o_rn, o_bias, fast = prog[q + 3], prog[q + 4], prog[q + 5], prog[q + 6], prog[q + 7] != 0
+    o_r, o_rs, o_rn, o_bias, fast = prog[q + 4], prog[q + 5], prog[q + 6], prog[q + 7], prog[q + 8] != 0
     bias = wts[o_bias:o_bias + D * H].reshape((D, H))
-    acts = q + 8
+    acts = q + 9
     if int8:
         Gp = _up16(H)
-        WT = _int8(wts, o_wt, (D, In, G))
         R = _int8(wts, o_r, (D, _up16(H) * Gp))
         rscale = wts[o_rs:o_rs + D * G].reshape((D, G))
         rneg = wts[o_rn:o_rn + D * Gp].view(np.int32).reshape((D, Gp))
         for d in range(D):
             a = acts + 3 * d
-            reduced_rows(X2, WT[d], wscale[d], True, xw)
+            int8_rows(X2, WQ[d], wscale[d], wneg[d], xw)
             rnn_direction_reduced(Y, d, xw, B, R[d], rscale[d], rneg[d], bias[d], lens, h[d], reverse[d] == 1,
                                   prog[a], fparam(prog, a + 1),
                                   fparam(prog, a + 2), clip, fast)
@@ -473,7 +565,7 @@ def run_reduced(code, prog, q, X2, lens, h, c, Y, wts, clip, reverse, xw):
         none_i = wts[0:0].view(np.int32)
         for d in range(D):
             a = acts + 3 * d
-            reduced_rows(X2, WT16[d], none_f, False, xw)
+            bf16_rows(X2, WT16[d], xw)
             rnn_direction_reduced(Y, d, xw, B, R16[d], none_f, none_i, bias[d], lens, h[d], reverse[d] == 1,
                                   prog[a], fparam(prog, a + 1),
                                   fparam(prog, a + 2), clip, fast)
