@@ -16,7 +16,7 @@ from engine import quant
 from engine.errors import ConversionError, FormatVersionError, ModelFileError
 from engine.model import METADATA_KEY
 from engine.ops import reduced_kernels as rk
-from engine.ops.recurrent import vnni_pack
+from engine.ops.recurrent import group_pack
 
 
 def decoded_reference(model, op, direction="forward", **attrs):
@@ -74,18 +74,18 @@ def test_int8_product_matches_integer_reference(K, G):
     rng = np.random.default_rng(K * G)
     q = rng.integers(-127, 128, (K, G)).astype(np.int8)
     scales = rng.uniform(0.001, 0.02, G).astype(np.float32)
-    neg = np.zeros(-(-G // 16) * 16, np.int32)
+    neg = np.zeros(-(-G // 64) * 64, np.int32)
     neg[:G] = -128 * q.astype(np.int32).sum(0)
     x = rng.standard_normal((7, K)).astype(np.float32)
     want = quantized_reference(x, q, scales)
-    acc, xq = np.empty(neg.shape[0], np.int32), np.empty(-(-K // 16) * 16, np.uint8)
+    acc, xq = np.empty(neg.shape[0], np.int32), np.empty(-(-K // 4) * 4, np.uint8)
     for r in range(x.shape[0]):
         g = np.full(G, 0.5, np.float32)
-        rk.int8_product(g, x[r], vnni_pack(q), scales, neg, acc, xq)
+        rk.int8_product(g, x[r], group_pack(q, 4), scales, neg, acc, xq)
         assert np.abs(g - 0.5 - want[r]).max() <= 1e-5 * max(1.0, np.abs(want[r]).max())
     for n in (1, 3, 4, 5, 7):          # four rows per pass, and the rows past a multiple of four
         out = np.full((n, G), np.nan, np.float32)
-        rk.int8_rows(x[:n], vnni_pack(q), scales, neg, out)
+        rk.int8_rows(x[:n], group_pack(q, 4), scales, neg, out)
         assert np.abs(out - want[:n]).max() <= 1e-5 * max(1.0, np.abs(want).max())
 
 
@@ -93,20 +93,21 @@ def test_int8_kernels_zero_and_non_finite_rows():
     rng = np.random.default_rng(1)
     q = rng.integers(-127, 128, (16, 32)).astype(np.int8)
     scales = np.full(32, 0.01, np.float32)
-    neg = (-128 * q.astype(np.int32).sum(0)).astype(np.int32)
+    neg = np.zeros(64, np.int32)
+    neg[:32] = -128 * q.astype(np.int32).sum(0)
     x = rng.standard_normal((5, 16)).astype(np.float32)
     x[1] = 0
     x[2, 3] = np.nan
     x[3, 0] = np.inf
     out = np.empty((5, 32), np.float32)
-    rk.int8_rows(x, vnni_pack(q), scales, neg, out)
+    rk.int8_rows(x, group_pack(q, 4), scales, neg, out)
     assert (out[1] == 0).all() and np.isnan(out[2]).all() and np.isnan(out[3]).all()
     assert np.isfinite(out[[0, 4]]).all()
-    acc, xq = np.empty(32, np.int32), np.empty(16, np.uint8)
+    acc, xq = np.empty(64, np.int32), np.empty(16, np.uint8)
     g = np.ones(32, np.float32)
-    rk.int8_product(g, x[1], vnni_pack(q), scales, neg, acc, xq)
+    rk.int8_product(g, x[1], group_pack(q, 4), scales, neg, acc, xq)
     assert (g == 1).all()
-    rk.int8_product(g, x[2], vnni_pack(q), scales, neg, acc, xq)
+    rk.int8_product(g, x[2], group_pack(q, 4), scales, neg, acc, xq)
     assert np.isnan(g).all()
 
 
@@ -117,11 +118,12 @@ def test_bfloat16_products_match_float64(N, K, G):
     x = rng.standard_normal((N, K)).astype(np.float32)
     want = x.astype(np.float64) @ quant.from_bfloat16(w, np.float64)
     out = np.full((N, G), np.nan, np.float32)
-    rk.bf16_rows(x, w, out)
+    rk.bf16_rows(x, group_pack(w, 2), out)
     assert np.abs(out - want).max() <= 1e-5 * np.abs(want).max()
-    g = np.zeros(G, np.float32)
-    rk.widened_product(g, x[0], w)
-    assert np.abs(g - want[0]).max() <= 1e-5 * np.abs(want).max()
+    g = np.full(G, 0.25, np.float32)
+    acc, xs = np.empty(-(-G // 64) * 64, np.float32), np.empty(-(-K // 2) * 2, np.float32)
+    rk.bf16_product(g, x[0], group_pack(w, 2), acc, xs)
+    assert np.abs(g - 0.25 - want[0]).max() <= 1e-5 * np.abs(want).max()
 
 
 # ---------------------------------------------------------------------- whole models

@@ -28,9 +28,10 @@ the state (D, B, Hout) updated in place (in a stream, the stream's state buffer 
 
 Reduced-precision weights (W and R stored as bfloat16 or int8, engine/quant.py) run in float32 on kernels that read
 them as stored (LSTM_REDUCED, GRU_REDUCED, RNN_REDUCED; reduced_kernels.py), single-threaded; WT and every R above
-are then uint16 (bfloat16 bits) or int8, kept as raw bytes in the float32 weight buffer, and for int8 each of them
-is in VNNI blocks (``vnni_pack``) with its scale (D, G) and int32 zero-point correction (D, Gp). Where no such kernel applies (float64 compute, an LSTM with custom activations or a projection) the
-weights are decoded to floats when packed and the float kernels run.
+are then uint16 (bfloat16 bits) or int8 in column groups (``group_pack``), kept as raw bytes in the float32 weight
+buffer, for int8 each with its scale (D, G) and int32 zero-point correction (D, Gp). Where no such kernel applies
+(float64 compute, an LSTM with custom activations or a projection) the weights are decoded to floats when packed and
+the float kernels run.
 
 The op classes plan and pack without Numba; their run function is in recurrent_kernels.py.
 """
@@ -70,33 +71,29 @@ def pack_parts(RT, nparts):
     return out
 
 
-def _up16(n):
-    return -(-n // 16) * 16
-
-
-def vnni_pack(q):
-    """int8 (K, G) -> the int8 product's blocks (reduced_kernels.int8_product), flat: zero-padded to (Kp, Gp)
-    (multiples of 16), byte [m, jb, quad, c, e] = q[16m + 4 quad + e, 16 jb + c], so that one 64-byte load holds four
-    consecutive rows of 16 columns, as vpdpbusd reads them, and a pass over the rows streams the blocks in order."""
-    K, G = q.shape
-    z = np.zeros((_up16(K), _up16(G)), np.int8)
-    z[:K, :G] = q
-    return z.reshape(z.shape[0] // 16, 4, 4, z.shape[1] // 16, 16).transpose(0, 3, 1, 4, 2).reshape(-1)
+def group_pack(w, per):
+    """(K, G) int8 (per = 4) or uint16 bfloat16 bits (per = 2) -> the reduced kernels' column groups, flat: K
+    zero-padded to a multiple of ``per``, G to 64; element [jg, kk, b, c, e] = w[per * kk + e, 64 jg + 16 b + c], so
+    that a group (64 columns) streams in order over all of K and one 64-byte load holds ``per`` consecutive rows of
+    16 columns, as vpdpbusd (int8) or a shift and a mask (bfloat16) read them (reduced_kernels._group_dot)."""
+    K, G = w.shape
+    z = np.zeros((-(-K // per) * per, -(-G // 64) * 64), w.dtype)
+    z[:K, :G] = w
+    return z.reshape(z.shape[0] // per, per, z.shape[1] // 64, 4, 16).transpose(2, 0, 3, 4, 1).reshape(-1)
 
 
 def _reduced_recurrent(model, name, key, rows):
-    """The rows ``rows`` (a slice of G) of W or R (D, G, K) as stored -> (key, its transpose (D, K, g)) for
-    bfloat16; for int8 (key, VNNI blocks (D, bytes)), (key + "_scale", (D, g)), (key + "_neg", int32 (D, gp) = -128 *
-    column sums)."""
+    """The rows ``rows`` (a slice of G) of W or R (D, G, K) as stored -> (key, (D, .) the column groups of each
+    direction's transpose (K, g), group_pack); int8 adds (key + "_scale", (D, g)) and (key + "_neg", int32 (D, gp):
+    -128 * the column sums, gp = g rounded up to 64)."""
     t = model.tensors[name][:, rows, :]
-    if quant.encoding_of(model, name) == "bfloat16":
-        yield key, _transposed(t, np.uint16)
-        return
-    yield key, np.stack([vnni_pack(t[d].T) for d in range(t.shape[0])])
-    yield key + "_scale", np.ascontiguousarray(quant.scales_of(model, name)[:, rows], np.float32)
-    neg = np.zeros((t.shape[0], _up16(t.shape[1])), np.int32)
-    neg[:, :t.shape[1]] = -128 * t.astype(np.int32).sum(axis=2)
-    yield key + "_neg", neg
+    int8 = quant.encoding_of(model, name) == "int8"
+    yield key, np.stack([group_pack(t[d].T, 4 if int8 else 2) for d in range(t.shape[0])])
+    if int8:
+        yield key + "_scale", np.ascontiguousarray(quant.scales_of(model, name)[:, rows], np.float32)
+        neg = np.zeros((t.shape[0], -(-t.shape[1] // 64) * 64), np.int32)
+        neg[:, :t.shape[1]] = -128 * t.astype(np.int32).sum(axis=2)
+        yield key + "_neg", neg
 
 
 # ---------------------------------------------------------------------- the ops
