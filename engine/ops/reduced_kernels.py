@@ -86,10 +86,10 @@ def _group_dot(kind, rows):
             def broadcast(value, ty):
                 v = builder.insert_element(ir.Constant(ty, ir.Undefined), value, ir.Constant(i32, 0))
                 return builder.shuffle_vector(v, ir.Constant(ty, ir.Undefined), splat)
-            with cgutils.for_range(builder, nk) as loop:
-                kk = loop.index
-                step = builder.add(base, builder.mul(kk, ir.Constant(i64, 256)))
-                ws = [builder.load(builder.inttoptr(builder.add(step, ir.Constant(i64, 64 * b)),
+            def step(kk, sums):
+                """One step of K (a quad or pair of rows of W, 4 blocks of 16 columns) into the sums ``sums``."""
+                at_w = builder.add(base, builder.mul(kk, ir.Constant(i64, 256)))
+                ws = [builder.load(builder.inttoptr(builder.add(at_w, ir.Constant(i64, 64 * b)),
                                                     _I32x16.as_pointer()), align=1) for b in range(4)]
                 if kind == "bf16":
                     lo = [builder.bitcast(builder.shl(w, ir.Constant(_I32x16, [16] * 16)), f32x16) for w in ws]
@@ -107,14 +107,14 @@ def _group_dot(kind, rows):
                         x1 = broadcast(builder.load(builder.gep(x_a.data, [builder.add(at, ir.Constant(i64, 1))])),
                                        fvec)
                         for b in range(4):       # contract: one FMA each where the CPU has it
-                            a = builder.fadd(builder.load(slots[r][b]), builder.fmul(x0, lo[b], flags=["contract"]),
+                            a = builder.fadd(builder.load(sums[r][b]), builder.fmul(x0, lo[b], flags=["contract"]),
                                              flags=["contract"])
                             builder.store(builder.fadd(a, builder.fmul(x1, hi[b], flags=["contract"]),
-                                                       flags=["contract"]), slots[r][b])
+                                                       flags=["contract"]), sums[r][b])
                         continue
                     xs = broadcast(builder.load(builder.gep(x_a.data, [builder.add(at, kk)])), _I32x16)
                     for b in range(4):
-                        a = builder.load(slots[r][b])
+                        a = builder.load(sums[r][b])
                         if VNNI:
                             a = builder.call(dp, [a, xs, ws[b]])
                         else:
@@ -123,7 +123,23 @@ def _group_dot(kind, rows):
                                 a = builder.add(a, builder.shuffle_vector(
                                     prod, ir.Constant(ir.VectorType(i32, 64), ir.Undefined),
                                     ir.Constant(_I32x16, [4 * c + e for c in range(16)])))
-                        builder.store(a, slots[r][b])
+                        builder.store(a, sums[r][b])
+            if rows > 1:
+                with cgutils.for_range(builder, nk) as loop:
+                    step(loop.index, slots)
+            else:
+                # one row has only four chains of dependent sums: a second stream over the second half of K gives
+                # eight, which the core overlaps (~15% at H=256)
+                second = [[cgutils.alloca_once_value(builder, ir.Constant(vec, None)) for b in range(4)]]
+                half = builder.udiv(nk, ir.Constant(i64, 2))
+                with cgutils.for_range(builder, half) as loop:
+                    step(loop.index, slots)
+                    step(builder.add(loop.index, half), second)
+                with builder.if_then(builder.icmp_unsigned("!=", builder.add(half, half), nk)):
+                    step(builder.sub(nk, ir.Constant(i64, 1)), slots)
+                for b in range(4):
+                    add = builder.add if kind == "int8" else builder.fadd
+                    builder.store(add(builder.load(slots[0][b]), builder.load(second[0][b])), slots[0][b])
             for r in range(rows):
                 for b in range(4):
                     builder.store(builder.load(slots[r][b]), ptrs[r][b], align=4)
@@ -168,7 +184,7 @@ def bf16_product(g, x, Q, acc, xs):
 @njit(**JIT_OPTIONS)
 def bf16_rows(X, Q, out):
     """out (N, G) <- X (N, K) @ W, W bfloat16 in Q's column groups: the input projection of every step, four rows
-    of X per pass over the weights (zero rows past the end)."""
+    of X per pass over the weights (the last N % 4 rows one at a time)."""
     N, K = X.shape
     G = out.shape[1]
     Gp = _up(G, 64)
@@ -176,39 +192,42 @@ def bf16_rows(X, Q, out):
     nk = Kp // 2
     xs = np.zeros(4 * Kp, dtype=out.dtype)
     acc = np.empty(4 * Gp, dtype=out.dtype)
-    for r0 in range(0, N, 4):
-        n = min(4, N - r0)
-        for i in range(4):
+    r0 = 0
+    while r0 < N:
+        n = 4 if r0 + 4 <= N else 1
+        for i in range(n):
             row = xs[i * Kp:(i + 1) * Kp]
-            if i < n:
-                src = X[r0 + i]
-                for k in range(K):
-                    row[k] = src[k]
-            else:
-                row[:] = 0
+            src = X[r0 + i]
+            for k in range(K):
+                row[k] = src[k]
         acc[:] = 0
         for jg in range(Gp // 64):
-            _bf16_dot4(acc, jg * 64, Gp, Q, jg * nk * 256, xs, 0, Kp, nk)
+            if n == 4:
+                _bf16_dot4(acc, jg * 64, Gp, Q, jg * nk * 256, xs, 0, Kp, nk)
+            else:
+                _bf16_dot1(acc, jg * 64, 0, Q, jg * nk * 256, xs, 0, 0, nk)
         for i in range(n):
             o = out[r0 + i]
             a = acc[i * Gp:(i + 1) * Gp]
             for j in range(G):
                 o[j] = a[j]
+        r0 += n
 
 
 @njit(**JIT_OPTIONS)
 def _quantize(x, xq):
     """xq (Kp,) <- x (K,) quantized symmetric as u8 with zero point 128 (padding: 128, i.e. 0); returns the scale
-    max |x| / 127, 0 when x is all zeros, -1 when x has NaN or inf (it cannot be quantized)."""
+    max |x| / 127, 0 when x is all zeros, -1 when x has NaN or inf (it cannot be quantized). max |x| is taken on the
+    bits (an integer max vectorises; a float max that must keep NaN does not)."""
     K = x.shape[0]
-    amax = F32(0.0)
-    bad = False
+    bits = x.view(np.int32)
+    top = np.int32(0)
     for k in range(K):
-        a = abs(x[k])
-        bad = bad or not (a <= F32(3.0e38))
-        amax = a if a > amax else amax
-    if bad:
+        b = bits[k] & np.int32(0x7FFFFFFF)
+        top = b if b > top else top
+    if top >= np.int32(0x7F800000):
         return F32(-1.0)
+    amax = np.array([top], np.int32).view(np.float32)[0]
     inv = F32(127.0) / amax if amax > 0 else F32(0.0)
     for k in range(K):
         v = np.rint(x[k] * inv)
@@ -248,7 +267,8 @@ def int8_product(g, x, Q, scale, neg, acc, xq):
 @njit(**JIT_OPTIONS)
 def int8_rows(X, Q, scale, neg, out):
     """out (N, G) <- X (N, K) @ (W * scale), W int8 in Q's column groups: the input projection of every step, each
-    row of X quantized by itself, four rows per pass over the weights."""
+    row of X quantized by itself, four rows per pass over the weights (the last N % 4 rows one at a time, so that a
+    streaming step makes one pass for its one row)."""
     N, K = X.shape
     G = out.shape[1]
     Gp = neg.shape[0]
@@ -257,19 +277,20 @@ def int8_rows(X, Q, scale, neg, out):
     xq = np.empty(4 * Kp, np.uint8)
     acc = np.empty(4 * Gp, np.int32)
     sa = np.empty(4, np.float32)
-    for r0 in range(0, N, 4):
-        n = min(4, N - r0)
-        for i in range(4):
-            if i < n:
-                sa[i] = _quantize(X[r0 + i], xq[i * Kp:(i + 1) * Kp])
-            else:
-                xq[i * Kp:(i + 1) * Kp] = 128        # a row of zeros past the end
+    x4 = xq.view(np.int32)
+    r0 = 0
+    while r0 < N:
+        n = 4 if r0 + 4 <= N else 1
+        for i in range(n):
+            sa[i] = _quantize(X[r0 + i], xq[i * Kp:(i + 1) * Kp])
             a = acc[i * Gp:(i + 1) * Gp]
             for j in range(Gp):
                 a[j] = neg[j]
-        x4 = xq.view(np.int32)
         for jg in range(Gp // 64):
-            _int8_dot4(acc, jg * 64, Gp, Q, jg * nk * 256, x4, 0, nk, nk)
+            if n == 4:
+                _int8_dot4(acc, jg * 64, Gp, Q, jg * nk * 256, x4, 0, nk, nk)
+            else:
+                _int8_dot1(acc, jg * 64, 0, Q, jg * nk * 256, x4, 0, 0, nk)
         for i in range(n):
             o = out[r0 + i]
             a = acc[i * Gp:(i + 1) * Gp]
@@ -279,6 +300,7 @@ def int8_rows(X, Q, scale, neg, out):
             else:
                 for j in range(G):
                     o[j] = (s * scale[j]) * np.float32(a[j])
+        r0 += n
 
 
 def _recurrent_product(g, x, R, scale, rneg, acc, xq):
