@@ -152,9 +152,11 @@ class Model:
                        if (t.dtype.kind == "f" and name not in scales) or name in self.weight_encodings))
 
     def with_weights_released(self) -> "Model":
-        """A copy whose float tensors are zero-stride stand-ins of the same shapes and dtypes (no memory), marked
-        ``released`` so that nothing can run it by mistake: what a Session keeps once its weights are packed."""
-        stand_ins = {name: (np.broadcast_to(np.zeros((), t.dtype), t.shape) if t.dtype.kind == "f" else t)
+        """A copy whose float (and encoded) tensors are zero-stride stand-ins of the same shapes and dtypes (no
+        memory), marked ``released`` so that nothing can run it by mistake: what a Session keeps once its weights are
+        packed."""
+        stand_ins = {name: (np.broadcast_to(np.zeros((), t.dtype), t.shape)
+                            if t.dtype.kind == "f" or name in self.weight_encodings else t)
                      for name, t in self.tensors.items()}
         return Model(inputs=self.inputs, outputs=self.outputs, nodes=self.nodes, tensors=stand_ins,
                      dtype=self.dtype, origin=self.origin, stream=self.stream, format_version=self.format_version,
