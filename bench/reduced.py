@@ -27,6 +27,8 @@ import warnings
 
 import numpy as np
 
+from bench.scenarios import REDUCED_SCENARIOS
+
 WEIGHTS = ("float32", "bfloat16", "int8")
 TARGETS = {"int8_vs_ort_int8": 1.2, "bfloat16_vs_ort_float32_H512": 1.5, "bfloat16_max_error": 2e-2}
 
@@ -61,6 +63,7 @@ def _err(a, b):
 
 
 def speed_row(H, workdir, repeat_seconds):
+    """One row of bench.scenarios.REDUCED_SCENARIOS (T=100, B=1, I=H)."""
     import engine
     from bench.timing import Contender, measure
     from converters import from_onnx
@@ -76,7 +79,7 @@ def speed_row(H, workdir, repeat_seconds):
         sizes[f"engine_{w}"] = os.path.getsize(path)
     ref = runs["ort_float32"].run(None, feed)
     errors = {k: _err(s.run(None, feed), ref) for k, s in runs.items()}
-    row = {"name": f"reduced/T100/B1/H{H}", "T": 100, "B": 1, "H": H, "I": H, "threads": 1,
+    row = {"name": next((sc.name for sc in REDUCED_SCENARIOS if sc.H == H), f"reduced/T100/B1/H{H}"), "T": 100, "B": 1, "H": H, "I": H, "threads": 1,
            "max_abs_error_vs_float32": errors, "file_bytes": sizes}
     bad = [k for k, lim in (("engine_float32", 1e-5), ("engine_bfloat16", 2e-2),
                             ("engine_int8", 2 * errors["ort_int8"])) if not errors[k] <= lim]
@@ -189,7 +192,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.reduced", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="0.3 s per contender instead of 2")
     p.add_argument("--repeat-seconds", type=float, default=None)
-    p.add_argument("--sizes", default="256,512")
+    p.add_argument("--sizes", default=",".join(str(sc.H) for sc in REDUCED_SCENARIOS),
+                   help="hidden sizes (default: those of bench.scenarios.REDUCED_SCENARIOS)")
     p.add_argument("--no-zoo", action="store_true")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     args = p.parse_args(argv)

@@ -149,7 +149,7 @@ def constant_weights(node, model) -> bool:
 
 
 def summary(model) -> str:
-    """"float32", or e.g. "int8 (4 tensors)"."""
+    """One line for inspect and convert: "float32", or which encodings hold how many tensors."""
     kinds = sorted({e["encoding"] for e in model.weight_encodings.values()})
     if not kinds:
         return "float32"
