@@ -165,7 +165,9 @@ class Model:
     def metadata(self) -> dict:
         return {
             "format": FORMAT_NAME,
-            "format_version": self.format_version,
+            # encoded weights need version 2 (a Model built in code may not say so); without them a file keeps the
+            # version it was read with, 1 for new ones, which older engines read
+            "format_version": max(self.format_version, 2) if self.weight_encodings else self.format_version,
             "dtype": self.dtype,
             "inputs": [s.to_json() for s in self.inputs],
             "outputs": [s.to_json() for s in self.outputs],

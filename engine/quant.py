@@ -87,9 +87,6 @@ def check_encodings(model) -> None:
     encs = model.weight_encodings
     if not isinstance(encs, dict):
         raise ModelFileError("weight_encodings must map tensor names to their encodings")
-    if encs and model.format_version < FORMAT_VERSION_REDUCED:
-        raise ModelFileError(f"weight_encodings need format version {FORMAT_VERSION_REDUCED} or later, the file says "
-                             f"{model.format_version}")
     scale_names = set()
     for name, enc in encs.items():
         if not isinstance(enc, dict) or not isinstance(enc.get("encoding"), str):

@@ -269,6 +269,15 @@ def test_bad_encodings_are_model_file_errors(int8_bytes, mutate, message):
         engine.load(_rewrite_meta(int8_bytes, mutate))
 
 
+def test_a_model_built_in_code_is_written_as_version_2(tmp_path):
+    model, _ = recurrent_model("RNN", I=4, H=8)
+    reduced = reduce_weights(model, "bfloat16")
+    built = engine.Model(inputs=model.inputs, outputs=model.outputs, nodes=model.nodes, tensors=reduced.tensors,
+                         weight_encodings=reduced.weight_encodings)          # format_version left at 1
+    engine.save(built.validate(), tmp_path / "m.lstm")
+    assert engine.load(tmp_path / "m.lstm").format_version == 2
+
+
 def test_encoded_bias_is_refused():
     model, _ = recurrent_model("RNN", I=4, H=8)
     tensors = dict(model.tensors, B=quant.to_bfloat16(model.tensors["B"])[None].reshape(1, 1, -1))
