@@ -21,6 +21,7 @@ from .ops import OPS
 from .ops.base import contiguous_strides, merge_axes
 from .ops.program import (ABSENT, COPY, F_CALL, F_CONST, F_IN, F_IN_SLOTS, F_OUT, F_WORK, FILL_CONST, I_CONST, I_IN,
                           I_WORK, INT_COPY, MAX_RANK)
+from .quant import StoredBytes
 
 ALIGN = 16   # elements: 64 bytes of float32
 
@@ -58,16 +59,16 @@ class Weights:
         self.buffer = raw[shift:shift + max(pos, 1)]
         for where, arr in self._packed(model, threads):
             off, shape = self._lookup(where)
-            if arr.dtype.kind == "f":
-                self.buffer[off:off + arr.size] = np.asarray(arr, dtype=self.dtype).reshape(-1)
-            else:   # reduced-precision weights (uint16 bfloat16 bits, int8, int32): their bytes, read as stored
+            if isinstance(arr, StoredBytes):   # reduced-precision weights: their bytes, read back as stored
                 self.buffer[off:off + self._slots(arr)].view(np.uint8)[:arr.nbytes] = \
-                    np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+                    np.asarray(arr).reshape(-1).view(np.uint8)
+            else:
+                self.buffer[off:off + arr.size] = np.asarray(arr, dtype=self.dtype).reshape(-1)
         self.nbytes = self.buffer.nbytes
 
     def _slots(self, arr):
-        """Elements of the buffer an array takes: a float array one per value, any other its bytes rounded up."""
-        return arr.size if arr.dtype.kind == "f" else -(-arr.nbytes // self.dtype.itemsize)
+        """Elements of the buffer an array takes: one per value, or for StoredBytes its bytes rounded up."""
+        return -(-arr.nbytes // self.dtype.itemsize) if isinstance(arr, StoredBytes) else arr.size
 
     def _packed(self, model, threads):
         """(("node", node name, key) or ("raw", tensor name), array) for every constant the kernels read."""

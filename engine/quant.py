@@ -26,6 +26,16 @@ STORED_DTYPE = {"bfloat16": np.uint16, "int8": np.int8}
 FORMAT_VERSION_REDUCED = 2                     # the first format version that can hold encoded weights
 
 
+class StoredBytes(np.ndarray):
+    """A packed array that the weight buffer (engine/plan.py Weights) holds as its bytes, read back by the kernels
+    through a view of their own dtype (uint16, int8, int32): what the reduced-weight ops pack. Every other packed
+    array is converted to the compute dtype."""
+
+
+def stored_bytes(arr):
+    return np.ascontiguousarray(arr).view(StoredBytes)
+
+
 # ---------------------------------------------------------------------- encoding (the converter's side)
 def to_bfloat16(w):
     """float32 array -> uint16 bfloat16 bits, rounded to nearest, ties to even; NaN stays NaN (quiet)."""

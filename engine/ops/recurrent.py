@@ -88,12 +88,12 @@ def _reduced_recurrent(model, name, key, rows):
     -128 * the column sums, gp = g rounded up to 64)."""
     t = model.tensors[name][:, rows, :]
     int8 = quant.encoding_of(model, name) == "int8"
-    yield key, np.stack([group_pack(t[d].T, 4 if int8 else 2) for d in range(t.shape[0])])
+    yield key, quant.stored_bytes(np.stack([group_pack(t[d].T, 4 if int8 else 2) for d in range(t.shape[0])]))
     if int8:
         yield key + "_scale", np.ascontiguousarray(quant.scales_of(model, name)[:, rows], np.float32)
         neg = np.zeros((t.shape[0], -(-t.shape[1] // 64) * 64), np.int32)
         neg[:, :t.shape[1]] = -128 * t.astype(np.int32).sum(axis=2)
-        yield key + "_neg", neg
+        yield key + "_neg", quant.stored_bytes(neg)
 
 
 # ---------------------------------------------------------------------- the ops
