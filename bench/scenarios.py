@@ -89,6 +89,14 @@ SCENARIOS = [
       for cell in ("gru", "rnn") for h in (128, 256)),
 ]
 
+# issue 11 target 5, reduced-precision weights: run by bench/reduced.py (python -m bench.reduced), not by run.py, since
+# each row has five contenders (onnxruntime float32 and int8, the engine float32, bfloat16 and int8) and its own
+# accuracy checks; min_ratio is engine int8 / onnxruntime's int8 model (bfloat16's target is in bench/reduced.py)
+REDUCED_SCENARIOS = [
+    Scenario(f"reduced/T100/B1/H{h}", "sequence", T=100, B=1, H=h, min_ratio=1.2,
+             target_source="issue 11: int8 >= 1.2x onnxruntime int8; bfloat16 >= 1.5x onnxruntime float32 at H=512")
+    for h in (256, 512)]
+
 # Cold start: the sequence model T=100, B=1, H=128, one thread, in a fresh Python process
 COLD_MODEL = Scenario("cold", "sequence", T=100, B=1, H=128)
 COLD_SCENARIOS = [

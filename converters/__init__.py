@@ -10,20 +10,26 @@ import os
 from engine.model import Model, save
 
 
-def from_onnx(src, dst: str | os.PathLike | None = None, progress: bool = False, state: dict | None = None) -> Model:
+def from_onnx(src, dst: str | os.PathLike | None = None, progress: bool = False, state: dict | None = None,
+              weights: str = "float32") -> Model:
     """Convert an ONNX file (path, bytes or ModelProto) and write it to ``dst`` (if given). Returns the Model.
     ``state``: {input: output} pairs whose output is the input's next value, kept inside a stream (default: found by
-    name and shape, as Silero's ``state`` -> ``stateN`` or ``h``, ``c`` -> ``hn``, ``cn``)."""
+    name and shape, as Silero's ``state`` -> ``stateN`` or ``h``, ``c`` -> ``hn``, ``cn``). ``weights``: "float32",
+    "bfloat16" or "int8", how the recurrent W and R matrices are stored (converters/reduced.py)."""
     from .onnx import onnx_to_model
+    from .reduced import reduce_weights
 
-    model = onnx_to_model(src, progress=progress, state=state)
+    _check_weights(weights)
+    model = reduce_weights(onnx_to_model(src, progress=progress, state=state), weights)
     if dst is not None:
         save(model, dst)
     return model
 
 
-def from_torch(module_or_state_dict, dst: str | os.PathLike | None = None, example_input=None, **options) -> Model:
-    """Convert a PyTorch model and write it to ``dst`` (if given). Returns the Model.
+def from_torch(module_or_state_dict, dst: str | os.PathLike | None = None, example_input=None,
+               weights: str = "float32", **options) -> Model:
+    """Convert a PyTorch model and write it to ``dst`` (if given). Returns the Model. ``weights``: "float32",
+    "bfloat16" or "int8", how the recurrent W and R matrices are stored (converters/reduced.py).
 
     * ``nn.LSTM``, ``nn.GRU``, ``nn.RNN``, ``nn.LSTMCell``, ``nn.GRUCell``, ``nn.RNNCell``, or the state dict of one
       (or a path to one): converted directly, keeping torch's input and output names (see
@@ -34,8 +40,10 @@ def from_torch(module_or_state_dict, dst: str | os.PathLike | None = None, examp
       ``output``, ``output1``, ...) and ``dynamic_axes`` (default: axes 0 and 1 of the first input, its batch and
       time, so that any length runs and the model can stream).
     """
+    from .reduced import reduce_weights
     from .torch_import import MODULES, torch_to_model
 
+    _check_weights(weights)
     is_module = hasattr(module_or_state_dict, "state_dict") and not isinstance(module_or_state_dict, dict)
     if is_module and type(module_or_state_dict).__name__ not in MODULES:
         model = _from_torch_module(module_or_state_dict, example_input, **options)
@@ -43,9 +51,17 @@ def from_torch(module_or_state_dict, dst: str | os.PathLike | None = None, examp
         if example_input is not None:
             options.pop("input_names", None)
         model = torch_to_model(module_or_state_dict, **options)
+    model = reduce_weights(model, weights)
     if dst is not None:
         save(model, dst)
     return model
+
+
+def _check_weights(weights):
+    from engine.errors import ConversionError
+    from engine.quant import ENCODINGS
+    if weights not in ENCODINGS:
+        raise ConversionError(f"weights={weights!r} is not one of {', '.join(ENCODINGS)}")
 
 
 def _from_torch_module(module, example_input, input_names=None, output_names=None, dynamic_axes=None,

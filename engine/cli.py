@@ -16,6 +16,7 @@ EPILOG = """examples:
   lstm-engine convert model.onnx -o model.lstm
   lstm-engine convert lstm_state.pt -o model.lstm --batch-first
   lstm-engine convert rnn_state.safetensors -o model.lstm --nonlinearity relu
+  lstm-engine convert model.onnx -o model-int8.lstm --weights int8
   lstm-engine inspect model.lstm
   lstm-engine inspect model.lstm --code --shape X=100,1,64
   lstm-engine warmup
@@ -55,6 +56,10 @@ def _parser():
                    help="state dicts of nn.RNN / nn.RNNCell only: their nonlinearity (default: tanh)")
     c.add_argument("--dtype", default="float32", choices=["float32", "float64"],
                    help="state dicts only: the precision of the stored weights (default: float32)")
+    c.add_argument("--weights", default="float32", choices=["float32", "bfloat16", "int8"],
+                   help="how the LSTM/GRU/RNN W and R matrices are stored: float32 (default), bfloat16 (half the "
+                        "size, ~1e-2 from float32) or int8 (a quarter, per-channel symmetric with float32 scales); "
+                        "biases stay float32. The engine computes in float32 from the stored weights")
     c.add_argument("--state", action="append", default=[], metavar="INPUT=OUTPUT",
                    help="ONNX only: an input the caller feeds back from an output (the model's state), kept inside "
                         "a stream (repeat for several; default: pairs found by name and shape, such as "
@@ -239,6 +244,8 @@ def cmd_convert(args):
         model = torch_to_model(args.source, batch_first=args.batch_first, kind=args.kind,
                                nonlinearity=args.nonlinearity, dtype=args.dtype)
         model.origin["file"] = os.path.basename(args.source)
+    from converters.reduced import reduce_weights
+    model = reduce_weights(model, args.weights)
     save(model, args.output)
     if not args.quiet:
         print(f"wrote {args.output}: {_summary(model)} ({time.perf_counter() - t0:.2f}s)")
@@ -248,7 +255,10 @@ def cmd_convert(args):
 def _summary(model):
     rec = model.recurrent_nodes()
     kinds = ", ".join(f"{n.op}({n.attrs.get('direction', '')}, H={n.attrs.get('hidden_size')})" for n in rec)
-    return f"{len(rec)} recurrent layer(s) [{kinds}], {model.parameter_count():,} parameters, {model.dtype}"
+    from .quant import summary
+    weights = "" if not model.weight_encodings else f", weights {summary(model)}"
+    return (f"{len(rec)} recurrent layer(s) [{kinds}], {model.parameter_count():,} parameters, "
+            f"{model.dtype}{weights}")
 
 
 # ---------------------------------------------------------------------- inspect
@@ -268,6 +278,8 @@ def cmd_inspect(args):
     origin = ", ".join(f"{k}={v}" for k, v in model.origin.items())
     print(f"origin:         {origin or 'unknown'}")
     print(f"parameters:     {model.parameter_count():,}")
+    from .quant import summary
+    print(f"weights:        {summary(model)}")
     print("inputs:")
     for s in model.inputs:
         print(f"  {s.name:<14} {str(s.shape):<22} {s.dtype}{' (optional)' if s.optional else ''}")

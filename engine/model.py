@@ -8,7 +8,12 @@ A model file is a safetensors file (named, aligned tensors; no code runs on load
      "outputs": [{"name": "Y", "shape": ["T", 1, "B", 16], "dtype": "float32"}, ...],
      "nodes":   [{"op": "LSTM", "name": "lstm0", "inputs": [...], "outputs": [...], "attrs": {...}}, ...],
      "stream":  {"input": "X", "time_axis": 0} or null; time_axis null: each call is one step (a cell model),
-     "origin":  {"source": "onnx", ...}}
+     "origin":  {"source": "onnx", ...},
+     "weight_encodings": {"lstm0.W": {"encoding": "int8", "scales": "lstm0.W.scales"}, ...}}   (version 2 only)
+
+Version 2 adds ``weight_encodings``: recurrent W and R matrices stored in bfloat16 (as uint16 bits) or int8 with
+float32 scales (engine/quant.py). A file without encoded weights is written as version 1, so that older engines
+still read it; an older engine refuses a version-2 file with a FormatVersionError that says to upgrade.
 
 Node inputs name graph inputs, tensors stored in the file, or outputs of earlier nodes; "" marks an absent optional
 input. Nodes are in execution order. Shapes use ints for fixed dimensions and strings for symbolic ones.
@@ -32,7 +37,7 @@ import numpy as np
 from .errors import EngineError, FormatVersionError, ModelFileError, UnsupportedModelError
 
 FORMAT_NAME = "lstm-engine"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2          # the newest version this engine reads (2: weight_encodings)
 METADATA_KEY = "lstm_engine"
 SUPPORTED_DTYPES = ("float32", "float64")
 INPUT_DTYPES = ("float16", "float32", "float64", "int32", "int64")
@@ -105,7 +110,8 @@ class Model:
     dtype: str = "float32"
     origin: dict = field(default_factory=dict)
     stream: dict | None = None
-    format_version: int = FORMAT_VERSION
+    format_version: int = 1   # 2 once weight_encodings are set (engine/quant.py)
+    weight_encodings: dict = field(default_factory=dict)   # {tensor name: {"encoding": ..., "scales": ...}}
     released: bool = False    # a Session packed the float weights and let go of them (see Session)
 
     # ------------------------------------------------------------------ queries
@@ -140,27 +146,35 @@ class Model:
         return index[id(node)]
 
     def parameter_count(self) -> int:
-        return int(sum(t.size for t in self.tensors.values() if t.dtype.kind == "f"))
+        """Weights of the model, encoded ones included (not their int8 scales)."""
+        scales = {e.get("scales") for e in self.weight_encodings.values()}
+        return int(sum(t.size for name, t in self.tensors.items()
+                       if (t.dtype.kind == "f" and name not in scales) or name in self.weight_encodings))
 
     def with_weights_released(self) -> "Model":
-        """A copy whose float tensors are zero-stride stand-ins of the same shapes and dtypes (no memory), marked
-        ``released`` so that nothing can run it by mistake: what a Session keeps once its weights are packed."""
-        stand_ins = {name: (np.broadcast_to(np.zeros((), t.dtype), t.shape) if t.dtype.kind == "f" else t)
+        """A copy whose float (and encoded) tensors are zero-stride stand-ins of the same shapes and dtypes (no
+        memory), marked ``released`` so that nothing can run it by mistake: what a Session keeps once its weights are
+        packed."""
+        stand_ins = {name: (np.broadcast_to(np.zeros((), t.dtype), t.shape)
+                            if t.dtype.kind == "f" or name in self.weight_encodings else t)
                      for name, t in self.tensors.items()}
         return Model(inputs=self.inputs, outputs=self.outputs, nodes=self.nodes, tensors=stand_ins,
                      dtype=self.dtype, origin=self.origin, stream=self.stream, format_version=self.format_version,
-                     released=True)
+                     weight_encodings=self.weight_encodings, released=True)
 
     def metadata(self) -> dict:
         return {
             "format": FORMAT_NAME,
-            "format_version": self.format_version,
+            # encoded weights need version 2 (a Model built in code may not say so); without them a file keeps the
+            # version it was read with, 1 for new ones, which older engines read
+            "format_version": max(self.format_version, 2) if self.weight_encodings else self.format_version,
             "dtype": self.dtype,
             "inputs": [s.to_json() for s in self.inputs],
             "outputs": [s.to_json() for s in self.outputs],
             "nodes": [n.to_json() for n in self.nodes],
             "stream": self.stream,
             "origin": self.origin,
+            **({"weight_encodings": self.weight_encodings} if self.weight_encodings else {}),
         }
 
     # ------------------------------------------------------------------ validation
@@ -192,6 +206,9 @@ class Model:
             if name in known:
                 raise ModelFileError(f"tensor {name!r} has the same name as a graph input")
             known.add(name)
+        from .quant import check_encoded_readers, check_encodings
+        check_encodings(self)                # before the nodes: their checks read the tensors' dtypes
+        check_encoded_readers(self)
         _check_nodes(self, self.nodes, known, set())
         for spec in self.outputs:
             _check_spec(spec, "output")
@@ -414,6 +431,7 @@ def model_from_metadata(meta: Any, tensors: dict, where: str = "<model>") -> Mod
             origin=meta.get("origin", {}) or {},
             stream=meta.get("stream"),
             format_version=version,
+            weight_encodings=meta.get("weight_encodings", {}) if version >= 2 else {},
         )
     except (KeyError, TypeError, AttributeError) as e:
         raise ModelFileError(f"{where}: the model description is malformed ({type(e).__name__}: {e})") from None
@@ -426,7 +444,7 @@ def model_from_metadata(meta: Any, tensors: dict, where: str = "<model>") -> Mod
 
 
 _ST_DTYPES = {"F32": np.float32, "F64": np.float64, "I32": np.int32, "I64": np.int64, "F16": np.float16,
-              "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+              "I8": np.int8, "U8": np.uint8, "U16": np.uint16, "BOOL": np.bool_}
 
 
 def _parse_safetensors(data, where: str) -> tuple:

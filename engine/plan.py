@@ -21,6 +21,7 @@ from .ops import OPS
 from .ops.base import contiguous_strides, merge_axes
 from .ops.program import (ABSENT, COPY, F_CALL, F_CONST, F_IN, F_IN_SLOTS, F_OUT, F_WORK, FILL_CONST, I_CONST, I_IN,
                           I_WORK, INT_COPY, MAX_RANK)
+from .quant import StoredBytes
 
 ALIGN = 16   # elements: 64 bytes of float32
 
@@ -52,14 +53,22 @@ class Weights:
         pos = 0
         for where, arr in self._packed(model, threads):
             self._place(where, pos, arr.shape)
-            pos += _up(max(arr.size, 1))
+            pos += _up(max(self._slots(arr), 1))
         raw = np.empty(pos + ALIGN, dtype=self.dtype)
         shift = (-raw.ctypes.data % 64) // self.dtype.itemsize
         self.buffer = raw[shift:shift + max(pos, 1)]
         for where, arr in self._packed(model, threads):
             off, shape = self._lookup(where)
-            self.buffer[off:off + arr.size] = np.asarray(arr, dtype=self.dtype).reshape(-1)
+            if isinstance(arr, StoredBytes):   # reduced-precision weights: their bytes, read back as stored
+                self.buffer[off:off + self._slots(arr)].view(np.uint8)[:arr.nbytes] = \
+                    np.asarray(arr).reshape(-1).view(np.uint8)
+            else:
+                self.buffer[off:off + arr.size] = np.asarray(arr, dtype=self.dtype).reshape(-1)
         self.nbytes = self.buffer.nbytes
+
+    def _slots(self, arr):
+        """Elements of the buffer an array takes: one per value, or for StoredBytes its bytes rounded up."""
+        return -(-arr.nbytes // self.dtype.itemsize) if isinstance(arr, StoredBytes) else arr.size
 
     def _packed(self, model, threads):
         """(("node", node name, key) or ("raw", tensor name), array) for every constant the kernels read."""

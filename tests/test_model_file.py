@@ -49,7 +49,7 @@ def _set_meta(header, meta):
 def test_round_trip_is_bit_exact(lstm_file, tmp_path):
     _, path = lstm_file
     model = engine.load(path)
-    assert model.format_version == FORMAT_VERSION
+    assert model.format_version == 1 < FORMAT_VERSION      # float weights: the version older engines read
     assert model.origin["source"] == "tests/built_models.py"
     engine.save(model, tmp_path / "again.lstm")
     again = engine.load(tmp_path / "again.lstm")

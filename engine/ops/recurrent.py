@@ -26,11 +26,18 @@ the state (D, B, Hout) updated in place (in a stream, the stream's state buffer 
     GRU   WT (D, I, 3H), RTzr (D, H, 2H) z, r, RTh (D, H, H), bias (D, 4H) = [Wbz+Rbz, Wbr+Rbr, Wbh, Rbh]
     RNN   WT (D, I, H), RT (D, H, H), bias (D, H) = Wb + Rb
 
+Reduced-precision weights (W and R stored as bfloat16 or int8, engine/quant.py) run in float32 on kernels that read
+them as stored (LSTM_REDUCED, GRU_REDUCED, RNN_REDUCED; reduced_kernels.py), single-threaded; WT and every R above
+are then uint16 (bfloat16 bits) or int8 in column groups (``group_pack``), kept as raw bytes in the float32 weight
+buffer, for int8 each with its scale (D, G) and int32 zero-point correction (D, Gp). Where no such kernel applies
+(float64 compute, an LSTM with custom activations or a projection) the weights are decoded to floats when packed and
+the float kernels run.
+
 The op classes plan and pack without Numba; their run function is in recurrent_kernels.py.
 """
 import numpy as np
 
-from .. import recurrent_spec, runtime
+from .. import quant, recurrent_spec, runtime
 from ..errors import ModelFileError
 from ..recurrent_spec import DIRECTIONS
 from .activations import codes_of
@@ -38,6 +45,9 @@ from .base import Op
 from .program import ABSENT, BLAS_MIN_BATCH, F_STATE, KEEP, PARALLEL_MIN_HIDDEN, RECURRENT_BASE
 
 LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC, GRU_CODE, RNN_CODE = range(RECURRENT_BASE, RECURRENT_BASE + 5)
+LSTM_REDUCED, GRU_REDUCED, RNN_REDUCED = range(RECURRENT_BASE + 5, RECURRENT_BASE + 8)   # reduced_kernels.py
+BF16, INT8 = 1, 2       # the stored encoding, first own param of a reduced instruction
+_ENCODING_CODES = {"bfloat16": BF16, "int8": INT8}
 
 # the params every recurrent instruction starts with (offsets after the [opcode, length, node] header); P_WEIGHTS
 # is the space the op's packed weights are read from (F_CONST, or F_CALL when they are inputs of the call)
@@ -59,6 +69,31 @@ def pack_parts(RT, nparts):
         for q in range(4):
             out[:, p, :, q * chunk:q * chunk + (j1 - j0)] = RT[:, :, q * H + j0:q * H + j1]
     return out
+
+
+def group_pack(w, per):
+    """(K, G) int8 (per = 4) or uint16 bfloat16 bits (per = 2) -> the reduced kernels' column groups, flat: K
+    zero-padded to a multiple of ``per``, G to 64; element [jg, kk, b, c, e] = w[per * kk + e, 64 jg + 16 b + c], so
+    that a group (64 columns) streams in order over all of K and one 64-byte load holds ``per`` consecutive rows of
+    16 columns, as vpdpbusd (int8) or a shift and a mask (bfloat16) read them (reduced_kernels._group_dot)."""
+    K, G = w.shape
+    z = np.zeros((-(-K // per) * per, -(-G // 64) * 64), w.dtype)
+    z[:K, :G] = w
+    return z.reshape(z.shape[0] // per, per, z.shape[1] // 64, 4, 16).transpose(2, 0, 3, 4, 1).reshape(-1)
+
+
+def _reduced_recurrent(model, name, key, rows):
+    """The rows ``rows`` (a slice of G) of W or R (D, G, K) as stored -> (key, (D, .) the column groups of each
+    direction's transpose (K, g), group_pack); int8 adds (key + "_scale", (D, g)) and (key + "_neg", int32 (D, gp):
+    -128 * the column sums, gp = g rounded up to 64)."""
+    t = model.tensors[name][:, rows, :]
+    int8 = quant.encoding_of(model, name) == "int8"
+    yield key, quant.stored_bytes(np.stack([group_pack(t[d].T, 4 if int8 else 2) for d in range(t.shape[0])]))
+    if int8:
+        yield key + "_scale", np.ascontiguousarray(quant.scales_of(model, name)[:, rows], np.float32)
+        neg = np.zeros((t.shape[0], -(-t.shape[1] // 64) * 64), np.int32)
+        neg[:, :t.shape[1]] = -128 * t.astype(np.int32).sum(axis=2)
+        yield key + "_neg", quant.stored_bytes(neg)
 
 
 # ---------------------------------------------------------------------- the ops
@@ -139,13 +174,14 @@ class Recurrent(Op):
     # ------------------------------------------------------------------ packing
     @classmethod
     def _tensors(cls, node, model, dtype):
-        """(D, H, W, R, B) as arrays of the compute dtype; B zeros when absent. ``pack`` reads ``model.tensors``
-        only: for weights fed at run time it is given the call's arrays there (engine/call_weights.py)."""
+        """(D, H, W, R, B) as arrays of the compute dtype (decoded if stored reduced); B zeros when absent. ``pack``
+        reads ``model.tensors`` only: for weights fed at run time it is given the call's arrays there
+        (engine/call_weights.py)."""
         a = node.attrs
         D, H = cls.directions(node), a["hidden_size"]
         ins = list(node.inputs) + [""] * (cls.n_inputs - len(node.inputs))
-        W = np.asarray(model.tensors[ins[1]], dtype)
-        R = np.asarray(model.tensors[ins[2]], dtype)
+        W = quant.decoded(model, ins[1], dtype)
+        R = quant.decoded(model, ins[2], dtype)
         G = cls.spec().n_gates
         Bt = np.asarray(model.tensors[ins[3]], dtype) if ins[3] else np.zeros((D, 2 * G * H), dtype)
         return D, H, W, R, Bt
@@ -159,6 +195,22 @@ class Recurrent(Op):
     def fast(cls, node, dtype):
         """float32 with the default activations: the vectorised sigmoid/tanh kernels."""
         return np.dtype(dtype) == np.float32 and cls.default_activations(node)
+
+    @classmethod
+    def reduced(cls, node, model, dtype):
+        """The encoding ("bfloat16" or "int8") when the node runs on the reduced-weight kernel: W and R stored in
+        the same reduced encoding and float32 compute; else None (weights decoded at packing)."""
+        encs = [quant.encoding_of(model, name) for name in node.inputs[1:3]]
+        if encs[0] == encs[1] and encs[0] in quant.REDUCED and np.dtype(dtype) == np.float32:
+            return encs[0]
+        return None
+
+    @classmethod
+    def reduced_params(cls, node, p):
+        """The first own params of a reduced instruction: encoding, WT, its int8 scale and neg (0 for bfloat16)."""
+        enc = cls.reduced(node, p.model, p.dtype)
+        return [_ENCODING_CODES[enc], p.weight("WT")[0]] + (
+            [p.weight("WT_scale")[0], p.weight("WT_neg")[0]] if enc == "int8" else [0, 0])
 
     # ------------------------------------------------------------------ streaming
     @classmethod
@@ -259,7 +311,7 @@ class Recurrent(Op):
             Y = p.temp(T * D * B * Hout)
             Y.shape = y_shape
         variant = cls.variant(node, p, B)
-        xw = p.temp(T * B * G * H) if variant != LSTM_FAST_MT else None
+        xw = p.temp(T * B * G * H) if variant != LSTM_FAST_MT else None      # the reduced kernels need it too
         scratch = p.temp((B + 1) * 4 * H) if variant == LSTM_FAST else None
         lens = p.temp(B, "i")
         reverse = list(DIRECTIONS[a["direction"]]) + [0] * (2 - D)
@@ -310,7 +362,8 @@ class Recurrent(Op):
 
 
 _VARIANT_NAMES = {LSTM_FAST: "fast", LSTM_FAST_MT: "fast, threads", LSTM_GENERIC: "generic", GRU_CODE: "",
-                  RNN_CODE: ""}
+                  RNN_CODE: "", LSTM_REDUCED: "reduced weights", GRU_REDUCED: "reduced weights",
+                  RNN_REDUCED: "reduced weights"}
 
 
 class LSTM(Recurrent):
@@ -343,6 +396,10 @@ class LSTM(Recurrent):
         return super().fast(node, dtype) and not node.attrs["proj_size"]
 
     @classmethod
+    def reduced(cls, node, model, dtype):
+        return super().reduced(node, model, dtype) if cls.fast(node, dtype) else None
+
+    @classmethod
     def multi_thread(cls, node, dtype, threads):
         """The threaded kernel (lstm_direction_parallel), where the runtime has it: the ahead-of-time one does not."""
         return (cls.fast(node, dtype) and threads > 1 and node.attrs["hidden_size"] >= PARALLEL_MIN_HIDDEN
@@ -353,13 +410,20 @@ class LSTM(Recurrent):
         a = node.attrs
         D, H = cls.directions(node), a["hidden_size"]
         ins = list(node.inputs) + [""] * (9 - len(node.inputs))
+        if cls.reduced(node, model, dtype):    # single-threaded, whatever the threads
+            yield from _reduced_recurrent(model, ins[1], "WT", slice(None))          # WT (D, I, 4H) or blocks
+            yield from _reduced_recurrent(model, ins[2], "RT", slice(None))          # RT (D, Hout, 4H) or blocks
+            Bt = model.tensors[ins[3]].astype(dtype) if ins[3] else np.zeros((D, 8 * H), dtype)
+            yield "bias", Bt[:, :4 * H] + Bt[:, 4 * H:]                                # (D, 4H)       Wb + Rb
+            yield "peep", (model.tensors[ins[7]].astype(dtype) if ins[7] else np.zeros((1, 3 * H), dtype))
+            return
         multi = cls.multi_thread(node, dtype, threads)
-        WT = _transposed(model.tensors[ins[1]], dtype)                                 # (D, I, 4H)    i, o, f, c
+        WT = _transposed(quant.decoded(model, ins[1]), dtype)                          # (D, I, 4H)    i, o, f, c
         yield "WT", WT
         if multi:   # per-thread slices, each thread's weights contiguous (DeepCPU layout), at batch < 4
             yield "WTp", pack_parts(WT, threads)                                      # (D, parts, I, 4*chunk)
         del WT
-        RT = _transposed(model.tensors[ins[2]], dtype)                                 # (D, Hout, 4H) i, o, f, c
+        RT = _transposed(quant.decoded(model, ins[2]), dtype)                          # (D, Hout, 4H) i, o, f, c
         yield "RT", RT
         if multi:
             yield "RTp", pack_parts(RT, threads)                                      # (D, parts, H, 4*chunk)
@@ -375,6 +439,8 @@ class LSTM(Recurrent):
 
     @classmethod
     def variant(cls, node, p, B):
+        if cls.reduced(node, p.model, p.dtype):
+            return LSTM_REDUCED
         if not cls.fast(node, p.dtype):
             return LSTM_GENERIC
         if cls.multi_thread(node, p.dtype, p.threads) and B < BLAS_MIN_BATCH:
@@ -385,6 +451,11 @@ class LSTM(Recurrent):
     def own_params(cls, node, p, variant):
         ins = list(node.inputs) + [""] * (9 - len(node.inputs))
         peep_off, peep_shape = p.weight("peep")
+        if variant == LSTM_REDUCED:
+            int8 = cls.reduced(node, p.model, p.dtype) == "int8"
+            return cls.reduced_params(node, p) + [
+                p.weight("RT")[0], p.weight("RT_scale")[0] if int8 else 0, p.weight("RT_neg")[0] if int8 else 0,
+                p.weight("bias")[0], peep_off, int(bool(ins[7])), node.attrs["input_forget"], peep_shape[0]]
         params = [p.weight("WT")[0], p.weight("RT")[0], p.weight("bias")[0], peep_off, int(bool(ins[7])),
                   node.attrs["input_forget"], peep_shape[0]]
         if variant == LSTM_FAST_MT:
@@ -400,20 +471,40 @@ class GRU(Recurrent):
 
     @classmethod
     def pack(cls, node, model, dtype, threads):
+        if cls.reduced(node, model, dtype):
+            D, H = cls.directions(node), node.attrs["hidden_size"]
+            ins = list(node.inputs) + [""] * (cls.n_inputs - len(node.inputs))
+            yield from _reduced_recurrent(model, ins[1], "WT", slice(None))          # WT (D, I, 3H) or blocks
+            yield from _reduced_recurrent(model, ins[2], "RTzr", slice(0, 2 * H))    # (D, H, 2H) z, r
+            yield from _reduced_recurrent(model, ins[2], "RTh", slice(2 * H, 3 * H))  # (D, H, H)
+            Bt = model.tensors[ins[3]].astype(dtype) if ins[3] else np.zeros((D, 6 * H), dtype)
+            yield "bias", cls._bias(Bt, H)
+            return
         D, H, W, R, Bt = cls._tensors(node, model, dtype)
         RT = R.transpose(0, 2, 1)                                                  # (D, H, 3H) z, r, h
         yield "WT", np.ascontiguousarray(W.transpose(0, 2, 1))                     # (D, I, 3H)
         yield "RTzr", np.ascontiguousarray(RT[:, :, :2 * H])                       # (D, H, 2H)
         yield "RTh", np.ascontiguousarray(RT[:, :, 2 * H:])                        # (D, H, H)
-        yield "bias", np.concatenate([Bt[:, :2 * H] + Bt[:, 3 * H:5 * H],          # (D, 4H)
-                                      Bt[:, 2 * H:3 * H], Bt[:, 5 * H:]], axis=1)
+        yield "bias", cls._bias(Bt, H)
+
+    @staticmethod
+    def _bias(Bt, H):
+        return np.concatenate([Bt[:, :2 * H] + Bt[:, 3 * H:5 * H],                 # (D, 4H)
+                               Bt[:, 2 * H:3 * H], Bt[:, 5 * H:]], axis=1)
 
     @classmethod
     def variant(cls, node, p, B):
-        return GRU_CODE
+        return GRU_REDUCED if cls.reduced(node, p.model, p.dtype) else GRU_CODE
 
     @classmethod
     def own_params(cls, node, p, variant):
+        if variant == GRU_REDUCED:
+            int8 = cls.reduced(node, p.model, p.dtype) == "int8"
+            extra = [p.weight(key)[0] if int8 or key in ("RTzr", "RTh") else 0
+                     for key in ("RTzr", "RTzr_scale", "RTzr_neg", "RTh", "RTh_scale", "RTh_neg")]
+            return cls.reduced_params(node, p) + extra + [
+                p.weight("bias")[0], node.attrs["linear_before_reset"],
+                int(cls.fast(node, p.dtype))] + cls.activation_params(node, p)
         return [p.weight("WT")[0], p.weight("RTzr")[0], p.weight("RTh")[0], p.weight("bias")[0],
                 node.attrs["linear_before_reset"], int(cls.fast(node, p.dtype))] + cls.activation_params(node, p)
 
@@ -423,6 +514,14 @@ class RNN(Recurrent):
 
     @classmethod
     def pack(cls, node, model, dtype, threads):
+        if cls.reduced(node, model, dtype):
+            D, H = cls.directions(node), node.attrs["hidden_size"]
+            ins = list(node.inputs) + [""] * (cls.n_inputs - len(node.inputs))
+            yield from _reduced_recurrent(model, ins[1], "WT", slice(None))          # WT (D, I, H) or blocks
+            yield from _reduced_recurrent(model, ins[2], "RT", slice(None))          # RT (D, H, H) or blocks
+            Bt = model.tensors[ins[3]].astype(dtype) if ins[3] else np.zeros((D, 2 * H), dtype)
+            yield "bias", Bt[:, :H] + Bt[:, H:]                                    # (D, H)
+            return
         D, H, W, R, Bt = cls._tensors(node, model, dtype)
         yield "WT", np.ascontiguousarray(W.transpose(0, 2, 1))                     # (D, I, H)
         yield "RT", np.ascontiguousarray(R.transpose(0, 2, 1))                     # (D, H, H)
@@ -430,10 +529,15 @@ class RNN(Recurrent):
 
     @classmethod
     def variant(cls, node, p, B):
-        return RNN_CODE
+        return RNN_REDUCED if cls.reduced(node, p.model, p.dtype) else RNN_CODE
 
     @classmethod
     def own_params(cls, node, p, variant):
+        if variant == RNN_REDUCED:
+            int8 = cls.reduced(node, p.model, p.dtype) == "int8"
+            return cls.reduced_params(node, p) + [
+                p.weight("RT")[0], p.weight("RT_scale")[0] if int8 else 0, p.weight("RT_neg")[0] if int8 else 0,
+                p.weight("bias")[0], int(cls.fast(node, p.dtype))] + cls.activation_params(node, p)
         return [p.weight("WT")[0], p.weight("RT")[0], p.weight("bias")[0],
                 int(cls.fast(node, p.dtype))] + cls.activation_params(node, p)
 
@@ -451,7 +555,7 @@ def _weight_shape(node, model, index, what, required=False):
         return None
     if name in model.tensors:
         t = model.tensors[name]
-        if t.dtype.kind != "f":
+        if t.dtype.kind != "f" and name not in model.weight_encodings:
             raise ModelFileError(f"node {node.name!r}: {what} must be a float tensor, got {t.dtype}")
         return tuple(t.shape)
     spec = next((s for s in model.inputs if s.name == name), None)

@@ -10,8 +10,9 @@ from .lstm_kernels import lstm_direction_generic
 from .numeric import input_projection, matmul
 from .program import ABSENT, ERR_SEQ_LENS, KEEP, OK
 from .program_kernels import fparam, fview, iview
-from .recurrent import (GRU_CODE, LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC, P_C, P_C0, P_CLIP, P_DIMS, P_H, P_H0, P_LENS,
-                        P_OWN, P_REV, P_SCRATCH, P_SEQ, P_WEIGHTS, P_X, P_XW, P_Y)
+from .reduced_kernels import run_reduced
+from .recurrent import (GRU_CODE, GRU_REDUCED, LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC, LSTM_REDUCED, P_C, P_C0, P_CLIP,
+                        P_DIMS, P_H, P_H0, P_LENS, P_OWN, P_REV, P_SCRATCH, P_SEQ, P_WEIGHTS, P_X, P_XW, P_Y)
 
 
 @njit(**JIT_OPTIONS)
@@ -67,6 +68,15 @@ def run_recurrent(code, prog, pc, F, I):
     one[0] = fparam(prog, p + P_CLIP)
     clip = one[0]                    # +inf: no clip; typed as the compute dtype
     q = p + P_OWN
+    if code >= LSTM_REDUCED:                 # weights stored as bfloat16 or int8 (reduced_kernels.py)
+        c = h
+        if code == LSTM_REDUCED:
+            c = fview(F, prog, p + P_C, D * B * H).reshape((D, B, H))
+            _init_state(c, F, prog, p + P_C0, lens)
+        G = H * (4 if code == LSTM_REDUCED else 3 if code == GRU_REDUCED else 1)
+        xw = fview(F, prog, p + P_XW, T * B * G).reshape((T * B, G))
+        run_reduced(code, prog, q, X2, lens, h, c, Y, wts, clip, prog[p + P_REV:p + P_REV + 2], xw)
+        return OK
     if code == LSTM_FAST or code == LSTM_FAST_MT or code == LSTM_GENERIC:
         c = fview(F, prog, p + P_C, D * B * H).reshape((D, B, H))
         _init_state(c, F, prog, p + P_C0, lens)

@@ -1,0 +1,580 @@
+"""Kernels that read reduced-precision recurrent weights (bfloat16, int8) directly and compute in float32.
+
+Measured on a Zen 5 core (AVX-512, AVX512_BF16, VNNI), one step of one LSTM direction at B=1 (recurrent product
+h @ RT, RT (H, 4H)), in microseconds:
+
+              float32   bf16 widened,   int8 widened,   int8 x int8 (VNNI),   the same, one column group of 64
+                        4 rows a pass   4 rows a pass   16 columns a pass     for all of K, sums in registers
+    H=256     12.0      9.1             8.8             3.0                   2.6
+    H=512     58.8      36.4            35.9            14.5                  12.2   (1 MiB of weights: from L3)
+
+so int8 quantizes the activation vector of each step (symmetric, max |h| / 127, kept as u8 with zero point 128) and
+multiplies it with the int8 weights in integers: vpdpbusd where the CPU has AVX512-VNNI, the same exact integer sums
+in portable vector code elsewhere; each column is scaled once at the end. bfloat16 keeps the activations in float32
+and widens the weights in registers (a shift for the low half of a 32-bit lane, a mask for the high half). Both run
+one column group of 64 at a time over all of K with the accumulators in registers (``_group_dot``, LLVM IR written
+here: Numba has no vector types), and the input projection (all steps at once) four rows of X per pass over the
+weights, each row of X quantized by itself for int8.
+
+Packed layout (per direction; engine/ops/recurrent.py packs it, the op's module holds no Numba): a (K, G) matrix
+in column groups (``recurrent.group_pack``), and for int8 its scale (G,) and neg (Gp,) int32 = -128 * column sums
+(the zero point's correction), Gp = G rounded up to 64.
+
+Gate orders are the float kernels' (LSTM i, o, f, c; GRU z, r | h).
+"""
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
+
+from ..config import AOT_BUILD, JIT_OPTIONS
+from .numeric import F32, _ONE, activate, clip_value, max_length, sigmoid32, tanh32
+from .program_kernels import fparam
+from .recurrent import GRU_REDUCED as GRU_REDUCED_CODE, INT8, LSTM_REDUCED as LSTM_REDUCED_CODE
+
+try:                                            # the integer dot product in one instruction, where the CPU has it
+    import llvmlite.binding as _llb
+    from numba.core import config as _numba_config
+    VNNI = (not AOT_BUILD and _numba_config.CPU_NAME is None
+            and bool(_llb.get_host_cpu_features().get("avx512vnni", False)))
+except Exception:                               # noqa: BLE001  (any doubt: the portable code)
+    VNNI = False
+
+_I32x16 = ir.VectorType(ir.IntType(32), 16)
+
+
+def _group_dot(kind, rows):
+    """An intrinsic that runs one column group of a product: 64 columns (four blocks of 16) of the packed weights
+    Q (recurrent.group_pack) against ``rows`` rows of activations, over all of K, the accumulators in registers:
+
+        f(acc, j, stride, Q, off, x, xo, kstride, nk)
+        acc[r * stride + j + c] (c < 64) += sum over k of x[r][k] * w[k, j + c]   for r < rows
+
+    Q's group starts at byte ``off`` and holds nk steps of four 64-byte blocks. kind "int8": a step is a quad of k,
+    x an int32 array whose element xo + r * kstride + kk holds row r's quad kk as four u8 (zero point 128, see
+    _quantize), acc int32; vpdpbusd with AVX512-VNNI, else the same exact sums in portable vector code. kind "bf16":
+    a step is a pair of k, x float32 (row r's element k at xo + r * kstride + k), acc float32; each 32-bit lane of a
+    block holds the pair's two bfloat16 weights, widened by a shift (low) and a mask (high)."""
+    def make(typingctx, acc, j, stride, Q, off, x, xo, kstride, nk):
+        sig = types.void(acc, j, stride, Q, off, x, xo, kstride, nk)
+
+        def codegen(context, builder, sig, args):
+            i32, i64 = ir.IntType(32), ir.IntType(64)
+            f32x16 = ir.VectorType(ir.FloatType(), 16)
+            # float32 compute; the float64 executor compiles this too (never runs it: float64 decodes the weights)
+            fvec = ir.VectorType(context.get_value_type(sig.args[5].dtype), 16) if kind == "bf16" else None
+            vec = _I32x16 if kind == "int8" else fvec
+            acc_a = context.make_array(sig.args[0])(context, builder, args[0])
+            q_a = context.make_array(sig.args[3])(context, builder, args[3])
+            x_a = context.make_array(sig.args[5])(context, builder, args[5])
+            j, stride, off, xo, kstride, nk = args[1], args[2], args[4], args[6], args[7], args[8]
+            ptrs = [[builder.bitcast(builder.gep(acc_a.data, [builder.add(builder.add(
+                builder.mul(ir.Constant(i64, r), stride), j), ir.Constant(i64, 16 * b))]), vec.as_pointer())
+                for b in range(4)] for r in range(rows)]
+            slots = [[cgutils.alloca_once(builder, vec) for b in range(4)] for r in range(rows)]
+            for r in range(rows):
+                for b in range(4):
+                    builder.store(builder.load(ptrs[r][b], align=4), slots[r][b])
+            base = builder.add(builder.ptrtoint(q_a.data, i64), off)
+            if kind == "int8" and VNNI:
+                dp = builder.module.declare_intrinsic("llvm.x86.avx512.vpdpbusd.512",
+                                                      fnty=ir.FunctionType(_I32x16, [_I32x16, _I32x16, _I32x16]))
+            v64 = ir.VectorType(ir.IntType(8), 64)
+            splat = ir.Constant(_I32x16, [0] * 16)
+
+            def broadcast(value, ty):
+                v = builder.insert_element(ir.Constant(ty, ir.Undefined), value, ir.Constant(i32, 0))
+                return builder.shuffle_vector(v, ir.Constant(ty, ir.Undefined), splat)
+            def step(kk, sums):
+                """One step of K (a quad or pair of rows of W, 4 blocks of 16 columns) into the sums ``sums``."""
+                at_w = builder.add(base, builder.mul(kk, ir.Constant(i64, 256)))
+                ws = [builder.load(builder.inttoptr(builder.add(at_w, ir.Constant(i64, 64 * b)),
+                                                    _I32x16.as_pointer()), align=1) for b in range(4)]
+                if kind == "bf16":
+                    lo = [builder.bitcast(builder.shl(w, ir.Constant(_I32x16, [16] * 16)), f32x16) for w in ws]
+                    hi = [builder.bitcast(builder.and_(w, ir.Constant(_I32x16, [-65536] * 16)), f32x16) for w in ws]
+                    if fvec != f32x16:
+                        lo = [builder.fpext(v, fvec) for v in lo]
+                        hi = [builder.fpext(v, fvec) for v in hi]
+                elif not VNNI:
+                    wide = [builder.sext(builder.bitcast(w, v64), ir.VectorType(i32, 64)) for w in ws]
+                for r in range(rows):
+                    at = builder.add(xo, builder.mul(ir.Constant(i64, r), kstride))
+                    if kind == "bf16":
+                        at = builder.add(at, builder.mul(kk, ir.Constant(i64, 2)))
+                        x0 = broadcast(builder.load(builder.gep(x_a.data, [at])), fvec)
+                        x1 = broadcast(builder.load(builder.gep(x_a.data, [builder.add(at, ir.Constant(i64, 1))])),
+                                       fvec)
+                        for b in range(4):       # contract: one FMA each where the CPU has it
+                            a = builder.fadd(builder.load(sums[r][b]), builder.fmul(x0, lo[b], flags=["contract"]),
+                                             flags=["contract"])
+                            builder.store(builder.fadd(a, builder.fmul(x1, hi[b], flags=["contract"]),
+                                                       flags=["contract"]), sums[r][b])
+                        continue
+                    xs = broadcast(builder.load(builder.gep(x_a.data, [builder.add(at, kk)])), _I32x16)
+                    for b in range(4):
+                        a = builder.load(sums[r][b])
+                        if VNNI:
+                            a = builder.call(dp, [a, xs, ws[b]])
+                        else:
+                            prod = builder.mul(wide[b], builder.zext(builder.bitcast(xs, v64), ir.VectorType(i32, 64)))
+                            for e in range(4):
+                                a = builder.add(a, builder.shuffle_vector(
+                                    prod, ir.Constant(ir.VectorType(i32, 64), ir.Undefined),
+                                    ir.Constant(_I32x16, [4 * c + e for c in range(16)])))
+                        builder.store(a, sums[r][b])
+            if rows > 1:
+                with cgutils.for_range(builder, nk) as loop:
+                    step(loop.index, slots)
+            else:
+                # one row has only four chains of dependent sums: a second stream over the second half of K gives
+                # eight, which the core overlaps (~15% at H=256)
+                second = [[cgutils.alloca_once_value(builder, ir.Constant(vec, None)) for b in range(4)]]
+                half = builder.udiv(nk, ir.Constant(i64, 2))
+                with cgutils.for_range(builder, half) as loop:
+                    step(loop.index, slots)
+                    step(builder.add(loop.index, half), second)
+                with builder.if_then(builder.icmp_unsigned("!=", builder.add(half, half), nk)):
+                    step(builder.sub(nk, ir.Constant(i64, 1)), slots)
+                for b in range(4):
+                    add = builder.add if kind == "int8" else builder.fadd
+                    builder.store(add(builder.load(slots[0][b]), builder.load(second[0][b])), slots[0][b])
+            for r in range(rows):
+                for b in range(4):
+                    builder.store(builder.load(slots[r][b]), ptrs[r][b], align=4)
+            return context.get_dummy_value()
+        return sig, codegen
+    make.__name__ = f"_{kind}_dot{rows}"
+    return intrinsic(make)
+
+
+_int8_dot1, _int8_dot4 = _group_dot("int8", 1), _group_dot("int8", 4)
+_bf16_dot1, _bf16_dot4 = _group_dot("bf16", 1), _group_dot("bf16", 4)
+
+
+# ---------------------------------------------------------------------- products
+@njit(**JIT_OPTIONS)
+def _up(n, m):
+    return -(-n // m) * m
+
+
+@njit(**JIT_OPTIONS)
+def bf16_product(g, x, Q, acc, xs):
+    """g (G,) += x (K,) @ W, W (K, G) bfloat16 in Q's column groups (recurrent.group_pack, pairs of k); acc (Gp,) and
+    xs (Kp,) float32 scratch (Gp = G rounded up to 64, Kp = K rounded up to 2)."""
+    K = x.shape[0]
+    G = g.shape[0]
+    Gp = acc.shape[0]
+    nk = xs.shape[0] // 2
+    for k in range(K):
+        xs[k] = x[k]
+    for k in range(K, xs.shape[0]):
+        xs[k] = 0
+    for j in range(G):
+        acc[j] = g[j]
+    for j in range(G, Gp):
+        acc[j] = 0
+    for jg in range(Gp // 64):
+        _bf16_dot1(acc, jg * 64, 0, Q, jg * nk * 256, xs, 0, 0, nk)
+    for j in range(G):
+        g[j] = acc[j]
+
+
+@njit(**JIT_OPTIONS)
+def bf16_rows(X, Q, out):
+    """out (N, G) <- X (N, K) @ W, W bfloat16 in Q's column groups: the input projection of every step, four rows
+    of X per pass over the weights (the last N % 4 rows one at a time)."""
+    N, K = X.shape
+    G = out.shape[1]
+    Gp = _up(G, 64)
+    Kp = _up(K, 2)
+    nk = Kp // 2
+    xs = np.zeros(4 * Kp, dtype=out.dtype)
+    acc = np.empty(4 * Gp, dtype=out.dtype)
+    r0 = 0
+    while r0 < N:
+        n = 4 if r0 + 4 <= N else 1
+        for i in range(n):
+            row = xs[i * Kp:(i + 1) * Kp]
+            src = X[r0 + i]
+            for k in range(K):
+                row[k] = src[k]
+        acc[:] = 0
+        for jg in range(Gp // 64):
+            if n == 4:
+                _bf16_dot4(acc, jg * 64, Gp, Q, jg * nk * 256, xs, 0, Kp, nk)
+            else:
+                _bf16_dot1(acc, jg * 64, 0, Q, jg * nk * 256, xs, 0, 0, nk)
+        for i in range(n):
+            o = out[r0 + i]
+            a = acc[i * Gp:(i + 1) * Gp]
+            for j in range(G):
+                o[j] = a[j]
+        r0 += n
+
+
+@njit(**JIT_OPTIONS)
+def _quantize(x, xq):
+    """xq (Kp,) <- x (K,) quantized symmetric as u8 with zero point 128 (padding: 128, i.e. 0); returns the scale
+    max |x| / 127, 0 when x is all zeros, -1 when x has NaN or inf (it cannot be quantized). max |x| is taken on the
+    bits (an integer max vectorises; a float max that must keep NaN does not)."""
+    K = x.shape[0]
+    bits = x.view(np.int32)
+    top = np.int32(0)
+    for k in range(K):
+        b = bits[k] & np.int32(0x7FFFFFFF)
+        top = b if b > top else top
+    if top >= np.int32(0x7F800000):
+        return F32(-1.0)
+    amax = np.array([top], np.int32).view(np.float32)[0]
+    inv = F32(127.0) / amax if amax > 0 else F32(0.0)
+    for k in range(K):
+        v = np.rint(x[k] * inv)
+        v = F32(127.0) if v > F32(127.0) else v
+        v = F32(-127.0) if v < F32(-127.0) else v
+        xq[k] = np.uint8(np.int32(v) + 128)
+    for k in range(K, xq.shape[0]):
+        xq[k] = np.uint8(128)
+    return amax / F32(127.0)
+
+
+@njit(**JIT_OPTIONS)
+def int8_product(g, x, Q, scale, neg, acc, xq):
+    """g (G,) += x (K,) @ (W * scale), W (K, G) int8 in Q's column groups (quads of k): x quantized symmetric (max
+    |x| / 127, as u8 with zero point 128 in xq (Kp,), Kp = K rounded up to 4), exact int32 sums in acc (Gp,) started
+    at neg (-128 * the column sums: the zero point's share), one float scale per column. A non-finite x makes g
+    NaN."""
+    G = g.shape[0]
+    Gp = acc.shape[0]
+    sa = _quantize(x, xq)
+    if sa < 0:
+        for j in range(G):
+            g[j] += np.float32(np.nan)
+        return
+    if sa == 0:
+        return
+    for j in range(Gp):
+        acc[j] = neg[j]
+    nk = xq.shape[0] // 4
+    x4 = xq.view(np.int32)
+    for jg in range(Gp // 64):
+        _int8_dot1(acc, jg * 64, 0, Q, jg * nk * 256, x4, 0, 0, nk)
+    for j in range(G):
+        g[j] += (sa * scale[j]) * np.float32(acc[j])
+
+
+@njit(**JIT_OPTIONS)
+def int8_rows(X, Q, scale, neg, out):
+    """out (N, G) <- X (N, K) @ (W * scale), W int8 in Q's column groups: the input projection of every step, each
+    row of X quantized by itself, four rows per pass over the weights (the last N % 4 rows one at a time, so that a
+    streaming step makes one pass for its one row)."""
+    N, K = X.shape
+    G = out.shape[1]
+    Gp = neg.shape[0]
+    Kp = _up(K, 4)
+    nk = Kp // 4
+    xq = np.empty(4 * Kp, np.uint8)
+    acc = np.empty(4 * Gp, np.int32)
+    sa = np.empty(4, np.float32)
+    x4 = xq.view(np.int32)
+    r0 = 0
+    while r0 < N:
+        n = 4 if r0 + 4 <= N else 1
+        for i in range(n):
+            sa[i] = _quantize(X[r0 + i], xq[i * Kp:(i + 1) * Kp])
+            a = acc[i * Gp:(i + 1) * Gp]
+            for j in range(Gp):
+                a[j] = neg[j]
+        for jg in range(Gp // 64):
+            if n == 4:
+                _int8_dot4(acc, jg * 64, Gp, Q, jg * nk * 256, x4, 0, nk, nk)
+            else:
+                _int8_dot1(acc, jg * 64, 0, Q, jg * nk * 256, x4, 0, 0, nk)
+        for i in range(n):
+            o = out[r0 + i]
+            a = acc[i * Gp:(i + 1) * Gp]
+            s = sa[i]
+            if s < 0:
+                o[:] = np.float32(np.nan)
+            else:
+                for j in range(G):
+                    o[j] = (s * scale[j]) * np.float32(a[j])
+        r0 += n
+
+
+def _recurrent_product(g, x, R, scale, rneg, acc, xq):
+    """g += x @ R for either encoding (bf16: acc and xq float32 scratch, scale and rneg unused)."""
+
+
+def _scratch(R, G, K):
+    """The scratch of _recurrent_product for R: (acc (Gp,), activations (Kp,))."""
+
+
+_OVERLOAD = {"jit_options": {"fastmath": JIT_OPTIONS["fastmath"], "error_model": "numpy"}}
+
+
+@overload(_recurrent_product, **_OVERLOAD)
+def _recurrent_product_impl(g, x, R, scale, rneg, acc, xq):
+    if R.dtype == types.uint16:
+        def impl(g, x, R, scale, rneg, acc, xq):
+            bf16_product(g, x, R, acc, xq)
+        return impl
+
+    def impl_int8(g, x, R, scale, rneg, acc, xq):
+        int8_product(g, x, R, scale, rneg, acc, xq)
+    return impl_int8
+
+
+@overload(_scratch, **_OVERLOAD)
+def _scratch_impl(R, G, K):
+    if R.dtype == types.uint16:
+        def impl(R, G, K):
+            return np.empty(_up(G, 64), np.float32), np.empty(_up(K, 2), np.float32)
+        return impl
+
+    def impl_int8(R, G, K):
+        return np.empty(_up(G, 64), np.int32), np.empty(_up(K, 4), np.uint8)
+    return impl_int8
+
+
+# ---------------------------------------------------------------------- LSTM, GRU, RNN over one direction
+@njit(**JIT_OPTIONS)
+def lstm_direction_reduced(Y, d, xw, B, R, rscale, rneg, bias, peep, use_peep, seq, h, c, reverse, clip,
+                           input_forget):
+    """lstm_direction_fast (lstm_fast.py) with the recurrent product on reduced weights, every batch entry by
+    itself (no BLAS): h (B, Hout) and c (B, H) in place, Y[:, d] every step's h, xw (T*B, 4H) X @ W^T."""
+    H = bias.shape[0] // 4
+    gates = np.empty(4 * H, dtype=h.dtype)
+    acc, xq = _scratch(R, 4 * H, h.shape[1])
+    maxlen = max_length(seq, B)
+    for s in range(maxlen):
+        for b in range(B):
+            L = seq[b]
+            if s >= L:
+                continue
+            t = L - 1 - s if reverse else s
+            row = t * B + b
+            for j in range(4 * H):
+                gates[j] = xw[row, j] + bias[j]
+            _recurrent_product(gates, h[b], R, rscale, rneg, acc, xq)
+            hb = h[b]
+            cb = c[b]
+            yrow = Y[t, d, b]
+            if use_peep:
+                for j in range(H):
+                    cp = cb[j]
+                    i = sigmoid32(clip_value(gates[j] + peep[j] * cp, clip))
+                    f = sigmoid32(clip_value(gates[2 * H + j] + peep[2 * H + j] * cp, clip))
+                    f = (_ONE - i) if input_forget else f
+                    g = tanh32(clip_value(gates[3 * H + j], clip))
+                    cn = f * cp + i * g
+                    o = sigmoid32(clip_value(gates[H + j] + peep[H + j] * cn, clip))
+                    cb[j] = cn
+                    hb[j] = o * tanh32(cn)
+            else:
+                for j in range(3 * H):                      # i, o, f
+                    gates[j] = sigmoid32(clip_value(gates[j], clip))
+                for j in range(3 * H, 4 * H):               # c (candidate)
+                    gates[j] = tanh32(clip_value(gates[j], clip))
+                for j in range(H):
+                    i = gates[j]
+                    f = (_ONE - i) if input_forget else gates[2 * H + j]
+                    cn = f * cb[j] + i * gates[3 * H + j]
+                    cb[j] = cn
+                    hb[j] = gates[H + j] * tanh32(cn)
+            for j in range(H):
+                yrow[j] = hb[j]
+
+
+@njit(**JIT_OPTIONS)
+def gru_direction_reduced(Y, d, xw, B, Rzr, zr_scale, zr_neg, Rh, h_scale, h_neg, bias, seq, h, reverse, codes,
+                          alphas, betas, clip, lbr, fast):
+    """gru_direction (gru_rnn.py) with both recurrent products (z, r and h) on reduced weights."""
+    H = bias.shape[0] // 4
+    cf, cg = codes[0], codes[1]
+    af, ag = alphas[0], alphas[1]
+    bf, bg = betas[0], betas[1]
+    gzr = np.empty(2 * H, dtype=h.dtype)
+    gh = np.empty(H, dtype=h.dtype)
+    tmp = np.empty(H, dtype=h.dtype)
+    acc_zr, xq = _scratch(Rzr, 2 * H, H)
+    acc_h, xq_h = _scratch(Rh, H, H)
+    maxlen = max_length(seq, B)
+    for s in range(maxlen):
+        for b in range(B):
+            L = seq[b]
+            if s >= L:
+                continue
+            t = L - 1 - s if reverse else s
+            row = t * B + b
+            hb = h[b]
+            for j in range(2 * H):
+                gzr[j] = xw[row, j] + bias[j]
+            _recurrent_product(gzr, hb, Rzr, zr_scale, zr_neg, acc_zr, xq)
+            if fast:
+                for j in range(2 * H):
+                    gzr[j] = sigmoid32(clip_value(gzr[j], clip))
+            else:
+                for j in range(2 * H):
+                    gzr[j] = activate(cf, af, bf, clip_value(gzr[j], clip))
+            if lbr:
+                # h~ = g(x Wh + Wbh + r * (h Rh + Rbh))
+                for j in range(H):
+                    tmp[j] = bias[3 * H + j]
+                _recurrent_product(tmp, hb, Rh, h_scale, h_neg, acc_h, xq_h)
+                for j in range(H):
+                    gh[j] = xw[row, 2 * H + j] + bias[2 * H + j] + gzr[H + j] * tmp[j]
+            else:
+                # h~ = g(x Wh + (r * h) Rh + Rbh + Wbh)
+                for j in range(H):
+                    tmp[j] = gzr[H + j] * hb[j]
+                for j in range(H):
+                    gh[j] = xw[row, 2 * H + j] + bias[2 * H + j] + bias[3 * H + j]
+                _recurrent_product(gh, tmp, Rh, h_scale, h_neg, acc_h, xq_h)
+            if fast:
+                for j in range(H):
+                    gh[j] = tanh32(clip_value(gh[j], clip))
+            else:
+                for j in range(H):
+                    gh[j] = activate(cg, ag, bg, clip_value(gh[j], clip))
+            yrow = Y[t, d, b]
+            for j in range(H):
+                z = gzr[j]
+                hn = gh[j] + z * (hb[j] - gh[j])        # (1 - z) * h~ + z * h
+                hb[j] = hn
+                yrow[j] = hn
+
+
+@njit(**JIT_OPTIONS)
+def rnn_direction_reduced(Y, d, xw, B, R, rscale, rneg, bias, seq, h, reverse, code, alpha, beta, clip, fast):
+    """rnn_direction (gru_rnn.py) with the recurrent product on reduced weights."""
+    H = bias.shape[0]
+    g = np.empty(H, dtype=h.dtype)
+    acc, xq = _scratch(R, H, H)
+    maxlen = max_length(seq, B)
+    for s in range(maxlen):
+        for b in range(B):
+            L = seq[b]
+            if s >= L:
+                continue
+            t = L - 1 - s if reverse else s
+            row = t * B + b
+            hb = h[b]
+            for j in range(H):
+                g[j] = xw[row, j] + bias[j]
+            _recurrent_product(g, hb, R, rscale, rneg, acc, xq)
+            yrow = Y[t, d, b]
+            if fast:
+                for j in range(H):
+                    hb[j] = tanh32(clip_value(g[j], clip))
+            else:
+                for j in range(H):
+                    hb[j] = activate(code, alpha, beta, clip_value(g[j], clip))
+            for j in range(H):
+                yrow[j] = hb[j]
+
+
+# ---------------------------------------------------------------------- the run function of the reduced variants
+@njit(**JIT_OPTIONS)
+def _groups16(wts, off, D, K, G):
+    """Direction-major bfloat16 column groups of a (K, G) matrix, as uint16 (D, Kp * Gp), stored as raw bytes at
+    float32 offset ``off`` of the weight buffer."""
+    n = _up(K, 2) * _up(G, 64)
+    return wts[off:off + D * n // 2].view(np.uint16).reshape((D, n))
+
+
+@njit(**JIT_OPTIONS)
+def _groups8(wts, off, D, K, G):
+    n = _up(K, 4) * _up(G, 64)
+    return wts[off:off + D * n // 4].view(np.int8).reshape((D, n))
+
+
+def _groups(wts, off, D, K, G, like):
+    """_groups8 or _groups16, by the dtype of ``like``."""
+
+
+@overload(_groups, **_OVERLOAD)
+def _groups_impl(wts, off, D, K, G, like):
+    if like.dtype == types.uint16:
+        return lambda wts, off, D, K, G, like: _groups16(wts, off, D, K, G)
+    return lambda wts, off, D, K, G, like: _groups8(wts, off, D, K, G)
+
+
+@njit(**JIT_OPTIONS)
+def _int32s(wts, off, D, G):
+    """The int32 zero-point corrections (D, Gp) at ``off``."""
+    return wts[off:off + D * _up(G, 64)].view(np.int32).reshape((D, _up(G, 64)))
+
+
+@njit(**JIT_OPTIONS)
+def run_reduced(code, prog, q, X2, lens, h, c, Y, wts, clip, reverse, xw):
+    """One reduced-weight instruction (LSTM_REDUCED, GRU_REDUCED, RNN_REDUCED), its common params already read by
+    run_recurrent (recurrent_kernels.py): ``q`` is where the op's own params start (see Recurrent.own_params in
+    recurrent.py): encoding, WT, its int8 scale and correction, then the op's. xw (T*B, G) is the input
+    projection's buffer; ``reverse`` (D,) the directions. Unused int8 arrays are empty for bfloat16."""
+    enc, o_wt, o_ws, o_wn = prog[q], prog[q + 1], prog[q + 2], prog[q + 3]
+    D, B, Hout = h.shape
+    In = X2.shape[1]
+    G = xw.shape[1]
+    if enc == INT8:
+        WQ = _groups8(wts, o_wt, D, In, G)
+        wscale = wts[o_ws:o_ws + D * G].reshape((D, G))
+        wneg = _int32s(wts, o_wn, D, G)
+        for d in range(D):
+            int8_rows(X2, WQ[d], wscale[d], wneg[d], xw)
+            _reduced_direction(code, prog, q, X2, lens, h, c, Y, wts, clip, reverse, xw, d, WQ)
+    else:
+        WT16 = _groups16(wts, o_wt, D, In, G)
+        for d in range(D):
+            bf16_rows(X2, WT16[d], xw)
+            _reduced_direction(code, prog, q, X2, lens, h, c, Y, wts, clip, reverse, xw, d, WT16)
+
+
+@njit(**JIT_OPTIONS)
+def _reduced_direction(code, prog, q, X2, lens, h, c, Y, wts, clip, reverse, xw, d, like):
+    """Direction d of a reduced instruction, its input projection in xw; the stored matrices have the dtype of
+    ``like`` (compiled once per encoding; a function passed as an argument would stop Numba caching the
+    executor)."""
+    D, B, Hout = h.shape
+    G = xw.shape[1]
+    rev = reverse[d] == 1
+    if code == LSTM_REDUCED_CODE:
+        H = G // 4
+        o_r, o_rs, o_rn, o_bias, o_peep = prog[q + 4], prog[q + 5], prog[q + 6], prog[q + 7], prog[q + 8]
+        use_peep, input_forget, Dp = prog[q + 9] != 0, prog[q + 10] != 0, prog[q + 11]
+        bias = wts[o_bias:o_bias + D * G].reshape((D, G))
+        peep = wts[o_peep:o_peep + Dp * 3 * H].reshape((Dp, 3 * H))
+        R = _groups(wts, o_r, D, Hout, G, like)
+        rscale = wts[o_rs:o_rs + D * G].reshape((D, G))
+        rneg = _int32s(wts, o_rn, D, G)
+        lstm_direction_reduced(Y, d, xw, B, R[d], rscale[d % rscale.shape[0]], rneg[d % rneg.shape[0]], bias[d],
+                               peep[d % Dp], use_peep, lens, h[d], c[d], rev, clip, input_forget)
+        return
+    if code == GRU_REDUCED_CODE:
+        H = G // 3
+        o_rzr, o_zs, o_zn, o_rh, o_hs, o_hn, o_bias = (prog[q + 4], prog[q + 5], prog[q + 6], prog[q + 7],
+                                                        prog[q + 8], prog[q + 9], prog[q + 10])
+        lbr, fast = prog[q + 11] != 0, prog[q + 12] != 0
+        bias = wts[o_bias:o_bias + D * 4 * H].reshape((D, 4 * H))
+        Rzr = _groups(wts, o_rzr, D, H, 2 * H, like)
+        Rh = _groups(wts, o_rh, D, H, H, like)
+        zs = wts[o_zs:o_zs + D * 2 * H].reshape((D, 2 * H))
+        hs = wts[o_hs:o_hs + D * H].reshape((D, H))
+        zn = _int32s(wts, o_zn, D, 2 * H)
+        hn = _int32s(wts, o_hn, D, H)
+        a = q + 13 + 6 * d
+        gru_direction_reduced(Y, d, xw, B, Rzr[d], zs[d], zn[d], Rh[d], hs[d], hn[d], bias[d], lens, h[d], rev,
+                              prog[a:a + 2], prog[a + 2:a + 4].view(np.float64), prog[a + 4:a + 6].view(np.float64),
+                              clip, lbr, fast)
+        return
+    # RNN
+    H = G
+    o_r, o_rs, o_rn, o_bias, fast = prog[q + 4], prog[q + 5], prog[q + 6], prog[q + 7], prog[q + 8] != 0
+    bias = wts[o_bias:o_bias + D * H].reshape((D, H))
+    R = _groups(wts, o_r, D, H, H, like)
+    rscale = wts[o_rs:o_rs + D * G].reshape((D, G))
+    rneg = _int32s(wts, o_rn, D, G)
+    a = q + 9 + 3 * d
+    rnn_direction_reduced(Y, d, xw, B, R[d], rscale[d], rneg[d], bias[d], lens, h[d], rev, prog[a],
+                          fparam(prog, a + 1), fparam(prog, a + 2), clip, fast)
