@@ -49,16 +49,23 @@ class Weights:
         # Two passes over the ops' packing, so that loading never holds much more than the file and the buffer:
         # the first only learns the shapes (each packed array dropped at once), the second copies each array into
         # its place as it comes. Packing is a few transposes: cheap next to the memory it saves.
+        # A model read through a file mapping lets each weight's pages go once packed (Model.release_pages), and
+        # each packed array is dropped (del) before the next is made.
         pos = 0
         for where, arr in self._packed(model, threads):
             self._place(where, pos, arr.shape)
             pos += _up(max(arr.size, 1))
+            del arr
         raw = np.empty(pos + ALIGN, dtype=self.dtype)
         shift = (-raw.ctypes.data % 64) // self.dtype.itemsize
         self.buffer = raw[shift:shift + max(pos, 1)]
+        release = getattr(model, "release_pages", None)
         for where, arr in self._packed(model, threads):
             off, shape = self._lookup(where)
             self.buffer[off:off + arr.size] = np.asarray(arr, dtype=self.dtype).reshape(-1)
+            if where[0] == "raw" and release is not None:
+                release(arr)
+            del arr
         self.nbytes = self.buffer.nbytes
 
     def _packed(self, model, threads):

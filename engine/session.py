@@ -48,11 +48,13 @@ class NodeArg:
     type: str
 
 
-def load_any(source) -> Model:
-    """A Model from an lstm-engine file or an ONNX file (path or bytes); the kind is detected from the content."""
+def load_any(source, mapped: bool = False) -> Model:
+    """A Model from an lstm-engine file or an ONNX file (path or bytes); the kind is detected from the content.
+    ``mapped``: an lstm-engine file is memory-mapped, not read (``read_source``), for a caller that packs the
+    weights and then lets the Model go."""
     if isinstance(source, Model):
         return source.validate()
-    data, where = read_source(source)
+    data, where = read_source(source, mapped=mapped)
     if is_model_file_bytes(bytes(data[:16])):
         return load_from(data, where)
     try:
@@ -91,7 +93,7 @@ class Session:
 
     def __init__(self, path_or_bytes, threads: int | None = None, precision: str | None = None):
         t0 = time.perf_counter()
-        self.model = load_any(path_or_bytes)
+        self.model = load_any(path_or_bytes, mapped=True)     # released once packed, below
         self.load_seconds = time.perf_counter() - t0
         self.precision = precision or self.model.dtype
         if self.precision not in ("float32", "float64"):

@@ -1,0 +1,128 @@
+"""The threaded LSTM path and the memory it holds: one layout of the weights (in parts, one per thread) that every
+LSTM kernel reads, the same results with one thread or two, and a model file mapped while its weights are packed.
+
+Sessions with threads=2 at batch < 4 run the persistent threaded kernel (``lstm_direction_parallel``, "fast,
+threads" in the program listing); at batch >= 4 and in a stream the fast kernel reads the same parts in sequence.
+Every case is compared with threads=1 and with the float64 reference (tests/naive.py via built_models).
+"""
+import numpy as np
+import pytest
+
+import engine
+from built_models import recurrent_model
+from engine.ops.program import PARALLEL_MIN_HIDDEN
+
+I, T = 8, 12
+CASES = {
+    "plain": {},
+    "peepholes-clip": {"peepholes": True, "clip": 0.9},
+    "input-forget": {"input_forget": 1},
+    "reverse": {"direction": "reverse"},
+    "bidirectional-lens": {"direction": "bidirectional", "sequence_lens": True},
+    "everything": {"direction": "bidirectional", "sequence_lens": True, "peepholes": True, "clip": 1.3,
+                   "input_forget": 1},
+}
+
+
+def max_abs_diff(a, b):
+    return float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max())
+
+
+def feed_of(model, B, seed=0, state=True):
+    rng = np.random.default_rng(seed)
+    D = 2 if model.nodes[0].attrs["direction"] == "bidirectional" else 1
+    H = model.nodes[0].attrs["hidden_size"]
+    feed = {"X": rng.standard_normal((T, B, I)).astype(np.float32)}
+    if any(s.name == "sequence_lens" for s in model.inputs):
+        lens = rng.integers(0, T + 1, size=B).astype(np.int32)
+        lens[0] = T
+        feed["sequence_lens"] = lens
+    if state:
+        feed["initial_h"] = rng.standard_normal((D, B, H)).astype(np.float32)
+        feed["initial_c"] = rng.standard_normal((D, B, H)).astype(np.float32)
+    return feed
+
+
+@pytest.fixture(scope="module", params=[256, 257], ids=["H256", "H257-uneven"])
+def hidden(request):
+    return request.param
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("B", [1, 2, 5])
+def test_two_threads_match_one_and_the_reference(case, B, hidden):
+    model, reference = recurrent_model("LSTM", I=I, H=hidden, seed=B, scale=0.1, **CASES[case])
+    one, two = engine.Session(model, threads=1), engine.Session(model, threads=2)
+    feed = feed_of(model, B, seed=B)
+    shapes = {k: v.shape for k, v in feed.items()}
+    if two.threads == 2:
+        assert ("fast, threads" in two.program(shapes)) == (B < 4)
+    assert "fast, threads" not in one.program(shapes)
+    a, b = one.run(None, feed), two.run(None, feed)
+    for x, y, ref in zip(a, b, reference(feed)):
+        assert max_abs_diff(x, y) <= 1e-5
+        assert max_abs_diff(y, ref) <= 1e-5 + 1e-6 * float(np.abs(ref).max())
+
+
+def test_the_weights_are_held_once_whatever_the_thread_count(hidden):
+    model, _ = recurrent_model("LSTM", I=I, H=hidden, direction="bidirectional", scale=0.1)
+    weight_bytes = sum(t.nbytes for t in model.tensors.values())
+    one, two = engine.Session(model, threads=1), engine.Session(model, threads=2)
+    assert one.weights.nbytes <= 1.01 * weight_bytes + 4096
+    # parts of uneven size are padded (H=257: two parts of 129 units), nothing else is added
+    assert two.weights.nbytes <= 1.2 * weight_bytes
+    if hidden % 2 == 0:
+        assert two.weights.nbytes == one.weights.nbytes
+
+
+def test_a_stream_steps_on_the_threaded_layout():
+    model, _ = recurrent_model("LSTM", I=I, H=PARALLEL_MIN_HIDDEN, peepholes=True, scale=0.1)
+    feed = feed_of(model, 1, state=False)
+    two = engine.Session(model, threads=2)
+    whole = two.run(None, feed)
+    stream = two.stream(batch_size=1)
+    steps = [stream.step(feed["X"][t:t + 1])[0] for t in range(T)]
+    assert max_abs_diff(np.concatenate(steps).reshape(whole[0].shape), whole[0]) <= 1e-5
+
+
+def test_fewer_numba_threads_than_parts_runs_the_parts_in_sequence():
+    numba = pytest.importorskip("numba")
+    model, reference = recurrent_model("LSTM", I=I, H=PARALLEL_MIN_HIDDEN, scale=0.1, direction="bidirectional")
+    two = engine.Session(model, threads=2)
+    feed = feed_of(model, 1)
+    expected = two.run(None, feed)
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        got = two.run(None, feed)
+    finally:
+        numba.set_num_threads(before)
+    for x, y in zip(expected, got):
+        assert max_abs_diff(x, y) <= 1e-6
+
+
+def test_a_session_maps_its_file_and_lets_it_go(tmp_path):
+    model, reference = recurrent_model("LSTM", I=I, H=PARALLEL_MIN_HIDDEN, scale=0.1, peepholes=True)
+    path = tmp_path / "m.lstm"
+    engine.save(model, path)
+    feed = feed_of(model, 1)
+    expected = engine.Session(model, threads=1).run(None, feed)
+    for threads in (1, 2):
+        sess = engine.Session(str(path), threads=threads)
+        path.write_bytes(b"\0" * 16)          # rewritten in place: the Session holds no mapping of it any more
+        for x, y in zip(expected, sess.run(None, feed)):
+            assert max_abs_diff(x, y) <= 1e-5
+        engine.save(model, path)
+
+
+def test_release_pages_leaves_values_alone(tmp_path):
+    from engine.model import load_from, read_source
+    model, _ = recurrent_model("LSTM", I=I, H=300, scale=0.1)
+    path = tmp_path / "m.lstm"
+    engine.save(model, path)
+    mapped = load_from(*read_source(str(path), mapped=True))
+    W = mapped.tensors["W"]
+    before = np.array(W)
+    mapped.release_pages(W[0])
+    mapped.release_pages(np.zeros(4096, np.float32))   # not the mapping's: left alone
+    assert np.array_equal(W, before)
