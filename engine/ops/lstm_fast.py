@@ -204,7 +204,8 @@ def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h
     4*chunk) and biasp (nparts, 1, 4*chunk) (see pack_parts), one thread per part for the whole sequence; each
     thread also projects the input for its own units, so no BLAS thread pool competes for the cores. peep is (3H,)
     (zeros unless use_peep). With fewer threads than parts, or a threading layer that runs the region's iterations
-    one by one, the parts run in sequence on the calling thread: same results, never a wait without end."""
+    one by one, the parts run in sequence on the calling thread: same results, never a wait without end. Returns
+    whether the parts ran on threads of their own."""
     nparts = RTp.shape[0]
     H = h.shape[1]
     chunk = RTp.shape[2] // 4
@@ -236,3 +237,4 @@ def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h
                 _part_step(Y, d, s, B, seq, reverse, xw[p], biasp[p, 0], RTp[p], peep, use_peep, hb[s % 2],
                            hb[1 - s % 2], c, clip, input_forget, g[p], j0, max(0, min(chunk, H - j0)))
     h[:, :] = hb[maxlen % 2]
+    return flags[_LINE] == 1                         # whether the parts ran on threads of their own
