@@ -216,6 +216,9 @@ class Planner:
 
     def __init__(self, model, weights, dtype, threads, shapes, wanted, stream=None, values=None):
         self.model, self.weights, self.dtype, self.threads = model, weights, np.dtype(dtype), threads
+        # the BLAS's threads while this plan runs: one when a threaded kernel runs its own threads, each calling the
+        # BLAS for its own part (a BLAS pool of its own would compete with them for the cores)
+        self.blas_threads = threads
         self.values = values or {}      # small int inputs planned as known values (require_known, Session)
         self._input_vals = {}           # id(Val) -> name, for the int inputs read at run time
         self.stream = stream            # None, or {node name: {state index: (state offset, shape)}}
@@ -332,6 +335,7 @@ class Planner:
                           for name, kind, _, _ in outputs]
         plan.float_outputs = all(kind == "f" for kind, _ in plan.out_kinds)
         plan.call = self.call if self.call.nodes else None
+        plan.blas_threads = self.blas_threads
         return plan
 
     def plan_branch(self, nodes, outputs):

@@ -281,8 +281,8 @@ class Session:
             state = self._call_weights.buffer(plan.call, args, self._fconst)
         fwork, iwork = plan.take_work(self.dtype) if work is None else work
         fout = np.empty(plan.fout_size, self.dtype)
-        if _threads.current != self.threads:
-            _threads.set_blas_threads(self.threads)
+        if _threads.current != plan.blas_threads:
+            _threads.set_blas_threads(plan.blas_threads)
         status = self._run(plan.prog, self._fconst, f0, f1, f2, iin, fwork, iwork, fout,
                            self._no_f if state is None else state)
         if status:
@@ -626,7 +626,7 @@ class Stream:
         if self.time_axis is not None and axis is not None:
             shape = shape[:axis] + shape[axis + 1:]
         self._fast[(step_shape, name)] = (sess._run, plan.prog, sess._fconst, plan.inputs[0][1] == "f", fwork, iwork,
-                                          plan.fout_size, b - a, shape, sess._no_f, sess._no_i, sess.threads)
+                                          plan.fout_size, b - a, shape, sess._no_f, sess._no_i, plan.blas_threads)
 
     def program(self, output_name: str | None = None) -> str:
         """The program one step runs (see Session.program)."""

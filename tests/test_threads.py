@@ -126,3 +126,17 @@ def test_release_pages_leaves_values_alone(tmp_path):
     mapped.release_pages(W[0])
     mapped.release_pages(np.zeros(4096, np.float32))   # not the mapping's: left alone
     assert np.array_equal(W, before)
+
+
+def test_the_blas_runs_on_one_thread_while_the_threaded_kernel_runs():
+    """Each of the threaded kernel's threads calls the BLAS for its own part: a BLAS pool of two would compete with
+    them for the cores. Other calls of the same Session use the Session's threads."""
+    from engine import _threads
+    model, _ = recurrent_model("LSTM", I=I, H=PARALLEL_MIN_HIDDEN, scale=0.1)
+    two = engine.Session(model, threads=2)
+    if two.threads < 2 or two.runtime != "jit":
+        pytest.skip("needs two cores and the JIT runtime's threaded kernel")
+    two.run(None, feed_of(model, 1, state=False))
+    assert _threads.current == 1
+    two.run(None, feed_of(model, 5, state=False))
+    assert _threads.current == 2

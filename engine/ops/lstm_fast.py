@@ -17,7 +17,7 @@ from numba import njit, prange
 
 from ..config import JIT_OPTIONS, PARALLEL
 from .numeric import (F32, _ONE, clip_value, input_projection,  # noqa: F401  (re-exported)
-                      matmul, max_length, recurrent_product, rows_product, sigmoid32, tanh32)
+                      matmul, max_length, recurrent_product, sigmoid32, tanh32)
 from .program import BLAS_MIN_BATCH, PARALLEL_MIN_HIDDEN  # noqa: F401  (re-exported)
 from .recurrent import pack_parts  # noqa: F401  (re-exported: packing is the op's, engine/ops/recurrent.py)
 from .sync import compare_exchange, cpu_relax, fetch_add, load_acquire, store_release, yield_cpu
@@ -202,7 +202,8 @@ def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h
                             input_forget):
     """lstm_direction_fast split by hidden unit over the parts of WTp (nparts, I, 4*chunk), RTp (nparts, Hout,
     4*chunk) and biasp (nparts, 1, 4*chunk) (see pack_parts), one thread per part for the whole sequence; each
-    thread also projects the input for its own units, so no BLAS thread pool competes for the cores. peep is (3H,)
+    thread also projects the input for its own units (one BLAS call; the plan sets the BLAS to one thread), so no
+    BLAS thread pool competes for the cores. peep is (3H,)
     (zeros unless use_peep). With fewer threads than parts, or a threading layer that runs the region's iterations
     one by one, the parts run in sequence on the calling thread: same results, never a wait without end. Returns
     whether the parts ran on threads of their own."""
@@ -221,7 +222,7 @@ def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h
             if _all_started(flags, nparts):
                 j0 = p * chunk
                 n = max(0, min(chunk, H - j0))
-                rows_product(X2, WTp[p], xw[p])
+                input_projection(X2, WTp[p], xw[p])    # a one-thread BLAS call per part (plan.blas_threads)
                 for s in range(maxlen):
                     if s > 0:
                         _wait_for_step(flags, nparts, s)
@@ -230,7 +231,7 @@ def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h
                     store_release(flags, _LINE * (p + 2), s + 1)
     if flags[_LINE] != 1:                            # not run above: the parts one by one
         for p in range(nparts):
-            rows_product(X2, WTp[p], xw[p])
+            input_projection(X2, WTp[p], xw[p])
         for s in range(maxlen):
             for p in range(nparts):
                 j0 = p * chunk

@@ -287,6 +287,8 @@ class Recurrent(Op):
         params = [*p.ref(X), T, B, In, H, Hout, D, *p.ref(seq), *p.ref(lens), *p.ref(states[0]), *inits[0],
                   *p.ref(states[1]), *inits[1], *p.ref(Y), *p.ref(xw), *p.ref(scratch), p.f64(clip), *reverse,
                   p.weight_space(), *cls.own_params(node, p, variant)]
+        if variant == LSTM_FAST_MT:
+            p.blas_threads = 1       # each of the kernel's threads projects its part's input with the BLAS
         fed = ", weights packed on the call" if p.call.takes(node) else ""
         p.emit(variant, f"{node.op.lower()} {_VARIANT_NAMES[variant]} T={T} B={B} I={In} H={H} D={D}{fed}", *params)
         # outputs in the node's layout
