@@ -75,7 +75,8 @@ class Session:
         An lstm-engine model file or an ONNX file; which one is detected from the content.
     threads : int, optional
         Threads for the kernels (default: all available cores): the BLAS products, and the LSTM recurrence at
-        small batch for hidden sizes >= 256. The counterpart of onnxruntime's ``intra_op_num_threads``.
+        batch < 4 for hidden sizes >= 256 (one thread per part of the hidden units, for the whole sequence; the
+        BLAS runs on one thread meanwhile). The counterpart of onnxruntime's ``intra_op_num_threads``.
         OpenBLAS's setting is process-wide: it is switched, at the cost of one call, when a run needs a different
         count than the last.
     precision : "float32" or "float64", optional

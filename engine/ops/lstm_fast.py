@@ -20,7 +20,7 @@ from .numeric import (F32, _ONE, clip_value, input_projection,  # noqa: F401  (r
                       matmul, max_length, recurrent_product, sigmoid32, tanh32)
 from .program import BLAS_MIN_BATCH, PARALLEL_MIN_HIDDEN  # noqa: F401  (re-exported)
 from .recurrent import pack_parts  # noqa: F401  (re-exported: packing is the op's, engine/ops/recurrent.py)
-from .sync import compare_exchange, cpu_relax, fetch_add, load_acquire, store_release, yield_cpu
+from .sync import compare_exchange, cpu_relax, cycles, fetch_add, load_acquire, yield_cpu
 
 
 @njit(**JIT_OPTIONS)
@@ -105,17 +105,28 @@ def lstm_direction_fast(Y, d, xw, B, RT, bias, peep, use_peep, seq, h, c, revers
 # DeepCPU's layout (USENIX ATC 2018): thread p owns hidden units [j0, j1) and therefore the columns of WT and RT that
 # feed them (in each of the four gate blocks); that slice of the weights stays in the thread's own cache for every
 # step. The threads are persistent: one parallel region for the whole sequence, each thread projecting the input for
-# its own units and then running every step, the steps separated by a barrier of per-thread progress flags
-# (engine/ops/sync.py; ~0.06 us, where launching a parallel region per step costs ~1.2 us). h is double-buffered,
-# so no thread reads a value another is writing.
-_SPIN = 1000          # pause-spins before a waiting thread starts to yield its core (the other may have lost its own)
-_GIVE_UP = 50000      # waiting spins at the start after which the region is taken to run its parts one by one
-_LINE = 16            # int64 flags 128 bytes apart: each on its own cache line
+# its own units and then running every step, a step starting when all parts of the one before are done (atomic
+# counters, engine/ops/sync.py; ~0.06 us, where launching a parallel region per step costs ~1.2 us). h is
+# double-buffered, so no thread reads a value another is writing.
+# A waiting thread spins (pause) and keeps its core: on a machine that other processes share, yielding it would hand
+# it to them for a whole time slice at every step (measured: 36 ms instead of 1.1 ms for T=100 H=256, yielding after
+# 1000 spins, beside one busy process). Only after ~1 ms of waiting does it yield between checks, for when the
+# thread it waits for needs this very core (more threads than cores: several calls at once).
+# No thread is ever needed for progress: each part of each step is a task a thread claims (compare-and-swap) before
+# running it; its owner claims it first, and a thread that has waited ~25 us for a step's parts takes the ones
+# nobody has started (the other thread lost its core, or the threading layer runs the region's iterations one after
+# the other). A lockstep barrier without this ran 100x slower beside a busy process.
+_STEAL_CYCLES = 1 << 16        # ~25 us at 2.6 GHz
+_SPIN_CYCLES = 1 << 21         # ~0.8 ms of spinning before yielding
+_SPINS = 1 << 12               # the same two in spins, where the cycle counter reads 0: steal, then yield
+_LINE = 16                     # int64 flags 128 bytes apart: each on its own cache line
 
 if PARALLEL:
     # numba.get_num_threads calls through a ctypes pointer, which Numba cannot cache; its intrinsic calls the
-    # threading layer's symbol
-    from numba.np.ufunc.parallel import _iget_num_threads
+    # threading layer's symbol, which exists once the layer is loaded: a kernel loaded from the cache is linked
+    # before anything else would load it
+    from numba.np.ufunc.parallel import _iget_num_threads, _launch_threads
+    _launch_threads()
 
     @njit(**JIT_OPTIONS)
     def _threads_available():
@@ -127,45 +138,20 @@ else:
 
 
 @njit(**JIT_OPTIONS)
-def _all_started(flags, nparts):
-    """Whether all nparts iterations of the region run at the same time; False (for all of them) if one has not
-    started after a while: the threading layer runs them one after the other (nested parallelism, a thread limit),
-    and a barrier would wait forever. flags[0] counts arrivals; flags[_LINE] is 0 (undecided), 1 (go) or 2 (not)."""
-    if fetch_add(flags, 0, 1) + 1 == nparts:
-        compare_exchange(flags, _LINE, 0, 1)
-    n = 0
-    while load_acquire(flags, _LINE) == 0:
-        cpu_relax()
-        n += 1
-        if n > _SPIN:
-            yield_cpu()
-        if n > _GIVE_UP:
-            compare_exchange(flags, _LINE, 0, 2)
-    return load_acquire(flags, _LINE) == 1
-
-
-@njit(**JIT_OPTIONS)
-def _wait_for_step(flags, nparts, done):
-    """Until every part has finished ``done`` steps (its flag, flags[_LINE * (p + 2)])."""
-    n = 0
-    for q in range(nparts):
-        while load_acquire(flags, _LINE * (q + 2)) < done:
-            cpu_relax()
-            n += 1
-            if n > _SPIN:
-                yield_cpu()
-
-
-@njit(**JIT_OPTIONS)
-def _units_step(Y, d, t, b, xw_row, bias, RTp, peep, use_peep, h, hnext, c, clip, input_forget, g, j0, n):
+def _units_step(Y, d, t, b, xw_row, bias, RTp, rec_row, use_blas, peep, use_peep, h, hnext, c, clip, input_forget,
+                g, j0, n):
     """One step of hidden units [j0, j0+n) of batch entry b: gates (blocks i, o, f, c of width chunk in g, starting
     from this part's projected input xw_row plus its bias), then c, h and Y. RTp (Hout, 4*chunk) is this part's
-    slice of RT."""
+    slice of RT; with use_blas, rec_row is h[b] @ RTp already (one product for the whole batch)."""
     H = peep.shape[0] // 3
     chunk = g.shape[0] // 4
-    for u in range(4 * chunk):
-        g[u] = xw_row[u] + bias[u]
-    recurrent_product(g, h[b], RTp)
+    if use_blas:
+        for u in range(4 * chunk):
+            g[u] = xw_row[u] + bias[u] + rec_row[u]
+    else:
+        for u in range(4 * chunk):
+            g[u] = xw_row[u] + bias[u]
+        recurrent_product(g, h[b], RTp)
     for u in range(n):
         j = j0 + u
         cp = c[b, j]
@@ -184,9 +170,13 @@ def _units_step(Y, d, t, b, xw_row, bias, RTp, peep, use_peep, h, hnext, c, clip
 
 
 @njit(**JIT_OPTIONS)
-def _part_step(Y, d, s, B, seq, reverse, xw, bias, RTp, peep, use_peep, cur, nxt, c, clip, input_forget, g, j0, n):
+def _part_step(Y, d, s, B, seq, reverse, xw, bias, RTp, rec, peep, use_peep, cur, nxt, c, clip, input_forget, g, j0,
+               n):
     """Step s of one part (units [j0, j0+n)) for every batch entry: cur -> nxt; xw (T*B, 4*chunk) is the part's
-    projected input."""
+    projected input; rec (B, 4*chunk) scratch for the batch's recurrent product (one BLAS call from batch 4)."""
+    use_blas = B >= BLAS_MIN_BATCH
+    if use_blas:
+        matmul(cur, RTp, rec)
     for b in range(B):
         L = seq[b]
         if s >= L:
@@ -194,7 +184,50 @@ def _part_step(Y, d, s, B, seq, reverse, xw, bias, RTp, peep, use_peep, cur, nxt
                 nxt[b, j0 + u] = cur[b, j0 + u]
             continue
         t = L - 1 - s if reverse else s
-        _units_step(Y, d, t, b, xw[t * B + b], bias, RTp, peep, use_peep, cur, nxt, c, clip, input_forget, g, j0, n)
+        _units_step(Y, d, t, b, xw[t * B + b], bias, RTp, rec[b], use_blas, peep, use_peep, cur, nxt, c, clip,
+                    input_forget, g, j0, n)
+
+
+@njit(**JIT_OPTIONS)
+def _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw, g, rec, hb, c):
+    """Task k of a threaded direction: k < nparts projects part k's input; else part k % nparts of step
+    k // nparts - 1."""
+    nparts = RTp.shape[0]
+    q = k % nparts
+    if k < nparts:
+        input_projection(X2, WTp[q], xw[q])       # a one-thread BLAS call (plan.blas_threads)
+        return
+    s = k // nparts - 1
+    H = hb.shape[2]
+    chunk = RTp.shape[2] // 4
+    j0 = q * chunk
+    _part_step(Y, d, s, B, seq, reverse, xw[q], biasp[q, 0], RTp[q], rec[q], peep, use_peep, hb[s % 2],
+               hb[1 - s % 2], c, clip, input_forget, g[q], j0, max(0, min(chunk, H - j0)))
+
+
+@njit(**JIT_OPTIONS)
+def _finish_phase(ph, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw, g,
+                  rec, hb, c):
+    """Until every task of phase ph (the projections, or step ph - 1) is done; after a while, running those that
+    nobody has claimed. flags: [claimed per task..., done per phase at _LINE * (ph + 1) from the end]."""
+    nparts = RTp.shape[0]
+    at = flags.shape[0] - _LINE * (ph + 1)
+    n = 0
+    t0 = cycles()
+    while load_acquire(flags, at) < nparts:
+        cpu_relax()
+        n += 1
+        if n % 64 == 0:
+            waited = cycles() - t0
+            if waited > _STEAL_CYCLES or n > _SPINS:
+                for q in range(nparts):
+                    k = ph * nparts + q
+                    if load_acquire(flags, k) == 0 and compare_exchange(flags, k, 0, 1) == 0:
+                        _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw,
+                              g, rec, hb, c)
+                        fetch_add(flags, at, 1)
+            if waited > _SPIN_CYCLES or n > 64 * _SPINS:
+                yield_cpu()
 
 
 @njit(parallel=PARALLEL, **JIT_OPTIONS)
@@ -203,39 +236,36 @@ def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h
     """lstm_direction_fast split by hidden unit over the parts of WTp (nparts, I, 4*chunk), RTp (nparts, Hout,
     4*chunk) and biasp (nparts, 1, 4*chunk) (see pack_parts), one thread per part for the whole sequence; each
     thread also projects the input for its own units (one BLAS call; the plan sets the BLAS to one thread), so no
-    BLAS thread pool competes for the cores. peep is (3H,)
-    (zeros unless use_peep). With fewer threads than parts, or a threading layer that runs the region's iterations
-    one by one, the parts run in sequence on the calling thread: same results, never a wait without end. Returns
-    whether the parts ran on threads of their own."""
+    BLAS thread pool competes for the cores. peep is (3H,) (zeros unless use_peep). Each part of each step is a task
+    claimed once (see _STEAL_CYCLES): its owner runs it unless it is late, so the result never waits for a thread
+    that does not run. With fewer threads than parts the tasks run in order on the calling thread."""
     nparts = RTp.shape[0]
     H = h.shape[1]
     chunk = RTp.shape[2] // 4
     N = X2.shape[0]
     xw = np.empty((nparts, N, 4 * chunk), dtype=h.dtype)
     g = np.empty((nparts, 4 * chunk), dtype=h.dtype)
+    rec = np.empty((nparts, B, 4 * chunk), dtype=h.dtype)
     hb = np.empty((2, B, H), dtype=h.dtype)
     hb[0, :, :] = h
     maxlen = max_length(seq, B)
-    flags = np.zeros(_LINE * (nparts + 2), dtype=np.int64)
+    phases = maxlen + 1                              # the projections, then the steps
     if _threads_available() >= nparts:
+        flags = np.zeros(phases * nparts + _LINE * (phases + 1), dtype=np.int64)
         for p in prange(nparts):
-            if _all_started(flags, nparts):
-                j0 = p * chunk
-                n = max(0, min(chunk, H - j0))
-                input_projection(X2, WTp[p], xw[p])    # a one-thread BLAS call per part (plan.blas_threads)
-                for s in range(maxlen):
-                    if s > 0:
-                        _wait_for_step(flags, nparts, s)
-                    _part_step(Y, d, s, B, seq, reverse, xw[p], biasp[p, 0], RTp[p], peep, use_peep, hb[s % 2],
-                               hb[1 - s % 2], c, clip, input_forget, g[p], j0, n)
-                    store_release(flags, _LINE * (p + 2), s + 1)
-    if flags[_LINE] != 1:                            # not run above: the parts one by one
-        for p in range(nparts):
-            input_projection(X2, WTp[p], xw[p])
-        for s in range(maxlen):
-            for p in range(nparts):
-                j0 = p * chunk
-                _part_step(Y, d, s, B, seq, reverse, xw[p], biasp[p, 0], RTp[p], peep, use_peep, hb[s % 2],
-                           hb[1 - s % 2], c, clip, input_forget, g[p], j0, max(0, min(chunk, H - j0)))
+            for ph in range(phases):
+                if ph > 0:
+                    _finish_phase(ph - 1, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip,
+                                  input_forget, xw, g, rec, hb, c)
+                k = ph * nparts + p
+                if compare_exchange(flags, k, 0, 1) == 0:
+                    _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw, g,
+                          rec, hb, c)
+                    fetch_add(flags, flags.shape[0] - _LINE * (ph + 1), 1)
+            _finish_phase(phases - 1, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip,
+                          input_forget, xw, g, rec, hb, c)
+    else:
+        for k in range(phases * nparts):
+            _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw, g, rec, hb,
+                  c)
     h[:, :] = hb[maxlen % 2]
-    return flags[_LINE] == 1                         # whether the parts ran on threads of their own

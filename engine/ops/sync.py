@@ -3,8 +3,9 @@
 Numba has no atomics in ``@njit`` code; these intrinsics emit LLVM's atomic instructions on element ``i`` of a
 C-contiguous int64 array: ``load_acquire`` / ``store_release`` for flags one thread writes and others read,
 ``fetch_add`` and ``compare_exchange`` (sequentially consistent) for counters several threads update, ``cpu_relax``
-(the x86 ``pause`` hint, nothing elsewhere) inside a spin loop and ``yield_cpu`` (``sched_yield``) when a spin has
-lasted long enough that the thread waited for may have lost its core. Nothing here checks ``i``: the caller does.
+(the x86 ``pause`` hint, nothing elsewhere) inside a spin loop, ``yield_cpu`` (``sched_yield``) when a spin has
+lasted long enough that the thread waited for may be waiting for this core, and ``cycles`` (the cycle counter) to
+measure how long. Nothing here checks ``i``: the caller does.
 """
 import platform
 
@@ -95,3 +96,13 @@ def yield_cpu(typingctx):
         builder.call(fn, [])
         return context.get_dummy_value()
     return types.none(), codegen
+
+
+@intrinsic
+def cycles(typingctx):
+    """The CPU's cycle counter (the TSC on x86, a constant rate); 0 where the target has none."""
+    def codegen(context, builder, sig, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(64), []),
+                                            "llvm.readcyclecounter")
+        return builder.call(fn, [])
+    return types.int64(), codegen
