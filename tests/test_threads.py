@@ -1,9 +1,9 @@
 """The threaded LSTM path and the memory it holds: one layout of the weights (in parts, one per thread) that every
 LSTM kernel reads, the same results with one thread or two, and a model file mapped while its weights are packed.
 
-Sessions with threads=2 run the persistent threaded kernel (``lstm_direction_parallel``, "fast, threads" in the
-program listing) at every batch size and in a stream step; the one-thread kernel reading the same parts in sequence
-is checked in tests/test_kernels.py (lstm-fast-parts-*).
+Sessions with threads=2 at batch < 4 run the persistent threaded kernel (``lstm_direction_parallel``, "fast,
+threads" in the program listing), in a stream step too; from batch 4 the one-thread kernel reads the same parts in
+sequence (also checked directly in tests/test_kernels.py, lstm-fast-parts-*).
 Every case is compared with threads=1 and with the float64 reference (tests/naive.py via built_models).
 """
 import numpy as np
@@ -57,7 +57,7 @@ def test_two_threads_match_one_and_the_reference(case, B, hidden):
     feed = feed_of(model, B, seed=B)
     shapes = {k: v.shape for k, v in feed.items()}
     if two.threads == 2 and two.runtime == "jit":
-        assert "fast, threads" in two.program(shapes)
+        assert ("fast, threads" in two.program(shapes)) == (B < 4)
     assert "fast, threads" not in one.program(shapes)
     a, b = one.run(None, feed), two.run(None, feed)
     for x, y, ref in zip(a, b, reference(feed)):
@@ -131,8 +131,7 @@ def test_release_pages_leaves_values_alone(tmp_path):
 
 def test_the_blas_runs_on_one_thread_while_the_threaded_kernel_runs():
     """Each of the threaded kernel's threads calls the BLAS for its own part: a BLAS pool of two would compete with
-    them for the cores. Plans without the threaded kernel (here H < PARALLEL_MIN_HIDDEN) use the Session's
-    threads."""
+    them for the cores. Plans without the threaded kernel (here batch 5) use the Session's threads."""
     from engine import _threads
     model, _ = recurrent_model("LSTM", I=I, H=PARALLEL_MIN_HIDDEN, scale=0.1)
     two = engine.Session(model, threads=2)
@@ -140,6 +139,32 @@ def test_the_blas_runs_on_one_thread_while_the_threaded_kernel_runs():
         pytest.skip("needs two cores and the JIT runtime's threaded kernel")
     two.run(None, feed_of(model, 1, state=False))
     assert _threads.current == 1
-    small, _ = recurrent_model("LSTM", I=I, H=16, scale=0.1)
-    engine.Session(small, threads=2).run(None, feed_of(small, 5, state=False))
+    two.run(None, feed_of(model, 5, state=False))
     assert _threads.current == 2
+
+
+@pytest.mark.slow     # compiles a parallel function of its own (~10 s)
+def test_the_threaded_kernel_inside_another_parallel_region_finishes_and_matches():
+    """Nested in another prange, the threading layer runs the kernel's region one iteration after the other: the
+    first runs the tasks the second never starts (after ~25 us each), instead of waiting for it."""
+    numba = pytest.importorskip("numba")
+    import test_kernels as tk
+    from engine.ops.lstm_fast import lstm_direction_parallel, pack_parts
+
+    @numba.njit(parallel=True)
+    def outer(Ys, X2, WTp, RTp, biasp, peep, seq, hs, cs, clip):
+        for i in numba.prange(2):
+            lstm_direction_parallel(Ys[i], 1, X2, 1, WTp, RTp, biasp, peep, True, seq, hs[i], cs[i], False, clip,
+                                    False)
+
+    c = tk.make_case("LSTM", 30, 1, 8, 64, seed=3, peep=True, state=True)
+    X2, Y, h, cc = tk._start(c, np.float32)
+    WTp = pack_parts(np.ascontiguousarray(c.W.T, np.float32)[None], 2)[0]
+    RTp = pack_parts(np.ascontiguousarray(c.R.T, np.float32)[None], 2)[0]
+    biasp = pack_parts(np.asarray(c.Wb + c.Rb, np.float32)[None, None], 2)[0]
+    Ys, hs, cs = np.stack([Y, Y]), np.stack([h, h]), np.stack([cc, cc])
+    outer(Ys, X2, WTp, RTp, biasp, np.asarray(c.P, np.float32), c.seq, hs, cs, np.float32(np.inf))
+    ref = tk.reference(c)
+    for i in range(2):
+        for got, want in zip(tk._finish(Ys[i], hs[i], cs[i]), ref):
+            tk.assert_matches(got, want, np.float32, f"nested run {i}")
