@@ -212,6 +212,9 @@ def _finish_phase(ph, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, 
     nobody has claimed. flags: [claimed per task..., done per phase at _LINE * (ph + 1) from the end]."""
     nparts = RTp.shape[0]
     at = flags.shape[0] - _LINE * (ph + 1)
+    # the projections (phase 0) wait longer: a pool thread may take tens of us to wake up for the region, and
+    # taking its projection (~330 us at H=256) then costs more than waiting for it
+    grace = _STEAL_CYCLES if ph > 0 else _SPIN_CYCLES
     n = 0
     t0 = cycles()
     while load_acquire(flags, at) < nparts:
@@ -219,7 +222,7 @@ def _finish_phase(ph, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, 
         n += 1
         if n % 64 == 0:
             waited = cycles() - t0
-            if waited > _STEAL_CYCLES or n > _SPINS:
+            if waited > grace or n > _SPINS * (1 if ph > 0 else 32):
                 for q in range(nparts):
                     k = ph * nparts + q
                     if load_acquire(flags, k) == 0 and compare_exchange(flags, k, 0, 1) == 0:
