@@ -1,8 +1,9 @@
 """Thread count of the BLAS that Numba's ``np.dot`` calls (SciPy's bundled OpenBLAS).
 
-The engine's own kernels run on the calling thread; the only multi-threaded work is the BLAS GEMM of the input
-projection (and of the recurrence at large batch). OpenBLAS's setting is process-wide, so we remember the last value
-set and touch the library only when a session needs another: a run costs one comparison.
+The engine's own kernels run on the calling thread, except the threaded LSTM kernel (its own Numba threads, each
+calling the BLAS on one thread for its part); the other multi-threaded work is the BLAS GEMM of the input projection
+(and of the recurrence at large batch). OpenBLAS's setting is process-wide, so we remember the last value set and
+touch the library only when a plan needs another (``Plan.blas_threads``): a run costs one comparison.
 """
 import os
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import mmap
 import os
 import struct
 from dataclasses import dataclass, field
@@ -151,12 +152,28 @@ class Model:
         return int(sum(t.size for name, t in self.tensors.items()
                        if (t.dtype.kind == "f" and name not in scales) or name in self.weight_encodings))
 
+    def release_pages(self, arr) -> None:
+        """Let the pages of ``arr`` (a contiguous view of a tensor) go from the process's memory when the model reads
+        its file through a mapping (``read_source(mapped=True)``): they stay in the page cache and come back from the
+        file if read again. What packing calls once it has read a weight, so that loading holds the file's copy of
+        one tensor at a time at most. Anything else is left alone."""
+        mapping = self.__dict__.get("_mapping")
+        if mapping is None or not hasattr(mmap.mmap, "madvise") or not arr.flags.c_contiguous:
+            return
+        mm, base, size = mapping
+        start, end = arr.ctypes.data - base, arr.ctypes.data - base + arr.nbytes
+        if start < 0 or end > size:
+            return
+        first, last = -(-start // mmap.PAGESIZE) * mmap.PAGESIZE, end // mmap.PAGESIZE * mmap.PAGESIZE
+        if last > first:
+            mm.madvise(mmap.MADV_DONTNEED, first, last - first)
+
     def with_weights_released(self) -> "Model":
         """A copy whose float (and encoded) tensors are zero-stride stand-ins of the same shapes and dtypes (no
         memory), marked ``released`` so that nothing can run it by mistake: what a Session keeps once its weights are
-        packed."""
+        packed. The other tensors (ints, small) are copied, so that nothing keeps a mapped file alive."""
         stand_ins = {name: (np.broadcast_to(np.zeros((), t.dtype), t.shape)
-                            if t.dtype.kind == "f" or name in self.weight_encodings else t)
+                            if t.dtype.kind == "f" or name in self.weight_encodings else np.array(t))
                      for name, t in self.tensors.items()}
         return Model(inputs=self.inputs, outputs=self.outputs, nodes=self.nodes, tensors=stand_ins,
                      dtype=self.dtype, origin=self.origin, stream=self.stream, format_version=self.format_version,
@@ -357,9 +374,11 @@ def to_bytes(model: Model) -> bytes:
     return save(tensors, metadata={METADATA_KEY: json.dumps(model.metadata())})
 
 
-def read_source(source) -> tuple:
-    """(contents, where) of a path or bytes. A file is read whole (not memory-mapped: a mapped file rewritten in
-    place while a model still refers to it would crash the process on the next access)."""
+def read_source(source, mapped: bool = False) -> tuple:
+    """(contents, where) of a path or bytes. A file is read whole, or with ``mapped`` memory-mapped read-only: for a
+    Session, which packs the weights and lets the mapping go (a mapped file rewritten in place while a model still
+    refers to it would crash the process on the next access, so a Model that outlives its load is never mapped).
+    A file that cannot be mapped (empty, a pipe) is read."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return memoryview(source).cast("B"), "<bytes>"
     if not isinstance(source, (str, os.PathLike)):
@@ -367,6 +386,11 @@ def read_source(source) -> tuple:
     where = os.fspath(source)
     try:
         with open(where, "rb") as f:
+            if mapped:
+                try:
+                    return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)), where
+                except (OSError, ValueError):
+                    pass
             return memoryview(f.read()), where
     except FileNotFoundError:
         raise ModelFileError(f"model file not found: {where}") from None
@@ -392,6 +416,7 @@ def load(source: str | os.PathLike | bytes) -> Model:
 def load_from(data, where: str) -> Model:
     """``load`` of contents already read (``read_source``); ``where`` names them in messages."""
     header, tensors = _parse_safetensors(data, where)
+    mapping = data.obj if isinstance(data, memoryview) and isinstance(data.obj, mmap.mmap) else None
     meta_text = header.get("__metadata__", {}).get(METADATA_KEY) if isinstance(header.get("__metadata__"), dict) else None
     if meta_text is None:
         raise ModelFileError(f"{where}: a safetensors file, but not an lstm-engine model (no {METADATA_KEY!r} metadata)")
@@ -403,7 +428,10 @@ def load_from(data, where: str) -> Model:
         raise ModelFileError(f"{where}: the model description is not valid JSON ({e.msg})") from None
     except RecursionError:
         raise ModelFileError(f"{where}: the model description is nested too deeply") from None
-    return model_from_metadata(meta, tensors, where)
+    model = model_from_metadata(meta, tensors, where)
+    if mapping is not None:
+        model.__dict__["_mapping"] = (mapping, np.frombuffer(data, np.uint8, count=1).ctypes.data, len(data))
+    return model
 
 
 def model_from_metadata(meta: Any, tensors: dict, where: str = "<model>") -> Model:

@@ -50,13 +50,17 @@ class Weights:
         # Two passes over the ops' packing, so that loading never holds much more than the file and the buffer:
         # the first only learns the shapes (each packed array dropped at once), the second copies each array into
         # its place as it comes. Packing is a few transposes: cheap next to the memory it saves.
+        # A model read through a file mapping lets each weight's pages go once packed (Model.release_pages), and
+        # each packed array is dropped (del) before the next is made.
         pos = 0
         for where, arr in self._packed(model, threads):
             self._place(where, pos, arr.shape)
             pos += _up(max(self._slots(arr), 1))
+            del arr
         raw = np.empty(pos + ALIGN, dtype=self.dtype)
         shift = (-raw.ctypes.data % 64) // self.dtype.itemsize
         self.buffer = raw[shift:shift + max(pos, 1)]
+        release = getattr(model, "release_pages", None)
         for where, arr in self._packed(model, threads):
             off, shape = self._lookup(where)
             if isinstance(arr, StoredBytes):   # reduced-precision weights: their bytes, read back as stored
@@ -64,6 +68,9 @@ class Weights:
                     np.asarray(arr).reshape(-1).view(np.uint8)
             else:
                 self.buffer[off:off + arr.size] = np.asarray(arr, dtype=self.dtype).reshape(-1)
+            if where[0] == "raw" and release is not None:
+                release(arr)
+            del arr
         self.nbytes = self.buffer.nbytes
 
     def _slots(self, arr):
@@ -218,6 +225,9 @@ class Planner:
 
     def __init__(self, model, weights, dtype, threads, shapes, wanted, stream=None, values=None):
         self.model, self.weights, self.dtype, self.threads = model, weights, np.dtype(dtype), threads
+        # the BLAS's threads while this plan runs: one when a threaded kernel runs its own threads, each calling the
+        # BLAS for its own part (a BLAS pool of its own would compete with them for the cores)
+        self.blas_threads = threads
         self.values = values or {}      # small int inputs planned as known values (require_known, Session)
         self._input_vals = {}           # id(Val) -> name, for the int inputs read at run time
         self.stream = stream            # None, or {node name: {state index: (state offset, shape)}}
@@ -334,6 +344,7 @@ class Planner:
                           for name, kind, _, _ in outputs]
         plan.float_outputs = all(kind == "f" for kind, _ in plan.out_kinds)
         plan.call = self.call if self.call.nodes else None
+        plan.blas_threads = self.blas_threads
         return plan
 
     def plan_branch(self, nodes, outputs):

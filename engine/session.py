@@ -48,11 +48,13 @@ class NodeArg:
     type: str
 
 
-def load_any(source) -> Model:
-    """A Model from an lstm-engine file or an ONNX file (path or bytes); the kind is detected from the content."""
+def load_any(source, mapped: bool = False) -> Model:
+    """A Model from an lstm-engine file or an ONNX file (path or bytes); the kind is detected from the content.
+    ``mapped``: an lstm-engine file is memory-mapped, not read (``read_source``), for a caller that packs the
+    weights and then lets the Model go."""
     if isinstance(source, Model):
         return source.validate()
-    data, where = read_source(source)
+    data, where = read_source(source, mapped=mapped)
     if is_model_file_bytes(bytes(data[:16])):
         return load_from(data, where)
     try:
@@ -73,7 +75,8 @@ class Session:
         An lstm-engine model file or an ONNX file; which one is detected from the content.
     threads : int, optional
         Threads for the kernels (default: all available cores): the BLAS products, and the LSTM recurrence at
-        small batch for hidden sizes >= 256. The counterpart of onnxruntime's ``intra_op_num_threads``.
+        batch < 4 for hidden sizes >= 256 (one thread per part of the hidden units, for the whole sequence; the
+        BLAS runs on one thread meanwhile). The counterpart of onnxruntime's ``intra_op_num_threads``.
         OpenBLAS's setting is process-wide: it is switched, at the cost of one call, when a run needs a different
         count than the last.
     precision : "float32" or "float64", optional
@@ -91,7 +94,7 @@ class Session:
 
     def __init__(self, path_or_bytes, threads: int | None = None, precision: str | None = None):
         t0 = time.perf_counter()
-        self.model = load_any(path_or_bytes)
+        self.model = load_any(path_or_bytes, mapped=True)     # released once packed, below
         self.load_seconds = time.perf_counter() - t0
         self.precision = precision or self.model.dtype
         if self.precision not in ("float32", "float64"):
@@ -287,8 +290,8 @@ class Session:
                 f.append(a.reshape(-1))
             work = plan.take_work(dt)
             fout = np.empty(plan.fout_size, dt)
-            if _threads.current != self.threads:
-                _threads.set_blas_threads(self.threads)
+            if _threads.current != plan.blas_threads:
+                _threads.set_blas_threads(plan.blas_threads)
             status = run(plan.prog, self._fconst, f[0], f[1], f[2], no_i, work[0], work[1], fout, no_f)
             plan.give_work(work)
             if status:
@@ -309,8 +312,8 @@ class Session:
             state = self._call_weights.buffer(plan.call, args, self._fconst)
         fwork, iwork = plan.take_work(self.dtype) if work is None else work
         fout = np.empty(plan.fout_size, self.dtype)
-        if _threads.current != self.threads:
-            _threads.set_blas_threads(self.threads)
+        if _threads.current != plan.blas_threads:
+            _threads.set_blas_threads(plan.blas_threads)
         status = self._run(plan.prog, self._fconst, f0, f1, f2, iin, fwork, iwork, fout,
                            self._no_f if state is None else state)
         if status:
@@ -659,7 +662,7 @@ class Stream:
                                                sess._no_f, sess._no_i if as_float else x, fwork, iwork,
                                                np.empty(plan.fout_size, sess.dtype), self._state))
         self._fast[(step_shape, name)] = (run, plan.prog, sess._fconst, as_float, fwork, iwork,
-                                          plan.fout_size, b - a, shape, sess._no_f, sess._no_i, sess.threads)
+                                          plan.fout_size, b - a, shape, sess._no_f, sess._no_i, plan.blas_threads)
 
     def program(self, output_name: str | None = None) -> str:
         """The program one step runs (see Session.program)."""

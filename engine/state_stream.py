@@ -173,7 +173,7 @@ class StateStream:
         run = sess._runtime.direct(sess._run, (plan.prog, sess._fconst, *f, iin, *work,
                                                np.empty(plan.fout_size, sess.dtype), sess._no_f))
         plan.give_work(work)
-        return (run, plan, sess._fconst, slots, iin, plan.fout_size, (a, b, shape), states, sess.threads)
+        return (run, plan, sess._fconst, slots, iin, plan.fout_size, (a, b, shape), states, plan.blas_threads)
 
     def _run_fast(self, fast, x):
         run, plan, fconst, slots, iin, size, (a, b, shape), states, threads = fast

@@ -159,17 +159,20 @@ def _fclip(c, dtype):
     return F32(value) if dtype == F32 else float(value)
 
 
-def lstm_fast(c: Case, dtype=F32):
+def lstm_fast(c: Case, dtype=F32, nparts=1):
+    """The fast kernel on the weights in ``nparts`` parts (pack_parts; one part is the plain layout), run in
+    sequence: what a Session packed for several threads runs on one (a batch, a stream step)."""
     X2, Y, h, cc = _start(c, dtype)
     H = c.H
-    WT = np.ascontiguousarray(c.W.T, dtype)                               # (I, 4H) i, o, f, c
-    RT = np.ascontiguousarray(c.R.T, dtype)                               # (H, 4H)
-    bias = np.asarray(c.Wb + c.Rb, dtype)                                 # (4H,)
-    peep = np.asarray(c.P if c.P is not None else np.zeros(3 * H), dtype)  # (3H,) i, o, f
-    xw = _project(X2, WT)
-    gates = np.empty(4 * H, dtype)
-    rec = np.empty((c.x.shape[1], 4 * H), dtype)
-    lstm_direction_fast(Y, SLOT, xw, c.x.shape[1], RT, bias, peep, c.P is not None, c.seq, h, cc, c.reverse,
+    WTp = pack_parts(np.ascontiguousarray(c.W.T, dtype)[None], nparts)[0]             # (nparts, I, 4*chunk)
+    RTp = pack_parts(np.ascontiguousarray(c.R.T, dtype)[None], nparts)[0]             # (nparts, H, 4*chunk)
+    biasp = pack_parts(np.asarray(c.Wb + c.Rb, dtype)[None, None], nparts)[0]         # (nparts, 1, 4*chunk)
+    peep = np.asarray(c.P if c.P is not None else np.zeros(3 * H), dtype)              # (3H,) i, o, f
+    G = WTp.shape[2]
+    xw = np.stack([_project(X2, WTp[k]) for k in range(nparts)])                      # (nparts, T*B, 4*chunk)
+    gates = np.empty(nparts * G, dtype)
+    rec = np.empty((nparts, c.x.shape[1], G), dtype)
+    lstm_direction_fast(Y, SLOT, xw, c.x.shape[1], RTp, biasp, peep, c.P is not None, c.seq, h, cc, c.reverse,
                         _fclip(c, dtype), bool(c.input_forget), gates, rec)
     return _finish(Y, h, cc)
 
@@ -232,6 +235,8 @@ def rnn(c: Case, dtype=F32):
 # the engine runs the parallel kernel with two threads or more, each owning a part of the hidden units
 KERNELS = {
     "lstm-fast": ("LSTM", F32, lstm_fast),
+    "lstm-fast-parts-2": ("LSTM", F32, functools.partial(lstm_fast, nparts=2)),
+    "lstm-fast-parts-3": ("LSTM", F32, functools.partial(lstm_fast, nparts=3)),
     "lstm-parallel-2": ("LSTM", F32, functools.partial(lstm_parallel, nparts=2)),
     "lstm-parallel-3": ("LSTM", F32, functools.partial(lstm_parallel, nparts=3)),
     "lstm-parallel-4": ("LSTM", F32, functools.partial(lstm_parallel, nparts=4)),
@@ -284,7 +289,7 @@ def random_case(op, size, feature):
 
 def more_parts_than_units(kernel, H):
     """pack_parts cannot split H hidden units into that many parts (see test_pack_parts_with_more_parts_than_units)."""
-    nparts = int(kernel.rsplit("-", 1)[1]) if kernel.startswith("lstm-parallel") else 1
+    nparts = int(kernel.rsplit("-", 1)[1]) if kernel.startswith(("lstm-parallel", "lstm-fast-parts")) else 1
     return (nparts - 1) * -(-H // nparts) > H
 
 
@@ -431,6 +436,7 @@ def test_fast_generic_and_parallel_lstm_kernels_agree(size, feature):
     T, B, I, H = size
     c = make_case("LSTM", T, B, I, H, seed=2, **LSTM_FEATURES[feature])
     fast = lstm_fast(c)
-    for other in (lstm_generic(c), lstm_parallel(c, 2), lstm_parallel(c, 3)):
+    for other in (lstm_generic(c), lstm_parallel(c, 2), lstm_parallel(c, 3), lstm_fast(c, nparts=2),
+                  lstm_fast(c, nparts=3)):
         for a, b, name in zip(fast, other, ("Y", "h", "c")):
             assert_matches(a, np.asarray(b, F64), F32, name)

@@ -20,80 +20,138 @@ from .numeric import (F32, _ONE, clip_value, input_projection,  # noqa: F401  (r
                       matmul, max_length, recurrent_product, sigmoid32, tanh32)
 from .program import BLAS_MIN_BATCH, PARALLEL_MIN_HIDDEN  # noqa: F401  (re-exported)
 from .recurrent import pack_parts  # noqa: F401  (re-exported: packing is the op's, engine/ops/recurrent.py)
+from .sync import compare_exchange, cpu_relax, cycles, fetch_add, load_acquire, yield_cpu
 
 
 @njit(**JIT_OPTIONS)
 def lstm_direction_fast(Y, d, xw, B, RT, bias, peep, use_peep, seq, h, c, reverse, clip, input_forget, gates, rec):
     """One direction over all steps, in place: h (B, H) and c (B, H) enter as the initial state and leave as the
-    final one; Y[:, d] gets every step's h. xw (T*B, 4H) is X @ W^T without bias; peep (3H,) is read only with
-    use_peep; gates (4H,) and rec (B, 4H) are scratch.
+    final one; Y[:, d] gets every step's h. The weights are in parts (``pack_parts``; one part is the plain layout):
+    RT (parts, H, 4*chunk), bias (parts, 1, 4*chunk); xw (parts, T*B, 4*chunk) is X @ W^T without bias, part by
+    part; peep (3H,) is read only with use_peep; gates (parts*4*chunk,) and rec (parts, B, 4*chunk) are scratch.
+    The parts are run in sequence: the threaded kernel's layout serves one thread too.
     """
-    H = RT.shape[1] // 4
+    parts = RT.shape[0]
+    G = RT.shape[2]                  # 4 * chunk
+    chunk = G // 4
+    H = h.shape[1]
     maxlen = max_length(seq, B)
     use_blas = B >= BLAS_MIN_BATCH
     for s in range(maxlen):
         if use_blas:
-            matmul(h, RT, rec)
+            for p in range(parts):
+                matmul(h, RT[p], rec[p])
         for b in range(B):
             L = seq[b]
             if s >= L:
                 continue
             t = L - 1 - s if reverse else s
             row = t * B + b
-            if use_blas:
-                for j in range(4 * H):
-                    gates[j] = xw[row, j] + bias[j] + rec[b, j]
-            else:
-                for j in range(4 * H):
-                    gates[j] = xw[row, j] + bias[j]
-                recurrent_product(gates, h[b], RT)
-            hb = h[b]
-            cb = c[b]
-            yrow = Y[t, d, b]
-            if use_peep:
-                # peepholes need c before the i/f activations and the new c before o: one fused loop
-                for j in range(H):
-                    cp = cb[j]
-                    i = sigmoid32(clip_value(gates[j] + peep[j] * cp, clip))
-                    f = sigmoid32(clip_value(gates[2 * H + j] + peep[2 * H + j] * cp, clip))
-                    f = (_ONE - i) if input_forget else f
-                    g = tanh32(clip_value(gates[3 * H + j], clip))
-                    cn = f * cp + i * g
-                    o = sigmoid32(clip_value(gates[H + j] + peep[H + j] * cn, clip))
-                    cb[j] = cn
-                    hv = o * tanh32(cn)
-                    hb[j] = hv
-                    yrow[j] = hv
-            else:
-                # loops over one array each vectorise; a loop over six arrays exceeds LLVM's alias-check budget
-                for j in range(3 * H):                      # i, o, f
-                    gates[j] = sigmoid32(clip_value(gates[j], clip))
-                for j in range(3 * H, 4 * H):               # c (candidate)
-                    gates[j] = tanh32(clip_value(gates[j], clip))
-                for j in range(H):
-                    i = gates[j]
-                    f = (_ONE - i) if input_forget else gates[2 * H + j]
-                    cn = f * cb[j] + i * gates[3 * H + j]
-                    cb[j] = cn
-                    hb[j] = gates[H + j] * tanh32(cn)
-                for j in range(H):
-                    yrow[j] = hb[j]
+            for p in range(parts):       # every part's gates before any h changes: each product reads all of h[b]
+                g = gates[p * G:(p + 1) * G]
+                xr = xw[p, row]
+                bp = bias[p, 0]
+                if use_blas:
+                    rp = rec[p, b]
+                    for u in range(G):
+                        g[u] = xr[u] + bp[u] + rp[u]
+                else:
+                    for u in range(G):
+                        g[u] = xr[u] + bp[u]
+                    recurrent_product(g, h[b], RT[p])
+            for p in range(parts):
+                j0 = p * chunk
+                n = min(chunk, H - j0)
+                if n <= 0:
+                    continue
+                g = gates[p * G:(p + 1) * G]
+                cb = c[b, j0:j0 + n]     # views indexed from 0 (an offset index stops LLVM vectorising)
+                hb = h[b, j0:j0 + n]
+                yrow = Y[t, d, b, j0:j0 + n]
+                if use_peep:
+                    pi = peep[j0:j0 + n]
+                    po = peep[H + j0:H + j0 + n]
+                    pf = peep[2 * H + j0:2 * H + j0 + n]
+                    # peepholes need c before the i/f activations and the new c before o: one fused loop
+                    for u in range(n):
+                        cp = cb[u]
+                        i = sigmoid32(clip_value(g[u] + pi[u] * cp, clip))
+                        f = sigmoid32(clip_value(g[2 * chunk + u] + pf[u] * cp, clip))
+                        f = (_ONE - i) if input_forget else f
+                        gc = tanh32(clip_value(g[3 * chunk + u], clip))
+                        cn = f * cp + i * gc
+                        o = sigmoid32(clip_value(g[chunk + u] + po[u] * cn, clip))
+                        cb[u] = cn
+                        hv = o * tanh32(cn)
+                        hb[u] = hv
+                        yrow[u] = hv
+                else:
+                    # loops over one array each vectorise; a loop over six arrays exceeds LLVM's alias-check budget
+                    for u in range(3 * chunk):                  # i, o, f
+                        g[u] = sigmoid32(clip_value(g[u], clip))
+                    for u in range(3 * chunk, 4 * chunk):       # c (candidate)
+                        g[u] = tanh32(clip_value(g[u], clip))
+                    for u in range(n):
+                        i = g[u]
+                        f = (_ONE - i) if input_forget else g[2 * chunk + u]
+                        cn = f * cb[u] + i * g[3 * chunk + u]
+                        cb[u] = cn
+                        hb[u] = g[chunk + u] * tanh32(cn)
+                    for u in range(n):
+                        yrow[u] = hb[u]
 
 
 # ---------------------------------------------------------------------- several threads at batch 1
-# DeepCPU's layout (USENIX ATC 2018): thread p owns hidden units [j0, j1) and therefore the columns of RT that feed
-# them (in each of the four gate blocks); that slice of the weights stays in the thread's own cache for every step.
-# Each step is one parallel region; h is double-buffered so that no thread reads a value another is writing.
+# DeepCPU's layout (USENIX ATC 2018): thread p owns hidden units [j0, j1) and therefore the columns of WT and RT that
+# feed them (in each of the four gate blocks); that slice of the weights stays in the thread's own cache for every
+# step. The threads are persistent: one parallel region for the whole sequence, each thread projecting the input for
+# its own units and then running every step, a step starting when all parts of the one before are done (atomic
+# counters, engine/ops/sync.py; ~0.06 us, where launching a parallel region per step costs ~1.2 us). h is
+# double-buffered, so no thread reads a value another is writing.
+# A waiting thread spins (pause) and keeps its core: on a machine that other processes share, yielding it would hand
+# it to them for a whole time slice at every step (measured: 36 ms instead of 1.1 ms for T=100 H=256, yielding after
+# 1000 spins, beside one busy process). Only after ~1 ms of waiting does it yield between checks, for when the
+# thread it waits for needs this very core (more threads than cores: several calls at once).
+# No thread is ever needed for progress: each part of each step is a task a thread claims (compare-and-swap) before
+# running it; its owner claims it first, and a thread that has waited ~25 us for a step's parts takes the ones
+# nobody has started (the other thread lost its core, or the threading layer runs the region's iterations one after
+# the other). A lockstep barrier without this ran 100x slower beside a busy process.
+_STEAL_CYCLES = 1 << 16        # ~25 us at 2.6 GHz
+_SPIN_CYCLES = 1 << 21         # ~0.8 ms of spinning before yielding
+_SPINS = 1 << 12               # the same two in spins, where the cycle counter reads 0: steal, then yield
+_LINE = 16                     # int64 flags 128 bytes apart: each on its own cache line
+
+if PARALLEL:
+    # numba.get_num_threads calls through a ctypes pointer, which Numba cannot cache; its intrinsic calls the
+    # threading layer's symbol, which exists once the layer is loaded: a kernel loaded from the cache is linked
+    # before anything else would load it
+    from numba.np.ufunc.parallel import _iget_num_threads, _launch_threads
+    _launch_threads()
+
+    @njit(**JIT_OPTIONS)
+    def _threads_available():
+        return _iget_num_threads()
+else:
+    @njit(**JIT_OPTIONS)
+    def _threads_available():
+        return 1      # the ahead-of-time build has no threading layer: its prange is a plain loop
+
+
 @njit(**JIT_OPTIONS)
-def _units_step(Y, d, t, b, xw_row, RTp, peep, use_peep, h, hnext, c, clip, input_forget, g, j0, n):
+def _units_step(Y, d, t, b, xw_row, bias, RTp, rec_row, use_blas, peep, use_peep, h, hnext, c, clip, input_forget,
+                g, j0, n):
     """One step of hidden units [j0, j0+n) of batch entry b: gates (blocks i, o, f, c of width chunk in g, starting
-    from this part's projected input plus bias, xw_row), then c, h and Y. RTp (Hout, 4*chunk) is this part's slice
-    of RT."""
+    from this part's projected input xw_row plus its bias), then c, h and Y. RTp (Hout, 4*chunk) is this part's
+    slice of RT; with use_blas, rec_row is h[b] @ RTp already (one product for the whole batch)."""
     H = peep.shape[0] // 3
     chunk = g.shape[0] // 4
-    for u in range(4 * chunk):
-        g[u] = xw_row[u]
-    recurrent_product(g, h[b], RTp)
+    if use_blas:
+        for u in range(4 * chunk):
+            g[u] = xw_row[u] + bias[u] + rec_row[u]
+    else:
+        for u in range(4 * chunk):
+            g[u] = xw_row[u] + bias[u]
+        recurrent_product(g, h[b], RTp)
     for u in range(n):
         j = j0 + u
         cp = c[b, j]
@@ -111,40 +169,106 @@ def _units_step(Y, d, t, b, xw_row, RTp, peep, use_peep, h, hnext, c, clip, inpu
         Y[t, d, b, j] = hv
 
 
+@njit(**JIT_OPTIONS)
+def _part_step(Y, d, s, B, seq, reverse, xw, bias, RTp, rec, peep, use_peep, cur, nxt, c, clip, input_forget, g, j0,
+               n):
+    """Step s of one part (units [j0, j0+n)) for every batch entry: cur -> nxt; xw (T*B, 4*chunk) is the part's
+    projected input; rec (B, 4*chunk) scratch for the batch's recurrent product (one BLAS call from batch 4)."""
+    use_blas = B >= BLAS_MIN_BATCH
+    if use_blas:
+        matmul(cur, RTp, rec)
+    for b in range(B):
+        L = seq[b]
+        if s >= L:
+            for u in range(n):               # a finished sequence keeps its state
+                nxt[b, j0 + u] = cur[b, j0 + u]
+            continue
+        t = L - 1 - s if reverse else s
+        _units_step(Y, d, t, b, xw[t * B + b], bias, RTp, rec[b], use_blas, peep, use_peep, cur, nxt, c, clip,
+                    input_forget, g, j0, n)
+
+
+@njit(**JIT_OPTIONS)
+def _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw, g, rec, hb, c):
+    """Task k of a threaded direction: k < nparts projects part k's input; else part k % nparts of step
+    k // nparts - 1."""
+    nparts = RTp.shape[0]
+    q = k % nparts
+    if k < nparts:
+        input_projection(X2, WTp[q], xw[q])       # a one-thread BLAS call (plan.blas_threads)
+        return
+    s = k // nparts - 1
+    H = hb.shape[2]
+    chunk = RTp.shape[2] // 4
+    j0 = q * chunk
+    _part_step(Y, d, s, B, seq, reverse, xw[q], biasp[q, 0], RTp[q], rec[q], peep, use_peep, hb[s % 2],
+               hb[1 - s % 2], c, clip, input_forget, g[q], j0, max(0, min(chunk, H - j0)))
+
+
+@njit(**JIT_OPTIONS)
+def _finish_phase(ph, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw, g,
+                  rec, hb, c):
+    """Until every task of phase ph (the projections, or step ph - 1) is done; after a while, running those that
+    nobody has claimed. flags: [claimed per task..., done per phase at _LINE * (ph + 1) from the end]."""
+    nparts = RTp.shape[0]
+    at = flags.shape[0] - _LINE * (ph + 1)
+    # the projections (phase 0) wait longer: a pool thread may take tens of us to wake up for the region, and
+    # taking its projection (~330 us at H=256) then costs more than waiting for it
+    grace = _STEAL_CYCLES if ph > 0 else _SPIN_CYCLES
+    n = 0
+    t0 = cycles()
+    while load_acquire(flags, at) < nparts:
+        cpu_relax()
+        n += 1
+        if n % 64 == 0:
+            waited = cycles() - t0
+            if waited > grace or n > _SPINS * (1 if ph > 0 else 32):
+                for q in range(nparts):
+                    k = ph * nparts + q
+                    if load_acquire(flags, k) == 0 and compare_exchange(flags, k, 0, 1) == 0:
+                        _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw,
+                              g, rec, hb, c)
+                        fetch_add(flags, at, 1)
+            if waited > _SPIN_CYCLES or n > 64 * _SPINS:
+                yield_cpu()
+
+
 @njit(parallel=PARALLEL, **JIT_OPTIONS)
 def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, reverse, clip,
                             input_forget):
     """lstm_direction_fast split by hidden unit over the parts of WTp (nparts, I, 4*chunk), RTp (nparts, Hout,
-    4*chunk) and biasp (nparts, 1, 4*chunk) (see pack_parts); each thread also projects the input for its own
-    units, so no BLAS thread pool competes for the cores. peep is (3H,) (zeros unless use_peep)."""
+    4*chunk) and biasp (nparts, 1, 4*chunk) (see pack_parts), one thread per part for the whole sequence; each
+    thread also projects the input for its own units (one BLAS call; the plan sets the BLAS to one thread), so no
+    BLAS thread pool competes for the cores. peep is (3H,) (zeros unless use_peep). Each part of each step is a task
+    claimed once (see _STEAL_CYCLES): its owner runs it unless it is late, so the result never waits for a thread
+    that does not run. With fewer threads than parts the tasks run in order on the calling thread."""
     nparts = RTp.shape[0]
-    H = peep.shape[0] // 3
+    H = h.shape[1]
     chunk = RTp.shape[2] // 4
     N = X2.shape[0]
     xw = np.empty((nparts, N, 4 * chunk), dtype=h.dtype)
-    for p in prange(nparts):
-        for r in range(N):
-            for u in range(4 * chunk):
-                xw[p, r, u] = biasp[p, 0, u]
-            recurrent_product(xw[p, r], X2[r], WTp[p])
     g = np.empty((nparts, 4 * chunk), dtype=h.dtype)
-    hnext = h.copy()
+    rec = np.empty((nparts, B, 4 * chunk), dtype=h.dtype)
+    hb = np.empty((2, B, H), dtype=h.dtype)
+    hb[0, :, :] = h
     maxlen = max_length(seq, B)
-    cur = h
-    nxt = hnext
-    for s in range(maxlen):
+    phases = maxlen + 1                              # the projections, then the steps
+    if _threads_available() >= nparts:
+        flags = np.zeros(phases * nparts + _LINE * (phases + 1), dtype=np.int64)
         for p in prange(nparts):
-            j0 = p * chunk
-            n = min(chunk, H - j0)
-            for b in range(B):
-                L = seq[b]
-                if s >= L:
-                    for u in range(n):               # a finished sequence keeps its state
-                        nxt[b, j0 + u] = cur[b, j0 + u]
-                    continue
-                t = L - 1 - s if reverse else s
-                _units_step(Y, d, t, b, xw[p, t * B + b], RTp[p], peep, use_peep, cur, nxt, c, clip,
-                            input_forget, g[p], j0, n)
-        cur, nxt = nxt, cur
-    if maxlen % 2 == 1:                              # the final state is in the other buffer
-        h[:, :] = cur
+            for ph in range(phases):
+                if ph > 0:
+                    _finish_phase(ph - 1, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip,
+                                  input_forget, xw, g, rec, hb, c)
+                k = ph * nparts + p
+                if compare_exchange(flags, k, 0, 1) == 0:
+                    _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw, g,
+                          rec, hb, c)
+                    fetch_add(flags, flags.shape[0] - _LINE * (ph + 1), 1)
+            _finish_phase(phases - 1, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip,
+                          input_forget, xw, g, rec, hb, c)
+    else:
+        for k in range(phases * nparts):
+            _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw, g, rec, hb,
+                  c)
+    h[:, :] = hb[maxlen % 2]

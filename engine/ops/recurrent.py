@@ -21,8 +21,10 @@ The planner lays every recurrent node out the same way for the kernels (``run_re
 the state (D, B, Hout) updated in place (in a stream, the stream's state buffer itself), Y (T, D, B, Hout). Layout 1
 (batch-first) is two strided copies around that. Packed weights per direction (``pack``) are named:
 
-    LSTM  WT (D, I, 4H), RT (D, Hout, 4H), bias (D, 4H) = Wb + Rb, peep (D|1, 3H)  [+ projT (D, H, Hout)]
-          several threads: WTp, RTp (D, parts, ., 4*chunk), biasp (D, parts, 1, 4*chunk)  (pack_parts)
+    LSTM  WT (D, parts, I, 4*chunk), RT (D, parts, Hout, 4*chunk), bias (D, parts, 1, 4*chunk) = Wb + Rb,
+          peep (D|1, 3H)  [+ projT (D, H, Hout)]; part p holds hidden units [p*chunk, (p+1)*chunk) of each gate
+          block i, o, f, c (``pack_parts``): one part (chunk = H, plainly (D, I, 4H)) unless the threaded kernel
+          runs, then one per thread, and every LSTM kernel reads that one layout (no second copy of the weights)
     GRU   WT (D, I, 3H), RTzr (D, H, 2H) z, r, RTh (D, H, H), bias (D, 4H) = [Wbz+Rbz, Wbr+Rbr, Wbh, Rbh]
     RNN   WT (D, I, H), RT (D, H, H), bias (D, H) = Wb + Rb
 
@@ -60,14 +62,27 @@ def pack_parts(RT, nparts):
     """RT (D, rows, 4H) -> (D, nparts, rows, 4*chunk): part p's columns (its hidden units in each of the blocks
     i, o, f, c), contiguous, so that each thread runs the same vectorised product on its own slice. Used for RT,
     WT (rows = input size) and the bias (rows = 1)."""
-    D, Hout, G = RT.shape
+    return _parts(RT.transpose(0, 2, 1), RT.dtype, nparts)
+
+
+def _parts(t, dtype, nparts, model=None):
+    """t (D, 4H, rows), as a model stores W and R -> (D, nparts, rows, 4*chunk) of ``pack_parts``, transposed and
+    split in one pass, a direction at a time; the pages of t's file mapping are let go once read
+    (``model.release_pages``), so that loading never holds the file's copy of a weight beside its packed one."""
+    D, G, rows = t.shape
     H = G // 4
     chunk = -(-H // nparts)
-    out = np.zeros((D, nparts, Hout, 4 * chunk), dtype=RT.dtype)
-    for p in range(nparts):
-        j0, j1 = min(H, p * chunk), min(H, (p + 1) * chunk)   # the last parts may be empty (more parts than fit)
-        for q in range(4):
-            out[:, p, :, q * chunk:q * chunk + (j1 - j0)] = RT[:, :, q * H + j0:q * H + j1]
+    out = np.zeros((D, nparts, rows, 4 * chunk), dtype=dtype) if nparts * chunk != H else \
+        np.empty((D, nparts, rows, 4 * chunk), dtype=dtype)
+    release = getattr(model, "release_pages", None)
+    for d in range(D):
+        td = t[d]
+        for p in range(nparts):
+            j0, j1 = min(H, p * chunk), min(H, (p + 1) * chunk)   # the last parts may be empty (more parts than fit)
+            for q in range(4):
+                out[d, p, :, q * chunk:q * chunk + (j1 - j0)] = td[q * H + j0:q * H + j1].T
+        if release is not None:
+            release(td)
     return out
 
 
@@ -187,6 +202,11 @@ class Recurrent(Op):
         return D, H, W, R, Bt
 
     @classmethod
+    def gate_width(cls, node, p):
+        """Columns of the projected input per row (the xw buffer): G * H."""
+        return cls.spec().n_gates * node.attrs["hidden_size"]
+
+    @classmethod
     def default_activations(cls, node):
         D = cls.directions(node)
         return [act[0] for act in node.attrs["activations"]] == list(cls.spec().default_activations) * D
@@ -242,8 +262,7 @@ class Recurrent(Op):
     @classmethod
     def plan(cls, node, p):
         a = node.attrs
-        D, H, Hout, layout, G = (cls.directions(node), a["hidden_size"], cls.out_size(a), a["layout"],
-                                 cls.spec().n_gates)
+        D, H, Hout, layout = cls.directions(node), a["hidden_size"], cls.out_size(a), a["layout"]
         X = p.input(0)
         if X.kind != "f" or X.rank != 3:
             raise p.error(f"X must be a rank-3 float tensor, got shape {X.shape}")
@@ -311,14 +330,17 @@ class Recurrent(Op):
             Y = p.temp(T * D * B * Hout)
             Y.shape = y_shape
         variant = cls.variant(node, p, B)
-        xw = p.temp(T * B * G * H) if variant != LSTM_FAST_MT else None      # the reduced kernels need it too
-        scratch = p.temp((B + 1) * 4 * H) if variant == LSTM_FAST else None
+        width = cls.gate_width(node, p)  # G * H, or for a packed LSTM parts * 4 * chunk (padding when uneven)
+        xw = p.temp(T * B * width) if variant != LSTM_FAST_MT else None
+        scratch = p.temp((B + 1) * width) if variant == LSTM_FAST else None
         lens = p.temp(B, "i")
         reverse = list(DIRECTIONS[a["direction"]]) + [0] * (2 - D)
         clip = float("inf") if a["clip"] is None else float(a["clip"])
         params = [*p.ref(X), T, B, In, H, Hout, D, *p.ref(seq), *p.ref(lens), *p.ref(states[0]), *inits[0],
                   *p.ref(states[1]), *inits[1], *p.ref(Y), *p.ref(xw), *p.ref(scratch), p.f64(clip), *reverse,
                   p.weight_space(), *cls.own_params(node, p, variant)]
+        if variant == LSTM_FAST_MT:
+            p.blas_threads = 1       # each of the kernel's threads projects its part's input with the BLAS
         fed = ", weights packed on the call" if p.call.takes(node) else ""
         p.emit(variant, f"{node.op.lower()} {_VARIANT_NAMES[variant]} T={T} B={B} I={In} H={H} D={D}{fed}", *params)
         # outputs in the node's layout
@@ -406,6 +428,21 @@ class LSTM(Recurrent):
                 and runtime.current().parallel)
 
     @classmethod
+    def parts(cls, node, dtype, threads):
+        """How many parts the weights are packed in (``pack_parts``): one per thread for the threaded kernel, else
+        one."""
+        return threads if cls.multi_thread(node, dtype, threads) else 1
+
+    @classmethod
+    def gate_width(cls, node, p):
+        return 4 * cls._chunk(node, p.dtype, p.threads) * cls.parts(node, p.dtype, p.threads)
+
+    @classmethod
+    def _chunk(cls, node, dtype, threads):
+        H = node.attrs["hidden_size"]
+        return -(-H // cls.parts(node, dtype, threads))
+
+    @classmethod
     def pack(cls, node, model, dtype, threads):
         a = node.attrs
         D, H = cls.directions(node), a["hidden_size"]
@@ -417,22 +454,12 @@ class LSTM(Recurrent):
             yield "bias", Bt[:, :4 * H] + Bt[:, 4 * H:]                                # (D, 4H)       Wb + Rb
             yield "peep", (model.tensors[ins[7]].astype(dtype) if ins[7] else np.zeros((1, 3 * H), dtype))
             return
-        multi = cls.multi_thread(node, dtype, threads)
-        WT = _transposed(quant.decoded(model, ins[1]), dtype)                          # (D, I, 4H)    i, o, f, c
-        yield "WT", WT
-        if multi:   # per-thread slices, each thread's weights contiguous (DeepCPU layout), at batch < 4
-            yield "WTp", pack_parts(WT, threads)                                      # (D, parts, I, 4*chunk)
-        del WT
-        RT = _transposed(quant.decoded(model, ins[2]), dtype)                          # (D, Hout, 4H) i, o, f, c
-        yield "RT", RT
-        if multi:
-            yield "RTp", pack_parts(RT, threads)                                      # (D, parts, H, 4*chunk)
-        del RT
+        parts = cls.parts(node, dtype, threads)
+        yield "WT", _parts(quant.decoded(model, ins[1]), dtype, parts, model)         # (D, parts, I, 4*chunk)
+        yield "RT", _parts(quant.decoded(model, ins[2]), dtype, parts, model)         # (D, parts, Hout, 4*chunk)
         Bt = model.tensors[ins[3]].astype(dtype) if ins[3] else np.zeros((D, 8 * H), dtype)
         bias = Bt[:, :4 * H] + Bt[:, 4 * H:]                                           # (D, 4H)       Wb + Rb
-        yield "bias", bias
-        if multi:
-            yield "biasp", pack_parts(bias[:, None, :], threads)                      # (D, parts, 1, 4*chunk)
+        yield "bias", pack_parts(bias[:, None, :], parts)                              # (D, parts, 1, 4*chunk)
         yield "peep", (model.tensors[ins[7]].astype(dtype) if ins[7] else np.zeros((1, 3 * H), dtype))  # (D|1, 3H)
         if not cls.fast(node, dtype) and ins[8]:
             yield "projT", _transposed(model.tensors[ins[8]], dtype)                   # (D, H, Hout)
@@ -444,6 +471,9 @@ class LSTM(Recurrent):
         if not cls.fast(node, p.dtype):
             return LSTM_GENERIC
         if cls.multi_thread(node, p.dtype, p.threads) and B < BLAS_MIN_BATCH:
+            # from batch 4 the one-thread kernel over the same parts, with the BLAS on the Session's threads, is
+            # faster (T=100 B=32 H=256, 2 threads: 45 ms, against 85 ms for the threaded kernel with a one-thread
+            # BLAS product per part and step)
             return LSTM_FAST_MT
         return LSTM_FAST
 
@@ -456,13 +486,13 @@ class LSTM(Recurrent):
             return cls.reduced_params(node, p) + [
                 p.weight("RT")[0], p.weight("RT_scale")[0] if int8 else 0, p.weight("RT_neg")[0] if int8 else 0,
                 p.weight("bias")[0], peep_off, int(bool(ins[7])), node.attrs["input_forget"], peep_shape[0]]
-        params = [p.weight("WT")[0], p.weight("RT")[0], p.weight("bias")[0], peep_off, int(bool(ins[7])),
+        wt_off, wt_shape = p.weight("WT")
+        params = [wt_off, p.weight("RT")[0], p.weight("bias")[0], peep_off, int(bool(ins[7])),
                   node.attrs["input_forget"], peep_shape[0]]
-        if variant == LSTM_FAST_MT:
-            wtp_off, wtp_shape = p.weight("WTp")
-            params += [wtp_off, p.weight("RTp")[0], p.weight("biasp")[0], wtp_shape[1], wtp_shape[3] // 4]
-        elif variant == LSTM_GENERIC:
+        if variant == LSTM_GENERIC:    # one part: WT (D, I, 4H), RT (D, Hout, 4H), bias (D, 4H)
             params += [p.weight("projT")[0] if ins[8] else 0, int(bool(ins[8]))] + cls.activation_params(node, p)
+        else:
+            params += [wt_shape[1], wt_shape[3] // 4]                                  # parts, chunk
         return params
 
 

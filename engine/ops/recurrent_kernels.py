@@ -83,29 +83,32 @@ def run_recurrent(code, prog, pc, F, I):
         o_wt, o_rt, o_bias, o_peep, use_peep, input_forget = (prog[q], prog[q + 1], prog[q + 2], prog[q + 3],
                                                               prog[q + 4] != 0, prog[q + 5] != 0)
         Dp = prog[q + 6]             # peepholes stored per direction, or one zero row
-        WT = wts[o_wt:o_wt + D * In * 4 * H].reshape((D, In, 4 * H))
-        bias = wts[o_bias:o_bias + D * 4 * H].reshape((D, 4 * H))
         peep = wts[o_peep:o_peep + Dp * 3 * H].reshape((Dp, 3 * H))
-        if code == LSTM_FAST_MT:
-            o_wtp, o_rtp, o_bp, parts, chunk = prog[q + 7], prog[q + 8], prog[q + 9], prog[q + 10], prog[q + 11]
-            WTp = wts[o_wtp:o_wtp + D * parts * In * 4 * chunk].reshape((D, parts, In, 4 * chunk))
-            RTp = wts[o_rtp:o_rtp + D * parts * H * 4 * chunk].reshape((D, parts, H, 4 * chunk))
-            biasp = wts[o_bp:o_bp + D * parts * 4 * chunk].reshape((D, parts, 1, 4 * chunk))
+        if code == LSTM_FAST_MT or code == LSTM_FAST:
+            parts, chunk = prog[q + 7], prog[q + 8]   # the weights in parts (pack_parts): one per thread, or one
+            G = 4 * chunk
+            WTp = wts[o_wt:o_wt + D * parts * In * G].reshape((D, parts, In, G))
+            RTp = wts[o_rt:o_rt + D * parts * H * G].reshape((D, parts, H, G))
+            biasp = wts[o_bias:o_bias + D * parts * G].reshape((D, parts, 1, G))
+            if code == LSTM_FAST_MT:
+                for d in range(D):
+                    lstm_direction_parallel(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, lens,
+                                            h[d], c[d], prog[p + P_REV + d] == 1, clip, input_forget)
+                return OK
+            xw = fview(F, prog, p + P_XW, parts * T * B * G).reshape((parts, T * B, G))
+            scratch = fview(F, prog, p + P_SCRATCH, (B + 1) * parts * G)
+            gates = scratch[:parts * G]
+            rec = scratch[parts * G:].reshape((parts, B, G))
             for d in range(D):
-                lstm_direction_parallel(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, lens, h[d],
-                                        c[d], prog[p + P_REV + d] == 1, clip, input_forget)
-            return OK
-        xw = fview(F, prog, p + P_XW, T * B * 4 * H).reshape((T * B, 4 * H))
-        RT = wts[o_rt:o_rt + D * Hout * 4 * H].reshape((D, Hout, 4 * H))
-        if code == LSTM_FAST:
-            scratch = fview(F, prog, p + P_SCRATCH, (B + 1) * 4 * H)
-            gates = scratch[:4 * H]
-            rec = scratch[4 * H:].reshape((B, 4 * H))
-            for d in range(D):
-                input_projection(X2, WT[d], xw)
-                lstm_direction_fast(Y, d, xw, B, RT[d], bias[d], peep[d % Dp], use_peep, lens, h[d], c[d],
+                for k in range(parts):
+                    input_projection(X2, WTp[d, k], xw[k])
+                lstm_direction_fast(Y, d, xw, B, RTp[d], biasp[d], peep[d % Dp], use_peep, lens, h[d], c[d],
                                     prog[p + P_REV + d] == 1, clip, input_forget, gates, rec)
             return OK
+        WT = wts[o_wt:o_wt + D * In * 4 * H].reshape((D, In, 4 * H))
+        bias = wts[o_bias:o_bias + D * 4 * H].reshape((D, 4 * H))
+        xw = fview(F, prog, p + P_XW, T * B * 4 * H).reshape((T * B, 4 * H))
+        RT = wts[o_rt:o_rt + D * Hout * 4 * H].reshape((D, Hout, 4 * H))
         o_proj, use_proj = prog[q + 7], prog[q + 8] != 0
         projT = wts[o_proj:o_proj + D * H * Hout].reshape((D, H, Hout)) if use_proj else \
             wts[0:0].reshape((1, 0, 0))

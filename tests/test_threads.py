@@ -1,0 +1,170 @@
+"""The threaded LSTM path and the memory it holds: one layout of the weights (in parts, one per thread) that every
+LSTM kernel reads, the same results with one thread or two, and a model file mapped while its weights are packed.
+
+Sessions with threads=2 at batch < 4 run the persistent threaded kernel (``lstm_direction_parallel``, "fast,
+threads" in the program listing), in a stream step too; from batch 4 the one-thread kernel reads the same parts in
+sequence (also checked directly in tests/test_kernels.py, lstm-fast-parts-*).
+Every case is compared with threads=1 and with the float64 reference (tests/naive.py via built_models).
+"""
+import numpy as np
+import pytest
+
+import engine
+from built_models import recurrent_model
+from engine.ops.program import PARALLEL_MIN_HIDDEN
+
+I, T = 8, 12
+CASES = {
+    "plain": {},
+    "peepholes-clip": {"peepholes": True, "clip": 0.9},
+    "input-forget": {"input_forget": 1},
+    "reverse": {"direction": "reverse"},
+    "bidirectional-lens": {"direction": "bidirectional", "sequence_lens": True},
+    "everything": {"direction": "bidirectional", "sequence_lens": True, "peepholes": True, "clip": 1.3,
+                   "input_forget": 1},
+}
+
+
+def max_abs_diff(a, b):
+    return float(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)).max())
+
+
+def feed_of(model, B, seed=0, state=True):
+    rng = np.random.default_rng(seed)
+    D = 2 if model.nodes[0].attrs["direction"] == "bidirectional" else 1
+    H = model.nodes[0].attrs["hidden_size"]
+    feed = {"X": rng.standard_normal((T, B, I)).astype(np.float32)}
+    if any(s.name == "sequence_lens" for s in model.inputs):
+        lens = rng.integers(0, T + 1, size=B).astype(np.int32)
+        lens[0] = T
+        feed["sequence_lens"] = lens
+    if state:
+        feed["initial_h"] = rng.standard_normal((D, B, H)).astype(np.float32)
+        feed["initial_c"] = rng.standard_normal((D, B, H)).astype(np.float32)
+    return feed
+
+
+@pytest.fixture(scope="module", params=[256, 257], ids=["H256", "H257-uneven"])
+def hidden(request):
+    return request.param
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("B", [1, 2, 5])
+def test_two_threads_match_one_and_the_reference(case, B, hidden):
+    model, reference = recurrent_model("LSTM", I=I, H=hidden, seed=B, scale=0.1, **CASES[case])
+    one, two = engine.Session(model, threads=1), engine.Session(model, threads=2)
+    feed = feed_of(model, B, seed=B)
+    shapes = {k: v.shape for k, v in feed.items()}
+    if two.threads == 2 and two.runtime == "jit":
+        assert ("fast, threads" in two.program(shapes)) == (B < 4)
+    assert "fast, threads" not in one.program(shapes)
+    a, b = one.run(None, feed), two.run(None, feed)
+    for x, y, ref in zip(a, b, reference(feed)):
+        assert max_abs_diff(x, y) <= 1e-5
+        assert max_abs_diff(y, ref) <= 1e-5 + 1e-6 * float(np.abs(ref).max())
+
+
+def test_the_weights_are_held_once_whatever_the_thread_count(hidden):
+    model, _ = recurrent_model("LSTM", I=I, H=hidden, direction="bidirectional", scale=0.1)
+    weight_bytes = sum(t.nbytes for t in model.tensors.values())
+    one, two = engine.Session(model, threads=1), engine.Session(model, threads=2)
+    assert one.weights.nbytes <= 1.01 * weight_bytes + 4096
+    # parts of uneven size are padded (H=257: two parts of 129 units), nothing else is added
+    assert two.weights.nbytes <= 1.2 * weight_bytes
+    if hidden % 2 == 0:
+        assert two.weights.nbytes == one.weights.nbytes
+
+
+def test_a_stream_steps_on_the_threaded_layout():
+    model, _ = recurrent_model("LSTM", I=I, H=PARALLEL_MIN_HIDDEN, peepholes=True, scale=0.1)
+    feed = feed_of(model, 1, state=False)
+    two = engine.Session(model, threads=2)
+    whole = two.run(None, feed)
+    stream = two.stream(batch_size=1)
+    steps = [stream.step(feed["X"][t:t + 1])[0] for t in range(T)]
+    assert max_abs_diff(np.concatenate(steps).reshape(whole[0].shape), whole[0]) <= 1e-5
+
+
+def test_fewer_numba_threads_than_parts_runs_the_parts_in_sequence():
+    numba = pytest.importorskip("numba")
+    model, reference = recurrent_model("LSTM", I=I, H=PARALLEL_MIN_HIDDEN, scale=0.1, direction="bidirectional")
+    two = engine.Session(model, threads=2)
+    feed = feed_of(model, 1)
+    expected = two.run(None, feed)
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        got = two.run(None, feed)
+    finally:
+        numba.set_num_threads(before)
+    for x, y in zip(expected, got):
+        assert max_abs_diff(x, y) <= 1e-6
+
+
+def test_a_session_maps_its_file_and_lets_it_go(tmp_path):
+    model, reference = recurrent_model("LSTM", I=I, H=PARALLEL_MIN_HIDDEN, scale=0.1, peepholes=True)
+    path = tmp_path / "m.lstm"
+    engine.save(model, path)
+    feed = feed_of(model, 1)
+    expected = engine.Session(model, threads=1).run(None, feed)
+    for threads in (1, 2):
+        sess = engine.Session(str(path), threads=threads)
+        path.write_bytes(b"\0" * 16)          # rewritten in place: the Session holds no mapping of it any more
+        for x, y in zip(expected, sess.run(None, feed)):
+            assert max_abs_diff(x, y) <= 1e-5
+        engine.save(model, path)
+
+
+def test_release_pages_leaves_values_alone(tmp_path):
+    from engine.model import load_from, read_source
+    model, _ = recurrent_model("LSTM", I=I, H=300, scale=0.1)
+    path = tmp_path / "m.lstm"
+    engine.save(model, path)
+    mapped = load_from(*read_source(str(path), mapped=True))
+    W = mapped.tensors["W"]
+    before = np.array(W)
+    mapped.release_pages(W[0])
+    mapped.release_pages(np.zeros(4096, np.float32))   # not the mapping's: left alone
+    assert np.array_equal(W, before)
+
+
+def test_the_blas_runs_on_one_thread_while_the_threaded_kernel_runs():
+    """Each of the threaded kernel's threads calls the BLAS for its own part: a BLAS pool of two would compete with
+    them for the cores. Plans without the threaded kernel (here batch 5) use the Session's threads."""
+    from engine import _threads
+    model, _ = recurrent_model("LSTM", I=I, H=PARALLEL_MIN_HIDDEN, scale=0.1)
+    two = engine.Session(model, threads=2)
+    if two.threads < 2 or two.runtime != "jit":
+        pytest.skip("needs two cores and the JIT runtime's threaded kernel")
+    two.run(None, feed_of(model, 1, state=False))
+    assert _threads.current == 1
+    two.run(None, feed_of(model, 5, state=False))
+    assert _threads.current == 2
+
+
+@pytest.mark.slow     # compiles a parallel function of its own (~10 s)
+def test_the_threaded_kernel_inside_another_parallel_region_finishes_and_matches():
+    """Nested in another prange, the threading layer runs the kernel's region one iteration after the other: the
+    first runs the tasks the second never starts (after ~25 us each), instead of waiting for it."""
+    numba = pytest.importorskip("numba")
+    import test_kernels as tk
+    from engine.ops.lstm_fast import lstm_direction_parallel, pack_parts
+
+    @numba.njit(parallel=True)
+    def outer(Ys, X2, WTp, RTp, biasp, peep, seq, hs, cs, clip):
+        for i in numba.prange(2):
+            lstm_direction_parallel(Ys[i], 1, X2, 1, WTp, RTp, biasp, peep, True, seq, hs[i], cs[i], False, clip,
+                                    False)
+
+    c = tk.make_case("LSTM", 30, 1, 8, 64, seed=3, peep=True, state=True)
+    X2, Y, h, cc = tk._start(c, np.float32)
+    WTp = pack_parts(np.ascontiguousarray(c.W.T, np.float32)[None], 2)[0]
+    RTp = pack_parts(np.ascontiguousarray(c.R.T, np.float32)[None], 2)[0]
+    biasp = pack_parts(np.asarray(c.Wb + c.Rb, np.float32)[None, None], 2)[0]
+    Ys, hs, cs = np.stack([Y, Y]), np.stack([h, h]), np.stack([cc, cc])
+    outer(Ys, X2, WTp, RTp, biasp, np.asarray(c.P, np.float32), c.seq, hs, cs, np.float32(np.inf))
+    ref = tk.reference(c)
+    for i in range(2):
+        for got, want in zip(tk._finish(Ys[i], hs[i], cs[i]), ref):
+            tk.assert_matches(got, want, np.float32, f"nested run {i}")
