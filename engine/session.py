@@ -288,15 +288,7 @@ class Session:
                 if a.dtype != dt or not a.flags.carray:
                     return self._execute(plan, arrays)
                 f.append(a.reshape(-1))
-            work = plan.take_work(dt)
-            fout = np.empty(plan.fout_size, dt)
-            if _threads.current != plan.blas_threads:
-                _threads.set_blas_threads(plan.blas_threads)
-            status = run(plan.prog, self._fconst, f[0], f[1], f[2], no_i, work[0], work[1], fout, no_f)
-            plan.give_work(work)
-            if status:
-                raise self._status_error(status)
-            return [fout[a:b].reshape(shape) for a, b, shape in plan.out_views]
+            return self._call(plan, f[0], f[1], f[2], no_i, run=run)
         return fast
 
     def _execute(self, plan, args, state=None, work=None):
@@ -310,12 +302,18 @@ class Session:
         iin = np.concatenate([args[i].reshape(-1) for i in ip], dtype=np.int64) if ip else self._no_i
         if plan.call is not None:    # weights fed as inputs, packed for this call (or reused): in the state's slot
             state = self._call_weights.buffer(plan.call, args, self._fconst)
+        return self._call(plan, f0, f1, f2, iin, state, work)
+
+    def _call(self, plan, f0, f1, f2, iin, state=None, work=None, run=None):
+        """One call of the executor (``run``: the runtime's, or an entry point of Runtime.direct) on flat inputs
+        in their slots; returns the outputs in the plan's order. The work buffers are ``work`` (a stream's) or
+        the plan's pool's for the call."""
         fwork, iwork = plan.take_work(self.dtype) if work is None else work
         fout = np.empty(plan.fout_size, self.dtype)
         if _threads.current != plan.blas_threads:
             _threads.set_blas_threads(plan.blas_threads)
-        status = self._run(plan.prog, self._fconst, f0, f1, f2, iin, fwork, iwork, fout,
-                           self._no_f if state is None else state)
+        status = (run or self._run)(plan.prog, self._fconst, f0, f1, f2, iin, fwork, iwork, fout,
+                                    self._no_f if state is None else state)
         if status:
             if work is None:
                 plan.give_work((fwork, iwork))
