@@ -156,18 +156,22 @@ class ImportContext:
     # ------------------------------------------------------------------ writing the model
     def emit(self, op, node, inputs, outputs, attrs, out_shapes, out_dtypes):
         """Append an engine node; its outputs become run-time values of the given shapes and dtypes."""
-        name = node.name or f"{op}_{len(self.nodes)}"
-        base, k = name, 1
-        while name in self.node_names:
-            k += 1
-            name = f"{base}#{k}"
-        self.node_names.add(name)
+        name = self.node_name(node.name or f"{op}_{len(self.nodes)}")
         self.nodes.append(Node(op, name, inputs, outputs, attrs))
         for o, s, d in zip(outputs, out_shapes, out_dtypes):
             if o:
                 self.shapes[o] = s
                 self.dtypes[o] = d
                 self.scopes[-1].add(o)
+
+    def node_name(self, base: str) -> str:
+        """``base``, or ``base#k``: a node name not used yet in this import (taken)."""
+        name, k = base, 1
+        while name in self.node_names:
+            k += 1
+            name = f"{base}#{k}"
+        self.node_names.add(name)
+        return name
 
     def store(self, key, array) -> str:
         """Keep ``array`` in the model as tensor ``key`` (replacing one of that name)."""

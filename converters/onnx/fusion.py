@@ -109,14 +109,6 @@ class _Rewriter:
                 if o:
                     self.producer[o] = n
 
-    def _name(self, base):
-        name, k = base, 1
-        while name in self.ctx.node_names:
-            k += 1
-            name = f"{base}#{k}"
-        self.ctx.node_names.add(name)
-        return name
-
     def _squared(self, name):
         """(x, node) when ``name`` is x ** 2 (Pow by a constant 2, or x * x) read only here."""
         n = self._only(name, ("Pow", "Mul"))
@@ -241,7 +233,7 @@ class _Rewriter:
         ctx.shapes[mid], ctx.dtypes[mid] = [shape[0], nb, shape[2]], ctx.dtypes[src]
         new = [Node("Conv", conv.name, list(conv.inputs), [mid], attrs)]
         if others[0]:
-            new.append(Node("Slice", self._name(f"{sqrt.name}/frames"), [mid], [out],
+            new.append(Node("Slice", self.ctx.node_name(f"{sqrt.name}/frames"), [mid], [out],
                             {"slices": [list(e) for e in others[0]]}))
         self._replace(pattern, sqrt, new)
 
@@ -373,11 +365,11 @@ class _Rewriter:
                              (cN, None, H)):
             ctx.shapes[v], ctx.dtypes[v] = [1, Bn, last], dtype
         attrs = recurrent_spec.canonical("LSTM", {"hidden_size": H})
-        new = [Node("Unsqueeze", self._name(f"{base}/X"), [xv], [X3], {"axes": [0]}),
-               Node("Unsqueeze", self._name(f"{base}/h0"), [hv], [h0], {"axes": [0]}),
-               Node("Unsqueeze", self._name(f"{base}/c0"), [c_prev], [c0], {"axes": [0]}),
-               Node("LSTM", self._name(base), [X3, W, R, Bt, "", h0, c0], ["", hN, cN], attrs),
-               Node("Squeeze", self._name(f"{base}/h"), [hN], [h_new], {"axes": [0]}),
-               Node("Squeeze", self._name(f"{base}/c"), [cN], [c_new], {"axes": [0]})]
+        new = [Node("Unsqueeze", ctx.node_name(f"{base}/X"), [xv], [X3], {"axes": [0]}),
+               Node("Unsqueeze", ctx.node_name(f"{base}/h0"), [hv], [h0], {"axes": [0]}),
+               Node("Unsqueeze", ctx.node_name(f"{base}/c0"), [c_prev], [c0], {"axes": [0]}),
+               Node("LSTM", ctx.node_name(base), [X3, W, R, Bt, "", h0, c0], ["", hN, cN], attrs),
+               Node("Squeeze", ctx.node_name(f"{base}/h"), [hN], [h_new], {"axes": [0]}),
+               Node("Squeeze", ctx.node_name(f"{base}/c"), [cN], [c_new], {"axes": [0]})]
         remove = [*(n for t in terms for n in t[3]), total, split, *acts.values(), m_ig, m_fc, c_add, tc[0], m_oh]
         self._replace(remove, c_add, new)
