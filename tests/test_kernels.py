@@ -24,8 +24,8 @@ import pytest
 import naive
 from engine.ops.activations import codes_of
 from engine.ops.gru_rnn import gru_direction, rnn_direction
-from engine.ops.lstm_fast import (input_projection, lstm_direction_fast, lstm_direction_parallel, pack_parts,
-                                  sigmoid32, tanh32)
+from engine.ops.lstm_fast import input_projection, lstm_direction_fast, lstm_direction_parallel, pack_parts
+from engine.ops.numeric import sigmoid32, tanh32
 from engine.ops.lstm_kernels import lstm_direction_generic
 
 F32, F64 = np.float32, np.float64

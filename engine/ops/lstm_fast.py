@@ -16,8 +16,8 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import JIT_OPTIONS, PARALLEL
-from .numeric import (F32, _ONE, clip_value, input_projection,  # noqa: F401  (re-exported)
-                      matmul, max_length, recurrent_product, sigmoid32, tanh32)
+from .numeric import (input_projection, lstm_cell, matmul, max_length,  # noqa: F401  (re-exported)
+                      recurrent_product)
 from .program import BLAS_MIN_BATCH, PARALLEL_MIN_HIDDEN  # noqa: F401  (re-exported)
 from .recurrent import pack_parts  # noqa: F401  (re-exported: packing is the op's, engine/ops/recurrent.py)
 from .sync import compare_exchange, cpu_relax, cycles, fetch_add, load_acquire, yield_cpu
@@ -64,41 +64,10 @@ def lstm_direction_fast(Y, d, xw, B, RT, bias, peep, use_peep, seq, h, c, revers
                 n = min(chunk, H - j0)
                 if n <= 0:
                     continue
-                g = gates[p * G:(p + 1) * G]
-                cb = c[b, j0:j0 + n]     # views indexed from 0 (an offset index stops LLVM vectorising)
-                hb = h[b, j0:j0 + n]
-                yrow = Y[t, d, b, j0:j0 + n]
-                if use_peep:
-                    pi = peep[j0:j0 + n]
-                    po = peep[H + j0:H + j0 + n]
-                    pf = peep[2 * H + j0:2 * H + j0 + n]
-                    # peepholes need c before the i/f activations and the new c before o: one fused loop
-                    for u in range(n):
-                        cp = cb[u]
-                        i = sigmoid32(clip_value(g[u] + pi[u] * cp, clip))
-                        f = sigmoid32(clip_value(g[2 * chunk + u] + pf[u] * cp, clip))
-                        f = (_ONE - i) if input_forget else f
-                        gc = tanh32(clip_value(g[3 * chunk + u], clip))
-                        cn = f * cp + i * gc
-                        o = sigmoid32(clip_value(g[chunk + u] + po[u] * cn, clip))
-                        cb[u] = cn
-                        hv = o * tanh32(cn)
-                        hb[u] = hv
-                        yrow[u] = hv
-                else:
-                    # loops over one array each vectorise; a loop over six arrays exceeds LLVM's alias-check budget
-                    for u in range(3 * chunk):                  # i, o, f
-                        g[u] = sigmoid32(clip_value(g[u], clip))
-                    for u in range(3 * chunk, 4 * chunk):       # c (candidate)
-                        g[u] = tanh32(clip_value(g[u], clip))
-                    for u in range(n):
-                        i = g[u]
-                        f = (_ONE - i) if input_forget else g[2 * chunk + u]
-                        cn = f * cb[u] + i * g[3 * chunk + u]
-                        cb[u] = cn
-                        hb[u] = g[chunk + u] * tanh32(cn)
-                    for u in range(n):
-                        yrow[u] = hb[u]
+                # views indexed from 0 (an offset index stops LLVM vectorising)
+                lstm_cell(gates[p * G:(p + 1) * G], n, c[b, j0:j0 + n], h[b, j0:j0 + n], Y[t, d, b, j0:j0 + n],
+                          peep[j0:j0 + n], peep[H + j0:H + j0 + n], peep[2 * H + j0:2 * H + j0 + n], use_peep, clip,
+                          input_forget)
 
 
 # ---------------------------------------------------------------------- several threads at batch 1
@@ -152,21 +121,8 @@ def _units_step(Y, d, t, b, xw_row, bias, RTp, rec_row, use_blas, peep, use_peep
         for u in range(4 * chunk):
             g[u] = xw_row[u] + bias[u]
         recurrent_product(g, h[b], RTp)
-    for u in range(n):
-        j = j0 + u
-        cp = c[b, j]
-        pi = peep[j] * cp if use_peep else F32(0.0)
-        pf = peep[2 * H + j] * cp if use_peep else F32(0.0)
-        i = sigmoid32(clip_value(g[u] + pi, clip))
-        f = sigmoid32(clip_value(g[2 * chunk + u] + pf, clip))
-        f = (_ONE - i) if input_forget else f
-        cn = f * cp + i * tanh32(clip_value(g[3 * chunk + u], clip))
-        po = peep[H + j] * cn if use_peep else F32(0.0)
-        o = sigmoid32(clip_value(g[chunk + u] + po, clip))
-        c[b, j] = cn
-        hv = o * tanh32(cn)
-        hnext[b, j] = hv
-        Y[t, d, b, j] = hv
+    lstm_cell(g, n, c[b, j0:j0 + n], hnext[b, j0:j0 + n], Y[t, d, b, j0:j0 + n], peep[j0:j0 + n],
+              peep[H + j0:H + j0 + n], peep[2 * H + j0:2 * H + j0 + n], use_peep, clip, input_forget)
 
 
 @njit(**JIT_OPTIONS)

@@ -29,7 +29,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from ..config import AOT_BUILD, JIT_OPTIONS
-from .numeric import F32, _ONE, activate, clip_value, max_length, sigmoid32, tanh32
+from .numeric import F32, activate, clip_value, lstm_cell, max_length, sigmoid32, tanh32
 from .program_kernels import fparam
 from .recurrent import GRU_REDUCED as GRU_REDUCED_CODE, INT8, LSTM_REDUCED as LSTM_REDUCED_CODE
 
@@ -358,33 +358,8 @@ def lstm_direction_reduced(Y, d, xw, B, R, rscale, rneg, bias, peep, use_peep, s
             for j in range(4 * H):
                 gates[j] = xw[row, j] + bias[j]
             _recurrent_product(gates, h[b], R, rscale, rneg, acc, xq)
-            hb = h[b]
-            cb = c[b]
-            yrow = Y[t, d, b]
-            if use_peep:
-                for j in range(H):
-                    cp = cb[j]
-                    i = sigmoid32(clip_value(gates[j] + peep[j] * cp, clip))
-                    f = sigmoid32(clip_value(gates[2 * H + j] + peep[2 * H + j] * cp, clip))
-                    f = (_ONE - i) if input_forget else f
-                    g = tanh32(clip_value(gates[3 * H + j], clip))
-                    cn = f * cp + i * g
-                    o = sigmoid32(clip_value(gates[H + j] + peep[H + j] * cn, clip))
-                    cb[j] = cn
-                    hb[j] = o * tanh32(cn)
-            else:
-                for j in range(3 * H):                      # i, o, f
-                    gates[j] = sigmoid32(clip_value(gates[j], clip))
-                for j in range(3 * H, 4 * H):               # c (candidate)
-                    gates[j] = tanh32(clip_value(gates[j], clip))
-                for j in range(H):
-                    i = gates[j]
-                    f = (_ONE - i) if input_forget else gates[2 * H + j]
-                    cn = f * cb[j] + i * gates[3 * H + j]
-                    cb[j] = cn
-                    hb[j] = gates[H + j] * tanh32(cn)
-            for j in range(H):
-                yrow[j] = hb[j]
+            lstm_cell(gates, H, c[b], h[b], Y[t, d, b], peep[:H], peep[H:2 * H], peep[2 * H:], use_peep, clip,
+                      input_forget)
 
 
 @njit(**JIT_OPTIONS)
