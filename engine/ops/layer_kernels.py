@@ -7,7 +7,7 @@ from .layers import (ADD, BATCHED_MATMUL, BINARY, CONV1D, DIV, EXP, GATHER_F, GA
                      RELU, SIGMOID, SOFTMAX, SQRT, STFT, SUB, TANH, UNARY)
 from .numeric import matmul, recurrent_product
 from .program import ERR_INDEX, OK
-from .program_kernels import fview, iview
+from .program_kernels import fview, iview, shaped
 
 
 @njit(**JIT_OPTIONS)
@@ -305,36 +305,36 @@ def run_layers(code, prog, pc, F, I):
         unary_kernel(prog[p], fview(F, prog, p + 1, n), fview(F, prog, p + 3, n))
     elif code == MATMUL:             # [a ref, b ref, out ref, R, K, N]: (R, K) @ (K, N)
         R, K, N = prog[p + 6], prog[p + 7], prog[p + 8]
-        a = fview(F, prog, p, R * K).reshape((R, K))
-        b = fview(F, prog, p + 2, K * N).reshape((K, N))
-        out = fview(F, prog, p + 4, R * N).reshape((R, N))
+        a = shaped(fview(F, prog, p, R * K), (R, K))
+        b = shaped(fview(F, prog, p + 2, K * N), (K, N))
+        out = shaped(fview(F, prog, p + 4, R * N), (R, N))
         matmul(a, b, out)
     elif code == BATCHED_MATMUL:     # [a ref, b ref, out ref, batch, M, K, N, b batch stride (0: broadcast)]
         nb, M, K, N, bstep = prog[p + 6], prog[p + 7], prog[p + 8], prog[p + 9], prog[p + 10]
-        a = fview(F, prog, p, nb * M * K).reshape((nb, M, K))
-        out = fview(F, prog, p + 4, nb * M * N).reshape((nb, M, N))
+        a = shaped(fview(F, prog, p, nb * M * K), (nb, M, K))
+        out = shaped(fview(F, prog, p + 4, nb * M * N), (nb, M, N))
         bs = F[prog[p + 2]]
         b0 = prog[p + 3]
         for i in range(nb):
             o = b0 + i * bstep
-            matmul(a[i], bs[o:o + K * N].reshape((K, N)), out[i])
+            matmul(a[i], shaped(bs[o:o + K * N], (K, N)), out[i])
     elif code == SOFTMAX:            # [x ref, out ref, outer, K, inner, log]
         outer, K, inner = prog[p + 4], prog[p + 5], prog[p + 6]
         n = outer * K * inner
-        softmax_kernel(fview(F, prog, p, n).reshape((outer, K, inner)),
-                       fview(F, prog, p + 2, n).reshape((outer, K, inner)), prog[p + 7] != 0)
+        softmax_kernel(shaped(fview(F, prog, p, n), (outer, K, inner)),
+                       shaped(fview(F, prog, p + 2, n), (outer, K, inner)), prog[p + 7] != 0)
     elif code == MEAN:               # [x ref, out ref, outer, K, inner]
         outer, K, inner = prog[p + 4], prog[p + 5], prog[p + 6]
-        mean_kernel(fview(F, prog, p, outer * K * inner).reshape((outer, K, inner)),
-                    fview(F, prog, p + 2, outer * inner).reshape((outer, inner)))
+        mean_kernel(shaped(fview(F, prog, p, outer * K * inner), (outer, K, inner)),
+                    shaped(fview(F, prog, p + 2, outer * inner), (outer, inner)))
     elif code == GATHER_F or code == GATHER_I:   # [data ref, idx ref (int), out ref, outer, n, inner, k]
         outer, n, inner, k = prog[p + 6], prog[p + 7], prog[p + 8], prog[p + 9]
         idx = iview(I, prog, p + 2, k)
         if code == GATHER_F:
-            return gather_kernel(fview(F, prog, p, outer * n * inner).reshape((outer, n, inner)), idx,
-                                 fview(F, prog, p + 4, outer * k * inner).reshape((outer, k, inner)))
-        return gather_kernel(iview(I, prog, p, outer * n * inner).reshape((outer, n, inner)), idx,
-                             iview(I, prog, p + 4, outer * k * inner).reshape((outer, k, inner)))
+            return gather_kernel(shaped(fview(F, prog, p, outer * n * inner), (outer, n, inner)), idx,
+                                 shaped(fview(F, prog, p + 4, outer * k * inner), (outer, k, inner)))
+        return gather_kernel(shaped(iview(I, prog, p, outer * n * inner), (outer, n, inner)), idx,
+                             shaped(iview(I, prog, p + 4, outer * k * inner), (outer, k, inner)))
     elif code == CONV1D:             # [x ref, wt ref, bias ref, out ref, cols + xT ref, acc ref, N, C, L, M, Cg, K,
         #                               Lout, pad0, stride, dilation, group, use_bias, relu, reflect]
         N, C, L, M, Cg, K, Lout = (prog[p + 12], prog[p + 13], prog[p + 14], prog[p + 15], prog[p + 16],
@@ -342,22 +342,22 @@ def run_layers(code, prog, pc, F, I):
         group = prog[p + 22]
         Mg = M // group
         use_bias = prog[p + 23] != 0
-        conv1d_kernel(fview(F, prog, p, N * C * L).reshape((N, C, L)),
-                      fview(F, prog, p + 2, M * Cg * K).reshape((group, Cg * K, Mg)),
+        conv1d_kernel(shaped(fview(F, prog, p, N * C * L), (N, C, L)),
+                      shaped(fview(F, prog, p + 2, M * Cg * K), (group, Cg * K, Mg)),
                       fview(F, prog, p + 4, M) if use_bias else F[0][0:0], use_bias, prog[p + 19], prog[p + 20],
-                      prog[p + 21], fview(F, prog, p + 6, N * M * Lout).reshape((N, M, Lout)),
-                      fview(F, prog, p + 8, Lout * Cg * K).reshape((Lout, Cg * K)),
-                      fview(F, prog, p + 8, Lout * Cg * K + L * Cg)[Lout * Cg * K:].reshape((L, Cg)),
-                      fview(F, prog, p + 10, Lout * Mg).reshape((Lout, Mg)), prog[p + 24] != 0, prog[p + 25] != 0)
+                      prog[p + 21], shaped(fview(F, prog, p + 6, N * M * Lout), (N, M, Lout)),
+                      shaped(fview(F, prog, p + 8, Lout * Cg * K), (Lout, Cg * K)),
+                      shaped(fview(F, prog, p + 8, Lout * Cg * K + L * Cg)[Lout * Cg * K:], (L, Cg)),
+                      shaped(fview(F, prog, p + 10, Lout * Mg), (Lout, Mg)), prog[p + 24] != 0, prog[p + 25] != 0)
     elif code == STFT:               # [x ref, window ref, twiddles ref, bitrev ref, bias ref, out ref, frame ref,
         #                               N, L, K, Lout, pad0, stride, use_bias, magnitude, relu, reflect]
         N, L, K, Lout = prog[p + 14], prog[p + 15], prog[p + 16], prog[p + 17]
         use_bias, magnitude = prog[p + 20] != 0, prog[p + 21] != 0
         nb = K // 2 + 1
         M = nb if magnitude else 2 * nb
-        stft_kernel(fview(F, prog, p, N * L).reshape((N, 1, L)), fview(F, prog, p + 2, K),
+        stft_kernel(shaped(fview(F, prog, p, N * L), (N, 1, L)), fview(F, prog, p + 2, K),
                     fview(F, prog, p + 4, K + 2 * nb + 1), fview(F, prog, p + 6, K // 2),
                     fview(F, prog, p + 8, 2 * nb) if use_bias else F[0][0:0], use_bias, prog[p + 18], prog[p + 19],
-                    fview(F, prog, p + 10, N * M * Lout).reshape((N, M, Lout)), fview(F, prog, p + 12, K), magnitude,
+                    shaped(fview(F, prog, p + 10, N * M * Lout), (N, M, Lout)), fview(F, prog, p + 12, K), magnitude,
                     prog[p + 22] != 0, prog[p + 23] != 0)
     return OK

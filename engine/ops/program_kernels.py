@@ -3,10 +3,67 @@
 The program format is in program.py.
 """
 import numpy as np
-from numba import njit
+from numba import njit, types
+from numba.core import cgutils, config as numba_config
+from numba.core.imputils import impl_ret_borrowed
+from numba.extending import intrinsic, overload
+from numba.np.arrayobj import make_array, populate_array
 
 from ..config import JIT_OPTIONS
 from .program import COPY, FILL, FILL_CONST, FLOAT_TO_INT, INT_COPY, INT_TO_FLOAT, OK
+
+
+@intrinsic
+def _shaped(typingctx, ary, shape):
+    """``ary.reshape(shape)`` for a C-contiguous array: the view's strides written directly. Numba's reshape runs
+    a normaliser and a C helper for every call (~25 ns each); the run functions take a dozen views per instruction.
+    A shape whose size differs from the array's raises ValueError, as reshape would."""
+    if not (isinstance(ary, types.Array) and ary.layout == "C" and isinstance(shape, types.BaseTuple)
+            and len(shape) > 0 and all(isinstance(t, types.Integer) for t in shape)):
+        return None
+    ndim = len(shape)
+    retty = ary.copy(ndim=ndim, layout="C")
+
+    def codegen(context, builder, sig, args):
+        intp = context.get_value_type(types.intp)
+        src = make_array(sig.args[0])(context, builder, args[0])
+        dims = [context.cast(builder, v, t, types.intp)
+                for v, t in zip(cgutils.unpack_tuple(builder, args[1], ndim), sig.args[1])]
+        strides = [None] * ndim
+        step = src.itemsize
+        size = intp(1)
+        for k in range(ndim - 1, -1, -1):
+            strides[k] = step
+            step = builder.mul(step, dims[k])
+            size = builder.mul(size, dims[k])
+        with builder.if_then(builder.icmp_signed("!=", size, src.nitems), likely=False):
+            context.call_conv.return_user_exc(builder, ValueError, ("cannot reshape: the sizes differ",))
+        out = make_array(retty)(context, builder)
+        populate_array(out, data=src.data, shape=dims, strides=strides, itemsize=src.itemsize, meminfo=src.meminfo,
+                       parent=src.parent)
+        return impl_ret_borrowed(context, builder, retty, out._getvalue())
+    return retty(ary, shape), codegen
+
+
+if numba_config.DISABLE_JIT:          # plain Python (NUMBA_DISABLE_JIT=1, for debugging): intrinsics do not run there
+    def shaped(ary, shape):
+        return ary.reshape(shape)
+else:
+    shaped = _shaped
+
+
+def typed_like(ary, value):
+    """``value`` as a scalar of ``ary``'s dtype (in jitted code; no allocation)."""
+    return ary.dtype.type(value)
+
+
+@overload(typed_like, jit_options=JIT_OPTIONS)
+def _typed_like(ary, value):
+    cast = np.dtype(str(ary.dtype)).type
+
+    def impl(ary, value):
+        return cast(value)
+    return impl
 
 
 @njit(**JIT_OPTIONS)

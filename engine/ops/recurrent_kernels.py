@@ -9,7 +9,7 @@ from .lstm_fast import lstm_direction_fast, lstm_direction_parallel
 from .lstm_kernels import lstm_direction_generic
 from .numeric import input_projection, matmul
 from .program import ABSENT, ERR_SEQ_LENS, KEEP, OK
-from .program_kernels import fparam, fview, iview
+from .program_kernels import fparam, fview, iview, shaped, typed_like
 from .reduced_kernels import run_reduced
 from .recurrent import (GRU_CODE, GRU_REDUCED, LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC, LSTM_REDUCED, P_C, P_C0, P_CLIP,
                         P_DIMS, P_H, P_H0, P_LENS, P_OWN, P_REV, P_SCRATCH, P_SEQ, P_WEIGHTS, P_X, P_XW, P_Y)
@@ -53,65 +53,63 @@ def run_recurrent(code, prog, pc, F, I):
     p = pc + 3
     T, B, In, H, Hout, D = (prog[p + P_DIMS], prog[p + P_DIMS + 1], prog[p + P_DIMS + 2], prog[p + P_DIMS + 3],
                             prog[p + P_DIMS + 4], prog[p + P_DIMS + 5])
-    X2 = fview(F, prog, p + P_X, T * B * In).reshape((T * B, In))
+    X2 = shaped(fview(F, prog, p + P_X, T * B * In), (T * B, In))
     lens = iview(I, prog, p + P_LENS, B)
     status = _lengths(lens, I, prog, p + P_SEQ, T, B)
     if status != OK:
         return status
-    h = fview(F, prog, p + P_H, D * B * Hout).reshape((D, B, Hout))
+    h = shaped(fview(F, prog, p + P_H, D * B * Hout), (D, B, Hout))
     _init_state(h, F, prog, p + P_H0, lens)
-    Y = fview(F, prog, p + P_Y, T * D * B * Hout).reshape((T, D, B, Hout))
+    Y = shaped(fview(F, prog, p + P_Y, T * D * B * Hout), (T, D, B, Hout))
     if prog[p + P_SEQ] != ABSENT:
         Y[:, :, :, :] = 0            # rows past a sequence's end are zeros; the kernels skip them
     wts = F[prog[p + P_WEIGHTS]]  # the packed weights: the model's (F_CONST) or the call's (F_CALL)
-    one = np.empty(1, dtype=wts.dtype)
-    one[0] = fparam(prog, p + P_CLIP)
-    clip = one[0]                    # +inf: no clip; typed as the compute dtype
+    clip = typed_like(wts, fparam(prog, p + P_CLIP))   # +inf: no clip; typed as the compute dtype
     q = p + P_OWN
     if code >= LSTM_REDUCED:                 # weights stored as bfloat16 or int8 (reduced_kernels.py)
         c = h
         if code == LSTM_REDUCED:
-            c = fview(F, prog, p + P_C, D * B * H).reshape((D, B, H))
+            c = shaped(fview(F, prog, p + P_C, D * B * H), (D, B, H))
             _init_state(c, F, prog, p + P_C0, lens)
         G = H * (4 if code == LSTM_REDUCED else 3 if code == GRU_REDUCED else 1)
-        xw = fview(F, prog, p + P_XW, T * B * G).reshape((T * B, G))
+        xw = shaped(fview(F, prog, p + P_XW, T * B * G), (T * B, G))
         run_reduced(code, prog, q, X2, lens, h, c, Y, wts, clip, prog[p + P_REV:p + P_REV + 2], xw)
         return OK
     if code == LSTM_FAST or code == LSTM_FAST_MT or code == LSTM_GENERIC:
-        c = fview(F, prog, p + P_C, D * B * H).reshape((D, B, H))
+        c = shaped(fview(F, prog, p + P_C, D * B * H), (D, B, H))
         _init_state(c, F, prog, p + P_C0, lens)
         o_wt, o_rt, o_bias, o_peep, use_peep, input_forget = (prog[q], prog[q + 1], prog[q + 2], prog[q + 3],
                                                               prog[q + 4] != 0, prog[q + 5] != 0)
         Dp = prog[q + 6]             # peepholes stored per direction, or one zero row
-        peep = wts[o_peep:o_peep + Dp * 3 * H].reshape((Dp, 3 * H))
+        peep = shaped(wts[o_peep:o_peep + Dp * 3 * H], (Dp, 3 * H))
         if code == LSTM_FAST_MT or code == LSTM_FAST:
             parts, chunk = prog[q + 7], prog[q + 8]   # the weights in parts (pack_parts): one per thread, or one
             G = 4 * chunk
-            WTp = wts[o_wt:o_wt + D * parts * In * G].reshape((D, parts, In, G))
-            RTp = wts[o_rt:o_rt + D * parts * H * G].reshape((D, parts, H, G))
-            biasp = wts[o_bias:o_bias + D * parts * G].reshape((D, parts, 1, G))
+            WTp = shaped(wts[o_wt:o_wt + D * parts * In * G], (D, parts, In, G))
+            RTp = shaped(wts[o_rt:o_rt + D * parts * H * G], (D, parts, H, G))
+            biasp = shaped(wts[o_bias:o_bias + D * parts * G], (D, parts, 1, G))
             if code == LSTM_FAST_MT:
                 for d in range(D):
                     lstm_direction_parallel(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, lens,
                                             h[d], c[d], prog[p + P_REV + d] == 1, clip, input_forget)
                 return OK
-            xw = fview(F, prog, p + P_XW, parts * T * B * G).reshape((parts, T * B, G))
+            xw = shaped(fview(F, prog, p + P_XW, parts * T * B * G), (parts, T * B, G))
             scratch = fview(F, prog, p + P_SCRATCH, (B + 1) * parts * G)
             gates = scratch[:parts * G]
-            rec = scratch[parts * G:].reshape((parts, B, G))
+            rec = shaped(scratch[parts * G:], (parts, B, G))
             for d in range(D):
                 for k in range(parts):
                     input_projection(X2, WTp[d, k], xw[k])
                 lstm_direction_fast(Y, d, xw, B, RTp[d], biasp[d], peep[d % Dp], use_peep, lens, h[d], c[d],
                                     prog[p + P_REV + d] == 1, clip, input_forget, gates, rec)
             return OK
-        WT = wts[o_wt:o_wt + D * In * 4 * H].reshape((D, In, 4 * H))
-        bias = wts[o_bias:o_bias + D * 4 * H].reshape((D, 4 * H))
-        xw = fview(F, prog, p + P_XW, T * B * 4 * H).reshape((T * B, 4 * H))
-        RT = wts[o_rt:o_rt + D * Hout * 4 * H].reshape((D, Hout, 4 * H))
+        WT = shaped(wts[o_wt:o_wt + D * In * 4 * H], (D, In, 4 * H))
+        bias = shaped(wts[o_bias:o_bias + D * 4 * H], (D, 4 * H))
+        xw = shaped(fview(F, prog, p + P_XW, T * B * 4 * H), (T * B, 4 * H))
+        RT = shaped(wts[o_rt:o_rt + D * Hout * 4 * H], (D, Hout, 4 * H))
         o_proj, use_proj = prog[q + 7], prog[q + 8] != 0
-        projT = wts[o_proj:o_proj + D * H * Hout].reshape((D, H, Hout)) if use_proj else \
-            wts[0:0].reshape((1, 0, 0))
+        projT = shaped(wts[o_proj:o_proj + D * H * Hout], (D, H, Hout)) if use_proj else \
+            shaped(wts[0:0], (1, 0, 0))
         for d in range(D):
             acts = q + 9 + 9 * d         # codes f, g, h; alphas; betas (float64 bits)
             matmul(X2, WT[d], xw)
@@ -123,11 +121,11 @@ def run_recurrent(code, prog, pc, F, I):
     if code == GRU_CODE:
         o_wt, o_rz, o_rh, o_bias, lbr, fast = (prog[q], prog[q + 1], prog[q + 2], prog[q + 3], prog[q + 4] != 0,
                                                prog[q + 5] != 0)
-        WT = wts[o_wt:o_wt + D * In * 3 * H].reshape((D, In, 3 * H))
-        RTzr = wts[o_rz:o_rz + D * H * 2 * H].reshape((D, H, 2 * H))
-        RTh = wts[o_rh:o_rh + D * H * H].reshape((D, H, H))
-        bias = wts[o_bias:o_bias + D * 4 * H].reshape((D, 4 * H))
-        xw = fview(F, prog, p + P_XW, T * B * 3 * H).reshape((T * B, 3 * H))
+        WT = shaped(wts[o_wt:o_wt + D * In * 3 * H], (D, In, 3 * H))
+        RTzr = shaped(wts[o_rz:o_rz + D * H * 2 * H], (D, H, 2 * H))
+        RTh = shaped(wts[o_rh:o_rh + D * H * H], (D, H, H))
+        bias = shaped(wts[o_bias:o_bias + D * 4 * H], (D, 4 * H))
+        xw = shaped(fview(F, prog, p + P_XW, T * B * 3 * H), (T * B, 3 * H))
         for d in range(D):
             acts = q + 6 + 6 * d         # codes f, g; alphas; betas
             input_projection(X2, WT[d], xw)
@@ -137,10 +135,10 @@ def run_recurrent(code, prog, pc, F, I):
         return OK
     # RNN
     o_wt, o_rt, o_bias, fast = prog[q], prog[q + 1], prog[q + 2], prog[q + 3] != 0
-    WT = wts[o_wt:o_wt + D * In * H].reshape((D, In, H))
-    RT = wts[o_rt:o_rt + D * H * H].reshape((D, H, H))
-    bias = wts[o_bias:o_bias + D * H].reshape((D, H))
-    xw = fview(F, prog, p + P_XW, T * B * H).reshape((T * B, H))
+    WT = shaped(wts[o_wt:o_wt + D * In * H], (D, In, H))
+    RT = shaped(wts[o_rt:o_rt + D * H * H], (D, H, H))
+    bias = shaped(wts[o_bias:o_bias + D * H], (D, H))
+    xw = shaped(fview(F, prog, p + P_XW, T * B * H), (T * B, H))
     for d in range(D):
         acts = q + 4 + 3 * d
         input_projection(X2, WT[d], xw)

@@ -10,7 +10,7 @@ from numba import njit
 from ..config import JIT_OPTIONS
 from .numeric import matmul
 from .program import OK
-from .program_kernels import fparam, fview
+from .program_kernels import fparam, fview, shaped
 from .vision import AVGPOOL, CHANNEL_AFFINE, CLIP, CONV2D, LEAKY_RELU, MAXPOOL, REDUCE_MAX
 
 
@@ -139,12 +139,12 @@ def conv2d_kernel(x, w, bias, use_bias, col, direct, N, C, H, W, M, Cg, kh, kw, 
         for g in range(group):
             xo = (n * C + g * Cg) * H * W
             if direct:
-                cols = x[xo:xo + Kc * P].reshape((Kc, P))
+                cols = shaped(x[xo:xo + Kc * P], (Kc, P))
             else:
                 im2col(x, xo, Cg, H, W, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo, col)
-                cols = col[:Kc * P].reshape((Kc, P))
+                cols = shaped(col[:Kc * P], (Kc, P))
             oo = (n * M + g * Mg) * P
-            matmul(w[g * Mg * Kc:(g + 1) * Mg * Kc].reshape((Mg, Kc)), cols, out[oo:oo + Mg * P].reshape((Mg, P)))
+            matmul(shaped(w[g * Mg * Kc:(g + 1) * Mg * Kc], (Mg, Kc)), cols, shaped(out[oo:oo + Mg * P], (Mg, P)))
         if use_bias:
             for m in range(M):
                 b = bias[m]
@@ -264,6 +264,6 @@ def run_vision(code, prog, pc, F, I):
             out[i] = hi if v > hi else v
     elif code == REDUCE_MAX:       # [x, out refs, outer, K, inner]
         outer, K, inner = prog[p + 4], prog[p + 5], prog[p + 6]
-        reduce_max_kernel(fview(F, prog, p, outer * K * inner).reshape((outer, K, inner)),
-                          fview(F, prog, p + 2, outer * inner).reshape((outer, inner)))
+        reduce_max_kernel(shaped(fview(F, prog, p, outer * K * inner), (outer, K, inner)),
+                          shaped(fview(F, prog, p + 2, outer * inner), (outer, inner)))
     return OK
