@@ -287,7 +287,7 @@ class Session:
                 a = arrays[i]
                 if a.dtype != dt or not a.flags.carray:
                     return self._execute(plan, arrays)
-                f.append(a.reshape(-1))
+                f.append(a.ravel())
             return self._call(plan, f[0], f[1], f[2], no_i, run=run)
         return fast
 
@@ -462,7 +462,7 @@ def _fmt_shape(shape):
 def _flat(a, dtype):
     """``a`` as the 1-D, C-contiguous, writable array of ``dtype`` the executor takes (a view when it is one)."""
     if a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable:
-        return a.reshape(-1)
+        return a.ravel()
     return np.array(a, dtype=dtype).reshape(-1)
 
 
@@ -598,7 +598,7 @@ class Stream:
                     fout = np.empty(size, fconst.dtype)
                     if _threads.current != threads:
                         _threads.set_blas_threads(threads)
-                    flat = x.reshape(-1)
+                    flat = x.ravel()              # C-contiguous: a view
                     status = run(prog, fconst, flat if as_float else no_f, no_f, no_f, no_i if as_float else flat,
                                  fwork, iwork, fout, self._state)
                     if status:

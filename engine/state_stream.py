@@ -180,7 +180,7 @@ class StateStream:
         sess = self.session
         f = []
         for s in slots:
-            f.append(s if type(s) is not int else x.reshape(-1) if s < 0 else self._state[s].reshape(-1))
+            f.append(s if type(s) is not int else x.ravel() if s < 0 else self._state[s].ravel())
         fout = np.empty(size, fconst.dtype)       # fresh: the new state is taken from it as it is
         if _threads.current != threads:
             _threads.set_blas_threads(threads)
