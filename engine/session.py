@@ -241,15 +241,23 @@ class Session:
         if plan is None:
             plan = self._plan(key, {n: a.shape for n, a in zip(self._input_names, args)}, wanted, args=args)
         if output_names is None:
-            self._fast_run = self._fast_runner(plan, key[1], self._values_of(args))
+            given = tuple(n in input_feed for n in self._input_names)
+            fast = self._fast_run
+            if fast is None or fast.plan is not plan or fast.given != given:    # (making one costs ~70 us)
+                self._fast_run = self._fast_runner(plan, key[1], self._values_of(args), given, args)
         return self._execute(plan, args)
 
-    def _fast_runner(self, plan, shapes, values=()):
-        """The fast path of ``run`` for the last plan used with all outputs: a feed of exactly these shapes, float
-        inputs of any float dtype (converted as the checked path would) and int inputs of the declared dtype goes
-        straight to the executor. Anything else returns None, and the checked path explains what is wrong."""
-        names, n_inputs = tuple(self._input_names), len(self._input_names)
-        kinds = tuple((s.dtype in _FLOATS, t) for s, t in zip(self.model.inputs, self._arg_dtypes))
+    def _fast_runner(self, plan, shapes, values, given, defaults):
+        """The fast path of ``run`` for the last plan used with all outputs: a feed of the same inputs (``given``:
+        which of the model's inputs it holds; an optional one left out is read from ``defaults``, the zeros the
+        checked path bound) in exactly these shapes, float inputs of any float dtype (converted as the checked
+        path would) and int inputs of the declared dtype goes straight to the executor. Anything else returns None,
+        and the checked path explains what is wrong."""
+        names = tuple(n for n, g in zip(self._input_names, given) if g)
+        n_inputs = len(names)
+        fixed = [None if g else d for g, d in zip(given, defaults)]       # the omitted inputs' zeros
+        kinds = tuple((s.dtype in _FLOATS, t) for s, t, g in zip(self.model.inputs, self._arg_dtypes, given) if g)
+        shapes = tuple(sh for sh, g in zip(shapes, given) if g)
         by_value = list(zip(self._value_inputs, values[0])) if values else []
         # lean: each float input in a slot of its own, no int input read, no weights fed, float outputs: the
         # executor is called here, its entry point directly, when the inputs are C-contiguous writable arrays of
@@ -267,13 +275,18 @@ class Session:
             if len(feed) != n_inputs:
                 return None
             try:
-                arrays = [feed[n] for n in names]
+                fed = [feed[n] for n in names]
             except KeyError:
                 return None
-            for a, shape, (is_float, want) in zip(arrays, shapes, kinds):
+            for a, shape, (is_float, want) in zip(fed, shapes, kinds):
                 if type(a) is not np.ndarray or a.shape != shape or \
                         (a.dtype.kind != "f" if is_float else a.dtype != want):
                     return None
+            if n_inputs == len(fixed):
+                arrays = fed
+            else:
+                it = iter(fed)
+                arrays = [next(it) if d is None else d for d in fixed]
             for i, v in by_value:
                 if tuple(arrays[i].reshape(-1).tolist()) != v:
                     return None
@@ -289,6 +302,7 @@ class Session:
                     return self._execute(plan, arrays)
                 f.append(a.ravel())
             return self._call(plan, f[0], f[1], f[2], no_i, run=run)
+        fast.plan, fast.given = plan, given
         return fast
 
     def _execute(self, plan, args, state=None, work=None):
