@@ -56,11 +56,19 @@ def gru_direction(Y, d, xw, B, RTzr, RTh, bias, seq, h, reverse, codes, alphas, 
             t = L - 1 - s if reverse else s
             row = t * B + b
             hb = h[b]
+            # views indexed from 0: an offset index (xw[row, 2 * H + j]) stops LLVM vectorising
+            xr = xw[row]
+            xzr = xr[:2 * H]
+            xh = xr[2 * H:3 * H]
+            bzr = bias[:2 * H]
+            bxh = bias[2 * H:3 * H]
+            brh = bias[3 * H:4 * H]
             for j in range(2 * H):
-                gzr[j] = xw[row, j] + bias[j]
+                gzr[j] = xzr[j] + bzr[j]
             if use_blas:
+                rz = recz[b]
                 for j in range(2 * H):
-                    gzr[j] += recz[b, j]
+                    gzr[j] += rz[j]
             else:
                 recurrent_product(gzr, hb, RTzr)
             if fast:
@@ -69,23 +77,26 @@ def gru_direction(Y, d, xw, B, RTzr, RTh, bias, seq, h, reverse, codes, alphas, 
             else:
                 for j in range(2 * H):
                     gzr[j] = activate(cf, af, bf, _clipv(gzr[j], clip))
+            z = gzr[:H]
+            r = gzr[H:2 * H]
             if lbr:
                 # h~ = g(x Wh + Wbh + r * (h Rh + Rbh))
                 if use_blas:
+                    rh = rech[b]
                     for j in range(H):
-                        tmp[j] = rech[b, j] + bias[3 * H + j]
+                        tmp[j] = rh[j] + brh[j]
                 else:
                     for j in range(H):
-                        tmp[j] = bias[3 * H + j]
+                        tmp[j] = brh[j]
                     recurrent_product(tmp, hb, RTh)
                 for j in range(H):
-                    gh[j] = xw[row, 2 * H + j] + bias[2 * H + j] + gzr[H + j] * tmp[j]
+                    gh[j] = xh[j] + bxh[j] + r[j] * tmp[j]
             else:
                 # h~ = g(x Wh + (r * h) Rh + Rbh + Wbh)
                 for j in range(H):
-                    tmp[j] = gzr[H + j] * hb[j]
+                    tmp[j] = r[j] * hb[j]
                 for j in range(H):
-                    gh[j] = xw[row, 2 * H + j] + bias[2 * H + j] + bias[3 * H + j]
+                    gh[j] = xh[j] + bxh[j] + brh[j]
                 recurrent_product(gh, tmp, RTh)
             if fast:
                 for j in range(H):
@@ -95,12 +106,9 @@ def gru_direction(Y, d, xw, B, RTzr, RTh, bias, seq, h, reverse, codes, alphas, 
                     gh[j] = activate(cg, ag, bg, _clipv(gh[j], clip))
             yrow = Y[t, d, b]
             for j in range(H):
-                z = gzr[j]
-                hn = gh[j] + z * (hb[j] - gh[j])        # (1 - z) * h~ + z * h
-                hb[j] = hn
-                yrow[j] = hn
-
-
+                hb[j] = gh[j] + z[j] * (hb[j] - gh[j])  # (1 - z) * h~ + z * h
+            for j in range(H):
+                yrow[j] = hb[j]
 
 
 # ---------------------------------------------------------------------- RNN
@@ -122,11 +130,13 @@ def rnn_direction(Y, d, xw, B, RT, bias, seq, h, reverse, code, alpha, beta, cli
             t = L - 1 - s if reverse else s
             row = t * B + b
             hb = h[b]
+            xr = xw[row]
             for j in range(H):
-                g[j] = xw[row, j] + bias[j]
+                g[j] = xr[j] + bias[j]
             if use_blas:
+                rb = rec[b]
                 for j in range(H):
-                    g[j] += rec[b, j]
+                    g[j] += rb[j]
             else:
                 recurrent_product(g, hb, RT)
             yrow = Y[t, d, b]
