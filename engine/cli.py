@@ -83,9 +83,11 @@ def _parser():
 
     w = sub.add_parser("warmup", help="compile the engine's executor now (once per install) so that models start fast",
                        description="Compile the engine's precompiled executor for float32 and float64 and store it in "
-                                   "Numba's cache (next to the installed sources, or NUMBA_CACHE_DIR). The first "
-                                   "Session after an install or upgrade otherwise does this, which takes about a "
-                                   "minute; run it once in a container build step or after pip install.")
+                                   "Numba's cache (next to the installed sources, or NUMBA_CACHE_DIR), and write "
+                                   "the package's Python bytecode (which an editable install or "
+                                   "PYTHONDONTWRITEBYTECODE leaves to every start). The first Session after an "
+                                   "install or upgrade otherwise compiles the executor, which takes about a minute; "
+                                   "run this once in a container build step or after pip install.")
     w.add_argument("--precision", choices=["float32", "float64", "both"], default="both",
                    help="which executor to compile (default: both)")
 
@@ -375,7 +377,10 @@ def cmd_vad(args):
 # ---------------------------------------------------------------------- warmup
 def cmd_warmup(args):
     from . import runtime
-    from .warmup import warm_up
+    from .warmup import compile_bytecode, warm_up
+    failed = compile_bytecode()
+    print("bytecode: written" if not failed else
+          f"bytecode: could not write to {', '.join(failed)} (each start compiles those modules again)")
     rt = runtime.current()
     for precision, seconds in warm_up(("float32", "float64") if args.precision == "both" else (args.precision,)):
         print(f"executor ({precision}) ready in {seconds:.1f}s")

@@ -5,6 +5,8 @@ only costs loading its file and making a plan. ``lstm-engine warmup`` calls this
 does the same for its own dtype. With the ahead-of-time runtime there is nothing to compile: the call only checks
 that the module runs.
 """
+import compileall
+import os
 import time
 
 import numpy as np
@@ -28,3 +30,16 @@ def warm_up(precisions=("float32", "float64"), runtime=None):
         i = np.empty(0, np.int64)
         runtime.executor(precision)(np.array([2, 2], np.int64), np.empty(1, precision), f, f, f, i, f, i, f, f)
         yield precision, time.perf_counter() - t0
+
+
+def compile_bytecode():
+    """Write the Python bytecode of the engine and its converters, as ``pip install`` does for a regular install.
+    An editable install, or PYTHONDONTWRITEBYTECODE, otherwise leaves every process to compile ~40 modules from
+    source: ~45 ms of a cold start here (the ahead-of-time runtime's 0.10 s start is 0.14 s without it). Returns the
+    package directories it could not write to."""
+    import converters as conv       # the sibling package, for its path
+    failed = []
+    for path in (os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.abspath(conv.__file__))):
+        if not compileall.compile_dir(path, quiet=2, workers=1):
+            failed.append(path)
+    return failed

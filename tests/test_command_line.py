@@ -85,6 +85,20 @@ def test_inspect_and_run_a_model_file(built_file):
         assert np.abs(out[name] - ref).max() <= 1e-5
 
 
+def test_warmup_compiles_the_executor_and_writes_the_bytecode():
+    """`lstm-engine warmup` readies the executor and writes the package's bytecode (an editable install under
+    PYTHONDONTWRITEBYTECODE would otherwise compile every module at every start)."""
+    import importlib.util
+    pyc = importlib.util.cache_from_source(os.path.join(ROOT, "engine", "errors.py"))
+    if os.path.exists(pyc):
+        os.remove(pyc)
+    p = cli("warmup", "--precision", "float32")
+    no_traceback(p)
+    assert p.returncode == 0, p.stderr
+    assert "bytecode: written" in p.stdout and "executor (float32) ready in" in p.stdout, p.stdout
+    assert os.path.exists(pyc)
+
+
 CLI_ERRORS = [
     (("convert", "missing.onnx", "-o", "x.lstm"), "not found"),
     (("inspect", "missing.lstm"), "not found"),
