@@ -271,6 +271,9 @@ class Session:
             run = self._runtime.direct(self._run, (plan.prog, self._fconst, *example, no_i, np.zeros(1, dt),
                                                    np.zeros(1, np.int64), np.zeros(1, dt), no_f))
 
+        if lean and not by_value:
+            return self._lean_runner(plan, names, shapes, kinds, slots, run, given, defaults)
+
         def fast(feed):
             if len(feed) != n_inputs:
                 return None
@@ -302,6 +305,57 @@ class Session:
                     return self._execute(plan, arrays)
                 f.append(a.ravel())
             return self._call(plan, f[0], f[1], f[2], no_i, run=run)
+        fast.plan, fast.given = plan, given
+        return fast
+
+    def _lean_runner(self, plan, names, shapes, kinds, slots, run, given, defaults):
+        """run's fast path at its leanest (each float input in a slot of its own, float outputs, no int input read,
+        nothing planned by value): the checks, the executor's entry point and the output views in one function,
+        ~0.6 us less per call than the general one. An input left out (``given``) is read from ``defaults``. Fed
+        inputs that are not C-contiguous writable arrays of the compute dtype go to _execute, which converts them;
+        anything else returns None (the checked path)."""
+        dt, no_f, no_i, fconst, prog, size = self.dtype, self._no_f, self._no_i, self._fconst, plan.prog, plan.fout_size
+        n_inputs = len(names)
+        checks = tuple(zip(names, shapes, kinds))
+        # each executor slot: (the feed's name, None) or (None, the flat array it always gets)
+        sources = [(None, no_f) if i < 0 else (self._input_names[i], None) if given[i] else
+                   (None, np.ascontiguousarray(defaults[i], dt).ravel()) for i in slots]
+        sources += [(None, no_f)] * (3 - len(sources))
+
+        def args_of(feed):
+            it = iter(names)
+            return [feed[next(it)] if g else d for g, d in zip(given, defaults)]
+        isz = dt.itemsize
+        views = tuple((a * isz, shape) for a, b, shape in plan.out_views)
+        threads = plan.blas_threads
+        ndarray = np.ndarray
+
+        def fast(feed):
+            if len(feed) != n_inputs:
+                return None
+            for name, shape, (is_float, want) in checks:
+                a = feed.get(name)
+                if type(a) is not ndarray or a.shape != shape or \
+                        (a.dtype.kind != "f" if is_float else a.dtype != want):
+                    return None
+            f = []
+            for name, fixed in sources:
+                if name is None:
+                    f.append(fixed)
+                    continue
+                a = feed[name]
+                if a.dtype is not dt or not a.flags.carray:
+                    return self._execute(plan, args_of(feed))
+                f.append(a.ravel())
+            fwork, iwork = plan.take_work(dt)
+            fout = np.empty(size, dt)
+            if _threads.current != threads:
+                _threads.set_blas_threads(threads)
+            status = run(prog, fconst, f[0], f[1], f[2], no_i, fwork, iwork, fout, no_f)
+            plan.give_work((fwork, iwork))
+            if status:
+                raise self._status_error(status)
+            return [ndarray(shape, dt, fout, offset) for offset, shape in views]
         fast.plan, fast.given = plan, given
         return fast
 

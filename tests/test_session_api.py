@@ -78,10 +78,13 @@ def test_repeated_runs_with_optional_inputs_left_out_take_the_fast_path(bidirect
     x = x_of()
     st = np.random.default_rng(1).standard_normal((2, 2, 6)).astype(np.float32)
     first = sess.run(None, {"X": x})
+    kept = [a.copy() for a in first]
     fast = sess._fast_run
     assert fast is not None and fast.given == (True, False, False)
-    for _ in range(3):
-        again = sess.run(None, {"X": x})
+    read_only = x.copy()
+    read_only.flags.writeable = False
+    for variant in (x, x, x.astype(np.float64), np.asfortranarray(x), read_only):   # converted where needed
+        again = sess.run(None, {"X": variant})
         assert sess._fast_run is fast
         assert all(np.array_equal(a, b) for a, b in zip(first, again))
     assert all(max_abs_diff(a, b) <= 1e-5 for a, b in zip(first, reference({"X": x})))
@@ -91,6 +94,7 @@ def test_repeated_runs_with_optional_inputs_left_out_take_the_fast_path(bidirect
             got = sess.run(None, feed)
             assert all(max_abs_diff(a, b) <= 1e-5 for a, b in zip(got, reference(feed))), list(feed)
     assert sess._fast_run.given == (True, False, True)
+    assert all(np.array_equal(a, b) for a, b in zip(first, kept)), "a later call wrote into an earlier result"
 
 
 def test_float64_input_is_converted_for_a_float32_model(bidirectional):
