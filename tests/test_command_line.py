@@ -99,6 +99,25 @@ def test_warmup_compiles_the_executor_and_writes_the_bytecode():
     assert os.path.exists(pyc)
 
 
+def test_output_cut_short_by_its_reader_ends_quietly(tmp_path):
+    """`lstm-engine inspect big.onnx --json | head`: the reader goes away; the command stops without a traceback."""
+    import onnx
+    from onnx import TensorProto, helper
+    nodes = [helper.make_node("Relu", [f"v{k}"], [f"v{k + 1}"]) for k in range(3000)]   # ~0.5 MB of JSON
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("v0", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("v3000", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "chain.onnx")
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    p = subprocess.Popen([sys.executable, "-m", "engine.cli", "inspect", str(tmp_path / "chain.onnx"), "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert len(p.stdout.read(10)) == 10
+    p.stdout.close()                                     # the reader goes away after 10 bytes
+    err = p.stderr.read().decode()
+    rc = p.wait(timeout=600)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert rc == 141, (rc, err)
+
+
 CLI_ERRORS = [
     (("convert", "missing.onnx", "-o", "x.lstm"), "not found"),
     (("inspect", "missing.lstm"), "not found"),
