@@ -166,12 +166,7 @@ class ImportContext:
 
     def node_name(self, base: str) -> str:
         """``base``, or ``base#k``: a node name not used yet in this import (taken)."""
-        name, k = base, 1
-        while name in self.node_names:
-            k += 1
-            name = f"{base}#{k}"
-        self.node_names.add(name)
-        return name
+        return _take_unique(base, self.node_names)
 
     def store(self, key, array) -> str:
         """Keep ``array`` in the model as tensor ``key`` (replacing one of that name)."""
@@ -182,13 +177,7 @@ class ImportContext:
     def base_name(self, node, fallback: str) -> str:
         """A prefix, unique in this import, for the tensors and extra nodes a handler adds for ``node`` (node names
         repeat across If branches: Silero's 16 and 8 kHz models have the same names)."""
-        base = (node.name or fallback).replace("/", "_")
-        name, k = base, 1
-        while name in self._bases:
-            k += 1
-            name = f"{base}#{k}"
-        self._bases.add(name)
-        return name
+        return _take_unique((node.name or fallback).replace("/", "_"), self._bases)
 
     # ------------------------------------------------------------------ dimensions
     def soft_equal(self, d, value) -> bool:
@@ -201,3 +190,13 @@ class ImportContext:
         if isinstance(d, int):
             return d
         return str(d)
+
+
+def _take_unique(base: str, taken: set) -> str:
+    """``base``, or the first of ``base#2``, ``base#3``, ... not in ``taken``; added to ``taken``."""
+    name, k = base, 1
+    while name in taken:
+        k += 1
+        name = f"{base}#{k}"
+    taken.add(name)
+    return name

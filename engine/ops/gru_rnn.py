@@ -23,8 +23,43 @@ import numpy as np
 from numba import njit
 
 from ..config import JIT_OPTIONS
+from .activations import SIGMOID
 from .numeric import (BLAS_MIN_BATCH, activate, clip_value as _clipv, matmul, max_length, recurrent_product,
                       sigmoid32, tanh32)
+
+
+# ---------------------------------------------------------------------- what the float and reduced kernels share
+@njit(**JIT_OPTIONS)
+def activate_all(g, code, alpha, beta, clip, fast):
+    """g <- activation ``code`` (alpha, beta) of each element after the clip, in place. With ``fast`` (float32, the
+    default activations, so code is Sigmoid or Tanh) the vectorisable rational sigmoid/tanh run instead."""
+    if not fast:
+        for j in range(g.shape[0]):
+            g[j] = activate(code, alpha, beta, _clipv(g[j], clip))
+    elif code == SIGMOID:
+        for j in range(g.shape[0]):
+            g[j] = sigmoid32(_clipv(g[j], clip))
+    else:
+        for j in range(g.shape[0]):
+            g[j] = tanh32(_clipv(g[j], clip))
+
+
+@njit(**JIT_OPTIONS)
+def gru_update(hb, z, gh, yrow):
+    """The GRU's new state, in place: h = (1 - z) * h~ + z * h, also written to the step's output row."""
+    for j in range(hb.shape[0]):
+        hb[j] = gh[j] + z[j] * (hb[j] - gh[j])
+    for j in range(hb.shape[0]):
+        yrow[j] = hb[j]
+
+
+@njit(**JIT_OPTIONS)
+def rnn_update(hb, g, yrow):
+    """The RNN's new state (g, activated) into h and the step's output row."""
+    for j in range(hb.shape[0]):
+        hb[j] = g[j]
+    for j in range(hb.shape[0]):
+        yrow[j] = g[j]
 
 
 # ---------------------------------------------------------------------- GRU
@@ -71,12 +106,7 @@ def gru_direction(Y, d, xw, B, RTzr, RTh, bias, seq, h, reverse, codes, alphas, 
                     gzr[j] += rz[j]
             else:
                 recurrent_product(gzr, hb, RTzr)
-            if fast:
-                for j in range(2 * H):
-                    gzr[j] = sigmoid32(_clipv(gzr[j], clip))
-            else:
-                for j in range(2 * H):
-                    gzr[j] = activate(cf, af, bf, _clipv(gzr[j], clip))
+            activate_all(gzr, cf, af, bf, clip, fast)
             z = gzr[:H]
             r = gzr[H:2 * H]
             if lbr:
@@ -98,17 +128,8 @@ def gru_direction(Y, d, xw, B, RTzr, RTh, bias, seq, h, reverse, codes, alphas, 
                 for j in range(H):
                     gh[j] = xh[j] + bxh[j] + brh[j]
                 recurrent_product(gh, tmp, RTh)
-            if fast:
-                for j in range(H):
-                    gh[j] = tanh32(_clipv(gh[j], clip))
-            else:
-                for j in range(H):
-                    gh[j] = activate(cg, ag, bg, _clipv(gh[j], clip))
-            yrow = Y[t, d, b]
-            for j in range(H):
-                hb[j] = gh[j] + z[j] * (hb[j] - gh[j])  # (1 - z) * h~ + z * h
-            for j in range(H):
-                yrow[j] = hb[j]
+            activate_all(gh, cg, ag, bg, clip, fast)
+            gru_update(hb, z, gh, Y[t, d, b])
 
 
 # ---------------------------------------------------------------------- RNN
@@ -139,13 +160,6 @@ def rnn_direction(Y, d, xw, B, RT, bias, seq, h, reverse, code, alpha, beta, cli
                     g[j] += rb[j]
             else:
                 recurrent_product(g, hb, RT)
-            yrow = Y[t, d, b]
-            if fast:
-                for j in range(H):
-                    hb[j] = tanh32(_clipv(g[j], clip))
-            else:
-                for j in range(H):
-                    hb[j] = activate(code, alpha, beta, _clipv(g[j], clip))
-            for j in range(H):
-                yrow[j] = hb[j]
+            activate_all(g, code, alpha, beta, clip, fast)
+            rnn_update(hb, g, Y[t, d, b])
 

@@ -29,7 +29,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from ..config import AOT_BUILD, JIT_OPTIONS
-from .numeric import F32, activate, clip_value, lstm_cell, max_length, sigmoid32, tanh32
+from .gru_rnn import activate_all, gru_update, rnn_update
+from .numeric import F32, lstm_cell, max_length
 from .program_kernels import fparam
 from .recurrent import GRU_REDUCED as GRU_REDUCED_CODE, INT8, LSTM_REDUCED as LSTM_REDUCED_CODE
 
@@ -387,12 +388,7 @@ def gru_direction_reduced(Y, d, xw, B, Rzr, zr_scale, zr_neg, Rh, h_scale, h_neg
             for j in range(2 * H):
                 gzr[j] = xw[row, j] + bias[j]
             _recurrent_product(gzr, hb, Rzr, zr_scale, zr_neg, acc_zr, xq)
-            if fast:
-                for j in range(2 * H):
-                    gzr[j] = sigmoid32(clip_value(gzr[j], clip))
-            else:
-                for j in range(2 * H):
-                    gzr[j] = activate(cf, af, bf, clip_value(gzr[j], clip))
+            activate_all(gzr, cf, af, bf, clip, fast)
             if lbr:
                 # h~ = g(x Wh + Wbh + r * (h Rh + Rbh))
                 for j in range(H):
@@ -407,18 +403,8 @@ def gru_direction_reduced(Y, d, xw, B, Rzr, zr_scale, zr_neg, Rh, h_scale, h_neg
                 for j in range(H):
                     gh[j] = xw[row, 2 * H + j] + bias[2 * H + j] + bias[3 * H + j]
                 _recurrent_product(gh, tmp, Rh, h_scale, h_neg, acc_h, xq_h)
-            if fast:
-                for j in range(H):
-                    gh[j] = tanh32(clip_value(gh[j], clip))
-            else:
-                for j in range(H):
-                    gh[j] = activate(cg, ag, bg, clip_value(gh[j], clip))
-            yrow = Y[t, d, b]
-            for j in range(H):
-                z = gzr[j]
-                hn = gh[j] + z * (hb[j] - gh[j])        # (1 - z) * h~ + z * h
-                hb[j] = hn
-                yrow[j] = hn
+            activate_all(gh, cg, ag, bg, clip, fast)
+            gru_update(hb, gzr[:H], gh, Y[t, d, b])
 
 
 @njit(**JIT_OPTIONS)
@@ -439,15 +425,8 @@ def rnn_direction_reduced(Y, d, xw, B, R, rscale, rneg, bias, seq, h, reverse, c
             for j in range(H):
                 g[j] = xw[row, j] + bias[j]
             _recurrent_product(g, hb, R, rscale, rneg, acc, xq)
-            yrow = Y[t, d, b]
-            if fast:
-                for j in range(H):
-                    hb[j] = tanh32(clip_value(g[j], clip))
-            else:
-                for j in range(H):
-                    hb[j] = activate(code, alpha, beta, clip_value(g[j], clip))
-            for j in range(H):
-                yrow[j] = hb[j]
+            activate_all(g, code, alpha, beta, clip, fast)
+            rnn_update(hb, g, Y[t, d, b])
 
 
 # ---------------------------------------------------------------------- the run function of the reduced variants
