@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import engine
@@ -299,6 +299,8 @@ def untouched(whole):
 @given(Cg=small(1, 3), group=small(1, 2), H=small(1, 6), W=small(1, 8), kh=small(1, 4), kw=small(1, 4),
        pads=st.lists(small(0, 6), min_size=4, max_size=4), sh=small(1, 3), sw=small(1, 3), dh=small(1, 3),
        dw=small(1, 3))
+# taps wholly right of the image (pads wider than it): a negative column bound once zeroed other taps' rows
+@example(Cg=1, group=1, H=1, W=1, kh=4, kw=4, pads=[3, 3, 6, 6], sh=1, sw=1, dh=3, dw=3)
 def test_kernels_write_only_their_buffers(Cg, group, H, W, kh, kw, pads, sh, sw, dh, dw):
     """The convolution and pooling kernels called directly, their work (im2col) and output buffers fenced by NaN:
     nothing outside them changes (the kernels have no bounds checks), and the output is the reference's."""

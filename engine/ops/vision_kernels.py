@@ -34,6 +34,8 @@ def tap_columns(off, stride, W, Wo):
     hi = (W - 1 - off) // stride + 1
     if hi > Wo:
         hi = Wo
+    if hi < 0:                     # the tap is right of the image for every output column (pads wider than W)
+        hi = 0
     if lo > hi:
         lo = hi
     return lo, hi
