@@ -20,7 +20,7 @@ from .errors import InvalidInputError, ModelFileError, UnsupportedModelError
 from .ops import OPS
 from .ops.base import contiguous_strides, merge_axes
 from .ops.program import (ABSENT, COPY, F_CALL, F_CONST, F_IN, F_IN_SLOTS, F_OUT, F_WORK, FILL_CONST, I_CONST, I_IN,
-                          I_WORK, INT_COPY, MAX_RANK)
+                          I_WORK, INT_COPY, MAX_RANK, THREADS_AT)
 from .quant import StoredBytes
 
 ALIGN = 16   # elements: 64 bytes of float32
@@ -320,10 +320,10 @@ class Planner:
         itemsize = self.dtype.itemsize
         self._check_size(0, "the buffers of this call", (self.fwork.peak + self.fout_top) * itemsize
                          + self.iwork.peak * 8)
-        start = 2
+        start = THREADS_AT + 1
         end = start + len(self.code)
         try:
-            prog = np.array([start, end] + self.code + self.consts, dtype=np.int64)
+            prog = np.array([start, end, self.blas_threads] + self.code + self.consts, dtype=np.int64)
         except OverflowError:
             raise UnsupportedModelError("a size, offset or attribute of this model does not fit in 64 bits") from None
         for pos in self.patches:

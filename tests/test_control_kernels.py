@@ -200,7 +200,7 @@ def run_conv(x, W, B, pads, stride, dilation, group, relu=False, reflect=False):
     out = np.full((N, M, Lout), np.nan, x.dtype)
     cols, acc = np.full((Lout, Cg * K), np.nan, x.dtype), np.full((Lout, Mg), np.nan, x.dtype)
     conv1d_kernel(x, wt, B if B is not None else np.zeros(0, x.dtype), B is not None, pads[0], stride, dilation,
-                  out, cols, np.full((L, Cg), np.nan, x.dtype), acc, relu, reflect)
+                  out, cols, np.full((L, Cg), np.nan, x.dtype), acc, relu, reflect, 1)
     return out
 
 

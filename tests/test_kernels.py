@@ -24,7 +24,9 @@ import pytest
 import naive
 from engine.ops.activations import codes_of
 from engine.ops.gru_rnn import gru_direction, rnn_direction
-from engine.ops.lstm_fast import input_projection, lstm_direction_fast, lstm_direction_parallel, pack_parts
+from engine.ops.lstm_fast import lstm_direction_fast, lstm_direction_parallel
+from engine.ops.numeric import grouped_product, input_projection
+from engine.ops.recurrent import pack_parts
 from engine.ops.numeric import sigmoid32, tanh32
 from engine.ops.lstm_kernels import lstm_direction_generic
 
@@ -149,7 +151,7 @@ def _finish(Y, *state):
 def _project(X2, WT):
     """X2 @ WT through the kernel's input projection (which writes into a buffer it is given)."""
     out = np.empty((X2.shape[0], WT.shape[1]), X2.dtype)
-    input_projection(X2, WT, out)
+    input_projection(X2, WT, out, 1)
     return out
 
 
@@ -159,17 +161,26 @@ def _fclip(c, dtype):
     return F32(value) if dtype == F32 else float(value)
 
 
+def _grouped_parts(c: Case, dtype, nparts):
+    """The fast kernels' weights as Recurrent.pack makes them: WT (nparts, 4*chunk // 64, I, 64) and RT
+    (nparts, 4*chunk // 64, H, 64) in column groups, bias (nparts, 1, 4*chunk)."""
+    WTp = pack_parts(np.ascontiguousarray(c.W.T, dtype)[None], nparts, grouped=True)[0]
+    RTp = pack_parts(np.ascontiguousarray(c.R.T, dtype)[None], nparts, grouped=True)[0]
+    biasp = pack_parts(np.asarray(c.Wb + c.Rb, dtype)[None, None], nparts, grouped=True)[0].reshape(nparts, 1, -1)
+    return WTp, RTp, biasp
+
+
 def lstm_fast(c: Case, dtype=F32, nparts=1):
     """The fast kernel on the weights in ``nparts`` parts (pack_parts; one part is the plain layout), run in
     sequence: what a Session packed for several threads runs on one (a batch, a stream step)."""
     X2, Y, h, cc = _start(c, dtype)
     H = c.H
-    WTp = pack_parts(np.ascontiguousarray(c.W.T, dtype)[None], nparts)[0]             # (nparts, I, 4*chunk)
-    RTp = pack_parts(np.ascontiguousarray(c.R.T, dtype)[None], nparts)[0]             # (nparts, H, 4*chunk)
-    biasp = pack_parts(np.asarray(c.Wb + c.Rb, dtype)[None, None], nparts)[0]         # (nparts, 1, 4*chunk)
+    WTp, RTp, biasp = _grouped_parts(c, dtype, nparts)
     peep = np.asarray(c.P if c.P is not None else np.zeros(3 * H), dtype)              # (3H,) i, o, f
-    G = WTp.shape[2]
-    xw = np.stack([_project(X2, WTp[k]) for k in range(nparts)])                      # (nparts, T*B, 4*chunk)
+    G = WTp.shape[1] * 64
+    xw = np.empty((nparts, X2.shape[0], G), dtype)                                     # (nparts, T*B, 4*chunk)
+    for k in range(nparts):
+        grouped_product(X2, WTp[k], xw[k])
     gates = np.empty(nparts * G, dtype)
     rec = np.empty((nparts, c.x.shape[1], G), dtype)
     lstm_direction_fast(Y, SLOT, xw, c.x.shape[1], RTp, biasp, peep, c.P is not None, c.seq, h, cc, c.reverse,
@@ -180,12 +191,11 @@ def lstm_fast(c: Case, dtype=F32, nparts=1):
 def lstm_parallel(c: Case, nparts=2):
     X2, Y, h, cc = _start(c, F32)
     H = c.H
-    WTp = pack_parts(np.ascontiguousarray(c.W.T, F32)[None], nparts)[0]             # (nparts, I, 4*chunk)
-    RTp = pack_parts(np.ascontiguousarray(c.R.T, F32)[None], nparts)[0]             # (nparts, H, 4*chunk)
-    biasp = pack_parts(np.asarray(c.Wb + c.Rb, F32)[None, None], nparts)[0]         # (nparts, 1, 4*chunk)
+    WTp, RTp, biasp = _grouped_parts(c, F32, nparts)
     peep = np.asarray(c.P if c.P is not None else np.zeros(3 * H), F32)
+    xw = np.empty((nparts, X2.shape[0], WTp.shape[1] * 64), F32)                    # (nparts, T*B, 4*chunk)
     lstm_direction_parallel(Y, SLOT, X2, c.x.shape[1], WTp, RTp, biasp, peep, c.P is not None, c.seq, h, cc,
-                            c.reverse, _fclip(c, F32), bool(c.input_forget))
+                            c.reverse, _fclip(c, F32), bool(c.input_forget), xw)
     return _finish(Y, h, cc)
 
 

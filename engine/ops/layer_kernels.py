@@ -5,8 +5,8 @@ from numba import njit
 from ..config import JIT_OPTIONS
 from .layers import (ADD, BATCHED_MATMUL, BINARY, CONV1D, DIV, EXP, GATHER_F, GATHER_I, MATMUL, MEAN, MUL, NEG,
                      RELU, SIGMOID, SOFTMAX, SQRT, STFT, SUB, TANH, UNARY)
-from .numeric import matmul, recurrent_product
-from .program import ERR_INDEX, OK
+from .numeric import product, recurrent_product
+from .program import ERR_INDEX, OK, THREADS_AT
 from .program_kernels import fview, iview, shaped
 
 
@@ -139,7 +139,7 @@ def reflected(q, L):
 
 
 @njit(**JIT_OPTIONS)
-def conv1d_kernel(x, wt, bias, use_bias, pad0, stride, dilation, out, cols, xT, acc, relu, reflect):
+def conv1d_kernel(x, wt, bias, use_bias, pad0, stride, dilation, out, cols, xT, acc, relu, reflect, threads):
     """out (N, M, Lout) = conv1d(x (N, C, L), W) + bias (M,), padding pad0 on the left (zeros, or with ``reflect``
     the input mirrored at its ends: pads < L), then Relu if ``relu``; ``wt`` is W packed tap-major as
     (group, K * Cg, Mg) (conv1d_weights). Per batch entry and group: the group's input transposed (xT, (L, Cg)), so
@@ -171,7 +171,7 @@ def conv1d_kernel(x, wt, bias, use_bias, pad0, stride, dilation, out, cols, xT, 
                     else:
                         for c in range(Cg):
                             seg[c] = 0.0
-            matmul(cols, wt[g], acc)          # BLAS: faster than the blocked loops from one row on
+            product(cols, wt[g], acc, threads)   # register tiles or the BLAS: faster than loops from one row on
             for m in range(Mg):
                 b = bias[g * Mg + m] if use_bias else 0.0
                 o = out[n, g * Mg + m]
@@ -308,7 +308,7 @@ def run_layers(code, prog, pc, F, I):
         a = shaped(fview(F, prog, p, R * K), (R, K))
         b = shaped(fview(F, prog, p + 2, K * N), (K, N))
         out = shaped(fview(F, prog, p + 4, R * N), (R, N))
-        matmul(a, b, out)
+        product(a, b, out, prog[THREADS_AT])
     elif code == BATCHED_MATMUL:     # [a ref, b ref, out ref, batch, M, K, N, b batch stride (0: broadcast)]
         nb, M, K, N, bstep = prog[p + 6], prog[p + 7], prog[p + 8], prog[p + 9], prog[p + 10]
         a = shaped(fview(F, prog, p, nb * M * K), (nb, M, K))
@@ -317,7 +317,7 @@ def run_layers(code, prog, pc, F, I):
         b0 = prog[p + 3]
         for i in range(nb):
             o = b0 + i * bstep
-            matmul(a[i], shaped(bs[o:o + K * N], (K, N)), out[i])
+            product(a[i], shaped(bs[o:o + K * N], (K, N)), out[i], prog[THREADS_AT])
     elif code == SOFTMAX:            # [x ref, out ref, outer, K, inner, log]
         outer, K, inner = prog[p + 4], prog[p + 5], prog[p + 6]
         n = outer * K * inner
@@ -348,7 +348,8 @@ def run_layers(code, prog, pc, F, I):
                       prog[p + 21], shaped(fview(F, prog, p + 6, N * M * Lout), (N, M, Lout)),
                       shaped(fview(F, prog, p + 8, Lout * Cg * K), (Lout, Cg * K)),
                       shaped(fview(F, prog, p + 8, Lout * Cg * K + L * Cg)[Lout * Cg * K:], (L, Cg)),
-                      shaped(fview(F, prog, p + 10, Lout * Mg), (Lout, Mg)), prog[p + 24] != 0, prog[p + 25] != 0)
+                      shaped(fview(F, prog, p + 10, Lout * Mg), (Lout, Mg)), prog[p + 24] != 0, prog[p + 25] != 0,
+                      prog[THREADS_AT])
     elif code == STFT:               # [x ref, window ref, twiddles ref, bitrev ref, bias ref, out ref, frame ref,
         #                               N, L, K, Lout, pad0, stride, use_bias, magnitude, relu, reflect]
         N, L, K, Lout = prog[p + 14], prog[p + 15], prog[p + 16], prog[p + 17]

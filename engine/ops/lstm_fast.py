@@ -5,9 +5,10 @@ tests run both on the same inputs. What makes it fast:
 
 * sigmoid and tanh are branch-free rational approximations in float32 (the coefficients onnxruntime's MLAS and
   Eigen use; max error ~1e-7), so LLVM vectorises the gate loop: Numba has no vector exp/tanh without Intel SVML.
-* the recurrence at small batch is a register-blocked product: four rows of RT (four h[k]) per pass over the 4H gate
-  accumulator, so each accumulator element is loaded and stored once per four multiply-adds; at larger batch one
-  BLAS GEMM per step (h (B, Hout) @ RT (Hout, 4H)) wins.
+* every product runs on register tiles (engine/ops/tiles.py) over weights packed in column groups of 64
+  (recurrent.pack_parts, grouped): 64 gate sums per row stay in registers for all of K. At small batch the
+  recurrence is one row per entry and step; from batch BLAS_MIN_BATCH one product per step over the whole batch
+  (six rows of h per pass over RT) adds into the gates, which start as the projected input plus the bias.
 * all buffers come from the caller; nothing is allocated per step.
 
 Gate order is ONNX's, i, o, f, c, everywhere here. Layouts as in lstm_kernels.py.
@@ -16,58 +17,69 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import JIT_OPTIONS, PARALLEL
-from .numeric import (input_projection, lstm_cell, matmul, max_length,  # noqa: F401  (re-exported)
-                      recurrent_product)
-from .program import BLAS_MIN_BATCH, PARALLEL_MIN_HIDDEN  # noqa: F401  (re-exported)
-from .recurrent import pack_parts  # noqa: F401  (re-exported: packing is the op's, engine/ops/recurrent.py)
+from .numeric import grouped_add, grouped_product, grouped_row_add, lstm_cell, max_length
+from .program import BLAS_MIN_BATCH
 from .sync import compare_exchange, cpu_relax, cycles, fetch_add, load_acquire, yield_cpu
 
 
 @njit(**JIT_OPTIONS)
 def lstm_direction_fast(Y, d, xw, B, RT, bias, peep, use_peep, seq, h, c, reverse, clip, input_forget, gates, rec):
     """One direction over all steps, in place: h (B, H) and c (B, H) enter as the initial state and leave as the
-    final one; Y[:, d] gets every step's h. The weights are in parts (``pack_parts``; one part is the plain layout):
-    RT (parts, H, 4*chunk), bias (parts, 1, 4*chunk); xw (parts, T*B, 4*chunk) is X @ W^T without bias, part by
-    part; peep (3H,) is read only with use_peep; gates (parts*4*chunk,) and rec (parts, B, 4*chunk) are scratch.
+    final one; Y[:, d] gets every step's h. The weights are in parts (``pack_parts``, grouped; one part for one
+    thread): RT (parts, 4*chunk // 64, H, 64), bias (parts, 1, 4*chunk); xw (parts, T*B, 4*chunk) is X @ W^T
+    without bias, part by part; peep (3H,) is read only with use_peep; gates (parts*4*chunk,) and rec (parts, B, 4*chunk) are scratch.
     The parts are run in sequence: the threaded kernel's layout serves one thread too.
     """
     parts = RT.shape[0]
-    G = RT.shape[2]                  # 4 * chunk
+    G = RT.shape[1] * 64             # 4 * chunk
     chunk = G // 4
     H = h.shape[1]
     maxlen = max_length(seq, B)
-    use_blas = B >= BLAS_MIN_BATCH
+    batched = B >= BLAS_MIN_BATCH
     for s in range(maxlen):
-        if use_blas:
+        if batched:                  # every part's gates before any h changes: each product reads all of h
             for p in range(parts):
-                matmul(h, RT[p], rec[p])
+                _start_gates(rec[p], xw[p], bias[p, 0], s, B, seq, reverse)
+                grouped_add(h, RT[p], rec[p])
         for b in range(B):
             L = seq[b]
             if s >= L:
                 continue
             t = L - 1 - s if reverse else s
             row = t * B + b
-            for p in range(parts):       # every part's gates before any h changes: each product reads all of h[b]
-                g = gates[p * G:(p + 1) * G]
-                xr = xw[p, row]
-                bp = bias[p, 0]
-                if use_blas:
-                    rp = rec[p, b]
-                    for u in range(G):
-                        g[u] = xr[u] + bp[u] + rp[u]
-                else:
+            if not batched:
+                for p in range(parts):
+                    g = gates[p * G:(p + 1) * G]
+                    xr = xw[p, row]
+                    bp = bias[p, 0]
                     for u in range(G):
                         g[u] = xr[u] + bp[u]
-                    recurrent_product(g, h[b], RT[p])
+                    grouped_row_add(g, h[b], RT[p])
             for p in range(parts):
                 j0 = p * chunk
                 n = min(chunk, H - j0)
                 if n <= 0:
                     continue
                 # views indexed from 0 (an offset index stops LLVM vectorising)
-                lstm_cell(gates[p * G:(p + 1) * G], n, c[b, j0:j0 + n], h[b, j0:j0 + n], Y[t, d, b, j0:j0 + n],
-                          peep[j0:j0 + n], peep[H + j0:H + j0 + n], peep[2 * H + j0:2 * H + j0 + n], use_peep, clip,
-                          input_forget)
+                lstm_cell(rec[p, b] if batched else gates[p * G:(p + 1) * G], n, c[b, j0:j0 + n], h[b, j0:j0 + n],
+                          Y[t, d, b, j0:j0 + n], peep[j0:j0 + n], peep[H + j0:H + j0 + n],
+                          peep[2 * H + j0:2 * H + j0 + n], use_peep, clip, input_forget)
+
+
+@njit(**JIT_OPTIONS)
+def _start_gates(rec, xw, bias, s, B, seq, reverse):
+    """rec (B, G) <- step s's projected input (xw (T*B, G)) plus bias (G,), for every batch entry still running:
+    the product over the batch then adds h @ RT into it."""
+    G = rec.shape[1]
+    for b in range(B):
+        L = seq[b]
+        if s >= L:
+            continue
+        t = L - 1 - s if reverse else s
+        xr = xw[t * B + b]
+        g = rec[b]
+        for u in range(G):
+            g[u] = xr[u] + bias[u]
 
 
 # ---------------------------------------------------------------------- several threads at batch 1
@@ -107,32 +119,18 @@ else:
 
 
 @njit(**JIT_OPTIONS)
-def _units_step(Y, d, t, b, xw_row, bias, RTp, rec_row, use_blas, peep, use_peep, h, hnext, c, clip, input_forget,
-                g, j0, n):
-    """One step of hidden units [j0, j0+n) of batch entry b: gates (blocks i, o, f, c of width chunk in g, starting
-    from this part's projected input xw_row plus its bias), then c, h and Y. RTp (Hout, 4*chunk) is this part's
-    slice of RT; with use_blas, rec_row is h[b] @ RTp already (one product for the whole batch)."""
-    H = peep.shape[0] // 3
-    chunk = g.shape[0] // 4
-    if use_blas:
-        for u in range(4 * chunk):
-            g[u] = xw_row[u] + bias[u] + rec_row[u]
-    else:
-        for u in range(4 * chunk):
-            g[u] = xw_row[u] + bias[u]
-        recurrent_product(g, h[b], RTp)
-    lstm_cell(g, n, c[b, j0:j0 + n], hnext[b, j0:j0 + n], Y[t, d, b, j0:j0 + n], peep[j0:j0 + n],
-              peep[H + j0:H + j0 + n], peep[2 * H + j0:2 * H + j0 + n], use_peep, clip, input_forget)
-
-
-@njit(**JIT_OPTIONS)
 def _part_step(Y, d, s, B, seq, reverse, xw, bias, RTp, rec, peep, use_peep, cur, nxt, c, clip, input_forget, g, j0,
                n):
-    """Step s of one part (units [j0, j0+n)) for every batch entry: cur -> nxt; xw (T*B, 4*chunk) is the part's
-    projected input; rec (B, 4*chunk) scratch for the batch's recurrent product (one BLAS call from batch 4)."""
-    use_blas = B >= BLAS_MIN_BATCH
-    if use_blas:
-        matmul(cur, RTp, rec)
+    """Step s of one part (units [j0, j0+n)) for every batch entry: cur -> nxt. The gates (blocks i, o, f, c of
+    width chunk) start from the part's projected input (xw (T*B, 4*chunk)) plus its bias; RTp (Hout, 4*chunk) is the
+    part's slice of RT, multiplied per entry into g (4*chunk,), or from batch BLAS_MIN_BATCH once for the whole batch
+    into rec (B, 4*chunk)."""
+    H = peep.shape[0] // 3
+    chunk = g.shape[0] // 4
+    batched = B >= BLAS_MIN_BATCH
+    if batched:
+        _start_gates(rec, xw, bias, s, B, seq, reverse)
+        grouped_add(cur, RTp, rec)
     for b in range(B):
         L = seq[b]
         if s >= L:
@@ -140,8 +138,14 @@ def _part_step(Y, d, s, B, seq, reverse, xw, bias, RTp, rec, peep, use_peep, cur
                 nxt[b, j0 + u] = cur[b, j0 + u]
             continue
         t = L - 1 - s if reverse else s
-        _units_step(Y, d, t, b, xw[t * B + b], bias, RTp, rec[b], use_blas, peep, use_peep, cur, nxt, c, clip,
-                    input_forget, g, j0, n)
+        gb = rec[b] if batched else g
+        if not batched:
+            xr = xw[t * B + b]
+            for u in range(4 * chunk):
+                g[u] = xr[u] + bias[u]
+            grouped_row_add(g, cur[b], RTp)
+        lstm_cell(gb, n, c[b, j0:j0 + n], nxt[b, j0:j0 + n], Y[t, d, b, j0:j0 + n], peep[j0:j0 + n],
+                  peep[H + j0:H + j0 + n], peep[2 * H + j0:2 * H + j0 + n], use_peep, clip, input_forget)
 
 
 @njit(**JIT_OPTIONS)
@@ -151,11 +155,11 @@ def _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, i
     nparts = RTp.shape[0]
     q = k % nparts
     if k < nparts:
-        input_projection(X2, WTp[q], xw[q])       # a one-thread BLAS call (plan.blas_threads)
+        grouped_product(X2, WTp[q], xw[q])        # on this thread
         return
     s = k // nparts - 1
     H = hb.shape[2]
-    chunk = RTp.shape[2] // 4
+    chunk = RTp.shape[1] * 16
     j0 = q * chunk
     _part_step(Y, d, s, B, seq, reverse, xw[q], biasp[q, 0], RTp[q], rec[q], peep, use_peep, hb[s % 2],
                hb[1 - s % 2], c, clip, input_forget, g[q], j0, max(0, min(chunk, H - j0)))
@@ -191,18 +195,17 @@ def _finish_phase(ph, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, 
 
 @njit(parallel=PARALLEL, **JIT_OPTIONS)
 def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, reverse, clip,
-                            input_forget):
-    """lstm_direction_fast split by hidden unit over the parts of WTp (nparts, I, 4*chunk), RTp (nparts, Hout,
-    4*chunk) and biasp (nparts, 1, 4*chunk) (see pack_parts), one thread per part for the whole sequence; each
-    thread also projects the input for its own units (one BLAS call; the plan sets the BLAS to one thread), so no
-    BLAS thread pool competes for the cores. peep is (3H,) (zeros unless use_peep). Each part of each step is a task
+                            input_forget, xw):
+    """lstm_direction_fast split by hidden unit over the parts of WTp (nparts, 4*chunk // 64, I, 64), RTp (nparts,
+    4*chunk // 64, Hout, 64) (column groups) and biasp (nparts, 1, 4*chunk) (see pack_parts), one thread per part for
+    the whole sequence; each thread also projects the input for its own units, on its own register tiles (no BLAS
+    thread pool competes for the cores), and at any batch runs its part's product over the batch. peep is (3H,) (zeros unless use_peep). Each part of each step is a task
     claimed once (see _STEAL_CYCLES): its owner runs it unless it is late, so the result never waits for a thread
-    that does not run. With fewer threads than parts the tasks run in order on the calling thread."""
+    that does not run. With fewer threads than parts the tasks run in order on the calling thread. xw (nparts, T*B,
+    4*chunk) receives the projected input."""
     nparts = RTp.shape[0]
     H = h.shape[1]
-    chunk = RTp.shape[2] // 4
-    N = X2.shape[0]
-    xw = np.empty((nparts, N, 4 * chunk), dtype=h.dtype)
+    chunk = RTp.shape[1] * 16
     g = np.empty((nparts, 4 * chunk), dtype=h.dtype)
     rec = np.empty((nparts, B, 4 * chunk), dtype=h.dtype)
     hb = np.empty((2, B, H), dtype=h.dtype)

@@ -1,7 +1,8 @@
 """The program format shared by the planner (engine/plan.py) and the executor (engine/executor.py).
 
-A plan is one int64 array, ``prog``: ``prog[0]`` is where the instructions start, ``prog[1]`` where they end, and
-int constants (token tables, sequence lengths, fill values) follow the instructions. An instruction is
+A plan is one int64 array, ``prog``: ``prog[0]`` is where the instructions start, ``prog[1]`` where they end,
+``prog[THREADS_AT]`` how many threads the plan's BLAS products may use (``Plan.blas_threads``; one-thread products
+run on the engine's register tiles instead, engine/ops/numeric.py ``product``), and int constants (token tables, sequence lengths, fill values) follow the instructions. An instruction is
 ``[opcode, length, node index, params...]``; the executor jumps ``length`` ahead after running it.
 
 Every value lives in one flat buffer ("space") at an offset, and a reference to it in a param list is two ints,
@@ -29,6 +30,8 @@ I_CONST, I_IN, I_WORK = 0, 1, 2
 ABSENT = -1      # the space of an absent optional value
 KEEP = -2        # the space of a stream's initial state: the state buffer already holds it
 MAX_RANK = 6     # strided copies and broadcasts work on shapes padded to this rank
+
+THREADS_AT = 2   # prog[THREADS_AT]: the plan's BLAS threads
 
 OK = 0
 ERR_INDEX = 1        # an index (token id) is out of range for the gathered axis

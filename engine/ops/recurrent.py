@@ -44,7 +44,7 @@ from ..errors import ModelFileError
 from ..recurrent_spec import DIRECTIONS
 from .activations import codes_of
 from .base import Op
-from .program import ABSENT, BLAS_MIN_BATCH, F_STATE, KEEP, PARALLEL_MIN_HIDDEN, RECURRENT_BASE
+from .program import ABSENT, F_STATE, KEEP, PARALLEL_MIN_HIDDEN, RECURRENT_BASE
 
 LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC, GRU_CODE, RNN_CODE = range(RECURRENT_BASE, RECURRENT_BASE + 5)
 LSTM_REDUCED, GRU_REDUCED, RNN_REDUCED = range(RECURRENT_BASE + 5, RECURRENT_BASE + 8)   # reduced_kernels.py
@@ -58,39 +58,54 @@ P_X, P_DIMS, P_SEQ, P_LENS, P_H, P_H0, P_C, P_C0, P_Y, P_XW, P_SCRATCH, P_CLIP, 
 
 
 # ---------------------------------------------------------------------- packing
-def pack_parts(RT, nparts):
+def part_chunk(H, nparts, grouped):
+    """Hidden units per part: H split over nparts, rounded up to 16 for the grouped layout (four gate blocks of
+    chunk columns make whole column groups of 64)."""
+    chunk = -(-H // nparts)
+    return -(-chunk // 16) * 16 if grouped else chunk
+
+
+def pack_parts(RT, nparts, grouped=False):
     """RT (D, rows, 4H) -> (D, nparts, rows, 4*chunk): part p's columns (its hidden units in each of the blocks
     i, o, f, c), contiguous, so that each thread runs the same vectorised product on its own slice. Used for RT,
-    WT (rows = input size) and the bias (rows = 1)."""
-    return _parts(RT.transpose(0, 2, 1), RT.dtype, nparts)
+    WT (rows = input size) and the bias (rows = 1). ``grouped``: each part in column groups instead, (D, nparts,
+    4*chunk // 64, rows, 64) (``group_pack``), as the register tiles read them (engine/ops/tiles.py)."""
+    return _parts(RT.transpose(0, 2, 1), RT.dtype, nparts, grouped=grouped)
 
 
-def _parts(t, dtype, nparts, model=None):
-    """t (D, 4H, rows), as a model stores W and R -> (D, nparts, rows, 4*chunk) of ``pack_parts``, transposed and
-    split in one pass, a direction at a time; the pages of t's file mapping are let go once read
-    (``model.release_pages``), so that loading never holds the file's copy of a weight beside its packed one."""
+def _parts(t, dtype, nparts, model=None, grouped=False):
+    """t (D, 4H, rows), as a model stores W and R -> the parts of ``pack_parts``, transposed and split in one pass,
+    a direction at a time; the pages of t's file mapping are let go once read (``model.release_pages``), so that
+    loading never holds the file's copy of a weight beside its packed one. Columns past the last unit of a part
+    (uneven parts, the grouped layout's rounding) are zeros."""
     D, G, rows = t.shape
     H = G // 4
-    chunk = -(-H // nparts)
-    out = np.zeros((D, nparts, rows, 4 * chunk), dtype=dtype) if nparts * chunk != H else \
-        np.empty((D, nparts, rows, 4 * chunk), dtype=dtype)
+    chunk = part_chunk(H, nparts, grouped)
+    width = 4 * chunk
+    shape = (D, nparts, width // 64, rows, 64) if grouped else (D, nparts, rows, width)
+    out = np.zeros(shape, dtype=dtype) if nparts * chunk != H else np.empty(shape, dtype=dtype)
+    part = np.zeros((rows, width), dtype=dtype) if grouped else None
     release = getattr(model, "release_pages", None)
     for d in range(D):
         td = t[d]
         for p in range(nparts):
             j0, j1 = min(H, p * chunk), min(H, (p + 1) * chunk)   # the last parts may be empty (more parts than fit)
+            dst = part if grouped else out[d, p]
             for q in range(4):
-                out[d, p, :, q * chunk:q * chunk + (j1 - j0)] = td[q * H + j0:q * H + j1].T
+                dst[:, q * chunk:q * chunk + (j1 - j0)] = td[q * H + j0:q * H + j1].T
+            if grouped:
+                out[d, p] = group_pack(part, 1).reshape(width // 64, rows, 64)
+                part[:] = 0
         if release is not None:
             release(td)
     return out
 
 
 def group_pack(w, per):
-    """(K, G) int8 (per = 4) or uint16 bfloat16 bits (per = 2) -> the reduced kernels' column groups, flat: K
+    """(K, G) int8 (per = 4), uint16 bfloat16 bits (per = 2) or float (per = 1) -> column groups, flat: K
     zero-padded to a multiple of ``per``, G to 64; element [jg, kk, b, c, e] = w[per * kk + e, 64 jg + 16 b + c], so
     that a group (64 columns) streams in order over all of K and one 64-byte load holds ``per`` consecutive rows of
-    16 columns, as vpdpbusd (int8) or a shift and a mask (bfloat16) read them (reduced_kernels._group_dot)."""
+    16 columns, as vpdpbusd (int8) or a shift and a mask (bfloat16) read them (engine/ops/tiles.py)."""
     K, G = w.shape
     z = np.zeros((-(-K // per) * per, -(-G // 64) * 64), w.dtype)
     z[:K, :G] = w
@@ -331,7 +346,7 @@ class Recurrent(Op):
             Y.shape = y_shape
         variant = cls.variant(node, p, B)
         width = cls.gate_width(node, p)  # G * H, or for a packed LSTM parts * 4 * chunk (padding when uneven)
-        xw = p.temp(T * B * width) if variant != LSTM_FAST_MT else None
+        xw = p.temp(T * B * width)
         scratch = p.temp((B + 1) * width) if variant == LSTM_FAST else None
         lens = p.temp(B, "i")
         reverse = list(DIRECTIONS[a["direction"]]) + [0] * (2 - D)
@@ -339,8 +354,6 @@ class Recurrent(Op):
         params = [*p.ref(X), T, B, In, H, Hout, D, *p.ref(seq), *p.ref(lens), *p.ref(states[0]), *inits[0],
                   *p.ref(states[1]), *inits[1], *p.ref(Y), *p.ref(xw), *p.ref(scratch), p.f64(clip), *reverse,
                   p.weight_space(), *cls.own_params(node, p, variant)]
-        if variant == LSTM_FAST_MT:
-            p.blas_threads = 1       # each of the kernel's threads projects its part's input with the BLAS
         fed = ", weights packed on the call" if p.call.takes(node) else ""
         p.emit(variant, f"{node.op.lower()} {_VARIANT_NAMES[variant]} T={T} B={B} I={In} H={H} D={D}{fed}", *params)
         # outputs in the node's layout
@@ -439,8 +452,7 @@ class LSTM(Recurrent):
 
     @classmethod
     def _chunk(cls, node, dtype, threads):
-        H = node.attrs["hidden_size"]
-        return -(-H // cls.parts(node, dtype, threads))
+        return part_chunk(node.attrs["hidden_size"], cls.parts(node, dtype, threads), cls.fast(node, dtype))
 
     @classmethod
     def pack(cls, node, model, dtype, threads):
@@ -455,11 +467,14 @@ class LSTM(Recurrent):
             yield "peep", (model.tensors[ins[7]].astype(dtype) if ins[7] else np.zeros((1, 3 * H), dtype))
             return
         parts = cls.parts(node, dtype, threads)
-        yield "WT", _parts(quant.decoded(model, ins[1]), dtype, parts, model)         # (D, parts, I, 4*chunk)
-        yield "RT", _parts(quant.decoded(model, ins[2]), dtype, parts, model)         # (D, parts, Hout, 4*chunk)
+        grouped = cls.fast(node, dtype)     # the fast kernels' tiles read column groups; the generic one plain rows
+        # fast: (D, parts, 4*chunk // 64, I or Hout, 64); generic: (D, 1, I or Hout, 4H)
+        yield "WT", _parts(quant.decoded(model, ins[1]), dtype, parts, model, grouped)
+        yield "RT", _parts(quant.decoded(model, ins[2]), dtype, parts, model, grouped)
         Bt = model.tensors[ins[3]].astype(dtype) if ins[3] else np.zeros((D, 8 * H), dtype)
         bias = Bt[:, :4 * H] + Bt[:, 4 * H:]                                           # (D, 4H)       Wb + Rb
-        yield "bias", pack_parts(bias[:, None, :], parts)                              # (D, parts, 1, 4*chunk)
+        # (D, parts, 1, 4*chunk): one row is the same memory in either layout
+        yield "bias", _parts(bias[:, :, None], dtype, parts, None, grouped).reshape(D, parts, 1, -1)
         yield "peep", (model.tensors[ins[7]].astype(dtype) if ins[7] else np.zeros((1, 3 * H), dtype))  # (D|1, 3H)
         if not cls.fast(node, dtype) and ins[8]:
             yield "projT", _transposed(model.tensors[ins[8]], dtype)                   # (D, H, Hout)
@@ -470,10 +485,9 @@ class LSTM(Recurrent):
             return LSTM_REDUCED
         if not cls.fast(node, p.dtype):
             return LSTM_GENERIC
-        if cls.multi_thread(node, p.dtype, p.threads) and B < BLAS_MIN_BATCH:
-            # from batch 4 the one-thread kernel over the same parts, with the BLAS on the Session's threads, is
-            # faster (T=100 B=32 H=256, 2 threads: 45 ms, against 85 ms for the threaded kernel with a one-thread
-            # BLAS product per part and step)
+        if cls.multi_thread(node, p.dtype, p.threads):
+            # at any batch: each thread's product over the batch runs on the engine's register tiles (T=100 B=32
+            # H=256, 2 threads: 19.0 ms, against 35.6 ms for the one-thread kernel with OpenBLAS on both threads)
             return LSTM_FAST_MT
         return LSTM_FAST
 
@@ -492,7 +506,7 @@ class LSTM(Recurrent):
         if variant == LSTM_GENERIC:    # one part: WT (D, I, 4H), RT (D, Hout, 4H), bias (D, 4H)
             params += [p.weight("projT")[0] if ins[8] else 0, int(bool(ins[8]))] + cls.activation_params(node, p)
         else:
-            params += [wt_shape[1], wt_shape[3] // 4]                                  # parts, chunk
+            params += [wt_shape[1], wt_shape[2] * 16]                     # parts, chunk (groups of 64 = 4 x 16)
         return params
 
 

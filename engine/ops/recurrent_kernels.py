@@ -7,8 +7,8 @@ from ..config import JIT_OPTIONS
 from .gru_rnn import gru_direction, rnn_direction
 from .lstm_fast import lstm_direction_fast, lstm_direction_parallel
 from .lstm_kernels import lstm_direction_generic
-from .numeric import input_projection, matmul
-from .program import ABSENT, ERR_SEQ_LENS, KEEP, OK
+from .numeric import grouped_product, input_projection, product
+from .program import ABSENT, ERR_SEQ_LENS, KEEP, OK, THREADS_AT
 from .program_kernels import fparam, fview, iview, shaped, typed_like
 from .reduced_kernels import run_reduced
 from .recurrent import (GRU_CODE, GRU_REDUCED, LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC, LSTM_REDUCED, P_C, P_C0, P_CLIP,
@@ -84,22 +84,22 @@ def run_recurrent(code, prog, pc, F, I):
         peep = shaped(wts[o_peep:o_peep + Dp * 3 * H], (Dp, 3 * H))
         if code == LSTM_FAST_MT or code == LSTM_FAST:
             parts, chunk = prog[q + 7], prog[q + 8]   # the weights in parts (pack_parts): one per thread, or one
-            G = 4 * chunk
-            WTp = shaped(wts[o_wt:o_wt + D * parts * In * G], (D, parts, In, G))
-            RTp = shaped(wts[o_rt:o_rt + D * parts * H * G], (D, parts, H, G))
+            G = 4 * chunk                             # in column groups of 64
+            WTp = shaped(wts[o_wt:o_wt + D * parts * In * G], (D, parts, G // 64, In, 64))
+            RTp = shaped(wts[o_rt:o_rt + D * parts * H * G], (D, parts, G // 64, H, 64))
             biasp = shaped(wts[o_bias:o_bias + D * parts * G], (D, parts, 1, G))
+            xw = shaped(fview(F, prog, p + P_XW, parts * T * B * G), (parts, T * B, G))
             if code == LSTM_FAST_MT:
                 for d in range(D):
                     lstm_direction_parallel(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, lens,
-                                            h[d], c[d], prog[p + P_REV + d] == 1, clip, input_forget)
+                                            h[d], c[d], prog[p + P_REV + d] == 1, clip, input_forget, xw)
                 return OK
-            xw = shaped(fview(F, prog, p + P_XW, parts * T * B * G), (parts, T * B, G))
             scratch = fview(F, prog, p + P_SCRATCH, (B + 1) * parts * G)
             gates = scratch[:parts * G]
             rec = shaped(scratch[parts * G:], (parts, B, G))
             for d in range(D):
                 for k in range(parts):
-                    input_projection(X2, WTp[d, k], xw[k])
+                    grouped_product(X2, WTp[d, k], xw[k])
                 lstm_direction_fast(Y, d, xw, B, RTp[d], biasp[d], peep[d % Dp], use_peep, lens, h[d], c[d],
                                     prog[p + P_REV + d] == 1, clip, input_forget, gates, rec)
             return OK
@@ -112,7 +112,7 @@ def run_recurrent(code, prog, pc, F, I):
             shaped(wts[0:0], (1, 0, 0))
         for d in range(D):
             acts = q + 9 + 9 * d         # codes f, g, h; alphas; betas (float64 bits)
-            matmul(X2, WT[d], xw)
+            product(X2, WT[d], xw, prog[THREADS_AT])
             lstm_direction_generic(Y, h, c, d, xw, B, RT[d], bias[d], peep[d % Dp], use_peep,
                                    projT[d % projT.shape[0]], use_proj, lens, h[d], c[d], prog[p + P_REV + d] == 1,
                                    prog[acts:acts + 3], prog[acts + 3:acts + 6].view(np.float64),
@@ -128,7 +128,7 @@ def run_recurrent(code, prog, pc, F, I):
         xw = shaped(fview(F, prog, p + P_XW, T * B * 3 * H), (T * B, 3 * H))
         for d in range(D):
             acts = q + 6 + 6 * d         # codes f, g; alphas; betas
-            input_projection(X2, WT[d], xw)
+            input_projection(X2, WT[d], xw, prog[THREADS_AT])
             gru_direction(Y, d, xw, B, RTzr[d], RTh[d], bias[d], lens, h[d], prog[p + P_REV + d] == 1,
                           prog[acts:acts + 2], prog[acts + 2:acts + 4].view(np.float64),
                           prog[acts + 4:acts + 6].view(np.float64), clip, lbr, fast)
@@ -141,7 +141,7 @@ def run_recurrent(code, prog, pc, F, I):
     xw = shaped(fview(F, prog, p + P_XW, T * B * H), (T * B, H))
     for d in range(D):
         acts = q + 4 + 3 * d
-        input_projection(X2, WT[d], xw)
+        input_projection(X2, WT[d], xw, prog[THREADS_AT])
         rnn_direction(Y, d, xw, B, RT[d], bias[d], lens, h[d], prog[p + P_REV + d] == 1, prog[acts],
                       fparam(prog, acts + 1), fparam(prog, acts + 2), clip, fast)
     return OK

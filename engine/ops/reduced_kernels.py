@@ -12,9 +12,9 @@ so int8 quantizes the activation vector of each step (symmetric, max |h| / 127, 
 multiplies it with the int8 weights in integers: vpdpbusd where the CPU has AVX512-VNNI, the same exact integer sums
 in portable vector code elsewhere; each column is scaled once at the end. bfloat16 keeps the activations in float32
 and widens the weights in registers (a shift for the low half of a 32-bit lane, a mask for the high half). Both run
-one column group of 64 at a time over all of K with the accumulators in registers (``_group_dot``, LLVM IR written
-here: Numba has no vector types), and the input projection (all steps at once) four rows of X per pass over the
-weights, each row of X quantized by itself for int8.
+one column group of 64 at a time over all of K with the accumulators in registers (engine/ops/tiles.py), and the
+input projection (all steps at once) four rows of X per pass over the weights, each row of X quantized by itself for
+int8.
 
 Packed layout (per direction; engine/ops/recurrent.py packs it, the op's module holds no Numba): a (K, G) matrix
 in column groups (``recurrent.group_pack``), and for int8 its scale (G,) and neg (Gp,) int32 = -128 * column sums
@@ -23,135 +23,18 @@ in column groups (``recurrent.group_pack``), and for int8 its scale (G,) and neg
 Gate orders are the float kernels' (LSTM i, o, f, c; GRU z, r | h).
 """
 import numpy as np
-from llvmlite import ir
 from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic, overload
+from numba.extending import overload
 
-from ..config import AOT_BUILD, JIT_OPTIONS
+from ..config import JIT_OPTIONS
 from .gru_rnn import activate_all, gru_update, rnn_update
 from .numeric import F32, lstm_cell, max_length
 from .program_kernels import fparam
 from .recurrent import GRU_REDUCED as GRU_REDUCED_CODE, INT8, LSTM_REDUCED as LSTM_REDUCED_CODE
+from .tiles import tile_product
 
-try:                                            # the integer dot product in one instruction, where the CPU has it
-    import llvmlite.binding as _llb
-    from numba.core import config as _numba_config
-    VNNI = (not AOT_BUILD and _numba_config.CPU_NAME is None
-            and bool(_llb.get_host_cpu_features().get("avx512vnni", False)))
-except Exception:                               # noqa: BLE001  (any doubt: the portable code)
-    VNNI = False
-
-_I32x16 = ir.VectorType(ir.IntType(32), 16)
-
-
-def _group_dot(kind, rows):
-    """An intrinsic that runs one column group of a product: 64 columns (four blocks of 16) of the packed weights
-    Q (recurrent.group_pack) against ``rows`` rows of activations, over all of K, the accumulators in registers:
-
-        f(acc, j, stride, Q, off, x, xo, kstride, nk)
-        acc[r * stride + j + c] (c < 64) += sum over k of x[r][k] * w[k, j + c]   for r < rows
-
-    Q's group starts at byte ``off`` and holds nk steps of four 64-byte blocks. kind "int8": a step is a quad of k,
-    x an int32 array whose element xo + r * kstride + kk holds row r's quad kk as four u8 (zero point 128, see
-    _quantize), acc int32; vpdpbusd with AVX512-VNNI, else the same exact sums in portable vector code. kind "bf16":
-    a step is a pair of k, x float32 (row r's element k at xo + r * kstride + k), acc float32; each 32-bit lane of a
-    block holds the pair's two bfloat16 weights, widened by a shift (low) and a mask (high)."""
-    def make(typingctx, acc, j, stride, Q, off, x, xo, kstride, nk):
-        sig = types.void(acc, j, stride, Q, off, x, xo, kstride, nk)
-
-        def codegen(context, builder, sig, args):
-            i32, i64 = ir.IntType(32), ir.IntType(64)
-            f32x16 = ir.VectorType(ir.FloatType(), 16)
-            # float32 compute; the float64 executor compiles this too (never runs it: float64 decodes the weights)
-            fvec = ir.VectorType(context.get_value_type(sig.args[5].dtype), 16) if kind == "bf16" else None
-            vec = _I32x16 if kind == "int8" else fvec
-            acc_a = context.make_array(sig.args[0])(context, builder, args[0])
-            q_a = context.make_array(sig.args[3])(context, builder, args[3])
-            x_a = context.make_array(sig.args[5])(context, builder, args[5])
-            j, stride, off, xo, kstride, nk = args[1], args[2], args[4], args[6], args[7], args[8]
-            ptrs = [[builder.bitcast(builder.gep(acc_a.data, [builder.add(builder.add(
-                builder.mul(ir.Constant(i64, r), stride), j), ir.Constant(i64, 16 * b))]), vec.as_pointer())
-                for b in range(4)] for r in range(rows)]
-            slots = [[cgutils.alloca_once(builder, vec) for b in range(4)] for r in range(rows)]
-            for r in range(rows):
-                for b in range(4):
-                    builder.store(builder.load(ptrs[r][b], align=4), slots[r][b])
-            base = builder.add(builder.ptrtoint(q_a.data, i64), off)
-            if kind == "int8" and VNNI:
-                dp = builder.module.declare_intrinsic("llvm.x86.avx512.vpdpbusd.512",
-                                                      fnty=ir.FunctionType(_I32x16, [_I32x16, _I32x16, _I32x16]))
-            v64 = ir.VectorType(ir.IntType(8), 64)
-            splat = ir.Constant(_I32x16, [0] * 16)
-
-            def broadcast(value, ty):
-                v = builder.insert_element(ir.Constant(ty, ir.Undefined), value, ir.Constant(i32, 0))
-                return builder.shuffle_vector(v, ir.Constant(ty, ir.Undefined), splat)
-            def step(kk, sums):
-                """One step of K (a quad or pair of rows of W, 4 blocks of 16 columns) into the sums ``sums``."""
-                at_w = builder.add(base, builder.mul(kk, ir.Constant(i64, 256)))
-                ws = [builder.load(builder.inttoptr(builder.add(at_w, ir.Constant(i64, 64 * b)),
-                                                    _I32x16.as_pointer()), align=1) for b in range(4)]
-                if kind == "bf16":
-                    lo = [builder.bitcast(builder.shl(w, ir.Constant(_I32x16, [16] * 16)), f32x16) for w in ws]
-                    hi = [builder.bitcast(builder.and_(w, ir.Constant(_I32x16, [-65536] * 16)), f32x16) for w in ws]
-                    if fvec != f32x16:
-                        lo = [builder.fpext(v, fvec) for v in lo]
-                        hi = [builder.fpext(v, fvec) for v in hi]
-                elif not VNNI:
-                    wide = [builder.sext(builder.bitcast(w, v64), ir.VectorType(i32, 64)) for w in ws]
-                for r in range(rows):
-                    at = builder.add(xo, builder.mul(ir.Constant(i64, r), kstride))
-                    if kind == "bf16":
-                        at = builder.add(at, builder.mul(kk, ir.Constant(i64, 2)))
-                        x0 = broadcast(builder.load(builder.gep(x_a.data, [at])), fvec)
-                        x1 = broadcast(builder.load(builder.gep(x_a.data, [builder.add(at, ir.Constant(i64, 1))])),
-                                       fvec)
-                        for b in range(4):       # contract: one FMA each where the CPU has it
-                            a = builder.fadd(builder.load(sums[r][b]), builder.fmul(x0, lo[b], flags=["contract"]),
-                                             flags=["contract"])
-                            builder.store(builder.fadd(a, builder.fmul(x1, hi[b], flags=["contract"]),
-                                                       flags=["contract"]), sums[r][b])
-                        continue
-                    xs = broadcast(builder.load(builder.gep(x_a.data, [builder.add(at, kk)])), _I32x16)
-                    for b in range(4):
-                        a = builder.load(sums[r][b])
-                        if VNNI:
-                            a = builder.call(dp, [a, xs, ws[b]])
-                        else:
-                            prod = builder.mul(wide[b], builder.zext(builder.bitcast(xs, v64), ir.VectorType(i32, 64)))
-                            for e in range(4):
-                                a = builder.add(a, builder.shuffle_vector(
-                                    prod, ir.Constant(ir.VectorType(i32, 64), ir.Undefined),
-                                    ir.Constant(_I32x16, [4 * c + e for c in range(16)])))
-                        builder.store(a, sums[r][b])
-            if rows > 1:
-                with cgutils.for_range(builder, nk) as loop:
-                    step(loop.index, slots)
-            else:
-                # one row has only four chains of dependent sums: a second stream over the second half of K gives
-                # eight, which the core overlaps (~15% at H=256)
-                second = [[cgutils.alloca_once_value(builder, ir.Constant(vec, None)) for b in range(4)]]
-                half = builder.udiv(nk, ir.Constant(i64, 2))
-                with cgutils.for_range(builder, half) as loop:
-                    step(loop.index, slots)
-                    step(builder.add(loop.index, half), second)
-                with builder.if_then(builder.icmp_unsigned("!=", builder.add(half, half), nk)):
-                    step(builder.sub(nk, ir.Constant(i64, 1)), slots)
-                for b in range(4):
-                    add = builder.add if kind == "int8" else builder.fadd
-                    builder.store(add(builder.load(slots[0][b]), builder.load(second[0][b])), slots[0][b])
-            for r in range(rows):
-                for b in range(4):
-                    builder.store(builder.load(slots[r][b]), ptrs[r][b], align=4)
-            return context.get_dummy_value()
-        return sig, codegen
-    make.__name__ = f"_{kind}_dot{rows}"
-    return intrinsic(make)
-
-
-_int8_dot1, _int8_dot4 = _group_dot("int8", 1), _group_dot("int8", 4)
-_bf16_dot1, _bf16_dot4 = _group_dot("bf16", 1), _group_dot("bf16", 4)
+_int8_dot1, _int8_dot4 = tile_product("int8", 1), tile_product("int8", 4)
+_bf16_dot1, _bf16_dot4 = tile_product("bf16", 1), tile_product("bf16", 4)
 
 
 # ---------------------------------------------------------------------- products
@@ -177,7 +60,7 @@ def bf16_product(g, x, Q, acc, xs):
     for j in range(G, Gp):
         acc[j] = 0
     for jg in range(Gp // 64):
-        _bf16_dot1(acc, jg * 64, 0, Q, jg * nk * 256, xs, 0, 0, nk)
+        _bf16_dot1(acc, jg * 64, 0, Q, jg * nk * 256, xs, 0, 0, nk, 256)
     for j in range(G):
         g[j] = acc[j]
 
@@ -204,9 +87,9 @@ def bf16_rows(X, Q, out):
         acc[:] = 0
         for jg in range(Gp // 64):
             if n == 4:
-                _bf16_dot4(acc, jg * 64, Gp, Q, jg * nk * 256, xs, 0, Kp, nk)
+                _bf16_dot4(acc, jg * 64, Gp, Q, jg * nk * 256, xs, 0, Kp, nk, 256)
             else:
-                _bf16_dot1(acc, jg * 64, 0, Q, jg * nk * 256, xs, 0, 0, nk)
+                _bf16_dot1(acc, jg * 64, 0, Q, jg * nk * 256, xs, 0, 0, nk, 256)
         for i in range(n):
             o = out[r0 + i]
             a = acc[i * Gp:(i + 1) * Gp]
@@ -260,7 +143,7 @@ def int8_product(g, x, Q, scale, neg, acc, xq):
     nk = xq.shape[0] // 4
     x4 = xq.view(np.int32)
     for jg in range(Gp // 64):
-        _int8_dot1(acc, jg * 64, 0, Q, jg * nk * 256, x4, 0, 0, nk)
+        _int8_dot1(acc, jg * 64, 0, Q, jg * nk * 256, x4, 0, 0, nk, 256)
     for j in range(G):
         g[j] += (sa * scale[j]) * np.float32(acc[j])
 
@@ -289,9 +172,9 @@ def int8_rows(X, Q, scale, neg, out):
                 a[j] = neg[j]
         for jg in range(Gp // 64):
             if n == 4:
-                _int8_dot4(acc, jg * 64, Gp, Q, jg * nk * 256, x4, 0, nk, nk)
+                _int8_dot4(acc, jg * 64, Gp, Q, jg * nk * 256, x4, 0, nk, nk, 256)
             else:
-                _int8_dot1(acc, jg * 64, 0, Q, jg * nk * 256, x4, 0, 0, nk)
+                _int8_dot1(acc, jg * 64, 0, Q, jg * nk * 256, x4, 0, 0, nk, 256)
         for i in range(n):
             o = out[r0 + i]
             a = acc[i * Gp:(i + 1) * Gp]

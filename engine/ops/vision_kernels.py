@@ -8,8 +8,8 @@ import numpy as np
 from numba import njit
 
 from ..config import JIT_OPTIONS
-from .numeric import matmul
-from .program import OK
+from .numeric import product
+from .program import OK, THREADS_AT
 from .program_kernels import fparam, fview, shaped
 from .vision import AVGPOOL, CHANNEL_AFFINE, CLIP, CONV2D, LEAKY_RELU, MAXPOOL, REDUCE_MAX
 
@@ -130,7 +130,7 @@ def im2col(x, xo, Cg, H, W, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo, col):
 
 @njit(**JIT_OPTIONS)
 def conv2d_kernel(x, w, bias, use_bias, col, direct, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw,
-                  group, out):
+                  group, out, threads):
     """out (N, M, Ho, Wo) = conv2d(x (N, C, H, W), w (M, Cg, kh, kw)) + bias (M,), all flat. Per image and group:
     im2col into col, then out_g (Mg, Ho Wo) = w_g (Mg, Cg kh kw) @ col (Cg kh kw, Ho Wo). ``direct``: a 1x1 kernel
     at stride 1 without pads, whose col is the image itself."""
@@ -146,7 +146,8 @@ def conv2d_kernel(x, w, bias, use_bias, col, direct, N, C, H, W, M, Cg, kh, kw, 
                 im2col(x, xo, Cg, H, W, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo, col)
                 cols = shaped(col[:Kc * P], (Kc, P))
             oo = (n * M + g * Mg) * P
-            matmul(shaped(w[g * Mg * Kc:(g + 1) * Mg * Kc], (Mg, Kc)), cols, shaped(out[oo:oo + Mg * P], (Mg, P)))
+            product(shaped(w[g * Mg * Kc:(g + 1) * Mg * Kc], (Mg, Kc)), cols, shaped(out[oo:oo + Mg * P], (Mg, P)),
+                    threads)
         if use_bias:
             for m in range(M):
                 b = bias[m]
@@ -230,7 +231,7 @@ def run_vision(code, prog, pc, F, I):
         conv2d_kernel(x, fview(F, prog, p + 2, M * Cg * kh * kw), fview(F, prog, p + 4, M) if use_bias else x[0:0],
                       use_bias, col, direct, N, C, H, W, M, Cg, kh, kw, Ho, Wo, prog[p + 20], prog[p + 21],
                       prog[p + 22], prog[p + 23], prog[p + 24], prog[p + 25], prog[p + 26],
-                      fview(F, prog, p + 6, N * M * Ho * Wo))
+                      fview(F, prog, p + 6, N * M * Ho * Wo), prog[THREADS_AT])
     elif code == MAXPOOL or code == AVGPOOL:   # [x, out refs, NC, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, pb,
         #                                         pr, count_include_pad]
         NC, H, W, Ho, Wo = prog[p + 4], prog[p + 5], prog[p + 6], prog[p + 7], prog[p + 8]

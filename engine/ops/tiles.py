@@ -1,0 +1,147 @@
+"""Register tiles: the inner loop of every matrix product the engine computes itself, written in LLVM IR (Numba has
+no vector types) so that the sums stay in registers for all of K.
+
+One tile is ``rows`` rows of activations against ``blocks`` blocks of 16 columns of weights:
+
+    f(acc, j, stride, W, off, x, xo, kstride, nk, wstride)
+    acc[r * stride + j + c] (c < 16 * blocks) += sum over steps kk < nk of x[row r, step kk] . W[step kk, c]
+
+W's step kk starts at byte ``off + kk * wstride`` of W's data, its blocks one after another. The kinds:
+
+    "float"  one k per step; x (row r's element k at xo + r * kstride + kk) and W both of the compute dtype (float32,
+             or float64 in the float64 executor); FMA where the CPU has it. W may be a plain row-major (K, N) matrix
+             (wstride its row pitch), so weights need no repacking.
+    "bf16"   a pair of k per step: each 32-bit lane of a 64-byte block holds the pair's two bfloat16 weights, widened
+             by a shift (low) and a mask (high); x float32 (row r's element k at xo + r * kstride + k), acc float32
+    "int8"   a quad of k per step: x an int32 array whose element xo + r * kstride + kk holds row r's quad kk as four
+             u8 (zero point 128), acc int32; vpdpbusd with AVX512-VNNI, else the same exact sums in portable code
+
+The reduced kinds read their weights in column groups (engine/ops/recurrent.py ``group_pack``: wstride 256, four
+blocks). The rows share each load of W, and each row's value is broadcast once per step, so a 6-row, 4-block float
+tile does 24 FMAs for 10 loads: on a Zen 5 core this runs at ~110 GFLOP/s for any K (one-thread OpenBLAS 0.3.30:
+~70 GFLOP/s at the shapes of an LSTM's recurrent product).
+"""
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from ..config import AOT_BUILD
+
+try:                                            # the integer dot product in one instruction, where the CPU has it
+    import llvmlite.binding as _llb
+    from numba.core import config as _numba_config
+    VNNI = (not AOT_BUILD and _numba_config.CPU_NAME is None
+            and bool(_llb.get_host_cpu_features().get("avx512vnni", False)))
+except Exception:                               # noqa: BLE001  (any doubt: the portable code)
+    VNNI = False
+
+_I32x16 = ir.VectorType(ir.IntType(32), 16)
+
+
+def tile_product(kind, rows, blocks=4):
+    """The intrinsic of one tile (see the module docstring) for ``rows`` rows and ``blocks`` blocks of 16
+    columns."""
+    assert kind == "float" or blocks == 4, "the reduced kinds read whole column groups"
+
+    def make(typingctx, acc, j, stride, W, off, x, xo, kstride, nk, wstride):
+        sig = types.void(acc, j, stride, W, off, x, xo, kstride, nk, wstride)
+
+        def codegen(context, builder, sig, args):
+            i32, i64 = ir.IntType(32), ir.IntType(64)
+            f32x16 = ir.VectorType(ir.FloatType(), 16)
+            # the float kinds compute in x's dtype: the float64 executor compiles these too
+            fvec = ir.VectorType(context.get_value_type(sig.args[5].dtype), 16) if kind != "int8" else None
+            vec = _I32x16 if kind == "int8" else fvec
+            block_bytes = 64 if kind != "float" else 16 * context.get_abi_sizeof(fvec.element)
+            acc_a = context.make_array(sig.args[0])(context, builder, args[0])
+            w_a = context.make_array(sig.args[3])(context, builder, args[3])
+            x_a = context.make_array(sig.args[5])(context, builder, args[5])
+            j, stride, off, xo, kstride, nk, wstride = args[1], args[2], args[4], args[6], args[7], args[8], args[9]
+            ptrs = [[builder.bitcast(builder.gep(acc_a.data, [builder.add(builder.add(
+                builder.mul(ir.Constant(i64, r), stride), j), ir.Constant(i64, 16 * b))]), vec.as_pointer())
+                for b in range(blocks)] for r in range(rows)]
+            slots = [[cgutils.alloca_once(builder, vec) for b in range(blocks)] for r in range(rows)]
+            for r in range(rows):
+                for b in range(blocks):
+                    builder.store(builder.load(ptrs[r][b], align=4), slots[r][b])
+            base = builder.add(builder.ptrtoint(w_a.data, i64), off)
+            if kind == "int8" and VNNI:
+                dp = builder.module.declare_intrinsic("llvm.x86.avx512.vpdpbusd.512",
+                                                      fnty=ir.FunctionType(_I32x16, [_I32x16, _I32x16, _I32x16]))
+            v64 = ir.VectorType(ir.IntType(8), 64)
+            splat = ir.Constant(_I32x16, [0] * 16)
+
+            def broadcast(value, ty):
+                v = builder.insert_element(ir.Constant(ty, ir.Undefined), value, ir.Constant(i32, 0))
+                return builder.shuffle_vector(v, ir.Constant(ty, ir.Undefined), splat)
+
+            def fma(s, a, b):              # contract: one FMA where the CPU has it
+                builder.store(builder.fadd(builder.load(s), builder.fmul(a, b, flags=["contract"]),
+                                           flags=["contract"]), s)
+
+            def step(kk, sums):
+                """One step of K (one k, or a pair or quad of rows of W) into the sums ``sums``."""
+                at_w = builder.add(base, builder.mul(kk, wstride))
+                wty = fvec if kind == "float" else _I32x16
+                ws = [builder.load(builder.inttoptr(builder.add(at_w, ir.Constant(i64, block_bytes * b)),
+                                                    wty.as_pointer()), align=1) for b in range(blocks)]
+                if kind == "bf16":
+                    lo = [builder.bitcast(builder.shl(w, ir.Constant(_I32x16, [16] * 16)), f32x16) for w in ws]
+                    hi = [builder.bitcast(builder.and_(w, ir.Constant(_I32x16, [-65536] * 16)), f32x16) for w in ws]
+                    if fvec != f32x16:
+                        lo = [builder.fpext(v, fvec) for v in lo]
+                        hi = [builder.fpext(v, fvec) for v in hi]
+                elif kind == "int8" and not VNNI:
+                    wide = [builder.sext(builder.bitcast(w, v64), ir.VectorType(i32, 64)) for w in ws]
+                for r in range(rows):
+                    at = builder.add(xo, builder.mul(ir.Constant(i64, r), kstride))
+                    if kind == "float":
+                        xs = broadcast(builder.load(builder.gep(x_a.data, [builder.add(at, kk)])), fvec)
+                        for b in range(blocks):
+                            fma(sums[r][b], xs, ws[b])
+                        continue
+                    if kind == "bf16":
+                        at = builder.add(at, builder.mul(kk, ir.Constant(i64, 2)))
+                        x0 = broadcast(builder.load(builder.gep(x_a.data, [at])), fvec)
+                        x1 = broadcast(builder.load(builder.gep(x_a.data, [builder.add(at, ir.Constant(i64, 1))])),
+                                       fvec)
+                        for b in range(blocks):
+                            fma(sums[r][b], x0, lo[b])
+                            fma(sums[r][b], x1, hi[b])
+                        continue
+                    xs = broadcast(builder.load(builder.gep(x_a.data, [builder.add(at, kk)])), _I32x16)
+                    for b in range(blocks):
+                        a = builder.load(sums[r][b])
+                        if VNNI:
+                            a = builder.call(dp, [a, xs, ws[b]])
+                        else:
+                            prod = builder.mul(wide[b], builder.zext(builder.bitcast(xs, v64), ir.VectorType(i32, 64)))
+                            for e in range(4):
+                                a = builder.add(a, builder.shuffle_vector(
+                                    prod, ir.Constant(ir.VectorType(i32, 64), ir.Undefined),
+                                    ir.Constant(_I32x16, [4 * c + e for c in range(16)])))
+                        builder.store(a, sums[r][b])
+            if rows > 1:
+                with cgutils.for_range(builder, nk) as loop:
+                    step(loop.index, slots)
+            else:
+                # one row has only ``blocks`` chains of dependent sums: a second stream over the second half of K
+                # doubles them, which the core overlaps (~15% at H=256)
+                second = [[cgutils.alloca_once_value(builder, ir.Constant(vec, None)) for b in range(blocks)]]
+                half = builder.udiv(nk, ir.Constant(i64, 2))
+                with cgutils.for_range(builder, half) as loop:
+                    step(loop.index, slots)
+                    step(builder.add(loop.index, half), second)
+                with builder.if_then(builder.icmp_unsigned("!=", builder.add(half, half), nk)):
+                    step(builder.sub(nk, ir.Constant(i64, 1)), slots)
+                for b in range(blocks):
+                    add = builder.add if kind == "int8" else builder.fadd
+                    builder.store(add(builder.load(slots[0][b]), builder.load(second[0][b])), slots[0][b])
+            for r in range(rows):
+                for b in range(blocks):
+                    builder.store(builder.load(slots[r][b]), ptrs[r][b], align=4)
+            return context.get_dummy_value()
+        return sig, codegen
+    make.__name__ = f"_{kind}_tile{rows}x{blocks}"
+    return intrinsic(make)

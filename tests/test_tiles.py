@@ -1,0 +1,82 @@
+"""The register-tile products (engine/ops/tiles.py, engine/ops/numeric.py product_add / matmul / product) against a
+float64 numpy reference: every tile shape (6, 2 and 1 rows; 64 and 16 columns; the last columns one by one), strided
+rows, both float dtypes, K = 0, and NaN and inf passing through."""
+import numpy as np
+import pytest
+
+from engine.ops.numeric import matmul, product, product_add
+
+ROWS = [0, 1, 2, 3, 5, 6, 7, 8, 13]              # tiles of 6, then 2, then 1
+COLS = [0, 1, 15, 16, 17, 63, 64, 65, 80, 130]   # groups of 64, then 16, then single columns
+DEPTHS = [0, 1, 3, 64, 100]
+
+
+def _strided(rng, shape, dtype, pad):
+    """A (rows, cols) view with ``pad`` extra elements per row (strided rows, contiguous within a row)."""
+    base = rng.standard_normal((shape[0], shape[1] + pad)).astype(dtype)
+    return base[:, 1:shape[1] + 1] if pad else base
+
+
+def _bound(dtype, K):
+    return (1e-5 if dtype == np.float32 else 1e-12) * max(1, K) ** 0.5 * 10
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("K", DEPTHS)
+def test_product_add_matches_the_reference_for_every_tile_shape(dtype, K):
+    rng = np.random.default_rng(K)
+    for M in ROWS:
+        for N in COLS:
+            for pad in (0, 3):
+                a = _strided(rng, (M, K), dtype, pad)
+                b = _strided(rng, (K, N), dtype, pad + 2 if pad else 0)
+                out = _strided(rng, (M, N), dtype, pad)
+                want = out.astype(np.float64) + a.astype(np.float64) @ b.astype(np.float64)
+                before = out.base.copy() if out.base is not None else None
+                product_add(a, b, out)
+                assert out.dtype == dtype
+                np.testing.assert_allclose(out, want, rtol=0, atol=_bound(dtype, K),
+                                           err_msg=f"M={M} K={K} N={N} pad={pad}")
+                if before is not None:      # the padding around the view is left alone
+                    mask = np.ones(before.shape, bool)
+                    mask[:, 1:N + 1] = False
+                    assert np.array_equal(out.base[mask], before[mask])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matmul_and_product_overwrite_the_output(dtype):
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((13, 100)).astype(dtype)
+    b = rng.standard_normal((100, 130)).astype(dtype)
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    for threads in (None, 1, 2):
+        out = np.full((13, 130), np.nan, dtype)
+        if threads is None:
+            matmul(a, b, out)
+        else:
+            product(a, b, out, threads)
+        np.testing.assert_allclose(out, want, rtol=0, atol=_bound(dtype, 100), err_msg=f"threads={threads}")
+
+
+def test_nan_and_inf_reach_the_outputs_they_touch():
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((7, 20)).astype(np.float32)
+    b = rng.standard_normal((20, 70)).astype(np.float32)
+    a[2, 5] = np.nan                 # row 2 of the result: all NaN
+    b[9, 66] = np.inf                # column 66: +-inf or NaN in every row
+    out = np.zeros((7, 70), np.float32)
+    product_add(a, b, out)
+    assert np.isnan(out[2]).all()
+    assert not np.isfinite(out[:, 66]).any()
+    rest = np.delete(np.delete(out, 2, axis=0), 66, axis=1)
+    assert np.isfinite(rest).all()
+
+
+def test_columns_not_contiguous_within_a_row_take_the_general_path():
+    """matmul reads rows as contiguous runs; a transposed view (unit stride down its columns) must still be right."""
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((40, 9)).astype(np.float32).T          # (9, 40), columns contiguous
+    b = rng.standard_normal((40, 70)).astype(np.float32)
+    out = np.empty((9, 70), np.float32)
+    matmul(a, b, out)
+    np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=0, atol=1e-4)
