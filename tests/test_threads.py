@@ -171,3 +171,23 @@ def test_the_threaded_kernel_inside_another_parallel_region_finishes_and_matches
     for i in range(2):
         for got, want in zip(tk._finish(Ys[i], hs[i], cs[i]), ref):
             tk.assert_matches(got, want, np.float32, f"nested run {i}")
+
+
+def test_below_256_units_only_longer_calls_take_the_threaded_kernel():
+    """From PARALLEL_MIN_HIDDEN units a call of PARALLEL_MIN_STEPS steps or more runs threaded; a shorter one (a
+    streaming step) runs the same parts in sequence on one thread, where starting the region would cost more than
+    it saves. Both agree with a one-thread Session."""
+    from engine.ops.program import PARALLEL_ANY_STEPS_HIDDEN, PARALLEL_MIN_STEPS
+    H = PARALLEL_MIN_HIDDEN
+    assert H < PARALLEL_ANY_STEPS_HIDDEN
+    model, _ = recurrent_model("LSTM", I=I, H=H, seed=4, scale=0.1)
+    one, two = engine.Session(model, threads=1), engine.Session(model, threads=2)
+    if two.threads < 2 or two.runtime != "jit":
+        pytest.skip("needs two cores and the JIT runtime's threaded kernel")
+    rng = np.random.default_rng(4)
+    for steps, threaded in ((PARALLEL_MIN_STEPS, True), (PARALLEL_MIN_STEPS - 1, False), (1, False)):
+        feed = {"X": rng.standard_normal((steps, 1, I)).astype(np.float32)}
+        listing = two.program({"X": feed["X"].shape})
+        assert ("fast, threads" in listing) == threaded, listing
+        for a, b in zip(one.run(None, feed), two.run(None, feed)):
+            assert max_abs_diff(a, b) <= 1e-5

@@ -7,7 +7,7 @@ tests run both on the same inputs. What makes it fast:
   Eigen use; max error ~1e-7), so LLVM vectorises the gate loop: Numba has no vector exp/tanh without Intel SVML.
 * every product runs on register tiles (engine/ops/tiles.py) over weights packed in column groups of 64
   (recurrent.pack_parts, grouped): 64 gate sums per row stay in registers for all of K. At small batch the
-  recurrence is one row per entry and step; from batch BLAS_MIN_BATCH one product per step over the whole batch
+  recurrence is one row per step at batch 1; from batch 2 one product per step over the whole batch
   (six rows of h per pass over RT) adds into the gates, which start as the projected input plus the bias.
 * all buffers come from the caller; nothing is allocated per step.
 
@@ -18,7 +18,6 @@ from numba import njit, prange
 
 from ..config import JIT_OPTIONS, PARALLEL
 from .numeric import grouped_add, grouped_product, grouped_row_add, lstm_cell, max_length
-from .program import BLAS_MIN_BATCH
 from .sync import compare_exchange, cpu_relax, cycles, fetch_add, load_acquire, yield_cpu
 
 
@@ -35,7 +34,7 @@ def lstm_direction_fast(Y, d, xw, B, RT, bias, peep, use_peep, seq, h, c, revers
     chunk = G // 4
     H = h.shape[1]
     maxlen = max_length(seq, B)
-    batched = B >= BLAS_MIN_BATCH
+    batched = B > 1                  # the tiles read RT once for up to six rows
     for s in range(maxlen):
         if batched:                  # every part's gates before any h changes: each product reads all of h
             for p in range(parts):
@@ -122,12 +121,12 @@ else:
 def _part_step(Y, d, s, B, seq, reverse, xw, bias, RTp, rec, peep, use_peep, cur, nxt, c, clip, input_forget, g, j0,
                n):
     """Step s of one part (units [j0, j0+n)) for every batch entry: cur -> nxt. The gates (blocks i, o, f, c of
-    width chunk) start from the part's projected input (xw (T*B, 4*chunk)) plus its bias; RTp (Hout, 4*chunk) is the
-    part's slice of RT, multiplied per entry into g (4*chunk,), or from batch BLAS_MIN_BATCH once for the whole batch
-    into rec (B, 4*chunk)."""
+    width chunk) start from the part's projected input (xw (T*B, 4*chunk)) plus its bias; RTp (4*chunk // 64, Hout,
+    64) is the part's slice of RT in column groups, multiplied into g (4*chunk,) at batch 1, else once for the whole
+    batch into rec (B, 4*chunk)."""
     H = peep.shape[0] // 3
     chunk = g.shape[0] // 4
-    batched = B >= BLAS_MIN_BATCH
+    batched = B > 1
     if batched:
         _start_gates(rec, xw, bias, s, B, seq, reverse)
         grouped_add(cur, RTp, rec)

@@ -47,5 +47,7 @@ COPY, FILL, FILL_CONST, INT_TO_FLOAT, FLOAT_TO_INT, INT_COPY = range(CORE_BASE, 
 
 # kernel choices the planner and the kernels share
 BLAS_MIN_BATCH = 4          # below this batch size the hand-blocked product beats a BLAS call per step
-PARALLEL_MIN_HIDDEN = 256   # below this the per-step region launch (~1 us) of the threaded LSTM costs more than it
-#                            saves
+# the threaded LSTM kernel (several threads, hidden units split between them), measured on 2 cores at T=100 B=1:
+PARALLEL_MIN_HIDDEN = 128        # from this H (H=128: 332 against 446 us on one thread; H=64: 144 against 130 us)
+PARALLEL_ANY_STEPS_HIDDEN = 256  # from this H at any length; below it only from PARALLEL_MIN_STEPS steps
+PARALLEL_MIN_STEPS = 8

@@ -44,7 +44,8 @@ from ..errors import ModelFileError
 from ..recurrent_spec import DIRECTIONS
 from .activations import codes_of
 from .base import Op
-from .program import ABSENT, F_STATE, KEEP, PARALLEL_MIN_HIDDEN, RECURRENT_BASE
+from .program import (ABSENT, F_STATE, KEEP, PARALLEL_ANY_STEPS_HIDDEN, PARALLEL_MIN_HIDDEN, PARALLEL_MIN_STEPS,
+                      RECURRENT_BASE)
 
 LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC, GRU_CODE, RNN_CODE = range(RECURRENT_BASE, RECURRENT_BASE + 5)
 LSTM_REDUCED, GRU_REDUCED, RNN_REDUCED = range(RECURRENT_BASE + 5, RECURRENT_BASE + 8)   # reduced_kernels.py
@@ -271,7 +272,7 @@ class Recurrent(Op):
         raise NotImplementedError
 
     @classmethod
-    def variant(cls, node, p, B):
+    def variant(cls, node, p, T, B):
         raise NotImplementedError
 
     @classmethod
@@ -344,7 +345,7 @@ class Recurrent(Op):
         else:
             Y = p.temp(T * D * B * Hout)
             Y.shape = y_shape
-        variant = cls.variant(node, p, B)
+        variant = cls.variant(node, p, T, B)
         width = cls.gate_width(node, p)  # G * H, or for a packed LSTM parts * 4 * chunk (padding when uneven)
         xw = p.temp(T * B * width)
         scratch = p.temp((B + 1) * width) if variant == LSTM_FAST else None
@@ -480,14 +481,17 @@ class LSTM(Recurrent):
             yield "projT", _transposed(model.tensors[ins[8]], dtype)                   # (D, H, Hout)
 
     @classmethod
-    def variant(cls, node, p, B):
+    def variant(cls, node, p, T, B):
         if cls.reduced(node, p.model, p.dtype):
             return LSTM_REDUCED
         if not cls.fast(node, p.dtype):
             return LSTM_GENERIC
-        if cls.multi_thread(node, p.dtype, p.threads):
+        if cls.multi_thread(node, p.dtype, p.threads) and (node.attrs["hidden_size"] >= PARALLEL_ANY_STEPS_HIDDEN
+                                                           or T >= PARALLEL_MIN_STEPS):
             # at any batch: each thread's product over the batch runs on the engine's register tiles (T=100 B=32
-            # H=256, 2 threads: 19.0 ms, against 35.6 ms for the one-thread kernel with OpenBLAS on both threads)
+            # H=256, 2 threads: 19.0 ms, against 35.6 ms for the one-thread kernel with OpenBLAS on both threads).
+            # Shorter calls at smaller H run the parts in sequence on one thread: starting the region costs more
+            # than half of their product saves (H=128, 2 threads: one step 16.8 us threaded against 11.7)
             return LSTM_FAST_MT
         return LSTM_FAST
 
@@ -537,7 +541,7 @@ class GRU(Recurrent):
                                Bt[:, 2 * H:3 * H], Bt[:, 5 * H:]], axis=1)
 
     @classmethod
-    def variant(cls, node, p, B):
+    def variant(cls, node, p, T, B):
         return GRU_REDUCED if cls.reduced(node, p.model, p.dtype) else GRU_CODE
 
     @classmethod
@@ -572,7 +576,7 @@ class RNN(Recurrent):
         yield "bias", Bt[:, :H] + Bt[:, H:]                                        # (D, H)
 
     @classmethod
-    def variant(cls, node, p, B):
+    def variant(cls, node, p, T, B):
         return RNN_REDUCED if cls.reduced(node, p.model, p.dtype) else RNN_CODE
 
     @classmethod
