@@ -44,13 +44,14 @@ def test_product_add_matches_the_reference_for_every_tile_shape(dtype, K):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_matmul_and_product_overwrite_the_output(dtype):
+@pytest.mark.parametrize("N", [128, 130])      # tiles (a multiple of 16) / the BLAS
+def test_matmul_and_product_overwrite_the_output(dtype, N):
     rng = np.random.default_rng(7)
     a = rng.standard_normal((13, 100)).astype(dtype)
-    b = rng.standard_normal((100, 130)).astype(dtype)
+    b = rng.standard_normal((100, N)).astype(dtype)
     want = a.astype(np.float64) @ b.astype(np.float64)
     for threads in (None, 1, 2):
-        out = np.full((13, 130), np.nan, dtype)
+        out = np.full((13, N), np.nan, dtype)
         if threads is None:
             matmul(a, b, out)
         else:
