@@ -98,7 +98,7 @@ def fresh_cache_env(root):
     numba_cache = os.path.join(root, "numba-cache")
     os.makedirs(cache, exist_ok=True)
     os.makedirs(numba_cache, exist_ok=True)
-    with open(os.path.join(cache, "engine-sources.txt"), "w") as f:
+    with open(_cache.marker_path(cache), "w") as f:     # fresh: the child leaves the checkout's own cache alone
         f.write(_cache.source_hash() + "\n")
     return {"LSTM_ENGINE_CACHE_DIR": cache, "NUMBA_CACHE_DIR": numba_cache}
 

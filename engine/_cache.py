@@ -3,7 +3,8 @@
 Numba's ``cache=True`` invalidates a function's cache when that function's own source file changes, but not when a
 function it calls, in another file, changes; the executor calls kernels in every op module. We therefore
 fingerprint all of the engine's sources and drop the engine's Numba cache files whenever the fingerprint differs
-from the one recorded under ``cache_root()`` (``LSTM_ENGINE_CACHE_DIR``, default ``~/.cache/lstm-engine``).
+from the one recorded for this installation under ``cache_root()`` (``LSTM_ENGINE_CACHE_DIR``, default
+``~/.cache/lstm-engine``).
 """
 import glob
 import hashlib
@@ -37,18 +38,32 @@ def cache_root() -> str:
 @lru_cache(maxsize=None)
 def ensure_fresh() -> None:
     """Drop stale Numba cache files of the engine's kernels if any engine source changed since they were written."""
-    marker_dir = os.path.join(cache_root())
+    import numba
+    drop_stale(_ENGINE_DIR, cache_root(), source_hash(), numba.config.CACHE_DIR)
+
+
+def marker_path(marker_dir: str, engine_dir: str = _ENGINE_DIR) -> str:
+    """Where the fingerprint of the engine installed in ``engine_dir`` is recorded: one marker per installation."""
+    tag = hashlib.sha256(os.path.realpath(engine_dir).encode()).hexdigest()[:12]
+    return os.path.join(marker_dir, f"engine-sources-{tag}.txt")
+
+
+def drop_stale(engine_dir: str, marker_dir: str, current: str, numba_cache_dir: str = "") -> None:
+    """Remove the Numba cache files (``*.nbi``, ``*.nbc``) of the engine installed in ``engine_dir`` (and any in
+    ``numba_cache_dir``) unless the marker of that installation records ``current``. The marker is per installation
+    (named by a hash of its path): every installation keeps its cache beside its own sources, so one installation
+    being fresh says nothing of another's (a virtualenv reinstalled over an older engine kept that engine's cached
+    executor, which then ran on the new weight layouts, while another installation had already written the new
+    fingerprint)."""
     try:
         os.makedirs(marker_dir, exist_ok=True)
-        marker = os.path.join(marker_dir, "engine-sources.txt")
-        current = source_hash()
+        marker = marker_path(marker_dir, engine_dir)
         old = open(marker).read().strip() if os.path.exists(marker) else ""
         if old == current:
             return
-        patterns = [os.path.join(_ENGINE_DIR, "**", "__pycache__", "*.nb[ic]")]
-        import numba
-        if numba.config.CACHE_DIR:
-            patterns.append(os.path.join(numba.config.CACHE_DIR, "**", "*.nb[ic]"))
+        patterns = [os.path.join(engine_dir, "**", "__pycache__", "*.nb[ic]")]
+        if numba_cache_dir:
+            patterns.append(os.path.join(numba_cache_dir, "**", "*.nb[ic]"))
         for pattern in patterns:
             for path in glob.glob(pattern, recursive=True):
                 try:

@@ -1,0 +1,59 @@
+"""The Numba cache's freshness check (engine/_cache.py): cached kernels of an installation are dropped when its
+sources' fingerprint changes, judged by that installation's own marker (another installation's says nothing)."""
+import os
+
+from engine import _cache
+
+
+def _install(root, name):
+    """A fake installed engine with one cached kernel: (its directory, the cache file)."""
+    engine_dir = os.path.join(root, name, "engine")
+    cached = os.path.join(engine_dir, "ops", "__pycache__", "numeric.matmul-200.py311.nbi")
+    os.makedirs(os.path.dirname(cached))
+    open(cached, "w").close()
+    return engine_dir, cached
+
+
+def test_a_changed_fingerprint_drops_the_installations_cached_kernels(tmp_path):
+    engine_dir, cached = _install(str(tmp_path), "venv")
+    markers = str(tmp_path / "markers")
+    _cache.drop_stale(engine_dir, markers, "old")
+    assert not os.path.exists(cached)                  # no marker yet: nothing cached can be trusted
+    open(cached, "w").close()
+    _cache.drop_stale(engine_dir, markers, "old")
+    assert os.path.exists(cached)                      # the same sources: the cache stays
+    _cache.drop_stale(engine_dir, markers, "new")
+    assert not os.path.exists(cached)
+    assert open(_cache.marker_path(markers, engine_dir)).read().strip() == "new"
+
+
+def test_another_installation_being_fresh_does_not_keep_a_stale_cache(tmp_path):
+    """Two virtualenvs share ~/.cache/lstm-engine: one upgraded first records the new fingerprint; the other, upgraded
+    over an older engine whose cached executor still sits beside its sources, must drop that executor (it ran on the
+    new weight layouts and gave wrong results when one marker served every installation)."""
+    a, _ = _install(str(tmp_path), "venv-a")
+    b, stale = _install(str(tmp_path), "venv-b")
+    markers = str(tmp_path / "markers")
+    _cache.drop_stale(b, markers, "old")
+    open(stale, "w").close()                           # venv-b's executor, compiled from the old sources
+    _cache.drop_stale(a, markers, "new")               # venv-a upgraded and started first
+    assert os.path.exists(stale)
+    _cache.drop_stale(b, markers, "new")               # venv-b upgraded
+    assert not os.path.exists(stale)
+    assert _cache.marker_path(markers, a) != _cache.marker_path(markers, b)
+
+
+def test_a_shared_numba_cache_dir_is_cleaned_too(tmp_path):
+    engine_dir, _ = _install(str(tmp_path), "venv")
+    shared = tmp_path / "numba-cache" / "x"
+    shared.mkdir(parents=True)
+    (shared / "executor.execute-24.py311.nbc").write_text("")
+    _cache.drop_stale(engine_dir, str(tmp_path / "markers"), "v1", str(tmp_path / "numba-cache"))
+    assert not (shared / "executor.execute-24.py311.nbc").exists()
+
+
+def test_an_unwritable_marker_location_only_costs_compile_time(tmp_path):
+    engine_dir, cached = _install(str(tmp_path), "venv")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    _cache.drop_stale(engine_dir, str(blocker / "markers"), "v1")    # cannot create the directory: no error
