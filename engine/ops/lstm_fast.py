@@ -26,8 +26,8 @@ def lstm_direction_fast(Y, d, xw, B, RT, bias, peep, use_peep, seq, h, c, revers
     """One direction over all steps, in place: h (B, H) and c (B, H) enter as the initial state and leave as the
     final one; Y[:, d] gets every step's h. The weights are in parts (``pack_parts``, grouped; one part for one
     thread): RT (parts, 4*chunk // 64, H, 64), bias (parts, 1, 4*chunk); xw (parts, T*B, 4*chunk) is X @ W^T
-    without bias, part by part; peep (3H,) is read only with use_peep; gates (parts*4*chunk,) and rec (parts, B, 4*chunk) are scratch.
-    The parts are run in sequence: the threaded kernel's layout serves one thread too.
+    without bias, part by part; peep (3H,) is read only with use_peep; gates (parts*4*chunk,) and rec (parts, B,
+    4*chunk) are scratch. The parts are run in sequence: the threaded kernel's layout serves one thread too.
     """
     parts = RT.shape[0]
     G = RT.shape[1] * 64             # 4 * chunk
@@ -198,10 +198,10 @@ def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h
     """lstm_direction_fast split by hidden unit over the parts of WTp (nparts, 4*chunk // 64, I, 64), RTp (nparts,
     4*chunk // 64, Hout, 64) (column groups) and biasp (nparts, 1, 4*chunk) (see pack_parts), one thread per part for
     the whole sequence; each thread also projects the input for its own units, on its own register tiles (no BLAS
-    thread pool competes for the cores), and at any batch runs its part's product over the batch. peep is (3H,) (zeros unless use_peep). Each part of each step is a task
-    claimed once (see _STEAL_CYCLES): its owner runs it unless it is late, so the result never waits for a thread
-    that does not run. With fewer threads than parts the tasks run in order on the calling thread. xw (nparts, T*B,
-    4*chunk) receives the projected input."""
+    thread pool competes for the cores), and at any batch runs its part's product over the batch. peep is (3H,)
+    (zeros unless use_peep). Each part of each step is a task claimed once (see _STEAL_CYCLES): its owner runs it
+    unless it is late, so the result never waits for a thread that does not run. With fewer threads than parts the
+    tasks run in order on the calling thread. xw (nparts, T*B, 4*chunk) receives the projected input."""
     nparts = RTp.shape[0]
     H = h.shape[1]
     chunk = RTp.shape[1] * 16

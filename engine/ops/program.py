@@ -2,8 +2,9 @@
 
 A plan is one int64 array, ``prog``: ``prog[0]`` is where the instructions start, ``prog[1]`` where they end,
 ``prog[THREADS_AT]`` how many threads the plan's BLAS products may use (``Plan.blas_threads``; one-thread products
-run on the engine's register tiles instead, engine/ops/numeric.py ``product``), and int constants (token tables, sequence lengths, fill values) follow the instructions. An instruction is
-``[opcode, length, node index, params...]``; the executor jumps ``length`` ahead after running it.
+run on the engine's register tiles instead, engine/ops/numeric.py ``product``), and int constants (token tables,
+sequence lengths, fill values) follow the instructions. An instruction is ``[opcode, length, node index,
+params...]``; the executor jumps ``length`` ahead after running it.
 
 Every value lives in one flat buffer ("space") at an offset, and a reference to it in a param list is two ints,
 ``(space, offset)``. Float spaces hold the compute dtype, int spaces int64:

@@ -475,7 +475,7 @@ class LSTM(Recurrent):
         Bt = model.tensors[ins[3]].astype(dtype) if ins[3] else np.zeros((D, 8 * H), dtype)
         bias = Bt[:, :4 * H] + Bt[:, 4 * H:]                                           # (D, 4H)       Wb + Rb
         # (D, parts, 1, 4*chunk): one row is the same memory in either layout
-        yield "bias", _parts(bias[:, :, None], dtype, parts, None, grouped).reshape(D, parts, 1, -1)
+        yield "bias", pack_parts(bias[:, None, :], parts, grouped).reshape(D, parts, 1, -1)
         yield "peep", (model.tensors[ins[7]].astype(dtype) if ins[7] else np.zeros((1, 3 * H), dtype))  # (D|1, 3H)
         if not cls.fast(node, dtype) and ins[8]:
             yield "projT", _transposed(model.tensors[ins[8]], dtype)                   # (D, H, Hout)
