@@ -24,7 +24,7 @@ import pytest
 import naive
 from engine.ops.activations import codes_of
 from engine.ops.gru_rnn import gru_direction, rnn_direction
-from engine.ops.lstm_fast import lstm_direction_fast, lstm_direction_parallel
+from engine.ops.lstm_fast import lstm_batches_parallel, lstm_direction_fast, lstm_direction_parallel
 from engine.ops.numeric import grouped_product, input_projection
 from engine.ops.recurrent import pack_parts
 from engine.ops.numeric import sigmoid32, tanh32
@@ -199,6 +199,18 @@ def lstm_parallel(c: Case, nparts=2):
     return _finish(Y, h, cc)
 
 
+def lstm_batches(c: Case, nparts=2):
+    """The threaded kernel that splits the batch: each thread the one-thread kernel on its rows, every part of the
+    weights in sequence (a thread may get no rows)."""
+    X2, Y, h, cc = _start(c, F32)
+    WTp, RTp, biasp = _grouped_parts(c, F32, nparts)
+    peep = np.asarray(c.P if c.P is not None else np.zeros(3 * c.H), F32)
+    xw = np.empty((nparts, X2.shape[0], WTp.shape[1] * 64), F32)
+    lstm_batches_parallel(Y, SLOT, X2, c.x.shape[1], WTp, RTp, biasp, peep, c.P is not None, c.seq, h, cc,
+                          c.reverse, _fclip(c, F32), bool(c.input_forget), xw)
+    return _finish(Y, h, cc)
+
+
 def lstm_generic(c: Case, dtype=F32):
     X2, Y, h, cc = _start(c, dtype)
     T, B, _ = c.x.shape
@@ -242,7 +254,8 @@ def rnn(c: Case, dtype=F32):
     return _finish(Y, h)
 
 
-# the engine runs the parallel kernel with two threads or more, each owning a part of the hidden units
+# the engine runs a parallel kernel with two threads or more, each owning a part of the hidden units (lstm-parallel)
+# or of the batch (lstm-batches)
 KERNELS = {
     "lstm-fast": ("LSTM", F32, lstm_fast),
     "lstm-fast-parts-2": ("LSTM", F32, functools.partial(lstm_fast, nparts=2)),
@@ -250,6 +263,8 @@ KERNELS = {
     "lstm-parallel-2": ("LSTM", F32, functools.partial(lstm_parallel, nparts=2)),
     "lstm-parallel-3": ("LSTM", F32, functools.partial(lstm_parallel, nparts=3)),
     "lstm-parallel-4": ("LSTM", F32, functools.partial(lstm_parallel, nparts=4)),
+    "lstm-batches-2": ("LSTM", F32, functools.partial(lstm_batches, nparts=2)),
+    "lstm-batches-3": ("LSTM", F32, functools.partial(lstm_batches, nparts=3)),
     "lstm-generic-f32": ("LSTM", F32, lstm_generic),
     "lstm-generic-f64": ("LSTM", F64, functools.partial(lstm_generic, dtype=F64)),
     "gru-f32": ("GRU", F32, gru),
@@ -299,7 +314,7 @@ def random_case(op, size, feature):
 
 def more_parts_than_units(kernel, H):
     """pack_parts cannot split H hidden units into that many parts (see test_pack_parts_with_more_parts_than_units)."""
-    nparts = int(kernel.rsplit("-", 1)[1]) if kernel.startswith(("lstm-parallel", "lstm-fast-parts")) else 1
+    nparts = int(kernel.rsplit("-", 1)[1]) if kernel.startswith(("lstm-parallel", "lstm-fast-parts", "lstm-batches")) else 1
     return (nparts - 1) * -(-H // nparts) > H
 
 

@@ -1,9 +1,11 @@
 """The threaded LSTM path and the memory it holds: one layout of the weights (in parts, one per thread) that every
 LSTM kernel reads, the same results with one thread or two, and a model file mapped while its weights are packed.
 
-Sessions with threads=2 at batch < 4 run the persistent threaded kernel (``lstm_direction_parallel``, "fast,
-threads" in the program listing), in a stream step too; from batch 4 the one-thread kernel reads the same parts in
-sequence (also checked directly in tests/test_kernels.py, lstm-fast-parts-*).
+Sessions with threads=2 run a threaded kernel ("fast, threads" in the program listing): below SPLIT_MIN_ROWS batch
+entries per thread the persistent kernel that splits the hidden units (``lstm_direction_parallel``, "by unit"), in
+a stream step too; from there one that splits the batch (``lstm_batches_parallel``, "by batch"), each thread
+running the one-thread kernel on its rows with every part of the weights in sequence (also checked directly in
+tests/test_kernels.py, lstm-fast-parts-*).
 Every case is compared with threads=1 and with the float64 reference (tests/naive.py via built_models).
 """
 import numpy as np
@@ -11,7 +13,7 @@ import pytest
 
 import engine
 from built_models import recurrent_model
-from engine.ops.program import PARALLEL_MIN_HIDDEN
+from engine.ops.program import PARALLEL_MIN_HIDDEN, SPLIT_MIN_ROWS
 
 I, T = 8, 12
 CASES = {
@@ -50,14 +52,15 @@ def hidden(request):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("B", [1, 2, 5])
+@pytest.mark.parametrize("B", [1, 2, 5, 2 * SPLIT_MIN_ROWS + 1])
 def test_two_threads_match_one_and_the_reference(case, B, hidden):
     model, reference = recurrent_model("LSTM", I=I, H=hidden, seed=B, scale=0.1, **CASES[case])
     one, two = engine.Session(model, threads=1), engine.Session(model, threads=2)
     feed = feed_of(model, B, seed=B)
     shapes = {k: v.shape for k, v in feed.items()}
     if two.threads == 2 and two.runtime == "jit":
-        assert "fast, threads" in two.program(shapes)        # the threaded kernel at any batch
+        split = "by batch" if B >= 2 * SPLIT_MIN_ROWS else "by unit"      # B=17: 8 and 9 rows
+        assert f"fast, threads {split}" in two.program(shapes)      # a threaded kernel at any batch
     assert "fast, threads" not in one.program(shapes)
     a, b = one.run(None, feed), two.run(None, feed)
     for x, y, ref in zip(a, b, reference(feed)):

@@ -230,3 +230,35 @@ def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h
             _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw, g, rec, hb,
                   c)
     h[:, :] = hb[maxlen % 2]
+
+
+# ---------------------------------------------------------------------- several threads over a batch
+@njit(parallel=PARALLEL, **JIT_OPTIONS)
+def lstm_batches_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, reverse, clip, input_forget,
+                          xw):
+    """lstm_direction_parallel's work split by batch entry instead of hidden unit: thread q runs
+    lstm_direction_fast on its share of the batch, with every part of the weights (the threaded layout, run part
+    after part), from the projection of its rows of X to its last step. No thread ever waits for another: at a
+    batch wide enough that a step is bound by the product's FLOPs rather than by streaming RT, this beats one
+    barrier per step (see LSTM.variant). xw as lstm_direction_parallel's, used thread by thread."""
+    nparts = RTp.shape[0]
+    G = RTp.shape[1] * 64
+    In = X2.shape[1]
+    T = X2.shape[0] // B
+    X3 = X2.reshape((T, B, In))
+    flat = xw.reshape(-1)
+    for q in prange(nparts):
+        b0 = q * B // nparts
+        b1 = (q + 1) * B // nparts
+        Bq = b1 - b0
+        if Bq == 0:
+            continue
+        start = nparts * T * b0 * G
+        xq = flat[start:start + nparts * T * Bq * G].reshape((nparts, T * Bq, G))
+        for k in range(nparts):
+            for t in range(T):
+                grouped_product(X3[t, b0:b1], WTp[k], xq[k, t * Bq:(t + 1) * Bq])
+        gates = np.empty(nparts * G, dtype=h.dtype)
+        rec = np.empty((nparts, Bq, G), dtype=h.dtype)
+        lstm_direction_fast(Y[:, :, b0:b1], d, xq, Bq, RTp, biasp, peep, use_peep, seq[b0:b1], h[b0:b1], c[b0:b1],
+                            reverse, clip, input_forget, gates, rec)

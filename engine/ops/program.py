@@ -52,3 +52,7 @@ BLAS_MIN_BATCH = 4          # below this batch size the hand-blocked product bea
 PARALLEL_MIN_HIDDEN = 128        # from this H (H=128: 332 against 446 us on one thread; H=64: 144 against 130 us)
 PARALLEL_ANY_STEPS_HIDDEN = 256  # from this H at any length; below it only from PARALLEL_MIN_STEPS steps
 PARALLEL_MIN_STEPS = 8
+# ... and from this many batch entries per thread, split by batch entry instead (lstm_batches_parallel: no barrier
+# per step), measured at T=100 on 2 cores: B=32 H=256 16.9 against 17.8-19.5 ms, B=64 H=512 127 against 138 ms;
+# B=8 even (4.4 ms), B=4 2.8 against 2.1 ms
+SPLIT_MIN_ROWS = 8

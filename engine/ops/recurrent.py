@@ -45,7 +45,7 @@ from ..recurrent_spec import DIRECTIONS
 from .activations import codes_of
 from .base import Op
 from .program import (ABSENT, F_STATE, KEEP, PARALLEL_ANY_STEPS_HIDDEN, PARALLEL_MIN_HIDDEN, PARALLEL_MIN_STEPS,
-                      RECURRENT_BASE)
+                      RECURRENT_BASE, SPLIT_MIN_ROWS)
 
 LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC, GRU_CODE, RNN_CODE = range(RECURRENT_BASE, RECURRENT_BASE + 5)
 LSTM_REDUCED, GRU_REDUCED, RNN_REDUCED = range(RECURRENT_BASE + 5, RECURRENT_BASE + 8)   # reduced_kernels.py
@@ -356,7 +356,10 @@ class Recurrent(Op):
                   *p.ref(states[1]), *inits[1], *p.ref(Y), *p.ref(xw), *p.ref(scratch), p.f64(clip), *reverse,
                   p.weight_space(), *cls.own_params(node, p, variant)]
         fed = ", weights packed on the call" if p.call.takes(node) else ""
-        p.emit(variant, f"{node.op.lower()} {_VARIANT_NAMES[variant]} T={T} B={B} I={In} H={H} D={D}{fed}", *params)
+        name = _VARIANT_NAMES[variant]
+        if variant == LSTM_FAST_MT:       # the kernel splits the batch or the hidden units (recurrent_kernels.py)
+            name += " by batch" if B >= SPLIT_MIN_ROWS * cls.parts(node, p.dtype, p.threads) else " by unit"
+        p.emit(variant, f"{node.op.lower()} {name} T={T} B={B} I={In} H={H} D={D}{fed}", *params)
         # outputs in the node's layout
         if layout == 1 and p.needed(0):
             out = p.output(0, (B, T, D, Hout))

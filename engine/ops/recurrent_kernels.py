@@ -5,10 +5,10 @@ from numba import njit
 
 from ..config import JIT_OPTIONS
 from .gru_rnn import gru_direction, rnn_direction
-from .lstm_fast import lstm_direction_fast, lstm_direction_parallel
+from .lstm_fast import lstm_batches_parallel, lstm_direction_fast, lstm_direction_parallel
 from .lstm_kernels import lstm_direction_generic
 from .numeric import grouped_product, input_projection, product
-from .program import ABSENT, ERR_SEQ_LENS, KEEP, OK, THREADS_AT
+from .program import ABSENT, ERR_SEQ_LENS, KEEP, OK, SPLIT_MIN_ROWS, THREADS_AT
 from .program_kernels import fparam, fview, iview, shaped, typed_like
 from .reduced_kernels import run_reduced
 from .recurrent import (GRU_CODE, GRU_REDUCED, LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC, LSTM_REDUCED, P_C, P_C0, P_CLIP,
@@ -89,6 +89,11 @@ def run_recurrent(code, prog, pc, F, I):
             RTp = shaped(wts[o_rt:o_rt + D * parts * H * G], (D, parts, G // 64, H, 64))
             biasp = shaped(wts[o_bias:o_bias + D * parts * G], (D, parts, 1, G))
             xw = shaped(fview(F, prog, p + P_XW, parts * T * B * G), (parts, T * B, G))
+            if code == LSTM_FAST_MT and B >= SPLIT_MIN_ROWS * parts:
+                for d in range(D):
+                    lstm_batches_parallel(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, lens,
+                                          h[d], c[d], prog[p + P_REV + d] == 1, clip, input_forget, xw)
+                return OK
             if code == LSTM_FAST_MT:
                 for d in range(D):
                     lstm_direction_parallel(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, lens,
