@@ -24,7 +24,8 @@ import pytest
 import naive
 from engine.ops.activations import codes_of
 from engine.ops.gru_rnn import gru_direction, rnn_direction
-from engine.ops.lstm_fast import lstm_batches_parallel, lstm_direction_fast, lstm_direction_parallel
+from engine.ops.lstm_fast import (lstm_batches_parallel, lstm_direction_fast, lstm_direction_fused,
+                                  lstm_direction_parallel, same_steps)
 from engine.ops.numeric import grouped_product, input_projection
 from engine.ops.recurrent import pack_parts
 from engine.ops.numeric import sigmoid32, tanh32
@@ -199,15 +200,31 @@ def lstm_parallel(c: Case, nparts=2):
     return _finish(Y, h, cc)
 
 
-def lstm_batches(c: Case, nparts=2):
-    """The threaded kernel that splits the batch: each thread the one-thread kernel on its rows, every part of the
-    weights in sequence (a thread may get no rows)."""
+def lstm_fused(c: Case, nparts=1):
+    """The fast kernel projecting the input step by step, where the engine runs it (every running entry at the same
+    step); else, as the engine, the hoisted projection."""
+    if not same_steps(c.seq, c.x.shape[1], c.reverse):
+        return lstm_fast(c, F32, nparts)
     X2, Y, h, cc = _start(c, F32)
     WTp, RTp, biasp = _grouped_parts(c, F32, nparts)
     peep = np.asarray(c.P if c.P is not None else np.zeros(3 * c.H), F32)
-    xw = np.empty((nparts, X2.shape[0], WTp.shape[1] * 64), F32)
+    rec = np.empty((nparts, c.x.shape[1], WTp.shape[1] * 64), F32)
+    lstm_direction_fused(Y, SLOT, X2.reshape(c.x.shape), c.x.shape[1], WTp, RTp, biasp, peep, c.P is not None,
+                         c.seq, h, cc, c.reverse, _fclip(c, F32), bool(c.input_forget), rec)
+    return _finish(Y, h, cc)
+
+
+def lstm_batches(c: Case, nparts=2, fused=False):
+    """The threaded kernel that splits the batch: each thread the one-thread kernel on its rows, every part of the
+    weights in sequence (a thread may get no rows), the input projected up front or (``fused``, where the engine
+    runs it) step by step."""
+    X2, Y, h, cc = _start(c, F32)
+    WTp, RTp, biasp = _grouped_parts(c, F32, nparts)
+    peep = np.asarray(c.P if c.P is not None else np.zeros(3 * c.H), F32)
+    fused = fused and same_steps(c.seq, c.x.shape[1], c.reverse)
+    xw = np.empty((nparts, 0 if fused else X2.shape[0], WTp.shape[1] * 64), F32)
     lstm_batches_parallel(Y, SLOT, X2, c.x.shape[1], WTp, RTp, biasp, peep, c.P is not None, c.seq, h, cc,
-                          c.reverse, _fclip(c, F32), bool(c.input_forget), xw)
+                          c.reverse, _fclip(c, F32), bool(c.input_forget), xw, fused)
     return _finish(Y, h, cc)
 
 
@@ -265,6 +282,9 @@ KERNELS = {
     "lstm-parallel-4": ("LSTM", F32, functools.partial(lstm_parallel, nparts=4)),
     "lstm-batches-2": ("LSTM", F32, functools.partial(lstm_batches, nparts=2)),
     "lstm-batches-3": ("LSTM", F32, functools.partial(lstm_batches, nparts=3)),
+    "lstm-batches-fused-2": ("LSTM", F32, functools.partial(lstm_batches, nparts=2, fused=True)),
+    "lstm-fused": ("LSTM", F32, lstm_fused),
+    "lstm-fused-parts-2": ("LSTM", F32, functools.partial(lstm_fused, nparts=2)),
     "lstm-generic-f32": ("LSTM", F32, lstm_generic),
     "lstm-generic-f64": ("LSTM", F64, functools.partial(lstm_generic, dtype=F64)),
     "gru-f32": ("GRU", F32, gru),
@@ -314,7 +334,7 @@ def random_case(op, size, feature):
 
 def more_parts_than_units(kernel, H):
     """pack_parts cannot split H hidden units into that many parts (see test_pack_parts_with_more_parts_than_units)."""
-    nparts = int(kernel.rsplit("-", 1)[1]) if kernel.startswith(("lstm-parallel", "lstm-fast-parts", "lstm-batches")) else 1
+    nparts = int(kernel.rsplit("-", 1)[1]) if kernel.startswith(("lstm-parallel", "lstm-fast-parts", "lstm-batches", "lstm-fused-parts")) else 1
     return (nparts - 1) * -(-H // nparts) > H
 
 

@@ -66,6 +66,54 @@ def lstm_direction_fast(Y, d, xw, B, RT, bias, peep, use_peep, seq, h, c, revers
 
 
 @njit(**JIT_OPTIONS)
+def lstm_direction_fused(Y, d, X3, B, WT, RT, bias, peep, use_peep, seq, h, c, reverse, clip, input_forget, rec):
+    """lstm_direction_fast with the input projected step by step: each step's gates start as the bias, and one
+    product over the batch adds x_t @ W, another h @ R, into them while they are in the cache (the hoisted
+    projection writes (T*B, 4H) to memory and reads it back: at B=32 H=256 ~1.4 ms of ~35). Every running batch
+    entry must be at the same time step: forward, or reverse with every sequence as long as the longest
+    (``same_steps``). X3 (T, B, I); WT (parts, 4*chunk // 64, I, 64) as RT. From FUSE_MIN_ROWS rows, where each
+    column group of W serves enough rows to be read from L2 once a step."""
+    parts = RT.shape[0]
+    G = RT.shape[1] * 64
+    chunk = G // 4
+    H = h.shape[1]
+    maxlen = max_length(seq, B)
+    for s in range(maxlen):
+        t = maxlen - 1 - s if reverse else s
+        for p in range(parts):
+            r = rec[p]
+            bp = bias[p, 0]
+            for b in range(B):
+                g = r[b]
+                for u in range(G):
+                    g[u] = bp[u]
+            grouped_add(X3[t], WT[p], r)
+            grouped_add(h, RT[p], r)
+        for b in range(B):
+            if s >= seq[b]:
+                continue
+            for p in range(parts):
+                j0 = p * chunk
+                n = min(chunk, H - j0)
+                if n <= 0:
+                    continue
+                lstm_cell(rec[p, b], n, c[b, j0:j0 + n], h[b, j0:j0 + n], Y[t, d, b, j0:j0 + n], peep[j0:j0 + n],
+                          peep[H + j0:H + j0 + n], peep[2 * H + j0:2 * H + j0 + n], use_peep, clip, input_forget)
+
+
+@njit(**JIT_OPTIONS)
+def same_steps(seq, B, reverse):
+    """Whether every batch entry still running is at the same time step at every step: forward, or every length
+    the same (lstm_direction_fused)."""
+    if not reverse:
+        return True
+    for b in range(1, B):
+        if seq[b] != seq[0]:
+            return False
+    return True
+
+
+@njit(**JIT_OPTIONS)
 def _start_gates(rec, xw, bias, s, B, seq, reverse):
     """rec (B, G) <- step s's projected input (xw (T*B, G)) plus bias (G,), for every batch entry still running:
     the product over the batch then adds h @ RT into it."""
@@ -235,12 +283,13 @@ def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h
 # ---------------------------------------------------------------------- several threads over a batch
 @njit(parallel=PARALLEL, **JIT_OPTIONS)
 def lstm_batches_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, reverse, clip, input_forget,
-                          xw):
-    """lstm_direction_parallel's work split by batch entry instead of hidden unit: thread q runs
-    lstm_direction_fast on its share of the batch, with every part of the weights (the threaded layout, run part
-    after part), from the projection of its rows of X to its last step. No thread ever waits for another: at a
-    batch wide enough that a step is bound by the product's FLOPs rather than by streaming RT, this beats one
-    barrier per step (see LSTM.variant). xw as lstm_direction_parallel's, used thread by thread."""
+                          xw, fused):
+    """lstm_direction_parallel's work split by batch entry instead of hidden unit: thread q runs the one-thread
+    kernel on its share of the batch, with every part of the weights (the threaded layout, run part after part),
+    from the projection of its rows of X (step by step with ``fused``, lstm_direction_fused; else hoisted into xw,
+    (nparts, T*B, 4*chunk) as lstm_direction_parallel's, used thread by thread) to its last step. No thread ever
+    waits for another: at a batch wide enough that a step is bound by the product's FLOPs rather than by streaming
+    RT, this beats one barrier per step (see SPLIT_MIN_ROWS)."""
     nparts = RTp.shape[0]
     G = RTp.shape[1] * 64
     In = X2.shape[1]
@@ -253,12 +302,16 @@ def lstm_batches_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, 
         Bq = b1 - b0
         if Bq == 0:
             continue
+        rec = np.empty((nparts, Bq, G), dtype=h.dtype)
+        if fused:
+            lstm_direction_fused(Y[:, :, b0:b1], d, X3[:, b0:b1], Bq, WTp, RTp, biasp, peep, use_peep, seq[b0:b1],
+                                 h[b0:b1], c[b0:b1], reverse, clip, input_forget, rec)
+            continue
         start = nparts * T * b0 * G
         xq = flat[start:start + nparts * T * Bq * G].reshape((nparts, T * Bq, G))
         for k in range(nparts):
             for t in range(T):
                 grouped_product(X3[t, b0:b1], WTp[k], xq[k, t * Bq:(t + 1) * Bq])
         gates = np.empty(nparts * G, dtype=h.dtype)
-        rec = np.empty((nparts, Bq, G), dtype=h.dtype)
         lstm_direction_fast(Y[:, :, b0:b1], d, xq, Bq, RTp, biasp, peep, use_peep, seq[b0:b1], h[b0:b1], c[b0:b1],
                             reverse, clip, input_forget, gates, rec)

@@ -45,7 +45,7 @@ from ..recurrent_spec import DIRECTIONS
 from .activations import codes_of
 from .base import Op
 from .program import (ABSENT, F_STATE, KEEP, PARALLEL_ANY_STEPS_HIDDEN, PARALLEL_MIN_HIDDEN, PARALLEL_MIN_STEPS,
-                      RECURRENT_BASE, SPLIT_MIN_ROWS)
+                      FUSE_MAX_BYTES, FUSE_MIN_ROWS, RECURRENT_BASE, SPLIT_MIN_ROWS)
 
 LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC, GRU_CODE, RNN_CODE = range(RECURRENT_BASE, RECURRENT_BASE + 5)
 LSTM_REDUCED, GRU_REDUCED, RNN_REDUCED = range(RECURRENT_BASE + 5, RECURRENT_BASE + 8)   # reduced_kernels.py
@@ -346,11 +346,14 @@ class Recurrent(Op):
             Y = p.temp(T * D * B * Hout)
             Y.shape = y_shape
         variant = cls.variant(node, p, T, B)
+        reverse = list(DIRECTIONS[a["direction"]]) + [0] * (2 - D)
         width = cls.gate_width(node, p)  # G * H, or for a packed LSTM parts * 4 * chunk (padding when uneven)
-        xw = p.temp(T * B * width)
+        # no hoisted projection where the kernel projects step by step; it still may with sequence_lens and a
+        # reverse direction (its entries at different steps)
+        hoisted = not cls.fused(node, p, variant, In, B) or (seq is not None and any(reverse))
+        xw = p.temp(T * B * width if hoisted else 1)
         scratch = p.temp((B + 1) * width) if variant == LSTM_FAST else None
         lens = p.temp(B, "i")
-        reverse = list(DIRECTIONS[a["direction"]]) + [0] * (2 - D)
         clip = float("inf") if a["clip"] is None else float(a["clip"])
         params = [*p.ref(X), T, B, In, H, Hout, D, *p.ref(seq), *p.ref(lens), *p.ref(states[0]), *inits[0],
                   *p.ref(states[1]), *inits[1], *p.ref(Y), *p.ref(xw), *p.ref(scratch), p.f64(clip), *reverse,
@@ -358,7 +361,9 @@ class Recurrent(Op):
         fed = ", weights packed on the call" if p.call.takes(node) else ""
         name = _VARIANT_NAMES[variant]
         if variant == LSTM_FAST_MT:       # the kernel splits the batch or the hidden units (recurrent_kernels.py)
-            name += " by batch" if B >= SPLIT_MIN_ROWS * cls.parts(node, p.dtype, p.threads) else " by unit"
+            name += " by batch" if cls.by_batch(node, p, B) else " by unit"
+        if cls.fused(node, p, variant, In, B):
+            name += ", fused projection"
         p.emit(variant, f"{node.op.lower()} {name} T={T} B={B} I={In} H={H} D={D}{fed}", *params)
         # outputs in the node's layout
         if layout == 1 and p.needed(0):
@@ -377,6 +382,11 @@ class Recurrent(Op):
                 size = s.shape[2]
                 out = p.output(index, (B, D, size))
                 p.copy(s, out, shape=(B, D, size), sstrides=(size, B * size, 1))
+
+    @classmethod
+    def fused(cls, node, p, variant, In, B):
+        """Whether the kernel projects the input step by step (only the fast LSTM's)."""
+        return False
 
     @classmethod
     def check_call_weights(cls, node, p, In):
@@ -455,6 +465,25 @@ class LSTM(Recurrent):
         return 4 * cls._chunk(node, p.dtype, p.threads) * cls.parts(node, p.dtype, p.threads)
 
     @classmethod
+    def by_batch(cls, node, p, B):
+        """The threaded kernel splits the batch between the threads (else the hidden units)."""
+        return B >= SPLIT_MIN_ROWS * cls.parts(node, p.dtype, p.threads)
+
+    @classmethod
+    def fused(cls, node, p, variant, In, B):
+        """The fast kernel (one thread, or a thread of the batch split) projects the input step by step
+        (lstm_direction_fused): from FUSE_MIN_ROWS rows a thread, while W and R fit FUSE_MAX_BYTES."""
+        parts = cls.parts(node, p.dtype, p.threads)
+        if variant == LSTM_FAST:
+            rows = B
+        elif variant == LSTM_FAST_MT and cls.by_batch(node, p, B):
+            rows = B // parts
+        else:
+            return False
+        weights = parts * 4 * cls._chunk(node, p.dtype, p.threads) * (In + cls.out_size(node.attrs))
+        return rows >= FUSE_MIN_ROWS and weights * np.dtype(p.dtype).itemsize <= FUSE_MAX_BYTES
+
+    @classmethod
     def _chunk(cls, node, dtype, threads):
         return part_chunk(node.attrs["hidden_size"], cls.parts(node, dtype, threads), cls.fast(node, dtype))
 
@@ -512,8 +541,10 @@ class LSTM(Recurrent):
                   node.attrs["input_forget"], peep_shape[0]]
         if variant == LSTM_GENERIC:    # one part: WT (D, I, 4H), RT (D, Hout, 4H), bias (D, 4H)
             params += [p.weight("projT")[0] if ins[8] else 0, int(bool(ins[8]))] + cls.activation_params(node, p)
-        else:
-            params += [wt_shape[1], wt_shape[2] * 16]                     # parts, chunk (groups of 64 = 4 x 16)
+        else:    # parts, chunk (groups of 64 = 4 x 16), fused projection
+            X = p.input(0)
+            T, B, In = X.shape if node.attrs["layout"] == 0 else (X.shape[1], X.shape[0], X.shape[2])
+            params += [wt_shape[1], wt_shape[2] * 16, int(cls.fused(node, p, variant, In, B))]
         return params
 
 

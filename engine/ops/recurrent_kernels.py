@@ -5,7 +5,8 @@ from numba import njit
 
 from ..config import JIT_OPTIONS
 from .gru_rnn import gru_direction, rnn_direction
-from .lstm_fast import lstm_batches_parallel, lstm_direction_fast, lstm_direction_parallel
+from .lstm_fast import (lstm_batches_parallel, lstm_direction_fast, lstm_direction_fused, lstm_direction_parallel,
+                        same_steps)
 from .lstm_kernels import lstm_direction_generic
 from .numeric import grouped_product, input_projection, product
 from .program import ABSENT, ERR_SEQ_LENS, KEEP, OK, SPLIT_MIN_ROWS, THREADS_AT
@@ -83,30 +84,35 @@ def run_recurrent(code, prog, pc, F, I):
         Dp = prog[q + 6]             # peepholes stored per direction, or one zero row
         peep = shaped(wts[o_peep:o_peep + Dp * 3 * H], (Dp, 3 * H))
         if code == LSTM_FAST_MT or code == LSTM_FAST:
-            parts, chunk = prog[q + 7], prog[q + 8]   # the weights in parts (pack_parts): one per thread, or one
-            G = 4 * chunk                             # in column groups of 64
+            # the weights in parts (pack_parts): one per thread, or one; in column groups of 64
+            parts, chunk, fuse = prog[q + 7], prog[q + 8], prog[q + 9] != 0
+            G = 4 * chunk
             WTp = shaped(wts[o_wt:o_wt + D * parts * In * G], (D, parts, G // 64, In, 64))
             RTp = shaped(wts[o_rt:o_rt + D * parts * H * G], (D, parts, G // 64, H, 64))
             biasp = shaped(wts[o_bias:o_bias + D * parts * G], (D, parts, 1, G))
-            xw = shaped(fview(F, prog, p + P_XW, parts * T * B * G), (parts, T * B, G))
-            if code == LSTM_FAST_MT and B >= SPLIT_MIN_ROWS * parts:
-                for d in range(D):
-                    lstm_batches_parallel(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, lens,
-                                          h[d], c[d], prog[p + P_REV + d] == 1, clip, input_forget, xw)
-                return OK
-            if code == LSTM_FAST_MT:
-                for d in range(D):
-                    lstm_direction_parallel(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, lens,
-                                            h[d], c[d], prog[p + P_REV + d] == 1, clip, input_forget, xw)
-                return OK
-            scratch = fview(F, prog, p + P_SCRATCH, (B + 1) * parts * G)
-            gates = scratch[:parts * G]
-            rec = shaped(scratch[parts * G:], (parts, B, G))
+            X3 = X2.reshape((T, B, In))
             for d in range(D):
-                for k in range(parts):
-                    grouped_product(X2, WTp[d, k], xw[k])
-                lstm_direction_fast(Y, d, xw, B, RTp[d], biasp[d], peep[d % Dp], use_peep, lens, h[d], c[d],
-                                    prog[p + P_REV + d] == 1, clip, input_forget, gates, rec)
+                rev = prog[p + P_REV + d] == 1
+                fused = fuse and same_steps(lens, B, rev)    # else the plan made room for the hoisted projection
+                rows = 0 if fused else T * B
+                xw = shaped(fview(F, prog, p + P_XW, parts * rows * G), (parts, rows, G))
+                if code == LSTM_FAST_MT and B >= SPLIT_MIN_ROWS * parts:
+                    lstm_batches_parallel(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, lens, h[d],
+                                          c[d], rev, clip, input_forget, xw, fused)
+                elif code == LSTM_FAST_MT:
+                    lstm_direction_parallel(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, lens,
+                                            h[d], c[d], rev, clip, input_forget, xw)
+                else:
+                    scratch = fview(F, prog, p + P_SCRATCH, (B + 1) * parts * G)
+                    rec = shaped(scratch[parts * G:], (parts, B, G))
+                    if fused:
+                        lstm_direction_fused(Y, d, X3, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, lens,
+                                             h[d], c[d], rev, clip, input_forget, rec)
+                        continue
+                    for k in range(parts):
+                        grouped_product(X2, WTp[d, k], xw[k])
+                    lstm_direction_fast(Y, d, xw, B, RTp[d], biasp[d], peep[d % Dp], use_peep, lens, h[d], c[d],
+                                        rev, clip, input_forget, scratch[:parts * G], rec)
             return OK
         WT = shaped(wts[o_wt:o_wt + D * In * 4 * H], (D, In, 4 * H))
         bias = shaped(wts[o_bias:o_bias + D * 4 * H], (D, 4 * H))
