@@ -103,10 +103,14 @@ def strided_copy(src, sbase, dst, dbase, prog, at):
                     do = dbase + i0 * d0 + i1 * d1 + i2 * d2 + i3 * d3
                     for i4 in range(n4):
                         if s5 == 1 and d5 == 1:
+                            # indexed from 0 in views: dst[b + i5] pays the wraparound check of every index and
+                            # runs scalar (64 floats: 0.11 against 0.024 us)
                             a = so + i4 * s4
                             b = do + i4 * d4
+                            sv = src[a:a + n5]
+                            dv = dst[b:b + n5]
                             for i5 in range(n5):
-                                dst[b + i5] = src[a + i5]
+                                dv[i5] = sv[i5]
                         else:
                             for i5 in range(n5):
                                 dst[do + i4 * d4 + i5 * d5] = src[so + i4 * s4 + i5 * s5]
