@@ -184,7 +184,7 @@ def lstm_fast(c: Case, dtype=F32, nparts=1):
         grouped_product(X2, WTp[k], xw[k])
     gates = np.empty(nparts * G, dtype)
     rec = np.empty((nparts, c.x.shape[1], G), dtype)
-    lstm_direction_fast(Y, SLOT, xw, c.x.shape[1], RTp, biasp, peep, c.P is not None, c.seq, h, cc, c.reverse,
+    lstm_direction_fast(Y, SLOT, 0, xw, c.x.shape[1], RTp, biasp, peep, c.P is not None, c.seq, h, cc, c.reverse,
                         _fclip(c, dtype), bool(c.input_forget), gates, rec)
     return _finish(Y, h, cc)
 
@@ -209,7 +209,7 @@ def lstm_fused(c: Case, nparts=1):
     WTp, RTp, biasp = _grouped_parts(c, F32, nparts)
     peep = np.asarray(c.P if c.P is not None else np.zeros(3 * c.H), F32)
     rec = np.empty((nparts, c.x.shape[1], WTp.shape[1] * 64), F32)
-    lstm_direction_fused(Y, SLOT, X2.reshape(c.x.shape), c.x.shape[1], WTp, RTp, biasp, peep, c.P is not None,
+    lstm_direction_fused(Y, SLOT, 0, X2.reshape(c.x.shape), c.x.shape[1], WTp, RTp, biasp, peep, c.P is not None,
                          c.seq, h, cc, c.reverse, _fclip(c, F32), bool(c.input_forget), rec)
     return _finish(Y, h, cc)
 

@@ -22,9 +22,11 @@ from .sync import compare_exchange, cpu_relax, cycles, fetch_add, load_acquire, 
 
 
 @njit(**JIT_OPTIONS)
-def lstm_direction_fast(Y, d, xw, B, RT, bias, peep, use_peep, seq, h, c, reverse, clip, input_forget, gates, rec):
+def lstm_direction_fast(Y, d, b0, xw, B, RT, bias, peep, use_peep, seq, h, c, reverse, clip, input_forget, gates,
+                        rec):
     """One direction over all steps, in place: h (B, H) and c (B, H) enter as the initial state and leave as the
-    final one; Y[:, d] gets every step's h. The weights are in parts (``pack_parts``, grouped; one part for one
+    final one; Y[:, d, b0:b0 + B] gets every step's h (b0: where these B rows start in Y's batch; an offset rather
+    than a slice of Y, so that every caller passes the same array types and the kernel is compiled once). The weights are in parts (``pack_parts``, grouped; one part for one
     thread): RT (parts, 4*chunk // 64, H, 64), bias (parts, 1, 4*chunk); xw (parts, T*B, 4*chunk) is X @ W^T
     without bias, part by part; peep (3H,) is read only with use_peep; gates (parts*4*chunk,) and rec (parts, B,
     4*chunk) are scratch. The parts are run in sequence: the threaded kernel's layout serves one thread too.
@@ -61,17 +63,19 @@ def lstm_direction_fast(Y, d, xw, B, RT, bias, peep, use_peep, seq, h, c, revers
                     continue
                 # views indexed from 0 (an offset index stops LLVM vectorising)
                 lstm_cell(rec[p, b] if batched else gates[p * G:(p + 1) * G], n, c[b, j0:j0 + n], h[b, j0:j0 + n],
-                          Y[t, d, b, j0:j0 + n], peep[j0:j0 + n], peep[H + j0:H + j0 + n],
+                          Y[t, d, b0 + b, j0:j0 + n], peep[j0:j0 + n], peep[H + j0:H + j0 + n],
                           peep[2 * H + j0:2 * H + j0 + n], use_peep, clip, input_forget)
 
 
 @njit(**JIT_OPTIONS)
-def lstm_direction_fused(Y, d, X3, B, WT, RT, bias, peep, use_peep, seq, h, c, reverse, clip, input_forget, rec):
+def lstm_direction_fused(Y, d, b0, X3, B, WT, RT, bias, peep, use_peep, seq, h, c, reverse, clip, input_forget,
+                         rec):
     """lstm_direction_fast with the input projected step by step: each step's gates start as the bias, and one
     product over the batch adds x_t @ W, another h @ R, into them while they are in the cache (the hoisted
     projection writes (T*B, 4H) to memory and reads it back: at B=32 H=256 ~1.4 ms of ~35). Every running batch
     entry must be at the same time step: forward, or reverse with every sequence as long as the longest
-    (``same_steps``). X3 (T, B, I); WT (parts, 4*chunk // 64, I, 64) as RT. From FUSE_MIN_ROWS rows, where each
+    (``same_steps``). X3 (T, B', I), of which batch rows b0:b0 + B are this call's (as Y's, see lstm_direction_fast);
+    WT (parts, 4*chunk // 64, I, 64) as RT. From FUSE_MIN_ROWS rows, where each
     column group of W serves enough rows to be read from L2 once a step."""
     parts = RT.shape[0]
     G = RT.shape[1] * 64
@@ -87,7 +91,7 @@ def lstm_direction_fused(Y, d, X3, B, WT, RT, bias, peep, use_peep, seq, h, c, r
                 g = r[b]
                 for u in range(G):
                     g[u] = bp[u]
-            grouped_add(X3[t], WT[p], r)
+            grouped_add(X3[t, b0:b0 + B], WT[p], r)
             grouped_add(h, RT[p], r)
         for b in range(B):
             if s >= seq[b]:
@@ -97,7 +101,7 @@ def lstm_direction_fused(Y, d, X3, B, WT, RT, bias, peep, use_peep, seq, h, c, r
                 n = min(chunk, H - j0)
                 if n <= 0:
                     continue
-                lstm_cell(rec[p, b], n, c[b, j0:j0 + n], h[b, j0:j0 + n], Y[t, d, b, j0:j0 + n], peep[j0:j0 + n],
+                lstm_cell(rec[p, b], n, c[b, j0:j0 + n], h[b, j0:j0 + n], Y[t, d, b0 + b, j0:j0 + n], peep[j0:j0 + n],
                           peep[H + j0:H + j0 + n], peep[2 * H + j0:2 * H + j0 + n], use_peep, clip, input_forget)
 
 
@@ -304,8 +308,8 @@ def lstm_batches_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, 
             continue
         rec = np.empty((nparts, Bq, G), dtype=h.dtype)
         if fused:
-            lstm_direction_fused(Y[:, :, b0:b1], d, X3[:, b0:b1], Bq, WTp, RTp, biasp, peep, use_peep, seq[b0:b1],
-                                 h[b0:b1], c[b0:b1], reverse, clip, input_forget, rec)
+            lstm_direction_fused(Y, d, b0, X3, Bq, WTp, RTp, biasp, peep, use_peep, seq[b0:b1], h[b0:b1],
+                                 c[b0:b1], reverse, clip, input_forget, rec)
             continue
         start = nparts * T * b0 * G
         xq = flat[start:start + nparts * T * Bq * G].reshape((nparts, T * Bq, G))
@@ -313,5 +317,5 @@ def lstm_batches_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, 
             for t in range(T):
                 grouped_product(X3[t, b0:b1], WTp[k], xq[k, t * Bq:(t + 1) * Bq])
         gates = np.empty(nparts * G, dtype=h.dtype)
-        lstm_direction_fast(Y[:, :, b0:b1], d, xq, Bq, RTp, biasp, peep, use_peep, seq[b0:b1], h[b0:b1], c[b0:b1],
-                            reverse, clip, input_forget, gates, rec)
+        lstm_direction_fast(Y, d, b0, xq, Bq, RTp, biasp, peep, use_peep, seq[b0:b1], h[b0:b1], c[b0:b1], reverse,
+                            clip, input_forget, gates, rec)

@@ -106,12 +106,12 @@ def run_recurrent(code, prog, pc, F, I):
                     scratch = fview(F, prog, p + P_SCRATCH, (B + 1) * parts * G)
                     rec = shaped(scratch[parts * G:], (parts, B, G))
                     if fused:
-                        lstm_direction_fused(Y, d, X3, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, lens,
+                        lstm_direction_fused(Y, d, 0, X3, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, lens,
                                              h[d], c[d], rev, clip, input_forget, rec)
                         continue
                     for k in range(parts):
                         grouped_product(X2, WTp[d, k], xw[k])
-                    lstm_direction_fast(Y, d, xw, B, RTp[d], biasp[d], peep[d % Dp], use_peep, lens, h[d], c[d],
+                    lstm_direction_fast(Y, d, 0, xw, B, RTp[d], biasp[d], peep[d % Dp], use_peep, lens, h[d], c[d],
                                         rev, clip, input_forget, scratch[:parts * G], rec)
             return OK
         WT = shaped(wts[o_wt:o_wt + D * In * 4 * H], (D, In, 4 * H))
