@@ -27,7 +27,7 @@ from engine.ops.gru_rnn import gru_direction, rnn_direction
 from engine.ops.lstm_fast import (lstm_batches_parallel, lstm_direction_fast, lstm_direction_fused,
                                   lstm_direction_parallel, same_steps)
 from engine.ops.numeric import grouped_product, input_projection
-from engine.ops.recurrent import pack_parts
+from engine.ops.recurrent import pack_parts, part_chunk
 from engine.ops.numeric import sigmoid32, tanh32
 from engine.ops.lstm_kernels import lstm_direction_generic
 
@@ -196,7 +196,7 @@ def lstm_parallel(c: Case, nparts=2):
     peep = np.asarray(c.P if c.P is not None else np.zeros(3 * H), F32)
     xw = np.empty((nparts, X2.shape[0], WTp.shape[1] * 64), F32)                    # (nparts, T*B, 4*chunk)
     lstm_direction_parallel(Y, SLOT, X2, c.x.shape[1], WTp, RTp, biasp, peep, c.P is not None, c.seq, h, cc,
-                            c.reverse, _fclip(c, F32), bool(c.input_forget), xw)
+                            c.reverse, _fclip(c, F32), bool(c.input_forget), xw, False)
     return _finish(Y, h, cc)
 
 
@@ -261,6 +261,23 @@ def gru(c: Case, dtype=F32):
     return _finish(Y, h)
 
 
+def gru_parallel(c: Case, nparts=2):
+    """The threaded kernel with the GRU's part step (linear_before_reset only), on the weights as GRU.pack packs
+    them for nparts threads."""
+    assert c.lbr and c.default_activations()
+    X2, Y, h, _ = _start(c, F32)
+    H = c.H
+    chunk = part_chunk(H, nparts, True)
+    WTp = pack_parts(np.ascontiguousarray(c.W.T, F32)[None], nparts, True, 3)[0]
+    RTp = pack_parts(np.ascontiguousarray(c.R.T, F32)[None], nparts, True, 3)[0]
+    bias = np.concatenate([c.Wb[:2 * H] + c.Rb[:2 * H], c.Wb[2 * H:], c.Rb[2 * H:]]).astype(F32)
+    biasp = pack_parts(bias[None, None], nparts, False, 4, chunk)[0].reshape(nparts, 1, 4 * chunk)
+    xw = np.empty((nparts, X2.shape[0], WTp.shape[1] * 64), F32)
+    lstm_direction_parallel(Y, SLOT, X2, c.x.shape[1], WTp, RTp, biasp, h[0], False, c.seq, h, h, c.reverse,
+                            _fclip(c, F32), False, xw, True)
+    return _finish(Y, h)
+
+
 def rnn(c: Case, dtype=F32):
     X2, Y, h, _ = _start(c, dtype)
     codes, alphas, betas = codes_of(c.activations())
@@ -289,6 +306,8 @@ KERNELS = {
     "lstm-generic-f64": ("LSTM", F64, functools.partial(lstm_generic, dtype=F64)),
     "gru-f32": ("GRU", F32, gru),
     "gru-f64": ("GRU", F64, functools.partial(gru, dtype=F64)),
+    "gru-parallel-2": ("GRU", F32, functools.partial(gru_parallel, nparts=2)),
+    "gru-parallel-3": ("GRU", F32, functools.partial(gru_parallel, nparts=3)),
     "rnn-f32": ("RNN", F32, rnn),
     "rnn-f64": ("RNN", F64, functools.partial(rnn, dtype=F64)),
 }
@@ -334,7 +353,8 @@ def random_case(op, size, feature):
 
 def more_parts_than_units(kernel, H):
     """pack_parts cannot split H hidden units into that many parts (see test_pack_parts_with_more_parts_than_units)."""
-    nparts = int(kernel.rsplit("-", 1)[1]) if kernel.startswith(("lstm-parallel", "lstm-fast-parts", "lstm-batches", "lstm-fused-parts")) else 1
+    split = kernel.startswith(("lstm-parallel", "lstm-fast-parts", "lstm-batches", "lstm-fused-parts", "gru-parallel"))
+    nparts = int(kernel.rsplit("-", 1)[1]) if split else 1
     return (nparts - 1) * -(-H // nparts) > H
 
 
@@ -352,6 +372,8 @@ def test_lstm_kernels_match_the_reference(kernel, size, feature):
 
 
 @pytest.mark.parametrize("kernel,size,feature", params(["gru-f32", "gru-f64"], GRU_FEATURES)
+                         + params(["gru-parallel-2", "gru-parallel-3"],
+                                  {k: v for k, v in GRU_FEATURES.items() if k.startswith("lbr-")})
                          + params(["rnn-f32", "rnn-f64"], FEATURES))
 def test_gru_and_rnn_kernels_match_the_reference(kernel, size, feature):
     check(kernel, *random_case(kernel[:3].upper(), size, feature))
@@ -393,10 +415,10 @@ def test_generic_activations_match_the_reference(kernel, acts):
 
 # ---------------------------------------------------------------------- NaN, inf, constants
 @functools.lru_cache(maxsize=None)
-def special_case(op, special, B):
+def special_case(op, special, B, lbr=False):
     """T=7, I=3, H=6: inputs with NaN, infinities or constants, and a state that stays finite unless said; and the
-    reference's outputs, shared by the kernels."""
-    c = make_case(op, 7, B, 3, 6, seed=7, state=True, peep=op == "LSTM")
+    reference's outputs, shared by the kernels (``lbr``: a GRU with linear_before_reset)."""
+    c = make_case(op, 7, B, 3, 6, seed=7, state=True, peep=op == "LSTM", **({"lbr": 1} if lbr else {}))
     x, h0, lens = c.x.copy(), c.h0.copy(), None
     if special == "nan-x":
         x[2, 0, 0] = np.nan                       # entry 0 is NaN from step 2 on; the others stay finite
@@ -432,7 +454,7 @@ SPECIALS = ["nan-x", "nan-h0", "inf-x", "inf-and-nan-x", "nan-past-the-end", "ze
 @pytest.mark.parametrize("kernel", list(KERNELS))
 def test_nan_inf_and_constant_inputs(kernel, special, B):
     op = KERNELS[kernel][0]
-    c, ref = special_case(op, special, B)
+    c, ref = special_case(op, special, B, lbr=kernel.startswith("gru-parallel"))    # the threaded GRU's only kind
     check(kernel, c, ref)
     y = ref[0]
     if special == "nan-x":

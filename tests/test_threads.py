@@ -162,7 +162,7 @@ def test_the_threaded_kernel_inside_another_parallel_region_finishes_and_matches
     def outer(Ys, X2, WTp, RTp, biasp, peep, seq, hs, cs, clip, xws):
         for i in numba.prange(2):
             lstm_direction_parallel(Ys[i], 1, X2, 1, WTp, RTp, biasp, peep, True, seq, hs[i], cs[i], False, clip,
-                                    False, xws[i])
+                                    False, xws[i], False)
 
     c = tk.make_case("LSTM", 30, 1, 8, 64, seed=3, peep=True, state=True)
     X2, Y, h, cc = tk._start(c, np.float32)
@@ -194,3 +194,45 @@ def test_below_256_units_only_longer_calls_take_the_threaded_kernel():
         assert ("fast, threads" in listing) == threaded, listing
         for a, b in zip(one.run(None, feed), two.run(None, feed)):
             assert max_abs_diff(a, b) <= 1e-5
+
+
+GRU_CASES = {
+    "plain": {},
+    "reverse-clip": {"direction": "reverse", "clip": 0.9},
+    "bidirectional-lens": {"direction": "bidirectional", "sequence_lens": True},
+}
+
+
+@pytest.mark.parametrize("case", list(GRU_CASES))
+@pytest.mark.parametrize("B", [1, 3])
+def test_the_threaded_gru_matches_one_thread_and_the_reference(case, B, hidden):
+    """A GRU with linear_before_reset from GRU_PARALLEL_MIN_HIDDEN units runs the threaded kernel on two threads
+    (any length and batch; its weights exist in the per-thread layout only); without linear_before_reset, or on
+    one thread, the one-thread kernel."""
+    from engine.ops.program import GRU_PARALLEL_MIN_HIDDEN
+    assert hidden >= GRU_PARALLEL_MIN_HIDDEN
+    model, reference = recurrent_model("GRU", I=I, H=hidden, seed=B, scale=0.1, linear_before_reset=1,
+                                       **GRU_CASES[case])
+    one, two = engine.Session(model, threads=1), engine.Session(model, threads=2)
+    feed = feed_of(model, B, seed=B)
+    feed.pop("initial_c")
+    shapes = {k: v.shape for k, v in feed.items()}
+    if two.threads == 2 and two.runtime == "jit":
+        assert "gru fast, threads by unit" in two.program(shapes)
+    assert "threads" not in one.program(shapes)
+    a, b = one.run(None, feed), two.run(None, feed)
+    for x, y, ref in zip(a, b, reference(feed)):
+        assert max_abs_diff(x, y) <= 1e-5
+        assert max_abs_diff(y, ref) <= 1e-5 + 1e-6 * float(np.abs(ref).max())
+    plain, _ = recurrent_model("GRU", I=I, H=hidden, seed=B, scale=0.1, linear_before_reset=0, **GRU_CASES[case])
+    assert "threads" not in engine.Session(plain, threads=2).program(shapes)
+
+
+def test_a_gru_stream_steps_on_the_threaded_layout():
+    model, _ = recurrent_model("GRU", I=I, H=256, scale=0.1, linear_before_reset=1)
+    feed = {"X": np.random.default_rng(3).standard_normal((T, 2, I)).astype(np.float32)}
+    one, two = engine.Session(model, threads=1), engine.Session(model, threads=2)
+    whole = one.run(None, feed)
+    stream = two.stream(batch_size=2)
+    steps = [stream.step(feed["X"][t:t + 1])[0] for t in range(T)]
+    assert max_abs_diff(np.concatenate(steps).reshape(whole[0].shape), whole[0]) <= 1e-5

@@ -17,7 +17,8 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import JIT_OPTIONS, PARALLEL
-from .numeric import grouped_add, grouped_product, grouped_row_add, lstm_cell, max_length
+from .numeric import (grouped_add, grouped_product, grouped_row_add, lstm_cell, max_length, sigmoid_all,
+                      tanh_all)
 from .sync import compare_exchange, cpu_relax, cycles, fetch_add, load_acquire, yield_cpu
 
 
@@ -26,8 +27,8 @@ def lstm_direction_fast(Y, d, b0, xw, B, RT, bias, peep, use_peep, seq, h, c, re
                         rec):
     """One direction over all steps, in place: h (B, H) and c (B, H) enter as the initial state and leave as the
     final one; Y[:, d, b0:b0 + B] gets every step's h (b0: where these B rows start in Y's batch; an offset rather
-    than a slice of Y, so that every caller passes the same array types and the kernel is compiled once). The weights are in parts (``pack_parts``, grouped; one part for one
-    thread): RT (parts, 4*chunk // 64, H, 64), bias (parts, 1, 4*chunk); xw (parts, T*B, 4*chunk) is X @ W^T
+    than a slice of Y, so that every caller passes the same array types and the kernel is compiled once). The
+    weights are in parts (``pack_parts``, grouped; one part for one thread): RT (parts, 4*chunk // 64, H, 64), bias (parts, 1, 4*chunk); xw (parts, T*B, 4*chunk) is X @ W^T
     without bias, part by part; peep (3H,) is read only with use_peep; gates (parts*4*chunk,) and rec (parts, B,
     4*chunk) are scratch. The parts are run in sequence: the threaded kernel's layout serves one thread too.
     """
@@ -171,17 +172,19 @@ else:
 
 @njit(**JIT_OPTIONS)
 def _part_step(Y, d, s, B, seq, reverse, xw, bias, RTp, rec, peep, use_peep, cur, nxt, c, clip, input_forget, g, j0,
-               n):
-    """Step s of one part (units [j0, j0+n)) for every batch entry: cur -> nxt. The gates (blocks i, o, f, c of
-    width chunk) start from the part's projected input (xw (T*B, 4*chunk)) plus its bias; RTp (4*chunk // 64, Hout,
-    64) is the part's slice of RT in column groups, multiplied into g (4*chunk,) at batch 1, else once for the whole
-    batch into rec (B, 4*chunk)."""
-    H = peep.shape[0] // 3
-    chunk = g.shape[0] // 4
-    batched = B > 1
-    if batched:
+               n, gru):
+    """Step s of one part (units [j0, j0+n)) for every batch entry: cur -> nxt. The gates (blocks of width chunk:
+    LSTM i, o, f, c, or GRU z, r, h) start from the part's projected input (xw (T*B, width)); RTp (width // 64, Hout,
+    64) is the part's slice of RT in column groups. LSTM: the bias is added and h @ RTp multiplied into g (width,)
+    at batch 1, else once for the whole batch into rec (B, width). GRU (``gru``, linear_before_reset): h @ RTp goes
+    to rec by itself, since r multiplies its h block only (_gru_part_cell)."""
+    if gru:
+        rec[:, :] = 0
+        grouped_add(cur, RTp, rec)
+    elif B > 1:
         _start_gates(rec, xw, bias, s, B, seq, reverse)
         grouped_add(cur, RTp, rec)
+    H = cur.shape[1]
     for b in range(B):
         L = seq[b]
         if s >= L:
@@ -189,10 +192,14 @@ def _part_step(Y, d, s, B, seq, reverse, xw, bias, RTp, rec, peep, use_peep, cur
                 nxt[b, j0 + u] = cur[b, j0 + u]
             continue
         t = L - 1 - s if reverse else s
-        gb = rec[b] if batched else g
-        if not batched:
+        if gru:
+            _gru_part_cell(xw[t * B + b], rec[b], bias, n, cur[b, j0:j0 + n], nxt[b, j0:j0 + n],
+                           Y[t, d, b, j0:j0 + n], clip)
+            continue
+        gb = rec[b] if B > 1 else g
+        if B == 1:
             xr = xw[t * B + b]
-            for u in range(4 * chunk):
+            for u in range(g.shape[0]):
                 g[u] = xr[u] + bias[u]
             grouped_row_add(g, cur[b], RTp)
         lstm_cell(gb, n, c[b, j0:j0 + n], nxt[b, j0:j0 + n], Y[t, d, b, j0:j0 + n], peep[j0:j0 + n],
@@ -200,7 +207,42 @@ def _part_step(Y, d, s, B, seq, reverse, xw, bias, RTp, rec, peep, use_peep, cur
 
 
 @njit(**JIT_OPTIONS)
-def _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw, g, rec, hb, c):
+def _gru_part_cell(x, r, bias, n, hold, hnew, y, clip):
+    """A GRU cell (linear_before_reset, default activations) of n units: x and r (width,) the part's projected
+    input and h @ R, blocks z, r, h of chunk units; bias (4*chunk,) z, r, Wbh, Rbh. z = sigmoid(xz + rz + bz),
+    r = sigmoid(xr + rr + br), h~ = tanh(xh + Wbh + r * (rh + Rbh)), h = h~ + z * (h_old - h~), into hnew and y;
+    r is overwritten. Every loop over slices from 0 (they vectorise; see numeric.lstm_cell)."""
+    chunk = bias.shape[0] // 4
+    gz = r[:n]
+    gr = r[chunk:chunk + n]
+    gh = r[2 * chunk:2 * chunk + n]
+    xz = x[:n]
+    xr = x[chunk:chunk + n]
+    xh = x[2 * chunk:2 * chunk + n]
+    bz = bias[:n]
+    br = bias[chunk:chunk + n]
+    bwh = bias[2 * chunk:2 * chunk + n]
+    brh = bias[3 * chunk:3 * chunk + n]
+    for u in range(n):
+        gz[u] += xz[u] + bz[u]
+    for u in range(n):
+        gr[u] += xr[u] + br[u]
+    sigmoid_all(gz, clip)
+    sigmoid_all(gr, clip)
+    for u in range(n):
+        gh[u] = (gh[u] + brh[u]) * gr[u]
+    for u in range(n):
+        gh[u] += xh[u] + bwh[u]
+    tanh_all(gh, clip)
+    for u in range(n):
+        hnew[u] = gh[u] + gz[u] * (hold[u] - gh[u])
+    for u in range(n):
+        y[u] = hnew[u]
+
+
+@njit(**JIT_OPTIONS)
+def _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw, g, rec, hb, c,
+          gru):
     """Task k of a threaded direction: k < nparts projects part k's input; else part k % nparts of step
     k // nparts - 1."""
     nparts = RTp.shape[0]
@@ -210,15 +252,15 @@ def _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, i
         return
     s = k // nparts - 1
     H = hb.shape[2]
-    chunk = RTp.shape[1] * 16
+    chunk = biasp.shape[2] // 4                  # LSTM i, o, f, c; GRU z, r, Wbh, Rbh
     j0 = q * chunk
     _part_step(Y, d, s, B, seq, reverse, xw[q], biasp[q, 0], RTp[q], rec[q], peep, use_peep, hb[s % 2],
-               hb[1 - s % 2], c, clip, input_forget, g[q], j0, max(0, min(chunk, H - j0)))
+               hb[1 - s % 2], c, clip, input_forget, g[q], j0, max(0, min(chunk, H - j0)), gru)
 
 
 @njit(**JIT_OPTIONS)
 def _finish_phase(ph, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw, g,
-                  rec, hb, c):
+                  rec, hb, c, gru):
     """Until every task of phase ph (the projections, or step ph - 1) is done; after a while, running those that
     nobody has claimed. flags: [claimed per task..., done per phase at _LINE * (ph + 1) from the end]."""
     nparts = RTp.shape[0]
@@ -238,7 +280,7 @@ def _finish_phase(ph, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, 
                     k = ph * nparts + q
                     if load_acquire(flags, k) == 0 and compare_exchange(flags, k, 0, 1) == 0:
                         _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw,
-                              g, rec, hb, c)
+                              g, rec, hb, c, gru)
                         fetch_add(flags, at, 1)
             if waited > _SPIN_CYCLES or n > 64 * _SPINS:
                 yield_cpu()
@@ -246,19 +288,21 @@ def _finish_phase(ph, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, 
 
 @njit(parallel=PARALLEL, **JIT_OPTIONS)
 def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, reverse, clip,
-                            input_forget, xw):
-    """lstm_direction_fast split by hidden unit over the parts of WTp (nparts, 4*chunk // 64, I, 64), RTp (nparts,
-    4*chunk // 64, Hout, 64) (column groups) and biasp (nparts, 1, 4*chunk) (see pack_parts), one thread per part for
+                            input_forget, xw, gru):
+    """lstm_direction_fast split by hidden unit over the parts of WTp (nparts, width // 64, I, 64), RTp (nparts,
+    width // 64, Hout, 64) (column groups) and biasp (nparts, 1, 4*chunk) (see pack_parts), one thread per part for
     the whole sequence; each thread also projects the input for its own units, on its own register tiles (no BLAS
     thread pool competes for the cores), and at any batch runs its part's product over the batch. peep is (3H,)
     (zeros unless use_peep). Each part of each step is a task claimed once (see _STEAL_CYCLES): its owner runs it
     unless it is late, so the result never waits for a thread that does not run. With fewer threads than parts the
-    tasks run in order on the calling thread. xw (nparts, T*B, 4*chunk) receives the projected input."""
+    tasks run in order on the calling thread. xw (nparts, T*B, width) receives the projected input. ``gru``: the
+    same for a GRU with linear_before_reset (blocks z, r, h; bias z, r, Wbh, Rbh; c, peep, use_peep and
+    input_forget unread): every gate of a unit needs h only, so one barrier a step serves it too."""
     nparts = RTp.shape[0]
     H = h.shape[1]
-    chunk = RTp.shape[1] * 16
-    g = np.empty((nparts, 4 * chunk), dtype=h.dtype)
-    rec = np.empty((nparts, B, 4 * chunk), dtype=h.dtype)
+    G = RTp.shape[1] * 64
+    g = np.empty((nparts, G), dtype=h.dtype)
+    rec = np.empty((nparts, B, G), dtype=h.dtype)
     hb = np.empty((2, B, H), dtype=h.dtype)
     hb[0, :, :] = h
     maxlen = max_length(seq, B)
@@ -269,18 +313,18 @@ def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h
             for ph in range(phases):
                 if ph > 0:
                     _finish_phase(ph - 1, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip,
-                                  input_forget, xw, g, rec, hb, c)
+                                  input_forget, xw, g, rec, hb, c, gru)
                 k = ph * nparts + p
                 if compare_exchange(flags, k, 0, 1) == 0:
                     _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw, g,
-                          rec, hb, c)
+                          rec, hb, c, gru)
                     fetch_add(flags, flags.shape[0] - _LINE * (ph + 1), 1)
             _finish_phase(phases - 1, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip,
-                          input_forget, xw, g, rec, hb, c)
+                          input_forget, xw, g, rec, hb, c, gru)
     else:
         for k in range(phases * nparts):
             _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw, g, rec, hb,
-                  c)
+                  c, gru)
     h[:, :] = hb[maxlen % 2]
 
 

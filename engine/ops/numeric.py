@@ -83,13 +83,13 @@ def clip_value(x, clip):
 
 
 @njit(**JIT_OPTIONS)
-def _sigmoid_all(a, clip):
+def sigmoid_all(a, clip):
     for u in range(a.shape[0]):
         a[u] = sigmoid32(clip_value(a[u], clip))
 
 
 @njit(**JIT_OPTIONS)
-def _tanh_all(a, clip):
+def tanh_all(a, clip):
     for u in range(a.shape[0]):
         a[u] = tanh32(clip_value(a[u], clip))
 
@@ -111,11 +111,11 @@ def lstm_cell(g, n, c, h, y, pi, po, pf, use_peep, clip, input_forget):
             gi[u] += pi[u] * c[u]
         for u in range(n):
             gf[u] += pf[u] * c[u]
-        _sigmoid_all(gi, clip)
-        _sigmoid_all(gf, clip)
+        sigmoid_all(gi, clip)
+        sigmoid_all(gf, clip)
     else:
-        _sigmoid_all(g[:3 * chunk], clip)
-    _tanh_all(gc, clip)
+        sigmoid_all(g[:3 * chunk], clip)
+    tanh_all(gc, clip)
     if input_forget:
         for u in range(n):
             gf[u] = _ONE - gi[u]
@@ -126,7 +126,7 @@ def lstm_cell(g, n, c, h, y, pi, po, pf, use_peep, clip, input_forget):
     if use_peep:
         for u in range(n):
             go[u] += po[u] * gc[u]
-        _sigmoid_all(go, clip)
+        sigmoid_all(go, clip)
     for u in range(n):               # the new h, kept in i's block
         gi[u] = go[u] * tanh32(gc[u])
     for u in range(n):

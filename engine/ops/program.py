@@ -56,6 +56,8 @@ PARALLEL_MIN_STEPS = 8
 # per step), measured at T=100 on 2 cores: B=32 H=256 16.9 against 17.8-19.5 ms, B=64 H=512 127 against 138 ms;
 # B=8 even (4.4 ms), B=4 2.8 against 2.1 ms
 SPLIT_MIN_ROWS = 8
+# the threaded GRU (linear_before_reset) runs every call from this H: its weights exist in the per-thread layout only
+GRU_PARALLEL_MIN_HIDDEN = 256
 # the fast LSTM projects the input step by step, into gates still in the cache (lstm_direction_fused), from this many
 # rows (batch entries on one thread) while W and R together are at most FUSE_MAX_BYTES (read once a step, from L3);
 # measured one thread T=100: B=32 H=256 33.4 against 35.5 ms hoisted, B=4 H=512 15.9 against 16.5, B=2 H=256 2.7

@@ -45,10 +45,11 @@ from ..recurrent_spec import DIRECTIONS
 from .activations import codes_of
 from .base import Op
 from .program import (ABSENT, F_STATE, KEEP, PARALLEL_ANY_STEPS_HIDDEN, PARALLEL_MIN_HIDDEN, PARALLEL_MIN_STEPS,
-                      FUSE_MAX_BYTES, FUSE_MIN_ROWS, RECURRENT_BASE, SPLIT_MIN_ROWS)
+                      FUSE_MAX_BYTES, FUSE_MIN_ROWS, GRU_PARALLEL_MIN_HIDDEN, RECURRENT_BASE, SPLIT_MIN_ROWS)
 
 LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC, GRU_CODE, RNN_CODE = range(RECURRENT_BASE, RECURRENT_BASE + 5)
 LSTM_REDUCED, GRU_REDUCED, RNN_REDUCED = range(RECURRENT_BASE + 5, RECURRENT_BASE + 8)   # reduced_kernels.py
+GRU_FAST_MT = RECURRENT_BASE + 8    # the threaded GRU (linear_before_reset), on lstm_fast.py's threaded kernel
 BF16, INT8 = 1, 2       # the stored encoding, first own param of a reduced instruction
 _ENCODING_CODES = {"bfloat16": BF16, "int8": INT8}
 
@@ -60,31 +61,40 @@ P_X, P_DIMS, P_SEQ, P_LENS, P_H, P_H0, P_C, P_C0, P_Y, P_XW, P_SCRATCH, P_CLIP, 
 
 # ---------------------------------------------------------------------- packing
 def part_chunk(H, nparts, grouped):
-    """Hidden units per part: H split over nparts, rounded up to 16 for the grouped layout (four gate blocks of
-    chunk columns make whole column groups of 64)."""
+    """Hidden units per part: H split over nparts, rounded up to 16 for the grouped layout (the gate blocks of a
+    part start on whole 16-column blocks of the register tiles)."""
     chunk = -(-H // nparts)
     return -(-chunk // 16) * 16 if grouped else chunk
 
 
-def pack_parts(RT, nparts, grouped=False):
-    """RT (D, rows, 4H) -> (D, nparts, rows, 4*chunk): part p's columns (its hidden units in each of the blocks
-    i, o, f, c), contiguous, so that each thread runs the same vectorised product on its own slice. Used for RT,
-    WT (rows = input size) and the bias (rows = 1). ``grouped``: each part in column groups instead, (D, nparts,
-    4*chunk // 64, rows, 64) (``group_pack``), as the register tiles read them (engine/ops/tiles.py)."""
-    return _parts(RT.transpose(0, 2, 1), RT.dtype, nparts, grouped=grouped)
+def part_width(chunk, n_gates, grouped):
+    """Columns of one part: its n_gates blocks of chunk, rounded up to whole column groups of 64 when grouped
+    (four LSTM blocks of 16-multiples need none; three GRU blocks may)."""
+    return -(-n_gates * chunk // 64) * 64 if grouped else n_gates * chunk
 
 
-def _parts(t, dtype, nparts, model=None, grouped=False):
-    """t (D, 4H, rows), as a model stores W and R -> the parts of ``pack_parts``, transposed and split in one pass,
-    a direction at a time; the pages of t's file mapping are let go once read (``model.release_pages``), so that
-    loading never holds the file's copy of a weight beside its packed one. Columns past the last unit of a part
+def pack_parts(RT, nparts, grouped=False, n_gates=4, chunk=None):
+    """RT (D, rows, n_gates*H) -> (D, nparts, rows, n_gates*chunk): part p's columns (its hidden units in each of the
+    gate blocks, e.g. i, o, f, c), contiguous, so that each thread runs the same vectorised product on its own
+    slice. Used for RT, WT (rows = input size) and the bias (rows = 1). ``grouped``: each part in column groups
+    instead, (D, nparts, width // 64, rows, 64) (``group_pack``, ``part_width``), as the register tiles read them
+    (engine/ops/tiles.py). ``chunk`` overrides ``part_chunk`` (a GRU's bias, packed plainly, beside its grouped
+    weights)."""
+    return _parts(RT.transpose(0, 2, 1), RT.dtype, nparts, grouped=grouped, n_gates=n_gates, chunk=chunk)
+
+
+def _parts(t, dtype, nparts, model=None, grouped=False, n_gates=4, chunk=None):
+    """t (D, n_gates*H, rows), as a model stores W and R -> the parts of ``pack_parts``, transposed and split in one
+    pass, a direction at a time; the pages of t's file mapping are let go once read (``model.release_pages``), so
+    that loading never holds the file's copy of a weight beside its packed one. Columns past the last unit of a part
     (uneven parts, the grouped layout's rounding) are zeros."""
     D, G, rows = t.shape
-    H = G // 4
-    chunk = part_chunk(H, nparts, grouped)
-    width = 4 * chunk
+    H = G // n_gates
+    chunk = part_chunk(H, nparts, grouped) if chunk is None else chunk
+    width = part_width(chunk, n_gates, grouped)
     shape = (D, nparts, width // 64, rows, 64) if grouped else (D, nparts, rows, width)
-    out = np.zeros(shape, dtype=dtype) if nparts * chunk != H else np.empty(shape, dtype=dtype)
+    exact = nparts * chunk == H and width == n_gates * chunk
+    out = np.empty(shape, dtype=dtype) if exact else np.zeros(shape, dtype=dtype)
     part = np.zeros((rows, width), dtype=dtype) if grouped else None
     release = getattr(model, "release_pages", None)
     for d in range(D):
@@ -92,7 +102,7 @@ def _parts(t, dtype, nparts, model=None, grouped=False):
         for p in range(nparts):
             j0, j1 = min(H, p * chunk), min(H, (p + 1) * chunk)   # the last parts may be empty (more parts than fit)
             dst = part if grouped else out[d, p]
-            for q in range(4):
+            for q in range(n_gates):
                 dst[:, q * chunk:q * chunk + (j1 - j0)] = td[q * H + j0:q * H + j1].T
             if grouped:
                 out[d, p] = group_pack(part, 1).reshape(width // 64, rows, 64)
@@ -411,6 +421,7 @@ class Recurrent(Op):
 
 
 _VARIANT_NAMES = {LSTM_FAST: "fast", LSTM_FAST_MT: "fast, threads", LSTM_GENERIC: "generic", GRU_CODE: "",
+                  GRU_FAST_MT: "fast, threads by unit",
                   RNN_CODE: "", LSTM_REDUCED: "reduced weights", GRU_REDUCED: "reduced weights",
                   RNN_REDUCED: "reduced weights"}
 
@@ -552,6 +563,24 @@ class GRU(Recurrent):
     name = "GRU"
 
     @classmethod
+    def multi_thread(cls, node, dtype, threads):
+        """The threaded kernel (lstm_fast.lstm_direction_parallel with gru): float32, default activations,
+        linear_before_reset (what PyTorch exports: every gate of a unit needs h only, so one barrier a step), from
+        GRU_PARALLEL_MIN_HIDDEN units, where the runtime has it; it then runs every call, a stream step too."""
+        return (cls.fast(node, dtype) and node.attrs["linear_before_reset"] == 1 and threads > 1
+                and node.attrs["hidden_size"] >= GRU_PARALLEL_MIN_HIDDEN and runtime.current().parallel)
+
+    @classmethod
+    def _chunk(cls, node, threads):
+        return part_chunk(node.attrs["hidden_size"], threads, True)
+
+    @classmethod
+    def gate_width(cls, node, p):
+        if cls.multi_thread(node, p.dtype, p.threads) and not cls.reduced(node, p.model, p.dtype):
+            return p.threads * part_width(cls._chunk(node, p.threads), 3, True)
+        return super().gate_width(node, p)
+
+    @classmethod
     def pack(cls, node, model, dtype, threads):
         if cls.reduced(node, model, dtype):
             D, H = cls.directions(node), node.attrs["hidden_size"]
@@ -563,6 +592,15 @@ class GRU(Recurrent):
             yield "bias", cls._bias(Bt, H)
             return
         D, H, W, R, Bt = cls._tensors(node, model, dtype)
+        if cls.multi_thread(node, dtype, threads):
+            # one part per thread, in column groups: WT (D, parts, width // 64, I, 64), RT (D, parts, width // 64,
+            # H, 64), blocks z, r, h of chunk units each; bias (D, parts, 1, 4*chunk) z, r, Wbh, Rbh
+            chunk = cls._chunk(node, threads)
+            yield "WT", _parts(W, dtype, threads, model, True, 3)
+            yield "RT", _parts(R, dtype, threads, model, True, 3)
+            yield "bias", pack_parts(cls._bias(Bt, H)[:, None, :], threads, False, 4, chunk).reshape(
+                D, threads, 1, 4 * chunk)
+            return
         RT = R.transpose(0, 2, 1)                                                  # (D, H, 3H) z, r, h
         yield "WT", np.ascontiguousarray(W.transpose(0, 2, 1))                     # (D, I, 3H)
         yield "RTzr", np.ascontiguousarray(RT[:, :, :2 * H])                       # (D, H, 2H)
@@ -576,10 +614,15 @@ class GRU(Recurrent):
 
     @classmethod
     def variant(cls, node, p, T, B):
-        return GRU_REDUCED if cls.reduced(node, p.model, p.dtype) else GRU_CODE
+        if cls.reduced(node, p.model, p.dtype):
+            return GRU_REDUCED
+        return GRU_FAST_MT if cls.multi_thread(node, p.dtype, p.threads) else GRU_CODE
 
     @classmethod
     def own_params(cls, node, p, variant):
+        if variant == GRU_FAST_MT:
+            return [p.weight("WT")[0], p.weight("RT")[0], p.weight("bias")[0], p.threads,
+                    cls._chunk(node, p.threads)]
         if variant == GRU_REDUCED:
             int8 = cls.reduced(node, p.model, p.dtype) == "int8"
             extra = [p.weight(key)[0] if int8 or key in ("RTzr", "RTh") else 0

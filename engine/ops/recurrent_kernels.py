@@ -12,8 +12,9 @@ from .numeric import grouped_product, input_projection, product
 from .program import ABSENT, ERR_SEQ_LENS, KEEP, OK, SPLIT_MIN_ROWS, THREADS_AT
 from .program_kernels import fparam, fview, iview, shaped, typed_like
 from .reduced_kernels import run_reduced
-from .recurrent import (GRU_CODE, GRU_REDUCED, LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC, LSTM_REDUCED, P_C, P_C0, P_CLIP,
-                        P_DIMS, P_H, P_H0, P_LENS, P_OWN, P_REV, P_SCRATCH, P_SEQ, P_WEIGHTS, P_X, P_XW, P_Y)
+from .recurrent import (GRU_CODE, GRU_FAST_MT, GRU_REDUCED, LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC, LSTM_REDUCED, P_C,
+                        P_C0, P_CLIP, P_DIMS, P_H, P_H0, P_LENS, P_OWN, P_REV, P_SCRATCH, P_SEQ, P_WEIGHTS, P_X, P_XW,
+                        P_Y, RNN_REDUCED)
 
 
 @njit(**JIT_OPTIONS)
@@ -67,7 +68,7 @@ def run_recurrent(code, prog, pc, F, I):
     wts = F[prog[p + P_WEIGHTS]]  # the packed weights: the model's (F_CONST) or the call's (F_CALL)
     clip = typed_like(wts, fparam(prog, p + P_CLIP))   # +inf: no clip; typed as the compute dtype
     q = p + P_OWN
-    if code >= LSTM_REDUCED:                 # weights stored as bfloat16 or int8 (reduced_kernels.py)
+    if LSTM_REDUCED <= code <= RNN_REDUCED:  # weights stored as bfloat16 or int8 (reduced_kernels.py)
         c = h
         if code == LSTM_REDUCED:
             c = shaped(fview(F, prog, p + P_C, D * B * H), (D, B, H))
@@ -101,7 +102,7 @@ def run_recurrent(code, prog, pc, F, I):
                                           c[d], rev, clip, input_forget, xw, fused)
                 elif code == LSTM_FAST_MT:
                     lstm_direction_parallel(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, lens,
-                                            h[d], c[d], rev, clip, input_forget, xw)
+                                            h[d], c[d], rev, clip, input_forget, xw, False)
                 else:
                     scratch = fview(F, prog, p + P_SCRATCH, (B + 1) * parts * G)
                     rec = shaped(scratch[parts * G:], (parts, B, G))
@@ -128,6 +129,18 @@ def run_recurrent(code, prog, pc, F, I):
                                    projT[d % projT.shape[0]], use_proj, lens, h[d], c[d], prog[p + P_REV + d] == 1,
                                    prog[acts:acts + 3], prog[acts + 3:acts + 6].view(np.float64),
                                    prog[acts + 6:acts + 9].view(np.float64), clip, input_forget)
+        return OK
+    if code == GRU_FAST_MT:          # the LSTM's threaded kernel with the GRU's part step (lstm_fast.py)
+        o_wt, o_rt, o_bias, parts, chunk = prog[q], prog[q + 1], prog[q + 2], prog[q + 3], prog[q + 4]
+        G = -(-3 * chunk // 64) * 64            # recurrent.part_width: three blocks in whole column groups
+        WTp = shaped(wts[o_wt:o_wt + D * parts * In * G], (D, parts, G // 64, In, 64))
+        RTp = shaped(wts[o_rt:o_rt + D * parts * H * G], (D, parts, G // 64, H, 64))
+        biasp = shaped(wts[o_bias:o_bias + D * parts * 4 * chunk], (D, parts, 1, 4 * chunk))
+        xw = shaped(fview(F, prog, p + P_XW, parts * T * B * G), (parts, T * B, G))
+        for d in range(D):
+            # h stands in for the LSTM's c and peepholes, which the GRU's step never reads
+            lstm_direction_parallel(Y, d, X2, B, WTp[d], RTp[d], biasp[d], h[d, 0], False, lens, h[d], h[d],
+                                    prog[p + P_REV + d] == 1, clip, False, xw, True)
         return OK
     if code == GRU_CODE:
         o_wt, o_rz, o_rh, o_bias, lbr, fast = (prog[q], prog[q + 1], prog[q + 2], prog[q + 3], prog[q + 4] != 0,
