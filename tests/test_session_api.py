@@ -97,6 +97,32 @@ def test_repeated_runs_with_optional_inputs_left_out_take_the_fast_path(bidirect
     assert all(np.array_equal(a, b) for a, b in zip(first, kept)), "a later call wrote into an earlier result"
 
 
+def test_the_fast_path_checks_each_fed_input_as_it_binds_it(bidirectional):
+    """With every input fed, run's fast path checks and binds the inputs in one pass: a feed of the same size with
+    another name, a wrong shape or a non-float array in any position falls to the checked path and its clear
+    error, and the fast path keeps serving good feeds."""
+    model, reference = recurrent_model("LSTM", I=4, H=6, direction="bidirectional")
+    sess = engine.Session(model)
+    x = x_of()
+    st = np.random.default_rng(2).standard_normal((2, 2, 6)).astype(np.float32)
+    feed = {"X": x, "initial_h": st, "initial_c": -st}
+    sess.run(None, feed)
+    fast = sess._fast_run
+    assert fast.given == (True, True, True)
+    bad = [({"X": x, "initial_h": st, "hidden": st}, "unknown input"),
+           ({"X": x, "initial_h": st, "initial_c": st[:, :1]}, "'B'"),
+           ({"X": x, "initial_h": st.astype(np.int64), "initial_c": st}, "must be a float array"),
+           ({"X": x[:, :, :3], "initial_h": st, "initial_c": st}, "dimension 2 must be 4")]
+    for bad_feed, message in bad:
+        with pytest.raises(InvalidInputError, match=message):
+            sess.run(None, bad_feed)
+    got = sess.run(None, feed)
+    assert sess._fast_run is fast
+    assert all(max_abs_diff(a, b) <= 1e-5 for a, b in zip(got, reference(feed)))
+    swapped = sess.run(None, {"initial_c": -st, "X": x, "initial_h": st})       # any order of the keys
+    assert all(np.array_equal(a, b) for a, b in zip(got, swapped))
+
+
 def test_float64_input_is_converted_for_a_float32_model(bidirectional):
     sess, _ = bidirectional
     x = x_of()
