@@ -8,10 +8,13 @@ tests run both on the same inputs. What makes it fast:
 * every product runs on register tiles (engine/ops/tiles.py) over weights packed in column groups of 64
   (recurrent.pack_parts, grouped): 64 gate sums per row stay in registers for all of K. At small batch the
   recurrence is one row per step at batch 1; from batch 2 one product per step over the whole batch
-  (six rows of h per pass over RT) adds into the gates, which start as the projected input plus the bias.
+  (six rows of h per pass over RT) adds into the gates, which start as the projected input plus the bias; from
+  four rows the input is projected step by step too (lstm_direction_fused), into gates still in the cache.
+* several threads split the hidden units (lstm_direction_parallel, one barrier a step; it also runs a GRU with
+  linear_before_reset) or, from eight rows a thread, the batch (lstm_batches_parallel, no barrier).
 * all buffers come from the caller; nothing is allocated per step.
 
-Gate order is ONNX's, i, o, f, c, everywhere here. Layouts as in lstm_kernels.py.
+Gate order is ONNX's, i, o, f, c, everywhere here (the GRU's z, r, h). Layouts as in lstm_kernels.py.
 """
 import numpy as np
 from numba import njit, prange
@@ -28,9 +31,10 @@ def lstm_direction_fast(Y, d, b0, xw, B, RT, bias, peep, use_peep, seq, h, c, re
     """One direction over all steps, in place: h (B, H) and c (B, H) enter as the initial state and leave as the
     final one; Y[:, d, b0:b0 + B] gets every step's h (b0: where these B rows start in Y's batch; an offset rather
     than a slice of Y, so that every caller passes the same array types and the kernel is compiled once). The
-    weights are in parts (``pack_parts``, grouped; one part for one thread): RT (parts, 4*chunk // 64, H, 64), bias (parts, 1, 4*chunk); xw (parts, T*B, 4*chunk) is X @ W^T
-    without bias, part by part; peep (3H,) is read only with use_peep; gates (parts*4*chunk,) and rec (parts, B,
-    4*chunk) are scratch. The parts are run in sequence: the threaded kernel's layout serves one thread too.
+    weights are in parts (``pack_parts``, grouped; one part for one thread): RT (parts, 4*chunk // 64, H, 64), bias
+    (parts, 1, 4*chunk); xw (parts, T*B, 4*chunk) is X @ W^T without bias, part by part; peep (3H,) is read only
+    with use_peep; gates (parts*4*chunk,) and rec (parts, B, 4*chunk) are scratch. The parts are run in sequence:
+    the threaded kernel's layout serves one thread too.
     """
     parts = RT.shape[0]
     G = RT.shape[1] * 64             # 4 * chunk
@@ -75,9 +79,9 @@ def lstm_direction_fused(Y, d, b0, X3, B, WT, RT, bias, peep, use_peep, seq, h, 
     product over the batch adds x_t @ W, another h @ R, into them while they are in the cache (the hoisted
     projection writes (T*B, 4H) to memory and reads it back: at B=32 H=256 ~1.4 ms of ~35). Every running batch
     entry must be at the same time step: forward, or reverse with every sequence as long as the longest
-    (``same_steps``). X3 (T, B', I), of which batch rows b0:b0 + B are this call's (as Y's, see lstm_direction_fast);
-    WT (parts, 4*chunk // 64, I, 64) as RT. From FUSE_MIN_ROWS rows, where each
-    column group of W serves enough rows to be read from L2 once a step."""
+    (``same_steps``). X3 (T, B', I), of which batch rows b0:b0 + B are this call's (as Y's, see
+    lstm_direction_fast); WT (parts, 4*chunk // 64, I, 64) as RT. Run from FUSE_MIN_ROWS rows (program.py), where
+    each column group of W serves enough rows to be read from L2 once a step."""
     parts = RT.shape[0]
     G = RT.shape[1] * 64
     chunk = G // 4

@@ -21,11 +21,15 @@ The planner lays every recurrent node out the same way for the kernels (``run_re
 the state (D, B, Hout) updated in place (in a stream, the stream's state buffer itself), Y (T, D, B, Hout). Layout 1
 (batch-first) is two strided copies around that. Packed weights per direction (``pack``) are named:
 
-    LSTM  WT (D, parts, I, 4*chunk), RT (D, parts, Hout, 4*chunk), bias (D, parts, 1, 4*chunk) = Wb + Rb,
-          peep (D|1, 3H)  [+ projT (D, H, Hout)]; part p holds hidden units [p*chunk, (p+1)*chunk) of each gate
-          block i, o, f, c (``pack_parts``): one part (chunk = H, plainly (D, I, 4H)) unless the threaded kernel
-          runs, then one per thread, and every LSTM kernel reads that one layout (no second copy of the weights)
-    GRU   WT (D, I, 3H), RTzr (D, H, 2H) z, r, RTh (D, H, H), bias (D, 4H) = [Wbz+Rbz, Wbr+Rbr, Wbh, Rbh]
+    LSTM  WT (D, parts, 4*chunk // 64, I, 64), RT (D, parts, 4*chunk // 64, Hout, 64) in column groups (the
+          fast kernels; the generic one reads (D, 1, I, 4H) and (D, 1, Hout, 4H) plainly), bias (D, parts, 1,
+          4*chunk) = Wb + Rb, peep (D|1, 3H)  [+ projT (D, H, Hout)]; part p holds hidden units [p*chunk,
+          (p+1)*chunk) of each gate block i, o, f, c (``pack_parts``): one part unless the threaded kernel runs,
+          then one per thread, and every LSTM kernel reads that one layout (no second copy of the weights)
+    GRU   WT (D, I, 3H), RTzr (D, H, 2H) z, r, RTh (D, H, H), bias (D, 4H) = [Wbz+Rbz, Wbr+Rbr, Wbh, Rbh]; or,
+          for the threaded GRU (GRU_FAST_MT: linear_before_reset, from GRU_PARALLEL_MIN_HIDDEN), one part per thread
+          as the LSTM's: WT (D, parts, width // 64, I, 64), RT (D, parts, width // 64, H, 64) in column groups,
+          blocks z, r, h of chunk units (width = 3*chunk rounded up to 64), bias (D, parts, 1, 4*chunk)
     RNN   WT (D, I, H), RT (D, H, H), bias (D, H) = Wb + Rb
 
 Reduced-precision weights (W and R stored as bfloat16 or int8, engine/quant.py) run in float32 on kernels that read
