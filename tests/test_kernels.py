@@ -223,8 +223,8 @@ def lstm_batches(c: Case, nparts=2, fused=False):
     peep = np.asarray(c.P if c.P is not None else np.zeros(3 * c.H), F32)
     fused = fused and same_steps(c.seq, c.x.shape[1], c.reverse)
     xw = np.empty((nparts, 0 if fused else X2.shape[0], WTp.shape[1] * 64), F32)
-    lstm_batches_parallel(Y, SLOT, X2, c.x.shape[1], WTp, RTp, biasp, peep, c.P is not None, c.seq, h, cc,
-                          c.reverse, _fclip(c, F32), bool(c.input_forget), xw, fused)
+    lstm_batches_parallel(Y, SLOT, X2.reshape(c.x.shape), c.x.shape[1], WTp, RTp, biasp, peep, c.P is not None,
+                          c.seq, h, cc, c.reverse, _fclip(c, F32), bool(c.input_forget), xw, fused)
     return _finish(Y, h, cc)
 
 

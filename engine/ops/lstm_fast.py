@@ -334,19 +334,17 @@ def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h
 
 # ---------------------------------------------------------------------- several threads over a batch
 @njit(parallel=PARALLEL, **JIT_OPTIONS)
-def lstm_batches_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, reverse, clip, input_forget,
+def lstm_batches_parallel(Y, d, X3, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, reverse, clip, input_forget,
                           xw, fused):
     """lstm_direction_parallel's work split by batch entry instead of hidden unit: thread q runs the one-thread
     kernel on its share of the batch, with every part of the weights (the threaded layout, run part after part),
     from the projection of its rows of X (step by step with ``fused``, lstm_direction_fused; else hoisted into xw,
     (nparts, T*B, 4*chunk) as lstm_direction_parallel's, used thread by thread) to its last step. No thread ever
     waits for another: at a batch wide enough that a step is bound by the product's FLOPs rather than by streaming
-    RT, this beats one barrier per step (see SPLIT_MIN_ROWS)."""
+    RT, this beats one barrier per step (see SPLIT_MIN_ROWS). X3 (T, B, I)."""
     nparts = RTp.shape[0]
     G = RTp.shape[1] * 64
-    In = X2.shape[1]
-    T = X2.shape[0] // B
-    X3 = X2.reshape((T, B, In))
+    T = X3.shape[0]
     flat = xw.reshape(-1)
     for q in prange(nparts):
         b0 = q * B // nparts

@@ -281,8 +281,9 @@ class Recurrent(Op):
 
     # ------------------------------------------------------------------ planning
     @classmethod
-    def own_params(cls, node, p, variant):
-        """The op's own params after the common ones (see run_recurrent)."""
+    def own_params(cls, node, p, variant, B, fused):
+        """The op's own params after the common ones (see run_recurrent); B is the batch and ``fused`` whether
+        the kernel projects the input step by step (``fused``), both decided once by ``plan``."""
         raise NotImplementedError
 
     @classmethod
@@ -364,19 +365,20 @@ class Recurrent(Op):
         width = cls.gate_width(node, p)  # G * H, or for a packed LSTM parts * 4 * chunk (padding when uneven)
         # no hoisted projection where the kernel projects step by step; it still may with sequence_lens and a
         # reverse direction (its entries at different steps)
-        hoisted = not cls.fused(node, p, variant, In, B) or (seq is not None and any(reverse))
+        fused = cls.fused(node, p, variant, In, B)
+        hoisted = not fused or (seq is not None and any(reverse))
         xw = p.temp(T * B * width if hoisted else 1)
         scratch = p.temp((B + 1) * width) if variant == LSTM_FAST else None
         lens = p.temp(B, "i")
         clip = float("inf") if a["clip"] is None else float(a["clip"])
         params = [*p.ref(X), T, B, In, H, Hout, D, *p.ref(seq), *p.ref(lens), *p.ref(states[0]), *inits[0],
                   *p.ref(states[1]), *inits[1], *p.ref(Y), *p.ref(xw), *p.ref(scratch), p.f64(clip), *reverse,
-                  p.weight_space(), *cls.own_params(node, p, variant)]
+                  p.weight_space(), *cls.own_params(node, p, variant, B, fused)]
         fed = ", weights packed on the call" if p.call.takes(node) else ""
         name = _VARIANT_NAMES[variant]
         if variant == LSTM_FAST_MT:       # the kernel splits the batch or the hidden units (recurrent_kernels.py)
             name += " by batch" if cls.by_batch(node, p, B) else " by unit"
-        if cls.fused(node, p, variant, In, B):
+        if fused:
             name += ", fused projection"
         p.emit(variant, f"{node.op.lower()} {name} T={T} B={B} I={In} H={H} D={D}{fed}", *params)
         # outputs in the node's layout
@@ -543,7 +545,7 @@ class LSTM(Recurrent):
         return LSTM_FAST
 
     @classmethod
-    def own_params(cls, node, p, variant):
+    def own_params(cls, node, p, variant, B, fused):
         ins = list(node.inputs) + [""] * (9 - len(node.inputs))
         peep_off, peep_shape = p.weight("peep")
         if variant == LSTM_REDUCED:
@@ -556,10 +558,9 @@ class LSTM(Recurrent):
                   node.attrs["input_forget"], peep_shape[0]]
         if variant == LSTM_GENERIC:    # one part: WT (D, I, 4H), RT (D, Hout, 4H), bias (D, 4H)
             params += [p.weight("projT")[0] if ins[8] else 0, int(bool(ins[8]))] + cls.activation_params(node, p)
-        else:    # parts, chunk (groups of 64 = 4 x 16), fused projection
-            X = p.input(0)
-            T, B, In = X.shape if node.attrs["layout"] == 0 else (X.shape[1], X.shape[0], X.shape[2])
-            params += [wt_shape[1], wt_shape[2] * 16, int(cls.fused(node, p, variant, In, B))]
+        else:    # parts, chunk (groups of 64 = 4 x 16), fused projection, threads split the batch
+            params += [wt_shape[1], wt_shape[2] * 16, int(fused),
+                       int(variant == LSTM_FAST_MT and cls.by_batch(node, p, B))]
         return params
 
 
@@ -623,10 +624,11 @@ class GRU(Recurrent):
         return GRU_FAST_MT if cls.multi_thread(node, p.dtype, p.threads) else GRU_CODE
 
     @classmethod
-    def own_params(cls, node, p, variant):
-        if variant == GRU_FAST_MT:
-            return [p.weight("WT")[0], p.weight("RT")[0], p.weight("bias")[0], p.threads,
-                    cls._chunk(node, p.threads)]
+    def own_params(cls, node, p, variant, B, fused):
+        if variant == GRU_FAST_MT:     # parts, chunk, and the columns of a part (three blocks, whole groups)
+            chunk = cls._chunk(node, p.threads)
+            return [p.weight("WT")[0], p.weight("RT")[0], p.weight("bias")[0], p.threads, chunk,
+                    part_width(chunk, 3, True)]
         if variant == GRU_REDUCED:
             int8 = cls.reduced(node, p.model, p.dtype) == "int8"
             extra = [p.weight(key)[0] if int8 or key in ("RTzr", "RTh") else 0
@@ -661,7 +663,7 @@ class RNN(Recurrent):
         return RNN_REDUCED if cls.reduced(node, p.model, p.dtype) else RNN_CODE
 
     @classmethod
-    def own_params(cls, node, p, variant):
+    def own_params(cls, node, p, variant, B, fused):
         if variant == RNN_REDUCED:
             int8 = cls.reduced(node, p.model, p.dtype) == "int8"
             return cls.reduced_params(node, p) + [

@@ -9,7 +9,7 @@ from .lstm_fast import (lstm_batches_parallel, lstm_direction_fast, lstm_directi
                         same_steps)
 from .lstm_kernels import lstm_direction_generic
 from .numeric import grouped_product, input_projection, product
-from .program import ABSENT, ERR_SEQ_LENS, KEEP, OK, SPLIT_MIN_ROWS, THREADS_AT
+from .program import ABSENT, ERR_SEQ_LENS, KEEP, OK, THREADS_AT
 from .program_kernels import fparam, fview, iview, shaped, typed_like
 from .reduced_kernels import run_reduced
 from .recurrent import (GRU_CODE, GRU_FAST_MT, GRU_REDUCED, LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC, LSTM_REDUCED, P_C,
@@ -86,19 +86,20 @@ def run_recurrent(code, prog, pc, F, I):
         peep = shaped(wts[o_peep:o_peep + Dp * 3 * H], (Dp, 3 * H))
         if code == LSTM_FAST_MT or code == LSTM_FAST:
             # the weights in parts (pack_parts): one per thread, or one; in column groups of 64
-            parts, chunk, fuse = prog[q + 7], prog[q + 8], prog[q + 9] != 0
+            # fuse and by_batch: the plan's choices (LSTM.fused, LSTM.by_batch)
+            parts, chunk, fuse, by_batch = prog[q + 7], prog[q + 8], prog[q + 9] != 0, prog[q + 10] != 0
             G = 4 * chunk
             WTp = shaped(wts[o_wt:o_wt + D * parts * In * G], (D, parts, G // 64, In, 64))
             RTp = shaped(wts[o_rt:o_rt + D * parts * H * G], (D, parts, G // 64, H, 64))
             biasp = shaped(wts[o_bias:o_bias + D * parts * G], (D, parts, 1, G))
-            X3 = X2.reshape((T, B, In))
+            X3 = shaped(X2, (T, B, In))
             for d in range(D):
                 rev = prog[p + P_REV + d] == 1
                 fused = fuse and same_steps(lens, B, rev)    # else the plan made room for the hoisted projection
                 rows = 0 if fused else T * B
                 xw = shaped(fview(F, prog, p + P_XW, parts * rows * G), (parts, rows, G))
-                if code == LSTM_FAST_MT and B >= SPLIT_MIN_ROWS * parts:
-                    lstm_batches_parallel(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, lens, h[d],
+                if by_batch:
+                    lstm_batches_parallel(Y, d, X3, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, lens, h[d],
                                           c[d], rev, clip, input_forget, xw, fused)
                 elif code == LSTM_FAST_MT:
                     lstm_direction_parallel(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, lens,
@@ -131,8 +132,8 @@ def run_recurrent(code, prog, pc, F, I):
                                    prog[acts + 6:acts + 9].view(np.float64), clip, input_forget)
         return OK
     if code == GRU_FAST_MT:          # the LSTM's threaded kernel with the GRU's part step (lstm_fast.py)
-        o_wt, o_rt, o_bias, parts, chunk = prog[q], prog[q + 1], prog[q + 2], prog[q + 3], prog[q + 4]
-        G = -(-3 * chunk // 64) * 64            # recurrent.part_width: three blocks in whole column groups
+        o_wt, o_rt, o_bias = prog[q], prog[q + 1], prog[q + 2]
+        parts, chunk, G = prog[q + 3], prog[q + 4], prog[q + 5]     # G: a part's columns (recurrent.part_width)
         WTp = shaped(wts[o_wt:o_wt + D * parts * In * G], (D, parts, G // 64, In, 64))
         RTp = shaped(wts[o_rt:o_rt + D * parts * H * G], (D, parts, G // 64, H, 64))
         biasp = shaped(wts[o_bias:o_bias + D * parts * 4 * chunk], (D, parts, 1, 4 * chunk))
