@@ -25,11 +25,14 @@ engine/ops/recurrent.py, glue.py and layers.py.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import mmap
 import os
 import struct
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -358,12 +361,44 @@ def _contiguous(tensors):
 
 
 def save(model: Model, path: str | os.PathLike) -> None:
-    """Write ``model`` as an lstm-engine file (safetensors with our metadata)."""
+    """Write ``model`` as an lstm-engine file (safetensors with our metadata).
+
+    The file is written beside ``path`` under a temporary name and then renamed over it: a reader never sees half a
+    file, and a Session that memory-mapped the old file keeps the old contents rather than crashing. It gets the
+    permissions of any new file (0666 less the umask; safetensors alone writes 0600, which a service running as
+    another user cannot read)."""
     from safetensors.numpy import save_file
 
     model.validate()
     tensors = _contiguous(model.tensors)
-    save_file(tensors, os.fspath(path), metadata={METADATA_KEY: json.dumps(model.metadata())})
+    dst = os.path.abspath(os.fspath(path))
+    if os.path.isdir(dst):
+        raise IsADirectoryError(errno.EISDIR, "is a directory", dst)
+    fd, tmp = tempfile.mkstemp(prefix=".lstm-engine-", suffix=".tmp", dir=os.path.dirname(dst))
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(model.metadata())})
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    """The process's umask: from /proc where Linux shows it (reading it with os.umask means setting it, for a
+    moment, for every thread of the process)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def to_bytes(model: Model) -> bytes:

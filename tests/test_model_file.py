@@ -24,6 +24,31 @@ def lstm_file(tmp_path_factory):
     return reference, path
 
 
+def test_save_gives_the_permissions_of_any_new_file_and_replaces_whole(lstm_file, tmp_path):
+    """0666 less the umask (safetensors alone writes 0600: a service running as another user could not read the
+    model); an existing file is replaced by rename, so a Session that mapped it keeps reading the old contents;
+    nothing is left behind beside the file; a directory as the target is an error, not a file inside it."""
+    _, path = lstm_file
+    model = engine.load(path)
+    target = tmp_path / "shared.lstm"
+    old = os.umask(0o027)
+    try:
+        engine.save(model, target)
+        assert target.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
+    mapped = engine.Session(target)     # the Session packs its weights from a read-only mapping of the file
+    first = target.stat().st_ino
+    engine.save(model, target)
+    assert target.stat().st_ino != first and target.stat().st_mode & 0o777 == 0o666 & ~old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared.lstm"]
+    x = np.ones((3, 2, 4), np.float32)
+    assert np.array_equal(mapped.run(None, {"X": x})[0], engine.Session(target).run(None, {"X": x})[0])
+    with pytest.raises(IsADirectoryError):
+        engine.save(model, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared.lstm"]
+
+
 def _header(data):
     n = struct.unpack("<Q", data[:8])[0]
     return n, json.loads(data[8:8 + n])
