@@ -64,7 +64,6 @@ def score(model, data, *, output: str | None = None, chunk_size: int | None = No
     m = load_any(model)
     blob = to_bytes(m)
     digest = hashlib.sha256(blob).hexdigest()[:16]
-    names = [s.name for s in m.inputs]
     out_name = output or m.outputs[0].name
     if out_name not in [s.name for s in m.outputs]:
         raise InvalidInputError(f"unknown output {out_name!r}; the model's outputs are {[s.name for s in m.outputs]}")
@@ -135,6 +134,7 @@ def _as_arrays(m, data, batch_axis, item_shape):
 
 
 def _frame_to_array(m, spec, frame, batch_axis, item_shape):
+    import dask.array as da
     values = frame.to_dask_array(lengths=True)           # (rows, columns)
     axis = batch_axis if batch_axis is not None else (m.stream or {}).get("batch_axis", 0)
     rest = [d for k, d in enumerate(spec.shape) if k != axis]

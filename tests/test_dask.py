@@ -74,6 +74,11 @@ def test_dataframe_rows_are_batch_items(client):
     y = engine.dask.score(onnx_bytes, frame, output="Y_h")
     want = engine.Session(onnx_bytes).run(["Y_h"], {"X": x})[0]
     assert max_abs_diff(y.compute(), want) <= 1e-6
+    # a time-major model (X: (T, B, I)): each row is still one batch item, moved to axis 1
+    m, _ = rnn_model("LSTM", I=3, H=8, D=1, T="T", B="B", rng=np.random.default_rng(10), attrs={})
+    y = engine.dask.score(m.SerializeToString(), frame, output="Y_h", item_shape=(6, 3))
+    want = engine.Session(m.SerializeToString()).run(["Y_h"], {"X": x.transpose(1, 0, 2)})[0]
+    assert y.shape == (1, 40, 8) and max_abs_diff(y.compute(), want) <= 1e-6
 
 
 def test_errors_are_clear():
