@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import sys
 from collections import Counter, defaultdict
 
 import numpy as np

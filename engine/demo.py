@@ -173,7 +173,7 @@ def demo_co2(sess, ort_sess, meta, repeats, out_dir):
                           max(10, repeats // 10))
     return {"what": "forecast of the Mauna Loa CO2 record, 1992-2001", "show": f"chart: {png}" if png else "",
             "quality": quality, "diff": diff,
-            "latency": [(f"co2: one forecast (36 months, batch 1)", e, o),
+            "latency": [("co2: one forecast (36 months, batch 1)", e, o),
                         (f"co2: {n} forecasts (batch {n})", eb, ob)]}
 
 

@@ -197,7 +197,6 @@ def test_exported_models_match_torch_and_onnxruntime(exported):
 def test_dynamo_export_with_weight_subgraphs_is_folded():
     """dynamo=True with optimize=False keeps the gate-reordering Slice/Concat of the weights in the graph: the
     converter must fold them into constants."""
-    import onnx
     torch.manual_seed(2)
     m = torch.nn.LSTM(4, 5, num_layers=2).eval()
     x = torch.randn(6, 2, 4)

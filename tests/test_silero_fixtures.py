@@ -3,7 +3,6 @@
 Skipped without espeak-ng and sox (apt-get install -y espeak-ng sox) or without silero-vad
 (pip install --no-deps silero-vad==6.2.3).
 """
-import os
 import warnings
 
 import numpy as np

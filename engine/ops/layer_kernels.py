@@ -5,7 +5,7 @@ from numba import njit
 from ..config import JIT_OPTIONS
 from .layers import (ADD, BATCHED_MATMUL, BINARY, CONV1D, DIV, EXP, GATHER_F, GATHER_I, MATMUL, MEAN, MUL, NEG,
                      RELU, SIGMOID, SOFTMAX, SQRT, STFT, SUB, TANH, UNARY)
-from .numeric import product, recurrent_product
+from .numeric import product
 from .program import ERR_INDEX, OK, THREADS_AT
 from .program_kernels import fview, iview, shaped
 
