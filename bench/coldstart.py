@@ -118,7 +118,8 @@ def _installed_peers(cold_scenarios, peers):
     return runnable, missing
 
 
-def measure_cold(cold_scenarios, built, inputs, reference, tolerance, repeats=3, on_run=None, peers=()):
+def measure_cold(cold_scenarios, built, inputs, reference, tolerance, repeats=3, on_run=None, peers=(),
+                 cache_env=None):
     """One record per cold scenario: every run's figures, the medians, the max abs diff against onnxruntime.
 
     ``built`` is the BuiltModel of the cold-start model, ``inputs`` its feed, ``reference`` onnxruntime's first
@@ -126,6 +127,10 @@ def measure_cold(cold_scenarios, built, inputs, reference, tolerance, repeats=3,
     so the empty run happens whenever an engine scenario is selected, and is recorded only if it was selected.
     A scenario whose runtime is one of ``peers`` runs with the others (recorded with ``status`` "not installed"
     when that peer is missing); a peer's failure is recorded in its record's error like any other.
+
+    ``cache_env``: the engine children's compile caches (environment variables). None, for the bench: new empty
+    ones (``fresh_cache_env``), so the empty run compiles everything. ``{}``: this process's own caches, which a
+    test has already filled, so the unrecorded first run loads rather than spends a minute compiling.
     """
     wanted = {c.name: c for c in cold_scenarios}
     runs = {name: [] for name in wanted}
@@ -134,7 +139,7 @@ def measure_cold(cold_scenarios, built, inputs, reference, tolerance, repeats=3,
     with tempfile.TemporaryDirectory(prefix="lstm-bench-cold-") as tmp:
         inputs_path = os.path.join(tmp, "inputs.npz")
         np.savez(inputs_path, **inputs)
-        env = fresh_cache_env(tmp)
+        env = fresh_cache_env(tmp) if cache_env is None else cache_env
         plan = []
         engine_cold = [c for c in cold_scenarios if c.runtime == "engine"]
         ort_cold = [c for c in cold_scenarios if c.runtime == "onnxruntime"]

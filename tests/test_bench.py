@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 
+import engine
 from bench import coldstart, peers, report, run, timing
 from bench.scenarios import ColdScenario, Scenario, select
 
@@ -271,6 +272,19 @@ def test_a_peer_within_tolerance_is_timed_beside_the_others(tmp_path):
 
 
 @pytest.mark.slow
+def test_fresh_cache_env_is_empty_and_marked(tmp_path):
+    """The bench's empty-cache children: new, empty Numba and engine cache directories, the engine's cache marked
+    with the current source fingerprint (so the child does not delete the checkout's own kernel caches)."""
+    from engine import _cache
+    env = coldstart.fresh_cache_env(str(tmp_path))
+    assert sorted(env) == ["LSTM_ENGINE_CACHE_DIR", "NUMBA_CACHE_DIR"]
+    assert os.listdir(env["NUMBA_CACHE_DIR"]) == []
+    marker = _cache.marker_path(env["LSTM_ENGINE_CACHE_DIR"])
+    assert os.listdir(env["LSTM_ENGINE_CACHE_DIR"]) == [os.path.basename(marker)]
+    with open(marker) as f:
+        assert f.read().strip() == _cache.source_hash()
+
+
 def test_cold_start_runs_fresh_processes_and_checks_the_result(tmp_path):
     sc = Scenario("cold-tiny", "sequence", T=5, B=1, H=8)
     from bench.models import build, make_inputs
@@ -283,7 +297,11 @@ def test_cold_start_runs_fresh_processes_and_checks_the_result(tmp_path):
     installed = [p for p in peers.PEERS if p.installed()]
     cold += [ColdScenario(f"cold/{p.name}", p.name, None, None) for p in installed]
     seen = []
-    records = coldstart.measure_cold(cold, built, feed, ref, 1e-5, repeats=1, on_run=seen.append, peers=installed)
+    # the children use this process's caches, which hold the executor after this run: the first child loads it
+    # rather than compiling for a minute (the bench's own empty caches: test_fresh_cache_env_is_empty_and_marked)
+    engine.Session(built.engine_path).run(None, feed)
+    records = coldstart.measure_cold(cold, built, feed, ref, 1e-5, repeats=1, on_run=seen.append, peers=installed,
+                                     cache_env={})
     # the unrecorded cache fill, then one of each
     assert len(seen) == coldstart.planned_runs(cold, 1, installed) == 3 + len(installed)
     for rec in records:

@@ -196,7 +196,9 @@ def test_float64_model_matches_float32_reference():
 @needs_threaded_kernel
 def test_multithreaded_model_loads_from_the_compile_cache_in_a_new_process(tmp_path):
     """Regression: Numba issue #8578 - a cached function that calls a parallel kernel segfaulted when loaded from
-    the cache in a new process. Two processes, the second loading what the first compiled."""
+    the cache in a new process. Two new processes on this process's caches, which hold the executor once this
+    process has run the model (a minute's compile less than empty caches): each loads it and runs the threaded
+    kernel."""
     import subprocess
     import sys
     import os
@@ -207,10 +209,13 @@ def test_multithreaded_model_loads_from_the_compile_cache_in_a_new_process(tmp_p
     code = ("import numpy as np, engine; s = engine.Session(%r, threads=2); "
             "assert 'lstm fast, threads' in s.program(); "
             "print(s.run(None, {'X': np.ones((5, 1, 8), np.float32)})[0].sum())" % str(path))
-    env = {**os.environ, "LSTM_ENGINE_CACHE_DIR": str(tmp_path / "cache"), "NUMBA_CACHE_DIR": str(tmp_path / "nb"),
-           "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
+    here = engine.Session(str(path), threads=2)
+    assert "lstm fast, threads" in here.program()
+    want = here.run(None, {"X": np.ones((5, 1, 8), np.float32)})[0].sum()
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
     outs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
             for _ in range(2)]
     for p in outs:
         assert p.returncode == 0, p.stderr[-2000:]
     assert outs[0].stdout == outs[1].stdout
+    assert abs(float(outs[0].stdout) - float(want)) <= 1e-4
