@@ -1,0 +1,257 @@
+"""What this machine allows: measured bandwidth and multiply-add rates, and from them a floor under every benchmark
+point, so that a missed speed target can be told apart from a bound no implementation can pass.
+
+    python -m bench.limits [--bench bench/results/latest.json] [--reduced bench/results/reduced.json]
+                           [--out bench/results/limits.json] [--quick]
+
+Measured on one core, with the engine's own register tiles (engine/ops/tiles.py, the fastest loops it has):
+
+- read bandwidth by working-set size: one row, and four, against a matrix read once per pass (the faster of the
+  two: one row streams L1 and L2 best, four rows L3), passes repeated so that a matrix that fits a cache is read from
+  that cache (L1 48 KiB, L2 1 MiB, L3 beyond, on the Zen 5 this was written on);
+- float32 multiply-adds: the 6-row, 4-block tile on weights that stay in L1;
+- int8 multiply-adds (vpdpbusd where the CPU has AVX512-VNNI): the 4-row int8 tile, weights in L1.
+
+The floor of a point counts only what no implementation avoids: each direction's input projection (T*B rows
+against W, at the multiply-add rate, or W's bytes at the bandwidth of its size when that is slower) and, every step,
+the recurrent product (B rows against R: R's bytes at the bandwidth of R's size per core, or the multiply-adds,
+whichever is slower); with n threads each core does 1/n of both. A stream call (T=1) reads W and R once per call.
+The gates' activations, barriers and per-call costs are left out, so a floor is a lower bound: the ceiling
+``onnxruntime time / floor`` is the highest ratio any implementation could reach against that onnxruntime time,
+and a target above it is excluded by the machine. A time below its floor means the floor is a few percent off
+(the measured bandwidth is what the tiles reach, and it varies by a few percent from run to run): the table flags
+it, and a ceiling within 5% of a target decides nothing (verdict "at the floor, within its margin").
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+SIZES_KIB = (16, 32, 64, 128, 256, 384, 512, 768, 1024, 1536, 2048, 4096, 8192, 16384)
+WEIGHT_BYTES = {"float32": 4, "bfloat16": 2, "int8": 1}
+
+# issue 11's targets: (scenario, threads, timing) -> ratio against onnxruntime at the same thread count
+TARGETS = {
+    ("seq/T100/H128", 1, "engine"): 1.1, ("seq/T100/H256", 1, "engine"): 1.1, ("seq/T100/H512", 1, "engine"): 1.1,
+    ("seq/T100/H256", 2, "engine"): 1.2, ("seq/T100/H512", 2, "engine"): 1.2,
+    ("batch/B32/H256", 1, "engine"): 1.0, ("batch/B32/H256", 2, "engine"): 1.0,
+    ("batch/B64/H512", 1, "engine"): 1.0, ("batch/B64/H512", 2, "engine"): 1.0,
+    ("stream/H64", 1, "engine"): 2.5, ("stream/H128", 1, "engine"): 2.5,
+    ("stream/H64", 1, "engine_step"): 3.0, ("stream/H128", 1, "engine_step"): 3.0,
+    ("stream/H512", 1, "engine_step"): 1.3,
+}
+MARGIN = 0.05      # run-to-run spread of the measured bandwidth: a ceiling this close to a target decides nothing
+REDUCED_TARGETS = {"int8": ("ort_int8", 1.2), "bfloat16": ("ort_float32", 1.5)}   # H=256 and 512; bf16 at 512
+
+
+# ---------------------------------------------------------------------- measuring
+def _best(fn, seconds):
+    """The fastest of repeated timings of ``fn()``, each repeat ~seconds / 5."""
+    fn()
+    best = math.inf
+    deadline = time.perf_counter() + seconds
+    while True:
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+        if time.perf_counter() > deadline:
+            return best
+
+
+def measure(seconds: float = 0.25, sizes_kib=SIZES_KIB) -> dict:
+    """{"bandwidth_gbs": {KiB: GB/s}, "float32_gflops": ..., "int8_gmacs": ..., "vnni": bool} for one core."""
+    from numba import njit
+
+    from engine.ops.tiles import VNNI, tile_product
+    f1, f4, f6, i4 = (tile_product("float", 1), tile_product("float", 4), tile_product("float", 6),
+                      tile_product("int8", 4))
+
+    @njit(cache=False)
+    def read_rows(n, acc, W, x, K, groups):        # one row against W (K rows of 64 floats per group), n passes
+        for _ in range(n):
+            for g in range(groups):
+                f1(acc, g * 64, 0, W, g * K * 256, x, 0, 0, K, 256)
+
+    @njit(cache=False)
+    def read_rows4(n, acc, W, x, K, groups):       # the same with four rows
+        for _ in range(n):
+            for g in range(groups):
+                f4(acc, g * 64, groups * 64, W, g * K * 256, x, 0, K, K, 256)
+
+    @njit(cache=False)
+    def float_tile(n, acc, W, x, K):               # 6 rows x 64 columns, W (K, 64) in L1
+        for _ in range(n):
+            f6(acc, 0, 64, W, 0, x, 0, K, K, 256)
+
+    @njit(cache=False)
+    def int8_tile(n, acc, Q, x4, nk):              # 4 rows x 64 columns, Q (nk quads, 64) in L1
+        for _ in range(n):
+            i4(acc, 0, 64, Q, 0, x4, 0, nk, nk, 256)
+
+    rng = np.random.default_rng(0)
+    K = 64
+    bandwidth = {}
+    for kib in sizes_kib:
+        groups = max(1, kib * 1024 // (K * 256))
+        W = rng.standard_normal(groups * K * 64).astype(np.float32)
+        acc, x = np.zeros(4 * groups * 64, np.float32), rng.standard_normal(4 * K).astype(np.float32)
+        n = max(4, int(64e6 // W.nbytes))
+        t = min(_best(lambda: read_rows(n, acc, W, x, K, groups), seconds / 2),
+                _best(lambda: read_rows4(n, acc, W, x, K, groups), seconds / 2))
+        bandwidth[kib] = W.nbytes * n / t / 1e9
+    W = rng.standard_normal(K * 64).astype(np.float32)            # 16 KiB
+    acc, x = np.zeros(6 * 64, np.float32), rng.standard_normal(6 * K).astype(np.float32)
+    n = 20000
+    t = _best(lambda: float_tile(n, acc, W, x, K), seconds)
+    gflops = 2 * 6 * 64 * K * n / t / 1e9
+    nk = 64
+    Q = rng.integers(-127, 128, nk * 256, dtype=np.int8)          # 16 KiB
+    iacc, x4 = np.zeros(4 * 64, np.int32), rng.integers(0, 2 ** 31, 4 * nk).astype(np.int32)
+    t = _best(lambda: int8_tile(n, iacc, Q, x4, nk), seconds)
+    gmacs = 4 * 64 * 4 * nk * n / t / 1e9
+    return {"bandwidth_gbs": bandwidth, "float32_gflops": gflops, "int8_gmacs": gmacs, "vnni": bool(VNNI)}
+
+
+# ---------------------------------------------------------------------- floors
+def bandwidth_at(limits: dict, nbytes: float) -> float:
+    """GB/s for a working set of ``nbytes``: that of the largest measured size not above it (the faster side, so
+    that a floor stays a lower bound), the smallest size's below the first."""
+    table = sorted((int(k), v) for k, v in limits["bandwidth_gbs"].items())
+    fit = [v for k, v in table if k * 1024 <= nbytes]
+    return (fit[-1] if fit else table[0][1]) * 1e9
+
+
+def floor_seconds(config: dict, threads: int, limits: dict, weights: str = "float32") -> float:
+    """The floor of one call (module docstring) for a benchmark ``config`` (T, B, I, H, layers, bidirectional,
+    cell) on ``threads`` cores, weights stored as ``weights``."""
+    T, B, I, H = config["T"], config["B"], config["I"], config["H"]
+    D = 2 if config.get("bidirectional") else 1
+    G = GATES[config.get("cell", "lstm")] * H
+    wb = WEIGHT_BYTES[weights]
+    rate = limits["int8_gmacs"] * 1e9 if weights == "int8" else limits["float32_gflops"] / 2 * 1e9   # MAC/s
+    n = threads
+    total = 0.0
+    for layer in range(config.get("layers", 1)):
+        K = I if layer == 0 else D * H
+        for _ in range(D):
+            w, r = G * K * wb / n, G * H * wb / n
+            if T == 1:          # a stream call: W and R both read again every call
+                bw = bandwidth_at(limits, w + r)
+                total += max((w + r) / bw, B * (K + H) * G / n / rate)
+                continue
+            total += max(T * B * K * G / n / rate, w / bandwidth_at(limits, w))
+            total += T * max(r / bandwidth_at(limits, r), B * H * G / n / rate)
+    return total
+
+
+def _row(name, threads, timing, ort_s, engine_s, floor_s, target):
+    ceiling = ort_s / floor_s
+    row = {"point": name, "threads": threads, "timing": timing, "onnxruntime_us": ort_s * 1e6,
+           "engine_us": engine_s * 1e6 if engine_s else None, "floor_us": floor_s * 1e6,
+           "ratio": ort_s / engine_s if engine_s else None, "ceiling": ceiling, "target": target,
+           "engine_over_floor": engine_s / floor_s if engine_s else None,
+           "below_floor": [who for who, s in (("onnxruntime", ort_s), ("engine", engine_s)) if s and s < floor_s]}
+    if target is not None:
+        row["verdict"] = ("met" if row["ratio"] and row["ratio"] >= target else
+                          "excluded by the floor" if ceiling * (1 + MARGIN) < target else
+                          "at the floor, within its margin" if ceiling * (1 - MARGIN) <= target else
+                          "not excluded by the floor")
+    return row
+
+
+def table(bench: dict | None, reduced: dict | None, limits: dict) -> list:
+    """One row per timed engine figure of the bench JSON (run and step) and per reduced-precision row."""
+    rows = []
+    for p in (bench or {}).get("points", []):
+        t = p.get("timings") or {}
+        ort = (t.get("onnxruntime") or {}).get("median_s")
+        if not ort:
+            continue
+        for timing in ("engine", "engine_step"):
+            e = (t.get(timing) or {}).get("median_s")
+            if e:
+                rows.append(_row(p["scenario"], p["threads"], timing, ort, e,
+                                 floor_seconds(p["config"], p["threads"], limits),
+                                 TARGETS.get((p["scenario"], p["threads"], timing))))
+    for r in (reduced or {}).get("rows", []):
+        config = {"T": r["T"], "B": r["B"], "I": r["I"], "H": r["H"], "cell": "lstm"}
+        for weights, (against, target) in REDUCED_TARGETS.items():
+            if weights == "bfloat16" and r["H"] != 512:
+                target = None
+            ort, e = r["median_us"].get(against), r["median_us"].get(f"engine_{weights}")
+            if ort and e:
+                rows.append(_row(f"{r['name']} {weights} vs {against}", r["threads"], "engine", ort / 1e6, e / 1e6,
+                                 floor_seconds(config, r["threads"], limits, weights), target))
+    return rows
+
+
+def markdown(limits: dict, rows: list, machine: str) -> str:
+    bw = limits["bandwidth_gbs"]
+    lines = [f"Machine limits ({machine}), one core: read bandwidth "
+             + ", ".join(f"{k} KiB {v:.0f}" for k, v in bw.items()) + " GB/s; "
+             f"float32 {limits['float32_gflops']:.0f} GFLOP/s; int8 {limits['int8_gmacs']:.0f} G multiply-adds/s "
+             f"({'vpdpbusd' if limits['vnni'] else 'no VNNI'}).", "",
+             "| point | threads | timing | onnxruntime us | engine us | floor us | ratio | ceiling | target | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        flag = f" ({' and '.join(r['below_floor'])} below the floor)" if r["below_floor"] else ""
+        target = "" if r["target"] is None else f"{r['target']:.1f}x"
+        lines.append(f"| {r['point']} | {r['threads']} | {r['timing'].replace('engine_step', 'step')} | "
+                     f"{r['onnxruntime_us']:.1f} | {r['engine_us']:.1f} | {r['floor_us']:.1f} | "
+                     f"{r['ratio']:.2f}x | {r['ceiling']:.2f}x | "
+                     f"{target} | {r.get('verdict', '')}{flag} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    ap = argparse.ArgumentParser(prog="python -m bench.limits", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bench", default=os.path.join(here, "latest.json"),
+                    help="the bench JSON whose points get floors (python -m bench writes it)")
+    ap.add_argument("--reduced", default=os.path.join(here, "reduced.json"),
+                    help="the reduced-precision JSON (python -m bench.reduced); missing files are skipped")
+    ap.add_argument("--out", default=os.path.join(here, "limits.json"),
+                    help="where the limits and the table go (JSON; the table also as .md beside it)")
+    ap.add_argument("--quick", action="store_true", help="shorter timing (a smoke run; figures are noisier)")
+    args = ap.parse_args(argv)
+
+    def read(path):
+        if not os.path.exists(path):
+            print(f"{path}: not found, skipped", file=sys.stderr)
+            return None
+        with open(path) as f:
+            return json.load(f)
+
+    bench, reduced = read(args.bench), read(args.reduced)
+    limits = measure(0.05 if args.quick else 0.25, SIZES_KIB[::3] if args.quick else SIZES_KIB)
+    rows = table(bench, reduced, limits)
+    import platform
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs"
+    try:
+        with open("/proc/cpuinfo") as f:
+            name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), None)
+        machine = f"{name}, {os.cpu_count()} logical CPUs" if name else machine
+    except OSError:
+        pass
+    md = markdown(limits, rows, machine)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"machine": machine, "created": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                   "bench": args.bench if bench else None, "reduced": args.reduced if reduced else None,
+                   "limits": limits, "rows": rows}, f, indent=1)
+    with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
+        f.write(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
