@@ -289,13 +289,19 @@ def run_demo(repeats: int = 200, out_dir: str = "lstm-engine-demo", models=MODEL
     from converters import from_onnx
 
     from .session import Session
+    from .warmup import warm_up
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
     zoo = [m for m in models if m in ZOO_MODELS]
-    bar = Progress(2 * len(zoo), "demo: convert + load")
+    bar = Progress(2 * len(zoo) + 1, "demo: convert + load")
+    # the executor is the engine's one compilation: once per install (a minute or two), then loaded from the cache
+    # in a second; said before it starts, so that a first run's bar does not look stuck
+    bar.advance(0, note="the engine's executor: compiling it (once per install, 1-2 min) or loading it from the cache")
+    for _, seconds in warm_up(("float32",)):
+        bar.advance(note=f"executor ready in {seconds:.1f}s")
     sessions = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in zoo:

@@ -199,6 +199,9 @@ def test_demo_runs_every_zoo_model_and_checks_against_onnxruntime(tmp_path):
     png = (tmp_path / "out" / "co2_forecast.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert "demo: convert + load" in p.stderr            # the progress bar
+    # which says what a first run's minute of compiling is before it starts, then that it is over
+    told, ready = p.stderr.find("compiling it (once per install"), p.stderr.find("executor ready in")
+    assert 0 <= told < ready
 
 
 @pytest.mark.parametrize("args,message", [(["--models", "nope"], "unknown demo model"),
