@@ -10,7 +10,9 @@ Measured on one core, with the engine's own register tiles (engine/ops/tiles.py,
   two: one row streams L1 and L2 best, four rows L3), passes repeated so that a matrix that fits a cache is read from
   that cache (L1 48 KiB, L2 1 MiB, L3 beyond, on the Zen 5 this was written on);
 - float32 multiply-adds: the 6-row, 4-block tile on weights that stay in L1;
-- int8 multiply-adds (vpdpbusd where the CPU has AVX512-VNNI): the 4-row int8 tile, weights in L1.
+- int8 multiply-adds (vpdpbusd where the CPU has AVX512-VNNI): the 4-row int8 tile, weights in L1;
+- and, to show how close the tiles come to the core itself, the rate of 512-bit FMAs (and vpdpbusd) with no memory
+  access at all: sixteen independent chains in registers, in LLVM IR of our own (on this Zen 5, one per cycle).
 
 The floor of a point counts only what no implementation avoids: each direction's input projection (T*B rows
 against W, at the multiply-add rate, or W's bytes at the bandwidth of its size when that is slower) and, every step,
@@ -66,7 +68,8 @@ def _best(fn, seconds):
 
 
 def measure(seconds: float = 0.25, sizes_kib=SIZES_KIB) -> dict:
-    """{"bandwidth_gbs": {KiB: GB/s}, "float32_gflops": ..., "int8_gmacs": ..., "vnni": bool} for one core."""
+    """{"bandwidth_gbs": {KiB: GB/s}, "float32_gflops": ..., "int8_gmacs": ..., "vnni": bool, "fma16_per_s": ...,
+    "vpdpbusd_per_s": ... (None without VNNI)} for one core."""
     from numba import njit
 
     from engine.ops.tiles import VNNI, tile_product
@@ -103,8 +106,8 @@ def measure(seconds: float = 0.25, sizes_kib=SIZES_KIB) -> dict:
         W = rng.standard_normal(groups * K * 64).astype(np.float32)
         acc, x = np.zeros(4 * groups * 64, np.float32), rng.standard_normal(4 * K).astype(np.float32)
         n = max(4, int(64e6 // W.nbytes))
-        t = min(_best(lambda: read_rows(n, acc, W, x, K, groups), seconds / 2),
-                _best(lambda: read_rows4(n, acc, W, x, K, groups), seconds / 2))
+        t = min(_best(lambda: read_rows(n, acc, W, x, K, groups), seconds),
+                _best(lambda: read_rows4(n, acc, W, x, K, groups), seconds))
         bandwidth[kib] = W.nbytes * n / t / 1e9
     W = rng.standard_normal(K * 64).astype(np.float32)            # 16 KiB
     acc, x = np.zeros(6 * 64, np.float32), rng.standard_normal(6 * K).astype(np.float32)
@@ -116,16 +119,76 @@ def measure(seconds: float = 0.25, sizes_kib=SIZES_KIB) -> dict:
     iacc, x4 = np.zeros(4 * 64, np.int32), rng.integers(0, 2 ** 31, 4 * nk).astype(np.int32)
     t = _best(lambda: int8_tile(n, iacc, Q, x4, nk), seconds)
     gmacs = 4 * 64 * 4 * nk * n / t / 1e9
-    return {"bandwidth_gbs": bandwidth, "float32_gflops": gflops, "int8_gmacs": gmacs, "vnni": bool(VNNI)}
+    return {"bandwidth_gbs": bandwidth, "float32_gflops": gflops, "int8_gmacs": gmacs, "vnni": bool(VNNI),
+            "fma16_per_s": register_peak("fma", seconds),
+            "vpdpbusd_per_s": register_peak("vpdpbusd", seconds) if VNNI else None}
+
+
+def register_peak(kind: str, seconds: float) -> float:
+    """Instructions per second of ``kind`` ("fma": 512-bit float FMA, "vpdpbusd") on sixteen independent
+    accumulators that never leave registers: the core's own rate, no load or store in the loop."""
+    import ctypes
+
+    import llvmlite.binding as llvm
+    import llvmlite.ir as ir
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    vt = ir.VectorType(ir.FloatType(), 16) if kind == "fma" else ir.VectorType(ir.IntType(32), 16)
+    mod = ir.Module(name="peak")
+    i64 = ir.IntType(64)
+    fn = ir.Function(mod, ir.FunctionType(ir.VoidType(), [i64, vt.as_pointer()]), name="peak")
+    op = ir.Function(mod, ir.FunctionType(vt, [vt, vt, vt]),
+                     name="llvm.fma.v16f32" if kind == "fma" else "llvm.x86.avx512.vpdpbusd.512")
+
+    def splat(v):
+        return ir.Constant(vt, [v] * 16)
+
+    a, c = (splat(0.999), splat(0.001)) if kind == "fma" else (splat(0x01010101), splat(0x02020202))
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    entry, loop, done = b.block, fn.append_basic_block("loop"), fn.append_basic_block("done")
+    b.branch(loop)
+    b.position_at_end(loop)
+    i = b.phi(i64)
+    i.add_incoming(ir.Constant(i64, 0), entry)
+    sums = []
+    for k in range(16):
+        s = b.phi(vt)
+        s.add_incoming(splat(1.0 + k) if kind == "fma" else splat(k), entry)
+        sums.append(s)
+    new = [b.call(op, [s, a, c]) for s in sums]
+    nxt = b.add(i, ir.Constant(i64, 1))
+    i.add_incoming(nxt, loop)
+    for s, v in zip(sums, new):
+        s.add_incoming(v, loop)
+    b.cbranch(b.icmp_unsigned("<", nxt, fn.args[0]), loop, done)
+    b.position_at_end(done)
+    total = new[0]
+    for v in new[1:]:
+        total = b.fadd(total, v) if kind == "fma" else b.add(total, v)
+    b.store(total, fn.args[1], align=4)      # the sums are used: nothing is optimised away
+    b.ret_void()
+    machine = llvm.Target.from_default_triple().create_target_machine(
+        cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=2)
+    module = llvm.parse_assembly(str(mod))
+    module.verify()
+    jit = llvm.create_mcjit_compiler(module, machine)
+    jit.finalize_object()
+    run = ctypes.CFUNCTYPE(None, ctypes.c_int64, ctypes.c_void_p)(jit.get_function_address("peak"))
+    out = ctypes.create_string_buffer(64)
+    n = 2_000_000
+    t = _best(lambda: run(n, ctypes.addressof(out)), seconds)
+    return 16 * n / t
 
 
 # ---------------------------------------------------------------------- floors
 def bandwidth_at(limits: dict, nbytes: float) -> float:
     """GB/s for a working set of ``nbytes``: that of the largest measured size not above it (the faster side, so
-    that a floor stays a lower bound), the smallest size's below the first."""
+    that a floor stays a lower bound), the smallest size's below the first; and no less than any larger size's (a
+    working set read at some rate can be read at least as fast when it is smaller: this irons out a measurement
+    that a busy neighbour on the shared L3 pulled down)."""
     table = sorted((int(k), v) for k, v in limits["bandwidth_gbs"].items())
-    fit = [v for k, v in table if k * 1024 <= nbytes]
-    return (fit[-1] if fit else table[0][1]) * 1e9
+    at = max([i for i, (k, _) in enumerate(table) if k * 1024 <= nbytes], default=0)
+    return max(v for _, v in table[at:]) * 1e9
 
 
 def floor_seconds(config: dict, threads: int, limits: dict, weights: str = "float32") -> float:
@@ -192,13 +255,26 @@ def table(bench: dict | None, reduced: dict | None, limits: dict) -> list:
     return rows
 
 
+def _of_peak(rate_g, per_instruction, peak_per_s, what):
+    """" (97% of the core's 3.67 G 16-lane FMAs/s from registers)" for a tile rate against the register peak."""
+    if not peak_per_s:
+        return ""
+    return (f" ({100 * rate_g * 1e9 / (per_instruction * peak_per_s):.0f}% of the core's {peak_per_s / 1e9:.2f} G "
+            f"16-lane {what}/s from registers)")
+
+
 def markdown(limits: dict, rows: list, machine: str) -> str:
     bw = limits["bandwidth_gbs"]
+    fma = _of_peak(limits["float32_gflops"], 32, limits.get("fma16_per_s"), "FMAs")
+    dp = _of_peak(limits["int8_gmacs"], 64, limits.get("vpdpbusd_per_s"), "vpdpbusd") if limits["vnni"] else \
+        " (no VNNI)"
     lines = [f"Machine limits ({machine}), one core: read bandwidth "
              + ", ".join(f"{k} KiB {v:.0f}" for k, v in bw.items()) + " GB/s; "
-             f"float32 {limits['float32_gflops']:.0f} GFLOP/s; int8 {limits['int8_gmacs']:.0f} G multiply-adds/s "
-             f"({'vpdpbusd' if limits['vnni'] else 'no VNNI'}).", "",
-             "| point | threads | timing | onnxruntime us | engine us | floor us | ratio | ceiling | target | verdict |",
+             f"float32 tiles {limits['float32_gflops']:.0f} GFLOP/s{fma}; "
+             f"int8 tiles {limits['int8_gmacs']:.0f} G multiply-adds/s{dp}.",
+             "",
+             "| point | threads | timing | onnxruntime us | engine us | floor us | ratio | ceiling | target "
+             "| verdict |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         flag = f" ({' and '.join(r['below_floor'])} below the floor)" if r["below_floor"] else ""

@@ -17,6 +17,10 @@ def test_bandwidth_is_the_largest_measured_size_not_above_the_working_set():
     assert limits.bandwidth_at(MACHINE, 8 * 1024) == 200e9          # below the smallest size: the smallest's
     assert limits.bandwidth_at(MACHINE, 300 * 1024) == 100e9
     assert limits.bandwidth_at(MACHINE, 1024 * 1024) == 50e9
+    dip = {"bandwidth_gbs": {"16": 150.0, "32": 180.0, "1024": 60.0, "4096": 80.0, "16384": 50.0}}
+    assert limits.bandwidth_at(dip, 16 * 1024) == 180e9                # a larger set read faster: at least that
+    assert limits.bandwidth_at(dip, 2048 * 1024) == 80e9
+    assert limits.bandwidth_at(dip, 64 * 1024 * 1024) == 50e9
 
 
 def test_sequence_floor_is_projection_plus_steps():
@@ -67,7 +71,10 @@ def test_verdicts_and_flags():
 def test_measure_and_the_command(tmp_path):
     got = limits.measure(0.01, (16, 64))
     assert sorted(got["bandwidth_gbs"]) == [16, 64] and all(v > 0 for v in got["bandwidth_gbs"].values())
-    assert got["float32_gflops"] > 0 and got["int8_gmacs"] > 0
+    assert got["float32_gflops"] > 0 and got["int8_gmacs"] > 0 and got["fma16_per_s"] > 0
+    # a tile cannot beat the core's own FMA rate (32 flops an instruction); generous, for a busy machine
+    assert got["float32_gflops"] * 1e9 < 1.5 * 32 * got["fma16_per_s"]
+    assert (got["vpdpbusd_per_s"] is None) == (not got["vnni"])
     bench = tmp_path / "latest.json"
     bench.write_text(json.dumps({"points": [{"scenario": "seq/T100/H256", "threads": 1, "config": LSTM256,
                                              "timings": {"onnxruntime": {"median_s": 3e-3},
