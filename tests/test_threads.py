@@ -68,6 +68,23 @@ def test_two_threads_match_one_and_the_reference(case, B, hidden):
         assert max_abs_diff(y, ref) <= 1e-5 + 1e-6 * float(np.abs(ref).max())
 
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_split_batch_of_short_parts_matches_one_thread_and_the_reference(case):
+    """H=128 on two threads: two parts of 64 units, whose cell runs over each thread's rows at once
+    (lstm_cell_rows, from ROWS_CELL_MAX_CHUNK down); one thread's single part of 128 runs row by row."""
+    from engine.ops.lstm_fast import ROWS_CELL_MAX_CHUNK
+    assert PARALLEL_MIN_HIDDEN <= 128 and 64 <= ROWS_CELL_MAX_CHUNK < 128
+    B = 2 * SPLIT_MIN_ROWS + 3
+    model, reference = recurrent_model("LSTM", I=I, H=128, seed=3, scale=0.1, **CASES[case])
+    one, two = engine.Session(model, threads=1), engine.Session(model, threads=2)
+    feed = feed_of(model, B, seed=5)
+    if two.threads == 2 and two.runtime == "jit":
+        assert "fast, threads by batch" in two.program({k: v.shape for k, v in feed.items()})
+    for x, y, ref in zip(one.run(None, feed), two.run(None, feed), reference(feed)):
+        assert max_abs_diff(x, y) <= 1e-5
+        assert max_abs_diff(y, ref) <= 1e-5 + 1e-6 * float(np.abs(ref).max())
+
+
 def test_the_weights_are_held_once_whatever_the_thread_count(hidden):
     model, _ = recurrent_model("LSTM", I=I, H=hidden, direction="bidirectional", scale=0.1)
     weight_bytes = sum(t.nbytes for t in model.tensors.values())
