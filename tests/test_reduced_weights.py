@@ -81,8 +81,11 @@ def test_int8_product_matches_integer_reference(K, G):
     acc, xq = np.empty(neg.shape[0], np.int32), np.empty(-(-K // 4) * 4, np.uint8)
     for r in range(x.shape[0]):
         g = np.full(G, 0.5, np.float32)
-        rk.int8_product(g, x[r], group_pack(q, 4), scales, neg, acc, xq)
+        rk.int8_product(g, x[r], group_pack(q, 4), scales, neg, acc, xq, False)
         assert np.abs(g - 0.5 - want[r]).max() <= 1e-5 * max(1.0, np.abs(want[r]).max())
+        back = np.full(G, 0.5, np.float32)      # the column groups last to first: the same sums
+        rk.int8_product(back, x[r], group_pack(q, 4), scales, neg, acc, xq, True)
+        assert np.array_equal(back, g)
     for n in (1, 3, 4, 5, 7):          # four rows per pass, and the rows past a multiple of four
         out = np.full((n, G), np.nan, np.float32)
         rk.int8_rows(x[:n], group_pack(q, 4), scales, neg, out)
@@ -105,9 +108,9 @@ def test_int8_kernels_zero_and_non_finite_rows():
     assert np.isfinite(out[[0, 4]]).all()
     acc, xq = np.empty(64, np.int32), np.empty(16, np.uint8)
     g = np.ones(32, np.float32)
-    rk.int8_product(g, x[1], group_pack(q, 4), scales, neg, acc, xq)
+    rk.int8_product(g, x[1], group_pack(q, 4), scales, neg, acc, xq, False)
     assert (g == 1).all()
-    rk.int8_product(g, x[2], group_pack(q, 4), scales, neg, acc, xq)
+    rk.int8_product(g, x[2], group_pack(q, 4), scales, neg, acc, xq, True)
     assert np.isnan(g).all()
 
 
@@ -122,8 +125,11 @@ def test_bfloat16_products_match_float64(N, K, G):
     assert np.abs(out - want).max() <= 1e-5 * np.abs(want).max()
     g = np.full(G, 0.25, np.float32)
     acc, xs = np.empty(-(-G // 64) * 64, np.float32), np.empty(-(-K // 2) * 2, np.float32)
-    rk.bf16_product(g, x[0], group_pack(w, 2), acc, xs)
+    rk.bf16_product(g, x[0], group_pack(w, 2), acc, xs, False)
     assert np.abs(g - 0.25 - want[0]).max() <= 1e-5 * np.abs(want).max()
+    back = np.full(G, 0.25, np.float32)
+    rk.bf16_product(back, x[0], group_pack(w, 2), acc, xs, True)
+    assert np.array_equal(back, g)
 
 
 # ---------------------------------------------------------------------- whole models

@@ -58,14 +58,16 @@ def lstm_direction_fast(Y, d, b0, xw, B, RT, bias, peep, use_peep, seq, h, c, re
                 continue
             t = L - 1 - s if reverse else s
             row = t * B + b
-            if not batched:
-                for p in range(parts):
+            if not batched:          # every other step last part and group first (grouped_row_add)
+                back = s % 2 == 1
+                for k in range(parts):
+                    p = parts - 1 - k if back else k
                     g = gates[p * G:(p + 1) * G]
                     xr = xw[p, row]
                     bp = bias[p, 0]
                     for u in range(G):
                         g[u] = xr[u] + bp[u]
-                    grouped_row_add(g, h[b], RT[p])
+                    grouped_row_add(g, h[b], RT[p], back)
             for p in range(parts):
                 j0 = p * chunk
                 n = min(chunk, H - j0)
@@ -217,7 +219,7 @@ def _part_step(Y, d, s, B, seq, reverse, xw, bias, RTp, rec, peep, use_peep, cur
             xr = xw[t * B + b]
             for u in range(g.shape[0]):
                 g[u] = xr[u] + bias[u]
-            grouped_row_add(g, cur[b], RTp)
+            grouped_row_add(g, cur[b], RTp, s % 2 == 1)
         lstm_cell(gb, n, c[b, j0:j0 + n], nxt[b, j0:j0 + n], Y[t, d, b, j0:j0 + n], peep[j0:j0 + n],
                   peep[H + j0:H + j0 + n], peep[2 * H + j0:2 * H + j0 + n], use_peep, clip, input_forget)
 
