@@ -254,3 +254,61 @@ def test_a_pad_the_conv_cannot_take_stays_a_pad():
                      (padded_conv_model((2, 2), W, conv_pads=(1, 1), relu=False), (2, 20))):
         assert "Pad" in ops_of(converters.from_onnx(m))
         check(m, {"x": rng.standard_normal(shape).astype(np.float32)})
+
+
+# ---------------------------------------------------------------------- Gather through Transpose
+def transposed_gather_model(perm, axis, index, extra_output=False):
+    """x (4, 3, 5, 2) -> Transpose(perm) -> Gather(axis, one constant index) -> y (and the transposed value too
+    with ``extra_output``)."""
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=list(perm)),
+             helper.make_node("Gather", ["t", "i"], ["y"], axis=axis)]
+    outputs = [helper.make_tensor_value_info("y", F, None)]
+    if extra_output:
+        outputs.append(helper.make_tensor_value_info("t", F, None))
+    return graph(nodes, [helper.make_tensor_value_info("x", F, [4, 3, 5, 2])], outputs,
+                 {"i": np.asarray(index, np.int64)})
+
+
+@pytest.mark.parametrize("perm,axis,index,transposes", [
+    ((1, 0, 2, 3), 1, -1, 0),       # torch's batch_first output[:, -1]: what is left keeps its order
+    ((1, 0, 2, 3), 0, 2, 0),
+    ((0, 2, 1, 3), 2, 1, 0),
+    ((3, 1, 0, 2), 0, 1, 1),        # the rest still permuted: a smaller Transpose after the Gather
+    ((2, 3, 0, 1), 3, -2, 1),
+])
+def test_a_gather_of_one_index_moves_before_the_transpose(perm, axis, index, transposes):
+    m = transposed_gather_model(perm, axis, index)
+    ops = ops_of(converters.from_onnx(m))
+    assert ops.count("Transpose") == transposes and ops.count("Gather") == 1, ops
+    check(m, {"x": rng.standard_normal((4, 3, 5, 2)).astype(np.float32)})
+
+
+def test_a_transpose_read_elsewhere_or_a_gather_of_many_indices_is_left_as_it_is():
+    for m in (transposed_gather_model((1, 0, 2, 3), 1, -1, extra_output=True),
+              transposed_gather_model((1, 0, 2, 3), 1, [0, 2])):
+        ops = ops_of(converters.from_onnx(m))
+        assert ops.index("Transpose") < ops.index("Gather"), ops
+        check(m, {"x": rng.standard_normal((4, 3, 5, 2)).astype(np.float32)})
+
+
+def test_a_batch_first_lstm_exported_from_torch_keeps_only_its_last_step(tmp_path):
+    """nn.LSTM(batch_first=True) and out[:, -1] through the classic exporter: no Transpose of the whole output."""
+    torch = pytest.importorskip("torch")
+
+    class Last(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = torch.nn.LSTM(3, 8, batch_first=True)
+
+        def forward(self, x):
+            return self.lstm(x)[0][:, -1]
+
+    torch.manual_seed(0)
+    path = tmp_path / "last.onnx"
+    torch.onnx.export(Last().eval(), (torch.zeros(2, 5, 3),), str(path), dynamo=False, input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "B", 1: "T"}})
+    model = converters.from_onnx(str(path))
+    after = ops_of(model)[ops_of(model).index("LSTM"):]
+    assert "Transpose" not in after, after
+    x = rng.standard_normal((6, 9, 3)).astype(np.float32)
+    check(onnx.load(str(path)), {"x": x})

@@ -10,6 +10,10 @@ node, a branch or a graph output), and computes the same function up to float32 
 * ``reflect_pad``: a reflect Pad of the last axis in front of a Conv without pads (an Unsqueeze between them
   allowed): the Conv's own pads, mirrored (pad_mode reflect).
 * ``conv_relu``: a Relu after a Conv: the Conv's ``relu``.
+* ``gather_before_transpose``: a Transpose read only by a Gather of one constant index (torch's batch_first
+  ``output[:, -1]``: the LSTM's (T, B, H) output transposed to (B, T, H), then one time step taken): the Gather
+  takes that index on the Transpose's input instead, and only what is left is transposed, when anything is (a
+  Gather of one index on the outer axis is a view; the Transpose copied all T steps to keep one).
 * ``lstm_cell``: an LSTM cell written out, as torch exports ``nn.LSTMCell`` or a hand-written cell: the products
   x @ Wx (+ bx) and h @ Wh (+ bh) added, split in four, three Sigmoids and a Tanh, c' = f * c + i * g and
   h' = o * tanh(c'): one LSTM node of one step (Silero VAD's ifless export). The gates' roles are read off the
@@ -81,6 +85,8 @@ class _Rewriter:
                 self._stft_magnitude(node)
             elif node.op == "Split" and len(node.outputs) == 4:
                 self._lstm_cell(node)
+            elif node.op == "Gather":
+                self._gather_before_transpose(node)
 
     # ------------------------------------------------------------------ helpers
     def _only(self, name, op=None):
@@ -164,6 +170,32 @@ class _Rewriter:
         conv.outputs[0] = relu.outputs[0]
         self.producer[relu.outputs[0]] = conv
         self._drop(relu)
+
+    # ------------------------------------------------------------------ Gather through Transpose
+    def _gather_before_transpose(self, gather):
+        """Transpose(perm) -> Gather(axis, one constant index): Gather(perm[axis]) on the Transpose's input, then
+        the Transpose of the other axes (perm without perm[axis], renumbered), left out when it keeps their order.
+        The same values: gathering one index moves no element of the rest."""
+        if gather.attrs.get("index_shape") != [] or len(gather.inputs) != 2 or self._const(gather.inputs[1]) is None:
+            return
+        tr = self._only(gather.inputs[0], ("Transpose",))
+        if tr is None:
+            return
+        perm, axis = list(tr.attrs["perm"]), gather.attrs["axis"]
+        picked = perm[axis]
+        rest = [p - (p > picked) for p in perm if p != picked]
+        x, out = tr.inputs[0], gather.outputs[0]
+        ctx = self.ctx
+        if rest == sorted(rest):
+            self._replace([tr], gather, [Node("Gather", gather.name, [x, gather.inputs[1]], [out],
+                                              dict(gather.attrs, axis=picked))])
+            return
+        mid = self._value(f"{x}.gathered")
+        shape = list(ctx.shapes[x])
+        ctx.shapes[mid], ctx.dtypes[mid] = shape[:picked] + shape[picked + 1:], ctx.dtypes[x]
+        self._replace([tr], gather, [Node("Gather", gather.name, [x, gather.inputs[1]], [mid],
+                                          dict(gather.attrs, axis=picked)),
+                                     Node("Transpose", tr.name, [mid], [out], {"perm": rest})])
 
     def _drop(self, node):
         self.removed.add(id(node))
