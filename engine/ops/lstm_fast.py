@@ -51,7 +51,7 @@ def lstm_direction_fast(Y, d, b0, xw, B, RT, bias, peep, use_peep, seq, h, c, re
         if batched:                  # every part's gates before any h changes: each product reads all of h
             for p in range(parts):
                 _start_gates(rec[p], xw[p], bias[p, 0], s, B, seq, reverse)
-                grouped_add(h, RT[p], rec[p])
+                grouped_add(h, RT[p], rec[p], s % 2 == 1)      # alternating, as grouped_row_add
         for b in range(B):
             L = seq[b]
             if s >= L:
@@ -103,8 +103,8 @@ def lstm_direction_fused(Y, d, b0, X3, B, WT, RT, bias, peep, use_peep, seq, h, 
                 g = r[b]
                 for u in range(G):
                     g[u] = bp[u]
-            grouped_add(X3[t, b0:b0 + B], WT[p], r)
-            grouped_add(h, RT[p], r)
+            grouped_add(X3[t, b0:b0 + B], WT[p], r, False)
+            grouped_add(h, RT[p], r, False)
         if chunk <= ROWS_CELL_MAX_CHUNK:     # short rows: the cell over the batch with no row views
             for p in range(parts):
                 j0 = p * chunk
@@ -198,10 +198,10 @@ def _part_step(Y, d, s, B, seq, reverse, xw, bias, RTp, rec, peep, use_peep, cur
     to rec by itself, since r multiplies its h block only (_gru_part_cell)."""
     if gru:
         rec[:, :] = 0
-        grouped_add(cur, RTp, rec)
+        grouped_add(cur, RTp, rec, False)
     elif B > 1:
         _start_gates(rec, xw, bias, s, B, seq, reverse)
-        grouped_add(cur, RTp, rec)
+        grouped_add(cur, RTp, rec, False)
     H = cur.shape[1]
     for b in range(B):
         L = seq[b]

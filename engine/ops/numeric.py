@@ -323,15 +323,17 @@ def _tiled_product_add(a, b, out):
 
 
 @njit(**JIT_OPTIONS)
-def _tiled_grouped_add(a, Q, out):
+def _tiled_grouped_add(a, Q, out, backward):
     M, K = a.shape
     isz = out.itemsize
     sa, so = a.strides[0] // isz, out.strides[0] // isz
     gbytes = K * 64 * isz
     MB = _row_block(K, isz)
+    n = Q.shape[0]
     for r0 in range(0, M, MB):
         r1 = min(M, r0 + MB)
-        for jg in range(Q.shape[0]):
+        for k in range(n):
+            jg = n - 1 - k if backward else k
             _row_tiles(4, a[r0:r1], Q, out[r0:r1], jg * 64, jg * gbytes, 64 * isz, sa, so)
 
 
@@ -354,7 +356,7 @@ if numba_config.DISABLE_JIT:     # plain Python (NUMBA_DISABLE_JIT=1, for debugg
     def product_add(a, b, out):
         out += a @ b
 
-    def grouped_add(a, Q, out):
+    def grouped_add(a, Q, out, backward):
         out += a @ _plain(Q)
 
     def grouped_row_add(g, x, Q, backward):
@@ -368,7 +370,9 @@ else:
 #   be contiguous (``contiguous_rows``).
 # grouped_add: out (M, N) += a (M, K) @ W, W (K, N) in column groups Q (N // 64, K, 64) (recurrent.pack_parts,
 #   grouped): each tile streams one group's contiguous block, which no cache-set aliasing or page walk slows (W as
-#   stored, rows 4 KiB apart: ~8% slower at an LSTM's recurrent product).
+#   stored, rows 4 KiB apart: ~8% slower at an LSTM's recurrent product). ``backward``: the groups last to first,
+#   as grouped_row_add's (two rows at H=256: 12.9 -> 11.4 us a step alternating; three 14.8 -> 14.4; from eight,
+#   or with x @ W in the same step, no gain).
 # grouped_row_add: g (N,) += x (K,) @ W in column groups: one row, as a batch-1 step's recurrence (two streams of
 #   sums over the two halves of K); ``backward`` takes the groups last to first, the same sums. A recurrence that
 #   alternates the direction every step starts each step on the groups the step before read last, still in the
@@ -380,7 +384,7 @@ else:
 def grouped_product(a, Q, out):
     """out (M, N) <- a (M, K) @ W, W in column groups Q (N // 64, K, 64) (``grouped_add``)."""
     out[:, :] = 0
-    grouped_add(a, Q, out)
+    grouped_add(a, Q, out, False)
 
 
 @njit(**JIT_OPTIONS)
