@@ -83,38 +83,26 @@ def test_columns_not_contiguous_within_a_row_take_the_general_path():
     np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=0, atol=1e-4)
 
 
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("K,groups", [(1, 1), (7, 3), (64, 4), (129, 8)])
-def test_grouped_row_add_either_way_matches_the_reference(dtype, K, groups):
-    """One row against weights in column groups (a batch-1 step's recurrence), the groups first to last or last to
-    first (a recurrence alternates, to start on what the step before read last): the same sums, bit for bit."""
-    from engine.ops.numeric import grouped_row_add
-    rng = np.random.default_rng(K * groups)
+@pytest.mark.parametrize("M,K,groups", [(0, 1, 1), (0, 7, 3), (0, 64, 4), (0, 129, 8), (2, 7, 3), (3, 64, 4),
+                                        (13, 129, 2)])
+def test_grouped_products_either_way_match_the_reference(dtype, M, K, groups):
+    """Rows against weights in column groups (a step's recurrence; M=0: one row, grouped_row_add, as at batch 1),
+    the groups first to last or last to first (a recurrence alternates, to start on what the step before read
+    last): the same sums, bit for bit."""
+    from engine.ops.numeric import grouped_add, grouped_row_add
+    rng = np.random.default_rng(M * 1000 + K * groups)
     W = rng.standard_normal((K, 64 * groups)).astype(dtype)
     Q = np.ascontiguousarray(W.reshape(K, groups, 64).transpose(1, 0, 2))     # (groups, K, 64)
-    x = rng.standard_normal(K).astype(dtype)
-    start = rng.standard_normal(64 * groups).astype(dtype)
+    a = rng.standard_normal((max(M, 1), K)).astype(dtype)
+    start = rng.standard_normal((max(M, 1), 64 * groups)).astype(dtype)
     forward, backward = start.copy(), start.copy()
-    grouped_row_add(forward, x, Q, False)
-    grouped_row_add(backward, x, Q, True)
-    np.testing.assert_allclose(forward, start.astype(np.float64) + x.astype(np.float64) @ W.astype(np.float64),
-                               rtol=0, atol=_bound(dtype, K))
-    assert np.array_equal(forward, backward)
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("M,K,groups", [(2, 7, 3), (3, 64, 4), (13, 129, 2)])
-def test_grouped_add_either_way_matches_the_reference(dtype, M, K, groups):
-    """Rows against weights in column groups (a batch's recurrence), either way: the same sums, bit for bit."""
-    from engine.ops.numeric import grouped_add
-    rng = np.random.default_rng(M * K)
-    W = rng.standard_normal((K, 64 * groups)).astype(dtype)
-    Q = np.ascontiguousarray(W.reshape(K, groups, 64).transpose(1, 0, 2))
-    a = rng.standard_normal((M, K)).astype(dtype)
-    start = rng.standard_normal((M, 64 * groups)).astype(dtype)
-    forward, backward = start.copy(), start.copy()
-    grouped_add(a, Q, forward, False)
-    grouped_add(a, Q, backward, True)
+    for out, back in ((forward, False), (backward, True)):
+        if M:
+            grouped_add(a, Q, out, back)
+        else:
+            grouped_row_add(out[0], a[0], Q, back)
     np.testing.assert_allclose(forward, start.astype(np.float64) + a.astype(np.float64) @ W.astype(np.float64),
                                rtol=0, atol=_bound(dtype, K))
     assert np.array_equal(forward, backward)
