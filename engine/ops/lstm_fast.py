@@ -105,20 +105,16 @@ def lstm_direction_fused(Y, d, b0, X3, B, WT, RT, bias, peep, use_peep, seq, h, 
                     g[u] = bp[u]
             grouped_add(X3[t, b0:b0 + B], WT[p], r, False)
             grouped_add(h, RT[p], r, False)
-        if chunk <= ROWS_CELL_MAX_CHUNK:     # short rows: the cell over the batch with no row views
-            for p in range(parts):
-                j0 = p * chunk
-                n = min(chunk, H - j0)
-                if n > 0:
-                    lstm_cell_rows(rec[p], B, n, c, h, Y, t, d, b0, j0, seq, s, peep, use_peep, clip, input_forget)
-            continue
-        for b in range(B):
-            if s >= seq[b]:
+        for p in range(parts):
+            j0 = p * chunk
+            n = min(chunk, H - j0)
+            if n <= 0:
                 continue
-            for p in range(parts):
-                j0 = p * chunk
-                n = min(chunk, H - j0)
-                if n <= 0:
+            if chunk <= ROWS_CELL_MAX_CHUNK:     # short rows: the cell over the batch with no row views
+                lstm_cell_rows(rec[p], B, n, c, h, Y, t, d, b0, j0, seq, s, peep, use_peep, clip, input_forget)
+                continue
+            for b in range(B):
+                if s >= seq[b]:
                     continue
                 lstm_cell(rec[p, b], n, c[b, j0:j0 + n], h[b, j0:j0 + n], Y[t, d, b0 + b, j0:j0 + n], peep[j0:j0 + n],
                           peep[H + j0:H + j0 + n], peep[2 * H + j0:2 * H + j0 + n], use_peep, clip, input_forget)
