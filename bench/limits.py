@@ -221,12 +221,11 @@ def floor_seconds(config: dict, threads: int, limits: dict, weights: str = "floa
 def _row(name, threads, timing, ort_s, engine_s, floor_s, target):
     ceiling = ort_s / floor_s
     row = {"point": name, "threads": threads, "timing": timing, "onnxruntime_us": ort_s * 1e6,
-           "engine_us": engine_s * 1e6 if engine_s else None, "floor_us": floor_s * 1e6,
-           "ratio": ort_s / engine_s if engine_s else None, "ceiling": ceiling, "target": target,
-           "engine_over_floor": engine_s / floor_s if engine_s else None,
-           "below_floor": [who for who, s in (("onnxruntime", ort_s), ("engine", engine_s)) if s and s < floor_s]}
+           "engine_us": engine_s * 1e6, "floor_us": floor_s * 1e6, "ratio": ort_s / engine_s, "ceiling": ceiling,
+           "target": target, "engine_over_floor": engine_s / floor_s,
+           "below_floor": [who for who, s in (("onnxruntime", ort_s), ("engine", engine_s)) if s < floor_s]}
     if target is not None:
-        row["verdict"] = ("met" if row["ratio"] and row["ratio"] >= target else
+        row["verdict"] = ("met" if row["ratio"] >= target else
                           "excluded by the floor" if ceiling * (1 + MARGIN) < target else
                           "at the floor, within its margin" if ceiling * (1 - MARGIN) <= target else
                           "not excluded by the floor")
