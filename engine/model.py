@@ -26,7 +26,6 @@ engine/ops/recurrent.py, glue.py and layers.py.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import math
 import mmap
@@ -373,16 +372,21 @@ def save(model: Model, path: str | os.PathLike) -> None:
     tensors = _contiguous(model.tensors)
     dst = os.path.abspath(os.fspath(path))
     if os.path.isdir(dst):
-        raise IsADirectoryError(errno.EISDIR, "is a directory", dst)
-    fd, tmp = tempfile.mkstemp(prefix=".lstm-engine-", suffix=".tmp", dir=os.path.dirname(dst))
+        raise ModelFileError(f"cannot write the model file {dst}: it is a directory; give the file's path")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".lstm-engine-", suffix=".tmp", dir=os.path.dirname(dst))
+    except OSError as e:
+        raise ModelFileError(f"cannot write the model file {dst}: {e.strerror} ({os.path.dirname(dst)})") from None
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(model.metadata())})
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, dst)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise ModelFileError(f"cannot write the model file {dst}: {e.strerror or e}") from None
         raise
 
 

@@ -161,6 +161,10 @@ def test_convert_inspect_run_onnx(files):
     assert np.array_equal(out["output"], ref[0]) and np.array_equal(out["h_n"], ref[1])
     with torch.no_grad():
         assert float(np.abs(out["output"] - m(torch.from_numpy(x))[0].numpy()).max()) <= 1e-5
+    for target, message in ((d, "it is a directory"), (d / "missing" / "m.lstm", "No such file or directory")):
+        p = cli("convert", d / "model.onnx", "-o", target)      # an output that cannot be written: said, no trace
+        no_traceback(p)
+        assert p.returncode == 2 and "cannot write the model file" in p.stderr and message in p.stderr, p.stderr
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ def lstm_file(tmp_path_factory):
 def test_save_gives_the_permissions_of_any_new_file_and_replaces_whole(lstm_file, tmp_path):
     """0666 less the umask (safetensors alone writes 0600: a service running as another user could not read the
     model); an existing file is replaced by rename, so a Session that mapped it keeps reading the old contents;
-    nothing is left behind beside the file; a directory as the target is an error, not a file inside it."""
+    nothing is left behind beside the file; a directory, or a missing one, is a ModelFileError that says so."""
     _, path = lstm_file
     model = engine.load(path)
     target = tmp_path / "shared.lstm"
@@ -44,8 +44,10 @@ def test_save_gives_the_permissions_of_any_new_file_and_replaces_whole(lstm_file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shared.lstm"]
     x = np.ones((3, 2, 4), np.float32)
     assert np.array_equal(mapped.run(None, {"X": x})[0], engine.Session(target).run(None, {"X": x})[0])
-    with pytest.raises(IsADirectoryError):
+    with pytest.raises(ModelFileError, match="it is a directory"):
         engine.save(model, tmp_path)
+    with pytest.raises(ModelFileError, match="No such file or directory"):
+        engine.save(model, tmp_path / "missing" / "m.lstm")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shared.lstm"]
 
 
