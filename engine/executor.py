@@ -17,15 +17,18 @@ from .config import JIT_OPTIONS
 from .ops.control_kernels import run_control
 from .ops.layer_kernels import run_layers
 from .ops.program import CONTROL_BASE, END, LAYER_BASE, OK, RECURRENT_BASE, VISION_BASE
-from .ops.program_kernels import run_core
+from .ops.program_kernels import run_core, unmanaged
 from .ops.recurrent_kernels import run_recurrent
 from .ops.vision_kernels import run_vision
 
 
 @njit(**JIT_OPTIONS)
 def execute(prog, fconst, fin0, fin1, fin2, iin, fwork, iwork, fout, state):
-    F = (fconst, fin0, fin1, fin2, fwork, fout, state)
-    I = (prog, iin, iwork)
+    # the arguments live for the whole call: their views need no reference counts (unmanaged)
+    F = (unmanaged(fconst), unmanaged(fin0), unmanaged(fin1), unmanaged(fin2), unmanaged(fwork), unmanaged(fout),
+         unmanaged(state))
+    prog = unmanaged(prog)
+    I = (prog, unmanaged(iin), unmanaged(iwork))
     pc = prog[0]
     end = prog[1]
     while pc < end:

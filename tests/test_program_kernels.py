@@ -1,11 +1,14 @@
 """The executor's view helpers (engine/ops/program_kernels.py): ``shaped``, the reshape of a C-contiguous array that
 the run functions use instead of Numba's, and ``typed_like``, a scalar cast to an array's dtype. Checked against
-numpy's reshape and casts, including the size check that keeps a wrong plan from reading past a buffer."""
+numpy's reshape and casts, including the size check that keeps a wrong plan from reading past a buffer; and
+``unmanaged``, the executor's arguments without reference counts."""
 import numpy as np
 import pytest
 from numba import njit
 
-from engine.ops.program_kernels import shaped, typed_like
+import sys
+
+from engine.ops.program_kernels import shaped, typed_like, unmanaged
 
 
 @njit(cache=False)
@@ -23,6 +26,17 @@ def _write_through(a, n, m, v):
     b = shaped(a, (n, m))
     b[n - 1, m - 1] = v
     return a[n * m - 1]
+
+
+@njit(cache=False)
+def _unmanaged_views(a, v):
+    """Through an unmanaged a (2-D, maybe strided): its shape and strides, its sum, a write through a view of a
+    view, and the sum of a shaped row."""
+    u = unmanaged(a)
+    row = u[u.shape[0] - 1]
+    row[0] = v
+    flat = shaped(u[0].copy(), (1, u.shape[1]))
+    return u.shape[0], u.shape[1], u.strides[0], u.strides[1], u.sum(), flat.sum()
 
 
 @njit(cache=False)
@@ -52,6 +66,18 @@ def test_shaped_refuses_a_shape_of_another_size(n, m):
     a = np.arange(12, dtype=np.float32)
     with pytest.raises(ValueError, match="sizes differ"):
         _view4(a, n, m, 1, 1)
+
+
+def test_unmanaged_is_the_same_array_without_a_reference_count():
+    base = np.arange(24, dtype=np.float32).reshape(4, 6)
+    for a in (base.copy(), base[::2, 1:]):          # contiguous, and strided rows
+        a = a.copy() if a.flags.c_contiguous else a
+        want = a.sum() - a[-1, 0] + 9.5
+        refs = sys.getrefcount(a)
+        n0, n1, s0, s1, total, first = _unmanaged_views(a, 9.5)
+        assert (n0, n1, s0, s1) == (*a.shape, *a.strides)
+        assert a[-1, 0] == 9.5 and total == want and first == a[0].sum()
+        assert sys.getrefcount(a) == refs            # nothing taken or leaked by the views
 
 
 def test_typed_like_casts_to_the_arrays_dtype():
