@@ -106,3 +106,18 @@ def test_grouped_products_either_way_match_the_reference(dtype, M, K, groups):
     np.testing.assert_allclose(forward, start.astype(np.float64) + a.astype(np.float64) @ W.astype(np.float64),
                                rtol=0, atol=_bound(dtype, K))
     assert np.array_equal(forward, backward)
+
+
+@pytest.mark.parametrize("M,K,groups", [(1, 7, 3), (1, 64, 4), (1, 129, 2), (2, 64, 4), (7, 33, 2)])
+def test_grouped_product_overwrites_with_the_product(M, K, groups):
+    """grouped_product (the hoisted input projection): out <- a @ W, whatever out held; one row (a stream's step)
+    goes through grouped_row_add, more through the tiles."""
+    from engine.ops.numeric import grouped_product
+    rng = np.random.default_rng(M * 100 + K)
+    W = rng.standard_normal((K, 64 * groups)).astype(np.float32)
+    Q = np.ascontiguousarray(W.reshape(K, groups, 64).transpose(1, 0, 2))
+    a = rng.standard_normal((M, K)).astype(np.float32)
+    out = np.full((M, 64 * groups), np.nan, np.float32)
+    grouped_product(a, Q, out)
+    np.testing.assert_allclose(out, a.astype(np.float64) @ W.astype(np.float64), rtol=0,
+                               atol=_bound(np.float32, K))

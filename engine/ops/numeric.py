@@ -382,7 +382,13 @@ else:
 
 @njit(**JIT_OPTIONS)
 def grouped_product(a, Q, out):
-    """out (M, N) <- a (M, K) @ W, W in column groups Q (N // 64, K, 64) (``grouped_add``)."""
+    """out (M, N) <- a (M, K) @ W, W in column groups Q (N // 64, K, 64) (``grouped_add``). One row (a stream's
+    step) as grouped_row_add: H=128, 2.70 -> 2.39 us."""
+    if a.shape[0] == 1:
+        o = out[0]
+        o[:] = 0
+        grouped_row_add(o, a[0], Q, False)
+        return
     out[:, :] = 0
     grouped_add(a, Q, out, False)
 
