@@ -39,6 +39,31 @@ def test_step_by_step_equals_full_sequence(cfg, B):
     assert max_abs_diff(h, full_h) <= 1e-5 and max_abs_diff(c, full_c) <= 1e-5
 
 
+def test_steps_of_every_kind_mixed_equal_the_full_sequence():
+    """step's fast paths (the shape and output of the step before; a shape seen before) and its checked path
+    interleaved: non-contiguous, read-only, float64 and list steps, a chunk, the output named, each step its own
+    array: every step continues from the state the one before left."""
+    _, sess = torch_model(num_layers=2)
+    x = np.random.default_rng(3).standard_normal((14, 2, 5)).astype(np.float32)
+    full = sess.run(None, {"input": x})[0]
+    first = sess.get_outputs()[0].name
+    stream = sess.stream(batch_size=2)
+    readonly = x[4].copy()
+    readonly.flags.writeable = False
+    steps = [(0, 1, x[0], None), (1, 2, x[1], None), (2, 3, x[2].copy(), None), (3, 4, np.asfortranarray(x[3]), None),
+             (4, 5, readonly, None), (5, 6, x[5].astype(np.float64), None), (6, 7, x[6].tolist(), None),
+             (7, 9, x[7:9], None), (9, 10, x[9], first), (10, 11, x[10], None), (11, 12, x[11], first),
+             (12, 13, x[12], first), (13, 14, x[13], None)]
+    outs = []
+    for a, b, xs, name in steps:
+        y = stream.step(xs, name) if name else stream.step(xs)
+        assert y.shape == (full[a:b] if b - a > 1 else full[a]).shape, (a, y.shape)
+        outs.append(y if b - a > 1 else y[None])
+        if len(outs) > 1:
+            assert not np.shares_memory(outs[-1], outs[-2])      # each step returns its own array
+    assert max_abs_diff(np.concatenate(outs), full) <= 1e-5
+
+
 def test_chunks_reset_and_state_assignment():
     m, sess = torch_model(num_layers=2)
     x = np.random.default_rng(1).standard_normal((30, 2, 5)).astype(np.float32)
