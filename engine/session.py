@@ -15,6 +15,7 @@ Only checks that depend on input values (token ids, sequence lengths) happen ins
 from __future__ import annotations
 
 import math
+import operator
 import os
 import threading
 import time
@@ -312,6 +313,7 @@ class Session:
         sources += [(None, None, no_f)] * (3 - len(sources))
         prog, fconst, size, threads, ndarray = plan.prog, self._fconst, plan.fout_size, plan.blas_threads, np.ndarray
         views = tuple((a * dt.itemsize, shape) for a, b, shape in plan.out_views)
+        rows = _output_rows(plan.out_views, size)
         n_fed = sum(given)
         one_pass = not by_value and n_fed == sum(1 for name, _, _ in sources if name is not None)
 
@@ -331,9 +333,19 @@ class Session:
                     return self._execute(plan, args_of(feed)) if checked(feed) else None
                 f.append(a.ravel())
             fwork, iwork = plan.take_work(dt)
-            fout = np.empty(size, dt)
             if _threads.current != threads:
                 _threads.set_blas_threads(threads)
+            if rows is not None:
+                buf = np.empty(rows[0], dt)
+                status = run(prog, fconst, f[0], f[1], f[2], no_i, fwork, iwork, buf.ravel(), no_f)
+                plan.give_work((fwork, iwork))
+                if status:
+                    raise self._status_error(status)
+                outs = list(rows[2](buf))
+                for k, shape in rows[1]:
+                    outs[k] = outs[k].reshape(shape)
+                return outs
+            fout = np.empty(size, dt)
             status = run(prog, fconst, f[0], f[1], f[2], no_i, fwork, iwork, fout, no_f)
             plan.give_work((fwork, iwork))
             if status:
@@ -514,6 +526,24 @@ def _flat(a, dtype):
     if a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable:
         return a.ravel()
     return np.array(a, dtype=dtype).reshape(-1)
+
+
+def _output_rows(out_views, size):
+    """When the outputs are of one size and tile the output buffer (an LSTM's y, h and c at one step, in any order):
+    the buffer's shape as rows of the commonest output shape, the outputs of another shape (to reshape) and a getter
+    of each output's row. An output is then a row of the buffer, ~0.08 us where a view made from an offset costs
+    ~0.22 (three outputs at H=64: 0.98 -> 0.3 us). None otherwise."""
+    if len(out_views) < 2:
+        return None
+    n = out_views[0][1] - out_views[0][0]
+    starts = [a for a, _, _ in out_views]
+    if n == 0 or size != n * len(out_views) or any(b - a != n or a % n for a, b, _ in out_views) or \
+            len(set(starts)) != len(starts):
+        return None
+    shapes = [shape for _, _, shape in out_views]
+    common = max(shapes, key=shapes.count)
+    return ((len(shapes), *common), tuple((k, shape) for k, shape in enumerate(shapes) if shape != common),
+            operator.itemgetter(*(a // n for a in starts)))
 
 
 def _listing(plan):

@@ -285,3 +285,42 @@ def test_a_session_lets_go_of_the_weights_it_loaded(bidirectional, tmp_path):
     with pytest.raises(EngineError, match="released"):
         engine.Session(sess.model)
     assert not owner.model.released          # a Model passed in is the caller's, left whole
+
+
+@pytest.mark.parametrize("H", [6, 16])
+def test_run_step_by_step_with_the_state_in_and_out_equals_the_sequence(H):
+    """One step per run with the state fed back (a service's streaming loop): run's fast path hands the outputs out
+    as rows of one buffer when they are of one size and fill it (H=16: Y (1, 1, 2, 16), Y_h and Y_c (1, 2, 16);
+    at H=6 each is padded to 16 floats, and they are views at their offsets); each has its own shape and memory,
+    results stay as they were, and the steps equal one run over the sequence."""
+    from engine.session import _output_rows
+    model, reference = recurrent_model("LSTM", I=4, H=H)
+    sess = engine.Session(model)
+    x = x_of(T=7)
+    want = reference({"X": x})
+    h = c = np.zeros((1, 2, H), np.float32)
+    ys, kept = [], []
+    for t in range(7):
+        y, h, c = sess.run(None, {"X": x[t:t + 1], "initial_h": h, "initial_c": c})
+        assert (y.shape, h.shape, c.shape) == ((1, 1, 2, H), (1, 2, H), (1, 2, H))
+        assert not (np.shares_memory(y, h) or np.shares_memory(h, c) or np.shares_memory(y, c))
+        ys.append(y)
+        kept.append(y.copy())
+    plan = sess._fast_run.plan
+    assert (_output_rows(plan.out_views, plan.fout_size) is not None) == (H == 16)
+    assert all(np.array_equal(a, b) for a, b in zip(ys, kept)), "a later step wrote into an earlier result"
+    assert max_abs_diff(np.concatenate(ys), want[0]) <= 1e-5
+    assert max_abs_diff(h, want[1]) <= 1e-5 and max_abs_diff(c, want[2]) <= 1e-5
+
+
+def test_output_rows_only_for_outputs_of_one_size_that_tile_the_buffer():
+    from engine.session import _output_rows
+    shape, reshape, get = _output_rows([(8, 12, (1, 4)), (0, 4, (4,)), (4, 8, (1, 4))], 12)
+    assert shape == (3, 1, 4) and reshape == ((1, (4,)),)
+    assert get(np.arange(12).reshape(shape))[0].tolist() == [[8, 9, 10, 11]]
+    assert _output_rows([(0, 4, (4,))], 4) is None                              # one output: a plain view
+    assert _output_rows([(0, 4, (4,)), (4, 10, (6,))], 10) is None              # sizes differ
+    assert _output_rows([(0, 4, (4,)), (6, 10, (4,))], 10) is None              # a gap
+    assert _output_rows([(0, 4, (4,)), (2, 6, (4,))], 8) is None                # unaligned
+    assert _output_rows([(0, 4, (4,)), (0, 4, (4,))], 8) is None                # the same row twice
+    assert _output_rows([(0, 0, (0,)), (0, 0, (0,))], 0) is None                # empty
