@@ -154,7 +154,7 @@ class Session:
             if name not in self._input_names:
                 raise InvalidInputError(f"unknown input {name!r}; the model's inputs are {self._input_names}")
             values[name] = np.asarray(v)
-        full = self._dummy_shapes({**{n: v.shape for n, v in values.items()}, **(shapes or {})})
+        full = self._dummy_shapes({**{n: v.shape for n, v in values.items()}, **self._checked_shapes(shapes)})
         # the arguments only the inputs planned by value are read from (small ints): zeros unless given
         args = [values[n].astype(np.int64) if n in values else
                 (np.zeros(full[n], np.int64) if math.prod(full[n]) <= MAX_VALUE_INPUT else None)
@@ -200,6 +200,25 @@ class Session:
                 while len(self._plans) > MAX_PLANS:
                     self._plans.popitem(last=False)
                 return plan
+
+    def _checked_shapes(self, shapes):
+        """program()'s ``shapes``: {input name: a shape of that input's rank, of non-negative ints}."""
+        if shapes is None:
+            return {}
+        if not isinstance(shapes, dict):
+            raise InvalidInputError(f"shapes must be a dict {{input name: shape}}, got {type(shapes).__name__}")
+        for name, shape in shapes.items():
+            if name not in self._input_names:
+                raise InvalidInputError(f"unknown input {name!r}; the model's inputs are {self._input_names}")
+            if isinstance(shape, np.ndarray):
+                raise InvalidInputError(f"shapes[{name!r}] is an array: program() takes shapes, e.g. "
+                                        f"{{{name!r}: {tuple(shape.shape)}}}")
+            rank = len(self.model.input(name).shape)
+            if not isinstance(shape, (tuple, list)) or len(shape) != rank or \
+                    any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0 for d in shape):
+                raise InvalidInputError(f"shapes[{name!r}] must be a tuple of {rank} non-negative ints (the input "
+                                        f"is {self.model.input(name).shape}), got {shape!r}")
+        return {name: tuple(int(d) for d in shape) for name, shape in shapes.items()}
 
     def _dummy_shapes(self, given=None):
         """Shapes for every input: those ``given``, the others with their symbolic dimensions bound by the given

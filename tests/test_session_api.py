@@ -324,3 +324,19 @@ def test_output_rows_only_for_outputs_of_one_size_that_tile_the_buffer():
     assert _output_rows([(0, 4, (4,)), (2, 6, (4,))], 8) is None                # unaligned
     assert _output_rows([(0, 4, (4,)), (0, 4, (4,))], 8) is None                # the same row twice
     assert _output_rows([(0, 0, (0,)), (0, 0, (0,))], 0) is None                # empty
+
+
+@pytest.mark.parametrize("shapes, message", [
+    ({"X": np.zeros((5, 2, 4), np.float32)}, r"is an array: program\(\) takes shapes, e.g. \{'X': \(5, 2, 4\)\}"),
+    ({"nope": (5, 2, 4)}, "unknown input 'nope'"),
+    ({"X": (5, 2)}, "must be a tuple of 3 non-negative ints"),
+    ({"X": (5, -2, 4)}, "must be a tuple of 3 non-negative ints"),
+    ({"X": (5, 2.0, 4)}, "must be a tuple of 3 non-negative ints"),
+    ({"X": "5,2,4"}, "must be a tuple of 3 non-negative ints"),
+    ([("X", (5, 2, 4))], "must be a dict"),
+])
+def test_program_refuses_what_is_not_shapes(bidirectional, shapes, message):
+    sess, _ = bidirectional
+    with pytest.raises(InvalidInputError, match=message):
+        sess.program(shapes)
+    assert "lstm" in sess.program({"X": (5, 2, 4)}) and "lstm" in sess.program({"X": [5, np.int64(2), 4]})
