@@ -336,6 +336,8 @@ class Session:
         n_fed = sum(given)
         one_pass = not by_value and n_fed == sum(1 for name, _, _ in sources if name is not None)
 
+        pool = plan._pool                # the plan's idle work buffers (take_work / give_work, inlined)
+
         def fast(feed):
             if one_pass:
                 if len(feed) != n_fed:
@@ -351,13 +353,17 @@ class Session:
                 if type(a) is not ndarray or a.shape != shape or a.dtype is not dt or not a.flags.carray:
                     return self._execute(plan, args_of(feed)) if checked(feed) else None
                 f.append(a.ravel())
-            fwork, iwork = plan.take_work(dt)
+            try:
+                work = pool.pop()            # atomic under the GIL: no two calls share buffers
+            except IndexError:
+                work = plan.take_work(dt)
             if _threads.current != threads:
                 _threads.set_blas_threads(threads)
             if rows is not None:
                 buf = np.empty(rows[0], dt)
-                status = run(prog, fconst, f[0], f[1], f[2], no_i, fwork, iwork, buf.ravel(), no_f)
-                plan.give_work((fwork, iwork))
+                status = run(prog, fconst, f[0], f[1], f[2], no_i, work[0], work[1], buf.ravel(), no_f)
+                if len(pool) < 4:
+                    pool.append(work)
                 if status:
                     raise self._status_error(status)
                 outs = list(rows[2](buf))
@@ -365,8 +371,9 @@ class Session:
                     outs[k] = outs[k].reshape(shape)
                 return outs
             fout = np.empty(size, dt)
-            status = run(prog, fconst, f[0], f[1], f[2], no_i, fwork, iwork, fout, no_f)
-            plan.give_work((fwork, iwork))
+            status = run(prog, fconst, f[0], f[1], f[2], no_i, work[0], work[1], fout, no_f)
+            if len(pool) < 4:
+                pool.append(work)
             if status:
                 raise self._status_error(status)
             return [ndarray(shape, dt, fout, offset) for offset, shape in views]

@@ -184,9 +184,14 @@ class StateStream:
         fout = np.empty(size, fconst.dtype)       # fresh: the new state is taken from it as it is
         if _threads.current != threads:
             _threads.set_blas_threads(threads)
-        work = plan.take_work(fconst.dtype)      # the plan's pool: a stream holds no work buffers between steps
+        pool = plan._pool                        # the plan's idle work buffers (take_work / give_work, inlined):
+        try:                                     # a stream holds none between steps
+            work = pool.pop()
+        except IndexError:
+            work = plan.take_work(fconst.dtype)
         status = run(plan.prog, fconst, f[0], f[1], f[2], iin, work[0], work[1], fout, sess._no_f)
-        plan.give_work(work)
+        if len(pool) < 4:
+            pool.append(work)
         if status:
             raise sess._status_error(status)
         self._state = [fout[s0:s1].reshape(sh) for s0, s1, sh in states]
