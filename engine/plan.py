@@ -184,6 +184,11 @@ class _IConst:
 
 
 # ---------------------------------------------------------------------- the plan
+
+WORK_POOL_SIZE = 4    # idle work-buffer pairs a plan keeps (take_work / give_work; run's and streams' fast paths
+#                       take and give them inline)
+
+
 class Plan:
     """A program and the sizes of its buffers, for one combination of input shapes."""
 
@@ -204,7 +209,7 @@ class Plan:
             return (np.empty(max(self.fwork_size, 1), dtype=dtype), np.empty(max(self.iwork_size, 1), np.int64))
 
     def give_work(self, pair):
-        if len(self._pool) < 4:
+        if len(self._pool) < WORK_POOL_SIZE:
             self._pool.append(pair)
 
 

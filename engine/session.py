@@ -30,7 +30,7 @@ from .errors import EngineError, InvalidInputError, ModelFileError, UnsupportedM
 from .model import Model, is_model_file_bytes, load_from, read_source
 from .ops import OPS
 from .ops.program import ERROR_MESSAGES
-from .plan import MAX_VALUE_INPUT, NeedsValue, Planner, Weights
+from .plan import MAX_VALUE_INPUT, WORK_POOL_SIZE, NeedsValue, Planner, Weights
 from .warmup import warm_up
 
 MAX_PLANS = 64      # plans kept per Session (one per combination of input shapes; the oldest made is dropped)
@@ -359,24 +359,19 @@ class Session:
                 work = plan.take_work(dt)
             if _threads.current != threads:
                 _threads.set_blas_threads(threads)
-            if rows is not None:
-                buf = np.empty(rows[0], dt)
-                status = run(prog, fconst, f[0], f[1], f[2], no_i, work[0], work[1], buf.ravel(), no_f)
-                if len(pool) < 4:
-                    pool.append(work)
-                if status:
-                    raise self._status_error(status)
-                outs = list(rows[2](buf))
-                for k, shape in rows[1]:
-                    outs[k] = outs[k].reshape(shape)
-                return outs
-            fout = np.empty(size, dt)
-            status = run(prog, fconst, f[0], f[1], f[2], no_i, work[0], work[1], fout, no_f)
-            if len(pool) < 4:
+            buf = np.empty(size if rows is None else rows[0], dt)
+            status = run(prog, fconst, f[0], f[1], f[2], no_i, work[0], work[1],
+                         buf if rows is None else buf.ravel(), no_f)
+            if len(pool) < WORK_POOL_SIZE:
                 pool.append(work)
             if status:
                 raise self._status_error(status)
-            return [ndarray(shape, dt, fout, offset) for offset, shape in views]
+            if rows is None:
+                return [ndarray(shape, dt, buf, offset) for offset, shape in views]
+            outs = list(rows[2](buf))
+            for k, shape in rows[1]:
+                outs[k] = outs[k].reshape(shape)
+            return outs
         return fast
 
     def _execute(self, plan, args, state=None, work=None):

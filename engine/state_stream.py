@@ -12,6 +12,7 @@ import numpy as np
 
 from . import _threads
 from .errors import EngineError, InvalidInputError
+from .plan import WORK_POOL_SIZE
 
 
 class StateStream:
@@ -190,7 +191,7 @@ class StateStream:
         except IndexError:
             work = plan.take_work(fconst.dtype)
         status = run(plan.prog, fconst, f[0], f[1], f[2], iin, work[0], work[1], fout, sess._no_f)
-        if len(pool) < 4:
+        if len(pool) < WORK_POOL_SIZE:
             pool.append(work)
         if status:
             raise sess._status_error(status)
