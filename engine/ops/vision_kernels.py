@@ -55,21 +55,6 @@ def copy_into(dst, src):
 
 
 @njit(**JIT_OPTIONS)
-def max_into(dst, src):
-    """dst = max(dst, src) elementwise, NaN in either propagating."""
-    for q in range(dst.shape[0]):
-        v = src[q]
-        m = dst[q]
-        dst[q] = v if (v > m or v != v) else m
-
-
-@njit(**JIT_OPTIONS)
-def add_into(dst, src):
-    for q in range(dst.shape[0]):
-        dst[q] += src[q]
-
-
-@njit(**JIT_OPTIONS)
 def im2col_shifted(x, xc, H, W, dr, dc, lo, hi, Ho, col, row):
     """One row of im2col at stride 1 when the output is as wide as the image: the image plane x[xc:] (H, W) shifted
     by dr rows and dc columns, i.e. one contiguous copy, then the columns outside [lo, hi) (which took their values
@@ -163,19 +148,35 @@ def pool_kernel(average, x, NC, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, pb
     of taps inside the image, or with ``include_pad`` inside the padded image.
 
     One output row at a time, tap by tap: each tap updates the run of output columns it falls inside the image for,
-    a loop over contiguous outputs that vectorises."""
+    a loop over contiguous outputs. The loops index x and out directly, unsigned (a slice per tap cost ~100 ns, and
+    a signed index keeps Numba's negative-index check): a CRNN's 2x2 max pool of 16 x 32 x 100, 34 -> 23 us, its
+    mean 62 -> 24 us (Zen 5). A mean's divisor depends only on the output column and the row's taps: counted once
+    per call."""
+    U = np.uint64
     fill = 0.0 if average else -np.inf
     # the output columns whose window lies wholly inside the image (or the padded image): kw taps each
     span = dw * (kw - 1)
     full_lo = -(-pl // sw) if not include_pad else 0
     full_hi = min(Wo, ((W + (pr if include_pad else 0) - 1 + pl - span) // sw) + 1)
+    nj = np.empty(Wo if average else 0, np.int64)      # a mean's taps along the row, per output column
+    for wo in range(nj.shape[0]):
+        if full_lo <= wo < full_hi:
+            nj[wo] = kw
+        else:
+            w0 = wo * sw - pl
+            if include_pad:
+                nj[wo] = min(kw, (W + pr - 1 - w0) // dw + 1)
+            else:
+                j0, j1 = taps(w0, kw, dw, W)
+                nj[wo] = j1 - j0
+    usw = U(sw)
     for nc in range(NC):
         for ho in range(Ho):
             h0 = ho * sh - pt
             i0, i1 = taps(h0, kh, dh, H)
-            orow = out[(nc * Ho + ho) * Wo:(nc * Ho + ho + 1) * Wo]
-            for wo in range(Wo):
-                orow[wo] = fill
+            ob = U((nc * Ho + ho) * Wo)
+            for wo in range(U(Wo)):
+                out[ob + wo] = fill
             for i in range(i0, i1):
                 xr = (nc * H + h0 + i * dh) * W
                 for j in range(kw):
@@ -183,25 +184,20 @@ def pool_kernel(average, x, NC, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, pb
                     lo, hi = tap_columns(off, sw, W, Wo)
                     if lo >= hi:
                         continue
-                    a = xr + off + lo * sw
-                    src = x[a:a + hi - lo] if sw == 1 else x[a:a + (hi - lo - 1) * sw + 1:sw]
+                    a = U(xr + off + lo * sw)          # inside the image: tap_columns' bounds
+                    o = ob + U(lo)
                     if average:
-                        add_into(orow[lo:hi], src)
+                        for q in range(U(hi - lo)):
+                            out[o + q] += x[a + q * usw]
                     else:
-                        max_into(orow[lo:hi], src)
+                        for q in range(U(hi - lo)):
+                            v = x[a + q * usw]
+                            m = out[o + q]
+                            out[o + q] = v if (v > m or v != v) else m
             if average:
                 ni = min(kh, (H + pb - 1 - h0) // dh + 1) if include_pad else i1 - i0
-                for wo in range(Wo):
-                    if full_lo <= wo < full_hi:
-                        nj = kw
-                    else:
-                        w0 = wo * sw - pl
-                        if include_pad:
-                            nj = min(kw, (W + pr - 1 - w0) // dw + 1)
-                        else:
-                            j0, j1 = taps(w0, kw, dw, W)
-                            nj = j1 - j0
-                    orow[wo] /= ni * nj
+                for wo in range(U(Wo)):
+                    out[ob + wo] /= ni * nj[wo]
 
 
 @njit(**JIT_OPTIONS)
