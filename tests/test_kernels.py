@@ -24,7 +24,7 @@ import pytest
 import naive
 from engine.ops.activations import codes_of
 from engine.ops.gru_rnn import gru_direction, rnn_direction
-from engine.ops.lstm_fast import (lstm_batches_parallel, lstm_direction_fast, lstm_direction_fused,
+from engine.ops.lstm_fast import (lstm_batches_parallel, lstm_direction_fast, lstm_direction_fused, lstm_direction_pipelined,
                                   lstm_direction_parallel, same_steps)
 from engine.ops.numeric import grouped_product, input_projection
 from engine.ops.recurrent import pack_parts, part_chunk
@@ -214,6 +214,21 @@ def lstm_fused(c: Case, nparts=1):
     return _finish(Y, h, cc)
 
 
+def lstm_pipelined(c: Case, dtype=F32):     # float32 in the engine (the fast kernels' activations)
+    """The batch-1 kernel that projects the input inside the recurrence, where the engine runs it (one row, one
+    part); else the fast kernel. The engine runs it from PIPELINE_MIN_STEPS steps; here any length."""
+    if c.x.shape[1] != 1:
+        return lstm_fast(c, dtype)
+    X2, Y, h, cc = _start(c, dtype)
+    WTp, RTp, biasp = _grouped_parts(c, dtype, 1)
+    peep = np.asarray(c.P if c.P is not None else np.zeros(3 * c.H), dtype)
+    G = WTp.shape[1] * 64
+    xw = np.full((X2.shape[0], G), np.nan, dtype)        # rows the kernel reads before it writes them would show
+    lstm_direction_pipelined(Y, SLOT, X2, WTp[0], RTp[0], biasp[0], peep, c.P is not None, int(c.seq[0]), h, cc,
+                             c.reverse, _fclip(c, dtype), bool(c.input_forget), np.empty(G, dtype), xw)
+    return _finish(Y, h, cc)
+
+
 def lstm_batches(c: Case, nparts=2, fused=False):
     """The threaded kernel that splits the batch: each thread the one-thread kernel on its rows, every part of the
     weights in sequence (a thread may get no rows), the input projected up front or (``fused``, where the engine
@@ -301,6 +316,7 @@ KERNELS = {
     "lstm-batches-3": ("LSTM", F32, functools.partial(lstm_batches, nparts=3)),
     "lstm-batches-fused-2": ("LSTM", F32, functools.partial(lstm_batches, nparts=2, fused=True)),
     "lstm-fused": ("LSTM", F32, lstm_fused),
+    "lstm-pipelined": ("LSTM", F32, lstm_pipelined),
     "lstm-fused-parts-2": ("LSTM", F32, functools.partial(lstm_fused, nparts=2)),
     "lstm-generic-f32": ("LSTM", F32, lstm_generic),
     "lstm-generic-f64": ("LSTM", F64, functools.partial(lstm_generic, dtype=F64)),
@@ -494,6 +510,26 @@ def test_pack_parts_with_more_parts_than_units():
     c = make_case("LSTM", 3, 1, 2, 5, seed=1)
     assert more_parts_than_units("lstm-parallel-4", 5)
     check("lstm-parallel-4", c)
+
+
+# ---------------------------------------------------------------------- the pipelined kernel
+@pytest.mark.parametrize("I,H", [(3, 5), (64, 64), (40, 96), (130, 17)])
+def test_the_pipelined_kernel_matches_the_reference(I, H):
+    """lstm_direction_pipelined projects four steps ahead, a quarter of K a step, inside the recurrent product: for
+    every length (whole blocks of four, a tail, fewer steps than a block, sequences shorter than the input, none),
+    both directions and the features, against the float64 reference and the fast kernel (the same sums, but not
+    all in the same order: a row projected alone is summed in two streams, as one row is)."""
+    for T, L in [(8, 8), (9, 9), (10, 10), (11, 11), (13, 13), (16, 7), (40, 37), (40, 12), (3, 3), (9, 0)]:
+        for opts in ({}, {"reverse": True, "state": True}, {"peep": True, "clip": 0.9, "state": True},
+                     {"reverse": True, "input_forget": True}):
+            c = make_case("LSTM", T, 1, I, H, seed=T + L, lens=True, **opts)
+            c.lens[0] = L
+            got, fast = lstm_pipelined(c), lstm_fast(c)
+            for g, r, f, name in zip(got, reference(c), fast, ("Y", "h", "c")):
+                assert_matches(g, r, F32, f"T={T} L={L} {opts} {name}")
+                assert_matches(g, np.asarray(f, F64), F32, f"T={T} L={L} {opts} {name} against the fast kernel")
+            if L:
+                assert np.isfinite(got[0][:L]).all()
 
 
 # ---------------------------------------------------------------------- the three LSTM kernels agree

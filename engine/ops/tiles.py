@@ -145,3 +145,103 @@ def tile_product(kind, rows, blocks=4):
         return sig, codegen
     make.__name__ = f"_{kind}_tile{rows}x{blocks}"
     return intrinsic(make)
+
+
+def dual_tile():
+    """The intrinsic of a batch-1 recurrent step that also projects four rows of the input, a slice of K at a time
+    (engine/ops/lstm_fast.py, lstm_direction_pipelined), float kind, one column group (four blocks):
+
+        f(g, j, R, roff, h, nk, acc, aj, astride, W, woff, X, xo, xstride, k0, nb, wstride)
+        g[j + c] += sum over kk < nk of h[kk] . R[step kk]            (exactly as the one-row tile: two streams of
+                                                                     sums over the halves of K, the same order)
+        acc[aj + r * astride + c] += sum over kk < nb of X[xo + r * xstride + k0 + kk] . W[step k0 + kk]   (r < 4,
+                                                                     in the order of kk, as the 4-row tile)
+
+    for c < 64; R's and W's step kk at byte ``off + kk * wstride``. The recurrent product streams R from the cache
+    while the projection's multiply-adds, which the one-row product leaves idle, run between its loads: one loop
+    takes a step of each of R's two streams and one of W's (the rest of either after it; four of R's to one of W's
+    was slower, T=100 one thread: H=128 372-394 against 371-375 us)."""
+    blocks = 4
+
+    def make(typingctx, g, j, R, roff, h, nk, acc, aj, astride, W, woff, X, xo, xstride, k0, nb, wstride):
+        sig = types.void(g, j, R, roff, h, nk, acc, aj, astride, W, woff, X, xo, xstride, k0, nb, wstride)
+
+        def codegen(context, builder, sig, args):
+            i32, i64 = ir.IntType(32), ir.IntType(64)
+            fvec = ir.VectorType(context.get_value_type(sig.args[4].dtype), 16)
+            block_bytes = 16 * context.get_abi_sizeof(fvec.element)
+            (g_v, j, R_v, roff, h_v, nk, acc_v, aj, astride, W_v, woff, X_v, xo, xstride, k0, nb, wstride) = args
+            g_a = context.make_array(sig.args[0])(context, builder, g_v)
+            r_a = context.make_array(sig.args[2])(context, builder, R_v)
+            h_a = context.make_array(sig.args[4])(context, builder, h_v)
+            acc_a = context.make_array(sig.args[6])(context, builder, acc_v)
+            w_a = context.make_array(sig.args[9])(context, builder, W_v)
+            x_a = context.make_array(sig.args[11])(context, builder, X_v)
+            splat = ir.Constant(_I32x16, [0] * 16)
+
+            def vptr(base, index):
+                return builder.bitcast(builder.gep(base, [index]), fvec.as_pointer())
+
+            gp = [vptr(g_a.data, builder.add(j, ir.Constant(i64, 16 * b))) for b in range(blocks)]
+            ap = [[vptr(acc_a.data, builder.add(builder.add(aj, builder.mul(ir.Constant(i64, r), astride)),
+                                                ir.Constant(i64, 16 * b))) for b in range(blocks)]
+                  for r in range(4)]
+            first = [cgutils.alloca_once_value(builder, builder.load(p, align=4)) for p in gp]
+            second = [cgutils.alloca_once_value(builder, ir.Constant(fvec, None)) for _ in gp]
+            proj = [[cgutils.alloca_once_value(builder, builder.load(p, align=4)) for p in row] for row in ap]
+            rbase = builder.add(builder.ptrtoint(r_a.data, i64), roff)
+            wbase = builder.add(builder.ptrtoint(w_a.data, i64), woff)
+
+            def broadcast(value):
+                v = builder.insert_element(ir.Constant(fvec, ir.Undefined), value, ir.Constant(i32, 0))
+                return builder.shuffle_vector(v, ir.Constant(fvec, ir.Undefined), splat)
+
+            def fma(s, a, b):
+                builder.store(builder.fadd(builder.load(s), builder.fmul(a, b, flags=["contract"]),
+                                           flags=["contract"]), s)
+
+            def weights(base, kk):
+                at = builder.add(base, builder.mul(kk, wstride))
+                return [builder.load(builder.inttoptr(builder.add(at, ir.Constant(i64, block_bytes * b)),
+                                                      fvec.as_pointer()), align=1) for b in range(blocks)]
+
+            def rec_step(kk, sums):
+                ws = weights(rbase, kk)
+                xs = broadcast(builder.load(builder.gep(h_a.data, [kk])))
+                for b in range(blocks):
+                    fma(sums[b], xs, ws[b])
+
+            def proj_step(kk):
+                k = builder.add(k0, kk)
+                ws = weights(wbase, k)
+                for r in range(4):
+                    at = builder.add(builder.add(xo, builder.mul(ir.Constant(i64, r), xstride)), k)
+                    xs = broadcast(builder.load(builder.gep(x_a.data, [at])))
+                    for b in range(blocks):
+                        fma(proj[r][b], xs, ws[b])
+
+            half = builder.udiv(nk, ir.Constant(i64, 2))
+            m = builder.select(builder.icmp_unsigned("<", nb, half), nb, half)
+            with cgutils.for_range(builder, m) as loop:           # two steps of R, one of W
+                i = loop.index
+                rec_step(i, first)
+                rec_step(builder.add(i, half), second)
+                proj_step(i)
+            done = m
+            with cgutils.for_range(builder, builder.sub(half, done)) as loop:      # the rest of R's halves
+                kk = builder.add(done, loop.index)
+                rec_step(kk, first)
+                rec_step(builder.add(kk, half), second)
+            with builder.if_then(builder.icmp_unsigned("!=", builder.add(half, half), nk)):
+                rec_step(builder.sub(nk, ir.Constant(i64, 1)), first)
+            with cgutils.for_range(builder, builder.sub(nb, m)) as loop:            # the rest of W's slice
+                proj_step(builder.add(m, loop.index))
+            for b in range(blocks):
+                builder.store(builder.fadd(builder.load(first[b]), builder.load(second[b])), gp[b], align=4)
+            for r in range(4):
+                for b in range(blocks):
+                    builder.store(builder.load(proj[r][b]), ap[r][b], align=4)
+            return context.get_dummy_value()
+        return sig, codegen
+    make.__name__ = "_float_dual_tile"
+    return intrinsic(make)
