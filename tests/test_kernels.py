@@ -514,22 +514,27 @@ def test_pack_parts_with_more_parts_than_units():
 
 # ---------------------------------------------------------------------- the pipelined kernel
 @pytest.mark.parametrize("I,H", [(3, 5), (64, 64), (40, 96), (130, 17)])
-def test_the_pipelined_kernel_matches_the_reference(I, H):
-    """lstm_direction_pipelined projects four steps ahead, a quarter of K a step, inside the recurrent product: for
-    every length (whole blocks of four, a tail, fewer steps than a block, sequences shorter than the input, none),
-    both directions and the features, against the float64 reference and the fast kernel (the same sums, but not
-    all in the same order: a row projected alone is summed in two streams, as one row is)."""
+def test_the_pipelined_kernels_match_the_reference(I, H):
+    """lstm_direction_pipelined projects four steps ahead, half of K a step, inside the recurrent product (and so
+    does the threaded kernel at batch 1, each thread for its part): for every length (whole blocks of four, a
+    tail, fewer steps than a block, sequences shorter than the input, none), both directions and the features,
+    against the float64 reference and the fast kernel (the same sums, but not all in the same order: a row
+    projected alone is summed in two streams, as one row is)."""
     for T, L in [(8, 8), (9, 9), (10, 10), (11, 11), (13, 13), (16, 7), (40, 37), (40, 12), (3, 3), (9, 0)]:
         for opts in ({}, {"reverse": True, "state": True}, {"peep": True, "clip": 0.9, "state": True},
                      {"reverse": True, "input_forget": True}):
             c = make_case("LSTM", T, 1, I, H, seed=T + L, lens=True, **opts)
             c.lens[0] = L
-            got, fast = lstm_pipelined(c), lstm_fast(c)
-            for g, r, f, name in zip(got, reference(c), fast, ("Y", "h", "c")):
-                assert_matches(g, r, F32, f"T={T} L={L} {opts} {name}")
-                assert_matches(g, np.asarray(f, F64), F32, f"T={T} L={L} {opts} {name} against the fast kernel")
-            if L:
-                assert np.isfinite(got[0][:L]).all()
+            ref, fast = reference(c), lstm_fast(c)
+            # one thread, and each thread for its part (lstm_direction_parallel; pipelined from 8 steps)
+            for kernel, got in (("pipelined", lstm_pipelined(c)), ("parallel-2", lstm_parallel(c, 2)),
+                                ("parallel-3", lstm_parallel(c, 3))):
+                for g, r, f, name in zip(got, ref, fast, ("Y", "h", "c")):
+                    what = f"{kernel} T={T} L={L} {opts} {name}"
+                    assert_matches(g, r, F32, what)
+                    assert_matches(g, np.asarray(f, F64), F32, f"{what} against the fast kernel")
+                if L:
+                    assert np.isfinite(got[0][:L]).all()
 
 
 # ---------------------------------------------------------------------- the three LSTM kernels agree

@@ -10,9 +10,9 @@ tests run both on the same inputs. What makes it fast:
   recurrence is one row per step at batch 1; from batch 2 one product per step over the whole batch
   (six rows of h per pass over RT) adds into the gates, which start as the projected input plus the bias; from
   four rows the input is projected step by step too (lstm_direction_fused), into gates still in the cache.
-* at batch 1 on one thread, while W and R fit the L2 together (PIPELINE_MAX_BYTES), the input is projected four
-  steps ahead inside the recurrence (lstm_direction_pipelined): the one-row product waits on R's bytes, and the
-  projection's multiply-adds fill those waits.
+* at batch 1, while W and R fit the L3 (PIPELINE_MAX_BYTES), the input is projected inside the recurrence
+  (lstm_direction_pipelined; each thread for its part in lstm_direction_parallel): the one-row product waits on R's
+  bytes, and the projection's multiply-adds fill those waits.
 * several threads split the hidden units (lstm_direction_parallel, one barrier a step; it also runs a GRU with
   linear_before_reset) or, from eight rows a thread, the batch (lstm_batches_parallel, no barrier).
 * all buffers come from the caller; nothing is allocated per step.
@@ -23,6 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import JIT_OPTIONS, PARALLEL
+from .program import PIPELINE_MAX_BYTES, PIPELINE_MIN_STEPS
 from .numeric import (grouped_add, grouped_product, grouped_row_add, lstm_cell, lstm_cell_rows, max_length,
                       sigmoid_all, tanh_all)
 from .sync import compare_exchange, cpu_relax, cycles, fetch_add, load_acquire, yield_cpu
@@ -98,55 +99,76 @@ def _project_steps(X2, WT, xw, L, s0, s1, reverse):
 
 
 @njit(**JIT_OPTIONS)
+def pipelines(B, L, I, H, G, itemsize):
+    """Whether a batch-1 direction of length L projects its input inside the recurrence (PIPELINE_MIN_STEPS,
+    PIPELINE_MAX_BYTES: W and R, (I + H) x G)."""
+    return B == 1 and L >= PIPELINE_MIN_STEPS and (I + H) * G * itemsize <= PIPELINE_MAX_BYTES
+
+
+@njit(**JIT_OPTIONS)
+def project_ahead(X2, WT, xw, L, reverse):
+    """The projection a pipelined direction needs before its first step: the rows of the first four steps and of
+    the last L % 4 (pipelined_gates projects the rest)."""
+    _project_steps(X2, WT, xw, L, 0, min(L, 4), reverse)
+    if L >= 4:
+        _project_steps(X2, WT, xw, L, L // 4 * 4, L, reverse)
+
+
+@njit(**JIT_OPTIONS)
+def pipelined_gates(g, xw, bias, X2, WT, RT, h, s, L, reverse):
+    """Step s's gates of a batch-1 direction of length L (or of one part of it: WT, RT, xw, bias and g that
+    part's), into g (G,): its projected input plus the bias plus h @ R, the product in one loop with 1 / PHASES of
+    K of a later block of four steps' projection (tiles.dual_tile): block b during steps PHASES * (b - 1) ..
+    PHASES * b - 1, before step 4b reads it. After project_ahead; X2 (T, I) contiguous rows, WT (G // 64, I, 64)
+    and RT (G // 64, H, 64) column groups, xw (T, G)."""
+    ng = RT.shape[0]
+    G = ng * 64
+    H = h.shape[0]
+    I = X2.shape[1]
+    isz = xw.itemsize
+    xs, ws = X2.strides[0] // X2.itemsize, xw.strides[0] // isz
+    t = L - 1 - s if reverse else s
+    back = s % 2 == 1                # every other step the groups last first (grouped_row_add)
+    xr = xw[t]
+    for u in range(G):
+        g[u] = xr[u] + bias[u]
+    block, phase = s // PHASES + 1, s % PHASES         # the block this step projects a slice of
+    if block >= L // 4:
+        grouped_row_add(g, h, RT, back)
+        return
+    lo = L - 4 * block - 4 if reverse else 4 * block    # the block's rows of X and xw
+    if phase == 0:
+        for r in range(lo, lo + 4):
+            xw[r, :] = 0
+    k0 = phase * I // PHASES
+    nb = (phase + 1) * I // PHASES - k0
+    for k in range(ng):
+        jg = ng - 1 - k if back else k
+        _DUAL(g, jg * 64, RT, jg * H * 64 * isz, h, H, xw, lo * ws + jg * 64, ws, WT, jg * I * 64 * isz, X2,
+              lo * xs, xs, k0, nb, 64 * isz)
+
+
+@njit(**JIT_OPTIONS)
 def lstm_direction_pipelined(Y, d, X2, WT, RT, bias, peep, use_peep, L, h, c, reverse, clip, input_forget, gates,
                              xw):
-    """lstm_direction_fast at batch 1 with one part, the input projected inside the recurrence: the rows of the
-    first four steps (and of the last L % 4) are projected first; then each step adds 1 / PHASES of K of the
-    projection of a later block of four steps (tiles.dual_tile, one loop with the step's recurrent product), block
-    b during steps PHASES * (b - 1) .. PHASES * b - 1, before step 4b reads it. The sums are
-    lstm_direction_fast's, in its order, except a row projected alone (a tail of one step), summed in two streams as
-    one row is: the results agree to float32 rounding. X2 (T, I) contiguous rows; WT (G // 64, I, 64) and RT
-    (G // 64, H, 64) the part's column groups; bias (1, G); xw (T, G) scratch for the projection; gates (G,)
-    scratch; L the sequence's length; h, c (1, H) the state, in place.
+    """lstm_direction_fast at batch 1 with one part, the input projected inside the recurrence (project_ahead, then
+    pipelined_gates every step). The sums are lstm_direction_fast's, in its order, except a row projected alone (a
+    tail of one step), summed in two streams as one row is: the results agree to float32 rounding. X2 (T, I)
+    contiguous rows; WT (G // 64, I, 64) and RT (G // 64, H, 64) the part's column groups; bias (1, G); xw (T, G)
+    scratch for the projection; gates (G,) scratch; L the sequence's length; h, c (1, H) the state, in place.
 
     Measured on a Zen 5 core (1 MiB L2, 32 MiB L3), T=100 one thread, against the fast kernel with its projection
     in one product first, in one process, three processes each: H=16 1.02-1.12x, 32 1.06-1.09x, 64 1.08x, 128
     1.11x, 192 1.05x, 256 1.02-1.06x, 384 1.06-1.07x, 512 1.05-1.07x, 640 1.06x; 768 0.93x and 1024 0.71x, where
     W and R (18 and 32 MiB) no longer fit the L3 together and W's reads evict R (PIPELINE_MAX_BYTES)."""
-    ng = RT.shape[0]
-    G = ng * 64
-    chunk = G // 4
+    G = RT.shape[0] * 64
     H = h.shape[1]
-    n = min(chunk, H)
-    I = X2.shape[1]
-    isz = xw.itemsize
-    xs, ws = X2.strides[0] // X2.itemsize, xw.strides[0] // isz
-    full = L // 4                     # whole blocks of four steps
-    _project_steps(X2, WT, xw, L, 0, min(L, 4), reverse)
-    if full >= 1:
-        _project_steps(X2, WT, xw, L, 4 * full, L, reverse)
-    bp = bias[0]
+    n = min(G // 4, H)
+    project_ahead(X2, WT, xw, L, reverse)
     hb, cb = h[0], c[0]
     for s in range(L):
         t = L - 1 - s if reverse else s
-        block, phase = s // PHASES + 1, s % PHASES      # the block this step projects a slice of
-        back = s % 2 == 1            # every other step the groups last first (grouped_row_add)
-        xr = xw[t]
-        for u in range(G):
-            gates[u] = xr[u] + bp[u]
-        if block < full:
-            lo = L - 4 * block - 4 if reverse else 4 * block     # the block's rows of X and xw
-            if phase == 0:
-                for r in range(lo, lo + 4):
-                    xw[r, :] = 0
-            k0 = phase * I // PHASES
-            nb = (phase + 1) * I // PHASES - k0
-            for k in range(ng):
-                jg = ng - 1 - k if back else k
-                _DUAL(gates, jg * 64, RT, jg * H * 64 * isz, hb, H, xw, lo * ws + jg * 64, ws, WT,
-                      jg * I * 64 * isz, X2, lo * xs, xs, k0, nb, 64 * isz)
-        else:
-            grouped_row_add(gates, hb, RT, back)
+        pipelined_gates(gates, xw, bias[0], X2, WT, RT, hb, s, L, reverse)
         lstm_cell(gates, n, cb[:n], hb[:n], Y[t, d, 0, :n], peep[:n], peep[H:H + n], peep[2 * H:2 * H + n], use_peep,
                   clip, input_forget)
 
@@ -258,12 +280,14 @@ else:
 
 @njit(**JIT_OPTIONS)
 def _part_step(Y, d, s, B, seq, reverse, xw, bias, RTp, rec, peep, use_peep, cur, nxt, c, clip, input_forget, g, j0,
-               n, gru):
+               n, gru, X2, WT, pipelined):
     """Step s of one part (units [j0, j0+n)) for every batch entry: cur -> nxt. The gates (blocks of width chunk:
     LSTM i, o, f, c, or GRU z, r, h) start from the part's projected input (xw (T*B, width)); RTp (width // 64, Hout,
     64) is the part's slice of RT in column groups. LSTM: the bias is added and h @ RTp multiplied into g (width,)
     at batch 1, else once for the whole batch into rec (B, width). GRU (``gru``, linear_before_reset): h @ RTp goes
-    to rec by itself, since r multiplies its h block only (_gru_part_cell)."""
+    to rec by itself, since r multiplies its h block only (_gru_part_cell). ``pipelined`` (an LSTM at batch 1):
+    the product also adds a slice of a later block's projection (pipelined_gates), X2 (T, I) and WT (width // 64,
+    I, 64) the part's."""
     if gru:
         rec[:, :] = 0
         grouped_add(cur, RTp, rec, False)
@@ -283,7 +307,9 @@ def _part_step(Y, d, s, B, seq, reverse, xw, bias, RTp, rec, peep, use_peep, cur
                            Y[t, d, b, j0:j0 + n], clip)
             continue
         gb = rec[b] if B > 1 else g
-        if B == 1:
+        if pipelined:
+            pipelined_gates(g, xw, bias, X2, WT, RTp, cur[0], s, L, reverse)
+        elif B == 1:
             xr = xw[t * B + b]
             for u in range(g.shape[0]):
                 g[u] = xr[u] + bias[u]
@@ -333,15 +359,21 @@ def _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, i
     k // nparts - 1."""
     nparts = RTp.shape[0]
     q = k % nparts
-    if k < nparts:
-        grouped_product(X2, WTp[q], xw[q])        # on this thread
+    H = hb.shape[2]
+    # W and R of all parts: the L3 holds them for all cores
+    pipelined = not gru and pipelines(B, seq[0], X2.shape[1], H, nparts * RTp.shape[1] * 64, xw.itemsize)
+    if k < nparts:                               # on this thread
+        if pipelined:
+            project_ahead(X2, WTp[q], xw[q], seq[0], reverse)
+        else:
+            grouped_product(X2, WTp[q], xw[q])
         return
     s = k // nparts - 1
-    H = hb.shape[2]
     chunk = biasp.shape[2] // 4                  # LSTM i, o, f, c; GRU z, r, Wbh, Rbh
     j0 = q * chunk
     _part_step(Y, d, s, B, seq, reverse, xw[q], biasp[q, 0], RTp[q], rec[q], peep, use_peep, hb[s % 2],
-               hb[1 - s % 2], c, clip, input_forget, g[q], j0, max(0, min(chunk, H - j0)), gru)
+               hb[1 - s % 2], c, clip, input_forget, g[q], j0, max(0, min(chunk, H - j0)), gru, X2, WTp[q],
+               pipelined)
 
 
 @njit(**JIT_OPTIONS)

@@ -6,10 +6,10 @@ from numba import njit
 from ..config import JIT_OPTIONS
 from .gru_rnn import gru_direction, rnn_direction
 from .lstm_fast import (lstm_batches_parallel, lstm_direction_fast, lstm_direction_fused, lstm_direction_parallel,
-                        lstm_direction_pipelined, same_steps)
+                        lstm_direction_pipelined, pipelines, same_steps)
 from .lstm_kernels import lstm_direction_generic
 from .numeric import grouped_product, input_projection, product
-from .program import ABSENT, ERR_SEQ_LENS, KEEP, OK, PIPELINE_MAX_BYTES, PIPELINE_MIN_STEPS, THREADS_AT
+from .program import ABSENT, ERR_SEQ_LENS, KEEP, OK, THREADS_AT
 from .program_kernels import fparam, fview, iview, shaped, typed_like
 from .reduced_kernels import run_reduced
 from .recurrent import (GRU_CODE, GRU_FAST_MT, GRU_REDUCED, LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC, LSTM_REDUCED, P_C,
@@ -107,8 +107,7 @@ def run_recurrent(code, prog, pc, F, I):
                 else:
                     scratch = fview(F, prog, p + P_SCRATCH, (B + 1) * parts * G)
                     rec = shaped(scratch[parts * G:], (parts, B, G))
-                    if (not fused and B == 1 and parts == 1 and lens[0] >= PIPELINE_MIN_STEPS
-                            and (In + H) * G * wts.itemsize <= PIPELINE_MAX_BYTES):
+                    if not fused and parts == 1 and pipelines(B, lens[0], In, H, G, wts.itemsize):
                         lstm_direction_pipelined(Y, d, X2, WTp[d, 0], RTp[d, 0], biasp[d, 0], peep[d % Dp], use_peep,
                                                  lens[0], h[d], c[d], rev, clip, input_forget, scratch[:G], xw[0])
                         continue
