@@ -24,8 +24,8 @@ import pytest
 import naive
 from engine.ops.activations import codes_of
 from engine.ops.gru_rnn import gru_direction, rnn_direction
-from engine.ops.lstm_fast import (lstm_batches_parallel, lstm_direction_fast, lstm_direction_fused, lstm_direction_pipelined,
-                                  lstm_direction_parallel, same_steps)
+from engine.ops.lstm_fast import (lstm_batches_parallel, lstm_direction_fast, lstm_direction_fused,
+                                  lstm_direction_parallel, lstm_direction_pipelined, same_steps)
 from engine.ops.numeric import grouped_product, input_projection
 from engine.ops.recurrent import pack_parts, part_chunk
 from engine.ops.numeric import sigmoid32, tanh32

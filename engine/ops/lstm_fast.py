@@ -23,9 +23,9 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import JIT_OPTIONS, PARALLEL
-from .program import PIPELINE_MAX_BYTES, PIPELINE_MIN_STEPS
 from .numeric import (grouped_add, grouped_product, grouped_row_add, lstm_cell, lstm_cell_rows, max_length,
                       sigmoid_all, tanh_all)
+from .program import PIPELINE_MAX_BYTES, PIPELINE_MIN_STEPS
 from .sync import compare_exchange, cpu_relax, cycles, fetch_add, load_acquire, yield_cpu
 from .tiles import dual_tile
 

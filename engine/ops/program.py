@@ -64,8 +64,9 @@ GRU_PARALLEL_MIN_HIDDEN = 256
 # against 2.35, B=8 H=1024 (32 MiB) 142 against 128
 FUSE_MIN_ROWS = 4
 FUSE_MAX_BYTES = 16 << 20
-# at batch 1 on one thread, the fast LSTM projects the input inside the recurrence (lstm_direction_pipelined) while
-# W and R together are at most this many bytes (measured on the Zen 5 with 32 MiB of L3: faster up to 12.5 MiB,
-# H=640; slower from 18 MiB, H=768) and the sequence has at least PIPELINE_MIN_STEPS steps (two blocks of four)
+# at batch 1 the fast LSTM projects the input inside the recurrence (lstm_direction_pipelined; each thread for its
+# part in lstm_direction_parallel) while W and R, of all parts, are at most this many bytes (measured on the Zen 5
+# with 32 MiB of L3, one thread: faster up to 12.5 MiB, H=640; slower from 18 MiB, H=768) and the sequence has at
+# least PIPELINE_MIN_STEPS steps (two blocks of four)
 PIPELINE_MAX_BYTES = 13 << 20
 PIPELINE_MIN_STEPS = 8
