@@ -214,18 +214,19 @@ def lstm_fused(c: Case, nparts=1):
     return _finish(Y, h, cc)
 
 
-def lstm_pipelined(c: Case, dtype=F32):     # float32 in the engine (the fast kernels' activations)
+def lstm_pipelined(c: Case):
     """The batch-1 kernel that projects the input inside the recurrence, where the engine runs it (one row, one
-    part); else the fast kernel. The engine runs it from PIPELINE_MIN_STEPS steps; here any length."""
+    part; float32, the fast kernels' activations); else the fast kernel. The engine runs it from
+    PIPELINE_MIN_STEPS steps; here any length."""
     if c.x.shape[1] != 1:
-        return lstm_fast(c, dtype)
-    X2, Y, h, cc = _start(c, dtype)
-    WTp, RTp, biasp = _grouped_parts(c, dtype, 1)
-    peep = np.asarray(c.P if c.P is not None else np.zeros(3 * c.H), dtype)
+        return lstm_fast(c)
+    X2, Y, h, cc = _start(c, F32)
+    WTp, RTp, biasp = _grouped_parts(c, F32, 1)
+    peep = np.asarray(c.P if c.P is not None else np.zeros(3 * c.H), F32)
     G = WTp.shape[1] * 64
-    xw = np.full((X2.shape[0], G), np.nan, dtype)        # rows the kernel reads before it writes them would show
+    xw = np.full((X2.shape[0], G), np.nan, F32)          # rows the kernel reads before it writes them would show
     lstm_direction_pipelined(Y, SLOT, X2, WTp[0], RTp[0], biasp[0], peep, c.P is not None, int(c.seq[0]), h, cc,
-                             c.reverse, _fclip(c, dtype), bool(c.input_forget), np.empty(G, dtype), xw)
+                             c.reverse, _fclip(c, F32), bool(c.input_forget), np.empty(G, F32), xw)
     return _finish(Y, h, cc)
 
 

@@ -107,13 +107,13 @@ def run_recurrent(code, prog, pc, F, I):
                 else:
                     scratch = fview(F, prog, p + P_SCRATCH, (B + 1) * parts * G)
                     rec = shaped(scratch[parts * G:], (parts, B, G))
-                    if not fused and parts == 1 and pipelines(B, lens[0], In, H, G, wts.itemsize):
-                        lstm_direction_pipelined(Y, d, X2, WTp[d, 0], RTp[d, 0], biasp[d, 0], peep[d % Dp], use_peep,
-                                                 lens[0], h[d], c[d], rev, clip, input_forget, scratch[:G], xw[0])
-                        continue
                     if fused:
                         lstm_direction_fused(Y, d, 0, X3, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, lens,
                                              h[d], c[d], rev, clip, input_forget, rec)
+                        continue
+                    if parts == 1 and pipelines(B, lens[0], In, H, G, wts.itemsize):
+                        lstm_direction_pipelined(Y, d, X2, WTp[d, 0], RTp[d, 0], biasp[d, 0], peep[d % Dp], use_peep,
+                                                 lens[0], h[d], c[d], rev, clip, input_forget, scratch[:G], xw[0])
                         continue
                     for k in range(parts):
                         grouped_product(X2, WTp[d, k], xw[k])
