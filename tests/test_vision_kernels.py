@@ -30,8 +30,8 @@ def single(op, attrs, x_rank, tensors=None, out_rank=None, dtype="float32", x_dt
     return engine.Model(inputs=[x], outputs=[y], nodes=[node], tensors=tensors, dtype=dtype)
 
 
-def run(model, x, precision):
-    return engine.Session(model, precision=precision).run(None, {"x": x.astype(precision)})[0]
+def run(model, x, precision, threads=None):
+    return engine.Session(model, precision=precision, threads=threads).run(None, {"x": x.astype(precision)})[0]
 
 
 def assert_close(got, ref, tol, what):
@@ -77,6 +77,11 @@ CONV_CASES = [
     ("tall-kernel-no-bias", 1, 2, 32, 5, 3, (7, 1), {"pads": [3, 0, 3, 0], "bias": False}),
     ("same-upper-strided", 1, 2, 9, 10, 3, (3, 4), {"auto_pad": "SAME_UPPER", "strides": [2, 3]}),
     ("same-lower-dilated", 1, 2, 9, 10, 3, (3, 2), {"auto_pad": "SAME_LOWER", "strides": [2, 1], "dilations": [2, 2]}),
+    # wider outputs: a multiple of 16 positions (the register tiles on one thread in float32), not one (the BLAS),
+    # a strided window (im2col row by row, not the shifted copy)
+    ("wide-output-tiles", 2, 4, 8, 16, 6, (3, 3), {"pads": [1, 1, 1, 1], "group": 2}),
+    ("wide-output-blas", 1, 3, 4, 100, 5, (3, 3), {"pads": [1, 1, 1, 1]}),
+    ("wide-output-strided", 1, 2, 20, 30, 3, (3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 1]}),
 ]
 
 
@@ -118,10 +123,13 @@ def conv_reference(x, tensors, attrs):
 @pytest.mark.parametrize("precision", ["float32", "float64"])
 @pytest.mark.parametrize("name,N,C,H,W,M,k,spec", CONV_CASES, ids=[c[0] for c in CONV_CASES])
 def test_conv2d_matches_the_reference(name, N, C, H, W, M, k, spec, precision):
+    """On the default threads and on one (float32 on one thread: the register tiles, with im2col in column groups
+    from 64 output positions)."""
     model, x, tensors = conv_case(N, C, H, W, M, k, spec, seed=len(name))
     ref, K, scale = conv_reference(x, tensors, model.nodes[0].attrs)
-    got = run(model, x, precision)
-    assert_close(got, ref, 4 * (K + 1) * eps(precision) * (scale + 1e-30), name)
+    for threads in (None, 1):
+        got = run(model, x, precision, threads)
+        assert_close(got, ref, 4 * (K + 1) * eps(precision) * (scale + 1e-30), f"{name}, threads={threads}")
 
 
 def test_conv2d_one_session_many_widths_and_batches():
