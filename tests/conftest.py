@@ -22,6 +22,15 @@ NOT_IN_THE_FAST_TIER = ("torch", "onnxruntime")
 os.environ.setdefault("LSTM_ENGINE_RUNTIME", "jit")
 
 
+def pytest_sessionstart(session):
+    """Drop Numba cache files written for other engine sources before any test runs. A Session does this on its
+    first use (engine/_cache.py), but a kernel test that calls a jitted function directly would otherwise load a
+    kernel cached before a change to a module it calls (tiles.py, numeric.py): Numba checks only the function's
+    own file."""
+    from engine import _cache
+    _cache.ensure_fresh()
+
+
 def _slow_deselected(config) -> bool:
     """Whether the -m expression deselects a test marked slow (and nothing else)."""
     expr = config.getoption("markexpr")

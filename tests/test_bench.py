@@ -285,6 +285,7 @@ def test_fresh_cache_env_is_empty_and_marked(tmp_path):
         assert f.read().strip() == _cache.source_hash()
 
 
+@pytest.mark.slow      # torch (the model's export) and onnxruntime
 def test_cold_start_runs_fresh_processes_and_checks_the_result(tmp_path):
     sc = Scenario("cold-tiny", "sequence", T=5, B=1, H=8)
     from bench.models import build, make_inputs
