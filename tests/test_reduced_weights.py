@@ -69,8 +69,9 @@ def test_int8_is_symmetric_per_row():
 
 
 # ---------------------------------------------------------------------- kernels
-@pytest.mark.parametrize("K,G", [(16, 16), (5, 12), (33, 70), (64, 256)])
+@pytest.mark.parametrize("K,G", [(16, 16), (5, 12), (33, 70), (64, 256), (7, 64), (130, 192)])
 def test_int8_product_matches_integer_reference(K, G):
+    """Sums scaled through acc (G not a multiple of 64) and in registers (64, 192, 256)."""
     rng = np.random.default_rng(K * G)
     q = rng.integers(-127, 128, (K, G)).astype(np.int8)
     scales = rng.uniform(0.001, 0.02, G).astype(np.float32)
@@ -92,26 +93,75 @@ def test_int8_product_matches_integer_reference(K, G):
         assert np.abs(out - want[:n]).max() <= 1e-5 * max(1.0, np.abs(want).max())
 
 
-def test_int8_kernels_zero_and_non_finite_rows():
+@pytest.mark.parametrize("G", [32, 64])
+def test_int8_kernels_zero_and_non_finite_rows(G):
     rng = np.random.default_rng(1)
-    q = rng.integers(-127, 128, (16, 32)).astype(np.int8)
-    scales = np.full(32, 0.01, np.float32)
+    q = rng.integers(-127, 128, (16, G)).astype(np.int8)
+    scales = np.full(G, 0.01, np.float32)
     neg = np.zeros(64, np.int32)
-    neg[:32] = -128 * q.astype(np.int32).sum(0)
+    neg[:G] = -128 * q.astype(np.int32).sum(0)
     x = rng.standard_normal((5, 16)).astype(np.float32)
     x[1] = 0
     x[2, 3] = np.nan
     x[3, 0] = np.inf
-    out = np.empty((5, 32), np.float32)
+    out = np.empty((5, G), np.float32)
     rk.int8_rows(x, group_pack(q, 4), scales, neg, out)
     assert (out[1] == 0).all() and np.isnan(out[2]).all() and np.isnan(out[3]).all()
     assert np.isfinite(out[[0, 4]]).all()
     acc, xq = np.empty(64, np.int32), np.empty(16, np.uint8)
-    g = np.ones(32, np.float32)
+    g = np.ones(G, np.float32)
     rk.int8_product(g, x[1], group_pack(q, 4), scales, neg, acc, xq, False)
     assert (g == 1).all()
     rk.int8_product(g, x[2], group_pack(q, 4), scales, neg, acc, xq, True)
     assert np.isnan(g).all()
+
+
+def _int8_matrix(rng, K, G):
+    """A random (K, G) int8 matrix packed as the kernels read it: column groups, per-column scales, the zero point's
+    correction."""
+    q = rng.integers(-127, 128, (K, G)).astype(np.int8)
+    neg = np.zeros(-(-G // 64) * 64, np.int32)
+    neg[:G] = -128 * q.astype(np.int32).sum(0)
+    return group_pack(q, 4), rng.uniform(0.002, 0.02, G).astype(np.float32), neg
+
+
+@pytest.mark.parametrize("In,H", [(20, 16), (64, 32)])
+@pytest.mark.parametrize("L,T", [(8, 8), (9, 12), (10, 10), (11, 16), (13, 13), (100, 100)])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_int8_pipelined_lstm_is_the_unpipelined_bit_for_bit(In, H, L, T, reverse):
+    """lstm_int8_pipelined (the projection inside the recurrence) against int8_rows then lstm_direction_reduced:
+    the same exact integer sums scaled the same way. Lengths: two blocks only, tails of 1-3 steps, shorter than the
+    input; peepholes, clip and input_forget on one case each; a NaN in one input row and a zero initial state."""
+    rng = np.random.default_rng(L * 100 + T + In)
+    G = 4 * H
+    WQ, wscale, wneg = _int8_matrix(rng, In, G)
+    R, rscale, rneg = _int8_matrix(rng, H, G)
+    bias = rng.standard_normal(G).astype(np.float32)
+    peep = rng.standard_normal(3 * H).astype(np.float32)
+    X = rng.standard_normal((T, In)).astype(np.float32)
+    use_peep, clip, input_forget = L == 9, np.float32(1.5 if L == 10 else np.inf), L == 11
+    if L == 13:
+        X[6, 3] = np.nan           # a row projected in the recurrence: NaN from its step on, in both
+    assert rk.int8_pipelines(1, L, In, H, G)
+    h0 = np.zeros(H, np.float32) if L == 8 else (0.5 * rng.standard_normal(H)).astype(np.float32)
+    c0 = (0.5 * rng.standard_normal(H)).astype(np.float32)
+    outs = []
+    for pipelined in (False, True):
+        Y = np.full((T, 1, 1, H), -7.0, np.float32)
+        h, c = h0.copy().reshape(1, H), c0.copy().reshape(1, H)
+        xw = np.full((T, G), np.nan, np.float32)
+        if pipelined:
+            rk.lstm_int8_pipelined(Y, 0, X, WQ, wscale, wneg, R, rscale, rneg, bias, peep, use_peep, L, h[0], c[0],
+                                   reverse, clip, input_forget, xw)
+        else:
+            rk.int8_rows(X, WQ, wscale, wneg, xw)
+            rk.lstm_direction_reduced(Y, 0, xw, 1, R, rscale, rneg, bias, peep, use_peep, np.array([L]), h, c,
+                                      reverse, clip, input_forget)
+        outs.append((Y, h, c))
+    (Y1, h1, c1), (Y2, h2, c2) = outs
+    assert np.array_equal(Y1, Y2, equal_nan=True) and np.array_equal(h1, h2, equal_nan=True)
+    assert np.array_equal(c1, c2, equal_nan=True)
+    assert np.isnan(Y2).any() == (L == 13) and (Y2[L:] == -7.0).all()
 
 
 @pytest.mark.parametrize("N,K,G", [(1, 8, 16), (3, 13, 40), (9, 20, 300), (40, 64, 64)])
@@ -179,6 +229,34 @@ def test_models_against_the_decoded_reference(op, kw, weights):
     again = engine.Session(reduced, threads=2).run(None, feed)
     for a, b in zip(again, got):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("kw", [{}, dict(direction="bidirectional", peepholes=True, clip=2.0),
+                                dict(direction="reverse", sequence_lens=True, input_forget=1)])
+def test_int8_lstm_at_batch_1_projects_in_the_recurrence(kw):
+    """An int8 LSTM at batch 1 from 8 steps, H=16 (whole column groups of 64 gates), projects its input inside the
+    recurrence (reduced_kernels.lstm_int8_pipelined): the decoded reference's result, and bit for bit the
+    unpipelined kernel's (the same sequence as the first entry of a batch of two)."""
+    model, _ = recurrent_model("LSTM", I=5, H=16, scale=0.3, **kw)
+    reduced = reduce_weights(model, "int8")
+    attrs = {k: v for k, v in kw.items() if k in ("clip", "input_forget")}
+    reference = decoded_reference(reduced, "LSTM", kw.get("direction", "forward"), **attrs)
+    D = 2 if kw.get("direction") == "bidirectional" else 1
+    rng = np.random.default_rng(5)
+    T = 13
+    pair = {"X": rng.standard_normal((T, 2, 5)).astype(np.float32),
+            "initial_h": (0.5 * rng.standard_normal((D, 2, 16))).astype(np.float32),
+            "initial_c": (0.5 * rng.standard_normal((D, 2, 16))).astype(np.float32)}
+    if kw.get("sequence_lens"):
+        pair["sequence_lens"] = np.array([11, 5], np.int32)
+    one = {k: np.ascontiguousarray(v[:, :1] if v.ndim == 3 else v[:1]) for k, v in pair.items()}
+    session = engine.Session(reduced, threads=1)
+    got = session.run(None, one)
+    for a, b in zip(got, reference(one)):
+        assert np.abs(a - b).max() <= 3e-2
+    both = session.run(None, pair)
+    for a, b in zip(got, both):
+        assert np.array_equal(a, b[:, :, :1] if a.ndim == 4 else b[:, :1])
 
 
 @pytest.mark.parametrize("weights", ["bfloat16", "int8"])

@@ -10,11 +10,13 @@ h @ RT, RT (H, 4H)), in microseconds:
 
 so int8 quantizes the activation vector of each step (symmetric, max |h| / 127, kept as u8 with zero point 128) and
 multiplies it with the int8 weights in integers: vpdpbusd where the CPU has AVX512-VNNI, the same exact integer sums
-in portable vector code elsewhere; each column is scaled once at the end. bfloat16 keeps the activations in float32
-and widens the weights in registers (a shift for the low half of a 32-bit lane, a mask for the high half). Both run
-one column group of 64 at a time over all of K with the accumulators in registers (engine/ops/tiles.py), and the
-input projection (all steps at once) four rows of X per pass over the weights, each row of X quantized by itself for
-int8.
+in portable vector code elsewhere; each column is scaled once at the end, in registers where the gates are whole
+column groups of 64. An LSTM at batch 1 projects its input inside the recurrence while W and R fit the L2
+(lstm_int8_pipelined, as the float32 kernel lstm_fast.lstm_direction_pipelined). bfloat16 keeps the activations in
+float32 and widens the weights in registers (a shift for the low half of a 32-bit lane, a mask for the high half).
+Both run one column group of 64 at a time over all of K with the accumulators in registers (engine/ops/tiles.py),
+and the input projection (all steps at once) four rows of X per pass over the weights, each row of X quantized by
+itself for int8.
 
 Packed layout (per direction; engine/ops/recurrent.py packs it, the op's module holds no Numba): a (K, G) matrix
 in column groups (``recurrent.group_pack``), and for int8 its scale (G,) and neg (Gp,) int32 = -128 * column sums
@@ -29,12 +31,25 @@ from numba.extending import overload
 from ..config import JIT_OPTIONS
 from .gru_rnn import activate_all, gru_update, rnn_update
 from .numeric import F32, lstm_cell, max_length
+from .program import PIPELINE_MIN_STEPS
 from .program_kernels import fparam
 from .recurrent import GRU_REDUCED as GRU_REDUCED_CODE, INT8, LSTM_REDUCED as LSTM_REDUCED_CODE
-from .tiles import tile_product
+from .tiles import dual_tile, tile_product
 
 _int8_dot1, _int8_dot4 = tile_product("int8", 1), tile_product("int8", 4)
+# the same with the sums started at neg and scaled to float32 in registers, for G a multiple of 64 (whole column
+# groups: nothing read or written past G). One step at batch 1 H=256 2.59 -> 2.42 us, the projection of 100 rows
+# 139 -> 124 us; H=512 11.4-12.1 -> 11.1-11.8 us and 518 -> 483 us (Zen 5, one thread)
+_int8_add1, _int8_set1, _int8_set4 = (tile_product("int8", 1, dequant="add"), tile_product("int8", 1, dequant="set"),
+                                      tile_product("int8", 4, dequant="set"))
 _bf16_dot1, _bf16_dot4 = tile_product("bf16", 1), tile_product("bf16", 4)
+_int8_dual = dual_tile("int8")
+# the int8 LSTM at batch 1 projects its input inside the recurrence (lstm_int8_pipelined) while W and R, int8, fit
+# this many bytes together. Kernel against int8_rows then lstm_direction_reduced, T=100 one thread, one process:
+# H=128 1.05x, H=256 (W and R 512 KiB) 1.06x; H=512 (2 MiB, twice the L2) 1.01x. A block over four steps or over
+# one: no gain at H=128 and H=256
+INT8_PIPELINE_MAX_BYTES = 1 << 20
+INT8_PHASES = 2      # a block of four rows projected over this many steps (lstm_fast.PHASES)
 
 
 # ---------------------------------------------------------------------- products
@@ -133,7 +148,8 @@ def int8_product(g, x, Q, scale, neg, acc, xq, backward):
     |x| / 127, as u8 with zero point 128 in xq (Kp,), Kp = K rounded up to 4), exact int32 sums in acc (Gp,) started
     at neg (-128 * the column sums: the zero point's share), one float scale per column. A non-finite x makes g
     NaN. ``backward``: the groups last to first, as bf16_product (at H=512, R 1 MiB: 11.8 -> 10.4-11.0 us a step
-    when a recurrence alternates it)."""
+    when a recurrence alternates it). When G is whole column groups (a multiple of 64) and g float32, the sums
+    stay in registers and are scaled there (_int8_add1); else they go through acc."""
     G = g.shape[0]
     Gp = acc.shape[0]
     sa = _quantize(x, xq)
@@ -143,11 +159,18 @@ def int8_product(g, x, Q, scale, neg, acc, xq, backward):
         return
     if sa == 0:
         return
-    for j in range(Gp):
-        acc[j] = neg[j]
     nk = xq.shape[0] // 4
     x4 = xq.view(np.int32)
     ng = Gp // 64
+    if G == Gp and g.itemsize == 4:     # whole column groups of a float32 g: scaled in registers
+        sab = acc[:1].view(np.float32)    # the row's scale, as the tile reads it (acc is not needed here)
+        sab[0] = sa
+        for k in range(ng):
+            jg = ng - 1 - k if backward else k
+            _int8_add1(g, jg * 64, 0, Q, jg * nk * 256, x4, 0, 0, nk, 256, neg, scale, sab)
+        return
+    for j in range(Gp):
+        acc[j] = neg[j]
     for k in range(ng):
         jg = ng - 1 - k if backward else k
         _int8_dot1(acc, jg * 64, 0, Q, jg * nk * 256, x4, 0, 0, nk, 256)
@@ -159,7 +182,8 @@ def int8_product(g, x, Q, scale, neg, acc, xq, backward):
 def int8_rows(X, Q, scale, neg, out):
     """out (N, G) <- X (N, K) @ (W * scale), W int8 in Q's column groups: the input projection of every step, each
     row of X quantized by itself, four rows per pass over the weights (the last N % 4 rows one at a time, so that a
-    streaming step makes one pass for its one row)."""
+    streaming step makes one pass for its one row). Scaled in registers when G is whole column groups and out's
+    rows float32 (as int8_product); a row of X with NaN or inf gives a NaN row."""
     N, K = X.shape
     G = out.shape[1]
     Gp = neg.shape[0]
@@ -169,6 +193,24 @@ def int8_rows(X, Q, scale, neg, out):
     acc = np.empty(4 * Gp, np.int32)
     sa = np.empty(4, np.float32)
     x4 = xq.view(np.int32)
+    if G == Gp and N > 0 and out.strides[1] == 4:      # whole column groups: scaled in registers
+        ostride = out.strides[0] // 4
+        r0 = 0
+        while r0 < N:
+            n = 4 if r0 + 4 <= N else 1
+            for i in range(n):
+                sa[i] = _quantize(X[r0 + i], xq[i * Kp:(i + 1) * Kp])
+            o = out[r0]
+            for jg in range(Gp // 64):
+                if n == 4:
+                    _int8_set4(o, jg * 64, ostride, Q, jg * nk * 256, x4, 0, nk, nk, 256, neg, scale, sa)
+                else:
+                    _int8_set1(o, jg * 64, 0, Q, jg * nk * 256, x4, 0, 0, nk, 256, neg, scale, sa)
+            for i in range(n):
+                if sa[i] < 0:
+                    out[r0 + i, :] = np.float32(np.nan)
+            r0 += n
+        return
     r0 = 0
     while r0 < N:
         n = 4 if r0 + 4 <= N else 1
@@ -252,6 +294,88 @@ def lstm_direction_reduced(Y, d, xw, B, R, rscale, rneg, bias, peep, use_peep, s
             _recurrent_product(gates, h[b], R, rscale, rneg, acc, xq, s % 2 == 1)
             lstm_cell(gates, H, c[b], h[b], Y[t, d, b], peep[:H], peep[H:2 * H], peep[2 * H:], use_peep, clip,
                       input_forget)
+
+
+@njit(**JIT_OPTIONS)
+def _int8_project_steps(X2, WQ, wscale, wneg, xw, L, s0, s1, reverse):
+    """xw's rows of steps s0 <= s < s1 of a batch-1 direction of length L <- those rows of X2 @ W (int8_rows)."""
+    if s1 <= s0:
+        return
+    r0, r1 = (L - s1, L - s0) if reverse else (s0, s1)
+    int8_rows(X2[r0:r1], WQ, wscale, wneg, xw[r0:r1])
+
+
+@njit(**JIT_OPTIONS)
+def int8_pipelines(B, L, In, Hout, G):
+    """Whether an int8 LSTM direction projects its input inside the recurrence (lstm_int8_pipelined)."""
+    return (B == 1 and L >= PIPELINE_MIN_STEPS and G % 64 == 0
+            and (_up(In, 4) + _up(Hout, 4)) * G <= INT8_PIPELINE_MAX_BYTES)
+
+
+@njit(**JIT_OPTIONS)
+def lstm_int8_pipelined(Y, d, X2, WQ, wscale, wneg, R, rscale, rneg, bias, peep, use_peep, L, h, c, reverse, clip,
+                        input_forget, xw):
+    """lstm_direction_reduced with int8 weights at batch 1 (h (Hout,), c (H,) in place, L steps), the input
+    projected inside the recurrence as lstm_fast.lstm_direction_pipelined does in float32: the rows of the first
+    four steps and of the last L % 4 first (int8_rows), then each step's one-row product over R runs in one loop
+    (tiles.dual_tile("int8")) with 1 / INT8_PHASES of K of a later block of four rows, whose exact int32 sums wait
+    in acc4 until the block's last phase scales them into xw. Integer sums are exact in any order, and both
+    scalings are int8_rows' and int8_product's: the results are bit for bit the unpipelined kernel's. G a multiple
+    of 64 (int8_pipelines)."""
+    G = bias.shape[0]
+    H = G // 4
+    Kw, Kr = _up(X2.shape[1], 4), _up(h.shape[0], 4)
+    nkw, nkr = Kw // 4, Kr // 4
+    ng = G // 64
+    _int8_project_steps(X2, WQ, wscale, wneg, xw, L, 0, min(L, 4), reverse)
+    if L >= 4:
+        _int8_project_steps(X2, WQ, wscale, wneg, xw, L, L // 4 * 4, L, reverse)
+    gates = np.empty(G, np.float32)
+    xq4 = np.empty(4 * Kw, np.uint8)
+    sa4 = np.empty(4, np.float32)
+    acc4 = np.empty(4 * G, np.int32)
+    hq = np.empty(Kr, np.uint8)
+    acc = np.empty(G, np.int32)        # int8_product's scratch (its first element also holds the step's scale)
+    x4, h4 = xq4.view(np.int32), hq.view(np.int32)
+    sab = acc[:1].view(np.float32)
+    for s in range(L):
+        t = L - 1 - s if reverse else s
+        xr = xw[t]
+        for u in range(G):
+            gates[u] = xr[u] + bias[u]
+        back = s % 2 == 1
+        block, phase = s // INT8_PHASES + 1, s % INT8_PHASES
+        if block >= L // 4:            # every block projected: the recurrent product alone
+            int8_product(gates, h, R, rscale, rneg, acc, hq, back)
+        else:
+            lo = L - 4 * block - 4 if reverse else 4 * block        # the block's rows of X2 and xw
+            if phase == 0:
+                for i in range(4):
+                    sa4[i] = _quantize(X2[lo + i], xq4[i * Kw:(i + 1) * Kw])
+                    a = acc4[i * G:(i + 1) * G]
+                    for j in range(G):
+                        a[j] = wneg[j]
+            k0 = phase * nkw // INT8_PHASES
+            nb = (phase + 1) * nkw // INT8_PHASES - k0
+            sa = _quantize(h, hq)      # 0 for a zero h: its sums are exactly 0, as int8_product's early return
+            sab[0] = sa
+            for k in range(ng):
+                jg = ng - 1 - k if back else k
+                _int8_dual(gates, jg * 64, R, jg * nkr * 256, h4, nkr, acc4, jg * 64, G, WQ, jg * nkw * 256, x4,
+                           0, nkw, k0, nb, 256, rneg, rscale, sab)
+            if sa < 0:                 # h has NaN or inf
+                for u in range(G):
+                    gates[u] = np.float32(np.nan)
+            if phase == INT8_PHASES - 1:          # the block's sums into xw, scaled as int8_rows scales them:
+                for i in range(4):                     # its tile with no step, the sums started at acc4's row
+                    o = xw[lo + i]
+                    if sa4[i] < 0:
+                        o[:] = np.float32(np.nan)
+                        continue
+                    for jg in range(ng):
+                        _int8_set1(o, jg * 64, 0, WQ, 0, x4, 0, 0, 0, 256, acc4[i * G:(i + 1) * G], wscale,
+                                   sa4[i:i + 1])
+        lstm_cell(gates, H, c, h, Y[t, d, 0], peep[:H], peep[H:2 * H], peep[2 * H:], use_peep, clip, input_forget)
 
 
 @njit(**JIT_OPTIONS)
@@ -367,6 +491,11 @@ def run_reduced(code, prog, q, X2, lens, h, c, Y, wts, clip, reverse, xw):
         wscale = wts[o_ws:o_ws + D * G].reshape((D, G))
         wneg = _int32s(wts, o_wn, D, G)
         for d in range(D):
+            if code == LSTM_REDUCED_CODE and int8_pipelines(B, lens[0], In, Hout, G):
+                R, rscale, rneg, bias, peep, use_peep, input_forget = _lstm_params(prog, q, wts, D, Hout, G, WQ, d)
+                lstm_int8_pipelined(Y, d, X2, WQ[d], wscale[d], wneg[d], R, rscale, rneg, bias, peep, use_peep,
+                                    lens[0], h[d, 0], c[d, 0], reverse[d] == 1, clip, input_forget, xw)
+                continue
             int8_rows(X2, WQ[d], wscale[d], wneg[d], xw)
             _reduced_direction(code, prog, q, X2, lens, h, c, Y, wts, clip, reverse, xw, d, WQ)
     else:
@@ -374,6 +503,22 @@ def run_reduced(code, prog, q, X2, lens, h, c, Y, wts, clip, reverse, xw):
         for d in range(D):
             bf16_rows(X2, WT16[d], xw)
             _reduced_direction(code, prog, q, X2, lens, h, c, Y, wts, clip, reverse, xw, d, WT16)
+
+
+@njit(**JIT_OPTIONS)
+def _lstm_params(prog, q, wts, D, Hout, G, like, d):
+    """Direction d's recurrent matrix (its scale and correction: empty for bfloat16), bias, peepholes and flags of
+    an LSTM_REDUCED instruction."""
+    H = G // 4
+    o_r, o_rs, o_rn, o_bias, o_peep = prog[q + 4], prog[q + 5], prog[q + 6], prog[q + 7], prog[q + 8]
+    use_peep, input_forget, Dp = prog[q + 9] != 0, prog[q + 10] != 0, prog[q + 11]
+    bias = wts[o_bias:o_bias + D * G].reshape((D, G))
+    peep = wts[o_peep:o_peep + Dp * 3 * H].reshape((Dp, 3 * H))
+    R = _groups(wts, o_r, D, Hout, G, like)
+    rscale = wts[o_rs:o_rs + D * G].reshape((D, G))
+    rneg = _int32s(wts, o_rn, D, G)
+    return (R[d], rscale[d % rscale.shape[0]], rneg[d % rneg.shape[0]], bias[d], peep[d % Dp], use_peep,
+            input_forget)
 
 
 @njit(**JIT_OPTIONS)
@@ -385,16 +530,9 @@ def _reduced_direction(code, prog, q, X2, lens, h, c, Y, wts, clip, reverse, xw,
     G = xw.shape[1]
     rev = reverse[d] == 1
     if code == LSTM_REDUCED_CODE:
-        H = G // 4
-        o_r, o_rs, o_rn, o_bias, o_peep = prog[q + 4], prog[q + 5], prog[q + 6], prog[q + 7], prog[q + 8]
-        use_peep, input_forget, Dp = prog[q + 9] != 0, prog[q + 10] != 0, prog[q + 11]
-        bias = wts[o_bias:o_bias + D * G].reshape((D, G))
-        peep = wts[o_peep:o_peep + Dp * 3 * H].reshape((Dp, 3 * H))
-        R = _groups(wts, o_r, D, Hout, G, like)
-        rscale = wts[o_rs:o_rs + D * G].reshape((D, G))
-        rneg = _int32s(wts, o_rn, D, G)
-        lstm_direction_reduced(Y, d, xw, B, R[d], rscale[d % rscale.shape[0]], rneg[d % rneg.shape[0]], bias[d],
-                               peep[d % Dp], use_peep, lens, h[d], c[d], rev, clip, input_forget)
+        R, rscale, rneg, bias, peep, use_peep, input_forget = _lstm_params(prog, q, wts, D, Hout, G, like, d)
+        lstm_direction_reduced(Y, d, xw, B, R, rscale, rneg, bias, peep, use_peep, lens, h[d], c[d], rev, clip,
+                               input_forget)
         return
     if code == GRU_REDUCED_CODE:
         H = G // 3
