@@ -39,10 +39,12 @@ except Exception:                               # noqa: BLE001  (any doubt: the 
 _I32x16 = ir.VectorType(ir.IntType(32), 16)
 
 
-def _int8_madd(builder, dp, acc, xs, w):
+def _int8_madd(builder, acc, xs, w):
     """acc (16 x int32) + the dot products of each lane's quad of u8 in xs with its quad of int8 in w: vpdpbusd
-    (``dp``, the declared intrinsic) where the CPU has AVX512-VNNI (``dp`` not None), else the same exact sums."""
-    if dp is not None:
+    where the CPU has AVX512-VNNI, else the same exact sums in portable vector code."""
+    if VNNI:
+        dp = builder.module.declare_intrinsic("llvm.x86.avx512.vpdpbusd.512",
+                                              fnty=ir.FunctionType(_I32x16, [_I32x16] * 3))
         return builder.call(dp, [acc, xs, w])
     i32 = ir.IntType(32)
     v64 = ir.VectorType(ir.IntType(8), 64)
@@ -108,9 +110,6 @@ def tile_product(kind, rows, blocks=4, dequant=None):
             for b in range(blocks):
                 builder.store(start[b] if dequant else builder.load(ptrs[r][b], align=4), slots[r][b])
         base = builder.add(builder.ptrtoint(w_a.data, i64), off)
-        if kind == "int8" and VNNI:
-            dp = builder.module.declare_intrinsic("llvm.x86.avx512.vpdpbusd.512",
-                                                  fnty=ir.FunctionType(_I32x16, [_I32x16, _I32x16, _I32x16]))
         splat = ir.Constant(_I32x16, [0] * 16)
 
         def broadcast(value, ty):
@@ -151,8 +150,7 @@ def tile_product(kind, rows, blocks=4, dequant=None):
                     continue
                 xs = broadcast(builder.load(builder.gep(x_a.data, [builder.add(at, kk)])), _I32x16)
                 for b in range(blocks):
-                    builder.store(_int8_madd(builder, dp if VNNI else None, builder.load(sums[r][b]), xs, ws[b]),
-                                  sums[r][b])
+                    builder.store(_int8_madd(builder, builder.load(sums[r][b]), xs, ws[b]), sums[r][b])
         if rows > 1:
             with cgutils.for_range(builder, nk) as loop:
                 step(loop.index, slots)
@@ -243,9 +241,6 @@ def dual_tile(kind="float"):
             neg_a, scale_a, sa_a = (context.make_array(sig.args[k])(context, builder, args[k]) for k in (17, 18, 19))
             starts = [builder.load(vptr(neg_a.data, builder.add(j, ir.Constant(i64, 16 * b))), align=4)
                       for b in range(blocks)]
-            if VNNI:
-                dp = builder.module.declare_intrinsic("llvm.x86.avx512.vpdpbusd.512",
-                                                      fnty=ir.FunctionType(_I32x16, [_I32x16] * 3))
         else:
             starts = [builder.load(p, align=4) for p in gp]
         first = [cgutils.alloca_once_value(builder, v) for v in starts]
@@ -263,7 +258,7 @@ def dual_tile(kind="float"):
 
         def fma(s, a, b):
             if kind == "int8":           # a quad of u8 (a) by a quad of int8 (b) into each int32 lane
-                builder.store(_int8_madd(builder, dp if VNNI else None, builder.load(s), a, b), s)
+                builder.store(_int8_madd(builder, builder.load(s), a, b), s)
                 return
             builder.store(builder.fadd(builder.load(s), builder.fmul(a, b, flags=["contract"]),
                                        flags=["contract"]), s)
