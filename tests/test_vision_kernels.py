@@ -290,6 +290,33 @@ def test_random_pools_match_the_reference(op, one_d, H, W, kh, kw, pads, sh, sw,
                  str(attrs))
 
 
+@pytest.mark.parametrize("kh,kw,H,W,ceil", [(2, 2, 8, 12, 0), (2, 1, 6, 5, 0), (3, 2, 7, 9, 0), (1, 2, 3, 7, 0),
+                                            (1, 1, 2, 5, 0), (2, 2, 7, 9, 1)])
+def test_max_pools_that_tile_the_image_keep_the_general_rule(kh, kw, H, W, ceil):
+    """Windows that tile the image (stride = kernel, no pads) with kw <= 2 take vision_kernels.tiled_max_pool (ceil
+    mode with a partial window does not): the same values as the general rule applied tap by tap in order, bit for
+    bit, NaN, inf and signed zeros included."""
+    rng = np.random.default_rng(kh * 100 + kw * 10 + H)
+    x = rng.standard_normal((2, 3, H, W)).astype(F32)
+    x[0, 0, 0, :4] = [0.0, -0.0, -0.0, 0.0]           # equal maxima: the first tap stays
+    x[0, 1, 1, 1], x[1, 2, 0, 0], x[1, 0, -1, -1] = np.nan, np.inf, -np.inf
+    x[1, 1] = -np.inf
+    attrs = pool_attrs({"kernel_shape": [kh, kw], "strides": [kh, kw], "ceil_mode": ceil}, "MaxPool")
+    got = run(single("MaxPool", attrs, 4), x, "float32")
+    Ho, Wo = got.shape[2:]
+    want = np.full(got.shape, -np.inf, F32)
+    for i in range(kh):
+        for j in range(kw):
+            v = np.full(got.shape, -np.inf, F32)
+            hs, ws = np.arange(Ho) * kh + i, np.arange(Wo) * kw + j
+            inside = (hs[:, None] < H) & (ws[None, :] < W)
+            v[..., inside] = x[..., np.minimum(hs, H - 1)[:, None], np.minimum(ws, W - 1)[None, :]][..., inside]
+            take = (v > want) | np.isnan(v)
+            want = np.where(take, v, want)
+    assert np.array_equal(got, want, equal_nan=True)
+    assert np.array_equal(np.signbit(got), np.signbit(want))
+
+
 GUARD = 64
 
 
