@@ -90,12 +90,27 @@ def lstm_direction_fast(Y, d, b0, xw, B, RT, bias, peep, use_peep, seq, h, c, re
 
 
 @njit(**JIT_OPTIONS)
-def _project_steps(X2, WT, xw, L, s0, s1, reverse):
-    """xw's rows of steps s0 <= s < s1 of a batch-1 direction of length L <- those rows of X2 @ W."""
-    if s1 <= s0:
-        return
-    r0, r1 = (L - s1, L - s0) if reverse else (s0, s1)
-    grouped_product(X2[r0:r1], WT, xw[r0:r1])
+def ahead_rows(L, reverse):
+    """The rows of X (and xw) a pipelined batch-1 direction of length L projects before its first step: those of
+    its first four steps, [a0, a1), and of its last L % 4, [b0, b1) (empty below four steps)."""
+    n = min(L, 4)
+    a0, a1 = (L - n, L) if reverse else (0, n)
+    tail = L % 4 if L >= 4 else 0
+    b0, b1 = (0, tail) if reverse else (L - tail, L)
+    return a0, a1, b0, b1
+
+
+@njit(**JIT_OPTIONS)
+def pipeline_slice(s, L, reverse, nk):
+    """Step s's share of a pipelined projection over nk steps of K: (lo, k0, nb, phase), the slice [k0, k0 + nb)
+    of K for the block of four rows starting at lo (block b during steps PHASES * (b - 1) .. PHASES * b - 1, before
+    step 4b reads it); lo = -1 once every block is projected (the last steps, and a direction shorter than two
+    blocks)."""
+    block, phase = s // PHASES + 1, s % PHASES
+    if block >= L // 4:
+        return -1, 0, 0, phase
+    k0 = phase * nk // PHASES
+    return (L - 4 * block - 4 if reverse else 4 * block), k0, (phase + 1) * nk // PHASES - k0, phase
 
 
 @njit(**JIT_OPTIONS)
@@ -109,9 +124,10 @@ def pipelines(B, L, I, H, G, itemsize):
 def project_ahead(X2, WT, xw, L, reverse):
     """The projection a pipelined direction needs before its first step: the rows of the first four steps and of
     the last L % 4 (pipelined_gates projects the rest)."""
-    _project_steps(X2, WT, xw, L, 0, min(L, 4), reverse)
-    if L >= 4:
-        _project_steps(X2, WT, xw, L, L // 4 * 4, L, reverse)
+    a0, a1, b0, b1 = ahead_rows(L, reverse)
+    grouped_product(X2[a0:a1], WT, xw[a0:a1])
+    if b0 < b1:
+        grouped_product(X2[b0:b1], WT, xw[b0:b1])
 
 
 @njit(**JIT_OPTIONS)
@@ -132,16 +148,13 @@ def pipelined_gates(g, xw, bias, X2, WT, RT, h, s, L, reverse):
     xr = xw[t]
     for u in range(G):
         g[u] = xr[u] + bias[u]
-    block, phase = s // PHASES + 1, s % PHASES         # the block this step projects a slice of
-    if block >= L // 4:
+    lo, k0, nb, phase = pipeline_slice(s, L, reverse, I)     # the block's rows of X and xw, its slice of K
+    if lo < 0:
         grouped_row_add(g, h, RT, back)
         return
-    lo = L - 4 * block - 4 if reverse else 4 * block    # the block's rows of X and xw
     if phase == 0:
         for r in range(lo, lo + 4):
             xw[r, :] = 0
-    k0 = phase * I // PHASES
-    nb = (phase + 1) * I // PHASES - k0
     for k in range(ng):
         jg = ng - 1 - k if back else k
         _DUAL(g, jg * 64, RT, jg * H * 64 * isz, h, H, xw, lo * ws + jg * 64, ws, WT, jg * I * 64 * isz, X2,

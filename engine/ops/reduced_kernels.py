@@ -30,6 +30,7 @@ from numba.extending import overload
 
 from ..config import JIT_OPTIONS
 from .gru_rnn import activate_all, gru_update, rnn_update
+from .lstm_fast import PHASES, ahead_rows, pipeline_slice
 from .numeric import F32, lstm_cell, max_length
 from .program import PIPELINE_MIN_STEPS
 from .program_kernels import fparam
@@ -46,10 +47,9 @@ _bf16_dot1, _bf16_dot4 = tile_product("bf16", 1), tile_product("bf16", 4)
 _int8_dual = dual_tile("int8")
 # the int8 LSTM at batch 1 projects its input inside the recurrence (lstm_int8_pipelined) while W and R, int8, fit
 # this many bytes together. Kernel against int8_rows then lstm_direction_reduced, T=100 one thread, one process:
-# H=128 1.05x, H=256 (W and R 512 KiB) 1.06x; H=512 (2 MiB, twice the L2) 1.01x. A block over four steps or over
-# one: no gain at H=128 and H=256
+# H=128 1.05x, H=256 (W and R 512 KiB) 1.06x; H=512 (2 MiB, twice the L2) 1.01x. The float32 kernel's schedule
+# (lstm_fast.pipeline_slice: a block over two steps); over four steps or over one: no gain at H=128 and H=256
 INT8_PIPELINE_MAX_BYTES = 1 << 20
-INT8_PHASES = 2      # a block of four rows projected over this many steps (lstm_fast.PHASES)
 
 
 # ---------------------------------------------------------------------- products
@@ -297,15 +297,6 @@ def lstm_direction_reduced(Y, d, xw, B, R, rscale, rneg, bias, peep, use_peep, s
 
 
 @njit(**JIT_OPTIONS)
-def _int8_project_steps(X2, WQ, wscale, wneg, xw, L, s0, s1, reverse):
-    """xw's rows of steps s0 <= s < s1 of a batch-1 direction of length L <- those rows of X2 @ W (int8_rows)."""
-    if s1 <= s0:
-        return
-    r0, r1 = (L - s1, L - s0) if reverse else (s0, s1)
-    int8_rows(X2[r0:r1], WQ, wscale, wneg, xw[r0:r1])
-
-
-@njit(**JIT_OPTIONS)
 def int8_pipelines(B, L, In, Hout, G):
     """Whether an int8 LSTM direction projects its input inside the recurrence (lstm_int8_pipelined)."""
     return (B == 1 and L >= PIPELINE_MIN_STEPS and G % 64 == 0
@@ -318,7 +309,7 @@ def lstm_int8_pipelined(Y, d, X2, WQ, wscale, wneg, R, rscale, rneg, bias, peep,
     """lstm_direction_reduced with int8 weights at batch 1 (h (Hout,), c (H,) in place, L steps), the input
     projected inside the recurrence as lstm_fast.lstm_direction_pipelined does in float32: the rows of the first
     four steps and of the last L % 4 first (int8_rows), then each step's one-row product over R runs in one loop
-    (tiles.dual_tile("int8")) with 1 / INT8_PHASES of K of a later block of four rows, whose exact int32 sums wait
+    (tiles.dual_tile("int8")) with 1 / PHASES of K of a later block of four rows, whose exact int32 sums wait
     in acc4 until the block's last phase scales them into xw. Integer sums are exact in any order, and both
     scalings are int8_rows' and int8_product's: the results are bit for bit the unpipelined kernel's. G a multiple
     of 64 (int8_pipelines)."""
@@ -327,9 +318,10 @@ def lstm_int8_pipelined(Y, d, X2, WQ, wscale, wneg, R, rscale, rneg, bias, peep,
     Kw, Kr = _up(X2.shape[1], 4), _up(h.shape[0], 4)
     nkw, nkr = Kw // 4, Kr // 4
     ng = G // 64
-    _int8_project_steps(X2, WQ, wscale, wneg, xw, L, 0, min(L, 4), reverse)
-    if L >= 4:
-        _int8_project_steps(X2, WQ, wscale, wneg, xw, L, L // 4 * 4, L, reverse)
+    a0, a1, b0, b1 = ahead_rows(L, reverse)
+    int8_rows(X2[a0:a1], WQ, wscale, wneg, xw[a0:a1])
+    if b0 < b1:
+        int8_rows(X2[b0:b1], WQ, wscale, wneg, xw[b0:b1])
     gates = np.empty(G, np.float32)
     xq4 = np.empty(4 * Kw, np.uint8)
     sa4 = np.empty(4, np.float32)
@@ -344,19 +336,16 @@ def lstm_int8_pipelined(Y, d, X2, WQ, wscale, wneg, R, rscale, rneg, bias, peep,
         for u in range(G):
             gates[u] = xr[u] + bias[u]
         back = s % 2 == 1
-        block, phase = s // INT8_PHASES + 1, s % INT8_PHASES
-        if block >= L // 4:            # every block projected: the recurrent product alone
+        lo, k0, nb, phase = pipeline_slice(s, L, reverse, nkw)     # the block's rows of X2 and xw, its slice of K
+        if lo < 0:                     # every block projected: the recurrent product alone
             int8_product(gates, h, R, rscale, rneg, acc, hq, back)
         else:
-            lo = L - 4 * block - 4 if reverse else 4 * block        # the block's rows of X2 and xw
             if phase == 0:
                 for i in range(4):
                     sa4[i] = _quantize(X2[lo + i], xq4[i * Kw:(i + 1) * Kw])
                     a = acc4[i * G:(i + 1) * G]
                     for j in range(G):
                         a[j] = wneg[j]
-            k0 = phase * nkw // INT8_PHASES
-            nb = (phase + 1) * nkw // INT8_PHASES - k0
             sa = _quantize(h, hq)      # 0 for a zero h: its sums are exactly 0, as int8_product's early return
             sab[0] = sa
             for k in range(ng):
@@ -366,7 +355,7 @@ def lstm_int8_pipelined(Y, d, X2, WQ, wscale, wneg, R, rscale, rneg, bias, peep,
             if sa < 0:                 # h has NaN or inf
                 for u in range(G):
                     gates[u] = np.float32(np.nan)
-            if phase == INT8_PHASES - 1:          # the block's sums into xw, scaled as int8_rows scales them:
+            if phase == PHASES - 1:               # the block's sums into xw, scaled as int8_rows scales them:
                 for i in range(4):                     # its tile with no step, the sums started at acc4's row
                     o = xw[lo + i]
                     if sa4[i] < 0:

@@ -229,9 +229,7 @@ def pool_kernel(average, x, NC, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, pb
                             out[o + q] += x[a + q * usw]
                     else:
                         for q in range(U(hi - lo)):
-                            v = x[a + q * usw]
-                            m = out[o + q]
-                            out[o + q] = v if (v > m or v != v) else m
+                            out[o + q] = _max_in(out[o + q], x[a + q * usw])
             if average:
                 ni = min(kh, (H + pb - 1 - h0) // dh + 1) if include_pad else i1 - i0
                 for wo in range(U(Wo)):
