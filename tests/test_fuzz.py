@@ -324,6 +324,17 @@ def _reshape_target_as_double(m):
     next(t for t in m.graph.initializer if t.name == "flat").data_type = 11   # int64 bytes read as float64
 
 
+def _where_before_its_opset(m):
+    """Where (opset 9 on) in an opset-7 model, with the two inputs of the Equal it replaces: the op's first
+    version's handler reads it, so its first version's schema (three inputs) must be checked first."""
+    m.opset_import[0].version = 7
+    next(n for n in m.graph.node if n.name == "is16k").op_type = "Where"
+
+
+def _reshape_without_output(m):
+    del next(n for n in m.graph.node if n.op_type == "Reshape").output[:]
+
+
 def _bad_utf8(m):
     n = m.graph.node[0]
     for a in n.attribute:
@@ -346,6 +357,8 @@ CONVERTER_DEFECTS = [
     ("an op type with a newline: the error message is two lines", "gru", _op_type_with_newline),
     ("a MatMul with one input", "charlm", _one_input_matmul),
     ("a Reshape target stored as float64", "charlm", _reshape_target_as_double),
+    ("a two-input Where in an opset before Where's", "control", _where_before_its_opset),
+    ("a Reshape without an output", "charlm", _reshape_without_output),
 ]
 
 

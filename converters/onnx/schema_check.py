@@ -1,8 +1,11 @@
 """What every ONNX node must satisfy before a handler reads it, checked against the op's own schema in one place:
-the number of inputs, each attribute's type, string attributes in UTF-8, and the element type of constant inputs
-whose type the schema fixes (Reshape's shape is int64, ...). A malformed node is then a clear error naming the node,
-the attribute or input and what the schema wants, not an exception from deep inside a handler."""
+the number of inputs and of outputs, each attribute's type, string attributes in UTF-8, and the element type of
+constant inputs whose type the schema fixes (Reshape's shape is int64, ...). A malformed node is then a clear error
+naming the node, the attribute or input and what the schema wants, not an exception from deep inside a handler. An
+op newer than the model's opset is checked against its first version, whose handler reads it (registry.lookup)."""
 from __future__ import annotations
+
+from functools import lru_cache
 
 import numpy as np
 
@@ -28,8 +31,10 @@ def check(ctx, node):
                 _utf8(s, where, a.name)
     try:
         schema = defs.get_schema(node.op_type, max_inclusive_version=ctx.opset, domain="")
-    except Exception:   # an op this opset does not define: the handler lookup says so
-        return
+    except Exception:   # an op this opset does not define yet: its first version's handler reads it
+        schema = _first_schema(node.op_type)      # (registry.lookup), so its first version's schema applies
+        if schema is None:                        # an op ONNX does not define: the handler lookup says so
+            return
     n_in = len(node.input)
     while n_in and not node.input[n_in - 1]:
         n_in -= 1
@@ -37,6 +42,13 @@ def check(ctx, node):
         want = (f"{schema.min_input}" if schema.min_input == schema.max_input
                 else f"{schema.min_input} to {schema.max_input}")
         raise ConversionError(f"{where}: takes {want} input(s), got {n_in}")
+    n_out = len(node.output)
+    while n_out and not node.output[n_out - 1]:
+        n_out -= 1
+    if n_out < schema.min_output or n_out > schema.max_output:
+        want = (f"{schema.min_output}" if schema.min_output == schema.max_output
+                else f"{schema.min_output} to {schema.max_output}")
+        raise ConversionError(f"{where}: has {want} output(s), got {n_out}")
     for a in node.attribute:
         spec = schema.attributes.get(a.name)
         if spec is not None and a.type != spec.type:
@@ -50,6 +62,22 @@ def check(ctx, node):
         if want is not None and ctx.consts[name].dtype != want:
             raise ConversionError(f"{where}: input {i} ({name!r}) must be {formal.type_str}, got "
                                   f"{ctx.consts[name].dtype}")
+
+
+@lru_cache(maxsize=None)
+def _first_schema(op_type: str):
+    """The schema of the first version of a default-domain op, or None for an op ONNX does not define."""
+    from onnx import defs
+    try:
+        latest = defs.get_schema(op_type, domain="").since_version
+    except Exception:
+        return None
+    for version in range(1, latest + 1):
+        try:
+            return defs.get_schema(op_type, max_inclusive_version=version, domain="")
+        except Exception:
+            continue
+    return None
 
 
 def _utf8(raw: bytes, where, attr):
