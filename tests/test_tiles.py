@@ -1,13 +1,18 @@
 """The register-tile products (engine/ops/tiles.py, engine/ops/numeric.py product_add / matmul / product) against a
-float64 numpy reference: every tile shape (6, 2 and 1 rows; 64 and 16 columns; the last columns one by one), strided
-rows, both float dtypes, K = 0, and NaN and inf passing through."""
+float64 numpy reference: every tile shape (6, 2 and 1 rows; 64 and 16 columns; the last 1-15 columns in masked
+tiles), strided rows, both float dtypes, K = 0, and NaN and inf passing through; the masked tiles read and write
+nothing past a row's last column, even where the next byte is unmapped."""
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
 from engine.ops.numeric import matmul, product, product_add
 
 ROWS = [0, 1, 2, 3, 5, 6, 7, 8, 13]              # tiles of 6, then 2, then 1
-COLS = [0, 1, 15, 16, 17, 63, 64, 65, 80, 130]   # groups of 64, then 16, then single columns
+COLS = [0, 1, 15, 16, 17, 63, 64, 65, 80, 130]   # groups of 64, then 16, then a masked tile of 1-15
 DEPTHS = [0, 1, 3, 64, 100]
 
 
@@ -44,7 +49,7 @@ def test_product_add_matches_the_reference_for_every_tile_shape(dtype, K):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("N", [128, 130])      # tiles (a multiple of 16) / the BLAS
+@pytest.mark.parametrize("N", [128, 130, 100, 37])   # tiles (a multiple of 16; 100: and a masked tail) / the BLAS
 def test_matmul_and_product_overwrite_the_output(dtype, N):
     rng = np.random.default_rng(7)
     a = rng.standard_normal((13, 100)).astype(dtype)
@@ -71,6 +76,42 @@ def test_nan_and_inf_reach_the_outputs_they_touch():
     assert not np.isfinite(out[:, 66]).any()
     rest = np.delete(np.delete(out, 2, axis=0), 66, axis=1)
     assert np.isfinite(rest).all()
+
+
+def test_masked_tiles_touch_nothing_past_the_last_column():
+    """b's last row and out's last row end where an unmapped page starts: a 16-lane load or store of the last 1-15
+    columns would fault (a child process, so that a fault fails this test rather than ending the run)."""
+    code = textwrap.dedent("""
+        import ctypes, mmap
+        import numpy as np
+        from engine.ops.numeric import product_add
+
+        PAGE = mmap.PAGESIZE
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        rng = np.random.default_rng(0)
+
+        def at_page_end(shape):
+            buf = mmap.mmap(-1, 2 * PAGE)
+            base = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+            assert libc.mprotect(base + PAGE, PAGE, 0) == 0          # PROT_NONE
+            n = shape[0] * shape[1]
+            return buf, np.frombuffer(buf, np.float32, n, PAGE - 4 * n).reshape(shape)
+
+        for M, K, N in ((7, 3, 5), (13, 40, 17), (1, 1, 1), (6, 9, 100)):
+            keep_b, b = at_page_end((K, N))
+            keep_o, out = at_page_end((M, N))
+            b[:] = rng.standard_normal((K, N))
+            out[:] = 1.0
+            a = rng.standard_normal((M, K)).astype(np.float32)
+            product_add(a, b, out)
+            err = np.abs(out - (1.0 + a.astype(np.float64) @ b)).max()
+            assert err < 1e-4, (M, K, N, err)
+            del b, out
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stdout, done.stderr[-2000:])
 
 
 def test_columns_not_contiguous_within_a_row_take_the_general_path():

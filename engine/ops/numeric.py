@@ -251,6 +251,7 @@ def rows_product(X, WT, out):
 _A_BLOCK_BYTES = 256 * 1024
 _TILE6, _TILE5, _TILE4, _TILE3, _TILE2, _TILE1 = (tile_product("float", r) for r in (6, 5, 4, 3, 2, 1))  # 64 cols
 _TILE6N, _TILE2N, _TILE1N = (tile_product("float", r, 1) for r in (6, 2, 1))    # 16 columns
+_TILE6M, _TILE2M, _TILE1M = (tile_product("float", r, 1, masked=True) for r in (6, 2, 1))    # 1-15 columns
 
 
 @njit(**JIT_OPTIONS)
@@ -289,6 +290,23 @@ def _row_tiles(blocks, a, W, out, j, woff, wstride, sa, so):
 
 
 @njit(**JIT_OPTIONS)
+def _row_tiles_masked(a, W, out, j, woff, wstride, sa, so, ncols):
+    """_row_tiles(1, ...) for the first ``ncols`` (< 16) of the 16 columns: the masked tiles."""
+    M, K = a.shape
+    r = 0
+    while r < M:
+        n = 6 if M - r >= 6 else 2 if M - r >= 2 else 1
+        at = r * so + j
+        if n == 6:
+            _TILE6M(out, at, so, W, woff, a, r * sa, sa, K, wstride, ncols)
+        elif n == 2:
+            _TILE2M(out, at, so, W, woff, a, r * sa, sa, K, wstride, ncols)
+        else:
+            _TILE1M(out, at, so, W, woff, a, r * sa, sa, K, wstride, ncols)
+        r += n
+
+
+@njit(**JIT_OPTIONS)
 def _row_block(K, isz):
     """Rows of a per block: ~256 KiB of a, which stays in L2 while every column group passes over it (a projection
     of 6400 rows: ~100 against ~85 GFLOP/s unblocked); a multiple of six, the tiles' height."""
@@ -311,15 +329,8 @@ def _tiled_product_add(a, b, out):
         while j + 16 <= N:
             _row_tiles(1, a[r0:r1], b, out[r0:r1], j, j * isz, sb, sa, so)
             j += 16
-    j = N // 16 * 16
-    if j < N:
-        for r in range(M):
-            o = out[r, j:]
-            for k in range(K):
-                x = a[r, k]
-                w = b[k, j:]
-                for c in range(N - j):
-                    o[c] += x * w[c]
+        if j < N:
+            _row_tiles_masked(a[r0:r1], b, out[r0:r1], j, j * isz, sb, sa, so, N - j)
 
 
 @njit(**JIT_OPTIONS)
@@ -366,8 +377,8 @@ else:
     grouped_add = _tiled_grouped_add
     grouped_row_add = _tiled_grouped_row_add
 # product_add: out (M, N) += a (M, K) @ b (K, N), register tiles (engine/ops/tiles.py) over b as it is stored, 64
-#   columns at a time (then 16, then one by one), each tile over all of K; rows may be strided, their elements must
-#   be contiguous (``contiguous_rows``).
+#   columns at a time (then 16, then the last 1-15 in masked tiles), each tile over all of K; rows may be strided,
+#   their elements must be contiguous (``contiguous_rows``).
 # grouped_add: out (M, N) += a (M, K) @ W, W (K, N) in column groups Q (N // 64, K, 64) (recurrent.pack_parts,
 #   grouped): each tile streams one group's contiguous block, which no cache-set aliasing or page walk slows (W as
 #   stored, rows 4 KiB apart: ~8% slower at an LSTM's recurrent product). ``backward``: the groups last to first,
@@ -410,12 +421,15 @@ if BLAS:
     @njit(**JIT_OPTIONS)
     def matmul(a, b, out):
         """out (M, N) <- a (M, K) @ b (K, N): float32 by register tiles (product_add: ~1.6x one-thread OpenBLAS
-        0.3.30 on Zen 5 at an LSTM's shapes, and independent of the kernel OpenBLAS picks) where N is a multiple of
-        16 (no column runs one by one; a convolution's 100 output positions ran at 51 against 68 GFLOP/s on the
-        tiles); float64, other widths and arrays whose rows are not contiguous by the BLAS (SciPy's OpenBLAS, which
-        Numba's np.dot calls)."""
+        0.3.30 on Zen 5 at an LSTM's shapes, and independent of the kernel OpenBLAS picks) unless the masked tile of
+        the last N % 16 columns would waste more than an eighth of the work (its 16 lanes cost the same for any
+        width): one thread, 64 x 576 @ 576 x N (a convolution's output positions) tiles against OpenBLAS 0.3.30,
+        N = 148 105 against 84 GFLOP/s, 100 100 against 83, 37 82 against 69; 37 x 128 @ 128 x N (a linear layer
+        after an LSTM) N = 100 97 against 109, 37 84 against 105; N = 8 55 against 102, 20 68 against 107. float64,
+        those widths and arrays whose rows are not contiguous by the BLAS (SciPy's OpenBLAS, which Numba's np.dot
+        calls)."""
         N = out.shape[1]
-        if (out.itemsize == 4 and N % 16 == 0 and contiguous_rows(a) and contiguous_rows(b)
+        if (out.itemsize == 4 and (16 - N % 16) % 16 * 8 <= N and contiguous_rows(a) and contiguous_rows(b)
                 and contiguous_rows(out)):
             out[:, :] = 0
             product_add(a, b, out)
