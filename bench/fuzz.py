@@ -651,7 +651,7 @@ def _hostile(rng, a, name, T, B):
         dt = rng.choice(HOSTILE_DTYPES)
         try:
             return ("arr", a.astype(dt))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):     # (-1 as uint64 from an object array: OverflowError)
             return ("arr", np.full(a.shape, "x", dtype="U3"))
     if choice == 1:                                           # another rank
         if a.ndim and rng.random() < 0.5:
