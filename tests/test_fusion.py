@@ -248,6 +248,45 @@ def test_a_reflect_pad_and_a_relu_fold_into_the_conv(dft, pads, unsqueeze):
             engine.Session(model).run(None, {"x": short})
 
 
+def conv2d_relu_model(bias, also_output=False):
+    """x (N, 3, 9, 11) -> Conv 3x3 (pads 1, 5 output channels, with or without a bias) -> Relu -> y; the Conv's
+    output a graph output too with ``also_output``. The same weights every time."""
+    weights = np.random.default_rng(5)
+    inits = {"W": weights.standard_normal((5, 3, 3, 3)).astype(np.float32)}
+    if bias:
+        inits["b"] = weights.standard_normal(5).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "W"] + (["b"] if bias else []), ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["y"])]
+    outputs = [helper.make_tensor_value_info("y", F, None)]
+    if also_output:
+        outputs.append(helper.make_tensor_value_info("c", F, None))
+    return graph(nodes, [helper.make_tensor_value_info("x", F, ["N", 3, 9, 11])], outputs, inits)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_a_relu_folds_into_the_2d_conv_before_it(bias):
+    m = conv2d_relu_model(bias)
+    model = converters.from_onnx(m)
+    assert ops_of(model) == ["Conv2D"] and next(iter(model.all_nodes())).attrs["relu"]
+    x = rng.standard_normal((2, 3, 9, 11)).astype(np.float32)
+    check(m, {"x": x})
+    for threads in (1, 2):          # the register tiles and the BLAS
+        y = engine.Session(model, threads=threads).run(None, {"x": x})[0]
+        assert (y >= 0).all() and (y == 0).any() and (y > 0).any()
+    x[1, 0, 4, 5] = np.nan          # NaN stays NaN through the fused Relu, as through Relu
+    fused = engine.Session(model, threads=1).run(None, {"x": x})[0]
+    unfused = engine.Session(converters.from_onnx(conv2d_relu_model(bias, also_output=True)),
+                             threads=1).run(None, {"x": x})[0]
+    assert np.isnan(fused[1]).any() and not np.isnan(fused[0]).any()
+    np.testing.assert_array_equal(fused, unfused)
+
+
+def test_a_2d_conv_whose_output_is_read_elsewhere_keeps_its_relu():
+    m = conv2d_relu_model(True, also_output=True)
+    assert ops_of(converters.from_onnx(m)) == ["Conv2D", "Relu"]
+    check(m, {"x": rng.standard_normal((1, 3, 9, 11)).astype(np.float32)})
+
+
 def test_a_pad_the_conv_cannot_take_stays_a_pad():
     W = rng.standard_normal((6, 1, 5)).astype(np.float32)
     for m, shape in ((padded_conv_model((2, 2), W, unsqueeze=False, pad_axis_last=False), (3, 1, 20)),

@@ -352,10 +352,12 @@ def test_kernels_write_only_their_buffers(Cg, group, H, W, kh, kw, pads, sh, sw,
     b = rng.standard_normal(M).astype(F32)
     col_all, col = guarded(Cg * kh * kw * Ho * Wo)
     out_all, out = guarded(M * Ho * Wo)
-    conv2d_kernel(x, w, b, True, col, False, 1, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw, group, out, 1)
-    assert untouched(col_all) and untouched(out_all)
     ref = nv.conv2d(x.reshape(1, C, H, W), w.reshape(M, Cg, kh, kw), b, pads, (sh, sw), (dh, dw), group)
-    assert np.allclose(out.reshape(ref.shape), ref, atol=1e-4)
+    for relu in (False, True):
+        conv2d_kernel(x, w, b, True, col, False, 1, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw, group,
+                      out, relu, 1)
+        assert untouched(col_all) and untouched(out_all)
+        assert np.allclose(out.reshape(ref.shape), np.maximum(ref, 0) if relu else ref, atol=1e-4)
     pk = [p % k for p, k in zip(pads, (kh, kw, kh, kw))]
     for average in (False, True):
         Hp, Wp = pool_out(H, kh, sh, dh, pk[0], pk[2], 1), pool_out(W, kw, sw, dw, pk[1], pk[3], 1)

@@ -9,7 +9,7 @@ node, a branch or a graph output), and computes the same function up to float32 
   (never computed), any other slice stays a Slice after it. Silero VAD's STFT.
 * ``reflect_pad``: a reflect Pad of the last axis in front of a Conv without pads (an Unsqueeze between them
   allowed): the Conv's own pads, mirrored (pad_mode reflect).
-* ``conv_relu``: a Relu after a Conv: the Conv's ``relu``.
+* ``conv_relu``: a Relu after a Conv (1-D) or Conv2D: its ``relu``.
 * ``gather_before_transpose``: a Transpose read only by a Gather of one constant index (torch's batch_first
   ``output[:, -1]``: the LSTM's (T, B, H) output transposed to (B, T, H), then one time step taken): the Gather
   takes that index on the Transpose's input instead, and only what is left is transposed, when anything is (a
@@ -163,7 +163,7 @@ class _Rewriter:
         self._drop(pad)
 
     def _conv_relu(self, relu):
-        conv = self._only(relu.inputs[0], ("Conv",))
+        conv = self._only(relu.inputs[0], ("Conv", "Conv2D"))
         if conv is None or conv.attrs.get("relu"):
             return
         conv.attrs["relu"] = True

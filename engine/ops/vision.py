@@ -97,7 +97,9 @@ def pool_out(n, k, stride, dilation, pad0, pad1, ceil_mode):
 
 
 class Conv2D(Op):
-    """2-D convolution as im2col into a work buffer and one matrix product per image and group (vision_kernels)."""
+    """2-D convolution as im2col into a work buffer and one matrix product per image and group (vision_kernels).
+    ``relu`` (true; the converters set it for a Relu that alone reads the output, converters/fusion.py): the output
+    passed through Relu, in the same pass that adds the bias."""
     name = "Conv2D"
 
     @classmethod
@@ -116,6 +118,8 @@ class Conv2D(Op):
                 W.shape[0] % group:
             raise ModelFileError(f"node {node.name!r} (Conv2D): group must be a positive integer dividing the "
                                  f"{W.shape[0]} output channels, got {group!r}")
+        if not isinstance(node.attrs.get("relu", False), bool):
+            raise ModelFileError(f"node {node.name!r} (Conv2D): relu must be true or false")
         if len(node.inputs) > 2 and node.inputs[2]:
             B = model.tensors.get(node.inputs[2])
             if B is None or B.dtype.kind != "f" or B.shape != (W.shape[0],):
@@ -146,9 +150,10 @@ class Conv2D(Op):
         # a 1x1 kernel at stride 1 without pads reads the image as it is: no im2col
         direct = int(kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0)
         col = None if direct else p.temp(Cg * kh * kw * Ho * Wo)
-        p.emit(CONV2D, f"conv2d {x.shape} * {w.shape} -> {out.shape}", *p.ref(x), *p.ref(w), *p.ref(bias),
-               *p.ref(out), *p.ref(col), N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw, group,
-               int(bias is not None), direct)
+        relu = int(a.get("relu", False))
+        p.emit(CONV2D, f"conv2d {x.shape} * {w.shape} -> {out.shape}" + (" + relu" if relu else ""), *p.ref(x),
+               *p.ref(w), *p.ref(bias), *p.ref(out), *p.ref(col), N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw,
+               dh, dw, group, int(bias is not None), direct, relu)
 
 
 class MaxPool(Op):

@@ -115,10 +115,11 @@ def im2col(x, xo, Cg, H, W, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo, col):
 
 @njit(**JIT_OPTIONS)
 def conv2d_kernel(x, w, bias, use_bias, col, direct, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw,
-                  group, out, threads):
-    """out (N, M, Ho, Wo) = conv2d(x (N, C, H, W), w (M, Cg, kh, kw)) + bias (M,), all flat. Per image and group:
-    im2col into col, then out_g (Mg, Ho Wo) = w_g (Mg, Cg kh kw) @ col (Cg kh kw, Ho Wo). ``direct``: a 1x1 kernel
-    at stride 1 without pads, whose col is the image itself."""
+                  group, out, relu, threads):
+    """out (N, M, Ho, Wo) = conv2d(x (N, C, H, W), w (M, Cg, kh, kw)) + bias (M,), all flat, then Relu's rule with
+    ``relu`` (NaN stays NaN), in one pass with the bias. Per image and group: im2col into col, then out_g
+    (Mg, Ho Wo) = w_g (Mg, Cg kh kw) @ col (Cg kh kw, Ho Wo). ``direct``: a 1x1 kernel at stride 1 without pads,
+    whose col is the image itself."""
     Mg = M // group
     Kc = Cg * kh * kw
     P = Ho * Wo
@@ -133,12 +134,17 @@ def conv2d_kernel(x, w, bias, use_bias, col, direct, N, C, H, W, M, Cg, kh, kw, 
             oo = (n * M + g * Mg) * P
             product(shaped(w[g * Mg * Kc:(g + 1) * Mg * Kc], (Mg, Kc)), cols, shaped(out[oo:oo + Mg * P], (Mg, P)),
                     threads)
-        if use_bias:
+        if use_bias or relu:
             for m in range(M):
-                b = bias[m]
+                b = bias[m] if use_bias else out.dtype.type(0)
                 row = out[(n * M + m) * P:(n * M + m + 1) * P]
-                for q in range(P):
-                    row[q] += b
+                if relu:
+                    for q in range(P):
+                        v = row[q] + b
+                        row[q] = v if (v > 0 or v != v) else 0      # NaN stays NaN (Relu's rule)
+                else:
+                    for q in range(P):
+                        row[q] += b
 
 
 @njit(**JIT_OPTIONS)
@@ -254,16 +260,16 @@ def reduce_max_kernel(x, out):
 def run_vision(code, prog, pc, F, I):
     p = pc + 3
     if code == CONV2D:      # [x, w, bias, out, col refs, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw,
-        #                      group, use_bias, direct]
+        #                      group, use_bias, direct, relu]
         N, C, H, W, M, Cg, kh, kw, Ho, Wo = (prog[p + 10], prog[p + 11], prog[p + 12], prog[p + 13], prog[p + 14],
                                              prog[p + 15], prog[p + 16], prog[p + 17], prog[p + 18], prog[p + 19])
-        use_bias, direct = prog[p + 27] != 0, prog[p + 28] != 0
+        use_bias, direct, relu = prog[p + 27] != 0, prog[p + 28] != 0, prog[p + 29] != 0
         x = fview(F, prog, p, N * C * H * W)
         col = x[0:0] if direct else fview(F, prog, p + 8, Cg * kh * kw * Ho * Wo)
         conv2d_kernel(x, fview(F, prog, p + 2, M * Cg * kh * kw), fview(F, prog, p + 4, M) if use_bias else x[0:0],
                       use_bias, col, direct, N, C, H, W, M, Cg, kh, kw, Ho, Wo, prog[p + 20], prog[p + 21],
                       prog[p + 22], prog[p + 23], prog[p + 24], prog[p + 25], prog[p + 26],
-                      fview(F, prog, p + 6, N * M * Ho * Wo), prog[THREADS_AT])
+                      fview(F, prog, p + 6, N * M * Ho * Wo), relu, prog[THREADS_AT])
     elif code == MAXPOOL or code == AVGPOOL:   # [x, out refs, NC, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, pb,
         #                                         pr, count_include_pad]
         NC, H, W, Ho, Wo = prog[p + 4], prog[p + 5], prog[p + 6], prog[p + 7], prog[p + 8]
