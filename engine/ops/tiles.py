@@ -74,8 +74,10 @@ def tile_product(kind, rows, blocks=4, dequant=None, masked=False):
 
     the columns past them neither read (in acc or W: a row's tail at the end of its array) nor written (masked
     loads and stores; the last columns of a product whose width is not a multiple of 16 ran one by one, ~13x
-    slower, 64 x 576 @ 576 x 148 282 against 111 us for its first 144 columns). ``dequant`` ("add" or "set", int8 only): the int32 sums never leave the registers; the tile takes three
-    more arguments and writes floats:
+    slower, 64 x 576 @ 576 x 148 282 against 111 us for its first 144 columns).
+
+    ``dequant`` ("add" or "set", int8 only): the int32 sums never leave the registers; the tile takes three more
+    arguments and writes floats:
 
         f(out, j, stride, W, off, x, xo, kstride, nk, wstride, neg, scale, sa)
         sums start at neg[j + c] (int32); out[r * stride + j + c] (float32) += (or =) (sa[r] * scale[j + c]) * sums
@@ -219,7 +221,8 @@ def tile_product(kind, rows, blocks=4, dequant=None, masked=False):
     else:
         def make(typingctx, acc, j, stride, W, off, x, xo, kstride, nk, wstride):
             return typer(acc, j, stride, W, off, x, xo, kstride, nk, wstride)
-    make.__name__ = f"_{kind}_tile{rows}x{blocks}" + (f"_{dequant}" if dequant else "") + ("_masked" if masked else "")
+    make.__name__ = (f"_{kind}_tile{rows}x{blocks}" + (f"_{dequant}" if dequant else "")
+                     + ("_masked" if masked else ""))
     return intrinsic(make)
 
 
