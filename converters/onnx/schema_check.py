@@ -35,20 +35,8 @@ def check(ctx, node):
         schema = _first_schema(node.op_type)      # (registry.lookup), so its first version's schema applies
         if schema is None:                        # an op ONNX does not define: the handler lookup says so
             return
-    n_in = len(node.input)
-    while n_in and not node.input[n_in - 1]:
-        n_in -= 1
-    if n_in < schema.min_input or n_in > schema.max_input:
-        want = (f"{schema.min_input}" if schema.min_input == schema.max_input
-                else f"{schema.min_input} to {schema.max_input}")
-        raise ConversionError(f"{where}: takes {want} input(s), got {n_in}")
-    n_out = len(node.output)
-    while n_out and not node.output[n_out - 1]:
-        n_out -= 1
-    if n_out < schema.min_output or n_out > schema.max_output:
-        want = (f"{schema.min_output}" if schema.min_output == schema.max_output
-                else f"{schema.min_output} to {schema.max_output}")
-        raise ConversionError(f"{where}: has {want} output(s), got {n_out}")
+    _check_count(where, node.input, schema.min_input, schema.max_input, "takes {} input(s)")
+    _check_count(where, node.output, schema.min_output, schema.max_output, "has {} output(s)")
     for a in node.attribute:
         spec = schema.attributes.get(a.name)
         if spec is not None and a.type != spec.type:
@@ -62,6 +50,15 @@ def check(ctx, node):
         if want is not None and ctx.consts[name].dtype != want:
             raise ConversionError(f"{where}: input {i} ({name!r}) must be {formal.type_str}, got "
                                   f"{ctx.consts[name].dtype}")
+
+
+def _check_count(where, names, lo, hi, what):
+    """The node's inputs or outputs (trailing empty names are left-out optional ones) number lo to hi."""
+    n = len(names)
+    while n and not names[n - 1]:
+        n -= 1
+    if n < lo or n > hi:
+        raise ConversionError(f"{where}: {what.format(lo if lo == hi else f'{lo} to {hi}')}, got {n}")
 
 
 @lru_cache(maxsize=None)
