@@ -151,19 +151,24 @@ def test_release_pages_leaves_values_alone(tmp_path):
     assert np.array_equal(W, before)
 
 
-def test_plans_with_the_threaded_kernel_keep_the_sessions_threads_for_the_blas():
-    """The threaded kernel's threads compute their products on the engine's register tiles, never the BLAS, so a
-    plan with it (any batch) leaves the BLAS on the Session's threads for its other products (prog[THREADS_AT]),
-    and a one-thread Session's on one."""
+def test_plans_with_the_threaded_kernel_run_their_other_products_on_one_thread():
+    """The threaded kernel runs on Numba's threads, and an OpenBLAS pool spinning after another product of the same
+    plan takes a core from them (each step's barrier then waits ~25 us for a thread off its core: bench.crnn's
+    medium CRNN at 2 threads took 32 ms a call with its linear layer on OpenBLAS's two threads, 20.7 ms with it on
+    one). So a plan with it sets the BLAS to one thread (prog[THREADS_AT]); a plan without it keeps the Session's
+    threads, and a one-thread Session's plans one."""
     from engine import _threads
-    model, _ = recurrent_model("LSTM", I=I, H=PARALLEL_MIN_HIDDEN, scale=0.1)
-    one, two = engine.Session(model, threads=1), engine.Session(model, threads=2)
+    threaded, _ = recurrent_model("LSTM", I=I, H=PARALLEL_MIN_HIDDEN, scale=0.1)
+    plain, _ = recurrent_model("LSTM", I=I, H=PARALLEL_MIN_HIDDEN // 2, scale=0.1)
+    two = engine.Session(threaded, threads=2)
     if two.threads < 2 or two.runtime != "jit":
         pytest.skip("needs two cores and the JIT runtime's threaded kernel")
     for B in (1, 5):
-        two.run(None, feed_of(model, B, state=False))
+        two.run(None, feed_of(threaded, B, state=False))
+        assert "threads" in two.program({"X": (T, B, I)}) and _threads.current == 1
+        engine.Session(plain, threads=2).run(None, feed_of(plain, B, state=False))
         assert _threads.current == 2
-        one.run(None, feed_of(model, B, state=False))
+        engine.Session(plain, threads=1).run(None, feed_of(plain, B, state=False))
         assert _threads.current == 1
 
 

@@ -361,6 +361,12 @@ class Recurrent(Op):
             Y = p.temp(T * D * B * Hout)
             Y.shape = y_shape
         variant = cls.variant(node, p, T, B)
+        if variant in (LSTM_FAST_MT, GRU_FAST_MT):
+            # the kernel runs on Numba's threads: the plan's other products keep to one thread, since an OpenBLAS
+            # pool spinning after its product takes a core from them (bench.crnn's medium CRNN, 2 threads: 32.0 ms
+            # a call with its linear layer on OpenBLAS's two threads, against 17.5 ms for its instructions timed
+            # one by one)
+            p.blas_threads = 1
         reverse = list(DIRECTIONS[a["direction"]]) + [0] * (2 - D)
         width = cls.gate_width(node, p)  # G * H, or for a packed LSTM parts * 4 * chunk (padding when uneven)
         # no hoisted projection where the kernel projects step by step; it still may with sequence_lens and a

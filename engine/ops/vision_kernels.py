@@ -13,6 +13,12 @@ from .program import OK, THREADS_AT
 from .program_kernels import fparam, fview, shaped
 from .vision import AVGPOOL, CHANNEL_AFFINE, CLIP, CONV2D, LEAKY_RELU, MAXPOOL, REDUCE_MAX
 
+# the least multiply-adds of a convolution's product for it to run on the plan's BLAS threads; smaller ones run on
+# one thread's register tiles. In a CRNN at 2 threads, products of 5-30 M multiply-adds ran slower on OpenBLAS's two
+# threads than on one (bench.crnn's small model, 1 x 400: 3.1 against 2.0 ms a call); alone, at 236 M, two threads
+# took 0.6-1.5x the time of one, by shape
+CONV_THREADS_MIN_MACS = 1 << 26
+
 
 @njit(**JIT_OPTIONS)
 def taps(start, k, dilation, n):
@@ -133,7 +139,7 @@ def conv2d_kernel(x, w, bias, use_bias, col, direct, N, C, H, W, M, Cg, kh, kw, 
                 cols = shaped(col[:Kc * P], (Kc, P))
             oo = (n * M + g * Mg) * P
             product(shaped(w[g * Mg * Kc:(g + 1) * Mg * Kc], (Mg, Kc)), cols, shaped(out[oo:oo + Mg * P], (Mg, P)),
-                    threads)
+                    threads if Mg * Kc * P >= CONV_THREADS_MIN_MACS else 1)
         if use_bias or relu:
             for m in range(M):
                 b = bias[m] if use_bias else out.dtype.type(0)
