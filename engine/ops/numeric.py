@@ -7,8 +7,10 @@ projection.
 import math
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
 from numba.core import config as numba_config
+from numba.extending import intrinsic
 
 from ..config import BLAS, JIT_OPTIONS
 from .activations import (AFFINE, ELU, HARD_SIGMOID, LEAKY_RELU, RELU, SCALED_TANH, SIGMOID, SOFTSIGN, TANH,
@@ -33,6 +35,49 @@ _B6 = F32(1.19825839466702e-06)
 _SAT = F32(9.0)
 _HALF = F32(0.5)
 _ONE = F32(1.0)
+
+
+# exp(x) in float32 (Cephes' expf): x = n ln 2 + r, |r| <= ln 2 / 2, e^r by a degree-7 polynomial, 2^n from its
+# exponent bits; ~1 ulp, and without branches, so that a loop of it vectorises (Numba has no vector exp)
+_EXP_HI = F32(88.3762626647949)
+_EXP_LO = F32(-87.3365447505531)      # 2^n stays a normal number
+_LOG2E = F32(1.44269504088896341)
+_LN2_HI = F32(0.693359375)
+_LN2_LO = F32(-2.12194440e-4)
+_P0, _P1, _P2, _P3, _P4, _P5 = (F32(1.9875691500e-4), F32(1.3981999507e-3), F32(8.3334519073e-3),
+                                F32(4.1665795894e-2), F32(1.6666665459e-1), F32(5.0000001201e-1))
+
+
+if numba_config.DISABLE_JIT:     # plain Python (NUMBA_DISABLE_JIT=1): intrinsics do not run there
+    def _f32_from_bits(bits):
+        return np.int32(bits).view(np.float32)
+else:
+    @intrinsic
+    def _f32_from_bits(typingctx, bits):
+        """The float32 whose bit pattern is the int32 ``bits``."""
+        if bits != types.int32:
+            return None
+
+        def codegen(context, builder, sig, args):
+            return builder.bitcast(args[0], ir.FloatType())
+        return types.float32(types.int32), codegen
+
+
+@njit(**JIT_OPTIONS)
+def exp32(x):
+    """e^x for float32 x, x clamped to [-87.3, 88.4] first (the results stay normal numbers: e^-87.3 is the smallest
+    normal float32); NaN stays NaN (the clamps' comparisons are false for it)."""
+    x = _EXP_HI if x > _EXP_HI else x
+    x = _EXP_LO if x < _EXP_LO else x
+    n = np.floor(x * _LOG2E + _HALF)
+    r = x - n * _LN2_HI - n * _LN2_LO
+    p = _P0 * r + _P1
+    p = p * r + _P2
+    p = p * r + _P3
+    p = p * r + _P4
+    p = p * r + _P5
+    p = p * r * r + r + _ONE
+    return p * _f32_from_bits(np.int32((np.int32(n) + np.int32(127)) << np.int32(23)))
 
 
 @njit(**JIT_OPTIONS)
