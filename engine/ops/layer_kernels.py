@@ -5,7 +5,7 @@ from numba import njit
 from ..config import JIT_OPTIONS
 from .layers import (ADD, BATCHED_MATMUL, BINARY, CONV1D, DIV, EXP, GATHER_F, GATHER_I, MATMUL, MEAN, MUL, NEG,
                      RELU, SIGMOID, SOFTMAX, SQRT, STFT, SUB, TANH, UNARY)
-from .numeric import F32, exp32, product
+from .numeric import F32, exp32, product, relu as relu_value
 from .program import ERR_INDEX, OK, THREADS_AT
 from .program_kernels import fview, iview, shaped
 
@@ -80,8 +80,7 @@ def unary_kernel(op, x, out):
     n = x.shape[0]
     if op == RELU:
         for i in range(n):
-            v = x[i]
-            out[i] = v if (v > 0 or v != v) else 0      # NaN stays NaN
+            out[i] = relu_value(x[i])
     elif op == SIGMOID:
         for i in range(n):
             v = x[i]
@@ -118,15 +117,17 @@ def _softmax_row32(x, out, log):
         if x[k] > m:
             m = x[k]
     s = 0.0
-    for k in range(K):
-        e = exp32(x[k] - m)
-        out[k] = e
-        s += e
     if log:
+        for k in range(K):
+            s += exp32(x[k] - m)
         ls = np.log(s)
         for k in range(K):
             out[k] = np.float64(x[k]) - m - ls
     else:
+        for k in range(K):
+            e = exp32(x[k] - m)
+            out[k] = e
+            s += e
         inv = 1.0 / s
         for k in range(K):
             out[k] = out[k] * inv

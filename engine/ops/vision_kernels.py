@@ -8,7 +8,7 @@ import numpy as np
 from numba import njit
 
 from ..config import JIT_OPTIONS
-from .numeric import product
+from .numeric import product, relu as relu_value
 from .program import OK, THREADS_AT
 from .program_kernels import fparam, fview, shaped
 from .vision import AVGPOOL, CHANNEL_AFFINE, CLIP, CONV2D, LEAKY_RELU, MAXPOOL, REDUCE_MAX
@@ -146,8 +146,7 @@ def conv2d_kernel(x, w, bias, use_bias, col, direct, N, C, H, W, M, Cg, kh, kw, 
                 row = out[(n * M + m) * P:(n * M + m + 1) * P]
                 if relu:
                     for q in range(P):
-                        v = row[q] + b
-                        row[q] = v if (v > 0 or v != v) else 0      # NaN stays NaN (Relu's rule)
+                        row[q] = relu_value(row[q] + b)
                 else:
                     for q in range(P):
                         row[q] += b
