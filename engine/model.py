@@ -268,6 +268,12 @@ def _check_nodes(model, nodes, known, packed_names, depth=0, hidden=frozenset())
                                      f"the If does not list it among its inputs")
             if name and name not in known:
                 raise ModelFileError(f"node {node.name!r} input {i} refers to unknown value {name!r}")
+        unknown = sorted(set(node.attrs) - OPS[node.op].attrs)
+        if unknown:
+            raise ModelFileError(
+                f"node {node.name!r} ({node.op}): attribute(s) {unknown} are not ones this engine reads for "
+                f"{node.op} ({', '.join(sorted(OPS[node.op].attrs)) or 'none'}); the file was probably written by a "
+                f"newer lstm-engine: upgrade lstm-engine, or convert the model again with this version")
         OPS[node.op].validate(node, model)
         if node.op == "If" and depth >= MAX_IF_DEPTH:
             raise ModelFileError(f"node {node.name!r} (If): If nodes are nested more than {MAX_IF_DEPTH} deep")

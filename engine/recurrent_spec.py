@@ -115,7 +115,8 @@ def canonical(op: str, attrs: dict, num_directions: int | None = None, *, where:
 
 
 def check(op: str, attrs: dict, num_directions: int | None = None, *, where: str | None = None) -> None:
-    """Check a stored node's attributes (every key of the stored form present and valid; other keys are ignored).
+    """Check a stored node's attributes (every key of the stored form present and valid; other keys are not looked
+    at here: Model.validate refuses a node with attributes its op does not read, before this runs).
 
     ModelFileError for a malformed value, UnsupportedModelError for a well-formed one the engine does not run;
     messages start with ``where`` (default: the op).

@@ -398,3 +398,52 @@ def test_two_conv_nodes_of_one_name_are_refused():
                                                    "W2": np.full((2, 1, 3), 10.0, np.float32)})
         with pytest.raises(ModelFileError, match="two nodes with packed weights are named 'c'"):
             model.validate()
+
+
+def _with_attr(data, attr, where):
+    """The file with attribute ``attr`` (a name its op does not read) added to the first node, or to the first node
+    of the first If's then branch."""
+    def f(h):
+        meta = _meta(h)
+        node = meta["nodes"][0] if where == "top" else _if_node(meta)["attrs"]["then"]["nodes"][0]
+        node["attrs"][attr] = True
+        _set_meta(h, meta)
+    return _rewrite(data, f)
+
+
+@pytest.mark.parametrize("where", ["top", "branch"])
+def test_a_node_attribute_the_engine_does_not_read_is_refused(lstm_file, if_file, tmp_path, where):
+    """A newer converter may write an attribute that changes a node's result (Conv2D's relu was one); an engine
+    that ignored it would run the file and answer wrongly, so the file is refused and the message says why."""
+    data = (lstm_file if where == "top" else if_file)[1].read_bytes()
+    p = tmp_path / "newer.lstm"
+    p.write_bytes(_with_attr(data, "fused_future_op", where))
+    with pytest.raises(ModelFileError, match=r"\['fused_future_op'\] are not ones this engine reads .*upgrade "
+                                             r"lstm-engine") as info:
+        engine.Session(p)
+    assert "\n" not in str(info.value)
+
+
+def test_every_attribute_an_op_reads_is_declared():
+    """Each op's attrs (what Model.validate lets through) names every attribute its checks and plan read: an
+    attribute read but not declared would make every file that has it unloadable."""
+    import inspect
+    import re
+
+    from engine.ops import OPS
+    helpers = {"distinct_axes": "axes", "check_axis_attr": "axis"}       # their default keys
+    for name, op in OPS.items():
+        source = ""
+        for k in op.__mro__:
+            if k.__module__.startswith("engine.ops") and k.__name__ != "Op":
+                try:
+                    source += inspect.getsource(k)
+                except OSError:           # a class made by type() (the element-wise families): its base's source
+                    pass
+        read = set(re.findall(r"""(?:attrs|\ba)(?:\.get\(|\[)\s*["']([a-z_]+)["']""", source))
+        read |= set(re.findall(r"""\b(?:_ints|_flag|int_list|distinct_axes|check_axis_attr)\(node, ["']([a-z_]+)["']""",
+                               source))
+        read |= {key for helper, key in helpers.items() if re.search(rf"\b{helper}\(node\)", source)}
+        if name == "MaxPool":
+            read.discard("count_include_pad")     # read in the shared validate only when cls is AveragePool
+        assert read <= op.attrs, f"{name} reads {sorted(read - op.attrs)} without declaring them"

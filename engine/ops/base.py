@@ -34,6 +34,9 @@ class Op:
     name = ""
     recurrent = False
     packed_inputs: tuple = ()
+    # the attribute names the op reads: a stored node with any other is refused at load (Model.validate), so that a
+    # file from a newer converter whose attribute changes the result (a fused Relu, say) is not run without it
+    attrs: frozenset = frozenset()
 
     @classmethod
     def validate(cls, node, model):

@@ -137,6 +137,7 @@ class Pad(Op):
     every axis's end, for the axes in ``axes``, default all) are the attribute ``pads`` or, when they are computed,
     the int input 1 (known at plan time). Negative pads crop."""
     name = "Pad"
+    attrs = frozenset({"mode", "value", "pads", "axes"})
 
     @classmethod
     def validate(cls, node, model):
@@ -235,6 +236,7 @@ class ShapeValue(Op):
     [coefficient, [[input index, axis], ...]] (the product of the coefficient and those dimensions), ``scalar``
     whether the result is rank 0. The converter writes one where a shape computation meets a run-time op."""
     name = "ShapeValue"
+    attrs = frozenset({"dims", "scalar"})
 
     @classmethod
     def validate(cls, node, model):
@@ -274,6 +276,7 @@ class If(Op):
     when planned). Input 0 is the condition; the others are the outer values the branches read (so that liveness
     sees them)."""
     name = "If"
+    attrs = frozenset({"then", "else", "ranks"})
 
     @classmethod
     def validate(cls, node, model):

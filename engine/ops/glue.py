@@ -34,6 +34,7 @@ class Identity(Op):
 
 class Transpose(Op):
     name = "Transpose"
+    attrs = frozenset({"perm"})
 
     @classmethod
     def validate(cls, node, model):
@@ -62,6 +63,7 @@ class Transpose(Op):
 
 class Reshape(Op):
     name = "Reshape"
+    attrs = frozenset({"shape"})
 
     @classmethod
     def validate(cls, node, model):
@@ -93,6 +95,7 @@ class Reshape(Op):
 
 class Squeeze(Op):
     name = "Squeeze"
+    attrs = frozenset({"axes"})
 
     @classmethod
     def validate(cls, node, model):
@@ -113,6 +116,7 @@ class Squeeze(Op):
 
 class Unsqueeze(Op):
     name = "Unsqueeze"
+    attrs = frozenset({"axes"})
 
     @classmethod
     def validate(cls, node, model):
@@ -132,6 +136,7 @@ class Unsqueeze(Op):
 
 class Concat(Op):
     name = "Concat"
+    attrs = frozenset({"axis"})
 
     @classmethod
     def validate(cls, node, model):
@@ -170,6 +175,7 @@ class Concat(Op):
 
 class Slice(Op):
     name = "Slice"
+    attrs = frozenset({"slices"})
 
     @classmethod
     def validate(cls, node, model):
@@ -237,6 +243,7 @@ class ConstantOfShape(Op):
     """A tensor filled with one value, whose shape may depend on run-time values: each entry of ``shape`` is an
     int or [k, axis] = dimension ``axis`` of input k (exporters build zero initial states this way)."""
     name = "ConstantOfShape"
+    attrs = frozenset({"shape", "value"})
 
     @classmethod
     def validate(cls, node, model):

@@ -127,6 +127,7 @@ def _around(shape, axis):
 class Softmax(Op):
     """Softmax / LogSoftmax along one axis (opset 13 semantics; the converter maps older opsets)."""
     name = "Softmax"
+    attrs = frozenset({"axis"})
 
     @classmethod
     def validate(cls, node, model):
@@ -154,6 +155,7 @@ class LogSoftmax(Softmax):
 class ReduceMean(Op):
     """The mean over ``axes``; ReduceMax (engine/ops/vision.py) plans the same way with its own opcode."""
     name = "ReduceMean"
+    attrs = frozenset({"axes", "keepdims"})
     opcode = MEAN
 
     @classmethod
@@ -196,6 +198,7 @@ class Gather(Op):
     """Gather along ``axis``: embedding lookups (constant table, run-time token ids) and picking time steps.
     ``index_shape`` gives the shape of constant indices (stored flattened), [] for a scalar index."""
     name = "Gather"
+    attrs = frozenset({"axis", "index_shape"})
 
     @classmethod
     def validate(cls, node, model):
@@ -254,6 +257,7 @@ class Conv(Op):
     the pads mirror the input (ONNX Pad's reflect mode, fused in by the converters) instead of zeros. ``relu``: the
     output passed through Relu."""
     name = "Conv"
+    attrs = frozenset({"group", "pads", "strides", "dilations", "relu", "pad_mode", "magnitude", "first_output"})
     packed_inputs = (1,)
 
     @classmethod
@@ -397,6 +401,7 @@ def dft_basis(W):
 class Split(Op):
     """Split along ``axis`` into pieces of the given ``sizes``."""
     name = "Split"
+    attrs = frozenset({"axis", "sizes"})
 
     @classmethod
     def validate(cls, node, model):
@@ -428,6 +433,7 @@ class Split(Op):
 class Cast(Op):
     """To the model's float type ("float") or to int64 / int32 (integers are computed in int64)."""
     name = "Cast"
+    attrs = frozenset({"to"})
 
     @classmethod
     def validate(cls, node, model):

@@ -440,6 +440,7 @@ _VARIANT_NAMES = {LSTM_FAST: "fast", LSTM_FAST_MT: "fast, threads", LSTM_GENERIC
 
 class LSTM(Recurrent):
     name = "LSTM"
+    attrs = frozenset(recurrent_spec.SPECS["LSTM"].attributes)
     n_inputs = 9
     outputs = ("Y", "Y_h", "Y_c")
     state_names = ("h", "c")
@@ -572,6 +573,7 @@ class LSTM(Recurrent):
 
 class GRU(Recurrent):
     name = "GRU"
+    attrs = frozenset(recurrent_spec.SPECS["GRU"].attributes)
 
     @classmethod
     def multi_thread(cls, node, dtype, threads):
@@ -648,6 +650,7 @@ class GRU(Recurrent):
 
 class RNN(Recurrent):
     name = "RNN"
+    attrs = frozenset(recurrent_spec.SPECS["RNN"].attributes)
 
     @classmethod
     def pack(cls, node, model, dtype, threads):

@@ -101,6 +101,7 @@ class Conv2D(Op):
     ``relu`` (true; the converters set it for a Relu that alone reads the output, converters/fusion.py): the output
     passed through Relu, in the same pass that adds the bias."""
     name = "Conv2D"
+    attrs = frozenset({"group", "auto_pad", "pads", "strides", "dilations", "relu"})
 
     @classmethod
     def validate(cls, node, model):
@@ -159,6 +160,7 @@ class Conv2D(Op):
 class MaxPool(Op):
     """Max pooling over 1 or 2 spatial axes; pads never win (they are not values), NaN propagates."""
     name = "MaxPool"
+    attrs = frozenset({"kernel_shape", "auto_pad", "pads", "strides", "dilations", "ceil_mode"})
     opcode = MAXPOOL
 
     @classmethod
@@ -214,6 +216,7 @@ class AveragePool(MaxPool):
     """Average pooling; the divisor is the number of input values in the window, or with count_include_pad the
     window's positions inside the padded input."""
     name = "AveragePool"
+    attrs = MaxPool.attrs | frozenset({"count_include_pad"})
     opcode = AVGPOOL
 
 
@@ -249,6 +252,7 @@ class ChannelAffine(Op):
 
 class LeakyRelu(Op):
     name = "LeakyRelu"
+    attrs = frozenset({"alpha"})
 
     @classmethod
     def validate(cls, node, model):
@@ -269,6 +273,7 @@ class LeakyRelu(Op):
 class Clip(Op):
     """min(max(X, min), max): a min above the max gives the max everywhere (ONNX); NaN stays NaN."""
     name = "Clip"
+    attrs = frozenset({"min", "max"})
 
     @classmethod
     def validate(cls, node, model):
