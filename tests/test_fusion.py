@@ -248,6 +248,20 @@ def test_a_reflect_pad_and_a_relu_fold_into_the_conv(dft, pads, unsqueeze):
             engine.Session(model).run(None, {"x": short})
 
 
+@pytest.mark.parametrize("dft", [False, True], ids=["conv", "dft"])
+def test_the_1d_convs_fused_relu_is_relus_rule(dft):
+    """The fused Relu of the 1-D Conv (its product and its FFT kernel) gives, bit for bit, Relu's rule on the
+    unfused output: positive values as they are, NaN as NaN, everything else +0.0."""
+    W = dft_weights(16) if dft else rng.standard_normal((6, 1, 5)).astype(np.float32)
+    x = rng.standard_normal((2, 40)).astype(np.float32)
+    x[1, 7] = np.nan
+    fused, plain = (engine.Session(converters.from_onnx(padded_conv_model((3, 3), W, relu=relu)))
+                    .run(None, {"x": x})[0] for relu in (True, False))
+    want = np.where((plain > 0) | np.isnan(plain), plain, np.float32(0))
+    assert np.isnan(want).any() and (want == 0).any() and (want > 0).any()
+    assert fused.tobytes() == want.tobytes()
+
+
 def conv2d_relu_model(bias, also_output=False):
     """x (N, 3, 9, 11) -> Conv 3x3 (pads 1, 5 output channels, with or without a bias) -> Relu -> y; the Conv's
     output a graph output too with ``also_output``. The same weights every time."""

@@ -239,7 +239,7 @@ def conv1d_kernel(x, wt, bias, use_bias, pad0, stride, dilation, out, cols, xT, 
                 o = out[n, g * Mg + m]
                 for j in range(Lout):
                     v = acc[j, m] + b
-                    o[j] = max(v, 0.0) if relu else v
+                    o[j] = relu_value(v) if relu else v
 
 
 @njit(**JIT_OPTIONS)
@@ -346,8 +346,8 @@ def stft_kernel(x, window, consts, bitrev, bias, use_bias, pad0, stride, out, fr
                 if magnitude:
                     out[b, k, j] = np.sqrt(vr * vr + vi * vi)      # >= 0: Relu changes nothing
                 elif relu:
-                    out[b, k, j] = max(vr, 0.0)
-                    out[b, nb + k, j] = max(vi, 0.0)
+                    out[b, k, j] = relu_value(vr)
+                    out[b, nb + k, j] = relu_value(vi)
                 else:
                     out[b, k, j] = vr
                     out[b, nb + k, j] = vi
