@@ -172,6 +172,36 @@ def test_plans_with_the_threaded_kernel_run_their_other_products_on_one_thread()
         assert _threads.current == 1
 
 
+def test_a_large_convolution_runs_on_the_sessions_threads_by_rows():
+    """A 2-D convolution of at least CONV_THREADS_MIN_MACS multiply-adds runs on the Session's threads, each its own
+    output rows (the listing says so), with the plan's BLAS on one thread, as beside the threaded LSTM; the result
+    is the reference's, and here (each part's width a multiple of 64: the same register tiles) one thread's bit for
+    bit. A smaller one, or a one-thread Session, runs on one thread and leaves the BLAS its threads."""
+    from test_vision_kernels import conv_case, conv_reference
+
+    from engine import _threads
+    from engine.ops.vision import CONV_THREADS_MIN_MACS
+    big = conv_case(1, 16, 12, 64, 32, (3, 3), {"pads": [1, 1, 1, 1]}, seed=4)     # 3.5 M multiply-adds
+    small = conv_case(1, 2, 6, 16, 4, (3, 3), {"pads": [1, 1, 1, 1]}, seed=5)      # 7 K
+    assert 32 * 16 * 9 * 12 * 64 >= CONV_THREADS_MIN_MACS > 4 * 2 * 9 * 6 * 16
+    model, x, tensors = big
+    two = engine.Session(model, threads=2)
+    if two.threads < 2 or two.runtime != "jit":
+        pytest.skip("needs two cores and the JIT runtime")
+    y2 = two.run(None, {"x": x})[0]
+    assert "rows on 2 threads" in two.program({"x": x.shape}) and _threads.current == 1
+    one = engine.Session(model, threads=1)
+    y1 = one.run(None, {"x": x})[0]
+    assert "rows on" not in one.program({"x": x.shape})
+    assert y2.tobytes() == y1.tobytes()
+    ref, K, scale = conv_reference(x, tensors, model.nodes[0].attrs)
+    assert np.abs(y2 - ref).max() <= 4 * (K + 1) * np.finfo(np.float32).eps * scale.max()
+    model, x, _ = small
+    two = engine.Session(model, threads=2)
+    two.run(None, {"x": x})
+    assert "rows on" not in two.program({"x": x.shape}) and _threads.current == 2
+
+
 @pytest.mark.slow     # compiles a parallel function of its own (~10 s)
 def test_the_threaded_kernel_inside_another_parallel_region_finishes_and_matches():
     """Nested in another prange, the threading layer runs the kernel's region one iteration after the other: the

@@ -368,6 +368,46 @@ def test_kernels_write_only_their_buffers(Cg, group, H, W, kh, kw, pads, sh, sw,
         assert untouched(pool_all)
 
 
+@RANDOM
+@given(N=small(1, 2), Cg=small(1, 3), group=small(1, 2), Mg=small(1, 7), H=small(2, 9), W=small(1, 40),
+       kh=small(1, 3), kw=small(1, 3), pads=st.lists(small(0, 2), min_size=4, max_size=4), sh=small(1, 2),
+       sw=small(1, 2), dh=small(1, 2), dw=small(1, 2), parts=small(2, 3), relu=st.booleans(), bias=st.booleans())
+@example(N=1, Cg=3, group=1, Mg=5, H=4, W=16, kh=1, kw=1, pads=[0, 0, 0, 0], sh=1, sw=1, dh=1, dw=1, parts=2,
+         relu=True, bias=True)             # a 1x1 kernel: the image is its own im2col, each part its columns
+def test_a_convolution_split_by_rows_is_the_one_thread_result(N, Cg, group, Mg, H, W, kh, kw, pads, sh, sw, dh, dw,
+                                                               parts, relu, bias):
+    """conv2d_rows_parallel (the Session's threads, each its own output rows: own im2col, own tiles) against
+    conv2d_kernel on one thread, every image and group, their buffers fenced by NaN: nothing written outside them,
+    and the same values to float32 rounding (a part's width may put a column in a narrower tile, whose one-row
+    variant sums K in two streams), with two and three parts (more parts than threads run in turn)."""
+    from engine.ops.vision import conv_out
+    from engine.ops.vision_kernels import conv2d_kernel, conv2d_rows_parallel
+    pt, pl, pb, pr = pads
+    Ho, Wo = conv_out(H, kh, sh, dh, pt, pb), conv_out(W, kw, sw, dw, pl, pr)
+    if Ho < parts or Wo < 1:
+        return
+    direct = kh == kw == sh == sw == 1 and not any(pads)
+    C, M = Cg * group, Mg * group
+    rng = np.random.default_rng(H * 100 + W * 3 + parts)
+    x = rng.standard_normal(N * C * H * W).astype(F32)
+    w = rng.standard_normal(M * Cg * kh * kw).astype(F32)
+    b = rng.standard_normal(M).astype(F32) if bias else np.zeros(0, F32)
+    n_col = 0 if direct else Cg * kh * kw * Ho * Wo
+    col_all, col = guarded(n_col)
+    one_all, one = guarded(N * M * Ho * Wo)
+    split_all, split = guarded(N * M * Ho * Wo)
+    conv2d_kernel(x, w, b, bias, col, direct, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw, group,
+                  one, relu, 1)
+    for n in range(N):
+        for g in range(group):
+            conv2d_rows_parallel(x, w, b, bias, col, direct, n, g, C, H, W, M, Mg, Cg, kh, kw, Ho, Wo, pt, pl, sh,
+                                 sw, dh, dw, split, relu, parts)
+    assert untouched(col_all) and untouched(one_all) and untouched(split_all)
+    K = Cg * kh * kw
+    scale = K * np.abs(x).max() * np.abs(w).max() + (np.abs(b).max() if bias else 0)
+    assert np.abs(split.astype(F64) - one).max() <= 4 * (K + 1) * eps(F32) * scale
+
+
 # ---------------------------------------------------------------------- elementwise, reductions, transpose
 SPECIALS = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e30, -1e30, 3.0, -3.0], F32)
 

@@ -5,19 +5,13 @@ kernels index without bounds checks. Window bounds along an axis are solved once
 kernel taps fall inside the image) instead of testing every tap.
 """
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from ..config import JIT_OPTIONS
-from .numeric import product, relu as relu_value
-from .program import OK, THREADS_AT
+from ..config import JIT_OPTIONS, PARALLEL
+from .numeric import product, product_add, relu as relu_value
+from .program import OK
 from .program_kernels import fparam, fview, shaped
-from .vision import AVGPOOL, CHANNEL_AFFINE, CLIP, CONV2D, LEAKY_RELU, MAXPOOL, REDUCE_MAX
-
-# the least multiply-adds of a convolution's product for it to run on the plan's BLAS threads; smaller ones run on
-# one thread's register tiles. In a CRNN at 2 threads, products of 5-30 M multiply-adds ran slower on OpenBLAS's two
-# threads than on one (bench.crnn's small model, 1 x 400: 3.1 against 2.0 ms a call); alone, at 236 M, two threads
-# took 0.6-1.5x the time of one, by shape
-CONV_THREADS_MIN_MACS = 1 << 26
+from .vision import AVGPOOL, CHANNEL_AFFINE, CLIP, CONV2D, CONV_THREADS_MIN_MACS, LEAKY_RELU, MAXPOOL, REDUCE_MAX
 
 
 @njit(**JIT_OPTIONS)
@@ -129,6 +123,12 @@ def conv2d_kernel(x, w, bias, use_bias, col, direct, N, C, H, W, M, Cg, kh, kw, 
     Mg = M // group
     Kc = Cg * kh * kw
     P = Ho * Wo
+    if threads > 1 and Ho > 1 and Mg * Kc * P >= CONV_THREADS_MIN_MACS:
+        for n in range(N):
+            for g in range(group):
+                conv2d_rows_parallel(x, w, bias, use_bias, col, direct, n, g, C, H, W, M, Mg, Cg, kh, kw, Ho, Wo, pt,
+                                     pl, sh, sw, dh, dw, out, relu, min(threads, Ho))
+        return
     for n in range(N):
         for g in range(group):
             xo = (n * C + g * Cg) * H * W
@@ -138,8 +138,7 @@ def conv2d_kernel(x, w, bias, use_bias, col, direct, N, C, H, W, M, Cg, kh, kw, 
                 im2col(x, xo, Cg, H, W, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo, col)
                 cols = shaped(col[:Kc * P], (Kc, P))
             oo = (n * M + g * Mg) * P
-            product(shaped(w[g * Mg * Kc:(g + 1) * Mg * Kc], (Mg, Kc)), cols, shaped(out[oo:oo + Mg * P], (Mg, P)),
-                    threads if Mg * Kc * P >= CONV_THREADS_MIN_MACS else 1)
+            product(shaped(w[g * Mg * Kc:(g + 1) * Mg * Kc], (Mg, Kc)), cols, shaped(out[oo:oo + Mg * P], (Mg, P)), 1)
         if use_bias or relu:
             for m in range(M):
                 b = bias[m] if use_bias else out.dtype.type(0)
@@ -149,6 +148,45 @@ def conv2d_kernel(x, w, bias, use_bias, col, direct, N, C, H, W, M, Cg, kh, kw, 
                         row[q] = relu_value(row[q] + b)
                 else:
                     for q in range(P):
+                        row[q] += b
+
+
+@njit(parallel=PARALLEL, **JIT_OPTIONS)
+def conv2d_rows_parallel(x, w, bias, use_bias, col, direct, n, g, C, H, W, M, Mg, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw,
+                         dh, dw, out, relu, parts):
+    """conv2d_kernel's work for image n and group g split by output rows over ``parts`` threads (parts <= Ho): each
+    makes the im2col of its own rows, into its own span of col, so that no thread reads what another wrote, and
+    multiplies it on its own register tiles (no BLAS pool competes with the threads for the cores), then adds the
+    bias and applies Relu to its columns. The results are the one-thread kernel's to float32 rounding: a part's
+    width may put a column in a narrower tile than one thread's (whose one-row variant sums K in two streams)."""
+    Kc = Cg * kh * kw
+    P = Ho * Wo
+    xo = (n * C + g * Cg) * H * W
+    oo = (n * M + g * Mg) * P
+    wg = shaped(w[g * Mg * Kc:(g + 1) * Mg * Kc], (Mg, Kc))
+    whole = shaped(out[oo:oo + Mg * P], (Mg, P))
+    for t in prange(parts):
+        ho0 = t * Ho // parts
+        rows = (t + 1) * Ho // parts - ho0
+        p0, pn = ho0 * Wo, rows * Wo
+        if direct:                       # the image is its own col: this part's columns of it
+            cols = shaped(x[xo:xo + Kc * P], (Kc, P))[:, p0:p0 + pn]
+        else:                            # rows ho0.. of the output: the same windows with the top pad moved up
+            span = col[Kc * p0:Kc * (p0 + pn)]
+            im2col(x, xo, Cg, H, W, kh, kw, sh, sw, dh, dw, pt - ho0 * sh, pl, rows, Wo, span)
+            cols = shaped(span, (Kc, pn))
+        part = whole[:, p0:p0 + pn]
+        part[:, :] = 0
+        product_add(wg, cols, part)
+        if use_bias or relu:
+            for m in range(Mg):
+                b = bias[g * Mg + m] if use_bias else out.dtype.type(0)
+                row = out[oo + m * P + p0:oo + m * P + p0 + pn]
+                if relu:
+                    for q in range(pn):
+                        row[q] = relu_value(row[q] + b)
+                else:
+                    for q in range(pn):
                         row[q] += b
 
 
@@ -265,7 +303,7 @@ def reduce_max_kernel(x, out):
 def run_vision(code, prog, pc, F, I):
     p = pc + 3
     if code == CONV2D:      # [x, w, bias, out, col refs, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw,
-        #                      group, use_bias, direct, relu]
+        #                      group, use_bias, direct, relu, threads (the Session's)]
         N, C, H, W, M, Cg, kh, kw, Ho, Wo = (prog[p + 10], prog[p + 11], prog[p + 12], prog[p + 13], prog[p + 14],
                                              prog[p + 15], prog[p + 16], prog[p + 17], prog[p + 18], prog[p + 19])
         use_bias, direct, relu = prog[p + 27] != 0, prog[p + 28] != 0, prog[p + 29] != 0
@@ -274,7 +312,7 @@ def run_vision(code, prog, pc, F, I):
         conv2d_kernel(x, fview(F, prog, p + 2, M * Cg * kh * kw), fview(F, prog, p + 4, M) if use_bias else x[0:0],
                       use_bias, col, direct, N, C, H, W, M, Cg, kh, kw, Ho, Wo, prog[p + 20], prog[p + 21],
                       prog[p + 22], prog[p + 23], prog[p + 24], prog[p + 25], prog[p + 26],
-                      fview(F, prog, p + 6, N * M * Ho * Wo), relu, prog[THREADS_AT])
+                      fview(F, prog, p + 6, N * M * Ho * Wo), relu, prog[p + 30])
     elif code == MAXPOOL or code == AVGPOOL:   # [x, out refs, NC, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, pb,
         #                                         pr, count_include_pad]
         NC, H, W, Ho, Wo = prog[p + 4], prog[p + 5], prog[p + 6], prog[p + 7], prog[p + 8]
