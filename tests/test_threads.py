@@ -173,17 +173,21 @@ def test_plans_with_the_threaded_kernel_run_their_other_products_on_one_thread()
 
 
 def test_a_large_convolution_runs_on_the_sessions_threads_by_rows():
-    """A 2-D convolution of at least CONV_THREADS_MIN_MACS multiply-adds runs on the Session's threads, each its own
-    output rows (the listing says so), with the plan's BLAS on one thread, as beside the threaded LSTM; the result
-    is the reference's, and here (each part's width a multiple of 64: the same register tiles) one thread's bit for
-    bit. A smaller one, or a one-thread Session, runs on one thread and leaves the BLAS its threads."""
+    """A 2-D convolution big and deep enough (vision.conv_threads: CONV_THREADS_MIN_MACS multiply-adds,
+    CONV_THREADS_MIN_K per output) runs on the Session's threads, each its own output rows (the listing says so),
+    with the plan's BLAS on one thread, as beside the threaded LSTM; the result is the reference's, and here (each
+    part's width a multiple of 64: the same register tiles) one thread's bit for bit. A small one, a shallow one
+    (one input channel, 3x3: bound by writing its output) and a one-thread Session's run on one thread, and leave the
+    BLAS its threads."""
     from test_vision_kernels import conv_case, conv_reference
 
     from engine import _threads
-    from engine.ops.vision import CONV_THREADS_MIN_MACS
-    big = conv_case(1, 16, 12, 64, 32, (3, 3), {"pads": [1, 1, 1, 1]}, seed=4)     # 3.5 M multiply-adds
-    small = conv_case(1, 2, 6, 16, 4, (3, 3), {"pads": [1, 1, 1, 1]}, seed=5)      # 7 K
-    assert 32 * 16 * 9 * 12 * 64 >= CONV_THREADS_MIN_MACS > 4 * 2 * 9 * 6 * 16
+    from engine.ops.vision import conv_threads
+    big = conv_case(1, 16, 12, 64, 32, (3, 3), {"pads": [1, 1, 1, 1]}, seed=4)      # K = 144, 3.5 M multiply-adds
+    small = conv_case(1, 2, 6, 16, 4, (3, 3), {"pads": [1, 1, 1, 1]}, seed=5)       # 7 K
+    shallow = conv_case(1, 1, 32, 100, 64, (3, 3), {"pads": [1, 1, 1, 1]}, seed=6)  # K = 9, 1.8 M
+    assert conv_threads(2, 32, 144, 12, 64) == 2
+    assert conv_threads(2, 4, 18, 6, 16) == conv_threads(2, 64, 9, 32, 100) == conv_threads(1, 32, 144, 12, 64) == 1
     model, x, tensors = big
     two = engine.Session(model, threads=2)
     if two.threads < 2 or two.runtime != "jit":
@@ -196,10 +200,10 @@ def test_a_large_convolution_runs_on_the_sessions_threads_by_rows():
     assert y2.tobytes() == y1.tobytes()
     ref, K, scale = conv_reference(x, tensors, model.nodes[0].attrs)
     assert np.abs(y2 - ref).max() <= 4 * (K + 1) * np.finfo(np.float32).eps * scale.max()
-    model, x, _ = small
-    two = engine.Session(model, threads=2)
-    two.run(None, {"x": x})
-    assert "rows on" not in two.program({"x": x.shape}) and _threads.current == 2
+    for model, x, _ in (small, shallow):
+        two = engine.Session(model, threads=2)
+        two.run(None, {"x": x})
+        assert "rows on" not in two.program({"x": x.shape}) and _threads.current == 2
 
 
 @pytest.mark.slow     # compiles a parallel function of its own (~10 s)

@@ -32,12 +32,23 @@ CONV2D, MAXPOOL, AVGPOOL, CHANNEL_AFFINE, LEAKY_RELU, CLIP, REDUCE_MAX = range(V
 SIZE_LIMIT = 2 ** 31    # kernel sizes, pads, strides and dilations: far beyond any real model, and no overflow
 
 # the least multiply-adds of a convolution (per image and group) for it to run on the Session's threads, split by
-# output rows (vision_kernels.conv2d_rows_parallel); smaller ones run on the calling thread. Measured on the 2-core Zen 5, 3x3
-# convolutions with Relu, two threads against one: 0.03 M multiply-adds 0.60x, 0.1 M 0.81x, 0.9 M 1.07x, 1.8 M
-# 1.31-1.34x, 3.7-14.7 M 1.28-1.77x, 236 M 1.96-2.82x (one thread's im2col of 7 MiB no longer fits the L2 in
-# halves). OpenBLAS's two threads on one im2col were slower than one thread's tiles at 5-30 M (the im2col written by
-# one core, read by both) and 0.6-1.5x at 236 M.
+# output rows (vision_kernels.conv2d_rows_parallel); smaller ones run on the calling thread. Measured on the 2-core
+# Zen 5, 3x3 convolutions with Relu, two threads against one: 0.03 M multiply-adds 0.60x, 0.1 M 0.81x, 0.9 M 1.07x,
+# 1.8 M 1.31-1.34x, 3.7-14.7 M 1.28-1.77x, 236 M 1.96-2.82x (one thread's im2col of 7 MiB does not fit the L2; each
+# half nearly does). OpenBLAS's two threads on one im2col were slower than one thread's tiles at 5-30 M (the im2col
+# written by one core, read by both) and 0.6-1.5x at 236 M. A product with few multiply-adds per output (K = Cg kh kw)
+# is bound by writing its output, which a second thread does not speed up: K = 9 (a first convolution over one grey
+# channel) 0.79-1.02x, 27-36 0.88-1.07x, 72 1.07-1.08x, 144 and more 1.03-1.86x; hence CONV_THREADS_MIN_K.
 CONV_THREADS_MIN_MACS = 1 << 20
+CONV_THREADS_MIN_K = 64
+
+
+def conv_threads(threads, Mg, K, Ho, Wo):
+    """How many threads a 2-D convolution runs on (its output rows split among them; conv2d_kernel): the Session's
+    ``threads`` when its product is big enough and deep enough, else one."""
+    if threads > 1 and Ho > 1 and K >= CONV_THREADS_MIN_K and Mg * K * Ho * Wo >= CONV_THREADS_MIN_MACS:
+        return min(threads, Ho)
+    return 1
 
 
 def _ints(node, key, n, lo):
@@ -160,17 +171,17 @@ class Conv2D(Op):
         direct = int(kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0)
         col = None if direct else p.temp(Cg * kh * kw * Ho * Wo)
         relu = int(a.get("relu", False))
-        split = p.threads > 1 and Ho > 1 and (M // group) * Cg * kh * kw * Ho * Wo >= CONV_THREADS_MIN_MACS
-        if split:
+        split = conv_threads(p.threads, M // group, Cg * kh * kw, Ho, Wo)
+        if split > 1:
             # its threads are Numba's: the plan's BLAS products keep to one thread, as beside the threaded LSTM
             # (an OpenBLAS pool spinning after its product takes a core from them: bench.crnn's small CRNN at two
             # threads took 8.1 ms a call with its linear layer on OpenBLAS's two threads, against 1.7 ms for its
             # instructions timed one by one)
             p.blas_threads = 1
         p.emit(CONV2D, f"conv2d {x.shape} * {w.shape} -> {out.shape}" + (" + relu" if relu else "")
-               + (f", rows on {min(p.threads, Ho)} threads" if split else ""), *p.ref(x),
+               + (f", rows on {split} threads" if split > 1 else ""), *p.ref(x),
                *p.ref(w), *p.ref(bias), *p.ref(out), *p.ref(col), N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw,
-               dh, dw, group, int(bias is not None), direct, relu, p.threads)
+               dh, dw, group, int(bias is not None), direct, relu, split)
 
 
 class MaxPool(Op):

@@ -11,7 +11,7 @@ from ..config import JIT_OPTIONS, PARALLEL
 from .numeric import product, product_add, relu as relu_value
 from .program import OK
 from .program_kernels import fparam, fview, shaped
-from .vision import AVGPOOL, CHANNEL_AFFINE, CLIP, CONV2D, CONV_THREADS_MIN_MACS, LEAKY_RELU, MAXPOOL, REDUCE_MAX
+from .vision import AVGPOOL, CHANNEL_AFFINE, CLIP, CONV2D, LEAKY_RELU, MAXPOOL, REDUCE_MAX
 
 
 @njit(**JIT_OPTIONS)
@@ -114,6 +114,17 @@ def im2col(x, xo, Cg, H, W, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo, col):
 
 
 @njit(**JIT_OPTIONS)
+def bias_relu(row, b, relu):
+    """row += b, then Relu's rule if ``relu`` (NaN stays NaN), in one pass: a convolution's output channel."""
+    if relu:
+        for q in range(row.shape[0]):
+            row[q] = relu_value(row[q] + b)
+    else:
+        for q in range(row.shape[0]):
+            row[q] += b
+
+
+@njit(**JIT_OPTIONS)
 def conv2d_kernel(x, w, bias, use_bias, col, direct, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw,
                   group, out, relu, threads):
     """out (N, M, Ho, Wo) = conv2d(x (N, C, H, W), w (M, Cg, kh, kw)) + bias (M,), all flat, then Relu's rule with
@@ -123,11 +134,11 @@ def conv2d_kernel(x, w, bias, use_bias, col, direct, N, C, H, W, M, Cg, kh, kw, 
     Mg = M // group
     Kc = Cg * kh * kw
     P = Ho * Wo
-    if threads > 1 and Ho > 1 and Mg * Kc * P >= CONV_THREADS_MIN_MACS:
+    if threads > 1:                  # the plan's choice (vision.conv_threads), at most Ho
         for n in range(N):
             for g in range(group):
                 conv2d_rows_parallel(x, w, bias, use_bias, col, direct, n, g, C, H, W, M, Mg, Cg, kh, kw, Ho, Wo, pt,
-                                     pl, sh, sw, dh, dw, out, relu, min(threads, Ho))
+                                     pl, sh, sw, dh, dw, out, relu, threads)
         return
     for n in range(N):
         for g in range(group):
@@ -141,14 +152,7 @@ def conv2d_kernel(x, w, bias, use_bias, col, direct, N, C, H, W, M, Cg, kh, kw, 
             product(shaped(w[g * Mg * Kc:(g + 1) * Mg * Kc], (Mg, Kc)), cols, shaped(out[oo:oo + Mg * P], (Mg, P)), 1)
         if use_bias or relu:
             for m in range(M):
-                b = bias[m] if use_bias else out.dtype.type(0)
-                row = out[(n * M + m) * P:(n * M + m + 1) * P]
-                if relu:
-                    for q in range(P):
-                        row[q] = relu_value(row[q] + b)
-                else:
-                    for q in range(P):
-                        row[q] += b
+                bias_relu(out[(n * M + m) * P:(n * M + m + 1) * P], bias[m] if use_bias else out.dtype.type(0), relu)
 
 
 @njit(parallel=PARALLEL, **JIT_OPTIONS)
@@ -180,14 +184,8 @@ def conv2d_rows_parallel(x, w, bias, use_bias, col, direct, n, g, C, H, W, M, Mg
         product_add(wg, cols, part)
         if use_bias or relu:
             for m in range(Mg):
-                b = bias[g * Mg + m] if use_bias else out.dtype.type(0)
-                row = out[oo + m * P + p0:oo + m * P + p0 + pn]
-                if relu:
-                    for q in range(pn):
-                        row[q] = relu_value(row[q] + b)
-                else:
-                    for q in range(pn):
-                        row[q] += b
+                row = oo + m * P + p0
+                bias_relu(out[row:row + pn], bias[g * Mg + m] if use_bias else out.dtype.type(0), relu)
 
 
 @njit(**JIT_OPTIONS)
@@ -303,7 +301,7 @@ def reduce_max_kernel(x, out):
 def run_vision(code, prog, pc, F, I):
     p = pc + 3
     if code == CONV2D:      # [x, w, bias, out, col refs, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw,
-        #                      group, use_bias, direct, relu, threads (the Session's)]
+        #                      group, use_bias, direct, relu, threads (vision.conv_threads)]
         N, C, H, W, M, Cg, kh, kw, Ho, Wo = (prog[p + 10], prog[p + 11], prog[p + 12], prog[p + 13], prog[p + 14],
                                              prog[p + 15], prog[p + 16], prog[p + 17], prog[p + 18], prog[p + 19])
         use_bias, direct, relu = prog[p + 27] != 0, prog[p + 28] != 0, prog[p + 29] != 0
