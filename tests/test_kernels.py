@@ -24,8 +24,9 @@ import pytest
 import naive
 from engine.ops.activations import codes_of
 from engine.ops.gru_rnn import gru_direction, rnn_direction
-from engine.ops.lstm_fast import (lstm_batches_parallel, lstm_direction_fast, lstm_direction_fused,
-                                  lstm_direction_parallel, lstm_direction_pipelined, same_steps)
+from engine.ops.lstm_fast import (lstm_batches_parallel, lstm_direction_fast, lstm_direction_fused, lstm_direction_one,
+                                  lstm_direction_parallel, lstm_direction_pipelined, lstm_directions_parallel,
+                                  same_steps)
 from engine.ops.numeric import grouped_product, input_projection
 from engine.ops.recurrent import pack_parts, part_chunk
 from engine.ops.numeric import sigmoid32, tanh32
@@ -230,17 +231,19 @@ def lstm_pipelined(c: Case):
     return _finish(Y, h, cc)
 
 
-def lstm_batches(c: Case, nparts=2, fused=False):
-    """The threaded kernel that splits the batch: each thread the one-thread kernel on its rows, every part of the
-    weights in sequence (a thread may get no rows), the input projected up front or (``fused``, where the engine
-    runs it) step by step."""
+def lstm_batches(c: Case, nparts=2, fused=False, threads=None):
+    """The threaded kernel that splits the batch: each of ``threads`` (default nparts) threads the one-thread kernel
+    on its rows, every part of the weights in sequence (a thread may get no rows), the input projected up front or
+    (``fused``, where the engine runs it) step by step. A bidirectional LSTM on two threads splits the batch with
+    one part."""
     X2, Y, h, cc = _start(c, F32)
     WTp, RTp, biasp = _grouped_parts(c, F32, nparts)
     peep = np.asarray(c.P if c.P is not None else np.zeros(3 * c.H), F32)
     fused = fused and same_steps(c.seq, c.x.shape[1], c.reverse)
     xw = np.empty((nparts, 0 if fused else X2.shape[0], WTp.shape[1] * 64), F32)
     lstm_batches_parallel(Y, SLOT, X2.reshape(c.x.shape), c.x.shape[1], WTp, RTp, biasp, peep, c.P is not None,
-                          c.seq, h, cc, c.reverse, _fclip(c, F32), bool(c.input_forget), xw, fused)
+                          c.seq, h, cc, c.reverse, _fclip(c, F32), bool(c.input_forget), xw, fused,
+                          nparts if threads is None else threads)
     return _finish(Y, h, cc)
 
 
@@ -316,6 +319,9 @@ KERNELS = {
     "lstm-batches-2": ("LSTM", F32, functools.partial(lstm_batches, nparts=2)),
     "lstm-batches-3": ("LSTM", F32, functools.partial(lstm_batches, nparts=3)),
     "lstm-batches-fused-2": ("LSTM", F32, functools.partial(lstm_batches, nparts=2, fused=True)),
+    "lstm-batches-one-part-threads-2": ("LSTM", F32, functools.partial(lstm_batches, nparts=1, threads=2)),
+    "lstm-batches-fused-one-part-threads-2": ("LSTM", F32, functools.partial(lstm_batches, nparts=1, fused=True,
+                                                                        threads=2)),
     "lstm-fused": ("LSTM", F32, lstm_fused),
     "lstm-pipelined": ("LSTM", F32, lstm_pipelined),
     "lstm-fused-parts-2": ("LSTM", F32, functools.partial(lstm_fused, nparts=2)),
@@ -536,6 +542,68 @@ def test_the_pipelined_kernels_match_the_reference(I, H):
                     assert_matches(g, np.asarray(f, F64), F32, f"{what} against the fast kernel")
                 if L:
                     assert np.isfinite(got[0][:L]).all()
+
+
+# ---------------------------------------------------------------------- both directions at once
+def _both_directions(cases, fused, at_once):
+    """A bidirectional LSTM from two one-direction cases (the same x and lengths): both directions at once
+    (lstm_directions_parallel, one thread each) or one after the other (lstm_direction_one, as one thread runs
+    them). Returns Y (T, 2, B, H), h (2, B, H), c (2, B, H)."""
+    T, B, I = cases[0].x.shape
+    H = cases[0].H
+    X2 = np.ascontiguousarray(cases[0].x.reshape(T * B, I), F32)
+    parts = [_grouped_parts(c, F32, 1) for c in cases]
+    WTp, RTp, biasp = (np.ascontiguousarray(np.stack([p[k] for p in parts])) for k in range(3))
+    peep = np.stack([np.asarray(c.P if c.P is not None else np.zeros(3 * H), F32) for c in cases])
+    G = WTp.shape[2] * 64
+    seq = cases[0].seq
+    Y = np.full((T, 2, B, H), np.nan, F32)
+    if cases[0].lens is not None:
+        Y[:] = 0
+    h = np.stack([np.array(c.h0, F32) for c in cases])
+    cc = np.stack([np.array(c.c0, F32) for c in cases])
+    h[:, seq == 0] = 0
+    cc[:, seq == 0] = 0
+    reverse = np.array([int(c.reverse) for c in cases], np.int64)
+    f = [fused and same_steps(seq, B, c.reverse) for c in cases]
+    n_xw = 0 if all(f) else T * B * G
+    xw = np.full(2 * n_xw, np.nan, F32)                 # read before written would show
+    scratch = np.full(2 * (B + 1) * G, np.nan, F32)
+    args = (cases[0].P is not None, seq)
+    clip, inf = _fclip(cases[0], F32), bool(cases[0].input_forget)
+    if at_once:
+        lstm_directions_parallel(Y, X2, B, WTp, RTp, biasp, peep, *args, h, cc, reverse, clip, inf, f[0], f[1], xw,
+                                 scratch)
+    else:
+        for d in range(2):
+            lstm_direction_one(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d], *args, h[d], cc[d], reverse[d] == 1,
+                               clip, inf, f[d], xw[:n_xw], scratch[:(B + 1) * G])
+    return Y, h, cc
+
+
+@pytest.mark.parametrize("feature", ["plain", "lens-state", "peep-clip", "input-forget"])
+@pytest.mark.parametrize("size,fused", [((12, 1, 3, 5), False), ((12, 5, 4, 13), False), ((12, 5, 4, 13), True),
+                                        ((3, 2, 6, 70), True)], ids=["B1-pipelined", "B5", "B5-fused", "H70-fused"])
+def test_both_directions_at_once_match_the_reference_and_one_after_the_other(size, fused, feature):
+    """lstm_directions_parallel: each direction on a thread of its own, with buffers of its own, gives what one
+    thread gives running them in turn (bit for bit: the same kernels) and the float64 reference; at batch 1 from
+    eight steps the pipelined kernel, from four rows (fused) the step-by-step projection, except a reverse
+    direction with unequal lengths (its projection hoisted)."""
+    T, B, I, H = size
+    opts = {"plain": {}, "lens-state": {"lens": True, "state": True}, "peep-clip": {"peep": True, "clip": 0.8},
+            "input-forget": {"input_forget": 1}}[feature]
+    forward = make_case("LSTM", T, B, I, H, seed=11, **opts)
+    backward = make_case("LSTM", T, B, I, H, seed=12, **opts)
+    backward = Case(**{**backward.__dict__, "x": forward.x, "lens": forward.lens, "reverse": True})
+    cases = [forward, backward]
+    Y, h, cc = _both_directions(cases, fused, at_once=True)
+    Y1, h1, c1 = _both_directions(cases, fused, at_once=False)
+    np.testing.assert_array_equal(Y, Y1)
+    np.testing.assert_array_equal(h, h1)
+    np.testing.assert_array_equal(cc, c1)
+    for d, c in enumerate(cases):
+        for got, ref, name in zip((Y[:, d], h[d], cc[d]), reference(c), ("Y", "h", "c")):
+            assert_matches(got, ref, F32, f"direction {d} {name}")
 
 
 # ---------------------------------------------------------------------- the three LSTM kernels agree

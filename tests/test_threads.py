@@ -5,7 +5,8 @@ Sessions with threads=2 run a threaded kernel ("fast, threads" in the program li
 entries per thread the persistent kernel that splits the hidden units (``lstm_direction_parallel``, "by unit"), in
 a stream step too; from there one that splits the batch (``lstm_batches_parallel``, "by batch"), each thread
 running the one-thread kernel on its rows with every part of the weights in sequence (also checked directly in
-tests/test_kernels.py, lstm-fast-parts-*).
+tests/test_kernels.py, lstm-fast-parts-*). A bidirectional LSTM below SPLIT_MIN_ROWS a thread runs its two
+directions at once instead, one thread each ("directions on 2 threads", ``lstm_directions_parallel``).
 Every case is compared with threads=1 and with the float64 reference (tests/naive.py via built_models).
 """
 import numpy as np
@@ -60,7 +61,10 @@ def test_two_threads_match_one_and_the_reference(case, B, hidden):
     shapes = {k: v.shape for k, v in feed.items()}
     if two.threads == 2 and two.runtime == "jit":
         split = "by batch" if B >= 2 * SPLIT_MIN_ROWS else "by unit"      # B=17: 8 and 9 rows
-        assert f"fast, threads {split}" in two.program(shapes)      # a threaded kernel at any batch
+        if split == "by unit" and CASES[case].get("direction") == "bidirectional":
+            assert "directions on 2 threads" in two.program(shapes)      # each direction on a thread of its own
+        else:
+            assert f"fast, threads {split}" in two.program(shapes)      # a threaded kernel at any batch
     assert "fast, threads" not in one.program(shapes)
     a, b = one.run(None, feed), two.run(None, feed)
     for x, y, ref in zip(a, b, reference(feed)):
@@ -292,3 +296,36 @@ def test_a_gru_stream_steps_on_the_threaded_layout():
     stream = two.stream(batch_size=2)
     steps = [stream.step(feed["X"][t:t + 1])[0] for t in range(T)]
     assert max_abs_diff(np.concatenate(steps).reshape(whole[0].shape), whole[0]) <= 1e-5
+
+
+@pytest.mark.parametrize("H", [64, 96, PARALLEL_MIN_HIDDEN])
+@pytest.mark.parametrize("B", [1, 5])
+def test_two_directions_run_on_two_threads_and_match_one_thread(H, B):
+    """A bidirectional LSTM at two threads runs each direction on a thread of its own (lstm_directions_parallel)
+    below SPLIT_MIN_ROWS rows a thread, whatever H (the kernel split by unit is not used: each direction alone has no
+    barrier a step), with the same kernels as one thread: the results are one thread's bit for bit, and the
+    reference's; the plan keeps its other products to one BLAS thread. A call below DIRECTION_THREADS_MIN_MACS a
+    direction runs the directions in turn."""
+    from engine.ops.program import DIRECTION_THREADS_MIN_MACS
+    model, reference = recurrent_model("LSTM", I=I, H=H, seed=H + B, scale=0.1, direction="bidirectional",
+                                       sequence_lens=True, peepholes=True)
+    one, two = engine.Session(model, threads=1), engine.Session(model, threads=2)
+    if two.threads < 2 or two.runtime != "jit":
+        pytest.skip("needs two cores and the JIT runtime's threads")
+    feed = feed_of(model, B, seed=H)
+    shapes = {k: v.shape for k, v in feed.items()}
+    listing = two.program(shapes)
+    assert "directions on 2 threads" in listing and "threads by unit" not in listing, listing
+    assert "directions on" not in one.program(shapes)
+    from engine import _threads
+    for x, y, ref in zip(one.run(None, feed), two.run(None, feed), reference(feed)):
+        np.testing.assert_array_equal(x, y)
+        assert max_abs_diff(y, ref) <= 1e-5 + 1e-6 * float(np.abs(ref).max())
+    assert _threads.current == 1          # the plan's BLAS on one thread, as beside the other threaded kernels
+    steps = (DIRECTION_THREADS_MIN_MACS - 1) // (B * 4 * H * (I + H))     # the longest call below the threshold
+    if steps >= 1:
+        small = {**feed_of(model, B, seed=1), "X": feed["X"][:steps]}
+        small["sequence_lens"] = np.full(B, steps, np.int32)
+        assert "directions on" not in two.program({k: v.shape for k, v in small.items()})
+        for x, y in zip(one.run(None, small), two.run(None, small)):
+            np.testing.assert_array_equal(x, y)

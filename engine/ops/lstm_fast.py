@@ -14,7 +14,8 @@ tests run both on the same inputs. What makes it fast:
   (lstm_direction_pipelined; each thread for its part in lstm_direction_parallel): the one-row product waits on R's
   bytes, and the projection's multiply-adds fill those waits.
 * several threads split the hidden units (lstm_direction_parallel, one barrier a step; it also runs a GRU with
-  linear_before_reset) or, from eight rows a thread, the batch (lstm_batches_parallel, no barrier).
+  linear_before_reset) or, from eight rows a thread, the batch (lstm_batches_parallel, no barrier); two threads
+  run a bidirectional LSTM's two directions at once, one each (lstm_directions_parallel, no barrier).
 * all buffers come from the caller; nothing is allocated per step.
 
 Gate order is ONNX's, i, o, f, c, everywhere here (the GRU's z, r, h). Layouts as in lstm_kernels.py.
@@ -459,12 +460,63 @@ def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h
     h[:, :] = hb[maxlen % 2]
 
 
+# ---------------------------------------------------------------------- the two directions on two threads
+@njit(**JIT_OPTIONS)
+def lstm_direction_one(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, reverse, clip, input_forget, fused,
+                       xw, scratch):
+    """One direction on one thread: the input projected step by step (``fused``, lstm_direction_fused), inside the
+    recurrence at batch 1 (lstm_direction_pipelined), or first, into xw, then lstm_direction_fast. WTp (parts,
+    G // 64, I, 64), RTp (parts, G // 64, Hout, 64), biasp (parts, 1, G); xw (parts * T * B * G,) unless fused;
+    scratch ((B + 1) * parts * G,)."""
+    parts = RTp.shape[0]
+    G = RTp.shape[1] * 64
+    T = X2.shape[0] // B
+    In = X2.shape[1]
+    H = h.shape[1]
+    rec = scratch[parts * G:(B + 1) * parts * G].reshape((parts, B, G))
+    if fused:
+        lstm_direction_fused(Y, d, 0, X2.reshape((T, B, In)), B, WTp, RTp, biasp, peep, use_peep, seq, h, c,
+                             reverse, clip, input_forget, rec)
+        return
+    xwp = xw[:parts * T * B * G].reshape((parts, T * B, G))
+    if parts == 1 and pipelines(B, seq[0], In, H, G, WTp.itemsize):
+        lstm_direction_pipelined(Y, d, X2, WTp[0], RTp[0], biasp[0], peep, use_peep, seq[0], h, c, reverse, clip,
+                                 input_forget, scratch[:G], xwp[0])
+        return
+    for k in range(parts):
+        grouped_product(X2, WTp[k], xwp[k])
+    lstm_direction_fast(Y, d, 0, xwp, B, RTp, biasp, peep, use_peep, seq, h, c, reverse, clip, input_forget,
+                        scratch[:parts * G], rec)
+
+
+@njit(parallel=PARALLEL, **JIT_OPTIONS)
+def lstm_directions_parallel(Y, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, reverse, clip, input_forget,
+                             fused0, fused1, xw, scratch):
+    """Both directions of a bidirectional LSTM at once, one thread each (lstm_direction_one): they share only X,
+    which both read, so no thread waits for the other until the end. WTp (2, parts, G // 64, I, 64), RTp, biasp
+    likewise; peep (1 or 2, 3H); h (2, B, Hout), c (2, B, H); reverse (2,) flags; fused0, fused1 each direction's
+    choice; xw (2 * n,) and scratch (2 * m,) hold each direction's buffers one after the other. With one thread
+    available, the directions run in turn."""
+    n, m = xw.shape[0] // 2, scratch.shape[0] // 2
+    Dp = peep.shape[0]
+    if _threads_available() >= 2:
+        for d in prange(2):
+            lstm_direction_one(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, seq, h[d], c[d],
+                               reverse[d] == 1, clip, input_forget, fused1 if d else fused0, xw[d * n:(d + 1) * n],
+                               scratch[d * m:(d + 1) * m])
+    else:
+        for d in range(2):
+            lstm_direction_one(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, seq, h[d], c[d],
+                               reverse[d] == 1, clip, input_forget, fused1 if d else fused0, xw[d * n:(d + 1) * n],
+                               scratch[d * m:(d + 1) * m])
+
+
 # ---------------------------------------------------------------------- several threads over a batch
 @njit(parallel=PARALLEL, **JIT_OPTIONS)
 def lstm_batches_parallel(Y, d, X3, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, reverse, clip, input_forget,
-                          xw, fused):
-    """lstm_direction_parallel's work split by batch entry instead of hidden unit: thread q runs the one-thread
-    kernel on its share of the batch, with every part of the weights (the threaded layout, run part after part),
+                          xw, fused, threads):
+    """lstm_direction_parallel's work split by batch entry instead of hidden unit: each of ``threads`` threads runs
+    the one-thread kernel on its share of the batch, with every part of the weights (run part after part),
     from the projection of its rows of X (step by step with ``fused``, lstm_direction_fused; else hoisted into xw,
     (nparts, T*B, 4*chunk) as lstm_direction_parallel's, used thread by thread) to its last step. No thread ever
     waits for another: at a batch wide enough that a step is bound by the product's FLOPs rather than by streaming
@@ -473,9 +525,9 @@ def lstm_batches_parallel(Y, d, X3, B, WTp, RTp, biasp, peep, use_peep, seq, h, 
     G = RTp.shape[1] * 64
     T = X3.shape[0]
     flat = xw.reshape(-1)
-    for q in prange(nparts):
-        b0 = q * B // nparts
-        b1 = (q + 1) * B // nparts
+    for q in prange(threads):
+        b0 = q * B // threads
+        b1 = (q + 1) * B // threads
         Bq = b1 - b0
         if Bq == 0:
             continue

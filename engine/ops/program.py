@@ -58,6 +58,10 @@ PARALLEL_MIN_STEPS = 8
 SPLIT_MIN_ROWS = 8
 # the threaded GRU (linear_before_reset) runs every call from this H: its weights exist in the per-thread layout only
 GRU_PARALLEL_MIN_HIDDEN = 256
+# a bidirectional LSTM on the one-thread kernel runs its two directions at once, one thread each, from this many
+# multiply-adds a direction (T * B * 4H * (I + H)): at two threads, against one after the other, I = H, B=1: 8 K
+# 0.78x, 16 K 0.84x, 33 K 0.93-0.95x, 66 K 1.06-1.08x, 131 K 1.22x, 262 K 1.38x (H=32-96, 1-8 steps)
+DIRECTION_THREADS_MIN_MACS = 1 << 16
 # the fast LSTM projects the input step by step, into gates still in the cache (lstm_direction_fused), from this many
 # rows (batch entries on one thread) while W and R together are at most FUSE_MAX_BYTES (read once a step, from L3);
 # measured one thread T=100: B=32 H=256 33.4 against 35.5 ms hoisted, B=4 H=512 15.9 against 16.5, B=2 H=256 2.7

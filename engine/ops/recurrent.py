@@ -48,8 +48,9 @@ from ..errors import ModelFileError
 from ..recurrent_spec import DIRECTIONS
 from .activations import codes_of
 from .base import Op
-from .program import (ABSENT, F_STATE, KEEP, PARALLEL_ANY_STEPS_HIDDEN, PARALLEL_MIN_HIDDEN, PARALLEL_MIN_STEPS,
-                      FUSE_MAX_BYTES, FUSE_MIN_ROWS, GRU_PARALLEL_MIN_HIDDEN, RECURRENT_BASE, SPLIT_MIN_ROWS)
+from .program import (ABSENT, DIRECTION_THREADS_MIN_MACS, F_STATE, FUSE_MAX_BYTES, FUSE_MIN_ROWS,
+                      GRU_PARALLEL_MIN_HIDDEN, KEEP, PARALLEL_ANY_STEPS_HIDDEN, PARALLEL_MIN_HIDDEN, PARALLEL_MIN_STEPS,
+                      RECURRENT_BASE, SPLIT_MIN_ROWS)
 
 LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC, GRU_CODE, RNN_CODE = range(RECURRENT_BASE, RECURRENT_BASE + 5)
 LSTM_REDUCED, GRU_REDUCED, RNN_REDUCED = range(RECURRENT_BASE + 5, RECURRENT_BASE + 8)   # reduced_kernels.py
@@ -281,10 +282,16 @@ class Recurrent(Op):
 
     # ------------------------------------------------------------------ planning
     @classmethod
-    def own_params(cls, node, p, variant, B, fused):
-        """The op's own params after the common ones (see run_recurrent); B is the batch and ``fused`` whether
-        the kernel projects the input step by step (``fused``), both decided once by ``plan``."""
+    def own_params(cls, node, p, variant, B, fused, on_threads):
+        """The op's own params after the common ones (see run_recurrent); B is the batch, ``fused`` whether
+        the kernel projects the input step by step and ``on_threads`` whether the two directions run at once
+        (directions_on_threads), all decided once by ``plan``."""
         raise NotImplementedError
+
+    @classmethod
+    def directions_on_threads(cls, node, p, variant, T, B, In):
+        """Whether the two directions run at once, one thread each (only the fast LSTM's)."""
+        return False
 
     @classmethod
     def variant(cls, node, p, T, B):
@@ -361,7 +368,8 @@ class Recurrent(Op):
             Y = p.temp(T * D * B * Hout)
             Y.shape = y_shape
         variant = cls.variant(node, p, T, B)
-        if variant in (LSTM_FAST_MT, GRU_FAST_MT):
+        on_threads = cls.directions_on_threads(node, p, variant, T, B, In)
+        if variant in (LSTM_FAST_MT, GRU_FAST_MT) or on_threads:
             # the kernel runs on Numba's threads: the plan's other products keep to one thread, since an OpenBLAS
             # pool spinning after its product takes a core from them (bench.crnn's medium CRNN, 2 threads: 32.0 ms
             # a call with its linear layer on OpenBLAS's two threads, against 17.5 ms for its instructions timed
@@ -373,19 +381,22 @@ class Recurrent(Op):
         # reverse direction (its entries at different steps)
         fused = cls.fused(node, p, variant, In, B)
         hoisted = not fused or (seq is not None and any(reverse))
-        xw = p.temp(T * B * width if hoisted else 1)
-        scratch = p.temp((B + 1) * width) if variant == LSTM_FAST else None
+        per_direction = 2 if on_threads else 1     # directions at once: buffers of their own
+        xw = p.temp(per_direction * T * B * width if hoisted else 1)
+        scratch = p.temp(per_direction * (B + 1) * width) if variant == LSTM_FAST else None
         lens = p.temp(B, "i")
         clip = float("inf") if a["clip"] is None else float(a["clip"])
         params = [*p.ref(X), T, B, In, H, Hout, D, *p.ref(seq), *p.ref(lens), *p.ref(states[0]), *inits[0],
                   *p.ref(states[1]), *inits[1], *p.ref(Y), *p.ref(xw), *p.ref(scratch), p.f64(clip), *reverse,
-                  p.weight_space(), *cls.own_params(node, p, variant, B, fused)]
+                  p.weight_space(), *cls.own_params(node, p, variant, B, fused, on_threads)]
         fed = ", weights packed on the call" if p.call.takes(node) else ""
         name = _VARIANT_NAMES[variant]
         if variant == LSTM_FAST_MT:       # the kernel splits the batch or the hidden units (recurrent_kernels.py)
             name += " by batch" if cls.by_batch(node, p, B) else " by unit"
         if fused:
             name += ", fused projection"
+        if on_threads:
+            name += ", directions on 2 threads"
         p.emit(variant, f"{node.op.lower()} {name} T={T} B={B} I={In} H={H} D={D}{fed}", *params)
         # outputs in the node's layout
         if layout == 1 and p.needed(0):
@@ -474,15 +485,24 @@ class LSTM(Recurrent):
 
     @classmethod
     def multi_thread(cls, node, dtype, threads):
-        """The threaded kernel (lstm_direction_parallel), where the runtime has it: the ahead-of-time one does not."""
+        """The threaded kernels (lstm_direction_parallel, lstm_batches_parallel), where the runtime has them: the
+        ahead-of-time one does not."""
         return (cls.fast(node, dtype) and threads > 1 and node.attrs["hidden_size"] >= PARALLEL_MIN_HIDDEN
                 and runtime.current().parallel)
 
     @classmethod
+    def two_on_two(cls, node, threads):
+        """Two directions on two threads: each direction on a thread of its own (directions_on_threads), no barrier
+        a step, rather than each split by unit; against the split, in one process (bench: two threads, Zen 5):
+        H=128 T=25 1.42x, T=100 1.33x, B=8 1.39x; H=256 T=1 1.46x, T=100 1.05x, B=8 1.16x; H=512 T=1 1.36x, T=100
+        1.01x. A batch of SPLIT_MIN_ROWS a thread still splits by batch entry (H=256 B=32: 0.92x by direction)."""
+        return cls.directions(node) == 2 and threads == 2
+
+    @classmethod
     def parts(cls, node, dtype, threads):
-        """How many parts the weights are packed in (``pack_parts``): one per thread for the threaded kernel, else
-        one."""
-        return threads if cls.multi_thread(node, dtype, threads) else 1
+        """How many parts the weights are packed in (``pack_parts``): one per thread for the kernel split by unit,
+        else one (the batch split runs every part on each thread)."""
+        return threads if cls.multi_thread(node, dtype, threads) and not cls.two_on_two(node, threads) else 1
 
     @classmethod
     def gate_width(cls, node, p):
@@ -491,7 +511,7 @@ class LSTM(Recurrent):
     @classmethod
     def by_batch(cls, node, p, B):
         """The threaded kernel splits the batch between the threads (else the hidden units)."""
-        return B >= SPLIT_MIN_ROWS * cls.parts(node, p.dtype, p.threads)
+        return B >= SPLIT_MIN_ROWS * p.threads
 
     @classmethod
     def fused(cls, node, p, variant, In, B):
@@ -501,7 +521,7 @@ class LSTM(Recurrent):
         if variant == LSTM_FAST:
             rows = B
         elif variant == LSTM_FAST_MT and cls.by_batch(node, p, B):
-            rows = B // parts
+            rows = B // p.threads
         else:
             return False
         weights = parts * 4 * cls._chunk(node, p.dtype, p.threads) * (In + cls.out_size(node.attrs))
@@ -542,6 +562,8 @@ class LSTM(Recurrent):
             return LSTM_REDUCED
         if not cls.fast(node, p.dtype):
             return LSTM_GENERIC
+        if cls.multi_thread(node, p.dtype, p.threads) and cls.two_on_two(node, p.threads):
+            return LSTM_FAST_MT if cls.by_batch(node, p, B) else LSTM_FAST     # (then directions_on_threads)
         if cls.multi_thread(node, p.dtype, p.threads) and (node.attrs["hidden_size"] >= PARALLEL_ANY_STEPS_HIDDEN
                                                            or T >= PARALLEL_MIN_STEPS):
             # at any batch: each thread's product over the batch runs on the engine's register tiles (T=100 B=32
@@ -552,7 +574,7 @@ class LSTM(Recurrent):
         return LSTM_FAST
 
     @classmethod
-    def own_params(cls, node, p, variant, B, fused):
+    def own_params(cls, node, p, variant, B, fused, on_threads):
         ins = list(node.inputs) + [""] * (9 - len(node.inputs))
         peep_off, peep_shape = p.weight("peep")
         if variant == LSTM_REDUCED:
@@ -565,10 +587,20 @@ class LSTM(Recurrent):
                   node.attrs["input_forget"], peep_shape[0]]
         if variant == LSTM_GENERIC:    # one part: WT (D, I, 4H), RT (D, Hout, 4H), bias (D, 4H)
             params += [p.weight("projT")[0] if ins[8] else 0, int(bool(ins[8]))] + cls.activation_params(node, p)
-        else:    # parts, chunk (groups of 64 = 4 x 16), fused projection, threads split the batch
+        else:    # parts, chunk (groups of 64 = 4 x 16), fused projection, threads splitting the batch (0: none),
+            #      directions at once
             params += [wt_shape[1], wt_shape[2] * 16, int(fused),
-                       int(variant == LSTM_FAST_MT and cls.by_batch(node, p, B))]
+                       p.threads if variant == LSTM_FAST_MT and cls.by_batch(node, p, B) else 0, int(on_threads)]
         return params
+
+    @classmethod
+    def directions_on_threads(cls, node, p, variant, T, B, In):
+        """Both directions of the one-thread fast kernel at once, one thread each (lstm_directions_parallel): with
+        two threads or more, where the runtime has them, and at least DIRECTION_THREADS_MIN_MACS of work a
+        direction. The threaded kernel (LSTM_FAST_MT) splits each direction instead."""
+        H = node.attrs["hidden_size"]
+        return (variant == LSTM_FAST and cls.directions(node) == 2 and p.threads >= 2 and runtime.current().parallel
+                and T * B * 4 * H * (In + H) >= DIRECTION_THREADS_MIN_MACS)
 
 
 class GRU(Recurrent):
@@ -632,7 +664,7 @@ class GRU(Recurrent):
         return GRU_FAST_MT if cls.multi_thread(node, p.dtype, p.threads) else GRU_CODE
 
     @classmethod
-    def own_params(cls, node, p, variant, B, fused):
+    def own_params(cls, node, p, variant, B, fused, on_threads):
         if variant == GRU_FAST_MT:     # parts, chunk, and the columns of a part (three blocks, whole groups)
             chunk = cls._chunk(node, p.threads)
             return [p.weight("WT")[0], p.weight("RT")[0], p.weight("bias")[0], p.threads, chunk,
@@ -672,7 +704,7 @@ class RNN(Recurrent):
         return RNN_REDUCED if cls.reduced(node, p.model, p.dtype) else RNN_CODE
 
     @classmethod
-    def own_params(cls, node, p, variant, B, fused):
+    def own_params(cls, node, p, variant, B, fused, on_threads):
         if variant == RNN_REDUCED:
             int8 = cls.reduced(node, p.model, p.dtype) == "int8"
             return cls.reduced_params(node, p) + [

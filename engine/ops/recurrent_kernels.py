@@ -5,8 +5,8 @@ from numba import njit
 
 from ..config import JIT_OPTIONS
 from .gru_rnn import gru_direction, rnn_direction
-from .lstm_fast import (lstm_batches_parallel, lstm_direction_fast, lstm_direction_fused, lstm_direction_parallel,
-                        lstm_direction_pipelined, pipelines, same_steps)
+from .lstm_fast import (lstm_batches_parallel, lstm_direction_one, lstm_direction_parallel, lstm_directions_parallel,
+                        same_steps)
 from .lstm_kernels import lstm_direction_generic
 from .numeric import grouped_product, input_projection, product
 from .program import ABSENT, ERR_SEQ_LENS, KEEP, OK, THREADS_AT
@@ -86,39 +86,44 @@ def run_recurrent(code, prog, pc, F, I):
         peep = shaped(wts[o_peep:o_peep + Dp * 3 * H], (Dp, 3 * H))
         if code == LSTM_FAST_MT or code == LSTM_FAST:
             # the weights in parts (pack_parts): one per thread, or one; in column groups of 64
-            # fuse and by_batch: the plan's choices (LSTM.fused, LSTM.by_batch)
-            parts, chunk, fuse, by_batch = prog[q + 7], prog[q + 8], prog[q + 9] != 0, prog[q + 10] != 0
+            # fuse, by_batch, both directions at once: the plan's choices (LSTM.fused, LSTM.by_batch,
+            # LSTM.directions_on_threads)
+            parts, chunk, fuse, by_batch = prog[q + 7], prog[q + 8], prog[q + 9] != 0, prog[q + 10]
             G = 4 * chunk
             WTp = shaped(wts[o_wt:o_wt + D * parts * In * G], (D, parts, G // 64, In, 64))
             RTp = shaped(wts[o_rt:o_rt + D * parts * H * G], (D, parts, G // 64, H, 64))
             biasp = shaped(wts[o_bias:o_bias + D * parts * G], (D, parts, 1, G))
+            if code == LSTM_FAST:
+                # a direction projects step by step (fused) when the plan chose it and every entry runs the same
+                # steps; else into its part of xw, which the plan then sized T * B * parts * G a direction
+                f0 = fuse and same_steps(lens, B, prog[p + P_REV] == 1)
+                f1 = fuse and same_steps(lens, B, prog[p + P_REV + 1] == 1)      # (reverse is 0 past D)
+                n_xw = 0 if f0 and f1 else parts * T * B * G
+                n_scratch = (B + 1) * parts * G
+                xw = fview(F, prog, p + P_XW, D * n_xw)
+                scratch = fview(F, prog, p + P_SCRATCH, D * n_scratch)
+                if prog[q + 11] != 0:        # the two directions on two threads, each with its own buffers
+                    lstm_directions_parallel(Y, X2, B, WTp, RTp, biasp, peep, use_peep, lens, h, c,
+                                             prog[p + P_REV:p + P_REV + 2], clip, input_forget, f0, f1,
+                                             xw, scratch)
+                    return OK
+                for d in range(D):           # one after the other, in the same buffers
+                    lstm_direction_one(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, lens, h[d],
+                                       c[d], prog[p + P_REV + d] == 1, clip, input_forget, f1 if d else f0, xw[:n_xw],
+                                       scratch[:n_scratch])
+                return OK
             X3 = shaped(X2, (T, B, In))
             for d in range(D):
                 rev = prog[p + P_REV + d] == 1
                 fused = fuse and same_steps(lens, B, rev)    # else the plan made room for the hoisted projection
                 rows = 0 if fused else T * B
                 xw = shaped(fview(F, prog, p + P_XW, parts * rows * G), (parts, rows, G))
-                if by_batch:
+                if by_batch:                 # the batch split between this many threads
                     lstm_batches_parallel(Y, d, X3, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, lens, h[d],
-                                          c[d], rev, clip, input_forget, xw, fused)
-                elif code == LSTM_FAST_MT:
+                                          c[d], rev, clip, input_forget, xw, fused, by_batch)
+                else:
                     lstm_direction_parallel(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, lens,
                                             h[d], c[d], rev, clip, input_forget, xw, False)
-                else:
-                    scratch = fview(F, prog, p + P_SCRATCH, (B + 1) * parts * G)
-                    rec = shaped(scratch[parts * G:], (parts, B, G))
-                    if fused:
-                        lstm_direction_fused(Y, d, 0, X3, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, lens,
-                                             h[d], c[d], rev, clip, input_forget, rec)
-                        continue
-                    if parts == 1 and pipelines(B, lens[0], In, H, G, wts.itemsize):
-                        lstm_direction_pipelined(Y, d, X2, WTp[d, 0], RTp[d, 0], biasp[d, 0], peep[d % Dp], use_peep,
-                                                 lens[0], h[d], c[d], rev, clip, input_forget, scratch[:G], xw[0])
-                        continue
-                    for k in range(parts):
-                        grouped_product(X2, WTp[d, k], xw[k])
-                    lstm_direction_fast(Y, d, 0, xw, B, RTp[d], biasp[d], peep[d % Dp], use_peep, lens, h[d], c[d],
-                                        rev, clip, input_forget, scratch[:parts * G], rec)
             return OK
         WT = shaped(wts[o_wt:o_wt + D * In * 4 * H], (D, In, 4 * H))
         bias = shaped(wts[o_bias:o_bias + D * 4 * H], (D, 4 * H))
