@@ -142,15 +142,21 @@ def test_fast_kernel_sizes_against_onnxruntime(H):
 
 
 @needs_threaded_kernel
-def test_multithreaded_kernel_against_onnxruntime():
-    """threads=2 with H >= 256 takes the path that splits hidden units over threads."""
+@pytest.mark.parametrize("direction,path", [("reverse", "lstm fast, threads by unit"),
+                                            ("bidirectional", "lstm fast, directions on 2 threads")])
+def test_multithreaded_kernel_against_onnxruntime(direction, path):
+    """threads=2 with H >= 256 takes the path that splits hidden units over threads; a bidirectional layer runs
+    its two directions at once instead, one thread each."""
     rng = np.random.default_rng(7)
     H = 256
-    model, _ = rnn_model("LSTM", I=32, H=H, D=2, T=30, B=2, rng=rng, attrs={"direction": "bidirectional"},
+    D = 2 if direction == "bidirectional" else 1
+    model, _ = rnn_model("LSTM", I=32, H=H, D=D, T=30, B=2, rng=rng, attrs={"direction": direction},
                          inputs=("X", "sequence_lens", "initial_h", "initial_c"), weight_scale=0.1)
-    feeds = make_feeds(("sequence_lens", "initial_h", "initial_c"), 30, 2, 32, H, 2, rng)
+    feeds = make_feeds(("sequence_lens", "initial_h", "initial_c"), 30, 2, 32, H, D, rng)
     sess = engine.Session(model.SerializeToString(), threads=2)
-    assert "lstm fast, threads" in sess.program({"X": (30, 2, 32)})
+    if sess.threads < 2 or sess.runtime != "jit":
+        pytest.skip("needs two cores and the JIT runtime's threads")
+    assert path in sess.program({"X": (30, 2, 32)})
     got = sess.run(None, feeds)
     ref = ort_session(model).run(None, feeds)
     assert max(max_abs_diff(g, r) for g, r in zip(got, ref)) <= 1e-5
@@ -198,7 +204,7 @@ def test_multithreaded_model_loads_from_the_compile_cache_in_a_new_process(tmp_p
     """Regression: Numba issue #8578 - a cached function that calls a parallel kernel segfaulted when loaded from
     the cache in a new process. Two new processes on this process's caches, which hold the executor once this
     process has run the model (a minute's compile less than empty caches): each loads it and runs the threaded
-    kernel."""
+    kernel, and the kernel that runs a bidirectional layer's directions at once."""
     import subprocess
     import sys
     import os
@@ -206,12 +212,18 @@ def test_multithreaded_model_loads_from_the_compile_cache_in_a_new_process(tmp_p
     model, _ = rnn_model("LSTM", I=8, H=256, D=1, T=5, B=1, rng=rng, attrs={})
     path = tmp_path / "m.onnx"
     path.write_bytes(model.SerializeToString())
-    code = ("import numpy as np, engine; s = engine.Session(%r, threads=2); "
-            "assert 'lstm fast, threads' in s.program(); "
-            "print(s.run(None, {'X': np.ones((5, 1, 8), np.float32)})[0].sum())" % str(path))
-    here = engine.Session(str(path), threads=2)
+    both, _ = rnn_model("LSTM", I=8, H=64, D=2, T=5, B=1, rng=rng, attrs={"direction": "bidirectional"})
+    path2 = tmp_path / "b.onnx"
+    path2.write_bytes(both.SerializeToString())
+    code = ("import numpy as np, engine; s = engine.Session(%r, threads=2); b = engine.Session(%r, threads=2); "
+            "assert 'lstm fast, threads' in s.program(); x = np.ones((5, 1, 8), np.float32); "
+            "assert 'directions on 2 threads' in b.program({'X': x.shape}); "
+            "print(s.run(None, {'X': x})[0].sum() + b.run(None, {'X': x})[0].sum())" % (str(path), str(path2)))
+    here, there = engine.Session(str(path), threads=2), engine.Session(str(path2), threads=2)
     assert "lstm fast, threads" in here.program()
-    want = here.run(None, {"X": np.ones((5, 1, 8), np.float32)})[0].sum()
+    x = np.ones((5, 1, 8), np.float32)
+    assert "directions on 2 threads" in there.program({"X": x.shape})
+    want = here.run(None, {"X": x})[0].sum() + there.run(None, {"X": x})[0].sum()
     env = {**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.abspath(__file__)))}
     outs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
             for _ in range(2)]

@@ -285,7 +285,10 @@ def test_the_threaded_gru_matches_one_thread_and_the_reference(case, B, hidden):
         assert max_abs_diff(x, y) <= 1e-5
         assert max_abs_diff(y, ref) <= 1e-5 + 1e-6 * float(np.abs(ref).max())
     plain, _ = recurrent_model("GRU", I=I, H=hidden, seed=B, scale=0.1, linear_before_reset=0, **GRU_CASES[case])
-    assert "threads" not in engine.Session(plain, threads=2).program(shapes)
+    listing = engine.Session(plain, threads=2).program(shapes)
+    assert "threads by unit" not in listing
+    if two.threads == 2 and two.runtime == "jit":     # a bidirectional one runs its directions at once
+        assert ("directions on 2 threads" in listing) == (GRU_CASES[case].get("direction") == "bidirectional")
 
 
 def test_a_gru_stream_steps_on_the_threaded_layout():
@@ -329,3 +332,28 @@ def test_two_directions_run_on_two_threads_and_match_one_thread(H, B):
         assert "directions on" not in two.program({k: v.shape for k, v in small.items()})
         for x, y in zip(one.run(None, small), two.run(None, small)):
             np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("op,lbr", [("GRU", 0), ("GRU", 1), ("RNN", 0)], ids=["gru", "gru-lbr", "rnn"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("B", [1, 5])
+def test_a_bidirectional_gru_or_rnn_runs_its_directions_on_two_threads(op, lbr, dtype, B):
+    """The one-thread GRU and RNN kernels run a bidirectional layer's two directions at once on two threads, each
+    projecting its input into a buffer of its own (gru_rnn.directions_parallel): one thread's results bit for bit,
+    and the reference's, in float32 and float64 (the kernels' general activations)."""
+    H = 96 if op == "RNN" else 48      # above DIRECTION_THREADS_MIN_MACS a direction at batch 1 (T=12)
+    model, reference = recurrent_model(op, I=I, H=H, seed=B + lbr, scale=0.1, direction="bidirectional",
+                                       sequence_lens=True, linear_before_reset=lbr, dtype=dtype)
+    one, two = engine.Session(model, threads=1), engine.Session(model, threads=2)
+    if two.threads < 2 or two.runtime != "jit":
+        pytest.skip("needs two cores and the JIT runtime's threads")
+    feed = feed_of(model, B, seed=7)
+    feed.pop("initial_c")
+    feed = {k: v.astype(dtype) if v.dtype.kind == "f" else v for k, v in feed.items()}
+    shapes = {k: v.shape for k, v in feed.items()}
+    assert "directions on 2 threads" in two.program(shapes)
+    assert "directions on" not in one.program(shapes)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    for x, y, ref in zip(one.run(None, feed), two.run(None, feed), reference(feed)):
+        np.testing.assert_array_equal(x, y)
+        assert max_abs_diff(y, ref) <= tol * (1 + float(np.abs(ref).max()))

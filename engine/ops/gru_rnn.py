@@ -14,18 +14,20 @@ Canonical RNN node: the same with W (D, H, I), R (D, H, H), B (D, 2H), activatio
 One kernel per op serves every activation and both float types: with ``fast`` (float32, default activations) the
 gate loops use the vectorisable rational sigmoid/tanh of lstm_fast.py, otherwise ``activations.activate``. The
 recurrent product is the register-blocked one of the LSTM kernel at small batch and one BLAS GEMM per step at larger
-batch; the input projection is hoisted out of the recurrence. Packed layouts (per direction):
+batch; the input projection is hoisted out of the recurrence. On two threads a bidirectional layer runs its two
+directions at once, one thread each (directions_parallel). Packed layouts (per direction):
 
     GRU  WT (I, 3H) z, r, h;  RTzr (H, 2H) z, r;  RTh (H, H);  bias (4H,) = [Wbz+Rbz, Wbr+Rbr, Wbh, Rbh]
     RNN  WT (I, H);  RT (H, H);  bias (H,) = Wb + Rb
 """
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from ..config import JIT_OPTIONS
+from ..config import JIT_OPTIONS, PARALLEL
 from .activations import SIGMOID
-from .numeric import (BLAS_MIN_BATCH, activate, clip_value as _clipv, matmul, max_length, recurrent_product,
-                      sigmoid32, tanh32)
+from .lstm_fast import _threads_available
+from .numeric import (BLAS_MIN_BATCH, activate, clip_value as _clipv, input_projection, matmul, max_length,
+                      recurrent_product, sigmoid32, tanh32)
 
 
 # ---------------------------------------------------------------------- what the float and reduced kernels share
@@ -163,3 +165,33 @@ def rnn_direction(Y, d, xw, B, RT, bias, seq, h, reverse, code, alpha, beta, cli
             activate_all(g, code, alpha, beta, clip, fast)
             rnn_update(hb, g, Y[t, d, b])
 
+
+# ---------------------------------------------------------------------- the two directions on two threads
+@njit(**JIT_OPTIONS)
+def _one_direction(gru, Y, d, X2, WT, xw, B, RT, RTh, bias, seq, h, reverse, acts, clip, lbr, fast):
+    """One direction of a GRU (``gru``: RT is RTzr, RTh and lbr are read) or an RNN (RT), on this thread: the input
+    projected into xw, then the recurrence. acts: the direction's activation params as the instruction holds them
+    (codes, alphas, betas as float64 bits; as many of each)."""
+    input_projection(X2, WT, xw, 1)
+    n = acts.shape[0] // 3
+    codes, alphas, betas = acts[:n], acts[n:2 * n].view(np.float64), acts[2 * n:].view(np.float64)
+    if gru:
+        gru_direction(Y, d, xw, B, RT, RTh, bias, seq, h, reverse, codes, alphas, betas, clip, lbr, fast)
+    else:
+        rnn_direction(Y, d, xw, B, RT, bias, seq, h, reverse, codes[0], alphas[0], betas[0], clip, fast)
+
+
+@njit(parallel=PARALLEL, **JIT_OPTIONS)
+def directions_parallel(gru, Y, X2, WT, xw, B, RT, RTh, bias, seq, h, reverse, acts, clip, lbr, fast):
+    """Both directions of a bidirectional GRU or RNN at once, one thread each (_one_direction; they share only X,
+    which both read): WT (2, I, G), RT (2, H, .), RTh (2, H, H) (the GRU's; any for an RNN), bias (2, .); xw
+    (2, T*B, G) a buffer per direction; h (2, B, H); reverse (2,) flags; acts (2, 3n). With one thread available,
+    the directions run in turn."""
+    if _threads_available() >= 2:
+        for d in prange(2):
+            _one_direction(gru, Y, d, X2, WT[d], xw[d], B, RT[d], RTh[d], bias[d], seq, h[d], reverse[d] == 1,
+                           acts[d], clip, lbr, fast)
+    else:
+        for d in range(2):
+            _one_direction(gru, Y, d, X2, WT[d], xw[d], B, RT[d], RTh[d], bias[d], seq, h[d], reverse[d] == 1,
+                           acts[d], clip, lbr, fast)

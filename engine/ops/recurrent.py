@@ -288,10 +288,17 @@ class Recurrent(Op):
         (directions_on_threads), all decided once by ``plan``."""
         raise NotImplementedError
 
+    # the variants whose two directions may run at once, one thread each (each op's one-thread kernel)
+    at_once = ()
+
     @classmethod
     def directions_on_threads(cls, node, p, variant, T, B, In):
-        """Whether the two directions run at once, one thread each (only the fast LSTM's)."""
-        return False
+        """Whether the two directions run at once, one thread each (lstm_directions_parallel, gru_rnn's
+        directions_parallel): a bidirectional layer on a one-thread kernel (``at_once``), with two threads or more,
+        where the runtime has them, and at least DIRECTION_THREADS_MIN_MACS of work a direction."""
+        H = node.attrs["hidden_size"]
+        return (variant in cls.at_once and cls.directions(node) == 2 and p.threads >= 2 and runtime.current().parallel
+                and T * B * cls.spec().n_gates * H * (In + H) >= DIRECTION_THREADS_MIN_MACS)
 
     @classmethod
     def variant(cls, node, p, T, B):
@@ -452,6 +459,7 @@ _VARIANT_NAMES = {LSTM_FAST: "fast", LSTM_FAST_MT: "fast, threads", LSTM_GENERIC
 class LSTM(Recurrent):
     name = "LSTM"
     attrs = frozenset(recurrent_spec.SPECS["LSTM"].attributes)
+    at_once = (LSTM_FAST,)      # the threaded kernel (LSTM_FAST_MT) splits each direction instead
     n_inputs = 9
     outputs = ("Y", "Y_h", "Y_c")
     state_names = ("h", "c")
@@ -593,19 +601,12 @@ class LSTM(Recurrent):
                        p.threads if variant == LSTM_FAST_MT and cls.by_batch(node, p, B) else 0, int(on_threads)]
         return params
 
-    @classmethod
-    def directions_on_threads(cls, node, p, variant, T, B, In):
-        """Both directions of the one-thread fast kernel at once, one thread each (lstm_directions_parallel): with
-        two threads or more, where the runtime has them, and at least DIRECTION_THREADS_MIN_MACS of work a
-        direction. The threaded kernel (LSTM_FAST_MT) splits each direction instead."""
-        H = node.attrs["hidden_size"]
-        return (variant == LSTM_FAST and cls.directions(node) == 2 and p.threads >= 2 and runtime.current().parallel
-                and T * B * 4 * H * (In + H) >= DIRECTION_THREADS_MIN_MACS)
 
 
 class GRU(Recurrent):
     name = "GRU"
     attrs = frozenset(recurrent_spec.SPECS["GRU"].attributes)
+    at_once = (GRU_CODE,)       # the threaded GRU (GRU_FAST_MT) splits each direction instead
 
     @classmethod
     def multi_thread(cls, node, dtype, threads):
@@ -677,12 +678,14 @@ class GRU(Recurrent):
                 p.weight("bias")[0], node.attrs["linear_before_reset"],
                 int(cls.fast(node, p.dtype))] + cls.activation_params(node, p)
         return [p.weight("WT")[0], p.weight("RTzr")[0], p.weight("RTh")[0], p.weight("bias")[0],
-                node.attrs["linear_before_reset"], int(cls.fast(node, p.dtype))] + cls.activation_params(node, p)
+                node.attrs["linear_before_reset"], int(cls.fast(node, p.dtype))] + cls.activation_params(node, p) + [
+                int(on_threads)]
 
 
 class RNN(Recurrent):
     name = "RNN"
     attrs = frozenset(recurrent_spec.SPECS["RNN"].attributes)
+    at_once = (RNN_CODE,)
 
     @classmethod
     def pack(cls, node, model, dtype, threads):
@@ -711,7 +714,7 @@ class RNN(Recurrent):
                 p.weight("RT")[0], p.weight("RT_scale")[0] if int8 else 0, p.weight("RT_neg")[0] if int8 else 0,
                 p.weight("bias")[0], int(cls.fast(node, p.dtype))] + cls.activation_params(node, p)
         return [p.weight("WT")[0], p.weight("RT")[0], p.weight("bias")[0],
-                int(cls.fast(node, p.dtype))] + cls.activation_params(node, p)
+                int(cls.fast(node, p.dtype))] + cls.activation_params(node, p) + [int(on_threads)]
 
 
 RECURRENT_OPS = [LSTM, GRU, RNN]
