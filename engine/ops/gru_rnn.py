@@ -25,7 +25,6 @@ from numba import njit, prange
 
 from ..config import JIT_OPTIONS, PARALLEL
 from .activations import SIGMOID
-from .lstm_fast import _threads_available
 from .numeric import (BLAS_MIN_BATCH, activate, clip_value as _clipv, input_projection, matmul, max_length,
                       recurrent_product, sigmoid32, tanh32)
 
@@ -185,13 +184,8 @@ def _one_direction(gru, Y, d, X2, WT, xw, B, RT, RTh, bias, seq, h, reverse, act
 def directions_parallel(gru, Y, X2, WT, xw, B, RT, RTh, bias, seq, h, reverse, acts, clip, lbr, fast):
     """Both directions of a bidirectional GRU or RNN at once, one thread each (_one_direction; they share only X,
     which both read): WT (2, I, G), RT (2, H, .), RTh (2, H, H) (the GRU's; any for an RNN), bias (2, .); xw
-    (2, T*B, G) a buffer per direction; h (2, B, H); reverse (2,) flags; acts (2, 3n). With one thread available,
-    the directions run in turn."""
-    if _threads_available() >= 2:
-        for d in prange(2):
-            _one_direction(gru, Y, d, X2, WT[d], xw[d], B, RT[d], RTh[d], bias[d], seq, h[d], reverse[d] == 1,
-                           acts[d], clip, lbr, fast)
-    else:
-        for d in range(2):
-            _one_direction(gru, Y, d, X2, WT[d], xw[d], B, RT[d], RTh[d], bias[d], seq, h[d], reverse[d] == 1,
-                           acts[d], clip, lbr, fast)
+    (2, T*B, G) a buffer per direction; h (2, B, H); reverse (2,) flags; acts (2, 3n). Neither waits for the other,
+    so with one thread available (or inside another parallel region) the loop runs them in turn."""
+    for d in prange(2):
+        _one_direction(gru, Y, d, X2, WT[d], xw[d], B, RT[d], RTh[d], bias[d], seq, h[d], reverse[d] == 1,
+                       acts[d], clip, lbr, fast)

@@ -495,20 +495,14 @@ def lstm_directions_parallel(Y, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, 
     """Both directions of a bidirectional LSTM at once, one thread each (lstm_direction_one): they share only X,
     which both read, so no thread waits for the other until the end. WTp (2, parts, G // 64, I, 64), RTp, biasp
     likewise; peep (1 or 2, 3H); h (2, B, Hout), c (2, B, H); reverse (2,) flags; fused0, fused1 each direction's
-    choice; xw (2 * n,) and scratch (2 * m,) hold each direction's buffers one after the other. With one thread
-    available, the directions run in turn."""
+    choice; xw (2 * n,) and scratch (2 * m,) hold each direction's buffers one after the other. Neither waits for
+    the other, so with one thread available (or inside another parallel region) the loop runs them in turn."""
     n, m = xw.shape[0] // 2, scratch.shape[0] // 2
     Dp = peep.shape[0]
-    if _threads_available() >= 2:
-        for d in prange(2):
-            lstm_direction_one(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, seq, h[d], c[d],
-                               reverse[d] == 1, clip, input_forget, fused1 if d else fused0, xw[d * n:(d + 1) * n],
-                               scratch[d * m:(d + 1) * m])
-    else:
-        for d in range(2):
-            lstm_direction_one(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, seq, h[d], c[d],
-                               reverse[d] == 1, clip, input_forget, fused1 if d else fused0, xw[d * n:(d + 1) * n],
-                               scratch[d * m:(d + 1) * m])
+    for d in prange(2):
+        lstm_direction_one(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, seq, h[d], c[d],
+                           reverse[d] == 1, clip, input_forget, fused1 if d else fused0, xw[d * n:(d + 1) * n],
+                           scratch[d * m:(d + 1) * m])
 
 
 # ---------------------------------------------------------------------- several threads over a batch
