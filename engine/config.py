@@ -20,3 +20,12 @@ BLAS = AOT_BUILD != "noblas"        # False: matrix products by a blocked loop, 
 CACHE = CACHE and not AOT_BUILD
 
 JIT_OPTIONS = {"nogil": True, "cache": CACHE, "fastmath": FASTMATH, "error_model": "numpy"}
+
+# Numba's OpenMP threading layer (GNU libgomp) reads its spin count when it loads, at the first threaded kernel. In a
+# process that has not loaded another OpenMP runtime first (torch loads its own), a waiting worker here spun so
+# briefly that each parallel region waited for it to wake: the small CRNN at 8 x 200 on two threads took 7.3 ms a call
+# in every such process, 4.66 ms with GOMP_SPINCOUNT=300000 (libgomp's documented default when the threads do not
+# outnumber the cores) or OMP_WAIT_POLICY=active, 5.8 ms with OMP_WAIT_POLICY=passive (2-core Zen 5). So that count,
+# unless the user chose a spin count or a wait policy.
+if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "300000"

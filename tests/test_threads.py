@@ -364,3 +364,19 @@ def test_a_bidirectional_gru_or_rnn_runs_its_directions_on_two_threads(op, lbr, 
     for x, y, ref in zip(one.run(None, feed), two.run(None, feed), reference(feed)):
         np.testing.assert_array_equal(x, y)
         assert max_abs_diff(y, ref) <= tol * (1 + float(np.abs(ref).max()))
+
+
+@pytest.mark.parametrize("env,want", [({}, "300000"), ({"GOMP_SPINCOUNT": "7"}, "7"),
+                                      ({"OMP_WAIT_POLICY": "passive"}, None)])
+def test_the_openmp_spin_count_is_set_unless_the_user_chose_one(env, want):
+    """engine sets libgomp's spin count (engine/config.py) before Numba's OpenMP layer loads, unless the user set a
+    spin count or a wait policy: a worker that sleeps at once makes every parallel region wait for it to wake."""
+    import os
+    import subprocess
+    import sys
+    clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    code = "import os, engine.ops.lstm_fast; print(os.environ.get('GOMP_SPINCOUNT'))"   # (launches the threads)
+    out = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
+                         timeout=300, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == str(want)
