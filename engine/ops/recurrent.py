@@ -602,7 +602,6 @@ class LSTM(Recurrent):
         return params
 
 
-
 class GRU(Recurrent):
     name = "GRU"
     attrs = frozenset(recurrent_spec.SPECS["GRU"].attributes)

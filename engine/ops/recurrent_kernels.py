@@ -8,7 +8,7 @@ from .gru_rnn import directions_parallel, gru_direction, rnn_direction
 from .lstm_fast import (lstm_batches_parallel, lstm_direction_one, lstm_direction_parallel, lstm_directions_parallel,
                         same_steps)
 from .lstm_kernels import lstm_direction_generic
-from .numeric import grouped_product, input_projection, product
+from .numeric import input_projection, product
 from .program import ABSENT, ERR_SEQ_LENS, KEEP, OK, THREADS_AT
 from .program_kernels import fparam, fview, iview, shaped, typed_like
 from .reduced_kernels import run_reduced
@@ -159,10 +159,11 @@ def run_recurrent(code, prog, pc, F, I):
         RTzr = shaped(wts[o_rz:o_rz + D * H * 2 * H], (D, H, 2 * H))
         RTh = shaped(wts[o_rh:o_rh + D * H * H], (D, H, H))
         bias = shaped(wts[o_bias:o_bias + D * 4 * H], (D, 4 * H))
-        if D == 2 and prog[q + 18] != 0:     # the two directions on two threads, each with its own xw
+        at_once = q + 6 + 6 * D              # after the activations: the two directions at once (GRU.own_params)
+        if D == 2 and prog[at_once] != 0:   # on two threads, each with its own xw
             xw2 = shaped(fview(F, prog, p + P_XW, 2 * T * B * 3 * H), (2, T * B, 3 * H))
             directions_parallel(True, Y, X2, WT, xw2, B, RTzr, RTh, bias, lens, h, prog[p + P_REV:p + P_REV + 2],
-                                shaped(prog[q + 6:q + 18], (2, 6)), clip, lbr, fast)
+                                shaped(prog[q + 6:at_once], (2, 6)), clip, lbr, fast)
             return OK
         xw = shaped(fview(F, prog, p + P_XW, T * B * 3 * H), (T * B, 3 * H))
         for d in range(D):
@@ -177,10 +178,11 @@ def run_recurrent(code, prog, pc, F, I):
     WT = shaped(wts[o_wt:o_wt + D * In * H], (D, In, H))
     RT = shaped(wts[o_rt:o_rt + D * H * H], (D, H, H))
     bias = shaped(wts[o_bias:o_bias + D * H], (D, H))
-    if D == 2 and prog[q + 10] != 0:         # the two directions on two threads, each with its own xw
+    at_once = q + 4 + 3 * D                  # after the activations: the two directions at once (RNN.own_params)
+    if D == 2 and prog[at_once] != 0:       # on two threads, each with its own xw
         xw2 = shaped(fview(F, prog, p + P_XW, 2 * T * B * H), (2, T * B, H))
         directions_parallel(False, Y, X2, WT, xw2, B, RT, RT, bias, lens, h, prog[p + P_REV:p + P_REV + 2],
-                            shaped(prog[q + 4:q + 10], (2, 3)), clip, False, fast)
+                            shaped(prog[q + 4:at_once], (2, 3)), clip, False, fast)
         return OK
     xw = shaped(fview(F, prog, p + P_XW, T * B * H), (T * B, H))
     for d in range(D):
