@@ -197,8 +197,9 @@ def test_a_large_convolution_runs_on_the_sessions_threads_by_rows():
     big = conv_case(1, 16, 12, 64, 32, (3, 3), {"pads": [1, 1, 1, 1]}, seed=4)      # K = 144, 3.5 M multiply-adds
     small = conv_case(1, 2, 6, 16, 4, (3, 3), {"pads": [1, 1, 1, 1]}, seed=5)       # 7 K
     shallow = conv_case(1, 1, 32, 100, 64, (3, 3), {"pads": [1, 1, 1, 1]}, seed=6)  # K = 9, 1.8 M
-    assert conv_threads(2, 32, 144, 12, 64) == 2
-    assert conv_threads(2, 4, 18, 6, 16) == conv_threads(2, 64, 9, 32, 100) == conv_threads(1, 32, 144, 12, 64) == 1
+    assert conv_threads(2, 1, 32, 144, 12, 64) == (1, 2)
+    assert conv_threads(2, 1, 4, 18, 6, 16) == conv_threads(2, 1, 64, 9, 32, 100) == (1, 1)
+    assert conv_threads(1, 1, 32, 144, 12, 64) == conv_threads(1, 8, 32, 144, 12, 64) == (1, 1)
     model, x, tensors = big
     two = engine.Session(model, threads=2)
     if two.threads < 2 or two.runtime != "jit":
@@ -215,6 +216,46 @@ def test_a_large_convolution_runs_on_the_sessions_threads_by_rows():
         two = engine.Session(model, threads=2)
         two.run(None, {"x": x})
         assert "rows on" not in two.program({"x": x.shape}) and _threads.current == 2
+
+
+@pytest.mark.parametrize("N, group, kernel, listed", [
+    (4, 1, (3, 3), ["images on 2 threads"]),
+    (5, 1, (3, 3), ["images on 2 threads, the last 1 by rows"]),               # the fifth image by rows
+    (6, 2, (3, 3), ["images on 2 threads"]),                                     # two groups an image
+    (4, 1, (1, 1), ["images on 2 threads"]),                                     # 1x1: no im2col
+])
+def test_a_batch_of_convolutions_runs_on_the_sessions_threads_by_images(N, group, kernel, listed):
+    """From as many images as threads, a convolution deep enough (vision.conv_threads) runs whole images on each
+    thread, one parallel region for the batch, each thread's im2col in its own span of the work buffer; the images
+    left over (N % threads) split by rows. The result is one thread's bit for bit (every image runs the one-thread
+    code; the leftover's row parts are multiples of 64 wide) and the reference's; the BLAS keeps to one thread. A
+    batch too small in all, or too shallow, stays on one thread."""
+    from test_vision_kernels import conv_case, conv_reference
+
+    from engine import _threads
+    from engine.ops.vision import conv_threads
+    C = 16 * group if kernel == (3, 3) else 72 * group
+    pads = [1, 1, 1, 1] if kernel == (3, 3) else [0, 0, 0, 0]
+    model, x, tensors = conv_case(N, C, 12, 64, 24 * group, kernel, {"pads": pads, "group": group}, seed=7 + N)
+    assert conv_threads(2, N, 24, C // group * kernel[0] * kernel[1], 12, 64)[0] == 2
+    assert conv_threads(2, 2, 16, 72, 2, 8) == (1, 1)                 # 18 K multiply-adds in all
+    assert conv_threads(2, 8, 16, 9, 32, 100) == (1, 1)              # K = 9: bound by writing its output
+    two = engine.Session(model, threads=2)
+    if two.threads < 2 or two.runtime != "jit":
+        pytest.skip("needs two cores and the JIT runtime")
+    y2 = two.run(None, {"x": x})[0]
+    listing = two.program({"x": x.shape})
+    assert all(part in listing for part in listed), listing
+    assert _threads.current == 1
+    one = engine.Session(model, threads=1)
+    y1 = one.run(None, {"x": x})[0]
+    assert "threads" not in one.program({"x": x.shape})
+    assert y2.tobytes() == y1.tobytes()
+    ref, K, scale = conv_reference(x, tensors, model.nodes[0].attrs)
+    assert np.abs(y2 - ref).max() <= 4 * (K + 1) * np.finfo(np.float32).eps * scale.max()
+    y3 = two.run(None, {"x": x[:1]})[0]                                  # one image: by rows, or one thread
+    assert "images on" not in two.program({"x": x[:1].shape})
+    np.testing.assert_array_equal(y3, y1[:1])
 
 
 @pytest.mark.slow     # compiles a parallel function of its own (~10 s)

@@ -355,7 +355,7 @@ def test_kernels_write_only_their_buffers(Cg, group, H, W, kh, kw, pads, sh, sw,
     ref = nv.conv2d(x.reshape(1, C, H, W), w.reshape(M, Cg, kh, kw), b, pads, (sh, sw), (dh, dw), group)
     for relu in (False, True):
         conv2d_kernel(x, w, b, True, col, False, 1, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw, group,
-                      out, relu, 1)
+                      out, relu, 1, 1)
         assert untouched(col_all) and untouched(out_all)
         assert np.allclose(out.reshape(ref.shape), np.maximum(ref, 0) if relu else ref, atol=1e-4)
     pk = [p % k for p, k in zip(pads, (kh, kw, kh, kw))]
@@ -369,17 +369,19 @@ def test_kernels_write_only_their_buffers(Cg, group, H, W, kh, kw, pads, sh, sw,
 
 
 @RANDOM
-@given(N=small(1, 2), Cg=small(1, 3), group=small(1, 2), Mg=small(1, 7), H=small(2, 9), W=small(1, 40),
+@given(N=small(1, 5), Cg=small(1, 3), group=small(1, 2), Mg=small(1, 7), H=small(2, 9), W=small(1, 40),
        kh=small(1, 3), kw=small(1, 3), pads=st.lists(small(0, 2), min_size=4, max_size=4), sh=small(1, 2),
        sw=small(1, 2), dh=small(1, 2), dw=small(1, 2), parts=small(2, 3), relu=st.booleans(), bias=st.booleans())
 @example(N=1, Cg=3, group=1, Mg=5, H=4, W=16, kh=1, kw=1, pads=[0, 0, 0, 0], sh=1, sw=1, dh=1, dw=1, parts=2,
          relu=True, bias=True)             # a 1x1 kernel: the image is its own im2col, each part its columns
-def test_a_convolution_split_by_rows_is_the_one_thread_result(N, Cg, group, Mg, H, W, kh, kw, pads, sh, sw, dh, dw,
-                                                               parts, relu, bias):
+def test_a_convolution_split_by_rows_or_images_is_the_one_thread_result(N, Cg, group, Mg, H, W, kh, kw, pads, sh, sw,
+                                                                         dh, dw, parts, relu, bias):
     """conv2d_rows_parallel (the Session's threads, each its own output rows: own im2col, own tiles) against
     conv2d_kernel on one thread, every image and group, their buffers fenced by NaN: nothing written outside them,
     and the same values to float32 rounding (a part's width may put a column in a narrower tile, whose one-row
-    variant sums K in two streams), with two and three parts (more parts than threads run in turn)."""
+    variant sums K in two streams), with two and three parts (more parts than threads run in turn). Then
+    conv2d_kernel with the batch split by images (each thread its own span of col) and the N % parts left over by
+    rows: the images split so are one thread's bit for bit."""
     from engine.ops.vision import conv_out
     from engine.ops.vision_kernels import conv2d_kernel, conv2d_rows_parallel
     pt, pl, pb, pr = pads
@@ -397,7 +399,7 @@ def test_a_convolution_split_by_rows_is_the_one_thread_result(N, Cg, group, Mg, 
     one_all, one = guarded(N * M * Ho * Wo)
     split_all, split = guarded(N * M * Ho * Wo)
     conv2d_kernel(x, w, b, bias, col, direct, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw, group,
-                  one, relu, 1)
+                  one, relu, 1, 1)
     for n in range(N):
         for g in range(group):
             conv2d_rows_parallel(x, w, b, bias, col, direct, n, g, C, H, W, M, Mg, Cg, kh, kw, Ho, Wo, pt, pl, sh,
@@ -406,6 +408,16 @@ def test_a_convolution_split_by_rows_is_the_one_thread_result(N, Cg, group, Mg, 
     K = Cg * kh * kw
     scale = K * np.abs(x).max() * np.abs(w).max() + (np.abs(b).max() if bias else 0)
     assert np.abs(split.astype(F64) - one).max() <= 4 * (K + 1) * eps(F32) * scale
+    if N < parts:
+        return
+    cols_all, cols = guarded(n_col * parts)
+    images_all, images = guarded(N * M * Ho * Wo)
+    conv2d_kernel(x, w, b, bias, cols, direct, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw, group,
+                  images, relu, parts, parts)
+    assert untouched(cols_all) and untouched(images_all)
+    whole = (N - N % parts) * M * Ho * Wo
+    assert images[:whole].tobytes() == one[:whole].tobytes()
+    assert np.abs(images.astype(F64) - one).max() <= 4 * (K + 1) * eps(F32) * scale
 
 
 # ---------------------------------------------------------------------- elementwise, reductions, transpose

@@ -126,33 +126,62 @@ def bias_relu(row, b, relu):
 
 @njit(**JIT_OPTIONS)
 def conv2d_kernel(x, w, bias, use_bias, col, direct, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw,
-                  group, out, relu, threads):
+                  group, out, relu, rows, images):
     """out (N, M, Ho, Wo) = conv2d(x (N, C, H, W), w (M, Cg, kh, kw)) + bias (M,), all flat, then Relu's rule with
     ``relu`` (NaN stays NaN), in one pass with the bias. Per image and group: im2col into col, then out_g
     (Mg, Ho Wo) = w_g (Mg, Cg kh kw) @ col (Cg kh kw, Ho Wo). ``direct``: a 1x1 kernel at stride 1 without pads,
-    whose col is the image itself."""
+    whose col is the image itself. Threads (the plan's choice, vision.conv_threads): the first N - N % images
+    images split by images among ``images`` threads (conv2d_images_parallel; col holds one image's im2col per
+    thread), the rest each split by output rows among ``rows`` threads (conv2d_rows_parallel)."""
+    Mg = M // group
+    first = 0
+    if images > 1:
+        first = N - N % images
+        conv2d_images_parallel(x, w, bias, use_bias, col, direct, first, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh,
+                               sw, dh, dw, group, out, relu, images)
+    for n in range(first, N):
+        if rows > 1:
+            for g in range(group):
+                conv2d_rows_parallel(x, w, bias, use_bias, col, direct, n, g, C, H, W, M, Mg, Cg, kh, kw, Ho, Wo, pt,
+                                     pl, sh, sw, dh, dw, out, relu, rows)
+        else:
+            conv2d_image(x, w, bias, use_bias, col, direct, n, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw,
+                         group, out, relu)
+
+
+@njit(**JIT_OPTIONS)
+def conv2d_image(x, w, bias, use_bias, col, direct, n, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw, group,
+                 out, relu):
+    """conv2d_kernel's work for image n on the calling thread, col (Cg kh kw Ho Wo) its scratch."""
     Mg = M // group
     Kc = Cg * kh * kw
     P = Ho * Wo
-    if threads > 1:                  # the plan's choice (vision.conv_threads), at most Ho
-        for n in range(N):
-            for g in range(group):
-                conv2d_rows_parallel(x, w, bias, use_bias, col, direct, n, g, C, H, W, M, Mg, Cg, kh, kw, Ho, Wo, pt,
-                                     pl, sh, sw, dh, dw, out, relu, threads)
-        return
-    for n in range(N):
-        for g in range(group):
-            xo = (n * C + g * Cg) * H * W
-            if direct:
-                cols = shaped(x[xo:xo + Kc * P], (Kc, P))
-            else:
-                im2col(x, xo, Cg, H, W, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo, col)
-                cols = shaped(col[:Kc * P], (Kc, P))
-            oo = (n * M + g * Mg) * P
-            product(shaped(w[g * Mg * Kc:(g + 1) * Mg * Kc], (Mg, Kc)), cols, shaped(out[oo:oo + Mg * P], (Mg, P)), 1)
-        if use_bias or relu:
-            for m in range(M):
-                bias_relu(out[(n * M + m) * P:(n * M + m + 1) * P], bias[m] if use_bias else out.dtype.type(0), relu)
+    for g in range(group):
+        xo = (n * C + g * Cg) * H * W
+        if direct:
+            cols = shaped(x[xo:xo + Kc * P], (Kc, P))
+        else:
+            im2col(x, xo, Cg, H, W, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo, col)
+            cols = shaped(col[:Kc * P], (Kc, P))
+        oo = (n * M + g * Mg) * P
+        product(shaped(w[g * Mg * Kc:(g + 1) * Mg * Kc], (Mg, Kc)), cols, shaped(out[oo:oo + Mg * P], (Mg, P)), 1)
+    if use_bias or relu:
+        for m in range(M):
+            bias_relu(out[(n * M + m) * P:(n * M + m + 1) * P], bias[m] if use_bias else out.dtype.type(0), relu)
+
+
+@njit(parallel=PARALLEL, **JIT_OPTIONS)
+def conv2d_images_parallel(x, w, bias, use_bias, col, direct, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh,
+                           dw, group, out, relu, parts):
+    """conv2d_kernel over images [0, N) split among ``parts`` threads, one parallel region for them all: thread t
+    runs images [t N / parts, (t + 1) N / parts) exactly as one thread would (conv2d_image), its im2col in its own
+    span of col (parts x Cg kh kw Ho Wo), so the results are one thread's bit for bit."""
+    span = Cg * kh * kw * Ho * Wo
+    for t in prange(parts):
+        mine = col[t * span:(t + 1) * span] if not direct else col
+        for n in range(t * N // parts, (t + 1) * N // parts):
+            conv2d_image(x, w, bias, use_bias, mine, direct, n, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh,
+                         dw, group, out, relu)
 
 
 @njit(parallel=PARALLEL, **JIT_OPTIONS)
@@ -301,16 +330,16 @@ def reduce_max_kernel(x, out):
 def run_vision(code, prog, pc, F, I):
     p = pc + 3
     if code == CONV2D:      # [x, w, bias, out, col refs, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw,
-        #                      group, use_bias, direct, relu, threads (vision.conv_threads)]
+        #                      group, use_bias, direct, relu, rows, images (threads: vision.conv_threads)]
         N, C, H, W, M, Cg, kh, kw, Ho, Wo = (prog[p + 10], prog[p + 11], prog[p + 12], prog[p + 13], prog[p + 14],
                                              prog[p + 15], prog[p + 16], prog[p + 17], prog[p + 18], prog[p + 19])
         use_bias, direct, relu = prog[p + 27] != 0, prog[p + 28] != 0, prog[p + 29] != 0
         x = fview(F, prog, p, N * C * H * W)
-        col = x[0:0] if direct else fview(F, prog, p + 8, Cg * kh * kw * Ho * Wo)
+        col = x[0:0] if direct else fview(F, prog, p + 8, Cg * kh * kw * Ho * Wo * prog[p + 31])
         conv2d_kernel(x, fview(F, prog, p + 2, M * Cg * kh * kw), fview(F, prog, p + 4, M) if use_bias else x[0:0],
                       use_bias, col, direct, N, C, H, W, M, Cg, kh, kw, Ho, Wo, prog[p + 20], prog[p + 21],
                       prog[p + 22], prog[p + 23], prog[p + 24], prog[p + 25], prog[p + 26],
-                      fview(F, prog, p + 6, N * M * Ho * Wo), relu, prog[p + 30])
+                      fview(F, prog, p + 6, N * M * Ho * Wo), relu, prog[p + 30], prog[p + 31])
     elif code == MAXPOOL or code == AVGPOOL:   # [x, out refs, NC, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, pb,
         #                                         pr, count_include_pad]
         NC, H, W, Ho, Wo = prog[p + 4], prog[p + 5], prog[p + 6], prog[p + 7], prog[p + 8]
