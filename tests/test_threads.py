@@ -183,6 +183,70 @@ def test_plans_with_the_threaded_kernel_run_their_other_products_on_one_thread()
         assert _threads.current == 1
 
 
+def _lstm_then_linear(T, I, H, N, seed):
+    """X (T, 1, I) -> bidirectional LSTM(H) -> (T, 2H) -> MatMul (2H, N): a recognizer's head."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(seed)
+    W = (rng.standard_normal((2, 4 * H, I)) * 0.1).astype(np.float32)
+    R = (rng.standard_normal((2, 4 * H, H)) * 0.1).astype(np.float32)
+    head = rng.standard_normal((2 * H, N)).astype(np.float32)
+    nodes = [helper.make_node("LSTM", ["X", "W", "R"], ["Y"], hidden_size=H, direction="bidirectional"),
+             helper.make_node("Transpose", ["Y"], ["Yt"], perm=[0, 2, 1, 3]),
+             helper.make_node("Reshape", ["Yt", "shape"], ["Y2"]),
+             helper.make_node("MatMul", ["Y2", "head"], ["out"])]
+    inits = [numpy_helper.from_array(a, n) for a, n in
+             ((W, "W"), (R, "R"), (head, "head"), (np.array([-1, 2 * H], np.int64), "shape"))]
+    graph = helper.make_graph(nodes, "lstm_linear", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [T, 1, I])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [T, N])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), rng
+
+
+@pytest.mark.parametrize("N, parts", [(96, 2), (40, 2), (16, 1)])
+def test_a_matmul_beside_threaded_kernels_splits_its_rows_over_the_threads(N, parts):
+    """In a plan whose BLAS keeps to one thread (a threaded kernel in it: here a bidirectional LSTM's directions), a
+    MatMul big enough (layers.matmul_parts: MATMUL_THREADS_MIN_MACS, MATMUL_THREADS_MIN_ROWS a thread) splits its
+    rows over Numba's threads, on the register tiles at any width (N = 40 would take the BLAS on one thread); the
+    result is onnxruntime's and a one-thread Session's. A small one (N = 16) stays on the calling thread."""
+    import converters
+    from lstm_util import ort_session
+
+    from engine import _threads
+    from engine.ops.layers import matmul_parts
+    assert matmul_parts(2, 50, 128, 96) == 2 and matmul_parts(2, 50, 128, 16) == 1
+    assert matmul_parts(2, 12, 512, 512) == matmul_parts(1, 400, 512, 512) == 1
+    onnx_model, rng = _lstm_then_linear(120, 64, 64, N, seed=N)
+    model = converters.from_onnx(onnx_model)
+    two = engine.Session(model, threads=2)
+    if two.threads < 2 or two.runtime != "jit":
+        pytest.skip("needs two cores and the JIT runtime")
+    x = rng.standard_normal((120, 1, 64)).astype(np.float32)
+    y2 = two.run(None, {"X": x})[0]
+    listing = two.program({"X": x.shape})
+    assert "directions on 2 threads" in listing and _threads.current == 1
+    assert (f"@ (128, {N}), on 2 threads" in listing) == (parts == 2), listing
+    y1 = engine.Session(model, threads=1).run(None, {"X": x})[0]
+    ref = ort_session(onnx_model).run(None, {"X": x})[0]
+    assert max_abs_diff(y2, ref) <= 1e-5 * max(1.0, np.abs(ref).max())
+    assert max_abs_diff(y2, y1) <= 1e-5 * max(1.0, np.abs(ref).max())
+
+
+def test_the_row_split_product_against_float64():
+    """layer_kernels.matmul_rows_parallel at uneven row counts and widths (masked tiles), two and three parts (more
+    parts than threads run in turn), against a float64 product; the buffer around the output untouched."""
+    from engine.ops.layer_kernels import matmul_rows_parallel
+    rng = np.random.default_rng(3)
+    for R, K, N in ((37, 19, 40), (100, 192, 96), (9, 64, 130), (3, 5, 7)):
+        a = rng.standard_normal((R, K)).astype(np.float32)
+        b = rng.standard_normal((K, N)).astype(np.float32)
+        want = a.astype(np.float64) @ b.astype(np.float64)
+        for parts in (2, 3):
+            fence = np.full((R + 2) * N, np.nan, np.float32)
+            out = fence[N:-N].reshape(R, N)
+            matmul_rows_parallel(a, b, out, parts)
+            assert np.isnan(fence[:N]).all() and np.isnan(fence[-N:]).all()
+            assert np.abs(out - want).max() <= 4 * K * np.finfo(np.float32).eps * (np.abs(a) @ np.abs(b)).max()
+
+
 def test_a_large_convolution_runs_on_the_sessions_threads_by_rows():
     """A 2-D convolution big and deep enough (vision.conv_threads: CONV_THREADS_MIN_MACS multiply-adds,
     CONV_THREADS_MIN_K per output) runs on the Session's threads, each its own output rows (the listing says so),

@@ -77,6 +77,25 @@ class Unary(Op):
             p.emit(UNARY, f"{node.op.lower()} {x.shape}", cls.codes[node.op], *p.ref(x), *p.ref(out), out.size)
 
 
+# a plan with a kernel on Numba's threads keeps the BLAS on one thread (an OpenBLAS pool spinning after its product
+# takes a core from them, Planner.blas_threads); a MatMul there of at least MATMUL_THREADS_MIN_MACS multiply-adds and
+# MATMUL_THREADS_MIN_ROWS rows a thread splits its rows over Numba's threads instead, on the register tiles
+# (layer_kernels.matmul_rows_parallel). Two threads against one (tiles, or the BLAS where matmul picks it), on the
+# 2-core Zen 5: 0.13 M multiply-adds 0.79x, 0.26 M 1.03-1.09x, 0.52 M 1.40x, 0.77-0.88 M 1.24-1.48x, 1.8 M 1.58x,
+# 13 M 1.86x, 52 M 1.89x; a CRNN's output layer, 400 x 192 @ 192 x 40, 1.04x (the BLAS's 82 us on one thread; the
+# tiles' masked columns)
+MATMUL_THREADS_MIN_MACS = 1 << 19
+MATMUL_THREADS_MIN_ROWS = 8
+
+
+def matmul_parts(threads, R, K, N):
+    """How many parts a MatMul's rows split into when its plan's BLAS keeps to one thread: ``threads`` for a big
+    enough product, else 1."""
+    if threads > 1 and R >= MATMUL_THREADS_MIN_ROWS * threads and R * K * N >= MATMUL_THREADS_MIN_MACS:
+        return threads
+    return 1
+
+
 class MatMul(Op):
     """numpy matmul of an (..., M, K) value by a (K, N) matrix or a (K,) vector, or of (batch..., M, K) by
     (batch..., K, N)."""
@@ -102,7 +121,10 @@ class MatMul(Op):
             shape = list(a.shape[:-1]) + ([N] if b.rank == 2 else [])
             out = p.output(0, shape)
             if out.size:
-                p.emit(MATMUL, f"matmul ({R}, {K}) @ ({K}, {N})", *p.ref(a), *p.ref(b), *p.ref(out), R, K, N)
+                parts = matmul_parts(p.threads, R, K, N)
+                # on ``parts`` threads: the BLAS's, or Numba's by rows where the plan keeps the BLAS on one
+                p.emit(MATMUL, f"matmul ({R}, {K}) @ ({K}, {N})" + (f", on {parts} threads" if parts > 1 else ""),
+                       *p.ref(a), *p.ref(b), *p.ref(out), R, K, N, parts)
             return
         if a.rank != b.rank:
             raise ModelFileError(f"node {node.name!r} (MatMul): batched operands must have the same rank")
