@@ -353,7 +353,6 @@ def stft_kernel(x, window, consts, bitrev, bias, use_bias, pad0, stride, out, fr
                     out[b, nb + k, j] = vi
 
 
-
 @njit(parallel=PARALLEL, **JIT_OPTIONS)
 def matmul_rows_parallel(a, b, out, parts):
     """out (R, N) <- a (R, K) @ b (K, N), float32, the rows split into ``parts`` on Numba's threads, each part on
