@@ -167,11 +167,12 @@ def rnn_direction(Y, d, xw, B, RT, bias, seq, h, reverse, code, alpha, beta, cli
 
 # ---------------------------------------------------------------------- the two directions on two threads
 @njit(**JIT_OPTIONS)
-def _one_direction(gru, Y, d, X2, WT, xw, B, RT, RTh, bias, seq, h, reverse, acts, clip, lbr, fast):
-    """One direction of a GRU (``gru``: RT is RTzr, RTh and lbr are read) or an RNN (RT), on this thread: the input
-    projected into xw, then the recurrence. acts: the direction's activation params as the instruction holds them
-    (codes, alphas, betas as float64 bits; as many of each)."""
-    input_projection(X2, WT, xw, 1)
+def one_direction(gru, Y, d, X2, WT, xw, B, RT, RTh, bias, seq, h, reverse, acts, clip, lbr, fast, threads):
+    """One direction of a GRU (``gru``: RT is RTzr, RTh and lbr are read) or an RNN (RT): the input projected into
+    xw (on ``threads``: the plan's BLAS threads, or 1 on a thread of directions_parallel), then the recurrence.
+    acts: the direction's activation params as the instruction holds them (codes, alphas, betas as float64 bits; as
+    many of each)."""
+    input_projection(X2, WT, xw, threads)
     n = acts.shape[0] // 3
     codes, alphas, betas = acts[:n], acts[n:2 * n].view(np.float64), acts[2 * n:].view(np.float64)
     if gru:
@@ -182,10 +183,10 @@ def _one_direction(gru, Y, d, X2, WT, xw, B, RT, RTh, bias, seq, h, reverse, act
 
 @njit(parallel=PARALLEL, **JIT_OPTIONS)
 def directions_parallel(gru, Y, X2, WT, xw, B, RT, RTh, bias, seq, h, reverse, acts, clip, lbr, fast):
-    """Both directions of a bidirectional GRU or RNN at once, one thread each (_one_direction; they share only X,
+    """Both directions of a bidirectional GRU or RNN at once, one thread each (one_direction; they share only X,
     which both read): WT (2, I, G), RT (2, H, .), RTh (2, H, H) (the GRU's; any for an RNN), bias (2, .); xw
     (2, T*B, G) a buffer per direction; h (2, B, H); reverse (2,) flags; acts (2, 3n). Neither waits for the other,
     so with one thread available (or inside another parallel region) the loop runs them in turn."""
     for d in prange(2):
-        _one_direction(gru, Y, d, X2, WT[d], xw[d], B, RT[d], RTh[d], bias[d], seq, h[d], reverse[d] == 1,
-                       acts[d], clip, lbr, fast)
+        one_direction(gru, Y, d, X2, WT[d], xw[d], B, RT[d], RTh[d], bias[d], seq, h[d], reverse[d] == 1, acts[d],
+                      clip, lbr, fast, 1)

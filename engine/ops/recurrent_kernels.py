@@ -4,11 +4,11 @@ import numpy as np
 from numba import njit
 
 from ..config import JIT_OPTIONS
-from .gru_rnn import directions_parallel, gru_direction, rnn_direction
+from .gru_rnn import directions_parallel, one_direction
 from .lstm_fast import (lstm_batches_parallel, lstm_direction_one, lstm_direction_parallel, lstm_directions_parallel,
                         same_steps)
 from .lstm_kernels import lstm_direction_generic
-from .numeric import input_projection, product
+from .numeric import product
 from .program import ABSENT, ERR_SEQ_LENS, KEEP, OK, THREADS_AT
 from .program_kernels import fparam, fview, iview, shaped, typed_like
 from .reduced_kernels import run_reduced
@@ -168,10 +168,8 @@ def run_recurrent(code, prog, pc, F, I):
         xw = shaped(fview(F, prog, p + P_XW, T * B * 3 * H), (T * B, 3 * H))
         for d in range(D):
             acts = q + 6 + 6 * d         # codes f, g; alphas; betas
-            input_projection(X2, WT[d], xw, prog[THREADS_AT])
-            gru_direction(Y, d, xw, B, RTzr[d], RTh[d], bias[d], lens, h[d], prog[p + P_REV + d] == 1,
-                          prog[acts:acts + 2], prog[acts + 2:acts + 4].view(np.float64),
-                          prog[acts + 4:acts + 6].view(np.float64), clip, lbr, fast)
+            one_direction(True, Y, d, X2, WT[d], xw, B, RTzr[d], RTh[d], bias[d], lens, h[d],
+                          prog[p + P_REV + d] == 1, prog[acts:acts + 6], clip, lbr, fast, prog[THREADS_AT])
         return OK
     # RNN
     o_wt, o_rt, o_bias, fast = prog[q], prog[q + 1], prog[q + 2], prog[q + 3] != 0
@@ -186,8 +184,7 @@ def run_recurrent(code, prog, pc, F, I):
         return OK
     xw = shaped(fview(F, prog, p + P_XW, T * B * H), (T * B, H))
     for d in range(D):
-        acts = q + 4 + 3 * d
-        input_projection(X2, WT[d], xw, prog[THREADS_AT])
-        rnn_direction(Y, d, xw, B, RT[d], bias[d], lens, h[d], prog[p + P_REV + d] == 1, prog[acts],
-                      fparam(prog, acts + 1), fparam(prog, acts + 2), clip, fast)
+        acts = q + 4 + 3 * d             # code, alpha, beta
+        one_direction(False, Y, d, X2, WT[d], xw, B, RT[d], RT[d], bias[d], lens, h[d], prog[p + P_REV + d] == 1,
+                      prog[acts:acts + 3], clip, False, fast, prog[THREADS_AT])
     return OK
