@@ -330,6 +330,11 @@ def untouched(whole):
     return np.isnan(whole[:GUARD]).all() and np.isnan(whole[-GUARD:]).all()
 
 
+def packed_conv_weights(w, M, Cg, kh, kw):
+    """The weights as Conv2D.pack lays them out for the kernels: (M, kh, Cg, kw), flat."""
+    return np.ascontiguousarray(w.reshape(M, Cg, kh, kw).transpose(0, 2, 1, 3)).reshape(-1)
+
+
 @RANDOM
 @given(Cg=small(1, 3), group=small(1, 2), H=small(1, 6), W=small(1, 8), kh=small(1, 4), kw=small(1, 4),
        pads=st.lists(small(0, 6), min_size=4, max_size=4), sh=small(1, 3), sw=small(1, 3), dh=small(1, 3),
@@ -349,12 +354,13 @@ def test_kernels_write_only_their_buffers(Cg, group, H, W, kh, kw, pads, sh, sw,
     rng = np.random.default_rng(H * 10 + W)
     x = rng.standard_normal(C * H * W).astype(F32)
     w = rng.standard_normal(M * Cg * kh * kw).astype(F32)
+    wp = packed_conv_weights(w, M, Cg, kh, kw)
     b = rng.standard_normal(M).astype(F32)
     col_all, col = guarded(Cg * kh * kw * Ho * Wo)
     out_all, out = guarded(M * Ho * Wo)
     ref = nv.conv2d(x.reshape(1, C, H, W), w.reshape(M, Cg, kh, kw), b, pads, (sh, sw), (dh, dw), group)
     for relu in (False, True):
-        conv2d_kernel(x, w, b, True, col, False, 1, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw, group,
+        conv2d_kernel(x, wp, b, True, col, False, 1, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw, group,
                       out, relu, 1, 1)
         assert untouched(col_all) and untouched(out_all)
         assert np.allclose(out.reshape(ref.shape), np.maximum(ref, 0) if relu else ref, atol=1e-4)
@@ -393,16 +399,17 @@ def test_a_convolution_split_by_rows_or_images_is_the_one_thread_result(N, Cg, g
     rng = np.random.default_rng(H * 100 + W * 3 + parts)
     x = rng.standard_normal(N * C * H * W).astype(F32)
     w = rng.standard_normal(M * Cg * kh * kw).astype(F32)
+    wp = packed_conv_weights(w, M, Cg, kh, kw)
     b = rng.standard_normal(M).astype(F32) if bias else np.zeros(0, F32)
     n_col = 0 if direct else Cg * kh * kw * Ho * Wo
     col_all, col = guarded(n_col)
     one_all, one = guarded(N * M * Ho * Wo)
     split_all, split = guarded(N * M * Ho * Wo)
-    conv2d_kernel(x, w, b, bias, col, direct, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw, group,
+    conv2d_kernel(x, wp, b, bias, col, direct, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw, group,
                   one, relu, 1, 1)
     for n in range(N):
         for g in range(group):
-            conv2d_rows_parallel(x, w, b, bias, col, direct, n, g, C, H, W, M, Mg, Cg, kh, kw, Ho, Wo, pt, pl, sh,
+            conv2d_rows_parallel(x, wp, b, bias, col, direct, n, g, C, H, W, M, Mg, Cg, kh, kw, Ho, Wo, pt, pl, sh,
                                  sw, dh, dw, split, relu, parts)
     assert untouched(col_all) and untouched(one_all) and untouched(split_all)
     K = Cg * kh * kw
@@ -412,7 +419,7 @@ def test_a_convolution_split_by_rows_or_images_is_the_one_thread_result(N, Cg, g
         return
     cols_all, cols = guarded(n_col * parts)
     images_all, images = guarded(N * M * Ho * Wo)
-    conv2d_kernel(x, w, b, bias, cols, direct, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw, group,
+    conv2d_kernel(x, wp, b, bias, cols, direct, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw, group,
                   images, relu, parts, parts)
     assert untouched(cols_all) and untouched(images_all)
     whole = (N - N % parts) * M * Ho * Wo
@@ -548,3 +555,27 @@ def test_integer_inputs_are_refused():
     with pytest.raises(engine.UnsupportedModelError, match="not an integer"):
         engine.Session(model).run(None, {"x": np.ones((1, 1, 4, 4), np.int64)})
 
+
+
+def test_kernel_rows_are_those_inside_the_image():
+    """kernel_rows (the kernel rows an output row reads inside the image, which banded_product multiplies) against
+    every tap tested one by one, pads and dilations wider than the image included; padded_rows says whether any
+    output row has one outside."""
+    from engine.ops.vision import conv_out
+    from engine.ops.vision_kernels import kernel_rows, padded_rows
+    for H in range(1, 6):
+        for kh in range(1, 5):
+            for sh in range(1, 3):
+                for dh in range(1, 4):
+                    for pt in range(0, 7):
+                        for pb in range(0, 7):
+                            Ho = conv_out(H, kh, sh, dh, pt, pb)
+                            if Ho < 1:
+                                continue
+                            rows = []
+                            for ho in range(Ho):
+                                inside = [i for i in range(kh) if 0 <= ho * sh - pt + i * dh < H]
+                                lo, hi = kernel_rows(ho, H, kh, sh, dh, pt)
+                                assert list(range(lo, hi)) == inside, (H, kh, sh, dh, pt, ho)
+                                rows.append(len(inside) < kh)
+                            assert padded_rows(H, kh, sh, dh, pt, Ho) == any(rows)

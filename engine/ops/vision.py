@@ -22,6 +22,8 @@ SAME_LOWER with a stride over a dynamic axis): then the plan computes the pads f
 """
 import math
 
+import numpy as np
+
 from ..errors import ModelFileError
 from .base import Op, check_arity, int_list, is_number
 from .layers import ReduceMean
@@ -127,6 +129,7 @@ class Conv2D(Op):
     passed through Relu, in the same pass that adds the bias."""
     name = "Conv2D"
     attrs = frozenset({"group", "auto_pad", "pads", "strides", "dilations", "relu"})
+    packed_inputs = (1,)
 
     @classmethod
     def validate(cls, node, model):
@@ -153,13 +156,19 @@ class Conv2D(Op):
                                      f"({W.shape[0]},)")
 
     @classmethod
+    def pack(cls, node, model, dtype, threads):
+        # the kernel rows first, (M, kH, C/group, kW): the output rows that read the padding (the first and last
+        # of a padded image) multiply a contiguous part of each row (vision_kernels.banded_product)
+        yield "W", np.ascontiguousarray(model.tensors[node.inputs[1]].transpose(0, 2, 1, 3), dtype=dtype)
+
+    @classmethod
     def plan(cls, node, p):
         a = node.attrs
-        x, w, bias = _float_input(p, node), p.input(1), p.input(2)
+        x, bias = _float_input(p, node), p.input(2)
         if x.rank != 4:
             raise p.error(f"X must have rank 4 (N, C, H, W), got shape {x.shape}")
         N, C, H, W = x.shape
-        M, Cg, kh, kw = w.shape
+        M, kh, Cg, kw = p.weight("W")[1]
         group = a["group"]
         if C != Cg * group:
             raise p.error(f"X has {C} channels; the weights take {Cg * group} ({Cg} per group, {group} groups)")
@@ -190,10 +199,10 @@ class Conv2D(Op):
             # threads took 8.1 ms a call with its linear layer on OpenBLAS's two threads, against 1.7 ms for its
             # instructions timed one by one)
             p.blas_threads = 1
-        p.emit(CONV2D, f"conv2d {x.shape} * {w.shape} -> {out.shape}" + (" + relu" if relu else "")
-               + label, *p.ref(x),
-               *p.ref(w), *p.ref(bias), *p.ref(out), *p.ref(col), N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw,
-               dh, dw, group, int(bias is not None), direct, relu, rows, images)
+        p.emit(CONV2D, f"conv2d {x.shape} * {(M, Cg, kh, kw)} -> {out.shape}" + (" + relu" if relu else "")
+               + label, *p.ref(x), p.weight_space(), p.weight("W")[0], *p.ref(bias), *p.ref(out), *p.ref(col), N, C,
+               H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw, group, int(bias is not None), direct, relu, rows,
+               images)
 
 
 class MaxPool(Op):

@@ -80,15 +80,16 @@ def im2col_shifted(x, xc, H, W, dr, dc, lo, hi, Ho, col, row):
 
 @njit(**JIT_OPTIONS)
 def im2col(x, xo, Cg, H, W, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo, col):
-    """col (Cg * kh * kw, Ho * Wo) <- the windows of the image x[xo:] (Cg, H, W): row (c, i, j) holds, for every
-    output position (ho, wo), x[c, ho * sh - pt + i * dh, wo * sw - pl + j * dw], or 0 in the padding.
+    """col (kh * Cg * kw, Ho * Wo) <- the windows of the image x[xo:] (Cg, H, W): row (i, c, j), in the packed
+    weights' order (kernel row first: Conv2D.pack), holds, for every output position (ho, wo),
+    x[c, ho * sh - pt + i * dh, wo * sw - pl + j * dw], or 0 in the padding.
 
     (Loops index views from 0, so that Numba can drop its negative-index wraparound and vectorise them.)"""
     P = Ho * Wo
     r = 0
-    for c in range(Cg):
-        xc = xo + c * H * W
-        for i in range(kh):
+    for i in range(kh):
+        for c in range(Cg):
+            xc = xo + c * H * W
             for j in range(kw):
                 off = j * dw - pl
                 lo, hi = tap_columns(off, sw, W, Wo)
@@ -114,6 +115,44 @@ def im2col(x, xo, Cg, H, W, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo, col):
 
 
 @njit(**JIT_OPTIONS)
+def kernel_rows(ho, H, kh, sh, dh, pt):
+    """The kernel rows [lo, hi) that output row ho reads inside the image (its input rows ho * sh - pt + i * dh in
+    [0, H)); the others read the padding. lo <= hi; both only grow with ho."""
+    top = ho * sh - pt
+    lo = 0 if top >= 0 else min(kh, (dh - 1 - top) // dh)
+    last = H - 1 - top
+    hi = 0 if last < 0 else min(kh, last // dh + 1)
+    return lo, max(lo, hi)
+
+
+@njit(**JIT_OPTIONS)
+def padded_rows(H, kh, sh, dh, pt, Ho):
+    """Whether some output row of a convolution reads kernel rows in the padding (its first or its last:
+    kernel_rows only grows with the row)."""
+    return kernel_rows(0, H, kh, sh, dh, pt)[0] > 0 or kernel_rows(Ho - 1, H, kh, sh, dh, pt)[1] < kh
+
+
+@njit(**JIT_OPTIONS)
+def banded_product(wg, cols, out, H, kh, sh, dh, pt, Wo):
+    """out (Mg, Ho Wo) <- wg (Mg, kh Cg kw) @ cols (kh Cg kw, Ho Wo), K in (kernel row, channel, column) order
+    (Conv2D.pack, im2col), over each band of output rows only the kernel rows it reads inside the image
+    (kernel_rows): the rest of K multiplies the padding's zeros, a sixth of a 3x3 convolution with pads of 1 at
+    four output rows, a twelfth at eight. A row wholly in the padding gets 0. Register tiles (product_add)."""
+    Ho = out.shape[1] // Wo
+    per = wg.shape[1] // kh
+    out[:, :] = 0
+    h0 = 0
+    while h0 < Ho:
+        lo, hi = kernel_rows(h0, H, kh, sh, dh, pt)
+        h1 = h0 + 1
+        while h1 < Ho and kernel_rows(h1, H, kh, sh, dh, pt) == (lo, hi):
+            h1 += 1
+        if lo < hi:
+            product_add(wg[:, lo * per:hi * per], cols[lo * per:hi * per, h0 * Wo:h1 * Wo], out[:, h0 * Wo:h1 * Wo])
+        h0 = h1
+
+
+@njit(**JIT_OPTIONS)
 def bias_relu(row, b, relu):
     """row += b, then Relu's rule if ``relu`` (NaN stays NaN), in one pass: a convolution's output channel."""
     if relu:
@@ -127,10 +166,11 @@ def bias_relu(row, b, relu):
 @njit(**JIT_OPTIONS)
 def conv2d_kernel(x, w, bias, use_bias, col, direct, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw,
                   group, out, relu, rows, images):
-    """out (N, M, Ho, Wo) = conv2d(x (N, C, H, W), w (M, Cg, kh, kw)) + bias (M,), all flat, then Relu's rule with
-    ``relu`` (NaN stays NaN), in one pass with the bias. Per image and group: im2col into col, then out_g
-    (Mg, Ho Wo) = w_g (Mg, Cg kh kw) @ col (Cg kh kw, Ho Wo). ``direct``: a 1x1 kernel at stride 1 without pads,
-    whose col is the image itself. Threads (the plan's choice, vision.conv_threads): the first N - N % images
+    """out (N, M, Ho, Wo) = conv2d(x (N, C, H, W), w) + bias (M,), all flat, then Relu's rule with ``relu`` (NaN
+    stays NaN), in one pass with the bias; w (M, kh, Cg, kw), the model's (M, Cg, kh, kw) with the kernel rows first
+    (Conv2D.pack). Per image and group: im2col into col, then out_g (Mg, Ho Wo) = w_g (Mg, kh Cg kw) @ col
+    (kh Cg kw, Ho Wo), the output rows that read padding over the other kernel rows only (banded_product).
+    ``direct``: a 1x1 kernel at stride 1 without pads, whose col is the image itself. Threads (the plan's choice, vision.conv_threads): the first N - N % images
     images split by images among ``images`` threads (conv2d_images_parallel; col holds one image's im2col per
     thread), the rest each split by output rows among ``rows`` threads (conv2d_rows_parallel)."""
     Mg = M // group
@@ -156,6 +196,7 @@ def conv2d_image(x, w, bias, use_bias, col, direct, n, C, H, W, M, Cg, kh, kw, H
     Mg = M // group
     Kc = Cg * kh * kw
     P = Ho * Wo
+    banded = not direct and padded_rows(H, kh, sh, dh, pt, Ho)
     for g in range(group):
         xo = (n * C + g * Cg) * H * W
         if direct:
@@ -164,7 +205,12 @@ def conv2d_image(x, w, bias, use_bias, col, direct, n, C, H, W, M, Cg, kh, kw, H
             im2col(x, xo, Cg, H, W, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo, col)
             cols = shaped(col[:Kc * P], (Kc, P))
         oo = (n * M + g * Mg) * P
-        product(shaped(w[g * Mg * Kc:(g + 1) * Mg * Kc], (Mg, Kc)), cols, shaped(out[oo:oo + Mg * P], (Mg, P)), 1)
+        wg = shaped(w[g * Mg * Kc:(g + 1) * Mg * Kc], (Mg, Kc))
+        og = shaped(out[oo:oo + Mg * P], (Mg, P))
+        if banded:
+            banded_product(wg, cols, og, H, kh, sh, dh, pt, Wo)
+        else:
+            product(wg, cols, og, 1)
     if use_bias or relu:
         for m in range(M):
             bias_relu(out[(n * M + m) * P:(n * M + m + 1) * P], bias[m] if use_bias else out.dtype.type(0), relu)
@@ -209,8 +255,11 @@ def conv2d_rows_parallel(x, w, bias, use_bias, col, direct, n, g, C, H, W, M, Mg
             im2col(x, xo, Cg, H, W, kh, kw, sh, sw, dh, dw, pt - ho0 * sh, pl, rows, Wo, span)
             cols = shaped(span, (Kc, pn))
         part = whole[:, p0:p0 + pn]
-        part[:, :] = 0
-        product_add(wg, cols, part)
+        if not direct and padded_rows(H, kh, sh, dh, pt - ho0 * sh, rows):
+            banded_product(wg, cols, part, H, kh, sh, dh, pt - ho0 * sh, Wo)
+        else:
+            part[:, :] = 0
+            product_add(wg, cols, part)
         if use_bias or relu:
             for m in range(Mg):
                 row = oo + m * P + p0
