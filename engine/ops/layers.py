@@ -326,6 +326,9 @@ class Conv(Op):
             yield "bitrev", bitrev
             return
         yield "WT", conv1d_weights(np.asarray(W, dtype=dtype), group)
+        release = getattr(model, "release_pages", None)
+        if release is not None:          # once copied: the file mapping's pages go (Model.release_pages)
+            release(W)
 
     @classmethod
     def plan(cls, node, p):

@@ -159,7 +159,11 @@ class Conv2D(Op):
     def pack(cls, node, model, dtype, threads):
         # the kernel rows first, (M, kH, C/group, kW): the output rows that read the padding (the first and last
         # of a padded image) multiply a contiguous part of each row (vision_kernels.banded_product)
-        yield "W", np.ascontiguousarray(model.tensors[node.inputs[1]].transpose(0, 2, 1, 3), dtype=dtype)
+        W = model.tensors[node.inputs[1]]
+        yield "W", np.ascontiguousarray(W.transpose(0, 2, 1, 3), dtype=dtype)
+        release = getattr(model, "release_pages", None)
+        if release is not None:          # once copied: the file mapping's pages go (Model.release_pages)
+            release(W)
 
     @classmethod
     def plan(cls, node, p):
