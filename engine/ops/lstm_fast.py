@@ -465,7 +465,8 @@ def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h
 def lstm_direction_one(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, reverse, clip, input_forget, fused,
                        xw, scratch):
     """One direction on one thread: the input projected step by step (``fused``, lstm_direction_fused), inside the
-    recurrence at batch 1 (lstm_direction_pipelined), or first, into xw, then lstm_direction_fast. WTp (parts,
+    recurrence at batch 1 (lstm_direction_pipelined), straight into the gates for a single step of one row, or
+    first, into xw, then lstm_direction_fast. WTp (parts,
     G // 64, I, 64), RTp (parts, G // 64, Hout, 64), biasp (parts, 1, G); xw (parts * T * B * G,) unless fused;
     scratch ((B + 1) * parts * G,)."""
     parts = RTp.shape[0]
@@ -477,6 +478,21 @@ def lstm_direction_one(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, 
     if fused:
         lstm_direction_fused(Y, d, 0, X2.reshape((T, B, In)), B, WTp, RTp, biasp, peep, use_peep, seq, h, c,
                              reverse, clip, input_forget, rec)
+        return
+    if parts == 1 and B == 1 and T == 1 and seq[0] == 1:
+        # one step of one row (a stream's step): the projection straight into the gates, no xw pass; the same
+        # sums in the same order as below (x @ W from 0, plus the bias, plus h @ R). H=128 5.7 -> 5.15 us, H=64
+        # 1.86 -> 1.51 us (Zen 5, one thread, the kernel alone)
+        g = scratch[:G]
+        g[:] = 0
+        grouped_row_add(g, X2[0], WTp[0], False)
+        b = biasp[0, 0]
+        for u in range(G):
+            g[u] += b[u]
+        grouped_row_add(g, h[0], RTp[0], False)
+        n = min(G // 4, H)
+        lstm_cell(g, n, c[0, :n], h[0, :n], Y[0, d, 0, :n], peep[:n], peep[H:H + n], peep[2 * H:2 * H + n], use_peep,
+                  clip, input_forget)
         return
     xwp = xw[:parts * T * B * G].reshape((parts, T * B, G))
     if parts == 1 and pipelines(B, seq[0], In, H, G, WTp.itemsize):
