@@ -466,9 +466,8 @@ def lstm_direction_one(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, 
                        xw, scratch):
     """One direction on one thread: the input projected step by step (``fused``, lstm_direction_fused), inside the
     recurrence at batch 1 (lstm_direction_pipelined), straight into the gates for a single step of one row, or
-    first, into xw, then lstm_direction_fast. WTp (parts,
-    G // 64, I, 64), RTp (parts, G // 64, Hout, 64), biasp (parts, 1, G); xw (parts * T * B * G,) unless fused;
-    scratch ((B + 1) * parts * G,)."""
+    first, into xw, then lstm_direction_fast. WTp (parts, G // 64, I, 64), RTp (parts, G // 64, Hout, 64), biasp
+    (parts, 1, G); xw (parts * T * B * G,) unless fused; scratch ((B + 1) * parts * G,)."""
     parts = RTp.shape[0]
     G = RTp.shape[1] * 64
     T = X2.shape[0] // B

@@ -117,7 +117,8 @@ def im2col(x, xo, Cg, H, W, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo, col):
 @njit(**JIT_OPTIONS)
 def kernel_rows(ho, H, kh, sh, dh, pt):
     """The kernel rows [lo, hi) that output row ho reads inside the image (its input rows ho * sh - pt + i * dh in
-    [0, H)); the others read the padding. lo <= hi; both only grow with ho."""
+    [0, H)); the others read the padding. lo <= hi; neither grows with ho (the first output row has the largest
+    lo, the last the smallest hi)."""
     top = ho * sh - pt
     lo = 0 if top >= 0 else min(kh, (dh - 1 - top) // dh)
     last = H - 1 - top
@@ -127,8 +128,8 @@ def kernel_rows(ho, H, kh, sh, dh, pt):
 
 @njit(**JIT_OPTIONS)
 def padded_rows(H, kh, sh, dh, pt, Ho):
-    """Whether some output row of a convolution reads kernel rows in the padding (its first or its last:
-    kernel_rows only grows with the row)."""
+    """Whether some output row of a convolution reads kernel rows in the padding: its first or its last does then
+    (kernel_rows)."""
     return kernel_rows(0, H, kh, sh, dh, pt)[0] > 0 or kernel_rows(Ho - 1, H, kh, sh, dh, pt)[1] < kh
 
 
@@ -170,9 +171,10 @@ def conv2d_kernel(x, w, bias, use_bias, col, direct, N, C, H, W, M, Cg, kh, kw, 
     stays NaN), in one pass with the bias; w (M, kh, Cg, kw), the model's (M, Cg, kh, kw) with the kernel rows first
     (Conv2D.pack). Per image and group: im2col into col, then out_g (Mg, Ho Wo) = w_g (Mg, kh Cg kw) @ col
     (kh Cg kw, Ho Wo), the output rows that read padding over the other kernel rows only (banded_product).
-    ``direct``: a 1x1 kernel at stride 1 without pads, whose col is the image itself. Threads (the plan's choice, vision.conv_threads): the first N - N % images
-    images split by images among ``images`` threads (conv2d_images_parallel; col holds one image's im2col per
-    thread), the rest each split by output rows among ``rows`` threads (conv2d_rows_parallel)."""
+    ``direct``: a 1x1 kernel at stride 1 without pads, whose col is the image itself. Threads (the plan's choice,
+    vision.conv_threads): the first N - N % images images split by images among ``images`` threads
+    (conv2d_images_parallel; col holds one image's im2col per thread), the rest each split by output rows among
+    ``rows`` threads (conv2d_rows_parallel)."""
     Mg = M // group
     first = 0
     if images > 1:
