@@ -99,6 +99,14 @@ def check_arity(node, n_in, n_out=1):
         raise ModelFileError(f"node {node.name!r} ({node.op}) takes {want} input(s) and gives {n_out} output(s)")
 
 
+def release_pages(model, arr):
+    """Once a packed weight is copied: let the pages of ``arr`` in the model's file mapping go (Model.release_pages),
+    where the model has one."""
+    release = getattr(model, "release_pages", None)
+    if release is not None:
+        release(arr)
+
+
 def distinct_axes(node, key="axes"):
     """The node's ``axes`` attribute: distinct non-negative integers."""
     axes = int_list(node, key)

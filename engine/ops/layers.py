@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import ModelFileError
 from .base import (Op, broadcast_loop, broadcast_shapes, check_arity, check_axis_attr,
-                   contiguous_strides as _strides, distinct_axes, int_list, is_int)
+                   contiguous_strides as _strides, distinct_axes, int_list, is_int, release_pages)
 from .program import F_CONST, FLOAT_TO_INT, INT_TO_FLOAT, LAYER_BASE
 
 (BINARY, UNARY, MATMUL, BATCHED_MATMUL, SOFTMAX, MEAN, GATHER_F, GATHER_I, CONV1D, STFT) = range(LAYER_BASE,
@@ -326,9 +326,7 @@ class Conv(Op):
             yield "bitrev", bitrev
             return
         yield "WT", conv1d_weights(np.asarray(W, dtype=dtype), group)
-        release = getattr(model, "release_pages", None)
-        if release is not None:          # once copied: the file mapping's pages go (Model.release_pages)
-            release(W)
+        release_pages(model, W)
 
     @classmethod
     def plan(cls, node, p):

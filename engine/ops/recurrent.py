@@ -47,7 +47,7 @@ from .. import quant, recurrent_spec, runtime
 from ..errors import ModelFileError
 from ..recurrent_spec import DIRECTIONS
 from .activations import codes_of
-from .base import Op
+from .base import Op, release_pages
 from .program import (ABSENT, DIRECTION_THREADS_MIN_MACS, F_STATE, FUSE_MAX_BYTES, FUSE_MIN_ROWS,
                       GRU_PARALLEL_MIN_HIDDEN, KEEP, PARALLEL_ANY_STEPS_HIDDEN, PARALLEL_MIN_HIDDEN, PARALLEL_MIN_STEPS,
                       RECURRENT_BASE, SPLIT_MIN_ROWS)
@@ -101,7 +101,6 @@ def _parts(t, dtype, nparts, model=None, grouped=False, n_gates=4, chunk=None):
     exact = nparts * chunk == H and width == n_gates * chunk
     out = np.empty(shape, dtype=dtype) if exact else np.zeros(shape, dtype=dtype)
     part = np.zeros((rows, width), dtype=dtype) if grouped else None
-    release = getattr(model, "release_pages", None)
     for d in range(D):
         td = t[d]
         for p in range(nparts):
@@ -112,8 +111,7 @@ def _parts(t, dtype, nparts, model=None, grouped=False, n_gates=4, chunk=None):
             if grouped:
                 out[d, p] = group_pack(part, 1).reshape(width // 64, rows, 64)
                 part[:] = 0
-        if release is not None:
-            release(td)
+        release_pages(model, td)
     return out
 
 

@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 from ..errors import ModelFileError
-from .base import Op, check_arity, int_list, is_number
+from .base import Op, check_arity, int_list, is_number, release_pages
 from .layers import ReduceMean
 from .program import VISION_BASE
 
@@ -161,9 +161,7 @@ class Conv2D(Op):
         # of a padded image) multiply a contiguous part of each row (vision_kernels.banded_product)
         W = model.tensors[node.inputs[1]]
         yield "W", np.ascontiguousarray(W.transpose(0, 2, 1, 3), dtype=dtype)
-        release = getattr(model, "release_pages", None)
-        if release is not None:          # once copied: the file mapping's pages go (Model.release_pages)
-            release(W)
+        release_pages(model, W)
 
     @classmethod
     def plan(cls, node, p):
@@ -172,7 +170,7 @@ class Conv2D(Op):
         if x.rank != 4:
             raise p.error(f"X must have rank 4 (N, C, H, W), got shape {x.shape}")
         N, C, H, W = x.shape
-        M, kh, Cg, kw = p.weight("W")[1]
+        w_off, (M, kh, Cg, kw) = p.weight("W")
         group = a["group"]
         if C != Cg * group:
             raise p.error(f"X has {C} channels; the weights take {Cg * group} ({Cg} per group, {group} groups)")
@@ -204,7 +202,7 @@ class Conv2D(Op):
             # instructions timed one by one)
             p.blas_threads = 1
         p.emit(CONV2D, f"conv2d {x.shape} * {(M, Cg, kh, kw)} -> {out.shape}" + (" + relu" if relu else "")
-               + label, *p.ref(x), p.weight_space(), p.weight("W")[0], *p.ref(bias), *p.ref(out), *p.ref(col), N, C,
+               + label, *p.ref(x), p.weight_space(), w_off, *p.ref(bias), *p.ref(out), *p.ref(col), N, C,
                H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw, group, int(bias is not None), direct, relu, rows,
                images)
 

@@ -256,12 +256,8 @@ def conv2d_rows_parallel(x, w, bias, use_bias, col, direct, n, g, C, H, W, M, Mg
             span = col[Kc * p0:Kc * (p0 + pn)]
             im2col(x, xo, Cg, H, W, kh, kw, sh, sw, dh, dw, pt - ho0 * sh, pl, rows, Wo, span)
             cols = shaped(span, (Kc, pn))
-        part = whole[:, p0:p0 + pn]
-        if not direct and padded_rows(H, kh, sh, dh, pt - ho0 * sh, rows):
-            banded_product(wg, cols, part, H, kh, sh, dh, pt - ho0 * sh, Wo)
-        else:
-            part[:, :] = 0
-            product_add(wg, cols, part)
+        # its rows that read padding over the other kernel rows only; without any, one band: the whole product
+        banded_product(wg, cols, whole[:, p0:p0 + pn], H, kh, sh, dh, pt - ho0 * sh, Wo)
         if use_bias or relu:
             for m in range(Mg):
                 row = oo + m * P + p0
