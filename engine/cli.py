@@ -86,7 +86,7 @@ def _parser():
                                    "Numba's cache (next to the installed sources, or NUMBA_CACHE_DIR), and write "
                                    "the package's Python bytecode (which an editable install or "
                                    "PYTHONDONTWRITEBYTECODE leaves to every start). The first Session after an "
-                                   "install or upgrade otherwise compiles the executor, which takes about a minute; "
+                                   "install or upgrade otherwise compiles the executor, which takes about two minutes; "
                                    "run this once in a container build step or after pip install.")
     w.add_argument("--precision", choices=["float32", "float64", "both"], default="both",
                    help="which executor to compile (default: both)")

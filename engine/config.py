@@ -21,6 +21,14 @@ CACHE = CACHE and not AOT_BUILD
 
 JIT_OPTIONS = {"nogil": True, "cache": CACHE, "fastmath": FASTMATH, "error_model": "numpy"}
 
+# Numba compiles a jitted function once per distinct argument types, and a call from jitted code types a constant
+# argument as a literal (0 -> Literal[int](0), False -> Literal[bool](False)) and a prange index as uint64: each is
+# another compile of the callee and of everything it calls (Numba optimises and emits machine code for every
+# function's whole call tree). Where one caller of a kernel would pass a constant or a prange index and another an
+# int64 or a bool, the caller passes np.int64(...) or np.bool_(...) (typed int64 and bool, not literals): the
+# directions-at-once loops, lstm_direction_one's calls, the GRU on the LSTM's threaded kernel, the RNN's lbr, the
+# grouped tiles' ``backward``. Literal booleans that choose a kernel's variant (a GRU or an RNN step) stay literal.
+
 # Numba's OpenMP threading layer (GNU libgomp) reads its spin count when it loads, at the first threaded kernel. In a
 # process that has not loaded another OpenMP runtime first (torch loads its own), a waiting worker here spun so
 # briefly that each parallel region waited for it to wake: the small CRNN at 8 x 200 on two threads took 7.3 ms a call

@@ -187,6 +187,6 @@ def directions_parallel(gru, Y, X2, WT, xw, B, RT, RTh, bias, seq, h, reverse, a
     which both read): WT (2, I, G), RT (2, H, .), RTh (2, H, H) (the GRU's; any for an RNN), bias (2, .); xw
     (2, T*B, G) a buffer per direction; h (2, B, H); reverse (2,) flags; acts (2, 3n). Neither waits for the other,
     so with one thread available (or inside another parallel region) the loop runs them in turn."""
-    for d in prange(2):
-        one_direction(gru, Y, d, X2, WT[d], xw[d], B, RT[d], RTh[d], bias[d], seq, h[d], reverse[d] == 1, acts[d],
-                      clip, lbr, fast, 1)
+    for d in prange(2):             # d and the thread count as int64, as run_recurrent passes them (config.py)
+        one_direction(gru, Y, np.int64(d), X2, WT[d], xw[d], B, RT[d], RTh[d], bias[d], seq, h[d], reverse[d] == 1,
+                      acts[d], clip, lbr, fast, np.int64(1))

@@ -211,8 +211,8 @@ def lstm_direction_fused(Y, d, b0, X3, B, WT, RT, bias, peep, use_peep, seq, h, 
                 g = r[b]
                 for u in range(G):
                     g[u] = bp[u]
-            grouped_add(X3[t, b0:b0 + B], WT[p], r, False)
-            grouped_add(h, RT[p], r, False)
+            grouped_add(X3[t, b0:b0 + B], WT[p], r, np.bool_(False))
+            grouped_add(h, RT[p], r, np.bool_(False))
         for p in range(parts):
             j0 = p * chunk
             n = min(chunk, H - j0)
@@ -304,10 +304,10 @@ def _part_step(Y, d, s, B, seq, reverse, xw, bias, RTp, rec, peep, use_peep, cur
     I, 64) the part's."""
     if gru:
         rec[:, :] = 0
-        grouped_add(cur, RTp, rec, False)
+        grouped_add(cur, RTp, rec, np.bool_(False))
     elif B > 1:
         _start_gates(rec, xw, bias, s, B, seq, reverse)
-        grouped_add(cur, RTp, rec, False)
+        grouped_add(cur, RTp, rec, np.bool_(False))
     H = cur.shape[1]
     for b in range(B):
         L = seq[b]
@@ -475,7 +475,7 @@ def lstm_direction_one(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, 
     H = h.shape[1]
     rec = scratch[parts * G:(B + 1) * parts * G].reshape((parts, B, G))
     if fused:
-        lstm_direction_fused(Y, d, 0, X2.reshape((T, B, In)), B, WTp, RTp, biasp, peep, use_peep, seq, h, c,
+        lstm_direction_fused(Y, d, np.int64(0), X2.reshape((T, B, In)), B, WTp, RTp, biasp, peep, use_peep, seq, h, c,
                              reverse, clip, input_forget, rec)
         return
     if parts == 1 and B == 1 and T == 1 and seq[0] == 1:
@@ -484,11 +484,11 @@ def lstm_direction_one(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, 
         # 1.86 -> 1.51 us (Zen 5, one thread, the kernel alone)
         g = scratch[:G]
         g[:] = 0
-        grouped_row_add(g, X2[0], WTp[0], False)
+        grouped_row_add(g, X2[0], WTp[0], np.bool_(False))
         b = biasp[0, 0]
         for u in range(G):
             g[u] += b[u]
-        grouped_row_add(g, h[0], RTp[0], False)
+        grouped_row_add(g, h[0], RTp[0], np.bool_(False))
         n = min(G // 4, H)
         lstm_cell(g, n, c[0, :n], h[0, :n], Y[0, d, 0, :n], peep[:n], peep[H:H + n], peep[2 * H:2 * H + n], use_peep,
                   clip, input_forget)
@@ -500,7 +500,7 @@ def lstm_direction_one(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, 
         return
     for k in range(parts):
         grouped_product(X2, WTp[k], xwp[k])
-    lstm_direction_fast(Y, d, 0, xwp, B, RTp, biasp, peep, use_peep, seq, h, c, reverse, clip, input_forget,
+    lstm_direction_fast(Y, d, np.int64(0), xwp, B, RTp, biasp, peep, use_peep, seq, h, c, reverse, clip, input_forget,
                         scratch[:parts * G], rec)
 
 
@@ -514,8 +514,8 @@ def lstm_directions_parallel(Y, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, 
     the other, so with one thread available (or inside another parallel region) the loop runs them in turn."""
     n, m = xw.shape[0] // 2, scratch.shape[0] // 2
     Dp = peep.shape[0]
-    for d in prange(2):
-        lstm_direction_one(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, seq, h[d], c[d],
+    for d in prange(2):             # d as int64: prange's index is uint64, a second compile (config.py)
+        lstm_direction_one(Y, np.int64(d), X2, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, seq, h[d], c[d],
                            reverse[d] == 1, clip, input_forget, fused1 if d else fused0, xw[d * n:(d + 1) * n],
                            scratch[d * m:(d + 1) * m])
 

@@ -440,10 +440,10 @@ def grouped_product(a, Q, out):
     if a.shape[0] == 1:
         o = out[0]
         o[:] = 0
-        grouped_row_add(o, a[0], Q, False)
+        grouped_row_add(o, a[0], Q, np.bool_(False))
         return
     out[:, :] = 0
-    grouped_add(a, Q, out, False)
+    grouped_add(a, Q, out, np.bool_(False))
 
 
 @njit(**JIT_OPTIONS)

@@ -149,8 +149,8 @@ def run_recurrent(code, prog, pc, F, I):
         xw = shaped(fview(F, prog, p + P_XW, parts * T * B * G), (parts, T * B, G))
         for d in range(D):
             # h stands in for the LSTM's c and peepholes, which the GRU's step never reads
-            lstm_direction_parallel(Y, d, X2, B, WTp[d], RTp[d], biasp[d], h[d, 0], False, lens, h[d], h[d],
-                                    prog[p + P_REV + d] == 1, clip, False, xw, True)
+            lstm_direction_parallel(Y, d, X2, B, WTp[d], RTp[d], biasp[d], h[d, 0], np.bool_(False), lens, h[d], h[d],
+                                    prog[p + P_REV + d] == 1, clip, np.bool_(False), xw, True)
         return OK
     if code == GRU_CODE:
         o_wt, o_rz, o_rh, o_bias, lbr, fast = (prog[q], prog[q + 1], prog[q + 2], prog[q + 3], prog[q + 4] != 0,
@@ -180,11 +180,11 @@ def run_recurrent(code, prog, pc, F, I):
     if D == 2 and prog[at_once] != 0:       # on two threads, each with its own xw
         xw2 = shaped(fview(F, prog, p + P_XW, 2 * T * B * H), (2, T * B, H))
         directions_parallel(False, Y, X2, WT, xw2, B, RT, RT, bias, lens, h, prog[p + P_REV:p + P_REV + 2],
-                            shaped(prog[q + 4:at_once], (2, 3)), clip, False, fast)
+                            shaped(prog[q + 4:at_once], (2, 3)), clip, np.bool_(False), fast)
         return OK
     xw = shaped(fview(F, prog, p + P_XW, T * B * H), (T * B, H))
     for d in range(D):
         acts = q + 4 + 3 * d             # code, alpha, beta
         one_direction(False, Y, d, X2, WT[d], xw, B, RT[d], RT[d], bias[d], lens, h[d], prog[p + P_REV + d] == 1,
-                      prog[acts:acts + 3], clip, False, fast, prog[THREADS_AT])
+                      prog[acts:acts + 3], clip, np.bool_(False), fast, prog[THREADS_AT])
     return OK

@@ -212,7 +212,7 @@ def conv2d_image(x, w, bias, use_bias, col, direct, n, C, H, W, M, Cg, kh, kw, H
         if banded:
             banded_product(wg, cols, og, H, kh, sh, dh, pt, Wo)
         else:
-            product(wg, cols, og, 1)
+            product(wg, cols, og, np.int64(1))
     if use_bias or relu:
         for m in range(M):
             bias_relu(out[(n * M + m) * P:(n * M + m + 1) * P], bias[m] if use_bias else out.dtype.type(0), relu)
