@@ -201,6 +201,7 @@ def _lstm_then_linear(T, I, H, N, seed):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)]), rng
 
 
+@pytest.mark.slow     # onnxruntime is its oracle: not in the fast tier
 @pytest.mark.parametrize("N, parts", [(96, 2), (40, 2), (16, 1)])
 def test_a_matmul_beside_threaded_kernels_splits_its_rows_over_the_threads(N, parts):
     """In a plan whose BLAS keeps to one thread (a threaded kernel in it: here a bidirectional LSTM's directions), a
