@@ -28,11 +28,6 @@ JIT_OPTIONS = {"nogil": True, "cache": CACHE, "fastmath": FASTMATH, "error_model
 # int64 or a bool, the caller passes np.int64(...) or np.bool_(...) (typed int64 and bool, not literals): the
 # directions-at-once loops, lstm_direction_one's calls, the GRU on the LSTM's threaded kernel, the RNN's lbr, the
 # grouped tiles' ``backward``. Literal booleans that choose a kernel's variant (a GRU or an RNN step) stay literal.
-# For the same reason the executor's per-family dispatchers (run_core, run_recurrent, run_layers, run_vision,
-# run_control, run_reduced and _reduced_direction) are inlined into it by Numba (inline="always"): each is called
-# from one place (_reduced_direction from one per weight type), and compiled on its own was a second optimisation and
-# emission of its family's whole call tree.
-# Empty-cache compile of the float32 executor, side by side: 124 -> 113 s, peak RSS 0.95 -> 0.93 GiB (2-core Zen 5).
 
 # Numba's OpenMP threading layer (GNU libgomp) reads its spin count when it loads, at the first threaded kernel. In a
 # process that has not loaded another OpenMP runtime first (torch loads its own), a waiting worker here spun so

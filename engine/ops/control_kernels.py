@@ -91,7 +91,7 @@ def pad_kernel(x, out, value, prog, at):
                             k += 1
 
 
-@njit(inline="always", **JIT_OPTIONS)
+@njit(**JIT_OPTIONS)
 def run_control(code, prog, pc, F, I):
     p = pc + 3
     if code == ELEMENTWISE:          # [op, out ref, n, a ref, b ref, c ref, 6 dims, 3 x 6 strides]

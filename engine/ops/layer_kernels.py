@@ -367,7 +367,7 @@ def matmul_rows_parallel(a, b, out, parts):
         product_add(a[r0:r1], b, part)
 
 
-@njit(inline="always", **JIT_OPTIONS)
+@njit(**JIT_OPTIONS)
 def run_layers(code, prog, pc, F, I):
     p = pc + 3
     if code == BINARY:               # [op, a ref, b ref, out ref, n_out, 18 shape/stride ints]

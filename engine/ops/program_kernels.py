@@ -139,7 +139,7 @@ def strided_copy(src, sbase, dst, dbase, prog, at):
                                 dst[do + i4 * d4 + i5 * d5] = src[so + i4 * s4 + i5 * s5]
 
 
-@njit(inline="always", **JIT_OPTIONS)
+@njit(**JIT_OPTIONS)
 def run_core(code, prog, pc, F, I):
     """Data movement: strided copies (float or int), fills, and casts between the float and int spaces."""
     if code == COPY:                 # [src ref, dst ref, 18 shape/stride ints]

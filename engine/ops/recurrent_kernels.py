@@ -50,7 +50,7 @@ def _init_state(s, F, prog, at, lens):
             s[:, b, :] = 0
 
 
-@njit(inline="always", **JIT_OPTIONS)
+@njit(**JIT_OPTIONS)
 def run_recurrent(code, prog, pc, F, I):
     p = pc + 3
     T, B, In, H, Hout, D = (prog[p + P_DIMS], prog[p + P_DIMS + 1], prog[p + P_DIMS + 2], prog[p + P_DIMS + 3],

@@ -465,7 +465,7 @@ def _int32s(wts, off, D, G):
     return wts[off:off + D * _up(G, 64)].view(np.int32).reshape((D, _up(G, 64)))
 
 
-@njit(inline="always", **JIT_OPTIONS)
+@njit(**JIT_OPTIONS)
 def run_reduced(code, prog, q, X2, lens, h, c, Y, wts, clip, reverse, xw):
     """One reduced-weight instruction (LSTM_REDUCED, GRU_REDUCED, RNN_REDUCED), its common params already read by
     run_recurrent (recurrent_kernels.py): ``q`` is where the op's own params start (see Recurrent.own_params in
@@ -510,7 +510,7 @@ def _lstm_params(prog, q, wts, D, Hout, G, like, d):
             input_forget)
 
 
-@njit(inline="always", **JIT_OPTIONS)
+@njit(**JIT_OPTIONS)
 def _reduced_direction(code, prog, q, X2, lens, h, c, Y, wts, clip, reverse, xw, d, like):
     """Direction d of a reduced instruction, its input projection in xw; the stored matrices have the dtype of
     ``like`` (compiled once per encoding; a function passed as an argument would stop Numba caching the

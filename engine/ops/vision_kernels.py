@@ -373,7 +373,7 @@ def reduce_max_kernel(x, out):
                     out[o, q] = v
 
 
-@njit(inline="always", **JIT_OPTIONS)
+@njit(**JIT_OPTIONS)
 def run_vision(code, prog, pc, F, I):
     p = pc + 3
     if code == CONV2D:      # [x, w, bias, out, col refs, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw,
