@@ -545,20 +545,22 @@ def test_the_pipelined_kernels_match_the_reference(I, H):
 
 
 # ---------------------------------------------------------------------- one step of one row
+@pytest.mark.parametrize("parts", [1, 2])
 @pytest.mark.parametrize("I,H", [(3, 5), (64, 64), (40, 96), (130, 17), (128, 128)])
-def test_one_step_of_one_row_is_the_fast_kernels_step(I, H):
+def test_one_step_of_one_row_is_the_fast_kernels_step(I, H, parts):
     """lstm_direction_one's path for a single step at batch 1 (a stream's step: the input projected straight into
     the gates) makes the general path's sums in its order: bit for bit the fast kernel's step (projection into xw,
     then the gates), with every feature and both directions, and the float64 reference's within the tolerance;
-    xw is left alone (NaN: the general path would fill it)."""
+    xw is left alone (NaN: the general path would fill it). In two parts (weights packed for two threads, run in
+    sequence) too, every part's gates made before any cell writes h."""
     for opts in ({}, {"reverse": True, "state": True}, {"peep": True, "clip": 0.9, "state": True},
                  {"reverse": True, "input_forget": True, "state": True}):
         c = make_case("LSTM", 1, 1, I, H, seed=I + H, **opts)
         X2, Y, h, cc = _start(c, F32)
-        WTp, RTp, biasp = _grouped_parts(c, F32, 1)
+        WTp, RTp, biasp = _grouped_parts(c, F32, parts)
         peep = np.asarray(c.P if c.P is not None else np.zeros(3 * H), F32)
         G = WTp.shape[1] * 64
-        xw, scratch = np.full(G, np.nan, F32), np.full(2 * G, np.nan, F32)
+        xw, scratch = np.full(parts * G, np.nan, F32), np.full(2 * parts * G, np.nan, F32)
         lstm_direction_one(Y, SLOT, X2, 1, WTp, RTp, biasp, peep, c.P is not None, c.seq, h, cc, c.reverse,
                            _fclip(c, F32), bool(c.input_forget), False, xw, scratch)
         assert np.isnan(xw).all(), "the general path ran (it projects into xw)"

@@ -369,6 +369,30 @@ def test_below_256_units_only_longer_calls_take_the_threaded_kernel():
             assert max_abs_diff(a, b) <= 1e-5
 
 
+@pytest.mark.parametrize("H", [256, 384])
+def test_a_single_step_of_one_row_runs_threaded_from_parallel_step_hidden(H):
+    """From PARALLEL_ANY_STEPS_HIDDEN units every call runs threaded except a single step of one row (a stream's
+    step), which runs the parts in sequence on one thread below PARALLEL_STEP_HIDDEN units; two steps, or a step of
+    two rows, run threaded. A stream steps the same way. Every result agrees with a one-thread Session."""
+    from engine.ops.program import PARALLEL_ANY_STEPS_HIDDEN, PARALLEL_STEP_HIDDEN
+    assert PARALLEL_ANY_STEPS_HIDDEN <= 256 < PARALLEL_STEP_HIDDEN <= 384
+    model, _ = recurrent_model("LSTM", I=I, H=H, seed=5, scale=0.1)
+    one, two = engine.Session(model, threads=1), engine.Session(model, threads=2)
+    if two.threads < 2 or two.runtime != "jit":
+        pytest.skip("needs two cores and the JIT runtime's threaded kernel")
+    rng = np.random.default_rng(5)
+    for steps, rows, threaded in ((1, 1, H >= PARALLEL_STEP_HIDDEN), (2, 1, True), (1, 2, True)):
+        feed = {"X": rng.standard_normal((steps, rows, I)).astype(np.float32)}
+        listing = two.program({"X": feed["X"].shape})
+        assert ("fast, threads" in listing) == threaded, (steps, rows, listing)
+        for a, b in zip(one.run(None, feed), two.run(None, feed)):
+            assert max_abs_diff(a, b) <= 1e-5
+    s1, s2 = one.stream(), two.stream()
+    for _ in range(3):
+        x = rng.standard_normal((1, I)).astype(np.float32)
+        assert max_abs_diff(s1.step(x), s2.step(x)) <= 1e-5
+
+
 GRU_CASES = {
     "plain": {},
     "reverse-clip": {"direction": "reverse", "clip": 0.9},

@@ -52,6 +52,12 @@ BLAS_MIN_BATCH = 4          # below this batch size the hand-blocked product bea
 PARALLEL_MIN_HIDDEN = 128        # from this H (H=128: 332 against 446 us on one thread; H=64: 144 against 130 us)
 PARALLEL_ANY_STEPS_HIDDEN = 256  # from this H at any length; below it only from PARALLEL_MIN_STEPS steps
 PARALLEL_MIN_STEPS = 8
+# ... except a single step of one row (a stream's), which runs the parts in sequence on one thread below this H.
+# The two threads' speed here depends on the host's placement of the two vCPUs, which changes over time; measured on
+# 2 cores, a stream step, alternating processes: H=256 threaded 34.7-36.5 us in one spell, 24.8-25.1 in another, in
+# sequence 28.1-28.8 in both (never the worst of the two); H=384 threaded 43.8 and 55.3 against 60.9 in sequence,
+# H=512 67-75 against 104. Two steps at H=256: even (47.2 against 47.5 us, 33.5 against 33.3)
+PARALLEL_STEP_HIDDEN = 384
 # ... and from this many batch entries per thread, split by batch entry instead (lstm_batches_parallel: no barrier
 # per step), measured at T=100 on 2 cores: B=32 H=256 16.9 against 17.8-19.5 ms, B=64 H=512 127 against 138 ms;
 # B=8 even (4.4 ms), B=4 2.8 against 2.1 ms

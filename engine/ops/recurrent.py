@@ -50,7 +50,7 @@ from .activations import codes_of
 from .base import Op, release_pages
 from .program import (ABSENT, DIRECTION_THREADS_MIN_MACS, F_STATE, FUSE_MAX_BYTES, FUSE_MIN_ROWS,
                       GRU_PARALLEL_MIN_HIDDEN, KEEP, PARALLEL_ANY_STEPS_HIDDEN, PARALLEL_MIN_HIDDEN, PARALLEL_MIN_STEPS,
-                      RECURRENT_BASE, SPLIT_MIN_ROWS)
+                      PARALLEL_STEP_HIDDEN, RECURRENT_BASE, SPLIT_MIN_ROWS)
 
 LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC, GRU_CODE, RNN_CODE = range(RECURRENT_BASE, RECURRENT_BASE + 5)
 LSTM_REDUCED, GRU_REDUCED, RNN_REDUCED = range(RECURRENT_BASE + 5, RECURRENT_BASE + 8)   # reduced_kernels.py
@@ -570,12 +570,14 @@ class LSTM(Recurrent):
             return LSTM_GENERIC
         if cls.multi_thread(node, p.dtype, p.threads) and cls.two_on_two(node, p.threads):
             return LSTM_FAST_MT if cls.by_batch(node, p, B) else LSTM_FAST     # (then directions_on_threads)
-        if cls.multi_thread(node, p.dtype, p.threads) and (node.attrs["hidden_size"] >= PARALLEL_ANY_STEPS_HIDDEN
-                                                           or T >= PARALLEL_MIN_STEPS):
+        H = node.attrs["hidden_size"]
+        if cls.multi_thread(node, p.dtype, p.threads) and (H >= PARALLEL_ANY_STEPS_HIDDEN or T >= PARALLEL_MIN_STEPS) \
+                and not (T == 1 and B == 1 and H < PARALLEL_STEP_HIDDEN):
             # at any batch: each thread's product over the batch runs on the engine's register tiles (T=100 B=32
             # H=256, 2 threads: 19.0 ms, against 35.6 ms for the one-thread kernel with OpenBLAS on both threads).
             # Shorter calls at smaller H run the parts in sequence on one thread: starting the region costs more
-            # than half of their product saves (H=128, 2 threads: one step 16.8 us threaded against 11.7)
+            # than half of their product saves (H=128, 2 threads: one step 16.8 us threaded against 11.7); so does
+            # a single step of one row below PARALLEL_STEP_HIDDEN (program.py)
             return LSTM_FAST_MT
         return LSTM_FAST
 
