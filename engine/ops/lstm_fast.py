@@ -460,6 +460,18 @@ def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h
     h[:, :] = hb[maxlen % 2]
 
 
+@njit(**JIT_OPTIONS)
+def one_step_gates(g, x, WT, b, h, RT):
+    """g (G,) <- x @ W + b + h @ R for one row of one step, W and R in column groups (WT (G // 64, I, 64), RT (G //
+    64, H, 64)): the general path's sums in its order (x @ W from 0 as grouped_product, plus the bias, plus h @ R
+    forward), so that a stream's step is bit for bit a one-step run's."""
+    g[:] = 0
+    grouped_row_add(g, x, WT, np.bool_(False))
+    for u in range(g.shape[0]):
+        g[u] += b[u]
+    grouped_row_add(g, h, RT, np.bool_(False))
+
+
 # ---------------------------------------------------------------------- the two directions on two threads
 @njit(**JIT_OPTIONS)
 def lstm_direction_one(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, reverse, clip, input_forget, fused,
@@ -478,34 +490,14 @@ def lstm_direction_one(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, 
         lstm_direction_fused(Y, d, np.int64(0), X2.reshape((T, B, In)), B, WTp, RTp, biasp, peep, use_peep, seq, h, c,
                              reverse, clip, input_forget, rec)
         return
-    if parts == 1 and B == 1 and T == 1 and seq[0] == 1:
-        # one step of one row (a stream's step): the projection straight into the gates, no xw pass; the same
-        # sums in the same order as below (x @ W from 0, plus the bias, plus h @ R). H=128 5.7 -> 5.15 us, H=64
-        # 1.86 -> 1.51 us (Zen 5, one thread, the kernel alone)
-        g = scratch[:G]
-        g[:] = 0
-        grouped_row_add(g, X2[0], WTp[0], np.bool_(False))
-        b = biasp[0, 0]
-        for u in range(G):
-            g[u] += b[u]
-        grouped_row_add(g, h[0], RTp[0], np.bool_(False))
-        n = min(G // 4, H)
-        lstm_cell(g, n, c[0, :n], h[0, :n], Y[0, d, 0, :n], peep[:n], peep[H:H + n], peep[2 * H:2 * H + n], use_peep,
-                  clip, input_forget)
-        return
     if B == 1 and T == 1 and seq[0] == 1:
-        # the same in parts (weights packed for several threads, run here in sequence: a session of two threads
-        # at H=128, 8.0-8.4 -> 7.75-8.1 us a stream step), every part's gates before any cell changes h; written
-        # apart from the one-part path above, which ran ~0.3 us slower (H=128) as this loop with one part
+        # one step of one row (a stream's step): the projection straight into the gates, no xw pass
+        # (one_step_gates). H=128 5.7 -> 5.15 us, H=64 1.86 -> 1.51 us (Zen 5, one thread, the kernel alone). In
+        # parts too (weights packed for several threads, run here in sequence: a session of two threads at H=128,
+        # 8.0-8.4 -> 7.75-8.1 us a stream step), every part's gates before any cell changes h
         chunk = G // 4
         for p in range(parts):
-            g = scratch[p * G:(p + 1) * G]
-            g[:] = 0
-            grouped_row_add(g, X2[0], WTp[p], np.bool_(False))
-            b = biasp[p, 0]
-            for u in range(G):
-                g[u] += b[u]
-            grouped_row_add(g, h[0], RTp[p], np.bool_(False))
+            one_step_gates(scratch[p * G:(p + 1) * G], X2[0], WTp[p], biasp[p, 0], h[0], RTp[p])
         for p in range(parts):
             j0 = p * chunk
             n = min(chunk, H - j0)
