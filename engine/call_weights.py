@@ -30,6 +30,7 @@ from functools import cached_property
 
 import numpy as np
 
+from ._memory import aligned_empty
 from .ops import OPS
 
 ALIGN = 16         # elements: every packed array starts on a 64-byte boundary of float32, as in Weights
@@ -108,9 +109,7 @@ class CallLayout:
     def pack(self, arrays, fconst):
         """A new buffer holding every node's weights packed from ``arrays`` (the call's, in ``positions`` order)
         and the constants kept at load (in ``fconst``, the Session's packed buffer)."""
-        raw = np.empty(self.size + ALIGN, self.dtype)
-        shift = (-raw.ctypes.data % 64) // self.dtype.itemsize
-        buf = raw[shift:shift + max(self.size, 1)]
+        buf = aligned_empty(max(self.size, 1), self.dtype)
         given = iter(arrays)
         for node, fed in self.nodes:
             op = OPS[node.op]

@@ -57,9 +57,7 @@ class Weights:
             self._place(where, pos, arr.shape)
             pos += _up(max(self._slots(arr), 1))
             del arr
-        raw = np.empty(pos + ALIGN, dtype=self.dtype)
-        shift = (-raw.ctypes.data % 64) // self.dtype.itemsize
-        self.buffer = raw[shift:shift + max(pos, 1)]
+        self.buffer = _memory.aligned_empty(max(pos, 1), self.dtype)
         release = getattr(model, "release_pages", None)
         for where, arr in self._packed(model, threads):
             off, shape = self._lookup(where)
@@ -206,7 +204,8 @@ class Plan:
         try:
             return self._pool.pop()
         except IndexError:
-            return (np.empty(max(self.fwork_size, 1), dtype=dtype), np.empty(max(self.iwork_size, 1), np.int64))
+            return (_memory.aligned_empty(max(self.fwork_size, 1), dtype),
+                    _memory.aligned_empty(max(self.iwork_size, 1), np.int64))
 
     def give_work(self, pair):
         if len(self._pool) < WORK_POOL_SIZE:

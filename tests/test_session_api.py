@@ -340,3 +340,24 @@ def test_program_refuses_what_is_not_shapes(bidirectional, shapes, message):
     with pytest.raises(InvalidInputError, match=message):
         sess.program(shapes)
     assert "lstm" in sess.program({"X": (5, 2, 4)}) and "lstm" in sess.program({"X": [5, np.int64(2), 4]})
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_the_buffers_the_kernels_read_start_on_a_64_byte_boundary(dtype):
+    """engine._memory.aligned_empty, under the packed weights and every work buffer (numpy promises 16 bytes, and
+    its larger buffers start 16 or 48 bytes past a boundary): whatever the allocator's state, n elements, writable."""
+    from engine import _memory
+    keep = [np.empty(n, np.uint8) for n in (1, 17, 4100, 70000)]      # the allocator in some other state
+    for n in (1, 3, 16, 1000, 5000, 60000, 300000):
+        a = _memory.aligned_empty(n, dtype)
+        assert a.ctypes.data % 64 == 0 and a.shape == (n,) and a.dtype == dtype and a.flags.writeable
+    del keep
+    model, _ = recurrent_model("LSTM", I=4, H=6)
+    sess = engine.Session(model, precision="float64" if dtype == np.float64 else None)
+    assert sess._fconst.ctypes.data % 64 == 0
+    feed = {"X": np.zeros((3, 2, 4), np.float32)}
+    sess.run(None, feed)
+    for plan in sess._plans.values():
+        fwork, iwork = plan.take_work(sess.dtype)
+        assert fwork.ctypes.data % 64 == 0 and iwork.ctypes.data % 64 == 0
+        assert fwork.dtype == sess.dtype and fwork.size >= plan.fwork_size and iwork.size >= plan.iwork_size

@@ -77,6 +77,17 @@ def test_the_packed_weights_are_reused_while_the_same_weights_come_back():
         np.testing.assert_array_equal(a, c)
 
 
+def test_the_weights_packed_on_the_call_start_on_a_64_byte_boundary():
+    model, _ = recurrent_model("LSTM", I=4, H=6, peepholes=True)
+    fed_model, weights = weights_as_inputs(model, ["W", "R", "B", "P"])
+    sess = engine.Session(fed_model)
+    feed = feed_of()
+    for scale in (1.0, 2.0, 3.0):                     # packed again each time: new buffers
+        sess.run(None, {**feed, **{k: v * np.float32(scale) for k, v in weights.items()}})
+        (_, buf), = sess._call_weights._last.values()
+        assert buf.ctypes.data % 64 == 0
+
+
 def test_weights_changed_in_place_or_replaced_give_new_results():
     model, _ = recurrent_model("LSTM", I=4, H=6, peepholes=True)
     fed_model, weights = weights_as_inputs(model, ["W", "R", "B", "P"])
