@@ -216,11 +216,11 @@ def test_multithreaded_model_loads_from_the_compile_cache_in_a_new_process(tmp_p
     path2 = tmp_path / "b.onnx"
     path2.write_bytes(both.SerializeToString())
     code = ("import numpy as np, engine; s = engine.Session(%r, threads=2); b = engine.Session(%r, threads=2); "
-            "assert 'lstm fast, threads' in s.program(); x = np.ones((5, 1, 8), np.float32); "
+            "x = np.ones((5, 1, 8), np.float32); assert 'lstm fast, threads' in s.program({'X': x.shape}); "
             "assert 'directions on 2 threads' in b.program({'X': x.shape}); "
             "print(s.run(None, {'X': x})[0].sum() + b.run(None, {'X': x})[0].sum())" % (str(path), str(path2)))
     here, there = engine.Session(str(path), threads=2), engine.Session(str(path2), threads=2)
-    assert "lstm fast, threads" in here.program()
+    assert "lstm fast, threads" in here.program({"X": (5, 1, 8)})   # five steps (one would run on one thread)
     x = np.ones((5, 1, 8), np.float32)
     assert "directions on 2 threads" in there.program({"X": x.shape})
     want = here.run(None, {"X": x})[0].sum() + there.run(None, {"X": x})[0].sum()
