@@ -576,8 +576,9 @@ class LSTM(Recurrent):
             # at any batch: each thread's product over the batch runs on the engine's register tiles (T=100 B=32
             # H=256, 2 threads: 19.0 ms, against 35.6 ms for the one-thread kernel with OpenBLAS on both threads).
             # Shorter calls at smaller H run the parts in sequence on one thread: starting the region costs more
-            # than half of their product saves (H=128, 2 threads: one step 16.8 us threaded against 11.7); so does
-            # a single step of one row below PARALLEL_STEP_HIDDEN (program.py)
+            # than half of their product saves (H=128, 2 threads: one step 16.8 us threaded against 11.7). A single
+            # step of one row runs in sequence below PARALLEL_STEP_HIDDEN: threaded, its worse host mode is the
+            # slower (program.py)
             return LSTM_FAST_MT
         return LSTM_FAST
 
