@@ -56,8 +56,9 @@ def aligned_empty(n, dtype):
     """An uninitialised (n,) array whose data starts on a 64-byte boundary, where numpy promises 16 (and numpy's
     buffers of 20 KiB and more start 16 or 48 bytes past one here): the kernels' 512-bit loads and stores of the
     weights and of the work buffers then never straddle two cache lines, whatever the allocator's state. Measured
-    on one core, in one process: weights 16-48 bytes off cost 5-12% (T=100 H=256 1.53-1.56 against 1.61-1.74 ms);
-    work buffers off 0.6-0.9% of a stream step's kernel at H=128, and 0-3% of whole calls (T=100 H=128)."""
+    on one core, in one process: weights and work buffers both 16-48 bytes off cost 5-12% (T=100 H=256 1.53-1.56
+    against 1.61-1.74 ms); work buffers alone off 0.6-0.9% of a stream step's kernel at H=128, and 0-3% of whole
+    calls (T=100 H=128), so nearly all of it is the weights'."""
     dtype = np.dtype(dtype)
     raw = np.empty(n + 64 // dtype.itemsize, dtype)
     shift = (-raw.ctypes.data % 64) // dtype.itemsize
