@@ -150,10 +150,11 @@ def _finish(Y, *state):
     return [Y[:, SLOT], *state]
 
 
-def _project(X2, WT):
-    """X2 @ WT through the kernel's input projection (which writes into a buffer it is given)."""
-    out = np.empty((X2.shape[0], WT.shape[1]), X2.dtype)
-    input_projection(X2, WT, out, 1)
+def _project(X2, WT, parts=1):
+    """X2 @ WT through the kernel's input projection (which writes into a buffer it is given), its rows in
+    ``parts`` on Numba's threads."""
+    out = np.full((X2.shape[0], WT.shape[1]), np.nan, X2.dtype)
+    input_projection(X2, WT, out, 1, parts)
     return out
 
 
@@ -501,13 +502,15 @@ def test_tanh32_and_sigmoid32():
     assert np.isnan(tanh32(F32(np.nan))) and np.isnan(sigmoid32(F32(np.nan)))
 
 
-@pytest.mark.parametrize("N", [1, 4, 5, 12])
-def test_input_projection(N):
+@pytest.mark.parametrize("N, parts", [(1, 1), (4, 1), (5, 1), (12, 1), (5, 2), (12, 2), (37, 3)])
+def test_input_projection(N, parts):
+    """Every row written, NaN in one row only, by the blocked loop (N <= 4), the product, or the rows split on
+    Numba's threads (the parts uneven at N=37)."""
     rng = np.random.default_rng(N)
     X2 = rng.standard_normal((N, 7)).astype(F32)
     WT = rng.standard_normal((7, 12)).astype(F32)
     X2[0, 3] = np.nan
-    got = _project(X2, WT)
+    got = _project(X2, WT, parts)
     ref = X2.astype(F64) @ WT.astype(F64)
     assert np.isnan(got[0]).all()
     assert np.abs(got[1:] - ref[1:]).max(initial=0.0) <= 1e-5

@@ -232,9 +232,9 @@ def test_a_matmul_beside_threaded_kernels_splits_its_rows_over_the_threads(N, pa
 
 
 def test_the_row_split_product_against_float64():
-    """layer_kernels.matmul_rows_parallel at uneven row counts and widths (masked tiles), two and three parts (more
+    """numeric.matmul_rows_parallel at uneven row counts and widths (masked tiles), two and three parts (more
     parts than threads run in turn), against a float64 product; the buffer around the output untouched."""
-    from engine.ops.layer_kernels import matmul_rows_parallel
+    from engine.ops.numeric import matmul_rows_parallel
     rng = np.random.default_rng(3)
     for R, K, N in ((37, 19, 40), (100, 192, 96), (9, 64, 130), (3, 5, 7)):
         a = rng.standard_normal((R, K)).astype(np.float32)
@@ -494,6 +494,38 @@ def test_a_bidirectional_gru_or_rnn_runs_its_directions_on_two_threads(op, lbr, 
     for x, y, ref in zip(one.run(None, feed), two.run(None, feed), reference(feed)):
         np.testing.assert_array_equal(x, y)
         assert max_abs_diff(y, ref) <= tol * (1 + float(np.abs(ref).max()))
+
+
+@pytest.mark.parametrize("op, lbr, acts", [("GRU", 0, None), ("GRU", 1, None), ("RNN", 0, None),
+                                           ("LSTM", 0, ["Sigmoid", "Tanh", "Relu"])],
+                         ids=["gru", "gru-lbr", "rnn", "lstm-generic"])
+def test_a_one_thread_recurrence_projects_its_input_on_the_sessions_threads(op, lbr, acts):
+    """The GRU, RNN and general LSTM kernels run their recurrence on one thread; on a two-thread Session their
+    input projection (one product over every step) splits its rows over Numba's threads when big enough
+    (Recurrent.proj_parts), and the plan keeps the BLAS on one thread, big enough or not, so that no OpenBLAS pool
+    spins beside the recurrence. The results: the reference's (the LSTM with a Relu, which the reference does not
+    have: a one-thread Session's)."""
+    from engine import _threads
+    In, H, T2 = 64, 64, 40
+    model, reference = recurrent_model(op, I=In, H=H, seed=3, scale=0.1, linear_before_reset=lbr)
+    if acts:
+        model.nodes[0].attrs["activations"] = [[a, 0.0, 0.0] for a in acts]
+    one, two = engine.Session(model, threads=1), engine.Session(model, threads=2)
+    if two.threads < 2 or two.runtime != "jit":
+        pytest.skip("needs two cores and the JIT runtime's threads")
+    rng = np.random.default_rng(5)
+    for steps, B, split in ((T2, 4, True), (3, 1, False)):      # 160 rows; 3 rows, too few to split
+        feed = {"X": rng.standard_normal((steps, B, In)).astype(np.float32),
+                "initial_h": rng.standard_normal((1, B, H)).astype(np.float32)}
+        if op == "LSTM":
+            feed["initial_c"] = rng.standard_normal((1, B, H)).astype(np.float32)
+        shapes = {k: v.shape for k, v in feed.items()}
+        assert ("input projection on 2 threads" in two.program(shapes)) == split
+        assert "input projection on" not in one.program(shapes)
+        got, base = two.run(None, feed), one.run(None, feed)
+        assert _threads.current == 1
+        for y, x, ref in zip(got, base, base if acts else reference(feed)):
+            assert max_abs_diff(y, ref) <= 1e-5 * (1 + float(np.abs(ref).max()))
 
 
 @pytest.mark.parametrize("env,want", [({}, "300000"), ({"GOMP_SPINCOUNT": "7"}, "7"),

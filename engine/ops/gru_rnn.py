@@ -167,12 +167,13 @@ def rnn_direction(Y, d, xw, B, RT, bias, seq, h, reverse, code, alpha, beta, cli
 
 # ---------------------------------------------------------------------- the two directions on two threads
 @njit(**JIT_OPTIONS)
-def one_direction(gru, Y, d, X2, WT, xw, B, RT, RTh, bias, seq, h, reverse, acts, clip, lbr, fast, threads):
+def one_direction(gru, Y, d, X2, WT, xw, B, RT, RTh, bias, seq, h, reverse, acts, clip, lbr, fast, threads, parts):
     """One direction of a GRU (``gru``: RT is RTzr, RTh and lbr are read) or an RNN (RT): the input projected into
-    xw (on ``threads``: the plan's BLAS threads, or 1 on a thread of directions_parallel), then the recurrence.
+    xw (input_projection: its rows in ``parts`` on Numba's threads, or on ``threads``, the plan's BLAS threads; 1
+    and 1 on a thread of directions_parallel), then the recurrence.
     acts: the direction's activation params as the instruction holds them (codes, alphas, betas as float64 bits; as
     many of each)."""
-    input_projection(X2, WT, xw, threads)
+    input_projection(X2, WT, xw, threads, parts)
     n = acts.shape[0] // 3
     codes, alphas, betas = acts[:n], acts[n:2 * n].view(np.float64), acts[2 * n:].view(np.float64)
     if gru:
@@ -189,4 +190,4 @@ def directions_parallel(gru, Y, X2, WT, xw, B, RT, RTh, bias, seq, h, reverse, a
     so with one thread available (or inside another parallel region) the loop runs them in turn."""
     for d in prange(2):             # d and the thread count as int64, as run_recurrent passes them (config.py)
         one_direction(gru, Y, np.int64(d), X2, WT[d], xw[d], B, RT[d], RTh[d], bias[d], seq, h[d], reverse[d] == 1,
-                      acts[d], clip, lbr, fast, np.int64(1))
+                      acts[d], clip, lbr, fast, np.int64(1), np.int64(1))

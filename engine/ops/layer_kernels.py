@@ -1,11 +1,11 @@
 """The kernels of the layer ops (engine/ops/layers.py) and their run function, ``run_layers``."""
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from ..config import JIT_OPTIONS, PARALLEL
+from ..config import JIT_OPTIONS
 from .layers import (ADD, BATCHED_MATMUL, BINARY, CONV1D, DIV, EXP, GATHER_F, GATHER_I, MATMUL, MEAN, MUL, NEG,
                      RELU, SIGMOID, SOFTMAX, SQRT, STFT, SUB, TANH, UNARY)
-from .numeric import F32, exp32, product, product_add, relu as relu_value
+from .numeric import F32, exp32, matmul_rows_parallel, product, relu as relu_value
 from .program import ERR_INDEX, OK, THREADS_AT
 from .program_kernels import fview, iview, shaped
 
@@ -351,20 +351,6 @@ def stft_kernel(x, window, consts, bitrev, bias, use_bias, pad0, stride, out, fr
                 else:
                     out[b, k, j] = vr
                     out[b, nb + k, j] = vi
-
-
-@njit(parallel=PARALLEL, **JIT_OPTIONS)
-def matmul_rows_parallel(a, b, out, parts):
-    """out (R, N) <- a (R, K) @ b (K, N), float32, the rows split into ``parts`` on Numba's threads, each part on
-    the register tiles (product_add) at any width: a MatMul in a plan whose BLAS keeps to one thread
-    (layers.matmul_parts). Never the BLAS from these threads: two OpenBLAS calls at once, its pool not limited to
-    one thread, took 9.6 ms for a 60 us product."""
-    R = a.shape[0]
-    for t in prange(parts):
-        r0, r1 = t * R // parts, (t + 1) * R // parts
-        part = out[r0:r1]
-        part[:, :] = 0
-        product_add(a[r0:r1], b, part)
 
 
 @njit(**JIT_OPTIONS)

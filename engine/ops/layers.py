@@ -80,7 +80,7 @@ class Unary(Op):
 # a plan with a kernel on Numba's threads keeps the BLAS on one thread (an OpenBLAS pool spinning after its product
 # takes a core from them, Planner.blas_threads); a MatMul there of at least MATMUL_THREADS_MIN_MACS multiply-adds and
 # MATMUL_THREADS_MIN_ROWS rows a thread splits its rows over Numba's threads instead, on the register tiles
-# (layer_kernels.matmul_rows_parallel). Two threads against one (tiles, or the BLAS where matmul picks it), on the
+# (numeric.matmul_rows_parallel). Two threads against one (tiles, or the BLAS where matmul picks it), on the
 # 2-core Zen 5: 0.13 M multiply-adds 0.79x, 0.26 M 1.03-1.09x, 0.52 M 1.40x, 0.77-0.88 M 1.24-1.48x, 1.8 M 1.58x,
 # 13 M 1.86x, 52 M 1.89x; a CRNN's output layer, 400 x 192 @ 192 x 40, 1.04x (the BLAS's 82 us on one thread; the
 # tiles' masked columns)

@@ -8,11 +8,11 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import njit, prange, types
 from numba.core import config as numba_config
 from numba.extending import intrinsic
 
-from ..config import BLAS, JIT_OPTIONS
+from ..config import BLAS, JIT_OPTIONS, PARALLEL
 from .activations import (AFFINE, ELU, HARD_SIGMOID, LEAKY_RELU, RELU, SCALED_TANH, SIGMOID, SOFTSIGN, TANH,
                           THRESHOLDED_RELU)
 from .program import BLAS_MIN_BATCH  # noqa: F401  (re-exported)
@@ -506,14 +506,32 @@ else:
         matmul(a, b, out)
 
 
+@njit(parallel=PARALLEL, **JIT_OPTIONS)
+def matmul_rows_parallel(a, b, out, parts):
+    """out (R, N) <- a (R, K) @ b (K, N), float32, the rows split into ``parts`` on Numba's threads, each part on
+    the register tiles (product_add) at any width: a product in a plan whose BLAS keeps to one thread
+    (layers.matmul_parts). Never the BLAS from these threads: two OpenBLAS calls at once, its pool not limited to
+    one thread, took 9.6 ms for a 60 us product."""
+    R = a.shape[0]
+    for t in prange(parts):
+        r0, r1 = t * R // parts, (t + 1) * R // parts
+        part = out[r0:r1]
+        part[:, :] = 0
+        product_add(a[r0:r1], b, part)
+
+
 @njit(**JIT_OPTIONS)
-def input_projection(X2, WT, out, threads):
-    """out (N, G) <- X2 (N, I) @ WT (I, G) on ``threads`` threads (``product``). A product call costs ~1 us of
-    overhead, more than the whole product for the few rows of a streaming step, so small N uses the blocked loop
-    instead."""
+def input_projection(X2, WT, out, threads, parts):
+    """out (N, G) <- X2 (N, I) @ WT (I, G): its rows split into ``parts`` on Numba's threads when there are several
+    (matmul_rows_parallel; the recurrent instruction's P_PROJ_PARTS), else on ``threads`` threads (``product``:
+    the plan's BLAS threads). A product call costs ~1 us of overhead, more than the whole product for the few rows
+    of a streaming step, so small N uses the blocked loop instead."""
     N = X2.shape[0]
     if N > 4:
-        product(X2, WT, out, threads)
+        if parts > 1:
+            matmul_rows_parallel(X2, WT, out, parts)
+        else:
+            product(X2, WT, out, threads)
         return
     rows_product(X2, WT, out)
 

@@ -48,6 +48,7 @@ from ..errors import ModelFileError
 from ..recurrent_spec import DIRECTIONS
 from .activations import codes_of
 from .base import Op, release_pages
+from .layers import matmul_parts
 from .program import (ABSENT, DIRECTION_THREADS_MIN_MACS, F_STATE, FUSE_MAX_BYTES, FUSE_MIN_ROWS,
                       GRU_PARALLEL_MIN_HIDDEN, KEEP, PARALLEL_ANY_STEPS_HIDDEN, PARALLEL_MIN_HIDDEN, PARALLEL_MIN_STEPS,
                       PARALLEL_STEP_HIDDEN, RECURRENT_BASE, SPLIT_MIN_ROWS)
@@ -59,9 +60,10 @@ BF16, INT8 = 1, 2       # the stored encoding, first own param of a reduced inst
 _ENCODING_CODES = {"bfloat16": BF16, "int8": INT8}
 
 # the params every recurrent instruction starts with (offsets after the [opcode, length, node] header); P_WEIGHTS
-# is the space the op's packed weights are read from (F_CONST, or F_CALL when they are inputs of the call)
-P_X, P_DIMS, P_SEQ, P_LENS, P_H, P_H0, P_C, P_C0, P_Y, P_XW, P_SCRATCH, P_CLIP, P_REV, P_WEIGHTS, P_OWN = (
-    0, 2, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 27, 29, 30)
+# is the space the op's packed weights are read from (F_CONST, or F_CALL when they are inputs of the call);
+# P_PROJ_PARTS the parts the hoisted input projection's rows split into on Numba's threads (Recurrent.proj_parts)
+P_X, P_DIMS, P_SEQ, P_LENS, P_H, P_H0, P_C, P_C0, P_Y, P_XW, P_SCRATCH, P_CLIP, P_REV, P_WEIGHTS, P_PROJ_PARTS, \
+    P_OWN = 0, 2, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 27, 29, 30, 31
 
 
 # ---------------------------------------------------------------------- packing
@@ -374,7 +376,8 @@ class Recurrent(Op):
             Y.shape = y_shape
         variant = cls.variant(node, p, T, B)
         on_threads = cls.directions_on_threads(node, p, variant, T, B, In)
-        if variant in (LSTM_FAST_MT, GRU_FAST_MT) or on_threads:
+        proj_parts = cls.proj_parts(node, p, variant, on_threads, T * B, In)
+        if variant in (LSTM_FAST_MT, GRU_FAST_MT) or on_threads or proj_parts:
             # the kernel runs on Numba's threads: the plan's other products keep to one thread, since an OpenBLAS
             # pool spinning after its product takes a core from them (bench.crnn's medium CRNN, 2 threads: 32.0 ms
             # a call with its linear layer on OpenBLAS's two threads, against 17.5 ms for its instructions timed
@@ -393,16 +396,16 @@ class Recurrent(Op):
         clip = float("inf") if a["clip"] is None else float(a["clip"])
         params = [*p.ref(X), T, B, In, H, Hout, D, *p.ref(seq), *p.ref(lens), *p.ref(states[0]), *inits[0],
                   *p.ref(states[1]), *inits[1], *p.ref(Y), *p.ref(xw), *p.ref(scratch), p.f64(clip), *reverse,
-                  p.weight_space(), *cls.own_params(node, p, variant, B, fused, on_threads)]
+                  p.weight_space(), max(proj_parts, 1), *cls.own_params(node, p, variant, B, fused, on_threads)]
         fed = ", weights packed on the call" if p.call.takes(node) else ""
-        name = _VARIANT_NAMES[variant]
+        kernel = _VARIANT_NAMES[variant]
         if variant == LSTM_FAST_MT:       # the kernel splits the batch or the hidden units (recurrent_kernels.py)
-            name += " by batch" if cls.by_batch(node, p, B) else " by unit"
-        if fused:
-            name += ", fused projection"
-        if on_threads:
-            name += ", directions on 2 threads"
-        p.emit(variant, f"{node.op.lower()} {name} T={T} B={B} I={In} H={H} D={D}{fed}", *params)
+            kernel += " by batch" if cls.by_batch(node, p, B) else " by unit"
+        name = ", ".join(w for w in (kernel, "fused projection" if fused else "",
+                                     "directions on 2 threads" if on_threads else "",
+                                     f"input projection on {proj_parts} threads" if proj_parts > 1 else "") if w)
+        p.emit(variant, f"{node.op.lower()} {name + ' ' if name else ''}T={T} B={B} I={In} H={H} D={D}{fed}",
+               *params)
         # outputs in the node's layout
         if layout == 1 and p.needed(0):
             out = p.output(0, (B, T, D, Hout))
@@ -420,6 +423,22 @@ class Recurrent(Op):
                 size = s.shape[2]
                 out = p.output(index, (B, D, size))
                 p.copy(s, out, shape=(B, D, size), sstrides=(size, B * size, 1))
+
+    @classmethod
+    def proj_parts(cls, node, p, variant, on_threads, rows, In):
+        """For a kernel whose recurrence runs on one thread and whose input projection is one product over all
+        steps (LSTM_GENERIC, GRU_CODE, RNN_CODE, a direction at a time) in a float32 plan of several threads: the
+        parts that product's rows split into on Numba's threads (layers.matmul_parts: 1 when too small to gain),
+        the plan's BLAS then kept to one thread; 0 for the other kernels and plans. Measured on the 2-core Zen 5, the
+        register tiles on two threads against OpenBLAS 0.3.31 (SkylakeX) on two, in one process: (100, 128) @
+        (128, 384) 51.8 against 62.9 us, (100, 256) @ (256, 256) 63.4 against 86.4, (100, 512) @ (512, 1536) 717
+        against 906, (3200, 256) @ (256, 768) even (6.1 ms); and no OpenBLAS pool left spinning on the other core
+        while the recurrence runs (a GRU at T=100 H=128 in the bench's process: 327 us on two threads against 292
+        on one)."""
+        if p.threads < 2 or on_threads or variant not in (LSTM_GENERIC, GRU_CODE, RNN_CODE) or \
+                np.dtype(p.dtype) != np.float32 or not runtime.current().parallel:
+            return 0
+        return matmul_parts(p.threads, rows, In, cls.spec().n_gates * node.attrs["hidden_size"])
 
     @classmethod
     def fused(cls, node, p, variant, In, B):

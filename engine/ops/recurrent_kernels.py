@@ -8,12 +8,12 @@ from .gru_rnn import directions_parallel, one_direction
 from .lstm_fast import (lstm_batches_parallel, lstm_direction_one, lstm_direction_parallel, lstm_directions_parallel,
                         same_steps)
 from .lstm_kernels import lstm_direction_generic
-from .numeric import product
+from .numeric import input_projection
 from .program import ABSENT, ERR_SEQ_LENS, KEEP, OK, THREADS_AT
 from .program_kernels import fparam, fview, iview, shaped, typed_like
 from .reduced_kernels import run_reduced
 from .recurrent import (GRU_CODE, GRU_FAST_MT, GRU_REDUCED, LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC, LSTM_REDUCED, P_C,
-                        P_C0, P_CLIP, P_DIMS, P_H, P_H0, P_LENS, P_OWN, P_REV, P_SCRATCH, P_SEQ, P_WEIGHTS, P_X, P_XW,
+                        P_C0, P_CLIP, P_DIMS, P_H, P_H0, P_LENS, P_OWN, P_PROJ_PARTS, P_REV, P_SCRATCH, P_SEQ, P_WEIGHTS, P_X, P_XW,
                         P_Y, RNN_REDUCED)
 
 
@@ -134,7 +134,7 @@ def run_recurrent(code, prog, pc, F, I):
             shaped(wts[0:0], (1, 0, 0))
         for d in range(D):
             acts = q + 9 + 9 * d         # codes f, g, h; alphas; betas (float64 bits)
-            product(X2, WT[d], xw, prog[THREADS_AT])
+            input_projection(X2, WT[d], xw, prog[THREADS_AT], prog[p + P_PROJ_PARTS])
             lstm_direction_generic(Y, h, c, d, xw, B, RT[d], bias[d], peep[d % Dp], use_peep,
                                    projT[d % projT.shape[0]], use_proj, lens, h[d], c[d], prog[p + P_REV + d] == 1,
                                    prog[acts:acts + 3], prog[acts + 3:acts + 6].view(np.float64),
@@ -169,7 +169,8 @@ def run_recurrent(code, prog, pc, F, I):
         for d in range(D):
             acts = q + 6 + 6 * d         # codes f, g; alphas; betas
             one_direction(True, Y, d, X2, WT[d], xw, B, RTzr[d], RTh[d], bias[d], lens, h[d],
-                          prog[p + P_REV + d] == 1, prog[acts:acts + 6], clip, lbr, fast, prog[THREADS_AT])
+                          prog[p + P_REV + d] == 1, prog[acts:acts + 6], clip, lbr, fast, prog[THREADS_AT],
+                          prog[p + P_PROJ_PARTS])
         return OK
     # RNN
     o_wt, o_rt, o_bias, fast = prog[q], prog[q + 1], prog[q + 2], prog[q + 3] != 0
@@ -186,5 +187,5 @@ def run_recurrent(code, prog, pc, F, I):
     for d in range(D):
         acts = q + 4 + 3 * d             # code, alpha, beta
         one_direction(False, Y, d, X2, WT[d], xw, B, RT[d], RT[d], bias[d], lens, h[d], prog[p + P_REV + d] == 1,
-                      prog[acts:acts + 3], clip, np.bool_(False), fast, prog[THREADS_AT])
+                      prog[acts:acts + 3], clip, np.bool_(False), fast, prog[THREADS_AT], prog[p + P_PROJ_PARTS])
     return OK
