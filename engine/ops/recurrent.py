@@ -430,7 +430,7 @@ class Recurrent(Op):
         steps (LSTM_GENERIC, GRU_CODE, RNN_CODE, a direction at a time) in a float32 plan of several threads: the
         parts that product's rows split into on Numba's threads (layers.matmul_parts: 1 when too small to gain),
         the plan's BLAS then kept to one thread; 0 for the other kernels and plans. Measured on the 2-core Zen 5, the
-        register tiles on two threads against OpenBLAS 0.3.31 (SkylakeX) on two, in one process: (100, 128) @
+        register tiles on two threads against OpenBLAS (SciPy's 0.3.30, SkylakeX) on two, in one process: (100, 128) @
         (128, 384) 51.8 against 62.9 us, (100, 256) @ (256, 256) 63.4 against 86.4, (100, 512) @ (512, 1536) 717
         against 906, (3200, 256) @ (256, 768) even (6.1 ms); and no OpenBLAS pool left spinning on the other core
         while the recurrence runs (a GRU at T=100 H=128 in the bench's process: 327 us on two threads against 292
