@@ -304,7 +304,10 @@ def _part_step(Y, d, s, B, seq, reverse, xw, bias, RTp, rec, peep, use_peep, cur
     I, 64) the part's."""
     if gru:
         rec[:, :] = 0
-        grouped_add(cur, RTp, rec, np.bool_(False))
+        if B == 1:       # one row: two streams of sums, R's groups in alternating order (as the LSTM's step)
+            grouped_row_add(rec[0], cur[0], RTp, s % 2 == 1)
+        else:
+            grouped_add(cur, RTp, rec, np.bool_(False))
     elif B > 1:
         _start_gates(rec, xw, bias, s, B, seq, reverse)
         grouped_add(cur, RTp, rec, np.bool_(False))
