@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import JIT_OPTIONS, PARALLEL
-from .numeric import (grouped_add, grouped_product, grouped_row_add, lstm_cell, lstm_cell_rows, max_length,
+from .numeric import (grouped_add, grouped_product, grouped_row_add, lstm_cell_at, lstm_cell_rows, max_length,
                       sigmoid_all, tanh_all)
 from .program import PIPELINE_MAX_BYTES, PIPELINE_MIN_STEPS
 from .sync import compare_exchange, cpu_relax, cycles, fetch_add, load_acquire, yield_cpu
@@ -84,10 +84,8 @@ def lstm_direction_fast(Y, d, b0, xw, B, RT, bias, peep, use_peep, seq, h, c, re
                 n = min(chunk, H - j0)
                 if n <= 0:
                     continue
-                # views indexed from 0 (an offset index stops LLVM vectorising)
-                lstm_cell(rec[p, b] if batched else gates[p * G:(p + 1) * G], n, c[b, j0:j0 + n], h[b, j0:j0 + n],
-                          Y[t, d, b0 + b, j0:j0 + n], peep[j0:j0 + n], peep[H + j0:H + j0 + n],
-                          peep[2 * H + j0:2 * H + j0 + n], use_peep, clip, input_forget)
+                lstm_cell_at(rec[p, b] if batched else gates[p * G:(p + 1) * G], j0, n, c[b], h[b],
+                             Y[t, d, b0 + b], peep, use_peep, clip, input_forget)
 
 
 @njit(**JIT_OPTIONS)
@@ -183,8 +181,7 @@ def lstm_direction_pipelined(Y, d, X2, WT, RT, bias, peep, use_peep, L, h, c, re
     for s in range(L):
         t = L - 1 - s if reverse else s
         pipelined_gates(gates, xw, bias[0], X2, WT, RT, hb, s, L, reverse)
-        lstm_cell(gates, n, cb[:n], hb[:n], Y[t, d, 0, :n], peep[:n], peep[H:H + n], peep[2 * H:2 * H + n], use_peep,
-                  clip, input_forget)
+        lstm_cell_at(gates, 0, n, cb, hb, Y[t, d, 0], peep, use_peep, clip, input_forget)
 
 
 @njit(**JIT_OPTIONS)
@@ -224,8 +221,7 @@ def lstm_direction_fused(Y, d, b0, X3, B, WT, RT, bias, peep, use_peep, seq, h, 
             for b in range(B):
                 if s >= seq[b]:
                     continue
-                lstm_cell(rec[p, b], n, c[b, j0:j0 + n], h[b, j0:j0 + n], Y[t, d, b0 + b, j0:j0 + n], peep[j0:j0 + n],
-                          peep[H + j0:H + j0 + n], peep[2 * H + j0:2 * H + j0 + n], use_peep, clip, input_forget)
+                lstm_cell_at(rec[p, b], j0, n, c[b], h[b], Y[t, d, b0 + b], peep, use_peep, clip, input_forget)
 
 
 @njit(**JIT_OPTIONS)
@@ -311,7 +307,6 @@ def _part_step(Y, d, s, B, seq, reverse, xw, bias, RTp, rec, peep, use_peep, cur
     elif B > 1:
         _start_gates(rec, xw, bias, s, B, seq, reverse)
         grouped_add(cur, RTp, rec, np.bool_(False))
-    H = cur.shape[1]
     for b in range(B):
         L = seq[b]
         if s >= L:
@@ -331,8 +326,7 @@ def _part_step(Y, d, s, B, seq, reverse, xw, bias, RTp, rec, peep, use_peep, cur
             for u in range(g.shape[0]):
                 g[u] = xr[u] + bias[u]
             grouped_row_add(g, cur[b], RTp, s % 2 == 1)
-        lstm_cell(gb, n, c[b, j0:j0 + n], nxt[b, j0:j0 + n], Y[t, d, b, j0:j0 + n], peep[j0:j0 + n],
-                  peep[H + j0:H + j0 + n], peep[2 * H + j0:2 * H + j0 + n], use_peep, clip, input_forget)
+        lstm_cell_at(gb, j0, n, c[b], nxt[b], Y[t, d, b], peep, use_peep, clip, input_forget)
 
 
 @njit(**JIT_OPTIONS)
@@ -505,9 +499,8 @@ def lstm_direction_one(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, 
             j0 = p * chunk
             n = min(chunk, H - j0)
             if n > 0:
-                lstm_cell(scratch[p * G:(p + 1) * G], n, c[0, j0:j0 + n], h[0, j0:j0 + n], Y[0, d, 0, j0:j0 + n],
-                          peep[j0:j0 + n], peep[H + j0:H + j0 + n], peep[2 * H + j0:2 * H + j0 + n], use_peep, clip,
-                          input_forget)
+                lstm_cell_at(scratch[p * G:(p + 1) * G], j0, n, c[0], h[0], Y[0, d, 0], peep, use_peep, clip,
+                             input_forget)
         return
     xwp = xw[:parts * T * B * G].reshape((parts, T * B, G))
     if parts == 1 and pipelines(B, seq[0], In, H, G, WTp.itemsize):

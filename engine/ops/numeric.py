@@ -188,6 +188,16 @@ def lstm_cell(g, n, c, h, y, pi, po, pf, use_peep, clip, input_forget):
 
 
 @njit(**JIT_OPTIONS)
+def lstm_cell_at(g, j0, n, c, h, y, peep, use_peep, clip, input_forget):
+    """lstm_cell on units [j0, j0 + n) of one row: c, h and y (H,) the row's cell state, hidden state and output
+    row, peep (3H,) the peepholes i, o, f. The kernels' one call of the cell, on views that start at 0 (an offset
+    index stops LLVM vectorising)."""
+    H = c.shape[0]
+    lstm_cell(g, n, c[j0:j0 + n], h[j0:j0 + n], y[j0:j0 + n], peep[j0:j0 + n], peep[H + j0:H + j0 + n],
+              peep[2 * H + j0:2 * H + j0 + n], use_peep, clip, input_forget)
+
+
+@njit(**JIT_OPTIONS)
 def lstm_cell_rows(r, B, n, c, h, Y, t, d, yb, j0, seq, s, peep, use_peep, clip, input_forget):
     """lstm_cell, the same operations in the same order, for every row b < B of r (B', 4 * chunk) still running
     at step s (s < seq[b]): units j0:j0 + n of c and h (B', H), row b; Y[t, d, yb + b]; peep (3H,). For short

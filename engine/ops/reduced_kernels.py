@@ -31,7 +31,7 @@ from numba.extending import overload
 from ..config import JIT_OPTIONS
 from .gru_rnn import activate_all, gru_update, rnn_update
 from .lstm_fast import PHASES, ahead_rows, pipeline_slice
-from .numeric import F32, lstm_cell, max_length
+from .numeric import F32, lstm_cell_at, max_length
 from .program import PIPELINE_MIN_STEPS
 from .program_kernels import fparam
 from .recurrent import GRU_REDUCED as GRU_REDUCED_CODE, INT8, LSTM_REDUCED as LSTM_REDUCED_CODE
@@ -292,8 +292,7 @@ def lstm_direction_reduced(Y, d, xw, B, R, rscale, rneg, bias, peep, use_peep, s
             for j in range(4 * H):
                 gates[j] = xw[row, j] + bias[j]
             _recurrent_product(gates, h[b], R, rscale, rneg, acc, xq, s % 2 == 1)
-            lstm_cell(gates, H, c[b], h[b], Y[t, d, b], peep[:H], peep[H:2 * H], peep[2 * H:], use_peep, clip,
-                      input_forget)
+            lstm_cell_at(gates, 0, H, c[b], h[b], Y[t, d, b], peep, use_peep, clip, input_forget)
 
 
 @njit(**JIT_OPTIONS)
@@ -364,7 +363,7 @@ def lstm_int8_pipelined(Y, d, X2, WQ, wscale, wneg, R, rscale, rneg, bias, peep,
                     for jg in range(ng):
                         _int8_set1(o, jg * 64, 0, WQ, 0, x4, 0, 0, 0, 256, acc4[i * G:(i + 1) * G], wscale,
                                    sa4[i:i + 1])
-        lstm_cell(gates, H, c, h, Y[t, d, 0], peep[:H], peep[H:2 * H], peep[2 * H:], use_peep, clip, input_forget)
+        lstm_cell_at(gates, 0, H, c, h, Y[t, d, 0], peep, use_peep, clip, input_forget)
 
 
 @njit(**JIT_OPTIONS)
