@@ -52,6 +52,15 @@ def too_big(nbytes, limit=None) -> str | None:
     return f"needs {fmt(nbytes)}, more than the {fmt(limit)} of memory available"
 
 
+ALIGN = 16   # elements: 64 bytes of float32, where every packed weight array and work buffer slot starts
+
+
+def round_up(n):
+    """n elements rounded up to a whole number of ALIGN: the offset of the next array in a packed buffer that
+    aligned_empty allocated, so that it too starts on a 64-byte boundary (float32)."""
+    return -(-n // ALIGN) * ALIGN
+
+
 def aligned_empty(n, dtype):
     """An uninitialised (n,) array whose data starts on a 64-byte boundary, where numpy promises 16 (and numpy's
     buffers of 20 KiB and more start 16 or 48 bytes past one here): the kernels' 512-bit loads and stores of the

@@ -30,16 +30,11 @@ from functools import cached_property
 
 import numpy as np
 
-from ._memory import aligned_empty
+from ._memory import aligned_empty, round_up
 from .ops import OPS
 
-ALIGN = 16         # elements: every packed array starts on a 64-byte boundary of float32, as in Weights
 KEEP_LAYOUTS = 8   # packed buffers a Session keeps (one per layout: a combination of weight shapes)
 BIG = 1 << 19      # bytes: weight arrays from this size are compared in place (_same_bytes)
-
-
-def _up(n):
-    return -(-n // ALIGN) * ALIGN
 
 
 class _Tensors:
@@ -90,7 +85,7 @@ class CallLayout:
         placed = {}
         for key, arr in op.pack(node, _Tensors(ChainMap(stand_ins, self.model.tensors)), self.dtype, self.threads):
             placed[key] = (self.size, tuple(arr.shape))
-            self.size += _up(max(arr.size, 1))
+            self.size += round_up(max(arr.size, 1))   # each array on a 64-byte boundary, as in Weights
         self.entries[node.name] = placed
         self.nodes.append((node, fed))
         return placed

@@ -23,13 +23,6 @@ from .ops.program import (ABSENT, COPY, F_CALL, F_CONST, F_IN, F_IN_SLOTS, F_OUT
                           I_WORK, INT_COPY, MAX_RANK, THREADS_AT)
 from .quant import StoredBytes
 
-ALIGN = 16   # elements: 64 bytes of float32
-
-
-def _up(n):
-    return -(-n // ALIGN) * ALIGN
-
-
 def size_of(shape):
     n = 1
     for d in shape:
@@ -55,7 +48,7 @@ class Weights:
         pos = 0
         for where, arr in self._packed(model, threads):
             self._place(where, pos, arr.shape)
-            pos += _up(max(self._slots(arr), 1))
+            pos += _memory.round_up(max(self._slots(arr), 1))
             del arr
         self.buffer = _memory.aligned_empty(max(pos, 1), self.dtype)
         release = getattr(model, "release_pages", None)
@@ -145,7 +138,7 @@ class _Arena:
         self.space, self.top, self.peak, self.free = space, 0, 0, []
 
     def alloc(self, n):
-        n = _up(max(n, 1))
+        n = _memory.round_up(max(n, 1))
         for k, (off, m) in enumerate(self.free):
             if m >= n:
                 if m == n:
@@ -159,7 +152,7 @@ class _Arena:
         return off
 
     def release(self, off, n):
-        n = _up(max(n, 1))
+        n = _memory.round_up(max(n, 1))
         self.free.append((off, n))
         self.free.sort()
         merged = []
@@ -418,7 +411,7 @@ class Planner:
     def _out_alloc(self, n):
         self._check_size(n, f"an output of {n} elements")
         off = self.fout_top
-        self.fout_top += _up(max(n, 1))
+        self.fout_top += _memory.round_up(max(n, 1))
         return off
 
     # ------------------------------------------------------------------ for ops

@@ -13,8 +13,8 @@ from .program import ABSENT, ERR_SEQ_LENS, KEEP, OK, THREADS_AT
 from .program_kernels import fparam, fview, iview, shaped, typed_like
 from .reduced_kernels import run_reduced
 from .recurrent import (GRU_CODE, GRU_FAST_MT, GRU_REDUCED, LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC, LSTM_REDUCED, P_C,
-                        P_C0, P_CLIP, P_DIMS, P_H, P_H0, P_LENS, P_OWN, P_PROJ_PARTS, P_REV, P_SCRATCH, P_SEQ, P_WEIGHTS, P_X, P_XW,
-                        P_Y, RNN_REDUCED)
+                        P_C0, P_CLIP, P_DIMS, P_H, P_H0, P_LENS, P_OWN, P_PROJ_PARTS, P_REV, P_SCRATCH, P_SEQ,
+                        P_WEIGHTS, P_X, P_XW, P_Y, RNN_REDUCED)
 
 
 @njit(**JIT_OPTIONS)
