@@ -99,7 +99,7 @@ def fresh_cache_env(root):
     os.makedirs(cache, exist_ok=True)
     os.makedirs(numba_cache, exist_ok=True)
     with open(_cache.marker_path(cache), "w") as f:     # fresh: the child leaves the checkout's own cache alone
-        f.write(_cache.source_hash() + "\n")
+        f.write(_cache.fingerprint() + "\n")
     return {"LSTM_ENGINE_CACHE_DIR": cache, "NUMBA_CACHE_DIR": numba_cache}
 
 

@@ -1,10 +1,12 @@
 """Keeping Numba's on-disk cache honest.
 
 Numba's ``cache=True`` invalidates a function's cache when that function's own source file changes, but not when a
-function it calls, in another file, changes; the executor calls kernels in every op module. We therefore
-fingerprint all of the engine's sources and drop the engine's Numba cache files whenever the fingerprint differs
-from the one recorded for this installation under ``cache_root()`` (``LSTM_ENGINE_CACHE_DIR``, default
-``~/.cache/lstm-engine``).
+function it calls, in another file, changes; the executor calls kernels in every op module. Nor is its cache keyed by
+the environment switches that change the machine code it writes (``NUMBA_ENABLE_PROFILING`` compiles every loop of
+the activations scalar: a kernel cached in a profiling run stayed scalar in every later run). We therefore
+fingerprint all of the engine's sources and those switches, and drop the engine's Numba cache files whenever the
+fingerprint differs from the one recorded for this installation under ``cache_root()`` (``LSTM_ENGINE_CACHE_DIR``,
+default ``~/.cache/lstm-engine``).
 """
 import glob
 import hashlib
@@ -29,6 +31,22 @@ def source_hash() -> str:
     return h.hexdigest()[:16]
 
 
+# Numba's environment switches that change the code it compiles but not the key of its cache (which holds the
+# function's source file, its types and the target CPU): optimisation level, debug information and profiling (which
+# stop LLVM vectorising), bounds checks, the vectorisers, AVX and SVML
+CODEGEN_SWITCHES = ("NUMBA_OPT", "NUMBA_ENABLE_PROFILING", "NUMBA_DEBUGINFO", "NUMBA_BOUNDSCHECK",
+                    "NUMBA_LOOP_VECTORIZE", "NUMBA_SLP_VECTORIZE", "NUMBA_ENABLE_AVX", "NUMBA_DISABLE_INTEL_SVML")
+
+
+def fingerprint() -> str:
+    """What the engine's cached kernels must have been compiled from: source_hash and the switches set among
+    CODEGEN_SWITCHES (the sources alone when none is set, so that the usual fingerprint is source_hash)."""
+    switches = [f"{name}={os.environ[name]}" for name in CODEGEN_SWITCHES if os.environ.get(name, "") != ""]
+    if not switches:
+        return source_hash()
+    return source_hash() + "-" + hashlib.sha256(";".join(switches).encode()).hexdigest()[:8]
+
+
 def cache_root() -> str:
     root = os.environ.get("LSTM_ENGINE_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "lstm-engine")
@@ -37,9 +55,10 @@ def cache_root() -> str:
 
 @lru_cache(maxsize=None)
 def ensure_fresh() -> None:
-    """Drop stale Numba cache files of the engine's kernels if any engine source changed since they were written."""
+    """Drop stale Numba cache files of the engine's kernels if any engine source, or a switch of CODEGEN_SWITCHES,
+    changed since they were written."""
     import numba
-    drop_stale(_ENGINE_DIR, cache_root(), source_hash(), numba.config.CACHE_DIR)
+    drop_stale(_ENGINE_DIR, cache_root(), fingerprint(), numba.config.CACHE_DIR)
 
 
 def marker_path(marker_dir: str, engine_dir: str = _ENGINE_DIR) -> str:

@@ -282,7 +282,7 @@ def test_fresh_cache_env_is_empty_and_marked(tmp_path):
     marker = _cache.marker_path(env["LSTM_ENGINE_CACHE_DIR"])
     assert os.listdir(env["LSTM_ENGINE_CACHE_DIR"]) == [os.path.basename(marker)]
     with open(marker) as f:
-        assert f.read().strip() == _cache.source_hash()
+        assert f.read().strip() == _cache.fingerprint()
 
 
 @pytest.mark.slow      # torch (the model's export) and onnxruntime

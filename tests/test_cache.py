@@ -57,3 +57,34 @@ def test_an_unwritable_marker_location_only_costs_compile_time(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     _cache.drop_stale(engine_dir, str(blocker / "markers"), "v1")    # cannot create the directory: no error
+
+
+def test_the_fingerprint_is_the_sources_unless_a_codegen_switch_is_set(monkeypatch):
+    for name in _cache.CODEGEN_SWITCHES:
+        monkeypatch.delenv(name, raising=False)
+    assert _cache.fingerprint() == _cache.source_hash()
+    monkeypatch.setenv("NUMBA_ENABLE_PROFILING", "")         # set but empty: Numba's default, the same code
+    assert _cache.fingerprint() == _cache.source_hash()
+    monkeypatch.setenv("NUMBA_ENABLE_PROFILING", "1")
+    profiling = _cache.fingerprint()
+    assert profiling.startswith(_cache.source_hash()) and profiling != _cache.source_hash()
+    monkeypatch.delenv("NUMBA_ENABLE_PROFILING")
+    monkeypatch.setenv("NUMBA_OPT", "0")
+    assert _cache.fingerprint() not in (profiling, _cache.source_hash())
+
+
+def test_kernels_cached_under_a_codegen_switch_are_dropped_in_a_run_without_it(tmp_path, monkeypatch):
+    """NUMBA_ENABLE_PROFILING compiles the activations' loops scalar and Numba's cache key does not record it: a
+    kernel cached in a profiling run must not be loaded by the next plain run (nor the other way round)."""
+    for name in _cache.CODEGEN_SWITCHES:
+        monkeypatch.delenv(name, raising=False)
+    engine_dir, cached = _install(str(tmp_path), "venv")
+    markers = str(tmp_path / "markers")
+    monkeypatch.setenv("NUMBA_ENABLE_PROFILING", "1")
+    _cache.drop_stale(engine_dir, markers, _cache.fingerprint())
+    open(cached, "w").close()                          # compiled and cached by the profiling run
+    _cache.drop_stale(engine_dir, markers, _cache.fingerprint())
+    assert os.path.exists(cached)                      # a second profiling run keeps it
+    monkeypatch.delenv("NUMBA_ENABLE_PROFILING")
+    _cache.drop_stale(engine_dir, markers, _cache.fingerprint())
+    assert not os.path.exists(cached)                  # the plain run does not
