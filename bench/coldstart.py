@@ -9,9 +9,8 @@ also records the whole process's wall time (interpreter start-up included).
 
 "Empty cache" points LSTM_ENGINE_CACHE_DIR and NUMBA_CACHE_DIR at new temporary directories, so that every Numba
 function (kernels and the generated model function) is compiled from scratch; "warm cache" reuses those directories
-after the empty run filled them. The engine's source fingerprint is written into the new cache directory first:
-``engine._cache.ensure_fresh`` would otherwise find no fingerprint and, to be safe, delete the engine's in-tree
-``__pycache__`` kernel caches, which other processes use (the new, empty NUMBA_CACHE_DIR holds nothing stale).
+after the empty run filled them. A child with its own NUMBA_CACHE_DIR leaves the checkout's in-tree ``__pycache__``
+kernel caches alone (``engine._cache.drop_stale`` clears only the location the process loads from).
 """
 from __future__ import annotations
 
@@ -93,13 +92,10 @@ def run_child(runtime, model_path, inputs_path, workdir, env_extra=None, timeout
 
 def fresh_cache_env(root):
     """Environment for an engine child with empty compile caches under ``root``."""
-    from engine import _cache
     cache = os.path.join(root, "lstm-engine-cache")
     numba_cache = os.path.join(root, "numba-cache")
     os.makedirs(cache, exist_ok=True)
     os.makedirs(numba_cache, exist_ok=True)
-    with open(_cache.marker_path(cache), "w") as f:     # fresh: the child leaves the checkout's own cache alone
-        f.write(_cache.fingerprint() + "\n")
     return {"LSTM_ENGINE_CACHE_DIR": cache, "NUMBA_CACHE_DIR": numba_cache}
 
 

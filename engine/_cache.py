@@ -61,34 +61,49 @@ def ensure_fresh() -> None:
     drop_stale(_ENGINE_DIR, cache_root(), fingerprint(), numba.config.CACHE_DIR)
 
 
-def marker_path(marker_dir: str, engine_dir: str = _ENGINE_DIR) -> str:
-    """Where the fingerprint of the engine installed in ``engine_dir`` is recorded: one marker per installation."""
-    tag = hashlib.sha256(os.path.realpath(engine_dir).encode()).hexdigest()[:12]
+def marker_path(marker_dir: str, engine_dir: str = _ENGINE_DIR, numba_cache_dir: str = "") -> str:
+    """Where the fingerprint of the engine installed in ``engine_dir`` is recorded: one marker per installation and
+    Numba cache location (the installation's own ``__pycache__`` directories, or ``numba_cache_dir``)."""
+    key = os.path.realpath(engine_dir)
+    if numba_cache_dir:
+        key += "\n" + os.path.realpath(numba_cache_dir)
+    tag = hashlib.sha256(key.encode()).hexdigest()[:12]
     return os.path.join(marker_dir, f"engine-sources-{tag}.txt")
 
 
+def _writable(directory: str) -> bool:
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(directory, os.W_OK)
+
+
 def drop_stale(engine_dir: str, marker_dir: str, current: str, numba_cache_dir: str = "") -> None:
-    """Remove the Numba cache files (``*.nbi``, ``*.nbc``) of the engine installed in ``engine_dir`` (and any in
-    ``numba_cache_dir``) unless the marker of that installation records ``current``. The marker is per installation
-    (named by a hash of its path): every installation keeps its cache beside its own sources, so one installation
-    being fresh says nothing of another's (a virtualenv reinstalled over an older engine kept that engine's cached
-    executor, which then ran on the new weight layouts, while another installation had already written the new
-    fingerprint)."""
+    """Remove the Numba cache files (``*.nbi``, ``*.nbc``) that this process would load for the engine installed in
+    ``engine_dir`` unless the marker of that installation and location records ``current``. The location is
+    ``numba_cache_dir`` (NUMBA_CACHE_DIR) when it is set and writable, else the installation's own ``__pycache__``
+    directories (where Numba falls back to when it cannot write NUMBA_CACHE_DIR): a process that caches elsewhere
+    leaves the installation's cache, which it never reads, to the processes that do (a profiling run with its own
+    NUMBA_CACHE_DIR deleted it, and the next plain run spent two minutes compiling the executor again). The marker
+    is per installation (named by a hash of its path): every installation keeps its cache beside its own sources,
+    so one installation being fresh says nothing of another's (a virtualenv reinstalled over an older engine kept
+    that engine's cached executor, which then ran on the new weight layouts, while another installation had already
+    written the new fingerprint)."""
     try:
         os.makedirs(marker_dir, exist_ok=True)
-        marker = marker_path(marker_dir, engine_dir)
+        elsewhere = bool(numba_cache_dir) and _writable(numba_cache_dir)
+        marker = marker_path(marker_dir, engine_dir, numba_cache_dir if elsewhere else "")
         old = open(marker).read().strip() if os.path.exists(marker) else ""
         if old == current:
             return
-        patterns = [os.path.join(engine_dir, "**", "__pycache__", "*.nb[ic]")]
-        if numba_cache_dir:
-            patterns.append(os.path.join(numba_cache_dir, "**", "*.nb[ic]"))
-        for pattern in patterns:
-            for path in glob.glob(pattern, recursive=True):
-                try:
-                    os.remove(path)
-                except OSError:
-                    pass
+        pattern = os.path.join(numba_cache_dir, "**", "*.nb[ic]") if elsewhere else \
+            os.path.join(engine_dir, "**", "__pycache__", "*.nb[ic]")
+        for path in glob.glob(pattern, recursive=True):
+            try:
+                os.remove(path)
+            except OSError:
+                pass
         with open(marker, "w") as f:
             f.write(current + "\n")
     except OSError:

@@ -52,6 +52,39 @@ def test_a_shared_numba_cache_dir_is_cleaned_too(tmp_path):
     assert not (shared / "executor.execute-24.py311.nbc").exists()
 
 
+def test_a_process_with_its_own_numba_cache_dir_leaves_the_installations_cache_alone(tmp_path):
+    """A profiling or benchmark run with NUMBA_CACHE_DIR set never reads the installation's __pycache__ kernels:
+    it must not delete them (the next plain run then compiled the executor again, two minutes), and its fingerprint
+    is recorded apart from theirs."""
+    engine_dir, cached = _install(str(tmp_path), "venv")
+    markers = str(tmp_path / "markers")
+    _cache.drop_stale(engine_dir, markers, "v1")                 # a plain run: its cache is fresh
+    open(cached, "w").close()
+    own = tmp_path / "profiling-cache"
+    (own / "sub").mkdir(parents=True)
+    (own / "sub" / "executor.execute-24.py311.nbc").write_text("")
+    _cache.drop_stale(engine_dir, markers, "v1-profiling", str(own))
+    assert not (own / "sub" / "executor.execute-24.py311.nbc").exists()     # its own location: cleared
+    assert os.path.exists(cached)                                # the installation's: left alone
+    _cache.drop_stale(engine_dir, markers, "v1")                 # the plain run again: still fresh
+    assert os.path.exists(cached)
+    assert _cache.marker_path(markers, engine_dir) != _cache.marker_path(markers, engine_dir, str(own))
+
+
+def test_an_unwritable_numba_cache_dir_means_the_installations_cache(tmp_path):
+    """Numba falls back to the __pycache__ directories beside the sources when it cannot write NUMBA_CACHE_DIR: the
+    check then judges (and clears) those."""
+    engine_dir, cached = _install(str(tmp_path), "venv")
+    markers = str(tmp_path / "markers")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    _cache.drop_stale(engine_dir, markers, "v1", str(blocker / "numba-cache"))
+    assert not os.path.exists(cached)
+    open(cached, "w").close()
+    _cache.drop_stale(engine_dir, markers, "v1")                 # the same location, the same fingerprint
+    assert os.path.exists(cached)
+
+
 def test_an_unwritable_marker_location_only_costs_compile_time(tmp_path):
     engine_dir, cached = _install(str(tmp_path), "venv")
     blocker = tmp_path / "file"
