@@ -5,8 +5,9 @@ function it calls, in another file, changes; the executor calls kernels in every
 the environment switches that change the machine code it writes (``NUMBA_ENABLE_PROFILING`` compiles every loop of
 the activations scalar: a kernel cached in a profiling run stayed scalar in every later run). We therefore
 fingerprint all of the engine's sources and those switches, and drop the engine's Numba cache files whenever the
-fingerprint differs from the one recorded for this installation under ``cache_root()`` (``LSTM_ENGINE_CACHE_DIR``,
-default ``~/.cache/lstm-engine``).
+fingerprint differs from the one recorded for this installation and cache location (its ``__pycache__``
+directories, or NUMBA_CACHE_DIR: ``drop_stale``) under ``cache_root()`` (``LSTM_ENGINE_CACHE_DIR``, default
+``~/.cache/lstm-engine``). The switches are read from the environment only, not from a ``.numba_config.yaml``.
 """
 import glob
 import hashlib
