@@ -116,6 +116,32 @@ def test_int8_kernels_zero_and_non_finite_rows(G):
     assert np.isnan(g).all()
 
 
+def test_int8_rows_in_chunks_are_each_row_alone_bit_for_bit():
+    """Rows past ROWS_CHUNK (the chunks, and the n % 4 rows of the last one), written into every other row of a
+    wider array: each row equals the projection of that row by itself, and the non-finite rows are NaN."""
+    rng = np.random.default_rng(3)
+    K, G = 40, 128
+    q = rng.integers(-127, 128, (K, G)).astype(np.int8)
+    scales = rng.uniform(0.002, 0.02, G).astype(np.float32)
+    neg = (-128 * q.astype(np.int32).sum(0)).astype(np.int32)
+    N = 2 * rk.ROWS_CHUNK + 7
+    x = rng.standard_normal((N, K)).astype(np.float32)
+    x[rk.ROWS_CHUNK + 1, 5] = np.nan
+    x[N - 2] = 0
+    wide = np.full((2 * N, G + 64), 7.0, np.float32)
+    out = wide[::2, 32:32 + G]
+    rk.int8_rows(x, group_pack(q, 4), scales, neg, out)
+    for i in range(N):
+        alone = np.empty((1, G), np.float32)
+        rk.int8_rows(x[i:i + 1], group_pack(q, 4), scales, neg, alone)
+        assert np.array_equal(out[i], alone[0], equal_nan=True)
+    assert np.isnan(out[rk.ROWS_CHUNK + 1]).all() and (out[N - 2] == 0).all()
+    assert np.isfinite(np.delete(out, rk.ROWS_CHUNK + 1, axis=0)).all()
+    assert (wide[1::2] == 7).all() and (wide[:, :32] == 7).all() and (wide[:, 32 + G:] == 7).all()
+    want = quantized_reference(x[:3], q, scales)
+    assert np.abs(out[:3] - want).max() <= 1e-5 * max(1.0, np.abs(want).max())
+
+
 def _int8_matrix(rng, K, G):
     """A random (K, G) int8 matrix packed as the kernels read it: column groups, per-column scales, the zero point's
     correction."""

@@ -50,6 +50,10 @@ _int8_dual = dual_tile("int8")
 # H=128 1.05x, H=256 (W and R 512 KiB) 1.06x; H=512 (2 MiB, twice the L2) 1.01x. The float32 kernel's schedule
 # (lstm_fast.pipeline_slice: a block over two steps); over four steps or over one: no gain at H=128 and H=256
 INT8_PIPELINE_MAX_BYTES = 1 << 20
+# int8_rows' chunk of rows per pass over the column groups. T=100 / 1000 / 7 rows, one thread, against four rows
+# per pass over all the weights: K=512 G=2048 1.10x / 1.09x / 1.35x, K=256 G=1024 1.08x / 1.03x / 1.28x, K=128
+# G=512 1.03x / 1.08x / 1.13x (16 or 128 rows: within 5% of it, 128 slower at K=512 T=1000)
+ROWS_CHUNK = 32
 
 
 # ---------------------------------------------------------------------- products
@@ -181,36 +185,42 @@ def int8_product(g, x, Q, scale, neg, acc, xq, backward):
 @njit(**JIT_OPTIONS)
 def int8_rows(X, Q, scale, neg, out):
     """out (N, G) <- X (N, K) @ (W * scale), W int8 in Q's column groups: the input projection of every step, each
-    row of X quantized by itself, four rows per pass over the weights (the last N % 4 rows one at a time, so that a
-    streaming step makes one pass for its one row). Scaled in registers when G is whole column groups and out's
-    rows float32 (as int8_product); a row of X with NaN or inf gives a NaN row."""
+    row of X quantized by itself, a row with NaN or inf giving a NaN row. When G is whole column groups and out's
+    rows float32, the sums stay in registers and are scaled there (as int8_product), and the rows go in chunks of
+    ROWS_CHUNK: each column group (K x 64 weights, 32 KiB at K=512) serves all of a chunk's rows, four at a time
+    (the last n % 4 one at a time), while it is in L1. Else four rows per pass over all the weights, the sums
+    through acc."""
     N, K = X.shape
     G = out.shape[1]
     Gp = neg.shape[0]
     Kp = _up(K, 4)
     nk = Kp // 4
+    if G == Gp and N > 0 and out.strides[1] == 4:      # whole column groups: scaled in registers
+        ch = min(N, ROWS_CHUNK)
+        xq = np.empty(ch * Kp, np.uint8)
+        sa = np.empty(ch, np.float32)
+        x4 = xq.view(np.int32)
+        ostride = out.strides[0] // 4
+        for c0 in range(0, N, ch):
+            n = min(ch, N - c0)
+            for i in range(n):
+                sa[i] = _quantize(X[c0 + i], xq[i * Kp:(i + 1) * Kp])
+            n4 = n // 4 * 4
+            for jg in range(Gp // 64):
+                for r in range(0, n4, 4):
+                    _int8_set4(out[c0 + r], jg * 64, ostride, Q, jg * nk * 256, x4, r * nk, nk, nk, 256, neg,
+                               scale, sa[r:r + 4])
+                for r in range(n4, n):
+                    _int8_set1(out[c0 + r], jg * 64, 0, Q, jg * nk * 256, x4, r * nk, 0, nk, 256, neg, scale,
+                               sa[r:r + 1])
+            for i in range(n):
+                if sa[i] < 0:
+                    out[c0 + i, :] = np.float32(np.nan)
+        return
     xq = np.empty(4 * Kp, np.uint8)
     acc = np.empty(4 * Gp, np.int32)
     sa = np.empty(4, np.float32)
     x4 = xq.view(np.int32)
-    if G == Gp and N > 0 and out.strides[1] == 4:      # whole column groups: scaled in registers
-        ostride = out.strides[0] // 4
-        r0 = 0
-        while r0 < N:
-            n = 4 if r0 + 4 <= N else 1
-            for i in range(n):
-                sa[i] = _quantize(X[r0 + i], xq[i * Kp:(i + 1) * Kp])
-            o = out[r0]
-            for jg in range(Gp // 64):
-                if n == 4:
-                    _int8_set4(o, jg * 64, ostride, Q, jg * nk * 256, x4, 0, nk, nk, 256, neg, scale, sa)
-                else:
-                    _int8_set1(o, jg * 64, 0, Q, jg * nk * 256, x4, 0, 0, nk, 256, neg, scale, sa)
-            for i in range(n):
-                if sa[i] < 0:
-                    out[r0 + i, :] = np.float32(np.nan)
-            r0 += n
-        return
     r0 = 0
     while r0 < N:
         n = 4 if r0 + 4 <= N else 1
