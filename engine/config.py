@@ -21,6 +21,33 @@ CACHE = CACHE and not AOT_BUILD
 
 JIT_OPTIONS = {"nogil": True, "cache": CACHE, "fastmath": FASTMATH, "error_model": "numpy"}
 
+
+def _amd_zen() -> bool:
+    """Whether the kernels are compiled for an AMD Zen core: NUMBA_CPU_NAME when set (znver*), else the host's
+    vendor (every AMD CPU with the AVX2 these kernels want is a Zen); False for an AOT build (compiled generic) and
+    where the vendor cannot be read. Read without importing Numba, which the AOT runtime leaves out."""
+    if AOT_BUILD:
+        return False
+    name = os.environ.get("NUMBA_CPU_NAME", "")
+    if name:
+        return name.startswith("znver")
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return "AuthenticAMD" in line
+    except OSError:
+        pass
+    return False
+
+
+# Where a schedule is faster on one CPU family and slower on another, the kernels choose by the CPU they are compiled
+# for (Numba keys its cache by that CPU, so a cached kernel holds the choice made for it). AMD Zen (measured on
+# Zen 5: 1 MiB of L2 per core, a fast L3) pipelines a batch-1 LSTM's input projection into the recurrence and fuses
+# it into batched steps from four rows; elsewhere (measured on a 2-core Intel Xeon with AMX under KVM: 2 MiB of L2
+# per core, a slower L3) both lose to the hoisted projection (engine/ops/program.py).
+ZEN = _amd_zen()
+
 # Numba compiles a jitted function once per distinct argument types, and a call from jitted code types a constant
 # argument as a literal (0 -> Literal[int](0), False -> Literal[bool](False)) and a prange index as uint64: each is
 # another compile of the callee and of everything it calls (Numba optimises and emits machine code for every

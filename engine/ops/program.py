@@ -24,6 +24,8 @@ depend on input values (token ids, sequence lengths) happen here.
 This module holds the format only and imports no Numba: the planner uses it where Numba is absent (the ahead-of-time
 runtime, engine/aot.py). The compiled side is program_kernels.py.
 """
+from ..config import ZEN
+
 F_CONST, F_IN, F_WORK, F_OUT, F_STATE = 0, 1, 4, 5, 6    # F_IN, F_IN + 1, F_IN + 2: the three input slots
 F_IN_SLOTS = 3
 F_CALL = F_STATE   # a model whose weights are inputs cannot be streamed, so the two uses never meet
@@ -71,12 +73,17 @@ DIRECTION_THREADS_MIN_MACS = 1 << 16
 # the fast LSTM projects the input step by step, into gates still in the cache (lstm_direction_fused), from this many
 # rows (batch entries on one thread) while W and R together are at most FUSE_MAX_BYTES (read once a step, from L3);
 # measured one thread T=100: B=32 H=256 33.4 against 35.5 ms hoisted, B=4 H=512 15.9 against 16.5, B=2 H=256 2.7
-# against 2.35, B=8 H=1024 (32 MiB) 142 against 128
-FUSE_MIN_ROWS = 4
+# against 2.35, B=8 H=1024 (32 MiB) 142 against 128. That is the Zen 5 (config.ZEN); on the Xeon the hoisted
+# projection is faster up to 16 rows (kernels alone, one thread, T=100, 2026-11-27: B=4 H=512 18.6 against 31.5 ms
+# fused, B=8 H=256 6.8 against 8.1, B=8 H=512 29.9 against 39.4, B=16 H=256 12.6 against 13.1, B=16 H=512 50.3
+# against 58.0) and slower from 32 (B=32 H=256 28.8 against 28.1, B=64 H=512 191 against 184)
+FUSE_MIN_ROWS = 4 if ZEN else 32
 FUSE_MAX_BYTES = 16 << 20
 # at batch 1 the fast LSTM projects the input inside the recurrence (lstm_direction_pipelined; each thread for its
 # part in lstm_direction_parallel) while W and R, of all parts, are at most this many bytes (measured on the Zen 5
 # with 32 MiB of L3, one thread: faster up to 12.5 MiB, H=640; slower from 18 MiB, H=768) and the sequence has at
-# least PIPELINE_MIN_STEPS steps (two blocks of four)
-PIPELINE_MAX_BYTES = 13 << 20
+# least PIPELINE_MIN_STEPS steps (two blocks of four). On the Xeon (config.ZEN false) it is slower at every size:
+# the hoisted projection then the recurrence, kernels alone, one thread, T=100, I=H (2026-11-27): H=16 1.19x, 64
+# 1.15x, 128 1.08x, 192 1.06x, 256 1.30x, 384 1.49x, 512 1.30x, 640 1.23x faster than the pipelined kernel
+PIPELINE_MAX_BYTES = 13 << 20 if ZEN else 0
 PIPELINE_MIN_STEPS = 8

@@ -28,7 +28,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import overload
 
-from ..config import JIT_OPTIONS
+from ..config import JIT_OPTIONS, ZEN
 from .gru_rnn import activate_all, gru_update, rnn_update
 from .lstm_fast import PHASES, ahead_rows, pipeline_slice
 from .numeric import F32, lstm_cell_at, max_length
@@ -46,13 +46,16 @@ _int8_add1, _int8_set1, _int8_set4 = (tile_product("int8", 1, dequant="add"), ti
 _bf16_dot1, _bf16_dot4 = tile_product("bf16", 1), tile_product("bf16", 4)
 _int8_dual = dual_tile("int8")
 # the int8 LSTM at batch 1 projects its input inside the recurrence (lstm_int8_pipelined) while W and R, int8, fit
-# this many bytes together. Kernel against int8_rows then lstm_direction_reduced, T=100 one thread, one process:
-# H=128 1.05x, H=256 (W and R 512 KiB) 1.06x; H=512 (2 MiB, twice the L2) 1.01x. The float32 kernel's schedule
-# (lstm_fast.pipeline_slice: a block over two steps); over four steps or over one: no gain at H=128 and H=256
-INT8_PIPELINE_MAX_BYTES = 1 << 20
-# int8_rows' chunk of rows per pass over the column groups. T=100 / 1000 / 7 rows, one thread, against four rows
-# per pass over all the weights: K=512 G=2048 1.10x / 1.09x / 1.35x, K=256 G=1024 1.08x / 1.03x / 1.28x, K=128
-# G=512 1.03x / 1.08x / 1.13x (16 or 128 rows: within 5% of it, 128 slower at K=512 T=1000)
+# this many bytes together. Kernel against int8_rows then lstm_direction_reduced, T=100 one thread, one process, on
+# the Zen 5 (config.ZEN): H=128 1.05x, H=256 (W and R 512 KiB) 1.06x; H=512 (2 MiB, twice the L2) 1.01x. The
+# float32 kernel's schedule (lstm_fast.pipeline_slice: a block over two steps); over four steps or over one: no gain
+# at H=128 and H=256
+# On the Xeon (config.ZEN false), the same with int8_rows in chunks (ROWS_CHUNK), I=H: T=100 H=64 1.05-1.08x, H=128
+# 0.99-1.0x, H=256 0.94-0.97x; T=1000 H=128 0.99-1.01x, H=256 0.93-0.97x: pipelined up to H=64 there
+INT8_PIPELINE_MAX_BYTES = 1 << 20 if ZEN else 32 << 10
+# int8_rows' chunk of rows per pass over the column groups. The Xeon, T=100 / 1000 / 7 rows, one thread, against
+# four rows per pass over all the weights: K=512 G=2048 1.10x / 1.09x / 1.35x, K=256 G=1024 1.08x / 1.03x / 1.28x,
+# K=128 G=512 1.03x / 1.08x / 1.13x (16 or 128 rows: within 5% of it, 128 slower at K=512 T=1000)
 ROWS_CHUNK = 32
 
 
