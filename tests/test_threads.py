@@ -542,3 +542,25 @@ def test_the_openmp_spin_count_is_set_unless_the_user_chose_one(env, want):
                          timeout=300, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == str(want)
+
+
+def test_schedules_follow_the_cpu_family(monkeypatch):
+    """config.ZEN (the pipelined and fused projections' schedules, program.py) is the CPU Numba compiles for:
+    NUMBA_CPU_NAME when set, else the host's vendor in /proc/cpuinfo; never Zen for an AOT build."""
+    from engine import config
+    from engine.ops import program
+    monkeypatch.setenv("NUMBA_CPU_NAME", "znver5")
+    assert config._amd_zen()
+    monkeypatch.setenv("NUMBA_CPU_NAME", "sapphirerapids")
+    assert not config._amd_zen()
+    monkeypatch.delenv("NUMBA_CPU_NAME")
+    with open("/proc/cpuinfo") as f:
+        amd = "AuthenticAMD" in f.read()
+    assert config._amd_zen() == amd
+    monkeypatch.setattr(config, "AOT_BUILD", "blas")
+    monkeypatch.setenv("NUMBA_CPU_NAME", "znver5")
+    assert not config._amd_zen()
+    if config.ZEN:
+        assert program.PIPELINE_MAX_BYTES > 0 and program.FUSE_MIN_ROWS == 4
+    else:
+        assert program.PIPELINE_MAX_BYTES == 0 and program.FUSE_MIN_ROWS == 32
