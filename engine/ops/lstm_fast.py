@@ -9,10 +9,11 @@ tests run both on the same inputs. What makes it fast:
   (recurrent.pack_parts, grouped): 64 gate sums per row stay in registers for all of K. At small batch the
   recurrence is one row per step at batch 1; from batch 2 one product per step over the whole batch
   (six rows of h per pass over RT) adds into the gates, which start as the projected input plus the bias; from
-  four rows the input is projected step by step too (lstm_direction_fused), into gates still in the cache.
-* at batch 1, while W and R fit the L3 (PIPELINE_MAX_BYTES), the input is projected inside the recurrence
-  (lstm_direction_pipelined; each thread for its part in lstm_direction_parallel): the one-row product waits on R's
-  bytes, and the projection's multiply-adds fill those waits.
+  four rows on AMD Zen, 32 elsewhere (FUSE_MIN_ROWS, config.ZEN), the input is projected step by step too
+  (lstm_direction_fused), into gates still in the cache.
+* at batch 1 on AMD Zen, while W and R fit the L3 (PIPELINE_MAX_BYTES; elsewhere never), the input is projected
+  inside the recurrence (lstm_direction_pipelined; each thread for its part in lstm_direction_parallel): the one-row
+  product waits on R's bytes, and the projection's multiply-adds fill those waits.
 * several threads split the hidden units (lstm_direction_parallel, one barrier a step; it also runs a GRU with
   linear_before_reset) or, from eight rows a thread, the batch (lstm_batches_parallel, no barrier); two threads
   run a bidirectional LSTM's two directions at once, one each (lstm_directions_parallel, no barrier).
