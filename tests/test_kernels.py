@@ -555,9 +555,11 @@ def test_one_step_of_one_row_is_the_fast_kernels_step(I, H, parts):
     the gates) makes the general path's sums in its order: bit for bit the fast kernel's step (projection into xw,
     then the gates), with every feature and both directions, and the float64 reference's within the tolerance;
     xw is left alone (NaN: the general path would fill it). In two parts (weights packed for two threads, run in
-    sequence) too, every part's gates made before any cell writes h."""
-    for opts in ({}, {"reverse": True, "state": True}, {"peep": True, "clip": 0.9, "state": True},
-                 {"reverse": True, "input_forget": True, "state": True}):
+    sequence) too, every part's gates made before any cell writes h; and the same bit for bit with the column
+    groups last to first (``back``, as a stream's every other step)."""
+    for opts, back in (({}, False), ({"reverse": True, "state": True}, True), ({"peep": True, "clip": 0.9,
+                       "state": True}, False), ({"reverse": True, "input_forget": True, "state": True}, True),
+                       ({}, True)):
         c = make_case("LSTM", 1, 1, I, H, seed=I + H, **opts)
         X2, Y, h, cc = _start(c, F32)
         WTp, RTp, biasp = _grouped_parts(c, F32, parts)
@@ -565,7 +567,7 @@ def test_one_step_of_one_row_is_the_fast_kernels_step(I, H, parts):
         G = WTp.shape[1] * 64
         xw, scratch = np.full(parts * G, np.nan, F32), np.full(2 * parts * G, np.nan, F32)
         lstm_direction_one(Y, SLOT, X2, 1, WTp, RTp, biasp, peep, c.P is not None, c.seq, h, cc, c.reverse,
-                           _fclip(c, F32), bool(c.input_forget), False, xw, scratch)
+                           _fclip(c, F32), bool(c.input_forget), False, xw, scratch, back)
         assert np.isnan(xw).all(), "the general path ran (it projects into xw)"
         got = _finish(Y, h, cc)
         for g, f, r, name in zip(got, lstm_fast(c), reference(c), ("Y", "h", "c")):
@@ -602,11 +604,11 @@ def _both_directions(cases, fused, at_once):
     clip, inf = _fclip(cases[0], F32), bool(cases[0].input_forget)
     if at_once:
         lstm_directions_parallel(Y, X2, B, WTp, RTp, biasp, peep, *args, h, cc, reverse, clip, inf, f[0], f[1], xw,
-                                 scratch)
+                                 scratch, False)
     else:
         for d in range(2):
             lstm_direction_one(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d], *args, h[d], cc[d], reverse[d] == 1,
-                               clip, inf, f[d], xw[:n_xw], scratch[:(B + 1) * G])
+                               clip, inf, f[d], xw[:n_xw], scratch[:(B + 1) * G], False)
     return Y, h, cc
 
 

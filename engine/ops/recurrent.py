@@ -392,7 +392,7 @@ class Recurrent(Op):
         per_direction = 2 if on_threads else 1     # directions at once: buffers of their own
         xw = p.temp(per_direction * T * B * width if hoisted else 1)
         scratch = p.temp(per_direction * (B + 1) * width) if variant == LSTM_FAST else None
-        lens = p.temp(B, "i")
+        lens = p.temp(B + 1, "i")          # the lengths, and the parity of a single step's calls (run_recurrent)
         clip = float("inf") if a["clip"] is None else float(a["clip"])
         params = [*p.ref(X), T, B, In, H, Hout, D, *p.ref(seq), *p.ref(lens), *p.ref(states[0]), *inits[0],
                   *p.ref(states[1]), *inits[1], *p.ref(Y), *p.ref(xw), *p.ref(scratch), p.f64(clip), *reverse,

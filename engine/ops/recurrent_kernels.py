@@ -56,7 +56,8 @@ def run_recurrent(code, prog, pc, F, I):
     T, B, In, H, Hout, D = (prog[p + P_DIMS], prog[p + P_DIMS + 1], prog[p + P_DIMS + 2], prog[p + P_DIMS + 3],
                             prog[p + P_DIMS + 4], prog[p + P_DIMS + 5])
     X2 = shaped(fview(F, prog, p + P_X, T * B * In), (T * B, In))
-    lens = iview(I, prog, p + P_LENS, B)
+    lens1 = iview(I, prog, p + P_LENS, B + 1)   # the lengths, then the parity of the instruction's calls
+    lens = lens1[:B]
     status = _lengths(lens, I, prog, p + P_SEQ, T, B)
     if status != OK:
         return status
@@ -100,17 +101,22 @@ def run_recurrent(code, prog, pc, F, I):
                 f1 = fuse and same_steps(lens, B, prog[p + P_REV + 1] == 1)      # (reverse is 0 past D)
                 n_xw = 0 if f0 and f1 else parts * T * B * G
                 n_scratch = (B + 1) * parts * G
+                # a single step reads the column groups last to first every other call (one_step_gates); the
+                # parity lives in the plan's int work, which a stream keeps from step to step (uninitialised at
+                # first, and shared by concurrent calls: either order gives the same sums)
+                back = (lens1[B] & 1) == 1
+                lens1[B] = 0 if back else 1
                 xw = fview(F, prog, p + P_XW, D * n_xw)
                 scratch = fview(F, prog, p + P_SCRATCH, D * n_scratch)
                 if prog[q + 11] != 0:        # the two directions on two threads, each with its own buffers
                     lstm_directions_parallel(Y, X2, B, WTp, RTp, biasp, peep, use_peep, lens, h, c,
                                              prog[p + P_REV:p + P_REV + 2], clip, input_forget, f0, f1,
-                                             xw, scratch)
+                                             xw, scratch, back)
                     return OK
                 for d in range(D):           # one after the other, in the same buffers
                     lstm_direction_one(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, lens, h[d],
                                        c[d], prog[p + P_REV + d] == 1, clip, input_forget, f1 if d else f0, xw[:n_xw],
-                                       scratch[:n_scratch])
+                                       scratch[:n_scratch], back)
                 return OK
             X3 = shaped(X2, (T, B, In))
             for d in range(D):
