@@ -58,8 +58,12 @@ PARALLEL_MIN_STEPS = 8
 # The two threads' speed here depends on the host's placement of the two vCPUs, which changes over time; measured on
 # 2 cores, a stream step, alternating processes: H=256 threaded 34.7-36.5 us in one spell, 24.8-25.1 in another, in
 # sequence 28.1-28.8 in both (never the worst of the two); H=384 threaded 43.8 and 55.3 against 60.9 in sequence,
-# H=512 67-75 against 104. Two steps at H=256: even (47.2 against 47.5 us, 33.5 against 33.3)
-PARALLEL_STEP_HIDDEN = 384
+# H=512 67-75 against 104. Two steps at H=256: even (47.2 against 47.5 us, 33.5 against 33.3). That is the Zen 5;
+# on the Xeon (config.ZEN false; 2 MiB of L2 a core, a slow L3) the threaded step wins from H=256, where each core's
+# half of W and R (1 MiB) stays in its L2 and one core's whole 2 MiB does not: a stream step, one process, 2026-11-27:
+# H=256 21.5-22.5 us threaded against 37.5 in sequence (one-thread session 32.6), H=320 37.8-44.7 against 102.7-121.8
+# on one thread; H=128 even (7.4-7.5 against 7.4)
+PARALLEL_STEP_HIDDEN = 384 if ZEN else 256
 # ... and from this many batch entries per thread, split by batch entry instead (lstm_batches_parallel: no barrier
 # per step), measured at T=100 on 2 cores: B=32 H=256 16.9 against 17.8-19.5 ms, B=64 H=512 127 against 138 ms;
 # B=8 even (4.4 ms), B=4 2.8 against 2.1 ms
