@@ -43,9 +43,10 @@ def _amd_zen() -> bool:
 
 # Where a schedule is faster on one CPU family and slower on another, the kernels choose by the CPU they are compiled
 # for (Numba keys its cache by that CPU, so a cached kernel holds the choice made for it). AMD Zen (measured on
-# Zen 5: 1 MiB of L2 per core, a fast L3) pipelines a batch-1 LSTM's input projection into the recurrence and fuses
-# it into batched steps from four rows; elsewhere (measured on a 2-core Intel Xeon with AMX under KVM: 2 MiB of L2
-# per core, a slower L3) both lose to the hoisted projection (engine/ops/program.py).
+# Zen 5: 1 MiB of L2 per core, a fast L3) pipelines a batch-1 LSTM's input projection into the recurrence, fuses
+# it into batched steps from four rows and threads a single step from H=384; elsewhere (measured on a 2-core Intel
+# Xeon with AMX under KVM: 2 MiB of L2 per core, a slower L3) the first two lose to the hoisted projection and a
+# single step gains from two threads from H=256 (engine/ops/program.py).
 ZEN = _amd_zen()
 
 # Numba compiles a jitted function once per distinct argument types, and a call from jitted code types a constant

@@ -525,8 +525,8 @@ def lstm_directions_parallel(Y, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, 
     which both read, so no thread waits for the other until the end. WTp (2, parts, G // 64, I, 64), RTp, biasp
     likewise; peep (1 or 2, 3H); h (2, B, Hout), c (2, B, H); reverse (2,) flags; fused0, fused1 each direction's
     choice; xw (2 * n,) and scratch (2 * m,) hold each direction's buffers one after the other; ``back`` as
-    lstm_direction_one's. Neither waits for
-    the other, so with one thread available (or inside another parallel region) the loop runs them in turn."""
+    lstm_direction_one's. Neither waits for the other, so with one thread available (or inside another parallel
+    region) the loop runs them in turn."""
     n, m = xw.shape[0] // 2, scratch.shape[0] // 2
     Dp = peep.shape[0]
     for d in prange(2):             # d as int64: prange's index is uint64, a second compile (config.py)
