@@ -545,8 +545,9 @@ def test_the_openmp_spin_count_is_set_unless_the_user_chose_one(env, want):
 
 
 def test_schedules_follow_the_cpu_family(monkeypatch):
-    """config.ZEN (the pipelined and fused projections' schedules, program.py) is the CPU Numba compiles for:
-    NUMBA_CPU_NAME when set, else the host's vendor in /proc/cpuinfo; never Zen for an AOT build."""
+    """config.ZEN (the pipelined and fused projections' schedules and the single step's threading, program.py) is
+    the CPU Numba compiles for: NUMBA_CPU_NAME when set, else the host's vendor in /proc/cpuinfo; never Zen for an
+    AOT build."""
     from engine import config
     from engine.ops import program
     monkeypatch.setenv("NUMBA_CPU_NAME", "znver5")

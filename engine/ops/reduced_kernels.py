@@ -15,8 +15,9 @@ column groups of 64. An LSTM at batch 1 projects its input inside the recurrence
 (lstm_int8_pipelined, as the float32 kernel lstm_fast.lstm_direction_pipelined). bfloat16 keeps the activations in
 float32 and widens the weights in registers (a shift for the low half of a 32-bit lane, a mask for the high half).
 Both run one column group of 64 at a time over all of K with the accumulators in registers (engine/ops/tiles.py),
-and the input projection (all steps at once) four rows of X per pass over the weights, each row of X quantized by
-itself for int8.
+and the input projection (all steps at once) several rows of X per pass over the weights, each row of X quantized
+by itself for int8: bfloat16 four rows per pass over all the weights, int8 chunks of ROWS_CHUNK rows per column
+group (int8_rows).
 
 Packed layout (per direction; engine/ops/recurrent.py packs it, the op's module holds no Numba): a (K, G) matrix
 in column groups (``recurrent.group_pack``), and for int8 its scale (G,) and neg (Gp,) int32 = -128 * column sums
