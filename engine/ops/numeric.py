@@ -15,24 +15,19 @@ from numba.extending import intrinsic
 from ..config import BLAS, JIT_OPTIONS, PARALLEL
 from .activations import (AFFINE, ELU, HARD_SIGMOID, LEAKY_RELU, RELU, SCALED_TANH, SIGMOID, SOFTSIGN, TANH,
                           THRESHOLDED_RELU)
+from .cell_vectors import TANH_C, TANH_P, TANH_Q, TANH_SAT, VECTORS, lstm_cell_vector
 from .program import BLAS_MIN_BATCH  # noqa: F401  (re-exported)
 from .tiles import tile_product
 
 F32 = np.float32
-# tanh(x) = x * P(x^2) / Q(x^2) on [-C, C], +-1 beyond (MLAS / Eigen coefficients)
-_C = F32(7.90531110763549805)
-_A1 = F32(4.89352455891786e-03)
-_A3 = F32(6.37261928875436e-04)
-_A5 = F32(1.48572235717979e-05)
-_A7 = F32(5.12229709037114e-08)
-_A9 = F32(-8.60467152213735e-11)
-_A11 = F32(2.00018790482477e-13)
-_A13 = F32(-2.76076847742355e-16)
-_B0 = F32(4.89352518554385e-03)
-_B2 = F32(2.26843463243900e-03)
-_B4 = F32(1.18534705686654e-04)
-_B6 = F32(1.19825839466702e-06)
-_SAT = F32(9.0)
+_CELL = lstm_cell_vector()
+CELL_UNITS = 16 * VECTORS        # units per call of the vector cell
+VECTOR_CELL = not numba_config.DISABLE_JIT      # plain Python (NUMBA_DISABLE_JIT=1) cannot run an intrinsic
+# tanh(x) = x * P(x^2) / Q(x^2) on [-C, C], +-1 beyond (MLAS / Eigen coefficients, the vector cell's)
+_C = F32(TANH_C)
+_A13, _A11, _A9, _A7, _A5, _A3, _A1 = (F32(a) for a in TANH_P)
+_B6, _B4, _B2, _B0 = (F32(b) for b in TANH_Q)
+_SAT = F32(TANH_SAT)
 _HALF = F32(0.5)
 _ONE = F32(1.0)
 
@@ -188,68 +183,53 @@ def lstm_cell(g, n, c, h, y, pi, po, pf, use_peep, clip, input_forget):
 
 
 @njit(**JIT_OPTIONS)
+def unit_stride(a):
+    """Whether a 1-D array's elements are contiguous (what the vector cell reads from its data pointer)."""
+    return a.shape[0] <= 1 or a.strides[0] == a.itemsize
+
+
+@njit(**JIT_OPTIONS)
 def lstm_cell_at(g, j0, n, c, h, y, peep, use_peep, clip, input_forget):
-    """lstm_cell on units [j0, j0 + n) of one row: c, h and y (H,) the row's cell state, hidden state and output
-    row, peep (3H,) the peepholes i, o, f. The kernels' one call of the cell, on views that start at 0 (an offset
-    index stops LLVM vectorising)."""
+    """The LSTM cell on units [j0, j0 + n) of one row, as lstm_cell: g (4 * chunk,) the row's gates (not
+    overwritten here), c, h and y (H,) the row's cell state, hidden state and output row, peep (3H,) the
+    peepholes i, o, f. The kernels' one call of the cell: 32 units a call of the vector cell (cell_vectors.py; H=256
+    0.42 against lstm_cell's 0.70 us on a Xeon), lstm_cell where an array is strided (no kernel passes one) and in
+    plain Python."""
     H = c.shape[0]
+    if VECTOR_CELL and unit_stride(g) and unit_stride(c) and unit_stride(h) and unit_stride(y) and \
+            unit_stride(peep):
+        chunk = g.shape[0] // 4
+        for u in range(0, n, CELL_UNITS):
+            _CELL(g, u, chunk, c, j0 + u, h, j0 + u, y, j0 + u, peep, j0 + u, H, use_peep, clip, input_forget,
+                  min(CELL_UNITS, n - u))
+        return
     lstm_cell(g, n, c[j0:j0 + n], h[j0:j0 + n], y[j0:j0 + n], peep[j0:j0 + n], peep[H + j0:H + j0 + n],
               peep[2 * H + j0:2 * H + j0 + n], use_peep, clip, input_forget)
 
 
 @njit(**JIT_OPTIONS)
 def lstm_cell_rows(r, B, n, c, h, Y, t, d, yb, j0, seq, s, peep, use_peep, clip, input_forget):
-    """lstm_cell, the same operations in the same order, for every row b < B of r (B', 4 * chunk) still running
-    at step s (s < seq[b]): units j0:j0 + n of c and h (B', H), row b; Y[t, d, yb + b]; peep (3H,). For short
-    rows: lstm_cell's row views cost ~100 ns a row (each slice two atomic reference counts, its call, ten short
-    loops), half of a cell of 48 units. Here nothing is sliced, and every index is unsigned: a signed index that
-    is not a plain loop counter from 0 keeps Numba's negative-index check, which stops LLVM vectorising (at
-    B=120, 48 units: 14.5 us a step against 21.4; even at 128 units, slower from 256)."""
-    U = np.uint64
-    chunk = U(r.shape[1] // 4)
-    H = U(c.shape[1])
-    n = U(n)
-    j0 = U(j0)
-    t = U(t)
-    d = U(d)
-    yb = U(yb)
-    c2 = U(2) * chunk
-    c3 = U(3) * chunk
-    for b in range(U(B)):
+    """lstm_cell_at for every row b < B of r (B', 4 * chunk) still running at step s (s < seq[b]): units
+    j0:j0 + n of c and h (B', H), row b; Y[t, d, yb + b]; peep (3H,). Nothing is sliced: a row's views cost ~100 ns
+    (each slice two atomic reference counts), a fifth of the vector cell of 256 units."""
+    rows = r.strides[1] == r.itemsize and c.strides[1] == c.itemsize and h.strides[1] == h.itemsize
+    if not (VECTOR_CELL and rows and Y.strides[3] == Y.itemsize and unit_stride(peep)):
+        for b in range(B):
+            if s < seq[b]:
+                lstm_cell_at(r[b], j0, n, c[b], h[b], Y[t, d, yb + b], peep, use_peep, clip, input_forget)
+        return
+    chunk = r.shape[1] // 4
+    H = c.shape[1]
+    rs, cs, hs = r.strides[0] // r.itemsize, c.strides[0] // c.itemsize, h.strides[0] // h.itemsize
+    ysz = Y.itemsize
+    yo = t * (Y.strides[0] // ysz) + d * (Y.strides[1] // ysz) + j0
+    ys = Y.strides[2] // ysz
+    for b in range(B):
         if s >= seq[b]:
             continue
-        if use_peep:                 # i and f see the old c, o the new one
-            for u in range(n):
-                r[b, u] += peep[j0 + u] * c[b, j0 + u]
-            for u in range(n):
-                r[b, c2 + u] += peep[U(2) * H + j0 + u] * c[b, j0 + u]
-            for u in range(n):
-                r[b, u] = sigmoid32(clip_value(r[b, u], clip))
-            for u in range(n):
-                r[b, c2 + u] = sigmoid32(clip_value(r[b, c2 + u], clip))
-        else:
-            for u in range(c3):
-                r[b, u] = sigmoid32(clip_value(r[b, u], clip))
-        for u in range(n):
-            r[b, c3 + u] = tanh32(clip_value(r[b, c3 + u], clip))
-        if input_forget:
-            for u in range(n):
-                r[b, c2 + u] = _ONE - r[b, u]
-        for u in range(n):           # the new c, kept in the candidate's block
-            r[b, c3 + u] = r[b, c2 + u] * c[b, j0 + u] + r[b, u] * r[b, c3 + u]
-        for u in range(n):
-            c[b, j0 + u] = r[b, c3 + u]
-        if use_peep:
-            for u in range(n):
-                r[b, chunk + u] += peep[H + j0 + u] * r[b, c3 + u]
-            for u in range(n):
-                r[b, chunk + u] = sigmoid32(clip_value(r[b, chunk + u], clip))
-        for u in range(n):           # the new h, kept in i's block
-            r[b, u] = r[b, chunk + u] * tanh32(r[b, c3 + u])
-        for u in range(n):
-            h[b, j0 + u] = r[b, u]
-        for u in range(n):
-            Y[t, d, yb + b, j0 + u] = r[b, u]
+        for u in range(0, n, CELL_UNITS):
+            _CELL(r, b * rs + u, chunk, c, b * cs + j0 + u, h, b * hs + j0 + u, Y, yo + (yb + b) * ys + u, peep,
+                  j0 + u, H, use_peep, clip, input_forget, min(CELL_UNITS, n - u))
 
 
 @njit(**JIT_OPTIONS)
@@ -320,8 +300,8 @@ _TILE6M, _TILE2M, _TILE1M = (tile_product("float", r, 1, masked=True) for r in (
 def _row_tiles(blocks, a, W, out, j, woff, wstride, sa, so, ncols):
     """out[:, j:j + 16 * blocks] += a @ (the 16 * blocks columns of W from byte woff, rows wstride bytes apart), six
     rows of a per tile, the last 1-5 rows in one tile (the 16-column tiles: six, two, one); sa and so are a's and
-    out's row pitches in elements. With one block, ncols < 16: its first ncols columns only (the masked tiles). One tile for a small batch reads W once per step (batch 3 on a 2 + 1 split: 4.0
-    against ~2.8 ms at T=100 H=256)."""
+    out's row pitches in elements. With one block, ncols < 16: its first ncols columns only (the masked tiles). One
+    tile for a small batch reads W once per step (batch 3 on a 2 + 1 split: 4.0 against ~2.8 ms at T=100 H=256)."""
     M, K = a.shape
     r = 0
     while r < M:
