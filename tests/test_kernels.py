@@ -191,14 +191,19 @@ def lstm_fast(c: Case, dtype=F32, nparts=1):
     return _finish(Y, h, cc)
 
 
-def lstm_parallel(c: Case, nparts=2):
+def lstm_parallel(c: Case, nparts=2, fused=False):
+    """The kernel split by hidden unit; ``fused``: each step projects its own input, where the engine runs it
+    (every running entry at the same step; else, as the engine, the hoisted projection)."""
+    fused = fused and same_steps(c.seq, c.x.shape[1], c.reverse)
     X2, Y, h, cc = _start(c, F32)
     H = c.H
     WTp, RTp, biasp = _grouped_parts(c, F32, nparts)
     peep = np.asarray(c.P if c.P is not None else np.zeros(3 * H), F32)
     xw = np.empty((nparts, X2.shape[0], WTp.shape[1] * 64), F32)                    # (nparts, T*B, 4*chunk)
+    if fused:
+        xw = np.full((nparts, 0, WTp.shape[1] * 64), np.nan, F32)                     # not read
     lstm_direction_parallel(Y, SLOT, X2, c.x.shape[1], WTp, RTp, biasp, peep, c.P is not None, c.seq, h, cc,
-                            c.reverse, _fclip(c, F32), bool(c.input_forget), xw, False)
+                            c.reverse, _fclip(c, F32), bool(c.input_forget), xw, False, fused)
     return _finish(Y, h, cc)
 
 
@@ -294,7 +299,7 @@ def gru_parallel(c: Case, nparts=2):
     biasp = pack_parts(bias[None, None], nparts, False, 4, chunk)[0].reshape(nparts, 1, 4 * chunk)
     xw = np.empty((nparts, X2.shape[0], WTp.shape[1] * 64), F32)
     lstm_direction_parallel(Y, SLOT, X2, c.x.shape[1], WTp, RTp, biasp, h[0], False, c.seq, h, h, c.reverse,
-                            _fclip(c, F32), False, xw, True)
+                            _fclip(c, F32), False, xw, True, False)
     return _finish(Y, h)
 
 
@@ -317,6 +322,8 @@ KERNELS = {
     "lstm-parallel-2": ("LSTM", F32, functools.partial(lstm_parallel, nparts=2)),
     "lstm-parallel-3": ("LSTM", F32, functools.partial(lstm_parallel, nparts=3)),
     "lstm-parallel-4": ("LSTM", F32, functools.partial(lstm_parallel, nparts=4)),
+    "lstm-parallel-fused-2": ("LSTM", F32, functools.partial(lstm_parallel, nparts=2, fused=True)),
+    "lstm-parallel-fused-3": ("LSTM", F32, functools.partial(lstm_parallel, nparts=3, fused=True)),
     "lstm-batches-2": ("LSTM", F32, functools.partial(lstm_batches, nparts=2)),
     "lstm-batches-3": ("LSTM", F32, functools.partial(lstm_batches, nparts=3)),
     "lstm-batches-fused-2": ("LSTM", F32, functools.partial(lstm_batches, nparts=2, fused=True)),

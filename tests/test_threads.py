@@ -14,7 +14,8 @@ import pytest
 
 import engine
 from built_models import recurrent_model
-from engine.ops.program import PARALLEL_MIN_HIDDEN, SPLIT_MIN_ROWS
+from engine.ops.program import PARALLEL_MIN_HIDDEN, SPLIT_MAX_UNITS, SPLIT_MIN_ROWS
+from engine.ops.recurrent import part_chunk
 
 I, T = 8, 12
 CASES = {
@@ -60,8 +61,12 @@ def test_two_threads_match_one_and_the_reference(case, B, hidden):
     feed = feed_of(model, B, seed=B)
     shapes = {k: v.shape for k, v in feed.items()}
     if two.threads == 2 and two.runtime == "jit":
-        split = "by batch" if B >= 2 * SPLIT_MIN_ROWS else "by unit"      # B=17: 8 and 9 rows
-        if split == "by unit" and CASES[case].get("direction") == "bidirectional":
+        # B=17: 8 and 9 rows, split by batch (two directions) or while a thread's part of the units would be at
+        # most SPLIT_MAX_UNITS
+        two_directions = CASES[case].get("direction") == "bidirectional"
+        narrow = part_chunk(hidden, 2, True) <= SPLIT_MAX_UNITS
+        split = "by batch" if B >= 2 * SPLIT_MIN_ROWS and (two_directions or narrow) else "by unit"
+        if split == "by unit" and two_directions:
             assert "directions on 2 threads" in two.program(shapes)      # each direction on a thread of its own
         else:
             assert f"fast, threads {split}" in two.program(shapes)      # a threaded kernel at any batch
@@ -74,16 +79,37 @@ def test_two_threads_match_one_and_the_reference(case, B, hidden):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_split_batch_of_short_parts_matches_one_thread_and_the_reference(case):
-    """H=128 on two threads: two parts of 64 units, whose cell runs over each thread's rows at once
-    (lstm_cell_rows, from ROWS_CELL_MAX_CHUNK down); one thread's single part of 128 runs row by row."""
-    from engine.ops.lstm_fast import ROWS_CELL_MAX_CHUNK
-    assert PARALLEL_MIN_HIDDEN <= 128 and 64 <= ROWS_CELL_MAX_CHUNK < 128
+    """H=128 on two threads: two parts of 64 units, each thread's rows of the batch on its own."""
+    assert PARALLEL_MIN_HIDDEN <= 128
     B = 2 * SPLIT_MIN_ROWS + 3
     model, reference = recurrent_model("LSTM", I=I, H=128, seed=3, scale=0.1, **CASES[case])
     one, two = engine.Session(model, threads=1), engine.Session(model, threads=2)
     feed = feed_of(model, B, seed=5)
     if two.threads == 2 and two.runtime == "jit":
         assert "fast, threads by batch" in two.program({k: v.shape for k, v in feed.items()})
+    for x, y, ref in zip(one.run(None, feed), two.run(None, feed), reference(feed)):
+        assert max_abs_diff(x, y) <= 1e-5
+        assert max_abs_diff(y, ref) <= 1e-5 + 1e-6 * float(np.abs(ref).max())
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_batch_split_by_unit_projects_step_by_step(case):
+    """Off AMD Zen, a batch at H=256 on two threads splits the hidden units (parts of 128, SPLIT_MAX_UNITS), and each
+    step projects its own input on each thread (UNITS_FUSE_MIN_ROWS rows and more); reverse with uneven sequence
+    lengths (every entry not at the same step) falls back to the hoisted projection the plan made room for. The
+    results are one thread's and the reference's."""
+    from engine import config
+    from engine.ops.program import UNITS_FUSE_MIN_ROWS
+    if config.ZEN:
+        pytest.skip("on AMD Zen the batch is split by entry and the unit split never fuses (program.py)")
+    model, reference = recurrent_model("LSTM", I=I, H=256, seed=11, scale=0.1, **CASES[case])
+    one, two = engine.Session(model, threads=1), engine.Session(model, threads=2)
+    if two.threads < 2 or two.runtime != "jit":
+        pytest.skip("needs two cores and the JIT runtime's threads")
+    feed = feed_of(model, UNITS_FUSE_MIN_ROWS + 4, seed=7)
+    listing = two.program({k: v.shape for k, v in feed.items()})
+    if CASES[case].get("direction") != "bidirectional":
+        assert "fast, threads by unit, fused projection" in listing, listing
     for x, y, ref in zip(one.run(None, feed), two.run(None, feed), reference(feed)):
         assert max_abs_diff(x, y) <= 1e-5
         assert max_abs_diff(y, ref) <= 1e-5 + 1e-6 * float(np.abs(ref).max())
@@ -335,7 +361,7 @@ def test_the_threaded_kernel_inside_another_parallel_region_finishes_and_matches
     def outer(Ys, X2, WTp, RTp, biasp, peep, seq, hs, cs, clip, xws):
         for i in numba.prange(2):
             lstm_direction_parallel(Ys[i], 1, X2, 1, WTp, RTp, biasp, peep, True, seq, hs[i], cs[i], False, clip,
-                                    False, xws[i], False)
+                                    False, xws[i], False, False)
 
     c = tk.make_case("LSTM", 30, 1, 8, 64, seed=3, peep=True, state=True)
     X2, Y, h, cc = tk._start(c, np.float32)
@@ -545,9 +571,9 @@ def test_the_openmp_spin_count_is_set_unless_the_user_chose_one(env, want):
 
 
 def test_schedules_follow_the_cpu_family(monkeypatch):
-    """config.ZEN (the pipelined and fused projections' schedules and the single step's threading, program.py) is
-    the CPU Numba compiles for: NUMBA_CPU_NAME when set, else the host's vendor in /proc/cpuinfo; never Zen for an
-    AOT build."""
+    """config.ZEN (the pipelined and fused projections' schedules, the single step's threading and how a batch is
+    split between threads, program.py) is the CPU Numba compiles for: NUMBA_CPU_NAME when set, else the host's
+    vendor in /proc/cpuinfo; never Zen for an AOT build."""
     from engine import config
     from engine.ops import program
     monkeypatch.setenv("NUMBA_CPU_NAME", "znver5")
@@ -563,5 +589,7 @@ def test_schedules_follow_the_cpu_family(monkeypatch):
     assert not config._amd_zen()
     if config.ZEN:
         assert program.PIPELINE_MAX_BYTES > 0 and program.FUSE_MIN_ROWS == 4 and program.PARALLEL_STEP_HIDDEN == 384
+        assert program.SPLIT_MAX_UNITS >= 1 << 20 and program.UNITS_FUSE_MIN_ROWS >= 1 << 20
     else:
         assert program.PIPELINE_MAX_BYTES == 0 and program.FUSE_MIN_ROWS == 32 and program.PARALLEL_STEP_HIDDEN == 256
+        assert program.SPLIT_MAX_UNITS == 127 and program.UNITS_FUSE_MIN_ROWS == 16

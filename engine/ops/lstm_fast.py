@@ -15,8 +15,10 @@ tests run both on the same inputs. What makes it fast:
   inside the recurrence (lstm_direction_pipelined; each thread for its part in lstm_direction_parallel): the one-row
   product waits on R's bytes, and the projection's multiply-adds fill those waits.
 * several threads split the hidden units (lstm_direction_parallel, one barrier a step; it also runs a GRU with
-  linear_before_reset) or, from eight rows a thread, the batch (lstm_batches_parallel, no barrier); two threads
-  run a bidirectional LSTM's two directions at once, one each (lstm_directions_parallel, no barrier).
+  linear_before_reset; off AMD Zen, from 16 rows each step projects its own input, ``fused``) or, from eight rows a
+  thread, the batch (lstm_batches_parallel, no barrier; off AMD Zen only while a thread's part of the units would be
+  under 128, SPLIT_MAX_UNITS); two threads run a bidirectional LSTM's two directions at once, one each
+  (lstm_directions_parallel, no barrier).
 * all buffers come from the caller; nothing is allocated per step.
 
 Gate order is ONNX's, i, o, f, c, everywhere here (the GRU's z, r, h). Layouts as in lstm_kernels.py.
@@ -35,11 +37,6 @@ _DUAL = dual_tile()
 # the pipelined kernel projects a block of four rows in this many steps, 1 / PHASES of K a step: T=100 one thread,
 # against the fast kernel, 2 phases 1.11x at H=128 and 1.05-1.07x at H=512, 4 phases 1.05-1.06x and 1.05-1.07x
 PHASES = 2
-
-
-# the widest part (units) whose cell lstm_direction_fused runs over the whole batch at once (lstm_cell_rows): per
-# batch row, 48 units 0.12 against 0.18 us, 64 units 0.21 against 0.25; 128 even, 256 slower
-ROWS_CELL_MAX_CHUNK = 64
 
 
 @njit(**JIT_OPTIONS)
@@ -216,13 +213,7 @@ def lstm_direction_fused(Y, d, b0, X3, B, WT, RT, bias, peep, use_peep, seq, h, 
             n = min(chunk, H - j0)
             if n <= 0:
                 continue
-            if chunk <= ROWS_CELL_MAX_CHUNK:     # short rows: the cell over the batch with no row views
-                lstm_cell_rows(rec[p], B, n, c, h, Y, t, d, b0, j0, seq, s, peep, use_peep, clip, input_forget)
-                continue
-            for b in range(B):
-                if s >= seq[b]:
-                    continue
-                lstm_cell_at(rec[p, b], j0, n, c[b], h[b], Y[t, d, b0 + b], peep, use_peep, clip, input_forget)
+            lstm_cell_rows(rec[p], B, n, c, h, Y, t, d, b0, j0, seq, s, peep, use_peep, clip, input_forget)
 
 
 @njit(**JIT_OPTIONS)
@@ -291,20 +282,29 @@ else:
 
 @njit(**JIT_OPTIONS)
 def _part_step(Y, d, s, B, seq, reverse, xw, bias, RTp, rec, peep, use_peep, cur, nxt, c, clip, input_forget, g, j0,
-               n, gru, X2, WT, pipelined):
+               n, gru, X2, WT, pipelined, fused):
     """Step s of one part (units [j0, j0+n)) for every batch entry: cur -> nxt. The gates (blocks of width chunk:
     LSTM i, o, f, c, or GRU z, r, h) start from the part's projected input (xw (T*B, width)); RTp (width // 64, Hout,
     64) is the part's slice of RT in column groups. LSTM: the bias is added and h @ RTp multiplied into g (width,)
     at batch 1, else once for the whole batch into rec (B, width). GRU (``gru``, linear_before_reset): h @ RTp goes
     to rec by itself, since r multiplies its h block only (_gru_part_cell). ``pipelined`` (an LSTM at batch 1):
     the product also adds a slice of a later block's projection (pipelined_gates), X2 (T, I) and WT (width // 64,
-    I, 64) the part's."""
+    I, 64) the part's. ``fused`` (an LSTM): the step projects its own input, X2 (T*B, I), into gates that start
+    as the bias, then adds h @ RTp (lstm_direction_fused's order); xw is not read."""
     if gru:
         rec[:, :] = 0
         if B == 1:       # one row: two streams of sums, R's groups in alternating order (as the LSTM's step)
             grouped_row_add(rec[0], cur[0], RTp, s % 2 == 1)
         else:
             grouped_add(cur, RTp, rec, np.bool_(False))
+    elif fused:          # every entry at one time step (same_steps): x_t @ W and h @ R into the bias, in cache
+        t = seq[0] - 1 - s if reverse else s
+        for b in range(B):
+            r = rec[b]
+            for u in range(r.shape[0]):
+                r[u] = bias[u]
+        grouped_add(X2[t * B:(t + 1) * B], WT, rec, np.bool_(False))
+        grouped_add(cur, RTp, rec, np.bool_(False))
     elif B > 1:
         _start_gates(rec, xw, bias, s, B, seq, reverse)
         grouped_add(cur, RTp, rec, np.bool_(False))
@@ -319,10 +319,10 @@ def _part_step(Y, d, s, B, seq, reverse, xw, bias, RTp, rec, peep, use_peep, cur
             _gru_part_cell(xw[t * B + b], rec[b], bias, n, cur[b, j0:j0 + n], nxt[b, j0:j0 + n],
                            Y[t, d, b, j0:j0 + n], clip)
             continue
-        gb = rec[b] if B > 1 else g
+        gb = rec[b] if B > 1 or fused else g
         if pipelined:
             pipelined_gates(g, xw, bias, X2, WT, RTp, cur[0], s, L, reverse)
-        elif B == 1:
+        elif B == 1 and not fused:
             xr = xw[t * B + b]
             for u in range(g.shape[0]):
                 g[u] = xr[u] + bias[u]
@@ -366,15 +366,18 @@ def _gru_part_cell(x, r, bias, n, hold, hnew, y, clip):
 
 @njit(**JIT_OPTIONS)
 def _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw, g, rec, hb, c,
-          gru):
-    """Task k of a threaded direction: k < nparts projects part k's input; else part k % nparts of step
-    k // nparts - 1."""
+          gru, fused):
+    """Task k of a threaded direction: k < nparts projects part k's input (nothing when ``fused``: each step
+    projects its own); else part k % nparts of step k // nparts - 1."""
     nparts = RTp.shape[0]
     q = k % nparts
     H = hb.shape[2]
     # W and R of all parts: the L3 holds them for all cores
-    pipelined = not gru and pipelines(B, seq[0], X2.shape[1], H, nparts * RTp.shape[1] * 64, xw.itemsize)
+    pipelined = not gru and not fused and pipelines(B, seq[0], X2.shape[1], H, nparts * RTp.shape[1] * 64,
+                                                    xw.itemsize)
     if k < nparts:                               # on this thread
+        if fused:
+            return
         if pipelined:
             project_ahead(X2, WTp[q], xw[q], seq[0], reverse)
         else:
@@ -385,12 +388,12 @@ def _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, i
     j0 = q * chunk
     _part_step(Y, d, s, B, seq, reverse, xw[q], biasp[q, 0], RTp[q], rec[q], peep, use_peep, hb[s % 2],
                hb[1 - s % 2], c, clip, input_forget, g[q], j0, max(0, min(chunk, H - j0)), gru, X2, WTp[q],
-               pipelined)
+               pipelined, fused)
 
 
 @njit(**JIT_OPTIONS)
 def _finish_phase(ph, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw, g,
-                  rec, hb, c, gru):
+                  rec, hb, c, gru, fused):
     """Until every task of phase ph (the projections, or step ph - 1) is done; after a while, running those that
     nobody has claimed. flags: [claimed per task..., done per phase at _LINE * (ph + 1) from the end]."""
     nparts = RTp.shape[0]
@@ -410,7 +413,7 @@ def _finish_phase(ph, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, 
                     k = ph * nparts + q
                     if load_acquire(flags, k) == 0 and compare_exchange(flags, k, 0, 1) == 0:
                         _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw,
-                              g, rec, hb, c, gru)
+                              g, rec, hb, c, gru, fused)
                         fetch_add(flags, at, 1)
             if waited > _SPIN_CYCLES or n > 64 * _SPINS:
                 yield_cpu()
@@ -418,16 +421,18 @@ def _finish_phase(ph, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, 
 
 @njit(parallel=PARALLEL, **JIT_OPTIONS)
 def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, reverse, clip,
-                            input_forget, xw, gru):
+                            input_forget, xw, gru, fused):
     """lstm_direction_fast split by hidden unit over the parts of WTp (nparts, width // 64, I, 64), RTp (nparts,
     width // 64, Hout, 64) (column groups) and biasp (nparts, 1, 4*chunk) (see pack_parts), one thread per part for
     the whole sequence; each thread also projects the input for its own units, on its own register tiles (no BLAS
     thread pool competes for the cores), and at any batch runs its part's product over the batch. peep is (3H,)
     (zeros unless use_peep). Each part of each step is a task claimed once (see _STEAL_CYCLES): its owner runs it
     unless it is late, so the result never waits for a thread that does not run. With fewer threads than parts the
-    tasks run in order on the calling thread. xw (nparts, T*B, width) receives the projected input. ``gru``: the
-    same for a GRU with linear_before_reset (blocks z, r, h; bias z, r, Wbh, Rbh; c, peep, use_peep and
-    input_forget unread): every gate of a unit needs h only, so one barrier a step serves it too."""
+    tasks run in order on the calling thread. xw (nparts, T*B, width) receives the projected input; with ``fused``
+    (an LSTM whose running entries are all at the same step, same_steps) there is no projection task, each step
+    projects its own rows into the gates (_part_step), and xw is not read. ``gru``: the same for a GRU with
+    linear_before_reset (blocks z, r, h; bias z, r, Wbh, Rbh; c, peep, use_peep and input_forget unread): every
+    gate of a unit needs h only, so one barrier a step serves it too."""
     nparts = RTp.shape[0]
     H = h.shape[1]
     G = RTp.shape[1] * 64
@@ -443,18 +448,18 @@ def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h
             for ph in range(phases):
                 if ph > 0:
                     _finish_phase(ph - 1, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip,
-                                  input_forget, xw, g, rec, hb, c, gru)
+                                  input_forget, xw, g, rec, hb, c, gru, fused)
                 k = ph * nparts + p
                 if compare_exchange(flags, k, 0, 1) == 0:
                     _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw, g,
-                          rec, hb, c, gru)
+                          rec, hb, c, gru, fused)
                     fetch_add(flags, flags.shape[0] - _LINE * (ph + 1), 1)
             _finish_phase(phases - 1, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip,
-                          input_forget, xw, g, rec, hb, c, gru)
+                          input_forget, xw, g, rec, hb, c, gru, fused)
     else:
         for k in range(phases * nparts):
             _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw, g, rec, hb,
-                  c, gru)
+                  c, gru, fused)
     h[:, :] = hb[maxlen % 2]
 
 

@@ -10,9 +10,10 @@ Every value lives in one flat buffer ("space") at an offset, and a reference to 
 ``(space, offset)``. Float spaces hold the compute dtype, int spaces int64:
 
     float: F_CONST packed weights (shared by every plan and thread), F_IN .. F_IN + 2 the call's float inputs (the
-           first two each in their own slot, the rest flattened and concatenated in the third), F_WORK intermediates (reused between calls), F_OUT the outputs returned to the caller
-           (fresh each call), F_STATE a stream's recurrent state; in a run (never in a stream) the same slot is
-           F_CALL, the weights packed on the call from graph inputs (engine/call_weights.py)
+           first two each in their own slot, the rest flattened and concatenated in the third), F_WORK
+           intermediates (reused between calls), F_OUT the outputs returned to the caller (fresh each call),
+           F_STATE a stream's recurrent state; in a run (never in a stream) the same slot is F_CALL, the weights
+           packed on the call from graph inputs (engine/call_weights.py)
     int:   I_CONST the program itself (its constant region), I_IN the call's int inputs, I_WORK intermediates
 
 Float attributes travel inside ``prog`` as the bits of a float64 (``Planner.f64``, read back with ``fparam``).
@@ -68,6 +69,23 @@ PARALLEL_STEP_HIDDEN = 384 if ZEN else 256
 # per step), measured at T=100 on 2 cores: B=32 H=256 16.9 against 17.8-19.5 ms, B=64 H=512 127 against 138 ms;
 # B=8 even (4.4 ms), B=4 2.8 against 2.1 ms
 SPLIT_MIN_ROWS = 8
+# ... while a thread's part of the hidden units would be at most SPLIT_MAX_UNITS. That is the Zen 5's rule (no
+# limit); on the Xeon (config.ZEN false) the split by unit is faster from parts of 128 units, each thread holding
+# its part of W and R for all steps (two threads, T=100, kernels alone, the faster projection of each, 2026-11-27;
+# by unit against by batch): B=16 H=256 7.54 against 8.23 ms, B=32 H=256 15.1 against 17.4, B=64 H=256 27.5
+# against 29.2, B=128 H=256 53.9 against 55.9, B=16 H=512 29.7 against 40.7, B=32 H=512 57.1 against 62.8, B=64
+# H=512 103.4 against 112.5, B=32 H=1024 217 against 253; with parts of 64 units slower: B=16 H=128 2.00 against
+# 1.71, B=32 4.23 against 3.83, B=64 8.22 against 7.70
+SPLIT_MAX_UNITS = 1 << 30 if ZEN else 127
+# the kernel split by unit projects the input step by step too (lstm_direction_parallel's ``fused``: every thread
+# all rows, x_t @ its part of W into gates in its cache) from UNITS_FUSE_MIN_ROWS rows while a thread's part of W and
+# R is at most UNITS_FUSE_ROW_BYTES a row; measured on the Xeon (two threads, T=100, fused against hoisted): B=8
+# H=128 1.21 against 1.16 ms, B=8 H=256 4.24 against 4.00, B=12 H=256 6.05 against 6.01, B=16 H=256 7.54 against
+# 7.82, B=32 H=256 15.1 against 15.8, B=64 H=256 27.5 against 31.7, B=128 H=256 53.9 against 60.5, B=16 H=512
+# 33.5 against 29.7, B=24 H=512 46.1 against 42.5, B=32 H=512 59.1 against 57.1, B=48 H=512 77.5 against 79.5,
+# B=64 H=512 103.4 against 107.2. Never on Zen, where it was not measured
+UNITS_FUSE_MIN_ROWS = 1 << 30 if ZEN else 16
+UNITS_FUSE_ROW_BYTES = 96 << 10
 # the threaded GRU (linear_before_reset) runs every call from this H: its weights exist in the per-thread layout only
 GRU_PARALLEL_MIN_HIDDEN = 256
 # a bidirectional LSTM on the one-thread kernel runs its two directions at once, one thread each, from this many

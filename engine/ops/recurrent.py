@@ -51,7 +51,8 @@ from .base import Op, release_pages
 from .layers import matmul_parts
 from .program import (ABSENT, DIRECTION_THREADS_MIN_MACS, F_STATE, FUSE_MAX_BYTES, FUSE_MIN_ROWS,
                       GRU_PARALLEL_MIN_HIDDEN, KEEP, PARALLEL_ANY_STEPS_HIDDEN, PARALLEL_MIN_HIDDEN, PARALLEL_MIN_STEPS,
-                      PARALLEL_STEP_HIDDEN, RECURRENT_BASE, SPLIT_MIN_ROWS)
+                      PARALLEL_STEP_HIDDEN, RECURRENT_BASE, SPLIT_MAX_UNITS, SPLIT_MIN_ROWS,
+                      UNITS_FUSE_MIN_ROWS, UNITS_FUSE_ROW_BYTES)
 
 LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC, GRU_CODE, RNN_CODE = range(RECURRENT_BASE, RECURRENT_BASE + 5)
 LSTM_REDUCED, GRU_REDUCED, RNN_REDUCED = range(RECURRENT_BASE + 5, RECURRENT_BASE + 8)   # reduced_kernels.py
@@ -535,22 +536,31 @@ class LSTM(Recurrent):
 
     @classmethod
     def by_batch(cls, node, p, B):
-        """The threaded kernel splits the batch between the threads (else the hidden units)."""
-        return B >= SPLIT_MIN_ROWS * p.threads
+        """The threaded kernel splits the batch between the threads (else the hidden units, or for two directions
+        on two threads, the directions): from SPLIT_MIN_ROWS rows a thread, and for the split by unit only while a
+        thread's part of the units would be at most SPLIT_MAX_UNITS."""
+        if B < SPLIT_MIN_ROWS * p.threads:
+            return False
+        return cls.two_on_two(node, p.threads) or cls._chunk(node, p.dtype, p.threads) <= SPLIT_MAX_UNITS
 
     @classmethod
     def fused(cls, node, p, variant, In, B):
         """The fast kernel (one thread, or a thread of the batch split) projects the input step by step
-        (lstm_direction_fused): from FUSE_MIN_ROWS rows a thread, while W and R fit FUSE_MAX_BYTES."""
+        (lstm_direction_fused): from FUSE_MIN_ROWS rows a thread, while W and R fit FUSE_MAX_BYTES. The kernel split
+        by unit (lstm_direction_parallel's ``fused``): from UNITS_FUSE_MIN_ROWS rows while a thread's part of W and
+        R is at most UNITS_FUSE_ROW_BYTES a row (and all of W and R fit FUSE_MAX_BYTES)."""
         parts = cls.parts(node, p.dtype, p.threads)
-        if variant == LSTM_FAST:
-            rows = B
-        elif variant == LSTM_FAST_MT and cls.by_batch(node, p, B):
-            rows = B // p.threads
-        else:
+        part_bytes = 4 * cls._chunk(node, p.dtype, p.threads) * (In + cls.out_size(node.attrs)) * \
+            np.dtype(p.dtype).itemsize
+        if parts * part_bytes > FUSE_MAX_BYTES:
             return False
-        weights = parts * 4 * cls._chunk(node, p.dtype, p.threads) * (In + cls.out_size(node.attrs))
-        return rows >= FUSE_MIN_ROWS and weights * np.dtype(p.dtype).itemsize <= FUSE_MAX_BYTES
+        if variant == LSTM_FAST:
+            return B >= FUSE_MIN_ROWS
+        if variant != LSTM_FAST_MT:
+            return False
+        if cls.by_batch(node, p, B):
+            return B // p.threads >= FUSE_MIN_ROWS
+        return B >= UNITS_FUSE_MIN_ROWS and part_bytes <= B * UNITS_FUSE_ROW_BYTES
 
     @classmethod
     def _chunk(cls, node, dtype, threads):

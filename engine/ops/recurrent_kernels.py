@@ -129,7 +129,7 @@ def run_recurrent(code, prog, pc, F, I):
                                           c[d], rev, clip, input_forget, xw, fused, by_batch)
                 else:
                     lstm_direction_parallel(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, lens,
-                                            h[d], c[d], rev, clip, input_forget, xw, False)
+                                            h[d], c[d], rev, clip, input_forget, xw, False, fused)
             return OK
         WT = shaped(wts[o_wt:o_wt + D * In * 4 * H], (D, In, 4 * H))
         bias = shaped(wts[o_bias:o_bias + D * 4 * H], (D, 4 * H))
@@ -156,7 +156,7 @@ def run_recurrent(code, prog, pc, F, I):
         for d in range(D):
             # h stands in for the LSTM's c and peepholes, which the GRU's step never reads
             lstm_direction_parallel(Y, d, X2, B, WTp[d], RTp[d], biasp[d], h[d, 0], np.bool_(False), lens, h[d], h[d],
-                                    prog[p + P_REV + d] == 1, clip, np.bool_(False), xw, True)
+                                    prog[p + P_REV + d] == 1, clip, np.bool_(False), xw, True, np.bool_(False))
         return OK
     if code == GRU_CODE:
         o_wt, o_rz, o_rh, o_bias, lbr, fast = (prog[q], prog[q + 1], prog[q + 2], prog[q + 3], prog[q + 4] != 0,
