@@ -590,6 +590,8 @@ def test_schedules_follow_the_cpu_family(monkeypatch):
     if config.ZEN:
         assert program.PIPELINE_MAX_BYTES > 0 and program.FUSE_MIN_ROWS == 4 and program.PARALLEL_STEP_HIDDEN == 384
         assert program.SPLIT_MAX_UNITS >= 1 << 20 and program.UNITS_FUSE_MIN_ROWS >= 1 << 20
+        assert program.FUSE_ROW_BYTES >= 1 << 40
     else:
-        assert program.PIPELINE_MAX_BYTES == 0 and program.FUSE_MIN_ROWS == 32 and program.PARALLEL_STEP_HIDDEN == 256
+        assert program.PIPELINE_MAX_BYTES == 0 and program.FUSE_MIN_ROWS == 16 and program.PARALLEL_STEP_HIDDEN == 256
+        assert program.FUSE_ROW_BYTES == 48 << 10
         assert program.SPLIT_MAX_UNITS == 127 and program.UNITS_FUSE_MIN_ROWS == 16

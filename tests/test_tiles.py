@@ -149,16 +149,26 @@ def test_grouped_products_either_way_match_the_reference(dtype, M, K, groups):
     assert np.array_equal(forward, backward)
 
 
-@pytest.mark.parametrize("M,K,groups", [(1, 7, 3), (1, 64, 4), (1, 129, 2), (2, 64, 4), (7, 33, 2)])
-def test_grouped_product_overwrites_with_the_product(M, K, groups):
-    """grouped_product (the hoisted input projection): out <- a @ W, whatever out held; one row (a stream's step)
-    goes through grouped_row_add, more through the tiles."""
-    from engine.ops.numeric import grouped_product
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M,K,groups", [(1, 7, 3), (1, 64, 4), (1, 129, 2), (2, 64, 4), (5, 16, 1), (7, 33, 2),
+                                        (13, 64, 3)])
+def test_grouped_product_overwrites_with_the_product(M, K, groups, dtype):
+    """grouped_product (the hoisted input projection): out <- a @ W, whatever out held (its zero-start tiles never
+    read it), the same sums bit for bit as grouped_add into zeros, NaN only in the row that holds one; one row (a
+    stream's step) goes through grouped_row_add, more through the tiles (6 rows, then 5, 4, 3, 2 or 1)."""
+    from engine.ops.numeric import grouped_add, grouped_product
     rng = np.random.default_rng(M * 100 + K)
-    W = rng.standard_normal((K, 64 * groups)).astype(np.float32)
+    W = rng.standard_normal((K, 64 * groups)).astype(dtype)
     Q = np.ascontiguousarray(W.reshape(K, groups, 64).transpose(1, 0, 2))
-    a = rng.standard_normal((M, K)).astype(np.float32)
-    out = np.full((M, 64 * groups), np.nan, np.float32)
+    a = rng.standard_normal((M, K)).astype(dtype)
+    if M > 2:
+        a[M - 2, K // 2] = np.nan
+    out = np.full((M, 64 * groups), np.nan, dtype)
     grouped_product(a, Q, out)
-    np.testing.assert_allclose(out, a.astype(np.float64) @ W.astype(np.float64), rtol=0,
-                               atol=_bound(np.float32, K))
+    added = np.zeros_like(out)
+    grouped_add(a, Q, added, False)
+    assert np.array_equal(out, added, equal_nan=True)
+    ok = ~np.isnan(a).any(axis=1)
+    assert np.isnan(out[~ok]).all() and not np.isnan(out[ok]).any()
+    np.testing.assert_allclose(out[ok], a[ok].astype(np.float64) @ W.astype(np.float64), rtol=0,
+                               atol=_bound(dtype, K))

@@ -9,7 +9,8 @@ tests run both on the same inputs. What makes it fast:
   (recurrent.pack_parts, grouped): 64 gate sums per row stay in registers for all of K. At small batch the
   recurrence is one row per step at batch 1; from batch 2 one product per step over the whole batch
   (six rows of h per pass over RT) adds into the gates, which start as the projected input plus the bias; from
-  four rows on AMD Zen, 32 elsewhere (FUSE_MIN_ROWS, config.ZEN), the input is projected step by step too
+  four rows on AMD Zen, 16 elsewhere while W and R are at most 48 KiB a row (FUSE_MIN_ROWS, FUSE_ROW_BYTES,
+  config.ZEN), the input is projected step by step too
   (lstm_direction_fused), into gates still in the cache.
 * at batch 1 on AMD Zen, while W and R fit the L3 (PIPELINE_MAX_BYTES; elsewhere never), the input is projected
   inside the recurrence (lstm_direction_pipelined; each thread for its part in lstm_direction_parallel): the one-row
@@ -190,8 +191,8 @@ def lstm_direction_fused(Y, d, b0, X3, B, WT, RT, bias, peep, use_peep, seq, h, 
     projection writes (T*B, 4H) to memory and reads it back: at B=32 H=256 ~1.4 ms of ~35). Every running batch
     entry must be at the same time step: forward, or reverse with every sequence as long as the longest
     (``same_steps``). X3 (T, B', I), of which batch rows b0:b0 + B are this call's (as Y's, see
-    lstm_direction_fast); WT (parts, 4*chunk // 64, I, 64) as RT. Run from FUSE_MIN_ROWS rows (program.py), where
-    each column group of W serves enough rows to be read from L2 once a step."""
+    lstm_direction_fast); WT (parts, 4*chunk // 64, I, 64) as RT. Run from FUSE_MIN_ROWS rows while W and R are at
+    most FUSE_ROW_BYTES a row (program.py), where each column group of W serves enough rows to be read once a step."""
     parts = RT.shape[0]
     G = RT.shape[1] * 64
     chunk = G // 4

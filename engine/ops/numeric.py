@@ -294,6 +294,7 @@ _A_BLOCK_BYTES = 256 * 1024
 _TILE6, _TILE5, _TILE4, _TILE3, _TILE2, _TILE1 = (tile_product("float", r) for r in (6, 5, 4, 3, 2, 1))  # 64 cols
 _TILE6N, _TILE2N, _TILE1N = (tile_product("float", r, 1) for r in (6, 2, 1))    # 16 columns
 _TILE6M, _TILE2M, _TILE1M = (tile_product("float", r, 1, masked=True) for r in (6, 2, 1))    # 1-15 columns
+_ZERO6, _ZERO5, _ZERO4, _ZERO3, _ZERO2, _ZERO1 = (tile_product("float", r, zero=True) for r in (6, 5, 4, 3, 2, 1))
 
 
 @njit(**JIT_OPTIONS)
@@ -381,6 +382,37 @@ def _tiled_grouped_add(a, Q, out, backward):
 
 
 @njit(**JIT_OPTIONS)
+def _tiled_grouped_set(a, Q, out):
+    M, K = a.shape
+    isz = out.itemsize
+    sa, so = a.strides[0] // isz, out.strides[0] // isz
+    gbytes = K * 64 * isz
+    ws = 64 * isz                # a group's row of W, in bytes
+    MB = _row_block(K, isz)
+    for r0 in range(0, M, MB):
+        r1 = min(M, r0 + MB)
+        for jg in range(Q.shape[0]):
+            j = jg * 64
+            r = r0
+            while r < r1:
+                n = min(6, r1 - r)
+                at, xo = r * so + j, r * sa
+                if n == 6:
+                    _ZERO6(out, at, so, Q, jg * gbytes, a, xo, sa, K, ws)
+                elif n == 5:
+                    _ZERO5(out, at, so, Q, jg * gbytes, a, xo, sa, K, ws)
+                elif n == 4:
+                    _ZERO4(out, at, so, Q, jg * gbytes, a, xo, sa, K, ws)
+                elif n == 3:
+                    _ZERO3(out, at, so, Q, jg * gbytes, a, xo, sa, K, ws)
+                elif n == 2:
+                    _ZERO2(out, at, so, Q, jg * gbytes, a, xo, sa, K, ws)
+                else:
+                    _ZERO1(out, at, so, Q, jg * gbytes, a, xo, sa, K, ws)
+                r += n
+
+
+@njit(**JIT_OPTIONS)
 def _tiled_grouped_row_add(g, x, Q, backward):
     K = x.shape[0]
     gbytes = K * 64 * g.itemsize
@@ -404,10 +436,14 @@ if numba_config.DISABLE_JIT:     # plain Python (NUMBA_DISABLE_JIT=1, for debugg
 
     def grouped_row_add(g, x, Q, backward):
         g += x @ _plain(Q)
+
+    def grouped_set(a, Q, out):
+        out[:, :] = a @ _plain(Q)
 else:
     product_add = _tiled_product_add
     grouped_add = _tiled_grouped_add
     grouped_row_add = _tiled_grouped_row_add
+    grouped_set = _tiled_grouped_set
 # product_add: out (M, N) += a (M, K) @ b (K, N), register tiles (engine/ops/tiles.py) over b as it is stored, 64
 #   columns at a time (then 16, then the last 1-15 in masked tiles), each tile over all of K; rows may be strided,
 #   their elements must be contiguous (``contiguous_rows``).
@@ -416,6 +452,8 @@ else:
 #   stored, rows 4 KiB apart: ~8% slower at an LSTM's recurrent product). ``backward``: the groups last to first,
 #   as grouped_row_add's (two rows at H=256: 12.9 -> 11.4 us a step alternating; three 14.8 -> 14.4; from eight,
 #   or with x @ W in the same step, no gain).
+# grouped_set: out (M, N) <- a (M, K) @ W in column groups, as grouped_add into zeros (the same sums), with no pass
+#   to clear out and no read of it (zero-start tiles): an LSTM's hoisted projection, T*B rows
 # grouped_row_add: g (N,) += x (K,) @ W in column groups: one row, as a batch-1 step's recurrence (two streams of
 #   sums over the two halves of K); ``backward`` takes the groups last to first, the same sums. A recurrence that
 #   alternates the direction every step starts each step on the groups the step before read last, still in the
@@ -432,8 +470,7 @@ def grouped_product(a, Q, out):
         o[:] = 0
         grouped_row_add(o, a[0], Q, np.bool_(False))
         return
-    out[:, :] = 0
-    grouped_add(a, Q, out, np.bool_(False))
+    grouped_set(a, Q, out)
 
 
 @njit(**JIT_OPTIONS)

@@ -93,13 +93,20 @@ GRU_PARALLEL_MIN_HIDDEN = 256
 # 0.78x, 16 K 0.84x, 33 K 0.93-0.95x, 66 K 1.06-1.08x, 131 K 1.22x, 262 K 1.38x (H=32-96, 1-8 steps)
 DIRECTION_THREADS_MIN_MACS = 1 << 16
 # the fast LSTM projects the input step by step, into gates still in the cache (lstm_direction_fused), from this many
-# rows (batch entries on one thread) while W and R together are at most FUSE_MAX_BYTES (read once a step, from L3);
+# rows (batch entries on one thread) while W and R together are at most FUSE_MAX_BYTES (read once a step, from L3)
+# and at most FUSE_ROW_BYTES a row;
 # measured one thread T=100: B=32 H=256 33.4 against 35.5 ms hoisted, B=4 H=512 15.9 against 16.5, B=2 H=256 2.7
 # against 2.35, B=8 H=1024 (32 MiB) 142 against 128. That is the Zen 5 (config.ZEN); on the Xeon the hoisted
 # projection is faster up to 16 rows (kernels alone, one thread, T=100, 2026-11-27: B=4 H=512 18.6 against 31.5 ms
 # fused, B=8 H=256 6.8 against 8.1, B=8 H=512 29.9 against 39.4, B=16 H=256 12.6 against 13.1, B=16 H=512 50.3
-# against 58.0) and slower from 32 (B=32 H=256 28.8 against 28.1, B=64 H=512 191 against 184)
-FUSE_MIN_ROWS = 4 if ZEN else 32
+# against 58.0). Since the hoisted projection writes its sums without clearing and reading the buffer first
+# (numeric.grouped_set), it also wins at 32 rows while W and R are more than 48 KiB a row (FUSE_ROW_BYTES), and the
+# fused one wins below that (2026-11-28, same setting, fused against hoisted: B=32 H=256 23.9-25.3 against
+# 22.8-23.9 ms, B=64 H=512 174.8-180.5 against 173.4-179.7, B=128 H=256 85.9 against 90.1; H=128 (W and R 512 KiB)
+# B=32 5.39 against 6.52, B=64 11.5 against 14.0, B=128 22.1 against 27.0; two threads by batch at H=128, 16 rows
+# a thread: B=32 2.96 against 3.18)
+FUSE_MIN_ROWS = 4 if ZEN else 16
+FUSE_ROW_BYTES = 1 << 62 if ZEN else 48 << 10
 FUSE_MAX_BYTES = 16 << 20
 # at batch 1 the fast LSTM projects the input inside the recurrence (lstm_direction_pipelined; each thread for its
 # part in lstm_direction_parallel) while W and R, of all parts, are at most this many bytes (measured on the Zen 5

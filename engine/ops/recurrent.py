@@ -49,7 +49,7 @@ from ..recurrent_spec import DIRECTIONS
 from .activations import codes_of
 from .base import Op, release_pages
 from .layers import matmul_parts
-from .program import (ABSENT, DIRECTION_THREADS_MIN_MACS, F_STATE, FUSE_MAX_BYTES, FUSE_MIN_ROWS,
+from .program import (ABSENT, DIRECTION_THREADS_MIN_MACS, F_STATE, FUSE_MAX_BYTES, FUSE_MIN_ROWS, FUSE_ROW_BYTES,
                       GRU_PARALLEL_MIN_HIDDEN, KEEP, PARALLEL_ANY_STEPS_HIDDEN, PARALLEL_MIN_HIDDEN, PARALLEL_MIN_STEPS,
                       PARALLEL_STEP_HIDDEN, RECURRENT_BASE, SPLIT_MAX_UNITS, SPLIT_MIN_ROWS,
                       UNITS_FUSE_MIN_ROWS, UNITS_FUSE_ROW_BYTES)
@@ -546,7 +546,8 @@ class LSTM(Recurrent):
     @classmethod
     def fused(cls, node, p, variant, In, B):
         """The fast kernel (one thread, or a thread of the batch split) projects the input step by step
-        (lstm_direction_fused): from FUSE_MIN_ROWS rows a thread, while W and R fit FUSE_MAX_BYTES. The kernel split
+        (lstm_direction_fused): from FUSE_MIN_ROWS rows a thread, while W and R fit FUSE_MAX_BYTES and are at most
+        FUSE_ROW_BYTES a row. The kernel split
         by unit (lstm_direction_parallel's ``fused``): from UNITS_FUSE_MIN_ROWS rows while a thread's part of W and
         R is at most UNITS_FUSE_ROW_BYTES a row (and all of W and R fit FUSE_MAX_BYTES)."""
         parts = cls.parts(node, p.dtype, p.threads)
@@ -555,12 +556,14 @@ class LSTM(Recurrent):
         if parts * part_bytes > FUSE_MAX_BYTES:
             return False
         if variant == LSTM_FAST:
-            return B >= FUSE_MIN_ROWS
-        if variant != LSTM_FAST_MT:
+            rows = B
+        elif variant == LSTM_FAST_MT and cls.by_batch(node, p, B):
+            rows = B // p.threads
+        elif variant == LSTM_FAST_MT:
+            return B >= UNITS_FUSE_MIN_ROWS and part_bytes <= B * UNITS_FUSE_ROW_BYTES
+        else:
             return False
-        if cls.by_batch(node, p, B):
-            return B // p.threads >= FUSE_MIN_ROWS
-        return B >= UNITS_FUSE_MIN_ROWS and part_bytes <= B * UNITS_FUSE_ROW_BYTES
+        return rows >= FUSE_MIN_ROWS and parts * part_bytes <= rows * FUSE_ROW_BYTES
 
     @classmethod
     def _chunk(cls, node, dtype, threads):

@@ -66,7 +66,7 @@ def _scaled_add(builder, m, v, g):
     return builder.call(fn, [m, v, g])
 
 
-def tile_product(kind, rows, blocks=4, dequant=None, masked=False):
+def tile_product(kind, rows, blocks=4, dequant=None, masked=False, zero=False):
     """The intrinsic of one tile (see the module docstring) for ``rows`` rows and ``blocks`` blocks of 16
     columns. ``masked`` (float, one block): the first ``ncols`` < 16 columns only, one more argument:
 
@@ -83,8 +83,13 @@ def tile_product(kind, rows, blocks=4, dequant=None, masked=False):
         sums start at neg[j + c] (int32); out[r * stride + j + c] (float32) += (or =) (sa[r] * scale[j + c]) * sums
 
     (int8_product and int8_rows: a pass over the sums to start them and another to scale them cost ~0.9 us a step
-    at H=512, where R's 1 MiB evicts them from the L2 every step)."""
+    at H=512, where R's 1 MiB evicts them from the L2 every step).
+
+    ``zero`` (float): acc[...] = the sums, from zero, without reading acc first (a product into a buffer, not
+    added to it: no pass to clear the buffer and no read of it, ~13 MiB each for an LSTM's projection at T=100
+    B=32 H=256)."""
     assert kind == "float" or blocks == 4, "the reduced kinds read whole column groups"
+    assert not zero or (kind == "float" and dequant is None)
     assert dequant in (None, "add", "set") and (dequant is None or kind == "int8")
     assert not masked or (kind == "float" and blocks == 1 and dequant is None)
 
@@ -140,7 +145,8 @@ def tile_product(kind, rows, blocks=4, dequant=None, masked=False):
             start = [column_vec(neg_a, _I32x16, b) for b in range(blocks)]
         for r in range(rows):
             for b in range(blocks):
-                builder.store(start[b] if dequant else load(ptrs[r][b], 4), slots[r][b])
+                builder.store(start[b] if dequant else ir.Constant(vec, None) if zero else load(ptrs[r][b], 4),
+                              slots[r][b])
         base = builder.add(builder.ptrtoint(w_a.data, i64), off)
         splat = ir.Constant(_I32x16, [0] * 16)
 
@@ -222,7 +228,7 @@ def tile_product(kind, rows, blocks=4, dequant=None, masked=False):
         def make(typingctx, acc, j, stride, W, off, x, xo, kstride, nk, wstride):
             return typer(acc, j, stride, W, off, x, xo, kstride, nk, wstride)
     make.__name__ = (f"_{kind}_tile{rows}x{blocks}" + (f"_{dequant}" if dequant else "")
-                     + ("_masked" if masked else ""))
+                     + ("_masked" if masked else "") + ("_zero" if zero else ""))
     return intrinsic(make)
 
 
