@@ -92,7 +92,10 @@ def test_a_split_batch_of_short_parts_matches_one_thread_and_the_reference(case)
         assert max_abs_diff(y, ref) <= 1e-5 + 1e-6 * float(np.abs(ref).max())
 
 
-@pytest.mark.parametrize("case", list(CASES))
+UNIT_SPLIT_CASES = {**CASES, "reverse-lens": {"direction": "reverse", "sequence_lens": True}}
+
+
+@pytest.mark.parametrize("case", list(UNIT_SPLIT_CASES))
 def test_a_batch_split_by_unit_projects_step_by_step(case):
     """Off AMD Zen, a batch at H=256 on two threads splits the hidden units (parts of 128, SPLIT_MAX_UNITS), and each
     step projects its own input on each thread (UNITS_FUSE_MIN_ROWS rows and more); reverse with uneven sequence
@@ -102,13 +105,13 @@ def test_a_batch_split_by_unit_projects_step_by_step(case):
     from engine.ops.program import UNITS_FUSE_MIN_ROWS
     if config.ZEN:
         pytest.skip("on AMD Zen the batch is split by entry and the unit split never fuses (program.py)")
-    model, reference = recurrent_model("LSTM", I=I, H=256, seed=11, scale=0.1, **CASES[case])
+    model, reference = recurrent_model("LSTM", I=I, H=256, seed=11, scale=0.1, **UNIT_SPLIT_CASES[case])
     one, two = engine.Session(model, threads=1), engine.Session(model, threads=2)
     if two.threads < 2 or two.runtime != "jit":
         pytest.skip("needs two cores and the JIT runtime's threads")
     feed = feed_of(model, UNITS_FUSE_MIN_ROWS + 4, seed=7)
     listing = two.program({k: v.shape for k, v in feed.items()})
-    if CASES[case].get("direction") != "bidirectional":
+    if UNIT_SPLIT_CASES[case].get("direction") != "bidirectional":
         assert "fast, threads by unit, fused projection" in listing, listing
     for x, y, ref in zip(one.run(None, feed), two.run(None, feed), reference(feed)):
         assert max_abs_diff(x, y) <= 1e-5

@@ -211,7 +211,7 @@ def lstm_cell_at(g, j0, n, c, h, y, peep, use_peep, clip, input_forget):
 def lstm_cell_rows(r, B, n, c, h, Y, t, d, yb, j0, seq, s, peep, use_peep, clip, input_forget):
     """lstm_cell_at for every row b < B of r (B', 4 * chunk) still running at step s (s < seq[b]): units
     j0:j0 + n of c and h (B', H), row b; Y[t, d, yb + b]; peep (3H,). Nothing is sliced: a row's views cost ~100 ns
-    (each slice two atomic reference counts), a fifth of the vector cell of 256 units."""
+    (each slice two atomic reference counts), a quarter of the vector cell of 256 units."""
     rows = r.strides[1] == r.itemsize and c.strides[1] == c.itemsize and h.strides[1] == h.itemsize
     if not (VECTOR_CELL and rows and Y.strides[3] == Y.itemsize and unit_stride(peep)):
         for b in range(B):
