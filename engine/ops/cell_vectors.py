@@ -31,7 +31,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ..config import AOT_BUILD
+from .tiles import host_feature
 
 # tanh(x) = x * P(x^2) / Q(x^2) on [-C, C], +-1 beyond (MLAS / Eigen coefficients), float32 as numeric.py's
 TANH_C = 7.90531110763549805
@@ -40,13 +40,7 @@ TANH_P = (-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5.
 TANH_Q = (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03)   # B6 .. B0
 TANH_SAT = 9.0     # beyond it float32 tanh rounds to exactly +-1
 
-try:                                            # AVX-512's 14-bit reciprocal estimate, where the CPU has it
-    import llvmlite.binding as _llb
-    from numba.core import config as _numba_config
-    AVX512 = (not AOT_BUILD and _numba_config.CPU_NAME is None
-              and bool(_llb.get_host_cpu_features().get("avx512f", False)))
-except Exception:                               # noqa: BLE001  (any doubt: the division)
-    AVX512 = False
+AVX512 = host_feature("avx512f")                # AVX-512's 14-bit reciprocal estimate, where the CPU has it
 
 _LANES = 16
 VECTORS = 2        # 16-unit vectors a call: H=256 0.42 us a row against 0.44 with one (Xeon)

@@ -201,20 +201,26 @@ def lstm_direction_fused(Y, d, b0, X3, B, WT, RT, bias, peep, use_peep, seq, h, 
     for s in range(maxlen):
         t = maxlen - 1 - s if reverse else s
         for p in range(parts):
-            r = rec[p]
-            bp = bias[p, 0]
-            for b in range(B):
-                g = r[b]
-                for u in range(G):
-                    g[u] = bp[u]
-            grouped_add(X3[t, b0:b0 + B], WT[p], r, np.bool_(False))
-            grouped_add(h, RT[p], r, np.bool_(False))
+            fused_gates(rec[p], bias[p, 0], X3[t, b0:b0 + B], WT[p], h, RT[p])
         for p in range(parts):
             j0 = p * chunk
             n = min(chunk, H - j0)
             if n <= 0:
                 continue
             lstm_cell_rows(rec[p], B, n, c, h, Y, t, d, b0, j0, seq, s, peep, use_peep, clip, input_forget)
+
+
+@njit(**JIT_OPTIONS)
+def fused_gates(rec, bias, x, WT, h, RT):
+    """rec (B, G) <- bias (G,) + x (B, I) @ W + h (B, H) @ R, in that order, W and R in column groups (WT, RT): a
+    step's gates with its own input projected into them while they are in the cache (lstm_direction_fused, and
+    each thread's part in lstm_direction_parallel's ``fused``)."""
+    for b in range(rec.shape[0]):
+        g = rec[b]
+        for u in range(g.shape[0]):
+            g[u] = bias[u]
+    grouped_add(x, WT, rec, np.bool_(False))
+    grouped_add(h, RT, rec, np.bool_(False))
 
 
 @njit(**JIT_OPTIONS)
@@ -298,14 +304,9 @@ def _part_step(Y, d, s, B, seq, reverse, xw, bias, RTp, rec, peep, use_peep, cur
             grouped_row_add(rec[0], cur[0], RTp, s % 2 == 1)
         else:
             grouped_add(cur, RTp, rec, np.bool_(False))
-    elif fused:          # every entry at one time step (same_steps): x_t @ W and h @ R into the bias, in cache
+    elif fused:          # every entry at one time step (same_steps)
         t = seq[0] - 1 - s if reverse else s
-        for b in range(B):
-            r = rec[b]
-            for u in range(r.shape[0]):
-                r[u] = bias[u]
-        grouped_add(X2[t * B:(t + 1) * B], WT, rec, np.bool_(False))
-        grouped_add(cur, RTp, rec, np.bool_(False))
+        fused_gates(rec, bias, X2[t * B:(t + 1) * B], WT, cur, RTp)
     elif B > 1:
         _start_gates(rec, xw, bias, s, B, seq, reverse)
         grouped_add(cur, RTp, rec, np.bool_(False))

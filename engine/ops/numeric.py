@@ -298,11 +298,12 @@ _ZERO6, _ZERO5, _ZERO4, _ZERO3, _ZERO2, _ZERO1 = (tile_product("float", r, zero=
 
 
 @njit(**JIT_OPTIONS)
-def _row_tiles(blocks, a, W, out, j, woff, wstride, sa, so, ncols):
+def _row_tiles(blocks, a, W, out, j, woff, wstride, sa, so, ncols, zero):
     """out[:, j:j + 16 * blocks] += a @ (the 16 * blocks columns of W from byte woff, rows wstride bytes apart), six
     rows of a per tile, the last 1-5 rows in one tile (the 16-column tiles: six, two, one); sa and so are a's and
     out's row pitches in elements. With one block, ncols < 16: its first ncols columns only (the masked tiles). One
-    tile for a small batch reads W once per step (batch 3 on a 2 + 1 split: 4.0 against ~2.8 ms at T=100 H=256)."""
+    tile for a small batch reads W once per step (batch 3 on a 2 + 1 split: 4.0 against ~2.8 ms at T=100 H=256).
+    ``zero`` (four blocks): out[...] = the product instead, its tiles never reading out."""
     M, K = a.shape
     r = 0
     while r < M:
@@ -310,7 +311,20 @@ def _row_tiles(blocks, a, W, out, j, woff, wstride, sa, so, ncols):
         if blocks != 4 and n < 6:
             n = 2 if n >= 2 else 1
         at = r * so + j
-        if blocks == 4:
+        if blocks == 4 and zero:
+            if n == 6:
+                _ZERO6(out, at, so, W, woff, a, r * sa, sa, K, wstride)
+            elif n == 5:
+                _ZERO5(out, at, so, W, woff, a, r * sa, sa, K, wstride)
+            elif n == 4:
+                _ZERO4(out, at, so, W, woff, a, r * sa, sa, K, wstride)
+            elif n == 3:
+                _ZERO3(out, at, so, W, woff, a, r * sa, sa, K, wstride)
+            elif n == 2:
+                _ZERO2(out, at, so, W, woff, a, r * sa, sa, K, wstride)
+            else:
+                _ZERO1(out, at, so, W, woff, a, r * sa, sa, K, wstride)
+        elif blocks == 4:
             if n == 6:
                 _TILE6(out, at, so, W, woff, a, r * sa, sa, K, wstride)
             elif n == 5:
@@ -357,17 +371,17 @@ def _tiled_product_add(a, b, out):
         r1 = min(M, r0 + MB)
         j = 0
         while j + 64 <= N:
-            _row_tiles(4, a[r0:r1], b, out[r0:r1], j, j * isz, sb, sa, so, 64)
+            _row_tiles(4, a[r0:r1], b, out[r0:r1], j, j * isz, sb, sa, so, 64, False)
             j += 64
         while j + 16 <= N:
-            _row_tiles(1, a[r0:r1], b, out[r0:r1], j, j * isz, sb, sa, so, 16)
+            _row_tiles(1, a[r0:r1], b, out[r0:r1], j, j * isz, sb, sa, so, 16, False)
             j += 16
         if j < N:
-            _row_tiles(1, a[r0:r1], b, out[r0:r1], j, j * isz, sb, sa, so, N - j)
+            _row_tiles(1, a[r0:r1], b, out[r0:r1], j, j * isz, sb, sa, so, N - j, False)
 
 
 @njit(**JIT_OPTIONS)
-def _tiled_grouped_add(a, Q, out, backward):
+def _grouped_tiles(a, Q, out, backward, zero):
     M, K = a.shape
     isz = out.itemsize
     sa, so = a.strides[0] // isz, out.strides[0] // isz
@@ -378,38 +392,17 @@ def _tiled_grouped_add(a, Q, out, backward):
         r1 = min(M, r0 + MB)
         for k in range(n):
             jg = n - 1 - k if backward else k
-            _row_tiles(4, a[r0:r1], Q, out[r0:r1], jg * 64, jg * gbytes, 64 * isz, sa, so, 64)
+            _row_tiles(4, a[r0:r1], Q, out[r0:r1], jg * 64, jg * gbytes, 64 * isz, sa, so, 64, zero)
+
+
+@njit(**JIT_OPTIONS)
+def _tiled_grouped_add(a, Q, out, backward):
+    _grouped_tiles(a, Q, out, backward, False)
 
 
 @njit(**JIT_OPTIONS)
 def _tiled_grouped_set(a, Q, out):
-    M, K = a.shape
-    isz = out.itemsize
-    sa, so = a.strides[0] // isz, out.strides[0] // isz
-    gbytes = K * 64 * isz
-    ws = 64 * isz                # a group's row of W, in bytes
-    MB = _row_block(K, isz)
-    for r0 in range(0, M, MB):
-        r1 = min(M, r0 + MB)
-        for jg in range(Q.shape[0]):
-            j = jg * 64
-            r = r0
-            while r < r1:
-                n = min(6, r1 - r)
-                at, xo = r * so + j, r * sa
-                if n == 6:
-                    _ZERO6(out, at, so, Q, jg * gbytes, a, xo, sa, K, ws)
-                elif n == 5:
-                    _ZERO5(out, at, so, Q, jg * gbytes, a, xo, sa, K, ws)
-                elif n == 4:
-                    _ZERO4(out, at, so, Q, jg * gbytes, a, xo, sa, K, ws)
-                elif n == 3:
-                    _ZERO3(out, at, so, Q, jg * gbytes, a, xo, sa, K, ws)
-                elif n == 2:
-                    _ZERO2(out, at, so, Q, jg * gbytes, a, xo, sa, K, ws)
-                else:
-                    _ZERO1(out, at, so, Q, jg * gbytes, a, xo, sa, K, ws)
-                r += n
+    _grouped_tiles(a, Q, out, np.bool_(False), True)
 
 
 @njit(**JIT_OPTIONS)

@@ -28,13 +28,19 @@ from numba.extending import intrinsic
 
 from ..config import AOT_BUILD
 
-try:                                            # the integer dot product in one instruction, where the CPU has it
-    import llvmlite.binding as _llb
-    from numba.core import config as _numba_config
-    VNNI = (not AOT_BUILD and _numba_config.CPU_NAME is None
-            and bool(_llb.get_host_cpu_features().get("avx512vnni", False)))
-except Exception:                               # noqa: BLE001  (any doubt: the portable code)
-    VNNI = False
+def host_feature(name):
+    """Whether the kernels are compiled for this host (no AOT build, no NUMBA_CPU_NAME) and its CPU has the LLVM
+    feature ``name``; False on any doubt, so the caller emits its portable code."""
+    try:
+        import llvmlite.binding as llb
+        from numba.core import config as numba_config
+        return (not AOT_BUILD and numba_config.CPU_NAME is None
+                and bool(llb.get_host_cpu_features().get(name, False)))
+    except Exception:                           # noqa: BLE001
+        return False
+
+
+VNNI = host_feature("avx512vnni")               # the integer dot product in one instruction
 
 _I32x16 = ir.VectorType(ir.IntType(32), 16)
 
