@@ -150,6 +150,38 @@ def test_grouped_products_either_way_match_the_reference(dtype, M, K, groups):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("I,H,groups", [(1, 1, 1), (7, 5, 3), (64, 64, 4), (129, 33, 2), (40, 96, 6)])
+def test_grouped_step_is_the_two_products_and_the_bias_group_by_group(dtype, I, H, groups):
+    """grouped_step (a batch-1 step's gates, each group's W and R read together): g <- x @ W + b + h @ R in the sums
+    of grouped_row_add into zeros, plus b, plus grouped_row_add, bit for bit, whatever g held, the groups first to
+    last or last to first; a NaN in x reaches every column, one in b its own column only."""
+    from engine.ops.numeric import grouped_row_add, grouped_step
+    rng = np.random.default_rng(I * 100 + H + groups)
+    G = 64 * groups
+    W, R = rng.standard_normal((I, G)).astype(dtype), rng.standard_normal((H, G)).astype(dtype)
+    WT, RT = (np.ascontiguousarray(M.reshape(M.shape[0], groups, 64).transpose(1, 0, 2)) for M in (W, R))
+    x, h, b = rng.standard_normal(I).astype(dtype), rng.standard_normal(H).astype(dtype), \
+        rng.standard_normal(G).astype(dtype)
+    want = np.zeros(G, dtype)
+    grouped_row_add(want, x, WT, False)
+    want += b
+    grouped_row_add(want, h, RT, False)
+    for back in (False, True):
+        g = np.full(G, np.nan, dtype)
+        grouped_step(g, x, WT, b, h, RT, back)
+        assert g.tobytes() == want.tobytes(), f"backward={back}"
+    np.testing.assert_allclose(want, x.astype(np.float64) @ W + b + h.astype(np.float64) @ R, rtol=0,
+                               atol=_bound(dtype, I + H + 1))
+    b[G - 1] = np.nan
+    g = np.zeros(G, dtype)
+    grouped_step(g, x, WT, b, h, RT, True)
+    assert np.isnan(g[G - 1]) and not np.isnan(g[:G - 1]).any()
+    x[0] = np.nan
+    grouped_step(g, x, WT, b, h, RT, False)
+    assert np.isnan(g).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("M,K,groups", [(1, 7, 3), (1, 64, 4), (1, 129, 2), (2, 64, 4), (5, 16, 1), (7, 33, 2),
                                         (13, 64, 3)])
 def test_grouped_product_overwrites_with_the_product(M, K, groups, dtype):

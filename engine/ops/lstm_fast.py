@@ -28,8 +28,8 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import JIT_OPTIONS, PARALLEL
-from .numeric import (grouped_add, grouped_product, grouped_row_add, lstm_cell_at, lstm_cell_rows, max_length,
-                      sigmoid_all, tanh_all)
+from .numeric import (grouped_add, grouped_product, grouped_row_add, grouped_step, lstm_cell_at, lstm_cell_rows,
+                      max_length, sigmoid_all, tanh_all)
 from .program import PIPELINE_MAX_BYTES, PIPELINE_MIN_STEPS
 from .sync import compare_exchange, cpu_relax, cycles, fetch_add, load_acquire, yield_cpu
 from .tiles import dual_tile
@@ -469,15 +469,12 @@ def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h
 def one_step_gates(g, x, WT, b, h, RT, back):
     """g (G,) <- x @ W + b + h @ R for one row of one step, W and R in column groups (WT (G // 64, I, 64), RT (G //
     64, H, 64)): the general path's sums in its order (x @ W from 0 as grouped_product, plus the bias, plus h @ R),
-    so that a stream's step is bit for bit a one-step run's. ``back``: both products over the column groups last to
-    first, the same sums (grouped_row_add); a stream alternates it (run_recurrent), so that each step starts on the
-    weights the step before read last, still in the cache: on the Xeon (2 MiB L2), the kernel alone, one thread,
-    H=256 (W and R 2 MiB) 33.4 -> 26.9 us a step, H=320 106.7 -> 87.3, H=128 3.7 -> 3.6."""
-    g[:] = 0
-    grouped_row_add(g, x, WT, back)
-    for u in range(g.shape[0]):
-        g[u] += b[u]
-    grouped_row_add(g, h, RT, back)
+    so that a stream's step is bit for bit a one-step run's. ``back``: the column groups last to first, the same
+    sums (grouped_step); a stream alternates it (run_recurrent), so that each step starts on the weights the step
+    before read last, still in the cache. On the Xeon (2 MiB L2), the kernel alone, one thread: reading all of W
+    and then all of R, alternating, H=256 (W and R 2 MiB) 33.4 -> 26.9 us a step, H=320 106.7 -> 87.3, H=128 3.7 ->
+    3.6; each group's W and R together (grouped_step), H=512 (8 MiB) [...]."""
+    grouped_step(g, x, WT, b, h, RT, back)
 
 
 # ---------------------------------------------------------------------- the two directions on two threads
@@ -505,7 +502,8 @@ def lstm_direction_one(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, 
         # parts too (weights packed for several threads, run here in sequence: a session of two threads at H=128,
         # 8.0-8.4 -> 7.75-8.1 us a stream step), every part's gates before any cell changes h
         chunk = G // 4
-        for p in range(parts):
+        for k in range(parts):
+            p = parts - 1 - k if back else k     # alternating too: the parts last to first
             one_step_gates(scratch[p * G:(p + 1) * G], X2[0], WTp[p], biasp[p, 0], h[0], RTp[p], back)
         for p in range(parts):
             j0 = p * chunk
