@@ -203,7 +203,7 @@ def lstm_parallel(c: Case, nparts=2, fused=False):
     if fused:
         xw = np.full((nparts, 0, WTp.shape[1] * 64), np.nan, F32)                     # not read
     lstm_direction_parallel(Y, SLOT, X2, c.x.shape[1], WTp, RTp, biasp, peep, c.P is not None, c.seq, h, cc,
-                            c.reverse, _fclip(c, F32), bool(c.input_forget), xw, False, fused)
+                            c.reverse, _fclip(c, F32), bool(c.input_forget), xw, False, fused, False)
     return _finish(Y, h, cc)
 
 
@@ -299,7 +299,7 @@ def gru_parallel(c: Case, nparts=2):
     biasp = pack_parts(bias[None, None], nparts, False, 4, chunk)[0].reshape(nparts, 1, 4 * chunk)
     xw = np.empty((nparts, X2.shape[0], WTp.shape[1] * 64), F32)
     lstm_direction_parallel(Y, SLOT, X2, c.x.shape[1], WTp, RTp, biasp, h[0], False, c.seq, h, h, c.reverse,
-                            _fclip(c, F32), False, xw, True, False)
+                            _fclip(c, F32), False, xw, True, False, False)
     return _finish(Y, h)
 
 
@@ -563,7 +563,8 @@ def test_one_step_of_one_row_is_the_fast_kernels_step(I, H, parts):
     then the gates), with every feature and both directions, and the float64 reference's within the tolerance;
     xw is left alone (NaN: the general path would fill it). In two parts (weights packed for two threads, run in
     sequence) too, every part's gates made before any cell writes h; and the same bit for bit with the column
-    groups last to first (``back``, as a stream's every other step)."""
+    groups last to first (``back``, as a stream's every other step). The kernel split by unit (a part a thread)
+    makes the same step, bit for bit."""
     for opts, back in (({}, False), ({"reverse": True, "state": True}, True), ({"peep": True, "clip": 0.9,
                        "state": True}, False), ({"reverse": True, "input_forget": True, "state": True}, True),
                        ({}, True)):
@@ -577,8 +578,16 @@ def test_one_step_of_one_row_is_the_fast_kernels_step(I, H, parts):
                            _fclip(c, F32), bool(c.input_forget), False, xw, scratch, back)
         assert np.isnan(xw).all(), "the general path ran (it projects into xw)"
         got = _finish(Y, h, cc)
-        for g, f, r, name in zip(got, lstm_fast(c), reference(c), ("Y", "h", "c")):
+        # the kernel split by unit (one thread a part) makes the same step in its tasks (_part_step), its
+        # projection task skipped: xw is not read either
+        X2, Yt, ht, ct = _start(c, F32)
+        lstm_direction_parallel(Yt, SLOT, X2, 1, WTp, RTp, biasp, peep, c.P is not None, c.seq, ht, ct, c.reverse,
+                                _fclip(c, F32), bool(c.input_forget), np.full((parts, 1, G), np.nan, F32), False,
+                                False, back)
+        threaded = _finish(Yt, ht, ct)
+        for g, t, f, r, name in zip(got, threaded, lstm_fast(c), reference(c), ("Y", "h", "c")):
             assert np.asarray(g).tobytes() == np.asarray(f).tobytes(), f"{opts} {name}: not the fast kernel's"
+            assert np.asarray(t).tobytes() == np.asarray(f).tobytes(), f"{opts} {name}: the threaded step differs"
             assert_matches(g, r, F32, f"one step {opts} {name}")
 
 

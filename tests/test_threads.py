@@ -364,7 +364,7 @@ def test_the_threaded_kernel_inside_another_parallel_region_finishes_and_matches
     def outer(Ys, X2, WTp, RTp, biasp, peep, seq, hs, cs, clip, xws):
         for i in numba.prange(2):
             lstm_direction_parallel(Ys[i], 1, X2, 1, WTp, RTp, biasp, peep, True, seq, hs[i], cs[i], False, clip,
-                                    False, xws[i], False, False)
+                                    False, xws[i], False, False, False)
 
     c = tk.make_case("LSTM", 30, 1, 8, 64, seed=3, peep=True, state=True)
     X2, Y, h, cc = tk._start(c, np.float32)

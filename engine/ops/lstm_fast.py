@@ -289,7 +289,7 @@ else:
 
 @njit(**JIT_OPTIONS)
 def _part_step(Y, d, s, B, seq, reverse, xw, bias, RTp, rec, peep, use_peep, cur, nxt, c, clip, input_forget, g, j0,
-               n, gru, X2, WT, pipelined, fused):
+               n, gru, X2, WT, pipelined, fused, back):
     """Step s of one part (units [j0, j0+n)) for every batch entry: cur -> nxt. The gates (blocks of width chunk:
     LSTM i, o, f, c, or GRU z, r, h) start from the part's projected input (xw (T*B, width)); RTp (width // 64, Hout,
     64) is the part's slice of RT in column groups. LSTM: the bias is added and h @ RTp multiplied into g (width,)
@@ -297,11 +297,16 @@ def _part_step(Y, d, s, B, seq, reverse, xw, bias, RTp, rec, peep, use_peep, cur
     to rec by itself, since r multiplies its h block only (_gru_part_cell). ``pipelined`` (an LSTM at batch 1):
     the product also adds a slice of a later block's projection (pipelined_gates), X2 (T, I) and WT (width // 64,
     I, 64) the part's. ``fused`` (an LSTM): the step projects its own input, X2 (T*B, I), into gates that start
-    as the bias, then adds h @ RTp (lstm_direction_fused's order); xw is not read."""
+    as the bias, then adds h @ RTp (lstm_direction_fused's order); xw is not read. An LSTM's single step of one row
+    (T = B = 1, a stream's step) projects its input here too, each group's W and R together (grouped_step, as
+    one_step_gates: the same sums as the projection into xw). At batch 1 the column groups run last to first every
+    other step, and every other call (``back``, the call's parity): a stream's step starts on the weights the step
+    before read last."""
+    alternate = (s % 2 == 1) != back
     if gru:
         rec[:, :] = 0
         if B == 1:       # one row: two streams of sums, R's groups in alternating order (as the LSTM's step)
-            grouped_row_add(rec[0], cur[0], RTp, s % 2 == 1)
+            grouped_row_add(rec[0], cur[0], RTp, alternate)
         else:
             grouped_add(cur, RTp, rec, np.bool_(False))
     elif fused:          # every entry at one time step (same_steps)
@@ -324,11 +329,13 @@ def _part_step(Y, d, s, B, seq, reverse, xw, bias, RTp, rec, peep, use_peep, cur
         gb = rec[b] if B > 1 or fused else g
         if pipelined:
             pipelined_gates(g, xw, bias, X2, WT, RTp, cur[0], s, L, reverse)
+        elif B == 1 and not fused and X2.shape[0] == 1:
+            grouped_step(g, X2[0], WT, bias, cur[0], RTp, alternate)
         elif B == 1 and not fused:
             xr = xw[t * B + b]
             for u in range(g.shape[0]):
                 g[u] = xr[u] + bias[u]
-            grouped_row_add(g, cur[b], RTp, s % 2 == 1)
+            grouped_row_add(g, cur[b], RTp, alternate)
         lstm_cell_at(gb, j0, n, c[b], nxt[b], Y[t, d, b], peep, use_peep, clip, input_forget)
 
 
@@ -368,17 +375,18 @@ def _gru_part_cell(x, r, bias, n, hold, hnew, y, clip):
 
 @njit(**JIT_OPTIONS)
 def _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw, g, rec, hb, c,
-          gru, fused):
-    """Task k of a threaded direction: k < nparts projects part k's input (nothing when ``fused``: each step
-    projects its own); else part k % nparts of step k // nparts - 1."""
+          gru, fused, back):
+    """Task k of a threaded direction: k < nparts projects part k's input (nothing when ``fused`` or for an LSTM's
+    single step of one row: each step projects its own); else part k % nparts of step k // nparts - 1."""
     nparts = RTp.shape[0]
     q = k % nparts
     H = hb.shape[2]
+    one = not gru and X2.shape[0] == 1           # one step of one row (_part_step projects it)
     # W and R of all parts: the L3 holds them for all cores
-    pipelined = not gru and not fused and pipelines(B, seq[0], X2.shape[1], H, nparts * RTp.shape[1] * 64,
-                                                    xw.itemsize)
+    pipelined = not gru and not fused and not one and pipelines(B, seq[0], X2.shape[1], H,
+                                                                nparts * RTp.shape[1] * 64, xw.itemsize)
     if k < nparts:                               # on this thread
-        if fused:
+        if fused or one:
             return
         if pipelined:
             project_ahead(X2, WTp[q], xw[q], seq[0], reverse)
@@ -390,12 +398,12 @@ def _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, i
     j0 = q * chunk
     _part_step(Y, d, s, B, seq, reverse, xw[q], biasp[q, 0], RTp[q], rec[q], peep, use_peep, hb[s % 2],
                hb[1 - s % 2], c, clip, input_forget, g[q], j0, max(0, min(chunk, H - j0)), gru, X2, WTp[q],
-               pipelined, fused)
+               pipelined, fused, back)
 
 
 @njit(**JIT_OPTIONS)
 def _finish_phase(ph, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw, g,
-                  rec, hb, c, gru, fused):
+                  rec, hb, c, gru, fused, back):
     """Until every task of phase ph (the projections, or step ph - 1) is done; after a while, running those that
     nobody has claimed. flags: [claimed per task..., done per phase at _LINE * (ph + 1) from the end]."""
     nparts = RTp.shape[0]
@@ -415,7 +423,7 @@ def _finish_phase(ph, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, 
                     k = ph * nparts + q
                     if load_acquire(flags, k) == 0 and compare_exchange(flags, k, 0, 1) == 0:
                         _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw,
-                              g, rec, hb, c, gru, fused)
+                              g, rec, hb, c, gru, fused, back)
                         fetch_add(flags, at, 1)
             if waited > _SPIN_CYCLES or n > 64 * _SPINS:
                 yield_cpu()
@@ -423,7 +431,7 @@ def _finish_phase(ph, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, 
 
 @njit(parallel=PARALLEL, **JIT_OPTIONS)
 def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, reverse, clip,
-                            input_forget, xw, gru, fused):
+                            input_forget, xw, gru, fused, back):
     """lstm_direction_fast split by hidden unit over the parts of WTp (nparts, width // 64, I, 64), RTp (nparts,
     width // 64, Hout, 64) (column groups) and biasp (nparts, 1, 4*chunk) (see pack_parts), one thread per part for
     the whole sequence; each thread also projects the input for its own units, on its own register tiles (no BLAS
@@ -434,7 +442,8 @@ def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h
     (an LSTM whose running entries are all at the same step, same_steps) there is no projection task, each step
     projects its own rows into the gates (_part_step), and xw is not read. ``gru``: the same for a GRU with
     linear_before_reset (blocks z, r, h; bias z, r, Wbh, Rbh; c, peep, use_peep and input_forget unread): every
-    gate of a unit needs h only, so one barrier a step serves it too."""
+    gate of a unit needs h only, so one barrier a step serves it too. ``back``: the call's parity, which a stream
+    alternates (run_recurrent): at batch 1 the steps' column groups start last to first (_part_step)."""
     nparts = RTp.shape[0]
     H = h.shape[1]
     G = RTp.shape[1] * 64
@@ -450,18 +459,18 @@ def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h
             for ph in range(phases):
                 if ph > 0:
                     _finish_phase(ph - 1, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip,
-                                  input_forget, xw, g, rec, hb, c, gru, fused)
+                                  input_forget, xw, g, rec, hb, c, gru, fused, back)
                 k = ph * nparts + p
                 if compare_exchange(flags, k, 0, 1) == 0:
                     _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw, g,
-                          rec, hb, c, gru, fused)
+                          rec, hb, c, gru, fused, back)
                     fetch_add(flags, flags.shape[0] - _LINE * (ph + 1), 1)
             _finish_phase(phases - 1, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip,
-                          input_forget, xw, g, rec, hb, c, gru, fused)
+                          input_forget, xw, g, rec, hb, c, gru, fused, back)
     else:
         for k in range(phases * nparts):
             _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw, g, rec, hb,
-                  c, gru, fused)
+                  c, gru, fused, back)
     h[:, :] = hb[maxlen % 2]
 
 
@@ -473,7 +482,8 @@ def one_step_gates(g, x, WT, b, h, RT, back):
     sums (grouped_step); a stream alternates it (run_recurrent), so that each step starts on the weights the step
     before read last, still in the cache. On the Xeon (2 MiB L2), the kernel alone, one thread: reading all of W
     and then all of R, alternating, H=256 (W and R 2 MiB) 33.4 -> 26.9 us a step, H=320 106.7 -> 87.3, H=128 3.7 ->
-    3.6; each group's W and R together (grouped_step), H=512 (8 MiB) [...]."""
+    3.6; each group's W and R together (grouped_step), with the cell: H=512 (8 MiB) 311 -> 252 us, H=256 29.0 ->
+    24.1, H=128 4.0 -> 4.1."""
     grouped_step(g, x, WT, b, h, RT, back)
 
 

@@ -42,7 +42,7 @@ def _init_state(s, F, prog, at, lens):
         s[:, :, :] = 0
     elif space != KEEP:
         src = fview(F, prog, at, D * B * K)
-        s1 = s.reshape(-1)
+        s1 = shaped(s, (D * B * K,))     # (reshape runs Numba's C helper: ~25 ns a call)
         for i in range(D * B * K):
             s1[i] = src[i]
     for b in range(B):
@@ -94,6 +94,11 @@ def run_recurrent(code, prog, pc, F, I):
             WTp = shaped(wts[o_wt:o_wt + D * parts * In * G], (D, parts, G // 64, In, 64))
             RTp = shaped(wts[o_rt:o_rt + D * parts * H * G], (D, parts, G // 64, H, 64))
             biasp = shaped(wts[o_bias:o_bias + D * parts * G], (D, parts, 1, G))
+            # a single step reads the column groups last to first every other call (one_step_gates, _part_step);
+            # the parity lives in the plan's int work, which a stream keeps from step to step (uninitialised at
+            # first, and shared by concurrent calls: either order gives the same sums)
+            back = (lens1[B] & 1) == 1
+            lens1[B] = 0 if back else 1
             if code == LSTM_FAST:
                 # a direction projects step by step (fused) when the plan chose it and every entry runs the same
                 # steps; else into its part of xw, which the plan then sized T * B * parts * G a direction
@@ -101,11 +106,6 @@ def run_recurrent(code, prog, pc, F, I):
                 f1 = fuse and same_steps(lens, B, prog[p + P_REV + 1] == 1)      # (reverse is 0 past D)
                 n_xw = 0 if f0 and f1 else parts * T * B * G
                 n_scratch = (B + 1) * parts * G
-                # a single step reads the column groups last to first every other call (one_step_gates); the
-                # parity lives in the plan's int work, which a stream keeps from step to step (uninitialised at
-                # first, and shared by concurrent calls: either order gives the same sums)
-                back = (lens1[B] & 1) == 1
-                lens1[B] = 0 if back else 1
                 xw = fview(F, prog, p + P_XW, D * n_xw)
                 scratch = fview(F, prog, p + P_SCRATCH, D * n_scratch)
                 if prog[q + 11] != 0:        # the two directions on two threads, each with its own buffers
@@ -129,7 +129,7 @@ def run_recurrent(code, prog, pc, F, I):
                                           c[d], rev, clip, input_forget, xw, fused, by_batch)
                 else:
                     lstm_direction_parallel(Y, d, X2, B, WTp[d], RTp[d], biasp[d], peep[d % Dp], use_peep, lens,
-                                            h[d], c[d], rev, clip, input_forget, xw, False, fused)
+                                            h[d], c[d], rev, clip, input_forget, xw, False, fused, back)
             return OK
         WT = shaped(wts[o_wt:o_wt + D * In * 4 * H], (D, In, 4 * H))
         bias = shaped(wts[o_bias:o_bias + D * 4 * H], (D, 4 * H))
@@ -156,7 +156,8 @@ def run_recurrent(code, prog, pc, F, I):
         for d in range(D):
             # h stands in for the LSTM's c and peepholes, which the GRU's step never reads
             lstm_direction_parallel(Y, d, X2, B, WTp[d], RTp[d], biasp[d], h[d, 0], np.bool_(False), lens, h[d], h[d],
-                                    prog[p + P_REV + d] == 1, clip, np.bool_(False), xw, True, np.bool_(False))
+                                    prog[p + P_REV + d] == 1, clip, np.bool_(False), xw, True, np.bool_(False),
+                                    np.bool_(False))
         return OK
     if code == GRU_CODE:
         o_wt, o_rz, o_rh, o_bias, lbr, fast = (prog[q], prog[q + 1], prog[q + 2], prog[q + 3], prog[q + 4] != 0,
