@@ -103,6 +103,30 @@ def test_runtime_direct_is_the_compiled_entry_point_only_for_exact_types():
     assert sess._runtime.direct(sess._run, args) is sess._run
 
 
+def test_runtime_bind_is_the_bound_entry_point_only_for_fixed_contiguous_arrays():
+    """Runtime.bind (a stream's step and run's fast path): the compiled execute_bound with the addresses and lengths
+    of prog, fconst, fwork, iwork and state, for fixed arrays that are C-contiguous, writable and 1-D and call types
+    already compiled; None otherwise, and always with the AOT runtime (the callers then pass all ten arrays)."""
+    sess = engine.Session(state_pair_model(), threads=1)
+    rt = sess._runtime
+    prog = np.array([2, 2], np.int64)                 # no instructions
+    fixed = [prog, np.zeros(4, np.float32), np.zeros(4, np.float32), np.zeros(2, np.int64), np.zeros(1, np.float32)]
+    example = (np.zeros(1, np.float32),) * 3 + (np.zeros(1, np.int64), np.zeros(1, np.float32))
+    bound = rt.bind(sess.precision, *fixed, example)
+    if sess.runtime != "jit":
+        assert bound is None
+        return
+    call, at = bound
+    assert list(at[0::2]) == [a.ctypes.data for a in fixed] and list(at[1::2]) == [2, 4, 4, 2, 1]
+    assert call(at, *example) == 0
+    readonly = np.zeros(4, np.float32)
+    readonly.flags.writeable = False
+    assert rt.bind(sess.precision, prog, readonly, *fixed[2:], example) is None
+    assert rt.bind(sess.precision, prog, np.zeros(8, np.float32)[::2], *fixed[2:], example) is None
+    assert rt.bind(sess.precision, prog, np.zeros((2, 2), np.float32), *fixed[2:], example) is None
+    assert rt.bind(sess.precision, *fixed, (np.zeros(1, np.float16),) + example[1:]) is None   # never compiled
+
+
 def test_runs_repeating_a_shape_equal_the_first_whatever_the_arrays_layout():
     """Session.run's fast path (a repeated shape: the executor called directly) gives the checked path's results,
     for float64, non-contiguous and read-only inputs too (converted as the checked path converts them)."""

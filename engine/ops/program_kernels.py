@@ -64,15 +64,42 @@ def _unmanaged(typingctx, ary):
     return ary(ary), codegen
 
 
+@intrinsic
+def _at_address(typingctx, address, n, like):
+    """The 1-D C-contiguous array of ``n`` elements of ``like``'s dtype at byte ``address``, with no meminfo and no
+    parent (as _unmanaged's): only for memory that the caller keeps alive while the result is in use (the executor's
+    bound arrays, engine/executor.py ``execute_bound``)."""
+    if not (isinstance(address, types.Integer) and isinstance(n, types.Integer) and isinstance(like, types.Array)):
+        return None
+    retty = types.Array(like.dtype, 1, "C")
+
+    def codegen(context, builder, sig, args):
+        intp = context.get_value_type(types.intp)
+        dtype = context.get_data_type(like.dtype)
+        size = context.cast(builder, args[1], sig.args[1], types.intp)
+        data = builder.inttoptr(context.cast(builder, args[0], sig.args[0], types.intp), dtype.as_pointer())
+        out = make_array(retty)(context, builder)
+        itemsize = intp(context.get_abi_sizeof(dtype))
+        null = context.get_constant_null(types.MemInfoPointer(types.voidptr))
+        populate_array(out, data=data, shape=[size], strides=[itemsize], itemsize=itemsize, meminfo=null,
+                       parent=cgutils.get_null_value(out.parent.type))
+        return out._getvalue()
+    return retty(address, n, like), codegen
+
+
 if numba_config.DISABLE_JIT:          # plain Python (NUMBA_DISABLE_JIT=1, for debugging): intrinsics do not run there
     def shaped(ary, shape):
         return ary.reshape(shape)
 
     def unmanaged(ary):
         return ary
+
+    def at_address(address, n, like):
+        return np.ctypeslib.as_array((np.ctypeslib.as_ctypes_type(like.dtype) * int(n)).from_address(int(address)))
 else:
     shaped = _shaped
     unmanaged = _unmanaged
+    at_address = _at_address
 
 
 def typed_like(ary, value):
