@@ -345,15 +345,18 @@ class Session:
         space = dict(ndarray=np.ndarray, empty=np.empty, dt=dt, run=run, prog=plan.prog, fconst=self._fconst,
                      no_i=no_i, no_f=no_f, pool=plan._pool, take_work=plan.take_work, POOL=WORK_POOL_SIZE,
                      _threads=_threads, threads=plan.blas_threads, slow=slow, checked=checked, failed=failed)
-        # a work pair of its own, bound with prog and fconst by address (Runtime.bind): a call unboxes six arrays,
-        # not ten. One call at a time takes it; a concurrent call goes to the checked path
-        work = plan.take_work(dt)
-        bound = self._runtime.bind(self.precision, plan.prog, self._fconst, work[0], work[1], no_f,
-                                   (*example, no_i, np.zeros(1, dt)))
-        if bound is None:
-            plan.give_work(work)
-        else:
-            space.update(call=bound[0], mine=[bound[1]], keep=work)
+        # small calls (~0.2 us of a few): a work pair of its own, bound with prog and fconst by address
+        # (Runtime.bind), so that a call unboxes six arrays, not ten. One call at a time takes it; a concurrent call
+        # goes to the checked path. Large work stays in the plan's pool, which every runner of the plan shares
+        bound = None
+        if plan.fwork_size * dt.itemsize + plan.iwork_size * 8 <= BIND_MAX_WORK_BYTES:
+            work = plan.take_work(dt)
+            bound = self._runtime.bind(self.precision, plan.prog, self._fconst, work[0], work[1], no_f,
+                                       (*example, no_i, np.zeros(1, dt)))
+            if bound is None:
+                plan.give_work(work)
+            else:
+                space.update(call=bound[0], mine=[bound[1]], keep=work)
         exec(_lean_source(sources, one_pass, n_fed, plan.out_views, plan.fout_size, rows, dt.itemsize, space,
                           bound is not None), space)
         return space["fast"]
@@ -531,6 +534,9 @@ def _flat(a, dtype):
     if a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable:
         return a.ravel()
     return np.array(a, dtype=dtype).reshape(-1)
+
+
+BIND_MAX_WORK_BYTES = 256 * 1024   # run's fast path binds its own work up to this size (Session._lean_runner)
 
 
 def _lean_source(sources, one_pass, n_fed, out_views, size, rows, itemsize, space, bound):

@@ -127,6 +127,27 @@ def test_runtime_bind_is_the_bound_entry_point_only_for_fixed_contiguous_arrays(
     assert rt.bind(sess.precision, *fixed, (np.zeros(1, np.float16),) + example[1:]) is None   # never compiled
 
 
+def test_runs_fast_path_binds_a_work_pair_of_its_own_only_for_small_calls():
+    """run's fast path binds its own work pair (Runtime.bind) while the work is at most BIND_MAX_WORK_BYTES; a
+    larger call's work stays in the plan's pool, reused call after call, whichever runner takes it. The results
+    are the checked path's either way."""
+    from engine.session import BIND_MAX_WORK_BYTES
+    sess = engine.Session(state_pair_model(), threads=1)
+    h, c = np.zeros((1, 1, H), np.float32), np.zeros((1, 1, H), np.float32)
+    for T in (1, 4000):
+        feed = {"x": rng.standard_normal((T, 1, I)).astype(np.float32), "h": h, "c": c}
+        first = sess.run(None, feed)                   # the checked path, which arms the fast one
+        again = sess.run(None, feed)                   # the fast path
+        for a, b in zip(first, again):
+            assert np.array_equal(a, b)
+        plan = sess._fast_run.plan
+        small = plan.fwork_size * 4 + plan.iwork_size * 8 <= BIND_MAX_WORK_BYTES
+        assert small == (T == 1)
+        assert ("call" in sess._fast_run.__globals__) == (small and sess.runtime == "jit")
+        if not small:
+            assert len(plan._pool) == 1                 # the one pair, back in the pool after each call
+
+
 def test_runs_repeating_a_shape_equal_the_first_whatever_the_arrays_layout():
     """Session.run's fast path (a repeated shape: the executor called directly) gives the checked path's results,
     for float64, non-contiguous and read-only inputs too (converted as the checked path converts them)."""
