@@ -50,11 +50,15 @@ class Runtime:
         C-contiguous 1-D arrays that the caller keeps alive, and unchanged, as long as it makes the call: ``bound``
         holds their addresses only. None where there is no such entry point (the AOT runtime, plain Python, or no
         compiled specialisation for these types): the caller then calls ``executor(precision)`` with all ten."""
+        import numpy as np
         fn = self.bound_functions.get(str(precision))
         fixed = (prog, fconst, fwork, iwork, state)
         if fn is None or not all(a.ndim == 1 and a.flags.c_contiguous and a.flags.writeable for a in fixed):
             return None
-        import numpy as np
+        # execute_bound reads prog and iwork as int64, the rest as fout's dtype: anything else is not bound
+        if prog.dtype != np.int64 or iwork.dtype != np.int64 or \
+                not fconst.dtype == fwork.dtype == state.dtype == example[4].dtype == np.dtype(str(precision)):
+            return None
         bound = np.array([v for a in fixed for v in (a.ctypes.data, a.size)], np.int64)
         call = self.direct(fn, (bound, *example))
         return None if call is fn else (call, bound)

@@ -125,6 +125,8 @@ def test_runtime_bind_is_the_bound_entry_point_only_for_fixed_contiguous_arrays(
     assert rt.bind(sess.precision, prog, np.zeros(8, np.float32)[::2], *fixed[2:], example) is None
     assert rt.bind(sess.precision, prog, np.zeros((2, 2), np.float32), *fixed[2:], example) is None
     assert rt.bind(sess.precision, *fixed, (np.zeros(1, np.float16),) + example[1:]) is None   # never compiled
+    assert rt.bind(sess.precision, prog, np.zeros(4, np.float64), *fixed[2:], example) is None   # read as float32
+    assert rt.bind(sess.precision, *fixed[:3], np.zeros(2, np.int32), fixed[4], example) is None
 
 
 def test_runs_fast_path_binds_a_work_pair_of_its_own_only_for_small_calls():
