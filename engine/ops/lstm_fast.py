@@ -299,7 +299,7 @@ def _part_step(Y, d, s, B, seq, reverse, xw, bias, RTp, rec, peep, use_peep, cur
     I, 64) the part's. ``fused`` (an LSTM): the step projects its own input, X2 (T*B, I), into gates that start
     as the bias, then adds h @ RTp (lstm_direction_fused's order); xw is not read. An LSTM's single step of one row
     (T = B = 1, a stream's step) projects its input here too, each group's W and R together (grouped_step, as
-    one_step_gates: the same sums as the projection into xw). At batch 1 the column groups run last to first every
+    lstm_direction_one: the same sums as the projection into xw). At batch 1 the column groups run last to first every
     other step, and every other call (``back``, the call's parity): a stream's step starts on the weights the step
     before read last."""
     alternate = (s % 2 == 1) != back
@@ -474,26 +474,13 @@ def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h
     h[:, :] = hb[maxlen % 2]
 
 
-@njit(**JIT_OPTIONS)
-def one_step_gates(g, x, WT, b, h, RT, back):
-    """g (G,) <- x @ W + b + h @ R for one row of one step, W and R in column groups (WT (G // 64, I, 64), RT (G //
-    64, H, 64)): the general path's sums in its order (x @ W from 0 as grouped_product, plus the bias, plus h @ R),
-    so that a stream's step is bit for bit a one-step run's. ``back``: the column groups last to first, the same
-    sums (grouped_step); a stream alternates it (run_recurrent), so that each step starts on the weights the step
-    before read last, still in the cache. On the Xeon (2 MiB L2), the kernel alone, one thread: reading all of W
-    and then all of R, alternating, H=256 (W and R 2 MiB) 33.4 -> 26.9 us a step, H=320 106.7 -> 87.3, H=128 3.7 ->
-    3.6; each group's W and R together (grouped_step), with the cell: H=512 (8 MiB) 311 -> 252 us, H=256 29.0 ->
-    24.1, H=128 4.0 -> 4.1."""
-    grouped_step(g, x, WT, b, h, RT, back)
-
-
 # ---------------------------------------------------------------------- the two directions on two threads
 @njit(**JIT_OPTIONS)
 def lstm_direction_one(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, reverse, clip, input_forget, fused,
                        xw, scratch, back):
     """One direction on one thread: the input projected step by step (``fused``, lstm_direction_fused), inside the
     recurrence at batch 1 (lstm_direction_pipelined), straight into the gates for a single step of one row (its
-    column groups last to first with ``back``, one_step_gates), or first, into xw, then lstm_direction_fast. WTp
+    column groups last to first with ``back``, numeric.grouped_step), or first, into xw, then lstm_direction_fast. WTp
     (parts, G // 64, I, 64), RTp (parts, G // 64, Hout, 64), biasp (parts, 1, G); xw (parts * T * B * G,) unless
     fused; scratch ((B + 1) * parts * G,)."""
     parts = RTp.shape[0]
@@ -508,13 +495,13 @@ def lstm_direction_one(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, 
         return
     if B == 1 and T == 1 and seq[0] == 1:
         # one step of one row (a stream's step): the projection straight into the gates, no xw pass
-        # (one_step_gates). H=128 5.7 -> 5.15 us, H=64 1.86 -> 1.51 us (Zen 5, one thread, the kernel alone). In
+        # (grouped_step). H=128 5.7 -> 5.15 us, H=64 1.86 -> 1.51 us (Zen 5, one thread, the kernel alone). In
         # parts too (weights packed for several threads, run here in sequence: a session of two threads at H=128,
         # 8.0-8.4 -> 7.75-8.1 us a stream step), every part's gates before any cell changes h
         chunk = G // 4
         for k in range(parts):
             p = parts - 1 - k if back else k     # alternating too: the parts last to first
-            one_step_gates(scratch[p * G:(p + 1) * G], X2[0], WTp[p], biasp[p, 0], h[0], RTp[p], back)
+            grouped_step(scratch[p * G:(p + 1) * G], X2[0], WTp[p], biasp[p, 0], h[0], RTp[p], back)
         for p in range(parts):
             j0 = p * chunk
             n = min(chunk, H - j0)

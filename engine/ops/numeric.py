@@ -475,8 +475,12 @@ else:
 #   64)): a batch-1 step's gates in the sums of grouped_row_add into zeros, plus b, plus grouped_row_add, group by
 #   group (a column's sums read only its own group's W and R). A group's W and R are read one after the other, and
 #   ``backward`` takes the groups last to first: a step that alternates starts on the W and R the step before read
-#   last, where reading all of W, then all of R, starts on W, which R has evicted from the L2. The Xeon, one
-#   thread, the products alone (H=I): H=512 (8 MiB) 294 -> 240 us, 384 167 -> 114, 256 32.4 -> 22.4.
+#   last, where reading all of W, then all of R, starts on W, which R has evicted from the L2. The sums are the
+#   general path's in its order (x @ W from 0 as grouped_product, plus the bias, plus h @ R), so that a stream's
+#   step (lstm_direction_one, a thread's part in _part_step) is bit for bit a one-step run's, either way round. The
+#   Xeon (2 MiB L2), one thread, the products alone (H=I): H=512 (8 MiB) 294 -> 240 us, 384 167 -> 114, 256 32.4
+#   -> 22.4; with the cell H=512 311 -> 252 us, H=256 29.0 -> 24.1, H=128 4.0 -> 4.1 (before, all of W then all of
+#   R, alternating against not: H=256 33.4 -> 26.9 us a step, H=320 106.7 -> 87.3, H=128 3.7 -> 3.6).
 
 
 @njit(**JIT_OPTIONS)

@@ -94,7 +94,7 @@ def run_recurrent(code, prog, pc, F, I):
             WTp = shaped(wts[o_wt:o_wt + D * parts * In * G], (D, parts, G // 64, In, 64))
             RTp = shaped(wts[o_rt:o_rt + D * parts * H * G], (D, parts, G // 64, H, 64))
             biasp = shaped(wts[o_bias:o_bias + D * parts * G], (D, parts, 1, G))
-            # a single step reads the column groups last to first every other call (one_step_gates, _part_step);
+            # a single step reads the column groups last to first every other call (grouped_step, _part_step);
             # the parity lives in the plan's int work, which a stream keeps from step to step (uninitialised at
             # first, and shared by concurrent calls: either order gives the same sums)
             back = (lens1[B] & 1) == 1
