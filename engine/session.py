@@ -327,8 +327,6 @@ class Session:
         dt, no_f, no_i = self.dtype, self._no_f, self._no_i
         slots = [idx[0] if idx else -1 for idx in plan.float_slots]
         example = [no_f if i < 0 else np.zeros(1, dt) for i in slots]
-        run = self._runtime.direct(self._run, (plan.prog, self._fconst, *example, no_i, np.zeros(1, dt),
-                                               np.zeros(1, np.int64), np.zeros(1, dt), no_f))
         # each executor slot: (the feed's name, its shape, None) or (None, None, the flat array it always gets)
         sources = [(None, None, no_f) if i < 0 else (self._input_names[i], shapes[i], None) if given[i] else
                    (None, None, np.ascontiguousarray(defaults[i], dt).ravel()) for i in slots]
@@ -342,9 +340,8 @@ class Session:
 
         def failed(status):
             raise self._status_error(status)
-        space = dict(ndarray=np.ndarray, empty=np.empty, dt=dt, run=run, prog=plan.prog, fconst=self._fconst,
-                     no_i=no_i, no_f=no_f, pool=plan._pool, take_work=plan.take_work, POOL=WORK_POOL_SIZE,
-                     _threads=_threads, threads=plan.blas_threads, slow=slow, checked=checked, failed=failed)
+        space = dict(ndarray=np.ndarray, empty=np.empty, dt=dt, no_i=no_i, no_f=no_f, _threads=_threads,
+                     threads=plan.blas_threads, slow=slow, checked=checked, failed=failed)
         # small calls (~0.2 us of a few): a work pair of its own, bound with prog and fconst by address
         # (Runtime.bind), so that a call unboxes six arrays, not ten. One call at a time takes it; a concurrent call
         # goes to the checked path. Large work stays in the plan's pool, which every runner of the plan shares
@@ -357,6 +354,11 @@ class Session:
                 plan.give_work(work)
             else:
                 space.update(call=bound[0], mine=[bound[1]], keep=work)
+        if bound is None:                # the ten-array entry point, with the plan's pool's work
+            run = self._runtime.direct(self._run, (plan.prog, self._fconst, *example, no_i, np.zeros(1, dt),
+                                                   np.zeros(1, np.int64), np.zeros(1, dt), no_f))
+            space.update(run=run, prog=plan.prog, fconst=self._fconst, pool=plan._pool, take_work=plan.take_work,
+                         POOL=WORK_POOL_SIZE)
         exec(_lean_source(sources, one_pass, n_fed, plan.out_views, plan.fout_size, rows, dt.itemsize, space,
                           bound is not None), space)
         return space["fast"]
@@ -818,7 +820,8 @@ class Stream:
         # address where the runtime can (Runtime.bind), else every call passes all ten arrays
         bound = sess._runtime.bind(sess.precision, prog, fconst, fwork, iwork, state, example)
         call, at = bound if bound is not None else (None, None)
-        run = sess._runtime.direct(sess._run, (prog, fconst, *example[:4], fwork, iwork, example[4], state))
+        run = sess._runtime.direct(sess._run, (prog, fconst, *example[:4], fwork, iwork, example[4], state)) \
+            if call is None else None
         whole = b - a == size            # the output is all of the output buffer: made in its shape, no reshape
 
         def fast(x):
