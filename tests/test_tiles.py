@@ -127,11 +127,12 @@ def test_columns_not_contiguous_within_a_row_take_the_general_path():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("M,K,groups", [(0, 1, 1), (0, 7, 3), (0, 64, 4), (0, 129, 8), (2, 7, 3), (3, 64, 4),
-                                        (13, 129, 2)])
+                                        (13, 129, 2), (100, 129, 2), (520, 129, 130)])
 def test_grouped_products_either_way_match_the_reference(dtype, M, K, groups):
     """Rows against weights in column groups (a step's recurrence; M=0: one row, grouped_row_add, as at batch 1),
     the groups first to last or last to first (a recurrence alternates, to start on what the step before read
-    last): the same sums, bit for bit."""
+    last): the same sums, bit for bit. M=100: a larger than the L1 and W small, blocks of 12 rows off AMD Zen
+    (numeric._grouped_block), the last of 4; M=520: W of 4 MiB, blocks of ~256 KiB of a, the last of 16 rows."""
     from engine.ops.numeric import grouped_add, grouped_row_add
     rng = np.random.default_rng(M * 1000 + K * groups)
     W = rng.standard_normal((K, 64 * groups)).astype(dtype)
@@ -183,7 +184,7 @@ def test_grouped_step_is_the_two_products_and_the_bias_group_by_group(dtype, I, 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("M,K,groups", [(1, 7, 3), (1, 64, 4), (1, 129, 2), (2, 64, 4), (5, 16, 1), (7, 33, 2),
-                                        (13, 64, 3)])
+                                        (13, 64, 3), (100, 129, 2)])
 def test_grouped_product_overwrites_with_the_product(M, K, groups, dtype):
     """grouped_product (the hoisted input projection): out <- a @ W, whatever out held (its zero-start tiles never
     read it), the same sums bit for bit as grouped_add into zeros, NaN only in the row that holds one; one row (a

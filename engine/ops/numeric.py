@@ -12,7 +12,7 @@ from numba import njit, prange, types
 from numba.core import config as numba_config
 from numba.extending import intrinsic
 
-from ..config import BLAS, JIT_OPTIONS, PARALLEL
+from ..config import BLAS, JIT_OPTIONS, PARALLEL, ZEN
 from .activations import (AFFINE, ELU, HARD_SIGMOID, LEAKY_RELU, RELU, SCALED_TANH, SIGMOID, SOFTSIGN, TANH,
                           THRESHOLDED_RELU)
 from .cell_vectors import TANH_C, TANH_P, TANH_Q, TANH_SAT, VECTORS, lstm_cell_vector
@@ -291,6 +291,11 @@ def rows_product(X, WT, out):
 
 
 _A_BLOCK_BYTES = 256 * 1024
+# a product in column groups (grouped_add, grouped_set) whose a (M, K) is larger than the L1 (_A_L1_BYTES) while all
+# of W is at most _SMALL_BLOCK_W_BYTES takes a in blocks of _SMALL_BLOCK_ROWS rows instead (_grouped_block)
+_A_L1_BYTES = 32 * 1024
+_SMALL_BLOCK_W_BYTES = 0 if ZEN else 1 << 20
+_SMALL_BLOCK_ROWS = 12
 _TILE6, _TILE5, _TILE4, _TILE3, _TILE2, _TILE1 = (tile_product("float", r) for r in (6, 5, 4, 3, 2, 1))  # 64 cols
 _TILE6N, _TILE2N, _TILE1N = (tile_product("float", r, 1) for r in (6, 2, 1))    # 16 columns
 _TILE6M, _TILE2M, _TILE1M = (tile_product("float", r, 1, masked=True) for r in (6, 2, 1))    # 1-15 columns
@@ -298,16 +303,17 @@ _ZERO6, _ZERO5, _ZERO4, _ZERO3, _ZERO2, _ZERO1 = (tile_product("float", r, zero=
 
 
 @njit(**JIT_OPTIONS)
-def _row_tiles(blocks, a, W, out, j, woff, wstride, sa, so, ncols, zero):
-    """out[:, j:j + 16 * blocks] += a @ (the 16 * blocks columns of W from byte woff, rows wstride bytes apart), six
+def _row_tiles(blocks, a, W, out, j, woff, wstride, sa, so, ncols, zero, r0, r1):
+    """out[r0:r1, j:j + 16 * blocks] += a[r0:r1] @ (the 16 * blocks columns of W from byte woff, rows wstride bytes
+    apart; rows by offset, not by slices of a and out, which cost ~100 ns a call at a block of 12 rows), six
     rows of a per tile, the last 1-5 rows in one tile (the 16-column tiles: six, two, one); sa and so are a's and
     out's row pitches in elements. With one block, ncols < 16: its first ncols columns only (the masked tiles). One
     tile for a small batch reads W once per step (batch 3 on a 2 + 1 split: 4.0 against ~2.8 ms at T=100 H=256).
     ``zero`` (four blocks): out[...] = the product instead, its tiles never reading out."""
-    M, K = a.shape
-    r = 0
-    while r < M:
-        n = min(6, M - r)
+    K = a.shape[1]
+    r = r0
+    while r < r1:
+        n = min(6, r1 - r)
         if blocks != 4 and n < 6:
             n = 2 if n >= 2 else 1
         at = r * so + j
@@ -361,6 +367,20 @@ def _row_block(K, isz):
 
 
 @njit(**JIT_OPTIONS)
+def _grouped_block(M, K, N, isz):
+    """Rows of a per block for a product in column groups (_grouped_tiles): _row_block's ~256 KiB, or, while all of
+    W (K x N) fits half the L2 and a does not fit the L1, two tiles of rows, whose block of a stays in the L1 while
+    W streams from the L2 (rather than a's rows from the L2 into every tile). The Xeon (2 MiB of L2), one thread, an
+    LSTM's projection of 3200 rows (T=100 B=32), W 64-byte aligned as the plan's (2026-11-28): I=H=256 (W 1 MiB)
+    10.2 -> 8.5-9.2 ms (blocks of 18 rows 8.6-9.2, 24 8.9-9.3, 36 9.5), I=128 H=256 5.6-5.8 -> 5.0-5.2, I=64 H=256
+    2.6-2.7 -> 2.4-2.5, I=256 H=128 5.0-5.2 -> 4.9-5.0, I=H=192 even; W of 2.25 MiB (I=H=384) 23.5 against 29.4 ms:
+    W then streams from the L3 for every block. Not on AMD Zen (1 MiB of L2), where it was not measured."""
+    if M * K * isz > _A_L1_BYTES and K * N * isz <= _SMALL_BLOCK_W_BYTES:
+        return _SMALL_BLOCK_ROWS
+    return _row_block(K, isz)
+
+
+@njit(**JIT_OPTIONS)
 def _tiled_product_add(a, b, out):
     M, K = a.shape
     N = b.shape[1]
@@ -371,13 +391,13 @@ def _tiled_product_add(a, b, out):
         r1 = min(M, r0 + MB)
         j = 0
         while j + 64 <= N:
-            _row_tiles(4, a[r0:r1], b, out[r0:r1], j, j * isz, sb, sa, so, 64, False)
+            _row_tiles(4, a, b, out, j, j * isz, sb, sa, so, 64, False, r0, r1)
             j += 64
         while j + 16 <= N:
-            _row_tiles(1, a[r0:r1], b, out[r0:r1], j, j * isz, sb, sa, so, 16, False)
+            _row_tiles(1, a, b, out, j, j * isz, sb, sa, so, 16, False, r0, r1)
             j += 16
         if j < N:
-            _row_tiles(1, a[r0:r1], b, out[r0:r1], j, j * isz, sb, sa, so, N - j, False)
+            _row_tiles(1, a, b, out, j, j * isz, sb, sa, so, N - j, False, r0, r1)
 
 
 @njit(**JIT_OPTIONS)
@@ -386,13 +406,13 @@ def _grouped_tiles(a, Q, out, backward, zero):
     isz = out.itemsize
     sa, so = a.strides[0] // isz, out.strides[0] // isz
     gbytes = K * 64 * isz
-    MB = _row_block(K, isz)
     n = Q.shape[0]
+    MB = _grouped_block(M, K, n * 64, isz)
     for r0 in range(0, M, MB):
         r1 = min(M, r0 + MB)
         for k in range(n):
             jg = n - 1 - k if backward else k
-            _row_tiles(4, a[r0:r1], Q, out[r0:r1], jg * 64, jg * gbytes, 64 * isz, sa, so, 64, zero)
+            _row_tiles(4, a, Q, out, jg * 64, jg * gbytes, 64 * isz, sa, so, 64, zero, r0, r1)
 
 
 @njit(**JIT_OPTIONS)
