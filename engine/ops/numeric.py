@@ -371,10 +371,12 @@ def _grouped_block(M, K, N, isz):
     """Rows of a per block for a product in column groups (_grouped_tiles): _row_block's ~256 KiB, or, while all of
     W (K x N) fits half the L2 and a does not fit the L1, two tiles of rows, whose block of a stays in the L1 while
     W streams from the L2 (rather than a's rows from the L2 into every tile). The Xeon (2 MiB of L2), one thread, an
-    LSTM's projection of 3200 rows (T=100 B=32), W 64-byte aligned as the plan's (2026-11-28): I=H=256 (W 1 MiB)
-    10.2 -> 8.5-9.2 ms (blocks of 18 rows 8.6-9.2, 24 8.9-9.3, 36 9.5), I=128 H=256 5.6-5.8 -> 5.0-5.2, I=64 H=256
-    2.6-2.7 -> 2.4-2.5, I=256 H=128 5.0-5.2 -> 4.9-5.0, I=H=192 even; W of 2.25 MiB (I=H=384) 23.5 against 29.4 ms:
-    W then streams from the L3 for every block. Not on AMD Zen (1 MiB of L2), where it was not measured."""
+    LSTM's projection of 3200 rows (T=100 B=32), W 64-byte aligned as the plan's (2026-11-28): grouped_set itself
+    at I=H=256 (W 1 MiB) 10.3-11.5 -> 9.4-10.5 ms; a prototype of this loop (adding tiles), blocks of 12 rows
+    against ~256 KiB: I=H=256 10.2 -> 8.5-9.2 ms (blocks of 18 rows 8.6-9.2, 24 8.9-9.3, 36 9.5), I=128 H=256
+    5.6-5.8 -> 5.0-5.2, I=64 H=256 2.6-2.7 -> 2.4-2.5, I=256 H=128 5.0-5.2 -> 4.9-5.0, I=H=192 even; W of 2.25 MiB
+    (I=H=384) 23.5 against 29.4 ms: W then streams from the L3 for every block. Not on AMD Zen (1 MiB of L2), where
+    it was not measured."""
     if M * K * isz > _A_L1_BYTES and K * N * isz <= _SMALL_BLOCK_W_BYTES:
         return _SMALL_BLOCK_ROWS
     return _row_block(K, isz)
