@@ -467,6 +467,61 @@ def test_a_gru_stream_steps_on_the_threaded_layout():
     assert max_abs_diff(np.concatenate(steps).reshape(whole[0].shape), whole[0]) <= 1e-5
 
 
+@pytest.mark.parametrize("case", list(GRU_CASES))
+@pytest.mark.parametrize("H", [37, 64, 128])
+@pytest.mark.parametrize("B", [1, 3])
+def test_the_one_part_gru_runs_on_column_groups_and_matches_the_reference(case, H, B):
+    """A GRU with linear_before_reset below GRU_PARALLEL_MIN_HIDDEN units (or on one thread) runs the one-part kernel
+    on the column groups (GRU_FAST: "gru fast"), H padded to whole groups (H=37: blocks of 48 units, 192 columns);
+    the same kernel on one and two threads, so the same results bit for bit, a bidirectional one with its directions
+    on two threads when big enough (DIRECTION_THREADS_MIN_MACS); without linear_before_reset the plain kernel."""
+    from engine.ops.program import DIRECTION_THREADS_MIN_MACS
+    steps = 40
+    model, reference = recurrent_model("GRU", I=I, H=H, seed=H + B, scale=0.1, linear_before_reset=1,
+                                       **GRU_CASES[case])
+    one, two = engine.Session(model, threads=1), engine.Session(model, threads=2)
+    feed = feed_of(model, B, seed=H)
+    feed.pop("initial_c")
+    feed["X"] = np.random.default_rng(B).standard_normal((steps, B, I)).astype(np.float32)
+    if "sequence_lens" in feed:
+        feed["sequence_lens"] = np.minimum(feed["sequence_lens"] * 3, steps).astype(np.int32)
+        feed["sequence_lens"][0] = steps
+    shapes = {k: v.shape for k, v in feed.items()}
+    listing = one.program(shapes)
+    assert "gru fast T=" in listing and "threads" not in listing, listing
+    listing = two.program(shapes)
+    assert "gru fast" in listing and "threads by unit" not in listing, listing
+    bidirectional = GRU_CASES[case].get("direction") == "bidirectional"
+    if two.threads == 2 and two.runtime == "jit":
+        at_once = bidirectional and steps * B * 3 * H * (I + H) >= DIRECTION_THREADS_MIN_MACS
+        assert ("directions on 2 threads" in listing) == at_once, listing
+    for x, y, ref in zip(one.run(None, feed), two.run(None, feed), reference(feed)):
+        np.testing.assert_array_equal(x, y)
+        assert max_abs_diff(y, ref) <= 1e-5 + 1e-6 * float(np.abs(ref).max())
+    plain, _ = recurrent_model("GRU", I=I, H=H, seed=H + B, scale=0.1, linear_before_reset=0, **GRU_CASES[case])
+    assert "gru fast" not in engine.Session(plain, threads=1).program(shapes)
+
+
+@pytest.mark.parametrize("H", [37, 128])
+def test_a_one_part_gru_stream_alternates_and_matches_the_whole_run(H):
+    """A stream's steps on the one-part GRU take the column groups last to first every other call (the parity the
+    LSTM's single step keeps): each step's state is the whole run's, and a second stream from the first's state
+    continues it."""
+    model, _ = recurrent_model("GRU", I=I, H=H, scale=0.1, linear_before_reset=1)
+    x = np.random.default_rng(H).standard_normal((T, 1, I)).astype(np.float32)
+    session = engine.Session(model, threads=1)
+    assert "gru fast T=1" in session.program({"X": (1, 1, I)})
+    whole = session.run(None, {"X": x})[0]
+    stream = session.stream(batch_size=1)
+    steps = [stream.step(x[t:t + 1])[0] for t in range(T)]
+    assert max_abs_diff(np.concatenate(steps).reshape(whole.shape), whole) <= 1e-5
+    h = None                                    # run with the state in and out, one step a call
+    for t in range(T):
+        feed = {"X": x[t:t + 1]} if h is None else {"X": x[t:t + 1], "initial_h": h}
+        y, h = session.run(None, feed)
+        assert max_abs_diff(y[0], whole[t]) <= 1e-5
+
+
 @pytest.mark.parametrize("H", [64, 96, PARALLEL_MIN_HIDDEN])
 @pytest.mark.parametrize("B", [1, 5])
 def test_two_directions_run_on_two_threads_and_match_one_thread(H, B):
@@ -529,7 +584,8 @@ def test_a_bidirectional_gru_or_rnn_runs_its_directions_on_two_threads(op, lbr, 
                                            ("LSTM", 0, ["Sigmoid", "Tanh", "Relu"])],
                          ids=["gru", "gru-lbr", "rnn", "lstm-generic"])
 def test_a_one_thread_recurrence_projects_its_input_on_the_sessions_threads(op, lbr, acts):
-    """The GRU, RNN and general LSTM kernels run their recurrence on one thread; on a two-thread Session their
+    """The GRU (with linear_before_reset: on the column groups, numeric.grouped_rows_parallel), RNN and general LSTM
+    kernels run their recurrence on one thread; on a two-thread Session their
     input projection (one product over every step) splits its rows over Numba's threads when big enough
     (Recurrent.proj_parts), and the plan keeps the BLAS on one thread, big enough or not, so that no OpenBLAS pool
     spins beside the recurrence. The results: the reference's (the LSTM with a Relu, which the reference does not

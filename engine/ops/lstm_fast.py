@@ -445,6 +445,10 @@ def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h
     gate of a unit needs h only, so one barrier a step serves it too. ``back``: the call's parity, which a stream
     alternates (run_recurrent): at batch 1 the steps' column groups start last to first (_part_step)."""
     nparts = RTp.shape[0]
+    if _threads_available() < nparts:
+        direction_in_turn(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, reverse, clip, input_forget, xw,
+                          gru, fused, back)
+        return
     H = h.shape[1]
     G = RTp.shape[1] * 64
     g = np.empty((nparts, G), dtype=h.dtype)
@@ -453,25 +457,53 @@ def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h
     hb[0, :, :] = h
     maxlen = max_length(seq, B)
     phases = maxlen + 1                              # the projections, then the steps
-    if _threads_available() >= nparts:
-        flags = np.zeros(phases * nparts + _LINE * (phases + 1), dtype=np.int64)
-        for p in prange(nparts):
-            for ph in range(phases):
-                if ph > 0:
-                    _finish_phase(ph - 1, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip,
-                                  input_forget, xw, g, rec, hb, c, gru, fused, back)
-                k = ph * nparts + p
-                if compare_exchange(flags, k, 0, 1) == 0:
-                    _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw, g,
-                          rec, hb, c, gru, fused, back)
-                    fetch_add(flags, flags.shape[0] - _LINE * (ph + 1), 1)
-            _finish_phase(phases - 1, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip,
-                          input_forget, xw, g, rec, hb, c, gru, fused, back)
-    else:
-        for k in range(phases * nparts):
-            _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw, g, rec, hb,
-                  c, gru, fused, back)
+    flags = np.zeros(phases * nparts + _LINE * (phases + 1), dtype=np.int64)
+    for p in prange(nparts):
+        for ph in range(phases):
+            if ph > 0:
+                _finish_phase(ph - 1, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip,
+                              input_forget, xw, g, rec, hb, c, gru, fused, back)
+            k = ph * nparts + p
+            if compare_exchange(flags, k, 0, 1) == 0:
+                _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw, g,
+                      rec, hb, c, gru, fused, back)
+                fetch_add(flags, flags.shape[0] - _LINE * (ph + 1), 1)
+        _finish_phase(phases - 1, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip,
+                      input_forget, xw, g, rec, hb, c, gru, fused, back)
     h[:, :] = hb[maxlen % 2]
+
+
+@njit(**JIT_OPTIONS)
+def direction_in_turn(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, reverse, clip, input_forget, xw, gru,
+                      fused, back):
+    """lstm_direction_parallel's tasks in order on the calling thread, no parallel region: with fewer threads than
+    parts, and the one-part GRU (GRU_FAST: the hoisted projection, then each step's h @ R on the column groups,
+    grouped_row_add at batch 1 alternating with ``back``, grouped_add over a batch, and _gru_part_cell). A GRU's
+    ``fused`` means that the caller has projected its input into xw already (on several threads): no projection
+    task (a GRU's step reads xw either way)."""
+    nparts = RTp.shape[0]
+    H = h.shape[1]
+    G = RTp.shape[1] * 64
+    g = np.empty((nparts, G), dtype=h.dtype)
+    rec = np.empty((nparts, B, G), dtype=h.dtype)
+    hb = np.empty((2, B, H), dtype=h.dtype)
+    hb[0, :, :] = h
+    maxlen = max_length(seq, B)
+    for k in range((maxlen + 1) * nparts):
+        _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw, g, rec, hb, c,
+              gru, fused, back)
+    h[:, :] = hb[maxlen % 2]
+
+
+@njit(parallel=PARALLEL, **JIT_OPTIONS)
+def gru_directions_parallel(Y, X2, B, WTp, RTp, biasp, seq, h, reverse, clip, xw, back):
+    """Both directions of a bidirectional one-part GRU (GRU_FAST) at once, one thread each (direction_in_turn),
+    as lstm_directions_parallel: WTp (2, 1, G // 64, I, 64), RTp, biasp likewise; h (2, B, H); reverse (2,) flags;
+    xw (2, 1, T*B, G) a buffer per direction."""
+    for d in prange(2):             # d as int64, as lstm_directions_parallel's
+        hd = h[d]
+        direction_in_turn(Y, np.int64(d), X2, B, WTp[d], RTp[d], biasp[d], hd[0], np.bool_(False), seq, hd, hd,
+                          reverse[d] == 1, clip, np.bool_(False), xw[d], np.bool_(True), np.bool_(False), back)
 
 
 # ---------------------------------------------------------------------- the two directions on two threads

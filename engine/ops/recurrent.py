@@ -27,9 +27,10 @@ the state (D, B, Hout) updated in place (in a stream, the stream's state buffer 
           (p+1)*chunk) of each gate block i, o, f, c (``pack_parts``): one part unless the threaded kernel runs,
           then one per thread, and every LSTM kernel reads that one layout (no second copy of the weights)
     GRU   WT (D, I, 3H), RTzr (D, H, 2H) z, r, RTh (D, H, H), bias (D, 4H) = [Wbz+Rbz, Wbr+Rbr, Wbh, Rbh]; or,
-          for the threaded GRU (GRU_FAST_MT: linear_before_reset, from GRU_PARALLEL_MIN_HIDDEN), one part per thread
-          as the LSTM's: WT (D, parts, width // 64, I, 64), RT (D, parts, width // 64, H, 64) in column groups,
-          blocks z, r, h of chunk units (width = 3*chunk rounded up to 64), bias (D, parts, 1, 4*chunk)
+          float32 with the default activations and linear_before_reset (what PyTorch exports), as the LSTM's:
+          WT (D, parts, width // 64, I, 64), RT (D, parts, width // 64, H, 64) in column groups, blocks z, r, h of
+          chunk units (width = 3*chunk rounded up to 64), bias (D, parts, 1, 4*chunk); one part per thread for
+          the threaded GRU (GRU_FAST_MT, from GRU_PARALLEL_MIN_HIDDEN), else one (GRU_FAST)
     RNN   WT (D, I, H), RT (D, H, H), bias (D, H) = Wb + Rb
 
 Reduced-precision weights (W and R stored as bfloat16 or int8, engine/quant.py) run in float32 on kernels that read
@@ -57,6 +58,7 @@ from .program import (ABSENT, DIRECTION_THREADS_MIN_MACS, F_STATE, FUSE_MAX_BYTE
 LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC, GRU_CODE, RNN_CODE = range(RECURRENT_BASE, RECURRENT_BASE + 5)
 LSTM_REDUCED, GRU_REDUCED, RNN_REDUCED = range(RECURRENT_BASE + 5, RECURRENT_BASE + 8)   # reduced_kernels.py
 GRU_FAST_MT = RECURRENT_BASE + 8    # the threaded GRU (linear_before_reset), on lstm_fast.py's threaded kernel
+GRU_FAST = RECURRENT_BASE + 9       # the one-part GRU (linear_before_reset): that kernel's tasks in turn, one thread
 BF16, INT8 = 1, 2       # the stored encoding, first own param of a reduced instruction
 _ENCODING_CODES = {"bfloat16": BF16, "int8": INT8}
 
@@ -428,15 +430,16 @@ class Recurrent(Op):
     @classmethod
     def proj_parts(cls, node, p, variant, on_threads, rows, In):
         """For a kernel whose recurrence runs on one thread and whose input projection is one product over all
-        steps (LSTM_GENERIC, GRU_CODE, RNN_CODE, a direction at a time) in a float32 plan of several threads: the
-        parts that product's rows split into on Numba's threads (layers.matmul_parts: 1 when too small to gain),
+        steps (LSTM_GENERIC, GRU_CODE, GRU_FAST, RNN_CODE, a direction at a time) in a float32 plan of several
+        threads: the parts that product's rows split into on Numba's threads (layers.matmul_parts: 1 when too small
+        to gain; GRU_FAST's on the column groups, numeric.grouped_rows_parallel),
         the plan's BLAS then kept to one thread; 0 for the other kernels and plans. Measured on the 2-core Zen 5, the
         register tiles on two threads against OpenBLAS (SciPy's 0.3.30, SkylakeX) on two, in one process: (100, 128) @
         (128, 384) 51.8 against 62.9 us, (100, 256) @ (256, 256) 63.4 against 86.4, (100, 512) @ (512, 1536) 717
         against 906, (3200, 256) @ (256, 768) even (6.1 ms); and no OpenBLAS pool left spinning on the other core
         while the recurrence runs (a GRU at T=100 H=128 in the bench's process: 327 us on two threads against 292
         on one)."""
-        if p.threads < 2 or on_threads or variant not in (LSTM_GENERIC, GRU_CODE, RNN_CODE) or \
+        if p.threads < 2 or on_threads or variant not in (LSTM_GENERIC, GRU_CODE, GRU_FAST, RNN_CODE) or \
                 np.dtype(p.dtype) != np.float32 or not runtime.current().parallel:
             return 0
         return matmul_parts(p.threads, rows, In, cls.spec().n_gates * node.attrs["hidden_size"])
@@ -469,7 +472,7 @@ class Recurrent(Op):
 
 
 _VARIANT_NAMES = {LSTM_FAST: "fast", LSTM_FAST_MT: "fast, threads", LSTM_GENERIC: "generic", GRU_CODE: "",
-                  GRU_FAST_MT: "fast, threads by unit",
+                  GRU_FAST_MT: "fast, threads by unit", GRU_FAST: "fast",
                   RNN_CODE: "", LSTM_REDUCED: "reduced weights", GRU_REDUCED: "reduced weights",
                   RNN_REDUCED: "reduced weights"}
 
@@ -638,7 +641,7 @@ class LSTM(Recurrent):
 class GRU(Recurrent):
     name = "GRU"
     attrs = frozenset(recurrent_spec.SPECS["GRU"].attributes)
-    at_once = (GRU_CODE,)       # the threaded GRU (GRU_FAST_MT) splits each direction instead
+    at_once = (GRU_CODE, GRU_FAST)   # the threaded GRU (GRU_FAST_MT) splits each direction instead
 
     @classmethod
     def multi_thread(cls, node, dtype, threads):
@@ -649,13 +652,30 @@ class GRU(Recurrent):
                 and node.attrs["hidden_size"] >= GRU_PARALLEL_MIN_HIDDEN and runtime.current().parallel)
 
     @classmethod
-    def _chunk(cls, node, threads):
-        return part_chunk(node.attrs["hidden_size"], threads, True)
+    def grouped(cls, node, dtype):
+        """The kernels on the column groups (GRU_FAST_MT, GRU_FAST): float32, default activations,
+        linear_before_reset. The others (GRU_CODE) read the plain layout. GRU_FAST against GRU_CODE (whose recurrence
+        is recurrent_product, four rows of R per pass over the gates) on the 2-core Xeon (2 MiB L2), alternating
+        processes: one thread, T=100 B=1 H=128 264 -> 210-235 us, H=256 962-1003 -> 774-861; a run of one step with
+        the state in and out H=128 6.0-6.5 -> 5.5 us, H=256 18.5-20.8 -> 16.2-16.4; T=100 B=32 H=128 and H=64 even.
+        Two threads (the projection's rows on both, grouped_rows_parallel): T=100 H=128 228-231 -> 191-192 us,
+        bidirectional (a direction a thread) 269-277 -> 221, B=32 H=128 even."""
+        return cls.fast(node, dtype) and node.attrs["linear_before_reset"] == 1
+
+    @classmethod
+    def parts(cls, node, dtype, threads):
+        """How many parts the grouped weights are packed in: one per thread for the threaded GRU, else one."""
+        return threads if cls.multi_thread(node, dtype, threads) else 1
+
+    @classmethod
+    def _chunk(cls, node, parts):
+        return part_chunk(node.attrs["hidden_size"], parts, True)
 
     @classmethod
     def gate_width(cls, node, p):
-        if cls.multi_thread(node, p.dtype, p.threads) and not cls.reduced(node, p.model, p.dtype):
-            return p.threads * part_width(cls._chunk(node, p.threads), 3, True)
+        if cls.grouped(node, p.dtype) and not cls.reduced(node, p.model, p.dtype):
+            parts = cls.parts(node, p.dtype, p.threads)
+            return parts * part_width(cls._chunk(node, parts), 3, True)
         return super().gate_width(node, p)
 
     @classmethod
@@ -670,14 +690,15 @@ class GRU(Recurrent):
             yield "bias", cls._bias(Bt, H)
             return
         D, H, W, R, Bt = cls._tensors(node, model, dtype)
-        if cls.multi_thread(node, dtype, threads):
-            # one part per thread, in column groups: WT (D, parts, width // 64, I, 64), RT (D, parts, width // 64,
-            # H, 64), blocks z, r, h of chunk units each; bias (D, parts, 1, 4*chunk) z, r, Wbh, Rbh
-            chunk = cls._chunk(node, threads)
-            yield "WT", _parts(W, dtype, threads, model, True, 3)
-            yield "RT", _parts(R, dtype, threads, model, True, 3)
-            yield "bias", pack_parts(cls._bias(Bt, H)[:, None, :], threads, False, 4, chunk).reshape(
-                D, threads, 1, 4 * chunk)
+        if cls.grouped(node, dtype):
+            # one part per thread (or one), in column groups: WT (D, parts, width // 64, I, 64), RT (D, parts,
+            # width // 64, H, 64), blocks z, r, h of chunk units each; bias (D, parts, 1, 4*chunk) z, r, Wbh, Rbh
+            parts = cls.parts(node, dtype, threads)
+            chunk = cls._chunk(node, parts)
+            yield "WT", _parts(W, dtype, parts, model, True, 3)
+            yield "RT", _parts(R, dtype, parts, model, True, 3)
+            yield "bias", pack_parts(cls._bias(Bt, H)[:, None, :], parts, False, 4, chunk).reshape(
+                D, parts, 1, 4 * chunk)
             return
         RT = R.transpose(0, 2, 1)                                                  # (D, H, 3H) z, r, h
         yield "WT", np.ascontiguousarray(W.transpose(0, 2, 1))                     # (D, I, 3H)
@@ -694,14 +715,18 @@ class GRU(Recurrent):
     def variant(cls, node, p, T, B):
         if cls.reduced(node, p.model, p.dtype):
             return GRU_REDUCED
-        return GRU_FAST_MT if cls.multi_thread(node, p.dtype, p.threads) else GRU_CODE
+        if cls.multi_thread(node, p.dtype, p.threads):
+            return GRU_FAST_MT
+        return GRU_FAST if cls.grouped(node, p.dtype) else GRU_CODE
 
     @classmethod
     def own_params(cls, node, p, variant, B, fused, on_threads):
-        if variant == GRU_FAST_MT:     # parts, chunk, and the columns of a part (three blocks, whole groups)
-            chunk = cls._chunk(node, p.threads)
-            return [p.weight("WT")[0], p.weight("RT")[0], p.weight("bias")[0], p.threads, chunk,
-                    part_width(chunk, 3, True)]
+        if variant in (GRU_FAST_MT, GRU_FAST):   # parts, chunk, the columns of a part (three blocks, whole groups),
+            #                                        directions at once
+            parts = cls.parts(node, p.dtype, p.threads)
+            chunk = cls._chunk(node, parts)
+            return [p.weight("WT")[0], p.weight("RT")[0], p.weight("bias")[0], parts, chunk,
+                    part_width(chunk, 3, True), int(on_threads)]
         if variant == GRU_REDUCED:
             int8 = cls.reduced(node, p.model, p.dtype) == "int8"
             extra = [p.weight(key)[0] if int8 or key in ("RTzr", "RTh") else 0

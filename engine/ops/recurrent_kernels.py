@@ -5,16 +5,16 @@ from numba import njit
 
 from ..config import JIT_OPTIONS
 from .gru_rnn import directions_parallel, one_direction
-from .lstm_fast import (lstm_batches_parallel, lstm_direction_one, lstm_direction_parallel, lstm_directions_parallel,
-                        same_steps)
+from .lstm_fast import (direction_in_turn, gru_directions_parallel, lstm_batches_parallel, lstm_direction_one,
+                        lstm_direction_parallel, lstm_directions_parallel, same_steps)
 from .lstm_kernels import lstm_direction_generic
-from .numeric import input_projection
+from .numeric import grouped_rows_parallel, input_projection
 from .program import ABSENT, ERR_SEQ_LENS, KEEP, OK, THREADS_AT
 from .program_kernels import fparam, fview, iview, shaped, typed_like
 from .reduced_kernels import run_reduced
-from .recurrent import (GRU_CODE, GRU_FAST_MT, GRU_REDUCED, LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC, LSTM_REDUCED, P_C,
-                        P_C0, P_CLIP, P_DIMS, P_H, P_H0, P_LENS, P_OWN, P_PROJ_PARTS, P_REV, P_SCRATCH, P_SEQ,
-                        P_WEIGHTS, P_X, P_XW, P_Y, RNN_REDUCED)
+from .recurrent import (GRU_CODE, GRU_FAST, GRU_FAST_MT, GRU_REDUCED, LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC,
+                        LSTM_REDUCED, P_C, P_C0, P_CLIP, P_DIMS, P_H, P_H0, P_LENS, P_OWN, P_PROJ_PARTS, P_REV,
+                        P_SCRATCH, P_SEQ, P_WEIGHTS, P_X, P_XW, P_Y, RNN_REDUCED)
 
 
 @njit(**JIT_OPTIONS)
@@ -146,12 +146,32 @@ def run_recurrent(code, prog, pc, F, I):
                                    prog[acts:acts + 3], prog[acts + 3:acts + 6].view(np.float64),
                                    prog[acts + 6:acts + 9].view(np.float64), clip, input_forget)
         return OK
-    if code == GRU_FAST_MT:          # the LSTM's threaded kernel with the GRU's part step (lstm_fast.py)
+    if code == GRU_FAST_MT or code == GRU_FAST:
+        # the LSTM's threaded kernel with the GRU's part step (lstm_fast.py), or its tasks in turn on one thread
         o_wt, o_rt, o_bias = prog[q], prog[q + 1], prog[q + 2]
         parts, chunk, G = prog[q + 3], prog[q + 4], prog[q + 5]     # G: a part's columns (recurrent.part_width)
         WTp = shaped(wts[o_wt:o_wt + D * parts * In * G], (D, parts, G // 64, In, 64))
         RTp = shaped(wts[o_rt:o_rt + D * parts * H * G], (D, parts, G // 64, H, 64))
         biasp = shaped(wts[o_bias:o_bias + D * parts * 4 * chunk], (D, parts, 1, 4 * chunk))
+        if code == GRU_FAST:
+            # one part; a single step alternates its column groups' order every call (the parity as the LSTM's)
+            back = (lens1[B] & 1) == 1
+            lens1[B] = 0 if back else 1
+            if D == 2 and prog[q + 6] != 0:     # the two directions on two threads, each with its own xw
+                xw2 = shaped(fview(F, prog, p + P_XW, 2 * T * B * G), (2, 1, T * B, G))
+                gru_directions_parallel(Y, X2, B, WTp, RTp, biasp, lens, h, prog[p + P_REV:p + P_REV + 2], clip,
+                                        xw2, back)
+                return OK
+            xw = shaped(fview(F, prog, p + P_XW, T * B * G), (1, T * B, G))
+            proj = prog[p + P_PROJ_PARTS]
+            for d in range(D):
+                hd = h[d]
+                if proj > 1:     # the projection's rows on Numba's threads first; the kernel then skips its own
+                    grouped_rows_parallel(X2, WTp[d, 0], xw[0], proj)
+                direction_in_turn(Y, d, X2, B, WTp[d], RTp[d], biasp[d], hd[0], np.bool_(False), lens, hd, hd,
+                                  prog[p + P_REV + d] == 1, clip, np.bool_(False), xw, np.bool_(True),
+                                  proj > 1, back)
+            return OK
         xw = shaped(fview(F, prog, p + P_XW, parts * T * B * G), (parts, T * B, G))
         for d in range(D):
             # h stands in for the LSTM's c and peepholes, which the GRU's step never reads
