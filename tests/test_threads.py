@@ -470,15 +470,17 @@ def test_a_gru_stream_steps_on_the_threaded_layout():
 @pytest.mark.parametrize("case", list(GRU_CASES))
 @pytest.mark.parametrize("H", [37, 64, 128])
 @pytest.mark.parametrize("B", [1, 3])
-def test_the_one_part_gru_runs_on_column_groups_and_matches_the_reference(case, H, B):
+@pytest.mark.parametrize("op", ["GRU", "RNN"])
+def test_gru_and_rnn_run_on_column_groups_and_match_the_reference(op, case, H, B):
     """A GRU with linear_before_reset below GRU_PARALLEL_MIN_HIDDEN units (or on one thread) runs the one-part kernel
-    on the column groups (GRU_FAST: "gru fast"), H padded to whole groups (H=37: blocks of 48 units, 192 columns);
-    the same kernel on one and two threads, so the same results bit for bit, a bidirectional one with its directions
-    on two threads when big enough (DIRECTION_THREADS_MIN_MACS); without linear_before_reset the plain kernel."""
+    on the column groups (GRU_FAST), an RNN with tanh rnn_direction_grouped (RNN_FAST): "fast" in the listing, H
+    padded to whole groups (H=37: 48 units a block, 192 columns for the GRU; 64 columns for the RNN). The same kernel
+    on one and two threads, so the same results bit for bit, the projection's rows on both threads when big enough,
+    a bidirectional one with its directions on two threads when big enough (DIRECTION_THREADS_MIN_MACS). Without
+    linear_before_reset, or with a Relu, the general kernel."""
     from engine.ops.program import DIRECTION_THREADS_MIN_MACS
     steps = 40
-    model, reference = recurrent_model("GRU", I=I, H=H, seed=H + B, scale=0.1, linear_before_reset=1,
-                                       **GRU_CASES[case])
+    model, reference = recurrent_model(op, I=I, H=H, seed=H + B, scale=0.1, linear_before_reset=1, **GRU_CASES[case])
     one, two = engine.Session(model, threads=1), engine.Session(model, threads=2)
     feed = feed_of(model, B, seed=H)
     feed.pop("initial_c")
@@ -488,34 +490,40 @@ def test_the_one_part_gru_runs_on_column_groups_and_matches_the_reference(case, 
         feed["sequence_lens"][0] = steps
     shapes = {k: v.shape for k, v in feed.items()}
     listing = one.program(shapes)
-    assert "gru fast T=" in listing and "threads" not in listing, listing
+    assert f"{op.lower()} fast T=" in listing and "threads" not in listing, listing
     listing = two.program(shapes)
-    assert "gru fast" in listing and "threads by unit" not in listing, listing
+    assert f"{op.lower()} fast" in listing and "threads by unit" not in listing, listing
     bidirectional = GRU_CASES[case].get("direction") == "bidirectional"
     if two.threads == 2 and two.runtime == "jit":
-        at_once = bidirectional and steps * B * 3 * H * (I + H) >= DIRECTION_THREADS_MIN_MACS
+        gates = 3 if op == "GRU" else 1
+        at_once = bidirectional and steps * B * gates * H * (I + H) >= DIRECTION_THREADS_MIN_MACS
         assert ("directions on 2 threads" in listing) == at_once, listing
     for x, y, ref in zip(one.run(None, feed), two.run(None, feed), reference(feed)):
         np.testing.assert_array_equal(x, y)
         assert max_abs_diff(y, ref) <= 1e-5 + 1e-6 * float(np.abs(ref).max())
-    plain, _ = recurrent_model("GRU", I=I, H=H, seed=H + B, scale=0.1, linear_before_reset=0, **GRU_CASES[case])
-    assert "gru fast" not in engine.Session(plain, threads=1).program(shapes)
+    plain, _ = recurrent_model(op, I=I, H=H, seed=H + B, scale=0.1, linear_before_reset=0, **GRU_CASES[case])
+    if op == "RNN":
+        D = 2 if bidirectional else 1
+        plain.nodes[0].attrs["activations"] = [["Relu", 0.0, 0.0]] * D
+    listing = engine.Session(plain, threads=1).program(shapes)
+    assert f"{op.lower()} T=" in listing and "fast" not in listing, listing
 
 
 @pytest.mark.parametrize("H", [37, 128])
-def test_a_one_part_gru_stream_alternates_and_matches_the_whole_run(H):
-    """A stream's steps on the one-part GRU take the column groups last to first every other call (the parity the
-    LSTM's single step keeps): each step's state is the whole run's, and a second stream from the first's state
-    continues it."""
-    model, _ = recurrent_model("GRU", I=I, H=H, scale=0.1, linear_before_reset=1)
+@pytest.mark.parametrize("op", ["GRU", "RNN"])
+def test_a_grouped_stream_alternates_and_matches_the_whole_run(op, H):
+    """A stream's steps on the column groups (GRU_FAST, RNN_FAST) take them last to first every other call (the
+    parity the LSTM's single step keeps): each step's output is the whole run's, by the stream and by ``run`` with
+    the state in and out, one step a call."""
+    model, _ = recurrent_model(op, I=I, H=H, scale=0.1, linear_before_reset=1)
     x = np.random.default_rng(H).standard_normal((T, 1, I)).astype(np.float32)
     session = engine.Session(model, threads=1)
-    assert "gru fast T=1" in session.program({"X": (1, 1, I)})
+    assert f"{op.lower()} fast T=1" in session.program({"X": (1, 1, I)})
     whole = session.run(None, {"X": x})[0]
     stream = session.stream(batch_size=1)
     steps = [stream.step(x[t:t + 1])[0] for t in range(T)]
     assert max_abs_diff(np.concatenate(steps).reshape(whole.shape), whole) <= 1e-5
-    h = None                                    # run with the state in and out, one step a call
+    h = None
     for t in range(T):
         feed = {"X": x[t:t + 1]} if h is None else {"X": x[t:t + 1], "initial_h": h}
         y, h = session.run(None, feed)

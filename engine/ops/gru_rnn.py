@@ -11,22 +11,27 @@ Canonical GRU node (what the converters write; every attribute present):
 
 Canonical RNN node: the same with W (D, H, I), R (D, H, H), B (D, 2H), activations [[name, alpha, beta] * D].
 
-One kernel per op serves every activation and both float types: with ``fast`` (float32, default activations) the
-gate loops use the vectorisable rational sigmoid/tanh of lstm_fast.py, otherwise ``activations.activate``. The
-recurrent product is the register-blocked one of the LSTM kernel at small batch and one BLAS GEMM per step at larger
-batch; the input projection is hoisted out of the recurrence. On two threads a bidirectional layer runs its two
-directions at once, one thread each (directions_parallel). Packed layouts (per direction):
+The general kernels (GRU_CODE, RNN_CODE) serve every activation and both float types: with ``fast`` (float32,
+default activations) the gate loops use the vectorisable rational sigmoid/tanh of lstm_fast.py, otherwise
+``activations.activate``. Their recurrent product is a blocked loop (recurrent_product) at small batch and one
+product per step at larger batch; the input projection is hoisted out of the recurrence. On two threads a
+bidirectional layer runs its two directions at once, one thread each (directions_parallel). Packed layouts (per
+direction):
 
     GRU  WT (I, 3H) z, r, h;  RTzr (H, 2H) z, r;  RTh (H, H);  bias (4H,) = [Wbz+Rbz, Wbr+Rbr, Wbh, Rbh]
     RNN  WT (I, H);  RT (H, H);  bias (H,) = Wb + Rb
+
+The fast float32 ones read the weights in column groups (the register tiles' layout, numeric.py): a GRU with
+linear_before_reset on lstm_fast.py's kernels (GRU_FAST_MT, GRU_FAST), an RNN with tanh on rnn_direction_grouped
+(RNN_FAST): WT (G // 64, I, 64), RT (G // 64, H, 64), bias (G,), G = H rounded up to whole groups of 64.
 """
 import numpy as np
 from numba import njit, prange
 
 from ..config import JIT_OPTIONS, PARALLEL
 from .activations import SIGMOID
-from .numeric import (BLAS_MIN_BATCH, activate, clip_value as _clipv, input_projection, matmul, max_length,
-                      recurrent_product, sigmoid32, tanh32)
+from .numeric import (BLAS_MIN_BATCH, activate, clip_value as _clipv, grouped_add, grouped_product, grouped_row_add,
+                      input_projection, matmul, max_length, recurrent_product, sigmoid32, tanh32, tanh_all)
 
 
 # ---------------------------------------------------------------------- what the float and reduced kernels share
@@ -163,6 +168,66 @@ def rnn_direction(Y, d, xw, B, RT, bias, seq, h, reverse, code, alpha, beta, cli
                 recurrent_product(g, hb, RT)
             activate_all(g, code, alpha, beta, clip, fast)
             rnn_update(hb, g, Y[t, d, b])
+
+
+@njit(**JIT_OPTIONS)
+def rnn_direction_grouped(Y, d, X2, B, WTq, RTq, bias, seq, h, reverse, clip, xw, back, projected):
+    """One direction of a float32 RNN with tanh (RNN_FAST) on the column groups, as the LSTM's and the GRU's fast
+    kernels: WTq (G // 64, I, 64), RTq (G // 64, H, 64), bias (G,) = Wb + Rb, G = H rounded up to whole groups (the
+    columns past H zeros). The input projected into xw (T*B, G) first (unless ``projected``: the caller did, on
+    several threads), then each step's h @ R on the register tiles: at batch 1 grouped_row_add, R's groups last to
+    first every other step (and every other call, ``back``: a stream's step starts on what the step before read
+    last), over a batch grouped_add; tanh of the first H sums is the new state. An entry past its length keeps its
+    state (its row of Y is left alone: the caller zero-fills Y)."""
+    H = h.shape[1]
+    G = RTq.shape[0] * 64
+    if not projected:
+        grouped_product(X2, WTq, xw)
+    g = np.empty((B, G), dtype=h.dtype)
+    hb = np.empty((2, B, H), dtype=h.dtype)
+    hb[0, :, :] = h
+    maxlen = max_length(seq, B)
+    for s in range(maxlen):
+        cur, nxt = hb[s % 2], hb[1 - s % 2]
+        for b in range(B):
+            L = seq[b]
+            t = L - 1 - s if reverse else s
+            gb = g[b]
+            if s >= L:
+                gb[:] = 0
+                continue
+            xr = xw[t * B + b]
+            for j in range(G):
+                gb[j] = xr[j] + bias[j]
+        if B == 1:
+            grouped_row_add(g[0], cur[0], RTq, (s % 2 == 1) != back)
+        else:
+            grouped_add(cur, RTq, g, np.bool_(False))
+        for b in range(B):
+            L = seq[b]
+            if s >= L:
+                nxt[b, :] = cur[b]
+                continue
+            t = L - 1 - s if reverse else s
+            gv = g[b, :H]
+            tanh_all(gv, clip)
+            nb = nxt[b]
+            yrow = Y[t, d, b]
+            for j in range(H):
+                nb[j] = gv[j]
+            for j in range(H):
+                yrow[j] = gv[j]
+    h[:, :] = hb[maxlen % 2]
+
+
+@njit(parallel=PARALLEL, **JIT_OPTIONS)
+def rnn_directions_grouped(Y, X2, B, WTq, RTq, bias, seq, h, reverse, clip, xw, back):
+    """Both directions of a bidirectional RNN_FAST at once, one thread each (rnn_direction_grouped; as
+    lstm_directions_parallel): WTq (2, G // 64, I, 64), RTq, bias likewise; h (2, B, H); reverse (2,) flags; xw
+    (2, T*B, G) a buffer per direction."""
+    for d in prange(2):             # d as int64, as lstm_directions_parallel's
+        rnn_direction_grouped(Y, np.int64(d), X2, B, WTq[d], RTq[d], bias[d], seq, h[d], reverse[d] == 1, clip, xw[d],
+                              back, np.bool_(False))
 
 
 # ---------------------------------------------------------------------- the two directions on two threads

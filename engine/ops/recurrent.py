@@ -31,7 +31,8 @@ the state (D, B, Hout) updated in place (in a stream, the stream's state buffer 
           WT (D, parts, width // 64, I, 64), RT (D, parts, width // 64, H, 64) in column groups, blocks z, r, h of
           chunk units (width = 3*chunk rounded up to 64), bias (D, parts, 1, 4*chunk); one part per thread for
           the threaded GRU (GRU_FAST_MT, from GRU_PARALLEL_MIN_HIDDEN), else one (GRU_FAST)
-    RNN   WT (D, I, H), RT (D, H, H), bias (D, H) = Wb + Rb
+    RNN   WT (D, I, H), RT (D, H, H), bias (D, H) = Wb + Rb; or, float32 with tanh (RNN_FAST), in column groups:
+          WT (D, G // 64, I, 64), RT (D, G // 64, H, 64), bias (D, G), G = H rounded up to 64 (zero columns past H)
 
 Reduced-precision weights (W and R stored as bfloat16 or int8, engine/quant.py) run in float32 on kernels that read
 them as stored (LSTM_REDUCED, GRU_REDUCED, RNN_REDUCED; reduced_kernels.py), single-threaded; WT and every R above
@@ -59,6 +60,7 @@ LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC, GRU_CODE, RNN_CODE = range(RECURRENT_BASE
 LSTM_REDUCED, GRU_REDUCED, RNN_REDUCED = range(RECURRENT_BASE + 5, RECURRENT_BASE + 8)   # reduced_kernels.py
 GRU_FAST_MT = RECURRENT_BASE + 8    # the threaded GRU (linear_before_reset), on lstm_fast.py's threaded kernel
 GRU_FAST = RECURRENT_BASE + 9       # the one-part GRU (linear_before_reset): that kernel's tasks in turn, one thread
+RNN_FAST = RECURRENT_BASE + 10      # the float32 RNN with tanh on the column groups (gru_rnn.rnn_direction_grouped)
 BF16, INT8 = 1, 2       # the stored encoding, first own param of a reduced instruction
 _ENCODING_CODES = {"bfloat16": BF16, "int8": INT8}
 
@@ -430,16 +432,16 @@ class Recurrent(Op):
     @classmethod
     def proj_parts(cls, node, p, variant, on_threads, rows, In):
         """For a kernel whose recurrence runs on one thread and whose input projection is one product over all
-        steps (LSTM_GENERIC, GRU_CODE, GRU_FAST, RNN_CODE, a direction at a time) in a float32 plan of several
-        threads: the parts that product's rows split into on Numba's threads (layers.matmul_parts: 1 when too small
-        to gain; GRU_FAST's on the column groups, numeric.grouped_rows_parallel),
+        steps (LSTM_GENERIC, GRU_CODE, GRU_FAST, RNN_CODE, RNN_FAST, a direction at a time) in a float32 plan of
+        several threads: the parts that product's rows split into on Numba's threads (layers.matmul_parts: 1 when
+        too small to gain; GRU_FAST's and RNN_FAST's on the column groups, numeric.grouped_rows_parallel),
         the plan's BLAS then kept to one thread; 0 for the other kernels and plans. Measured on the 2-core Zen 5, the
         register tiles on two threads against OpenBLAS (SciPy's 0.3.30, SkylakeX) on two, in one process: (100, 128) @
         (128, 384) 51.8 against 62.9 us, (100, 256) @ (256, 256) 63.4 against 86.4, (100, 512) @ (512, 1536) 717
         against 906, (3200, 256) @ (256, 768) even (6.1 ms); and no OpenBLAS pool left spinning on the other core
         while the recurrence runs (a GRU at T=100 H=128 in the bench's process: 327 us on two threads against 292
         on one)."""
-        if p.threads < 2 or on_threads or variant not in (LSTM_GENERIC, GRU_CODE, GRU_FAST, RNN_CODE) or \
+        if p.threads < 2 or on_threads or variant not in (LSTM_GENERIC, GRU_CODE, GRU_FAST, RNN_CODE, RNN_FAST) or \
                 np.dtype(p.dtype) != np.float32 or not runtime.current().parallel:
             return 0
         return matmul_parts(p.threads, rows, In, cls.spec().n_gates * node.attrs["hidden_size"])
@@ -473,7 +475,7 @@ class Recurrent(Op):
 
 _VARIANT_NAMES = {LSTM_FAST: "fast", LSTM_FAST_MT: "fast, threads", LSTM_GENERIC: "generic", GRU_CODE: "",
                   GRU_FAST_MT: "fast, threads by unit", GRU_FAST: "fast",
-                  RNN_CODE: "", LSTM_REDUCED: "reduced weights", GRU_REDUCED: "reduced weights",
+                  RNN_CODE: "", RNN_FAST: "fast", LSTM_REDUCED: "reduced weights", GRU_REDUCED: "reduced weights",
                   RNN_REDUCED: "reduced weights"}
 
 
@@ -742,7 +744,18 @@ class GRU(Recurrent):
 class RNN(Recurrent):
     name = "RNN"
     attrs = frozenset(recurrent_spec.SPECS["RNN"].attributes)
-    at_once = (RNN_CODE,)
+    at_once = (RNN_CODE, RNN_FAST)
+
+    @staticmethod
+    def _groups_width(node):
+        """RNN_FAST's columns: H rounded up to whole column groups."""
+        return part_width(part_chunk(node.attrs["hidden_size"], 1, True), 1, True)
+
+    @classmethod
+    def gate_width(cls, node, p):
+        if cls.fast(node, p.dtype) and not cls.reduced(node, p.model, p.dtype):
+            return cls._groups_width(node)
+        return super().gate_width(node, p)
 
     @classmethod
     def pack(cls, node, model, dtype, threads):
@@ -755,13 +768,28 @@ class RNN(Recurrent):
             yield "bias", Bt[:, :H] + Bt[:, H:]                                    # (D, H)
             return
         D, H, W, R, Bt = cls._tensors(node, model, dtype)
+        if cls.fast(node, dtype):       # tanh: column groups, (D, G // 64, I or H, 64); bias (D, G)
+            G = cls._groups_width(node)
+            yield "WT", _parts(W, dtype, 1, model, True, 1)[:, 0]
+            yield "RT", _parts(R, dtype, 1, model, True, 1)[:, 0]
+            bias = np.zeros((D, G), dtype)
+            bias[:, :H] = Bt[:, :H] + Bt[:, H:]
+            yield "bias", bias
+            return
         yield "WT", np.ascontiguousarray(W.transpose(0, 2, 1))                     # (D, I, H)
         yield "RT", np.ascontiguousarray(R.transpose(0, 2, 1))                     # (D, H, H)
         yield "bias", Bt[:, :H] + Bt[:, H:]                                        # (D, H)
 
     @classmethod
     def variant(cls, node, p, T, B):
-        return RNN_REDUCED if cls.reduced(node, p.model, p.dtype) else RNN_CODE
+        """RNN_FAST against RNN_CODE (recurrent_product, four rows of R per pass over the sums) on the 2-core Xeon
+        (2 MiB L2), alternating processes, one thread: T=100 B=1 H=64 26.5 -> 22.5 us, H=100 57-63 -> 49, H=128
+        84-91 -> 64-65, H=256 309-313 -> 267-269; bidirectional H=128 181 -> 128; B=32 H=128 1.80 -> 1.63-1.65 ms; a
+        run of one step with the state in and out H=128 3.4-3.5 -> 3.15-3.2 us, H=256 6.6-7.2 -> 5.9. Two threads:
+        T=100 H=128 85-87 -> 62-65 us, H=256 288-293 -> 245-249, bidirectional H=128 113-115 -> 80."""
+        if cls.reduced(node, p.model, p.dtype):
+            return RNN_REDUCED
+        return RNN_FAST if cls.fast(node, p.dtype) else RNN_CODE
 
     @classmethod
     def own_params(cls, node, p, variant, B, fused, on_threads):
@@ -770,6 +798,9 @@ class RNN(Recurrent):
             return cls.reduced_params(node, p) + [
                 p.weight("RT")[0], p.weight("RT_scale")[0] if int8 else 0, p.weight("RT_neg")[0] if int8 else 0,
                 p.weight("bias")[0], int(cls.fast(node, p.dtype))] + cls.activation_params(node, p)
+        if variant == RNN_FAST:         # the columns (whole groups), directions at once
+            return [p.weight("WT")[0], p.weight("RT")[0], p.weight("bias")[0], cls._groups_width(node),
+                    int(on_threads)]
         return [p.weight("WT")[0], p.weight("RT")[0], p.weight("bias")[0],
                 int(cls.fast(node, p.dtype))] + cls.activation_params(node, p) + [int(on_threads)]
 

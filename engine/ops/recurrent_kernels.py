@@ -4,7 +4,7 @@ import numpy as np
 from numba import njit
 
 from ..config import JIT_OPTIONS
-from .gru_rnn import directions_parallel, one_direction
+from .gru_rnn import directions_parallel, one_direction, rnn_direction_grouped, rnn_directions_grouped
 from .lstm_fast import (direction_in_turn, gru_directions_parallel, lstm_batches_parallel, lstm_direction_one,
                         lstm_direction_parallel, lstm_directions_parallel, same_steps)
 from .lstm_kernels import lstm_direction_generic
@@ -14,7 +14,7 @@ from .program_kernels import fparam, fview, iview, shaped, typed_like
 from .reduced_kernels import run_reduced
 from .recurrent import (GRU_CODE, GRU_FAST, GRU_FAST_MT, GRU_REDUCED, LSTM_FAST, LSTM_FAST_MT, LSTM_GENERIC,
                         LSTM_REDUCED, P_C, P_C0, P_CLIP, P_DIMS, P_H, P_H0, P_LENS, P_OWN, P_PROJ_PARTS, P_REV,
-                        P_SCRATCH, P_SEQ, P_WEIGHTS, P_X, P_XW, P_Y, RNN_REDUCED)
+                        P_SCRATCH, P_SEQ, P_WEIGHTS, P_X, P_XW, P_Y, RNN_FAST, RNN_REDUCED)
 
 
 @njit(**JIT_OPTIONS)
@@ -198,6 +198,25 @@ def run_recurrent(code, prog, pc, F, I):
             one_direction(True, Y, d, X2, WT[d], xw, B, RTzr[d], RTh[d], bias[d], lens, h[d],
                           prog[p + P_REV + d] == 1, prog[acts:acts + 6], clip, lbr, fast, prog[THREADS_AT],
                           prog[p + P_PROJ_PARTS])
+        return OK
+    if code == RNN_FAST:             # tanh, on the column groups (gru_rnn.rnn_direction_grouped)
+        o_wt, o_rt, o_bias, G = prog[q], prog[q + 1], prog[q + 2], prog[q + 3]
+        WTq = shaped(wts[o_wt:o_wt + D * In * G], (D, G // 64, In, 64))
+        RTq = shaped(wts[o_rt:o_rt + D * H * G], (D, G // 64, H, 64))
+        bias = shaped(wts[o_bias:o_bias + D * G], (D, G))
+        back = (lens1[B] & 1) == 1   # a single step's parity, as the LSTM's
+        lens1[B] = 0 if back else 1
+        if D == 2 and prog[q + 4] != 0:     # the two directions on two threads, each with its own xw
+            xw2 = shaped(fview(F, prog, p + P_XW, 2 * T * B * G), (2, T * B, G))
+            rnn_directions_grouped(Y, X2, B, WTq, RTq, bias, lens, h, prog[p + P_REV:p + P_REV + 2], clip, xw2, back)
+            return OK
+        xw = shaped(fview(F, prog, p + P_XW, T * B * G), (T * B, G))
+        proj = prog[p + P_PROJ_PARTS]
+        for d in range(D):
+            if proj > 1:     # the projection's rows on Numba's threads first
+                grouped_rows_parallel(X2, WTq[d], xw, proj)
+            rnn_direction_grouped(Y, d, X2, B, WTq[d], RTq[d], bias[d], lens, h[d], prog[p + P_REV + d] == 1, clip,
+                                  xw, back, proj > 1)
         return OK
     # RNN
     o_wt, o_rt, o_bias, fast = prog[q], prog[q + 1], prog[q + 2], prog[q + 3] != 0
