@@ -429,6 +429,17 @@ def _finish_phase(ph, flags, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, 
                 yield_cpu()
 
 
+@njit(**JIT_OPTIONS)
+def _task_buffers(h, B, seq, nparts, G):
+    """The buffers of a direction's tasks (_task): each part's gates g (nparts, G) and products over the batch rec
+    (nparts, B, G), the state hb (2, B, H) of a step and the next (hb[0] <- h); and the number of steps."""
+    g = np.empty((nparts, G), dtype=h.dtype)
+    rec = np.empty((nparts, B, G), dtype=h.dtype)
+    hb = np.empty((2, B, h.shape[1]), dtype=h.dtype)
+    hb[0, :, :] = h
+    return g, rec, hb, max_length(seq, B)
+
+
 @njit(parallel=PARALLEL, **JIT_OPTIONS)
 def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, reverse, clip,
                             input_forget, xw, gru, fused, back):
@@ -449,13 +460,7 @@ def lstm_direction_parallel(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h
         direction_in_turn(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, reverse, clip, input_forget, xw,
                           gru, fused, back)
         return
-    H = h.shape[1]
-    G = RTp.shape[1] * 64
-    g = np.empty((nparts, G), dtype=h.dtype)
-    rec = np.empty((nparts, B, G), dtype=h.dtype)
-    hb = np.empty((2, B, H), dtype=h.dtype)
-    hb[0, :, :] = h
-    maxlen = max_length(seq, B)
+    g, rec, hb, maxlen = _task_buffers(h, B, seq, nparts, RTp.shape[1] * 64)
     phases = maxlen + 1                              # the projections, then the steps
     flags = np.zeros(phases * nparts + _LINE * (phases + 1), dtype=np.int64)
     for p in prange(nparts):
@@ -482,13 +487,7 @@ def direction_in_turn(Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, h, c, r
     ``fused`` means that the caller has projected its input into xw already (on several threads): no projection
     task (a GRU's step reads xw either way)."""
     nparts = RTp.shape[0]
-    H = h.shape[1]
-    G = RTp.shape[1] * 64
-    g = np.empty((nparts, G), dtype=h.dtype)
-    rec = np.empty((nparts, B, G), dtype=h.dtype)
-    hb = np.empty((2, B, H), dtype=h.dtype)
-    hb[0, :, :] = h
-    maxlen = max_length(seq, B)
+    g, rec, hb, maxlen = _task_buffers(h, B, seq, nparts, RTp.shape[1] * 64)
     for k in range((maxlen + 1) * nparts):
         _task(k, Y, d, X2, B, WTp, RTp, biasp, peep, use_peep, seq, reverse, clip, input_forget, xw, g, rec, hb, c,
               gru, fused, back)
