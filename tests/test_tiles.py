@@ -52,8 +52,8 @@ def test_product_add_matches_the_reference_for_every_tile_shape(dtype, K):
 @pytest.mark.parametrize("M,K,N", [(300, 1100, 70), (300, 1100, 400), (20, 576, 3203)])
 def test_product_add_over_row_blocks_matches_the_reference(dtype, M, K, N):
     """Many rows: a in blocks of ~256 KiB while b is at most as wide as a is tall (300 rows of 1100 in blocks of 54
-    in float32 or 48 in float64, the last shorter), all rows in one block when b is wider (numeric._product_block: a convolution's weights
-    times its im2col), the last columns in 16-wide and masked tiles."""
+    in float32 or 48 in float64, the last shorter), all rows in one block when b is wider (numeric._product_block:
+    a convolution's weights times its im2col), the last columns in 16-wide and masked tiles."""
     rng = np.random.default_rng(M + K + N)
     a = rng.standard_normal((M, K)).astype(dtype)
     b = rng.standard_normal((K, N)).astype(dtype)

@@ -191,11 +191,11 @@ def rnn_direction_grouped(Y, d, X2, B, WTq, RTq, bias, seq, h, reverse, clip, xw
         cur, nxt = hb[s % 2], hb[1 - s % 2]
         for b in range(B):
             L = seq[b]
-            t = L - 1 - s if reverse else s
             gb = g[b]
             if s >= L:
                 gb[:] = 0
                 continue
+            t = L - 1 - s if reverse else s
             xr = xw[t * B + b]
             for j in range(G):
                 gb[j] = xr[j] + bias[j]

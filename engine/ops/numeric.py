@@ -606,7 +606,6 @@ def matmul_rows_parallel(a, b, out, parts):
         product_add(a[r0:r1], b, part)
 
 
-
 @njit(parallel=PARALLEL, **JIT_OPTIONS)
 def grouped_rows_parallel(a, Q, out, parts):
     """out (R, N) <- a (R, K) @ W, W in column groups Q (N // 64, K, 64) (grouped_product), the rows split into
@@ -616,6 +615,7 @@ def grouped_rows_parallel(a, Q, out, parts):
     for t in prange(parts):
         r0, r1 = t * R // parts, (t + 1) * R // parts
         grouped_product(a[r0:r1], Q, out[r0:r1])
+
 
 @njit(**JIT_OPTIONS)
 def input_projection(X2, WT, out, threads, parts):

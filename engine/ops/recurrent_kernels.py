@@ -18,6 +18,17 @@ from .recurrent import (GRU_CODE, GRU_FAST, GRU_FAST_MT, GRU_REDUCED, LSTM_FAST,
 
 
 @njit(**JIT_OPTIONS)
+def _call_parity(lens1, B):
+    """The call's parity, flipped for the next call: a single step at batch 1 reads its column groups last to first
+    every other call (grouped_step, grouped_row_add), so that a stream's step starts on what the step before read
+    last. It lives in the plan's int work after the lengths (lens1[B]), which a stream keeps from step to step
+    (uninitialised at first, and shared by concurrent calls: either order gives the same sums)."""
+    back = (lens1[B] & 1) == 1
+    lens1[B] = 0 if back else 1
+    return back
+
+
+@njit(**JIT_OPTIONS)
 def _lengths(lens, I, prog, at, T, B):
     """lens (B,) <- sequence_lens, checked, or T for every entry when there are none."""
     if prog[at] == ABSENT:
@@ -94,11 +105,7 @@ def run_recurrent(code, prog, pc, F, I):
             WTp = shaped(wts[o_wt:o_wt + D * parts * In * G], (D, parts, G // 64, In, 64))
             RTp = shaped(wts[o_rt:o_rt + D * parts * H * G], (D, parts, G // 64, H, 64))
             biasp = shaped(wts[o_bias:o_bias + D * parts * G], (D, parts, 1, G))
-            # a single step reads the column groups last to first every other call (grouped_step, _part_step);
-            # the parity lives in the plan's int work, which a stream keeps from step to step (uninitialised at
-            # first, and shared by concurrent calls: either order gives the same sums)
-            back = (lens1[B] & 1) == 1
-            lens1[B] = 0 if back else 1
+            back = _call_parity(lens1, B)
             if code == LSTM_FAST:
                 # a direction projects step by step (fused) when the plan chose it and every entry runs the same
                 # steps; else into its part of xw, which the plan then sized T * B * parts * G a direction
@@ -154,9 +161,7 @@ def run_recurrent(code, prog, pc, F, I):
         RTp = shaped(wts[o_rt:o_rt + D * parts * H * G], (D, parts, G // 64, H, 64))
         biasp = shaped(wts[o_bias:o_bias + D * parts * 4 * chunk], (D, parts, 1, 4 * chunk))
         if code == GRU_FAST:
-            # one part; a single step alternates its column groups' order every call (the parity as the LSTM's)
-            back = (lens1[B] & 1) == 1
-            lens1[B] = 0 if back else 1
+            back = _call_parity(lens1, B)      # one part
             if D == 2 and prog[q + 6] != 0:     # the two directions on two threads, each with its own xw
                 xw2 = shaped(fview(F, prog, p + P_XW, 2 * T * B * G), (2, 1, T * B, G))
                 gru_directions_parallel(Y, X2, B, WTp, RTp, biasp, lens, h, prog[p + P_REV:p + P_REV + 2], clip,
@@ -204,8 +209,7 @@ def run_recurrent(code, prog, pc, F, I):
         WTq = shaped(wts[o_wt:o_wt + D * In * G], (D, G // 64, In, 64))
         RTq = shaped(wts[o_rt:o_rt + D * H * G], (D, G // 64, H, 64))
         bias = shaped(wts[o_bias:o_bias + D * G], (D, G))
-        back = (lens1[B] & 1) == 1   # a single step's parity, as the LSTM's
-        lens1[B] = 0 if back else 1
+        back = _call_parity(lens1, B)
         if D == 2 and prog[q + 4] != 0:     # the two directions on two threads, each with its own xw
             xw2 = shaped(fview(F, prog, p + P_XW, 2 * T * B * G), (2, T * B, G))
             rnn_directions_grouped(Y, X2, B, WTq, RTq, bias, lens, h, prog[p + P_REV:p + P_REV + 2], clip, xw2, back)
