@@ -294,31 +294,36 @@ def test_a_large_convolution_runs_on_the_sessions_threads_by_rows():
     assert conv_threads(2, 1, 32, 144, 12, 64) == (1, 2)
     assert conv_threads(2, 1, 4, 18, 6, 16) == conv_threads(2, 1, 64, 9, 32, 100) == (1, 1)
     assert conv_threads(1, 1, 32, 144, 12, 64) == conv_threads(1, 8, 32, 144, 12, 64) == (1, 1)
-    model, x, tensors = big
-    two = engine.Session(model, threads=2)
-    if two.threads < 2 or two.runtime != "jit":
-        pytest.skip("needs two cores and the JIT runtime")
-    y2 = two.run(None, {"x": x})[0]
-    assert "rows on 2 threads" in two.program({"x": x.shape}) and _threads.current == 1
-    one = engine.Session(model, threads=1)
-    y1 = one.run(None, {"x": x})[0]
-    assert "rows on" not in one.program({"x": x.shape})
-    assert y2.tobytes() == y1.tobytes()
-    ref, K, scale = conv_reference(x, tensors, model.nodes[0].attrs)
-    assert np.abs(y2 - ref).max() <= 4 * (K + 1) * np.finfo(np.float32).eps * scale.max()
+    # and 32 -> 64 channels, the windows read in place (vision.conv_mode): each thread its rows and its sums
+    in_place = conv_case(1, 32, 12, 64, 64, (3, 3), {"pads": [1, 1, 1, 1]}, seed=8)
+    for (model, x, tensors), listed in ((big, "rows on 2 threads"), (in_place, "windows in place, rows on 2 threads")):
+        two = engine.Session(model, threads=2)
+        if two.threads < 2 or two.runtime != "jit":
+            pytest.skip("needs two cores and the JIT runtime")
+        y2 = two.run(None, {"x": x})[0]
+        assert listed in two.program({"x": x.shape}) and _threads.current == 1
+        one = engine.Session(model, threads=1)
+        y1 = one.run(None, {"x": x})[0]
+        assert "rows on" not in one.program({"x": x.shape})
+        assert y2.tobytes() == y1.tobytes()
+        ref, K, scale = conv_reference(x, tensors, model.nodes[0].attrs)
+        assert np.abs(y2 - ref).max() <= 4 * (K + 1) * np.finfo(np.float32).eps * scale.max()
     for model, x, _ in (small, shallow):
         two = engine.Session(model, threads=2)
         two.run(None, {"x": x})
         assert "rows on" not in two.program({"x": x.shape}) and _threads.current == 2
 
 
-@pytest.mark.parametrize("N, group, kernel, listed", [
-    (4, 1, (3, 3), ["images on 2 threads"]),
-    (5, 1, (3, 3), ["images on 2 threads, the last 1 by rows"]),               # the fifth image by rows
-    (6, 2, (3, 3), ["images on 2 threads"]),                                     # two groups an image
-    (4, 1, (1, 1), ["images on 2 threads"]),                                     # 1x1: no im2col
+@pytest.mark.parametrize("N, group, kernel, implicit, listed", [
+    (4, 1, (3, 3), False, ["images on 2 threads"]),
+    (5, 1, (3, 3), False, ["images on 2 threads, the last 1 by rows"]),        # the fifth image by rows
+    (6, 2, (3, 3), False, ["images on 2 threads"]),                              # two groups an image
+    (4, 1, (1, 1), False, ["images on 2 threads"]),                              # 1x1: no im2col
+    # 32 -> 64 channels: the windows read in place (vision.conv_mode), each thread its own copy and sums
+    (4, 1, (3, 3), True, ["windows in place, images on 2 threads"]),
+    (5, 2, (3, 3), True, ["windows in place, images on 2 threads, the last 1 by rows"]),
 ])
-def test_a_batch_of_convolutions_runs_on_the_sessions_threads_by_images(N, group, kernel, listed):
+def test_a_batch_of_convolutions_runs_on_the_sessions_threads_by_images(N, group, kernel, implicit, listed):
     """From as many images as threads, a convolution deep enough (vision.conv_threads) runs whole images on each
     thread, one parallel region for the batch, each thread's im2col in its own span of the work buffer; the images
     left over (N % threads) split by rows. The result is one thread's bit for bit (every image runs the one-thread
@@ -328,10 +333,11 @@ def test_a_batch_of_convolutions_runs_on_the_sessions_threads_by_images(N, group
 
     from engine import _threads
     from engine.ops.vision import conv_threads
-    C = 16 * group if kernel == (3, 3) else 72 * group
+    C = (32 if implicit else 16 if kernel == (3, 3) else 72) * group
+    Mg = 64 if implicit else 24
     pads = [1, 1, 1, 1] if kernel == (3, 3) else [0, 0, 0, 0]
-    model, x, tensors = conv_case(N, C, 12, 64, 24 * group, kernel, {"pads": pads, "group": group}, seed=7 + N)
-    assert conv_threads(2, N, 24, C // group * kernel[0] * kernel[1], 12, 64)[0] == 2
+    model, x, tensors = conv_case(N, C, 12, 64, Mg * group, kernel, {"pads": pads, "group": group}, seed=7 + N)
+    assert conv_threads(2, N, Mg, C // group * kernel[0] * kernel[1], 12, 64)[0] == 2
     assert conv_threads(2, 2, 16, 72, 2, 8) == (1, 1)                 # 18 K multiply-adds in all
     assert conv_threads(2, 8, 16, 9, 32, 100) == (1, 1)              # K = 9: bound by writing its output
     two = engine.Session(model, threads=2)

@@ -82,6 +82,16 @@ CONV_CASES = [
     ("wide-output-tiles", 2, 4, 8, 16, 6, (3, 3), {"pads": [1, 1, 1, 1], "group": 2}),
     ("wide-output-blas", 1, 3, 4, 100, 5, (3, 3), {"pads": [1, 1, 1, 1]}),
     ("wide-output-strided", 1, 2, 20, 30, 3, (3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 1]}),
+    # stride 1, 16 input channels a group and more, output channels filling 3/4 of their groups of 64 (conv_mode):
+    # the image with its channels last read in place (listed "windows in place"): tiles of six pixels and fewer,
+    # blocks of 48 pixels and fewer, a second group of 64 channels partly zero, kernel rows only in the padding,
+    # dilated taps one at a time, groups
+    ("implicit-3x3", 1, 32, 6, 37, 50, (3, 3), {"pads": [1, 1, 1, 1]}),
+    ("implicit-dilated-asymmetric", 2, 48, 9, 20, 64, (3, 2), {"pads": [2, 0, 1, 3], "dilations": [2, 3]}),
+    ("implicit-rows-in-the-padding", 1, 16, 2, 70, 64, (3, 3), {"pads": [4, 1, 3, 1], "bias": False}),
+    ("implicit-groups", 1, 64, 5, 30, 128, (3, 3), {"pads": [1, 1, 1, 1], "group": 2}),
+    ("implicit-two-column-groups", 1, 20, 4, 21, 100, (3, 3), {"pads": [1, 1, 1, 1]}),
+    ("implicit-no-pads", 2, 33, 7, 70, 48, (2, 3), {}),
 ]
 
 
@@ -130,6 +140,8 @@ def test_conv2d_matches_the_reference(name, N, C, H, W, M, k, spec, precision):
     for threads in (None, 1):
         got = run(model, x, precision, threads)
         assert_close(got, ref, 4 * (K + 1) * eps(precision) * (scale + 1e-30), f"{name}, threads={threads}")
+    listing = engine.Session(model, precision=precision).program({"x": x.shape})
+    assert ("windows in place" in listing) == name.startswith("implicit"), listing
 
 
 def test_conv2d_one_session_many_widths_and_batches():
@@ -330,9 +342,17 @@ def untouched(whole):
     return np.isnan(whole[:GUARD]).all() and np.isnan(whole[-GUARD:]).all()
 
 
-def packed_conv_weights(w, M, Cg, kh, kw):
-    """The weights as Conv2D.pack lays them out for the kernels: (M, kh, Cg, kw), flat."""
-    return np.ascontiguousarray(w.reshape(M, Cg, kh, kw).transpose(0, 2, 1, 3)).reshape(-1)
+def packed_conv_weights(w, M, Cg, kh, kw, implicit=False, group=1):
+    """The weights as Conv2D.pack lays them out for the kernels, flat: (M, kh, kw, Cg), or for ``implicit`` each
+    group's output channels in column groups of 64 (group, Mg / 64 rounded up, kh kw Cg, 64)."""
+    rows = w.reshape(M, Cg, kh, kw).transpose(0, 2, 3, 1).reshape(M, -1)
+    if not implicit:
+        return np.ascontiguousarray(rows).reshape(-1)
+    Mg = M // group
+    Mp = -(-Mg // 64) * 64
+    Q = np.zeros((group, Mp, rows.shape[1]), rows.dtype)
+    Q[:, :Mg] = rows.reshape(group, Mg, -1)
+    return np.ascontiguousarray(Q.reshape(group, Mp // 64, 64, -1).transpose(0, 1, 3, 2)).reshape(-1)
 
 
 @RANDOM
@@ -342,9 +362,10 @@ def packed_conv_weights(w, M, Cg, kh, kw):
 # taps wholly right of the image (pads wider than it): a negative column bound once zeroed other taps' rows
 @example(Cg=1, group=1, H=1, W=1, kh=4, kw=4, pads=[3, 3, 6, 6], sh=1, sw=1, dh=3, dw=3)
 def test_kernels_write_only_their_buffers(Cg, group, H, W, kh, kw, pads, sh, sw, dh, dw):
-    """The convolution and pooling kernels called directly, their work (im2col) and output buffers fenced by NaN:
-    nothing outside them changes (the kernels have no bounds checks), and the output is the reference's."""
-    from engine.ops.vision import conv_out, pool_out
+    """The convolution and pooling kernels called directly, their work (im2col, or at stride 1 the padded image
+    and the sums of implicit_product, at any channel count) and output buffers fenced by NaN: nothing outside them
+    changes (the kernels have no bounds checks), and the output is the reference's."""
+    from engine.ops.vision import IM2COL, IMPLICIT, conv_out, conv_work, pool_out
     from engine.ops.vision_kernels import conv2d_kernel, pool_kernel
     pt, pl, pb, pr = pads
     Ho, Wo = conv_out(H, kh, sh, dh, pt, pb), conv_out(W, kw, sw, dw, pl, pr)
@@ -354,16 +375,18 @@ def test_kernels_write_only_their_buffers(Cg, group, H, W, kh, kw, pads, sh, sw,
     rng = np.random.default_rng(H * 10 + W)
     x = rng.standard_normal(C * H * W).astype(F32)
     w = rng.standard_normal(M * Cg * kh * kw).astype(F32)
-    wp = packed_conv_weights(w, M, Cg, kh, kw)
     b = rng.standard_normal(M).astype(F32)
-    col_all, col = guarded(Cg * kh * kw * Ho * Wo)
     out_all, out = guarded(M * Ho * Wo)
     ref = nv.conv2d(x.reshape(1, C, H, W), w.reshape(M, Cg, kh, kw), b, pads, (sh, sw), (dh, dw), group)
-    for relu in (False, True):
-        conv2d_kernel(x, wp, b, True, col, False, 1, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw, group,
-                      out, relu, 1, 1)
-        assert untouched(col_all) and untouched(out_all)
-        assert np.allclose(out.reshape(ref.shape), np.maximum(ref, 0) if relu else ref, atol=1e-4)
+    for mode in (IM2COL, IMPLICIT) if sh == sw == 1 else (IM2COL,):
+        wp = packed_conv_weights(w, M, Cg, kh, kw, mode == IMPLICIT, group)
+        span = conv_work(mode, Cg, kh, kw, Ho, Wo, dh, dw, 1)
+        col_all, col = guarded(span)
+        for relu in (False, True):
+            conv2d_kernel(x, wp, b, True, col, mode, span, 1, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh,
+                          dw, group, out, relu, 1, 1)
+            assert untouched(col_all) and untouched(out_all)
+            assert np.allclose(out.reshape(ref.shape), np.maximum(ref, 0) if relu else ref, atol=1e-4), mode
     pk = [p % k for p, k in zip(pads, (kh, kw, kh, kw))]
     for average in (False, True):
         Hp, Wp = pool_out(H, kh, sh, dh, pk[0], pk[2], 1), pool_out(W, kw, sw, dw, pk[1], pk[3], 1)
@@ -377,39 +400,44 @@ def test_kernels_write_only_their_buffers(Cg, group, H, W, kh, kw, pads, sh, sw,
 @RANDOM
 @given(N=small(1, 5), Cg=small(1, 3), group=small(1, 2), Mg=small(1, 7), H=small(2, 9), W=small(1, 40),
        kh=small(1, 3), kw=small(1, 3), pads=st.lists(small(0, 2), min_size=4, max_size=4), sh=small(1, 2),
-       sw=small(1, 2), dh=small(1, 2), dw=small(1, 2), parts=small(2, 3), relu=st.booleans(), bias=st.booleans())
+       sw=small(1, 2), dh=small(1, 2), dw=small(1, 2), parts=small(2, 3), relu=st.booleans(), bias=st.booleans(),
+       implicit=st.booleans())
 @example(N=1, Cg=3, group=1, Mg=5, H=4, W=16, kh=1, kw=1, pads=[0, 0, 0, 0], sh=1, sw=1, dh=1, dw=1, parts=2,
-         relu=True, bias=True)             # a 1x1 kernel: the image is its own im2col, each part its columns
+         relu=True, bias=True, implicit=False)   # a 1x1 kernel: the image is its own im2col, each part its columns
+@example(N=3, Cg=2, group=2, Mg=7, H=5, W=40, kh=3, kw=3, pads=[1, 1, 1, 1], sh=1, sw=1, dh=1, dw=2, parts=2,
+         relu=True, bias=True, implicit=True)    # window_product: each part its rows, blocks of 48 pixels
 def test_a_convolution_split_by_rows_or_images_is_the_one_thread_result(N, Cg, group, Mg, H, W, kh, kw, pads, sh, sw,
-                                                                         dh, dw, parts, relu, bias):
+                                                                         dh, dw, parts, relu, bias, implicit):
     """conv2d_rows_parallel (the Session's threads, each its own output rows: own im2col, own tiles) against
     conv2d_kernel on one thread, every image and group, their buffers fenced by NaN: nothing written outside them,
     and the same values to float32 rounding (a part's width may put a column in a narrower tile, whose one-row
     variant sums K in two streams), with two and three parts (more parts than threads run in turn). Then
     conv2d_kernel with the batch split by images (each thread its own span of col) and the N % parts left over by
-    rows: the images split so are one thread's bit for bit."""
-    from engine.ops.vision import conv_out
+    rows: the images split so are one thread's bit for bit. At stride 1, ``implicit``: the image with its channels
+    last read where it is (window_product), made once, each part its own output rows and its own block of sums."""
+    from engine.ops.vision import DIRECT, IM2COL, IMPLICIT, conv_out, conv_work
     from engine.ops.vision_kernels import conv2d_kernel, conv2d_rows_parallel
     pt, pl, pb, pr = pads
     Ho, Wo = conv_out(H, kh, sh, dh, pt, pb), conv_out(W, kw, sw, dw, pl, pr)
     if Ho < parts or Wo < 1:
         return
-    direct = kh == kw == sh == sw == 1 and not any(pads)
+    mode = DIRECT if kh == kw == sh == sw == 1 and not any(pads) else \
+        IMPLICIT if implicit and sh == sw == 1 else IM2COL
     C, M = Cg * group, Mg * group
     rng = np.random.default_rng(H * 100 + W * 3 + parts)
     x = rng.standard_normal(N * C * H * W).astype(F32)
     w = rng.standard_normal(M * Cg * kh * kw).astype(F32)
-    wp = packed_conv_weights(w, M, Cg, kh, kw)
+    wp = packed_conv_weights(w, M, Cg, kh, kw, mode == IMPLICIT, group)
     b = rng.standard_normal(M).astype(F32) if bias else np.zeros(0, F32)
-    n_col = 0 if direct else Cg * kh * kw * Ho * Wo
+    n_col = conv_work(mode, Cg, kh, kw, Ho, Wo, dh, dw, parts)
     col_all, col = guarded(n_col)
     one_all, one = guarded(N * M * Ho * Wo)
     split_all, split = guarded(N * M * Ho * Wo)
-    conv2d_kernel(x, wp, b, bias, col, direct, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw, group,
-                  one, relu, 1, 1)
+    conv2d_kernel(x, wp, b, bias, col, mode, n_col, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw,
+                  group, one, relu, 1, 1)
     for n in range(N):
         for g in range(group):
-            conv2d_rows_parallel(x, wp, b, bias, col, direct, n, g, C, H, W, M, Mg, Cg, kh, kw, Ho, Wo, pt, pl, sh,
+            conv2d_rows_parallel(x, wp, b, bias, col, mode, n, g, C, H, W, M, Mg, Cg, kh, kw, Ho, Wo, pt, pl, sh,
                                  sw, dh, dw, split, relu, parts)
     assert untouched(col_all) and untouched(one_all) and untouched(split_all)
     K = Cg * kh * kw
@@ -419,8 +447,8 @@ def test_a_convolution_split_by_rows_or_images_is_the_one_thread_result(N, Cg, g
         return
     cols_all, cols = guarded(n_col * parts)
     images_all, images = guarded(N * M * Ho * Wo)
-    conv2d_kernel(x, wp, b, bias, cols, direct, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw, group,
-                  images, relu, parts, parts)
+    conv2d_kernel(x, wp, b, bias, cols, mode, n_col, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw,
+                  group, images, relu, parts, parts)
     assert untouched(cols_all) and untouched(images_all)
     whole = (N - N % parts) * M * Ho * Wo
     assert images[:whole].tobytes() == one[:whole].tobytes()

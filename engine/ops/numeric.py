@@ -360,6 +360,39 @@ def _row_tiles(blocks, a, W, out, j, woff, wstride, sa, so, ncols, zero, r0, r1)
 
 
 @njit(**JIT_OPTIONS)
+def _window_tiles(n, zero, out, at, so, Q, woff, x, xo, kstride, nk):
+    """out[at + r so + c] (+)= sum over kk < nk of x[xo + r kstride + kk] . Q's row kk of 64 columns from byte
+    woff (rows 64 floats apart), for the rows r < n <= 6 of one tile: a convolution's output positions (rows of
+    x kstride apart, which may overlap) against one column group of its weights; ``zero``: = instead of +=."""
+    wstride = 64 * out.itemsize
+    if zero:
+        if n == 6:
+            _ZERO6(out, at, so, Q, woff, x, xo, kstride, nk, wstride)
+        elif n == 5:
+            _ZERO5(out, at, so, Q, woff, x, xo, kstride, nk, wstride)
+        elif n == 4:
+            _ZERO4(out, at, so, Q, woff, x, xo, kstride, nk, wstride)
+        elif n == 3:
+            _ZERO3(out, at, so, Q, woff, x, xo, kstride, nk, wstride)
+        elif n == 2:
+            _ZERO2(out, at, so, Q, woff, x, xo, kstride, nk, wstride)
+        else:
+            _ZERO1(out, at, so, Q, woff, x, xo, kstride, nk, wstride)
+    elif n == 6:
+        _TILE6(out, at, so, Q, woff, x, xo, kstride, nk, wstride)
+    elif n == 5:
+        _TILE5(out, at, so, Q, woff, x, xo, kstride, nk, wstride)
+    elif n == 4:
+        _TILE4(out, at, so, Q, woff, x, xo, kstride, nk, wstride)
+    elif n == 3:
+        _TILE3(out, at, so, Q, woff, x, xo, kstride, nk, wstride)
+    elif n == 2:
+        _TILE2(out, at, so, Q, woff, x, xo, kstride, nk, wstride)
+    else:
+        _TILE1(out, at, so, Q, woff, x, xo, kstride, nk, wstride)
+
+
+@njit(**JIT_OPTIONS)
 def _row_block(K, isz):
     """Rows of a per block: ~256 KiB of a, which stays in L2 while every column group passes over it (a projection
     of 6400 rows: ~100 against ~85 GFLOP/s unblocked); a multiple of six, the tiles' height."""
@@ -472,6 +505,13 @@ def _plain(Q):
 
 
 if numba_config.DISABLE_JIT:     # plain Python (NUMBA_DISABLE_JIT=1, for debugging): intrinsics do not run there
+    def window_tiles(n, zero, out, at, so, Q, woff, x, xo, kstride, nk):
+        w = Q[woff // out.itemsize:woff // out.itemsize + nk * 64].reshape(nk, 64)
+        for r in range(n):
+            v = x[xo + r * kstride:xo + r * kstride + nk] @ w
+            o = out[at + r * so:at + r * so + 64]
+            o[:] = v if zero else o + v
+
     def product_add(a, b, out):
         out += a @ b
 
@@ -488,6 +528,7 @@ if numba_config.DISABLE_JIT:     # plain Python (NUMBA_DISABLE_JIT=1, for debugg
         g[:] = x @ _plain(WT) + b
         g += h @ _plain(RT)
 else:
+    window_tiles = _window_tiles
     product_add = _tiled_product_add
     grouped_add = _tiled_grouped_add
     grouped_row_add = _tiled_grouped_row_add

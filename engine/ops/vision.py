@@ -44,6 +44,41 @@ SIZE_LIMIT = 2 ** 31    # kernel sizes, pads, strides and dilations: far beyond 
 CONV_THREADS_MIN_MACS = 1 << 20
 CONV_THREADS_MIN_K = 64
 
+# a 2-D convolution's mode (conv_mode; vision_kernels.conv2d_kernel): im2col then a product; a 1x1 kernel at stride 1
+# without pads, whose image is its own im2col; or, at stride 1 with at least IMPLICIT_MIN_CG channels a group and
+# output channels that fill three quarters of their column groups of 64, the product read from the image where it
+# is, its channels last (vision_kernels.window_product). The Xeon, one thread, 3x3 convolutions with pads of 1, the
+# whole kernel (the copy or im2col, the product, bias and Relu) against im2col (2026-11-28, GFLOP/s counting the
+# padding's): 64 -> 128 channels over 16 x 200 143 against 89, 128 -> 256 over 8 x 100 167 against 111, 256 -> 256
+# over 4 x 100 177 against 108, 32 -> 64 over 16 x 200 119 against 90, 16 -> 64 over 16 x 100 109 against 99;
+# 16 -> 32 64 against 74 and 8 -> 16 32 against 49 (half the lanes of a 64-channel group idle)
+IM2COL, DIRECT, IMPLICIT = 0, 1, 2
+IMPLICIT_MIN_CG = 16
+WINDOW_BLOCK = 48       # pixels of a row whose sums an IMPLICIT convolution holds before writing them channels first
+
+
+def conv_mode(Cg, Mg, kh, kw, sh, sw, pads):
+    """IM2COL, DIRECT or IMPLICIT for a convolution of Cg input and Mg output channels a group (see
+    IMPLICIT_MIN_CG). IMPLICIT depends on neither the pads nor the input, so Conv2D.pack lays the weights out
+    for it."""
+    if (kh, kw) == (1, 1):
+        return DIRECT if sh == sw == 1 and not any(pads) else IM2COL
+    lanes = (Mg + 63) // 64 * 64
+    return IMPLICIT if sh == sw == 1 and Cg >= IMPLICIT_MIN_CG and 4 * Mg >= 3 * lanes else IM2COL
+
+
+def conv_work(mode, Cg, kh, kw, Ho, Wo, dh, dw, rows):
+    """The floats of work one thread's image of a convolution takes (``span`` in vision_kernels.conv2d_kernel):
+    IM2COL its im2col (kh kw Cg, Ho Wo); IMPLICIT the image with its channels last inside its padding and (kw - 1) dw
+    positions more (vision_kernels.implicit_sizes), then sums of WINDOW_BLOCK x 64 for each of the ``rows`` parts
+    of a split by rows; DIRECT none."""
+    if mode == DIRECT:
+        return 0
+    if mode == IM2COL:
+        return Cg * kh * kw * Ho * Wo
+    Hp, Wp = Ho + (kh - 1) * dh, Wo + (kw - 1) * dw
+    return (Hp * Wp + (kw - 1) * dw) * Cg + WINDOW_BLOCK * 64 * max(1, rows)
+
 
 def conv_threads(threads, N, Mg, K, Ho, Wo):
     """(threads over images, threads over rows) of a 2-D convolution of N images: the Session's ``threads`` where
@@ -124,7 +159,8 @@ def pool_out(n, k, stride, dilation, pad0, pad1, ceil_mode):
 
 
 class Conv2D(Op):
-    """2-D convolution as im2col into a work buffer and one matrix product per image and group (vision_kernels).
+    """2-D convolution as one matrix product per image and group over its windows: im2col's, or at stride 1 the
+    padded image read where it is (conv_mode; vision_kernels).
     ``relu`` (true; the converters set it for a Relu that alone reads the output, converters/fusion.py): the output
     passed through Relu, in the same pass that adds the bias."""
     name = "Conv2D"
@@ -157,10 +193,22 @@ class Conv2D(Op):
 
     @classmethod
     def pack(cls, node, model, dtype, threads):
-        # the kernel rows first, (M, kH, C/group, kW): the output rows that read the padding (the first and last
-        # of a padded image) multiply a contiguous part of each row (vision_kernels.banded_product)
+        # IM2COL and DIRECT: (M, kH, kW, C/group), the kernel rows first: the output rows that read the padding
+        # (the first and last of a padded image) multiply a contiguous part of each row (banded_product).
+        # IMPLICIT: per group, its output channels in column groups of 64 (zero columns up to a multiple of 64),
+        # (group, Mg / 64, kH kW C/group, 64), each tap's channels contiguous (window_product)
         W = model.tensors[node.inputs[1]]
-        yield "W", np.ascontiguousarray(W.transpose(0, 2, 1, 3), dtype=dtype)
+        M, Cg, kh, kw = W.shape
+        rows = W.transpose(0, 2, 3, 1).reshape(M, kh * kw * Cg)
+        group = node.attrs["group"]
+        Mg = M // group
+        if conv_mode(Cg, Mg, kh, kw, *node.attrs["strides"], ()) == IMPLICIT:     # (IMPLICIT whatever the pads)
+            Mp = (Mg + 63) // 64 * 64
+            Q = np.zeros((group, Mp, kh * kw * Cg), dtype)
+            Q[:, :Mg] = rows.reshape(group, Mg, -1)
+            yield "W", np.ascontiguousarray(Q.reshape(group, Mp // 64, 64, -1).transpose(0, 1, 3, 2))
+        else:
+            yield "W", np.ascontiguousarray(rows, dtype=dtype)
         release_pages(model, W)
 
     @classmethod
@@ -170,7 +218,8 @@ class Conv2D(Op):
         if x.rank != 4:
             raise p.error(f"X must have rank 4 (N, C, H, W), got shape {x.shape}")
         N, C, H, W = x.shape
-        w_off, (M, kh, Cg, kw) = p.weight("W")
+        w_off, _ = p.weight("W")
+        M, Cg, kh, kw = p.model.tensors[node.inputs[1]].shape
         group = a["group"]
         if C != Cg * group:
             raise p.error(f"X has {C} channels; the weights take {Cg * group} ({Cg} per group, {group} groups)")
@@ -184,12 +233,12 @@ class Conv2D(Op):
         out = p.output(0, (N, M, Ho, Wo))
         if not out.size:
             return
-        # a 1x1 kernel at stride 1 without pads reads the image as it is: no im2col
-        direct = int(kh == kw == 1 and sh == sw == 1 and pt == pl == pb == pr == 0)
+        mode = conv_mode(Cg, M // group, kh, kw, sh, sw, (pt, pl, pb, pr))
         relu = int(a.get("relu", False))
         images, rows = conv_threads(p.threads, N, M // group, Cg * kh * kw, Ho, Wo)
-        # one image's im2col, or one per thread when each takes whole images
-        col = None if direct else p.temp(Cg * kh * kw * Ho * Wo * images)
+        # one image's work, or one per thread when each takes whole images
+        span = conv_work(mode, Cg, kh, kw, Ho, Wo, dh, dw, rows)
+        col = p.temp(span * images) if span else None
         label = f", images on {images} threads" if images > 1 else ""
         if rows > 1 and images == 1:
             label = f", rows on {rows} threads"
@@ -202,9 +251,9 @@ class Conv2D(Op):
             # instructions timed one by one)
             p.blas_threads = 1
         p.emit(CONV2D, f"conv2d {x.shape} * {(M, Cg, kh, kw)} -> {out.shape}" + (" + relu" if relu else "")
-               + label, *p.ref(x), p.weight_space(), w_off, *p.ref(bias), *p.ref(out), *p.ref(col), N, C,
-               H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw, group, int(bias is not None), direct, relu, rows,
-               images)
+               + (", windows in place" if mode == IMPLICIT else "") + label, *p.ref(x), p.weight_space(), w_off, *p.ref(bias), *p.ref(out), *p.ref(col), N, C,
+               H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw, group, int(bias is not None), mode, relu, rows,
+               images, span)
 
 
 class MaxPool(Op):

@@ -8,10 +8,11 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import JIT_OPTIONS, PARALLEL
-from .numeric import product, product_add, relu as relu_value
+from .numeric import product, product_add, relu as relu_value, window_tiles
 from .program import OK
 from .program_kernels import fparam, fview, shaped
-from .vision import AVGPOOL, CHANNEL_AFFINE, CLIP, CONV2D, LEAKY_RELU, MAXPOOL, REDUCE_MAX
+from .vision import (AVGPOOL, CHANNEL_AFFINE, CLIP, CONV2D, DIRECT, IMPLICIT, LEAKY_RELU, MAXPOOL, REDUCE_MAX,
+                     WINDOW_BLOCK)
 
 
 @njit(**JIT_OPTIONS)
@@ -80,22 +81,21 @@ def im2col_shifted(x, xc, H, W, dr, dc, lo, hi, Ho, col, row):
 
 @njit(**JIT_OPTIONS)
 def im2col(x, xo, Cg, H, W, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo, col):
-    """col (kh * Cg * kw, Ho * Wo) <- the windows of the image x[xo:] (Cg, H, W): row (i, c, j), in the packed
-    weights' order (kernel row first: Conv2D.pack), holds, for every output position (ho, wo),
+    """col (kh * kw * Cg, Ho * Wo) <- the windows of the image x[xo:] (Cg, H, W): row (i, j, c), in the packed
+    weights' order (kernel row, kernel column, channel: Conv2D.pack), holds, for every output position (ho, wo),
     x[c, ho * sh - pt + i * dh, wo * sw - pl + j * dw], or 0 in the padding.
 
     (Loops index views from 0, so that Numba can drop its negative-index wraparound and vectorise them.)"""
     P = Ho * Wo
-    r = 0
     for i in range(kh):
-        for c in range(Cg):
-            xc = xo + c * H * W
-            for j in range(kw):
-                off = j * dw - pl
-                lo, hi = tap_columns(off, sw, W, Wo)
+        for j in range(kw):
+            off = j * dw - pl
+            lo, hi = tap_columns(off, sw, W, Wo)
+            for c in range(Cg):
+                xc = xo + c * H * W
+                r = (i * kw + j) * Cg + c
                 if sh == 1 and sw == 1 and Wo == W:
                     im2col_shifted(x, xc, H, W, i * dh - pt, off, lo, hi, Ho, col, r * P)
-                    r += 1
                     continue
                 for ho in range(Ho):
                     ih = ho * sh - pt + i * dh
@@ -111,7 +111,71 @@ def im2col(x, xo, Cg, H, W, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo, col):
                         else:
                             copy_into(col[base + lo:base + hi], x[src + lo * sw:src + (hi - 1) * sw + 1:sw])
                     zero(col[base + hi:base + Wo])
-                r += 1
+
+
+@njit(**JIT_OPTIONS)
+def pad_channels_last(x, xo, Cg, H, W, pt, pl, Hp, Wp, xp):
+    """xp (Hp Wp + the rest, Cg), flat <- the image x[xo:] (Cg, H, W) with its channels last, inside zeros: its
+    pixel (h, w) at position (h + pt) Wp + w + pl; every other position of xp zero. 16 pixels at a time, whose
+    positions in xp stay in the L1 while every channel writes them (flat indices: a view a channel cost more than
+    the copy)."""
+    zero(xp[:(pt * Wp + pl) * Cg])
+    for h in range(H):
+        row = ((h + pt) * Wp + pl) * Cg
+        for w0 in range(0, W, 16):
+            w1 = min(W, w0 + 16)
+            for c in range(Cg):
+                src = xo + (c * H + h) * W
+                for w in range(w0, w1):
+                    xp[row + w * Cg + c] = x[src + w]
+        end = ((h + pt + 1) * Wp + pl) * Cg if h + 1 < H else xp.shape[0]
+        zero(xp[row + W * Cg:end])
+
+
+@njit(**JIT_OPTIONS)
+def window_product(Q, xp, acc, out, bias, use_bias, m0, relu, Cg, H, kh, kw, pt, dh, dw, Wp, Wo, ho0, ho1):
+    """out (Mg, Ho Wo) output rows [ho0, ho1) <- the windows of the image xp (pad_channels_last) @ the weights Q
+    (Mg / 64 rounded up, kh kw Cg, 64) in column groups of 64 output channels, plus bias[m0 + m] if ``use_bias``,
+    then Relu's rule if ``relu``, without an im2col: at stride 1, output pixel (ho, wo) reads, for kernel row i,
+    xp[((ho + i dh) Wp + wo + j dw) Cg + c] over taps j and channels c, a run of kw Cg floats when dw = 1. Each
+    tile of six pixels of a row and 64 channels (numeric.window_tiles) sums a kernel row's whole run in registers,
+    its weights streaming from the L2 in order (a group, kh kw Cg x 64 floats, for every tile); WINDOW_BLOCK
+    pixels' tiles go to ``acc`` (WINDOW_BLOCK x 64), whose sums then go to out channels first, each channel's
+    row WINDOW_BLOCK pixels at a time. The kernel rows that read only padding (kernel_rows) are skipped."""
+    isz = acc.itemsize
+    oo = out.strides[0] // isz
+    Mg = out.shape[0]
+    Kc = kh * kw * Cg
+    run = kw * Cg if dw == 1 else Cg
+    runs = 1 if dw == 1 else kw
+    dst = out.reshape(-1)
+    flat = Q.reshape(-1)
+    for q in range(Q.shape[0]):
+        nc = min(64, Mg - q * 64)
+        for ho in range(ho0, ho1):
+            lo, hi = kernel_rows(ho, H, kh, 1, dh, pt)
+            for w0 in range(0, Wo, WINDOW_BLOCK):
+                nb = min(WINDOW_BLOCK, Wo - w0)
+                if lo >= hi:
+                    zero(acc[:nb * 64])
+                t = 0
+                while t < nb:
+                    n = min(6, nb - t)
+                    for i in range(lo, hi):
+                        for j in range(runs):
+                            window_tiles(n, i == lo and j == 0, acc, t * 64, 64, flat,
+                                         (q * Kc + (i * kw + j) * Cg) * 64 * isz, xp,
+                                         ((ho + i * dh) * Wp + w0 + t + j * dw) * Cg, Cg, run)
+                    t += n
+                for c in range(nc):
+                    b = bias[m0 + q * 64 + c] if use_bias else acc.dtype.type(0)
+                    d = (q * 64 + c) * oo + ho * Wo + w0
+                    if relu:
+                        for u in range(nb):
+                            dst[d + u] = relu_value(acc[u * 64 + c] + b)
+                    else:
+                        for u in range(nb):
+                            dst[d + u] = acc[u * 64 + c] + b
 
 
 @njit(**JIT_OPTIONS)
@@ -165,78 +229,97 @@ def bias_relu(row, b, relu):
 
 
 @njit(**JIT_OPTIONS)
-def conv2d_kernel(x, w, bias, use_bias, col, direct, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw,
+def conv2d_kernel(x, w, bias, use_bias, col, mode, span, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw,
                   group, out, relu, rows, images):
     """out (N, M, Ho, Wo) = conv2d(x (N, C, H, W), w) + bias (M,), all flat, then Relu's rule with ``relu`` (NaN
-    stays NaN), in one pass with the bias; w (M, kh, Cg, kw), the model's (M, Cg, kh, kw) with the kernel rows first
-    (Conv2D.pack). Per image and group: im2col into col, then out_g (Mg, Ho Wo) = w_g (Mg, kh Cg kw) @ col
-    (kh Cg kw, Ho Wo), the output rows that read padding over the other kernel rows only (banded_product).
-    ``direct``: a 1x1 kernel at stride 1 without pads, whose col is the image itself. Threads (the plan's choice,
-    vision.conv_threads): the first N - N % images images split by images among ``images`` threads
-    (conv2d_images_parallel; col holds one image's im2col per thread), the rest each split by output rows among
-    ``rows`` threads (conv2d_rows_parallel)."""
+    stays NaN), in one pass with the bias; w the model's (M, Cg, kh, kw) as Conv2D.pack lays it out for ``mode``
+    (vision.conv_mode). Per image and group: IM2COL, im2col into col, then out_g (Mg, Ho Wo) = w_g (Mg, kh kw Cg)
+    @ col (kh kw Cg, Ho Wo), the output rows that read padding over the other kernel rows only (banded_product);
+    DIRECT, a 1x1 kernel at stride 1 without pads, whose col is the image itself; IMPLICIT, stride 1: the image
+    with its channels last inside its padding in col, the product read from it where it is (window_product), w_g
+    in column groups (Mg / 64 rounded up, kh kw Cg, 64). ``span``: the work of one thread's image in col
+    (vision.conv_work). Threads (the plan's choice, vision.conv_threads): the first N - N % images images split by
+    images among ``images`` threads (conv2d_images_parallel; col holds one image's work per thread), the rest each
+    split by output rows among ``rows`` threads (conv2d_rows_parallel)."""
     Mg = M // group
     first = 0
     if images > 1:
         first = N - N % images
-        conv2d_images_parallel(x, w, bias, use_bias, col, direct, first, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh,
-                               sw, dh, dw, group, out, relu, images)
+        conv2d_images_parallel(x, w, bias, use_bias, col, mode, span, first, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl,
+                               sh, sw, dh, dw, group, out, relu, images)
     for n in range(first, N):
         if rows > 1:
             for g in range(group):
-                conv2d_rows_parallel(x, w, bias, use_bias, col, direct, n, g, C, H, W, M, Mg, Cg, kh, kw, Ho, Wo, pt,
+                conv2d_rows_parallel(x, w, bias, use_bias, col, mode, n, g, C, H, W, M, Mg, Cg, kh, kw, Ho, Wo, pt,
                                      pl, sh, sw, dh, dw, out, relu, rows)
         else:
-            conv2d_image(x, w, bias, use_bias, col, direct, n, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw,
+            conv2d_image(x, w, bias, use_bias, col, mode, n, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw,
                          group, out, relu)
 
 
 @njit(**JIT_OPTIONS)
-def conv2d_image(x, w, bias, use_bias, col, direct, n, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw, group,
+def implicit_sizes(Cg, Mg, kh, kw, Ho, Wo, dh, dw):
+    """(Hp, Wp, Mg rounded up to 64, the floats of the padded image at the start of col) of an IMPLICIT convolution
+    (pad_channels_last): the rows and columns its stride-1 windows span, then (kw - 1) dw positions more, which the
+    last row's dropped positions read. WINDOW_BLOCK x 64 floats of sums follow them in col, one per part of a
+    split by rows (vision.conv_work, which computes the same)."""
+    Hp, Wp = Ho + (kh - 1) * dh, Wo + (kw - 1) * dw
+    return Hp, Wp, (Mg + 63) // 64 * 64, (Hp * Wp + (kw - 1) * dw) * Cg
+
+
+@njit(**JIT_OPTIONS)
+def conv2d_image(x, w, bias, use_bias, col, mode, n, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw, group,
                  out, relu):
-    """conv2d_kernel's work for image n on the calling thread, col (Cg kh kw Ho Wo) its scratch."""
+    """conv2d_kernel's work for image n on the calling thread, col (one image's span) its scratch."""
     Mg = M // group
     Kc = Cg * kh * kw
     P = Ho * Wo
-    banded = not direct and padded_rows(H, kh, sh, dh, pt, Ho)
+    banded = mode != DIRECT and padded_rows(H, kh, sh, dh, pt, Ho)
     for g in range(group):
         xo = (n * C + g * Cg) * H * W
-        if direct:
+        oo = (n * M + g * Mg) * P
+        wg = shaped(w[g * Mg * Kc:(g + 1) * Mg * Kc], (Mg, Kc))
+        og = shaped(out[oo:oo + Mg * P], (Mg, P))
+        if mode == IMPLICIT:
+            Hp, Wp, Mp, padded = implicit_sizes(Cg, Mg, kh, kw, Ho, Wo, dh, dw)
+            pad_channels_last(x, xo, Cg, H, W, pt, pl, Hp, Wp, col[:padded])
+            window_product(shaped(w[g * Mp * Kc:(g + 1) * Mp * Kc], (Mp // 64, Kc, 64)), col[:padded],
+                           col[padded:padded + WINDOW_BLOCK * 64], og, bias, use_bias, g * Mg, relu, Cg, H, kh, kw, pt,
+                           dh, dw, Wp, Wo, 0, Ho)
+            continue
+        if mode == DIRECT:
             cols = shaped(x[xo:xo + Kc * P], (Kc, P))
         else:
             im2col(x, xo, Cg, H, W, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo, col)
             cols = shaped(col[:Kc * P], (Kc, P))
-        oo = (n * M + g * Mg) * P
-        wg = shaped(w[g * Mg * Kc:(g + 1) * Mg * Kc], (Mg, Kc))
-        og = shaped(out[oo:oo + Mg * P], (Mg, P))
         if banded:
             banded_product(wg, cols, og, H, kh, sh, dh, pt, Wo)
         else:
             product(wg, cols, og, np.int64(1))
-    if use_bias or relu:
-        for m in range(M):
-            bias_relu(out[(n * M + m) * P:(n * M + m + 1) * P], bias[m] if use_bias else out.dtype.type(0), relu)
+        if use_bias or relu:
+            for m in range(Mg):
+                bias_relu(og[m], bias[g * Mg + m] if use_bias else out.dtype.type(0), relu)
 
 
 @njit(parallel=PARALLEL, **JIT_OPTIONS)
-def conv2d_images_parallel(x, w, bias, use_bias, col, direct, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh,
-                           dw, group, out, relu, parts):
+def conv2d_images_parallel(x, w, bias, use_bias, col, mode, span, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw,
+                           dh, dw, group, out, relu, parts):
     """conv2d_kernel over images [0, N) split among ``parts`` threads, one parallel region for them all: thread t
-    runs images [t N / parts, (t + 1) N / parts) exactly as one thread would (conv2d_image), its im2col in its own
-    span of col (parts x Cg kh kw Ho Wo), so the results are one thread's bit for bit."""
-    span = Cg * kh * kw * Ho * Wo
+    runs images [t N / parts, (t + 1) N / parts) exactly as one thread would (conv2d_image), its work in its own
+    ``span`` of col (parts spans), so the results are one thread's bit for bit."""
     for t in prange(parts):
-        mine = col[t * span:(t + 1) * span] if not direct else col
+        mine = col[t * span:(t + 1) * span] if mode != DIRECT else col
         for n in range(t * N // parts, (t + 1) * N // parts):
-            conv2d_image(x, w, bias, use_bias, mine, direct, n, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh,
+            conv2d_image(x, w, bias, use_bias, mine, mode, n, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh,
                          dw, group, out, relu)
 
 
 @njit(parallel=PARALLEL, **JIT_OPTIONS)
-def conv2d_rows_parallel(x, w, bias, use_bias, col, direct, n, g, C, H, W, M, Mg, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw,
+def conv2d_rows_parallel(x, w, bias, use_bias, col, mode, n, g, C, H, W, M, Mg, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw,
                          dh, dw, out, relu, parts):
     """conv2d_kernel's work for image n and group g split by output rows over ``parts`` threads (parts <= Ho): each
-    makes the im2col of its own rows, into its own span of col, so that no thread reads what another wrote, and
+    makes the im2col of its own rows, into its own span of col, so that no thread reads what another wrote (IMPLICIT:
+    the padded image is made once, before the threads, which then write their own columns of the sums), and
     multiplies it on its own register tiles (no BLAS pool competes with the threads for the cores), then adds the
     bias and applies Relu to its columns. The results are the one-thread kernel's to float32 rounding: a part's
     width may put a column in a narrower tile than one thread's (whose one-row variant sums K in two streams)."""
@@ -246,22 +329,30 @@ def conv2d_rows_parallel(x, w, bias, use_bias, col, direct, n, g, C, H, W, M, Mg
     oo = (n * M + g * Mg) * P
     wg = shaped(w[g * Mg * Kc:(g + 1) * Mg * Kc], (Mg, Kc))
     whole = shaped(out[oo:oo + Mg * P], (Mg, P))
+    Hp, Wp, Mp, padded = implicit_sizes(Cg, Mg, kh, kw, Ho, Wo, dh, dw)
+    if mode == IMPLICIT:
+        pad_channels_last(x, xo, Cg, H, W, pt, pl, Hp, Wp, col[:padded])
     for t in prange(parts):
         ho0 = t * Ho // parts
         rows = (t + 1) * Ho // parts - ho0
         p0, pn = ho0 * Wo, rows * Wo
-        if direct:                       # the image is its own col: this part's columns of it
-            cols = shaped(x[xo:xo + Kc * P], (Kc, P))[:, p0:p0 + pn]
-        else:                            # rows ho0.. of the output: the same windows with the top pad moved up
-            span = col[Kc * p0:Kc * (p0 + pn)]
-            im2col(x, xo, Cg, H, W, kh, kw, sh, sw, dh, dw, pt - ho0 * sh, pl, rows, Wo, span)
-            cols = shaped(span, (Kc, pn))
-        # its rows that read padding over the other kernel rows only; without any, one band: the whole product
-        banded_product(wg, cols, whole[:, p0:p0 + pn], H, kh, sh, dh, pt - ho0 * sh, Wo)
-        if use_bias or relu:
-            for m in range(Mg):
-                row = oo + m * P + p0
-                bias_relu(out[row:row + pn], bias[g * Mg + m] if use_bias else out.dtype.type(0), relu)
+        if mode == IMPLICIT:
+            window_product(shaped(w[g * Mp * Kc:(g + 1) * Mp * Kc], (Mp // 64, Kc, 64)), col[:padded],
+                           col[padded + WINDOW_BLOCK * 64 * t:padded + WINDOW_BLOCK * 64 * (t + 1)], whole, bias,
+                           use_bias, g * Mg, relu, Cg, H, kh, kw, pt, dh, dw, Wp, Wo, ho0, ho0 + rows)
+        else:
+            if mode == DIRECT:           # the image is its own col: this part's columns of it
+                cols = shaped(x[xo:xo + Kc * P], (Kc, P))[:, p0:p0 + pn]
+            else:                        # rows ho0.. of the output: the same windows with the top pad moved up
+                mine = col[Kc * p0:Kc * (p0 + pn)]
+                im2col(x, xo, Cg, H, W, kh, kw, sh, sw, dh, dw, pt - ho0 * sh, pl, rows, Wo, mine)
+                cols = shaped(mine, (Kc, pn))
+            # its rows that read padding over the other kernel rows only; without any, one band: the whole product
+            banded_product(wg, cols, whole[:, p0:p0 + pn], H, kh, sh, dh, pt - ho0 * sh, Wo)
+            if use_bias or relu:
+                for m in range(Mg):
+                    row = oo + m * P + p0
+                    bias_relu(out[row:row + pn], bias[g * Mg + m] if use_bias else out.dtype.type(0), relu)
 
 
 @njit(**JIT_OPTIONS)
@@ -377,14 +468,18 @@ def reduce_max_kernel(x, out):
 def run_vision(code, prog, pc, F, I):
     p = pc + 3
     if code == CONV2D:      # [x, w, bias, out, col refs, N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw,
-        #                      group, use_bias, direct, relu, rows, images (threads: vision.conv_threads)]
+        #                      group, use_bias, mode, relu, rows, images (threads: vision.conv_threads), span
+        #                      (the work of one thread's image: vision.conv_work)]
         N, C, H, W, M, Cg, kh, kw, Ho, Wo = (prog[p + 10], prog[p + 11], prog[p + 12], prog[p + 13], prog[p + 14],
                                              prog[p + 15], prog[p + 16], prog[p + 17], prog[p + 18], prog[p + 19])
-        use_bias, direct, relu = prog[p + 27] != 0, prog[p + 28] != 0, prog[p + 29] != 0
+        use_bias, mode, relu, span = prog[p + 27] != 0, prog[p + 28], prog[p + 29] != 0, prog[p + 32]
         x = fview(F, prog, p, N * C * H * W)
-        col = x[0:0] if direct else fview(F, prog, p + 8, Cg * kh * kw * Ho * Wo * prog[p + 31])
-        conv2d_kernel(x, fview(F, prog, p + 2, M * Cg * kh * kw), fview(F, prog, p + 4, M) if use_bias else x[0:0],
-                      use_bias, col, direct, N, C, H, W, M, Cg, kh, kw, Ho, Wo, prog[p + 20], prog[p + 21],
+        col = x[0:0] if mode == DIRECT else fview(F, prog, p + 8, span * prog[p + 31])
+        group = prog[p + 26]
+        # IMPLICIT: each group's weights in column groups of 64 output channels (vision.Conv2D.pack)
+        wn = group * ((M // group + 63) // 64 * 64) * Cg * kh * kw if mode == IMPLICIT else M * Cg * kh * kw
+        conv2d_kernel(x, fview(F, prog, p + 2, wn), fview(F, prog, p + 4, M) if use_bias else x[0:0],
+                      use_bias, col, mode, span, N, C, H, W, M, Cg, kh, kw, Ho, Wo, prog[p + 20], prog[p + 21],
                       prog[p + 22], prog[p + 23], prog[p + 24], prog[p + 25], prog[p + 26],
                       fview(F, prog, p + 6, N * M * Ho * Wo), relu, prog[p + 30], prog[p + 31])
     elif code == MAXPOOL or code == AVGPOOL:   # [x, out refs, NC, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, pb,
