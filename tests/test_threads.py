@@ -288,10 +288,10 @@ def test_a_large_convolution_runs_on_the_sessions_threads_by_rows():
 
     from engine import _threads
     from engine.ops.vision import conv_threads
-    big = conv_case(1, 16, 12, 64, 32, (3, 3), {"pads": [1, 1, 1, 1]}, seed=4)      # K = 144, 3.5 M multiply-adds
+    big = conv_case(1, 8, 12, 64, 32, (3, 3), {"pads": [1, 1, 1, 1]}, seed=4)       # K = 72, 1.8 M, im2col
     small = conv_case(1, 2, 6, 16, 4, (3, 3), {"pads": [1, 1, 1, 1]}, seed=5)       # 7 K
     shallow = conv_case(1, 1, 32, 100, 64, (3, 3), {"pads": [1, 1, 1, 1]}, seed=6)  # K = 9, 1.8 M
-    assert conv_threads(2, 1, 32, 144, 12, 64) == (1, 2)
+    assert conv_threads(2, 1, 32, 72, 12, 64) == (1, 2)
     assert conv_threads(2, 1, 4, 18, 6, 16) == conv_threads(2, 1, 64, 9, 32, 100) == (1, 1)
     assert conv_threads(1, 1, 32, 144, 12, 64) == conv_threads(1, 8, 32, 144, 12, 64) == (1, 1)
     # and 32 -> 64 channels, the windows read in place (vision.conv_mode): each thread its rows and its sums
@@ -333,7 +333,7 @@ def test_a_batch_of_convolutions_runs_on_the_sessions_threads_by_images(N, group
 
     from engine import _threads
     from engine.ops.vision import conv_threads
-    C = (32 if implicit else 16 if kernel == (3, 3) else 72) * group
+    C = (32 if implicit else 8 if kernel == (3, 3) else 72) * group      # 8 channels a group: im2col
     Mg = 64 if implicit else 24
     pads = [1, 1, 1, 1] if kernel == (3, 3) else [0, 0, 0, 0]
     model, x, tensors = conv_case(N, C, 12, 64, Mg * group, kernel, {"pads": pads, "group": group}, seed=7 + N)

@@ -220,3 +220,22 @@ def test_grouped_product_overwrites_with_the_product(M, K, groups, dtype):
     assert np.isnan(out[~ok]).all() and not np.isnan(out[ok]).any()
     np.testing.assert_allclose(out[ok], a[ok].astype(np.float64) @ W.astype(np.float64), rtol=0,
                                atol=_bound(dtype, K))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transpose_block_copies_sixteen_by_sixteen_transposed_and_nothing_else(dtype):
+    """transpose_block (tiles.transpose16: four passes of shuffles in registers) at odd offsets and strides: the
+    block lands transposed, every other element of dst as it was."""
+    from numba import njit
+
+    from engine.ops.numeric import transpose_block
+
+    @njit
+    def call(src, soff, sstride, dst, doff, dstride):
+        transpose_block(src, soff, sstride, dst, doff, dstride)
+    src = np.random.default_rng(2).standard_normal(23 * 37).astype(dtype)
+    dst = np.full(19 * 41, np.nan, dtype)
+    call(src, 5, 23, dst, 3, 19)
+    want = np.full_like(dst, np.nan)
+    want[3:3 + 16 * 19].reshape(16, 19)[:, :16] = src[5:5 + 16 * 23].reshape(16, 23)[:, :16].T
+    np.testing.assert_array_equal(dst, want)

@@ -82,16 +82,19 @@ CONV_CASES = [
     ("wide-output-tiles", 2, 4, 8, 16, 6, (3, 3), {"pads": [1, 1, 1, 1], "group": 2}),
     ("wide-output-blas", 1, 3, 4, 100, 5, (3, 3), {"pads": [1, 1, 1, 1]}),
     ("wide-output-strided", 1, 2, 20, 30, 3, (3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 1]}),
-    # stride 1, 16 input channels a group and more, output channels filling 3/4 of their groups of 64 (conv_mode):
-    # the image with its channels last read in place (listed "windows in place"): tiles of six pixels and fewer,
-    # blocks of 48 pixels and fewer, a second group of 64 channels partly zero, kernel rows only in the padding,
-    # dilated taps one at a time, groups
+    # stride 1, 16 input channels a group and more, output channels filling 3/4 of their groups of 64, or of 32
+    # for 32 and fewer (conv_mode): the image with its channels last read in place (listed "windows in place"):
+    # tiles of six pixels and fewer (12, 6, 3 and 1 at 32 channels), blocks of 48 pixels and fewer, a second group
+    # of channels partly zero, kernel rows only in the padding, dilated taps one at a time, groups
     ("implicit-3x3", 1, 32, 6, 37, 50, (3, 3), {"pads": [1, 1, 1, 1]}),
     ("implicit-dilated-asymmetric", 2, 48, 9, 20, 64, (3, 2), {"pads": [2, 0, 1, 3], "dilations": [2, 3]}),
     ("implicit-rows-in-the-padding", 1, 16, 2, 70, 64, (3, 3), {"pads": [4, 1, 3, 1], "bias": False}),
     ("implicit-groups", 1, 64, 5, 30, 128, (3, 3), {"pads": [1, 1, 1, 1], "group": 2}),
     ("implicit-two-column-groups", 1, 20, 4, 21, 100, (3, 3), {"pads": [1, 1, 1, 1]}),
     ("implicit-no-pads", 2, 33, 7, 70, 48, (2, 3), {}),
+    ("implicit-32-wide", 1, 16, 6, 59, 32, (3, 3), {"pads": [1, 1, 1, 1]}),
+    ("implicit-24-of-32-wide", 2, 40, 3, 23, 48, (3, 3), {"pads": [0, 2, 1, 0], "group": 2}),
+    ("too-few-output-channels", 1, 16, 6, 20, 20, (3, 3), {"pads": [1, 1, 1, 1]}),      # 20 of 32: im2col
 ]
 
 
@@ -168,6 +171,26 @@ def test_conv2d_nan_inf_and_constant_inputs(special):
         got = run(model, x, precision)
         assert_close(got, ref, 4 * (K + 1) * eps(precision) * np.where(np.isfinite(scale), scale, 0), special)
     assert np.isnan(ref).any() or np.isinf(ref).any() or special == "constant"
+
+
+@pytest.mark.parametrize("special", ["nan", "inf", "-inf"])
+def test_windows_in_place_with_relu_keep_nan_and_inf(special):
+    """A convolution read in place (32 -> 64 channels) with its Relu fused: the NaN and infinities its windows reach
+    come out where the reference has them (Relu keeps NaN and +inf, -inf gives 0), through the 16 x 16 blocks
+    written channels first and the element-by-element rest (20 pixels a row: one block of 16, then 4)."""
+    model, x, tensors = conv_case(1, 32, 6, 20, 64, (3, 3), {"pads": [1, 1, 1, 1]}, seed=11)
+    model.nodes[0].attrs["relu"] = True
+    x[0, 3, 2, 5] = float(special)
+    x[0, 30, 5, 18] = float(special)
+    ref, K, scale = conv_reference(x, tensors, model.nodes[0].attrs)
+    with np.errstate(invalid="ignore"):
+        ref = np.where(np.isnan(ref), ref, np.maximum(ref, 0))
+    for precision in ("float32", "float64"):
+        sess = engine.Session(model, precision=precision)
+        assert "windows in place" in sess.program({"x": x.shape})
+        got = sess.run(None, {"x": x.astype(precision)})[0]
+        assert_close(got, ref, 4 * (K + 1) * eps(precision) * np.where(np.isfinite(scale), scale, 0), special)
+    assert np.isnan(ref).any() or np.isinf(ref).any()
 
 
 # ---------------------------------------------------------------------- pooling
@@ -344,15 +367,17 @@ def untouched(whole):
 
 def packed_conv_weights(w, M, Cg, kh, kw, implicit=False, group=1):
     """The weights as Conv2D.pack lays them out for the kernels, flat: (M, kh, kw, Cg), or for ``implicit`` each
-    group's output channels in column groups of 64 (group, Mg / 64 rounded up, kh kw Cg, 64)."""
+    group's output channels in column groups of 32 (Mg <= 32) or 64, (group, Mg / width rounded up, kh kw Cg,
+    width)."""
     rows = w.reshape(M, Cg, kh, kw).transpose(0, 2, 3, 1).reshape(M, -1)
     if not implicit:
         return np.ascontiguousarray(rows).reshape(-1)
     Mg = M // group
-    Mp = -(-Mg // 64) * 64
+    width = 32 if Mg <= 32 else 64
+    Mp = -(-Mg // width) * width
     Q = np.zeros((group, Mp, rows.shape[1]), rows.dtype)
     Q[:, :Mg] = rows.reshape(group, Mg, -1)
-    return np.ascontiguousarray(Q.reshape(group, Mp // 64, 64, -1).transpose(0, 1, 3, 2)).reshape(-1)
+    return np.ascontiguousarray(Q.reshape(group, Mp // width, width, -1).transpose(0, 1, 3, 2)).reshape(-1)
 
 
 @RANDOM

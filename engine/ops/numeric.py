@@ -17,7 +17,7 @@ from .activations import (AFFINE, ELU, HARD_SIGMOID, LEAKY_RELU, RELU, SCALED_TA
                           THRESHOLDED_RELU)
 from .cell_vectors import TANH_C, TANH_P, TANH_Q, TANH_SAT, VECTORS, lstm_cell_vector
 from .program import BLAS_MIN_BATCH  # noqa: F401  (re-exported)
-from .tiles import tile_product
+from .tiles import tile_product, transpose16
 
 F32 = np.float32
 _CELL = lstm_cell_vector()
@@ -359,13 +359,35 @@ def _row_tiles(blocks, a, W, out, j, woff, wstride, sa, so, ncols, zero, r0, r1)
         r += n
 
 
+_NARROW = {r: tile_product("float", r, 2) for r in (12, 6, 3, 1)}      # 32 columns
+_NARROW_ZERO = {r: tile_product("float", r, 2, zero=True) for r in (12, 6, 3, 1)}
+_TILE12W, _TILE6W, _TILE3W, _TILE1W = _NARROW[12], _NARROW[6], _NARROW[3], _NARROW[1]
+_ZERO12W, _ZERO6W, _ZERO3W, _ZERO1W = (_NARROW_ZERO[12], _NARROW_ZERO[6], _NARROW_ZERO[3], _NARROW_ZERO[1])
+
+
 @njit(**JIT_OPTIONS)
-def _window_tiles(n, zero, out, at, so, Q, woff, x, xo, kstride, nk):
-    """out[at + r so + c] (+)= sum over kk < nk of x[xo + r kstride + kk] . Q's row kk of 64 columns from byte
-    woff (rows 64 floats apart), for the rows r < n <= 6 of one tile: a convolution's output positions (rows of
-    x kstride apart, which may overlap) against one column group of its weights; ``zero``: = instead of +=."""
-    wstride = 64 * out.itemsize
-    if zero:
+def _window_tile(width, n, zero, out, at, so, Q, woff, x, xo, kstride, nk):
+    """One tile of _window_tiles: n rows (width 64: n <= 6; width 32: n in 12, 6, 3, 1)."""
+    wstride = width * out.itemsize
+    if width == 32:
+        if zero:
+            if n == 12:
+                _ZERO12W(out, at, so, Q, woff, x, xo, kstride, nk, wstride)
+            elif n == 6:
+                _ZERO6W(out, at, so, Q, woff, x, xo, kstride, nk, wstride)
+            elif n == 3:
+                _ZERO3W(out, at, so, Q, woff, x, xo, kstride, nk, wstride)
+            else:
+                _ZERO1W(out, at, so, Q, woff, x, xo, kstride, nk, wstride)
+        elif n == 12:
+            _TILE12W(out, at, so, Q, woff, x, xo, kstride, nk, wstride)
+        elif n == 6:
+            _TILE6W(out, at, so, Q, woff, x, xo, kstride, nk, wstride)
+        elif n == 3:
+            _TILE3W(out, at, so, Q, woff, x, xo, kstride, nk, wstride)
+        else:
+            _TILE1W(out, at, so, Q, woff, x, xo, kstride, nk, wstride)
+    elif zero:
         if n == 6:
             _ZERO6(out, at, so, Q, woff, x, xo, kstride, nk, wstride)
         elif n == 5:
@@ -390,6 +412,22 @@ def _window_tiles(n, zero, out, at, so, Q, woff, x, xo, kstride, nk):
         _TILE2(out, at, so, Q, woff, x, xo, kstride, nk, wstride)
     else:
         _TILE1(out, at, so, Q, woff, x, xo, kstride, nk, wstride)
+
+
+@njit(**JIT_OPTIONS)
+def _window_tiles(width, n, zero, out, at, so, Q, woff, x, xo, kstride, nk):
+    """out[at + r so + c] (+)= sum over kk < nk of x[xo + r kstride + kk] . Q's row kk of ``width`` (64 or 32)
+    columns from byte woff (rows ``width`` floats apart), for the rows r < n: a convolution's output pixels (rows of
+    x kstride apart, which may overlap) against one column group of its weights; ``zero``: = instead of +=. Tiles of
+    6 rows x 64 columns, or 12 x 32 (the same 24 sums in registers, for 32 or fewer output channels)."""
+    step = 6 if width == 64 else 12
+    r = 0
+    while r < n:
+        m = min(step, n - r)
+        if width == 32 and m < 12:
+            m = 6 if m >= 6 else 3 if m >= 3 else 1
+        _window_tile(width, m, zero, out, at + r * so, so, Q, woff, x, xo + r * kstride, kstride, nk)
+        r += m
 
 
 @njit(**JIT_OPTIONS)
@@ -505,11 +543,15 @@ def _plain(Q):
 
 
 if numba_config.DISABLE_JIT:     # plain Python (NUMBA_DISABLE_JIT=1, for debugging): intrinsics do not run there
-    def window_tiles(n, zero, out, at, so, Q, woff, x, xo, kstride, nk):
-        w = Q[woff // out.itemsize:woff // out.itemsize + nk * 64].reshape(nk, 64)
+    def transpose_block(src, soff, sstride, dst, doff, dstride):
+        for r in range(16):
+            dst[doff + r:doff + r + 16 * dstride:dstride] = src[soff + r * sstride:soff + r * sstride + 16]
+
+    def window_tiles(width, n, zero, out, at, so, Q, woff, x, xo, kstride, nk):
+        w = Q[woff // out.itemsize:woff // out.itemsize + nk * width].reshape(nk, width)
         for r in range(n):
             v = x[xo + r * kstride:xo + r * kstride + nk] @ w
-            o = out[at + r * so:at + r * so + 64]
+            o = out[at + r * so:at + r * so + width]
             o[:] = v if zero else o + v
 
     def product_add(a, b, out):
@@ -528,12 +570,14 @@ if numba_config.DISABLE_JIT:     # plain Python (NUMBA_DISABLE_JIT=1, for debugg
         g[:] = x @ _plain(WT) + b
         g += h @ _plain(RT)
 else:
+    transpose_block = transpose16
     window_tiles = _window_tiles
     product_add = _tiled_product_add
     grouped_add = _tiled_grouped_add
     grouped_row_add = _tiled_grouped_row_add
     grouped_set = _tiled_grouped_set
     grouped_step = _tiled_grouped_step
+# transpose_block: dst[doff + c dstride + r] = src[soff + r sstride + c] for r, c < 16 (tiles.transpose16)
 # product_add: out (M, N) += a (M, K) @ b (K, N), register tiles (engine/ops/tiles.py) over b as it is stored, 64
 #   columns at a time (then 16, then the last 1-15 in masked tiles), each tile over all of K; rows may be strided,
 #   their elements must be contiguous (``contiguous_rows``).

@@ -57,13 +57,21 @@ IMPLICIT_MIN_CG = 16
 WINDOW_BLOCK = 48       # pixels of a row whose sums an IMPLICIT convolution holds before writing them channels first
 
 
+def window_width(Mg):
+    """The output channels of an IMPLICIT convolution's column groups: 64, or 32 for 32 or fewer (register tiles of
+    12 pixels x 32 channels rather than half-idle ones of 6 x 64). vision_kernels.implicit_sizes computes the
+    same."""
+    return 32 if Mg <= 32 else 64
+
+
 def conv_mode(Cg, Mg, kh, kw, sh, sw, pads):
     """IM2COL, DIRECT or IMPLICIT for a convolution of Cg input and Mg output channels a group (see
     IMPLICIT_MIN_CG). IMPLICIT depends on neither the pads nor the input, so Conv2D.pack lays the weights out
     for it."""
     if (kh, kw) == (1, 1):
         return DIRECT if sh == sw == 1 and not any(pads) else IM2COL
-    lanes = (Mg + 63) // 64 * 64
+    width = window_width(Mg)
+    lanes = (Mg + width - 1) // width * width
     return IMPLICIT if sh == sw == 1 and Cg >= IMPLICIT_MIN_CG and 4 * Mg >= 3 * lanes else IM2COL
 
 
@@ -195,18 +203,19 @@ class Conv2D(Op):
     def pack(cls, node, model, dtype, threads):
         # IM2COL and DIRECT: (M, kH, kW, C/group), the kernel rows first: the output rows that read the padding
         # (the first and last of a padded image) multiply a contiguous part of each row (banded_product).
-        # IMPLICIT: per group, its output channels in column groups of 64 (zero columns up to a multiple of 64),
-        # (group, Mg / 64, kH kW C/group, 64), each tap's channels contiguous (window_product)
+        # IMPLICIT: per group, its output channels in column groups of window_width (zero columns up to a multiple
+        # of it), (group, Mg / width, kH kW C/group, width), each tap's channels contiguous (window_product)
         W = model.tensors[node.inputs[1]]
         M, Cg, kh, kw = W.shape
         rows = W.transpose(0, 2, 3, 1).reshape(M, kh * kw * Cg)
         group = node.attrs["group"]
         Mg = M // group
         if conv_mode(Cg, Mg, kh, kw, *node.attrs["strides"], ()) == IMPLICIT:     # (IMPLICIT whatever the pads)
-            Mp = (Mg + 63) // 64 * 64
+            width = window_width(Mg)
+            Mp = (Mg + width - 1) // width * width
             Q = np.zeros((group, Mp, kh * kw * Cg), dtype)
             Q[:, :Mg] = rows.reshape(group, Mg, -1)
-            yield "W", np.ascontiguousarray(Q.reshape(group, Mp // 64, 64, -1).transpose(0, 1, 3, 2))
+            yield "W", np.ascontiguousarray(Q.reshape(group, Mp // width, width, -1).transpose(0, 1, 3, 2))
         else:
             yield "W", np.ascontiguousarray(rows, dtype=dtype)
         release_pages(model, W)

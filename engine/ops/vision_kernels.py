@@ -8,7 +8,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import JIT_OPTIONS, PARALLEL
-from .numeric import product, product_add, relu as relu_value, window_tiles
+from .numeric import product, product_add, relu as relu_value, transpose_block, window_tiles
 from .program import OK
 from .program_kernels import fparam, fview, shaped
 from .vision import (AVGPOOL, CHANNEL_AFFINE, CLIP, CONV2D, DIRECT, IMPLICIT, LEAKY_RELU, MAXPOOL, REDUCE_MAX,
@@ -116,18 +116,24 @@ def im2col(x, xo, Cg, H, W, kh, kw, sh, sw, dh, dw, pt, pl, Ho, Wo, col):
 @njit(**JIT_OPTIONS)
 def pad_channels_last(x, xo, Cg, H, W, pt, pl, Hp, Wp, xp):
     """xp (Hp Wp + the rest, Cg), flat <- the image x[xo:] (Cg, H, W) with its channels last, inside zeros: its
-    pixel (h, w) at position (h + pt) Wp + w + pl; every other position of xp zero. 16 pixels at a time, whose
-    positions in xp stay in the L1 while every channel writes them (flat indices: a view a channel cost more than
-    the copy)."""
+    pixel (h, w) at position (h + pt) Wp + w + pl; every other position of xp zero. Blocks of 16 channels x 16
+    pixels through registers (numeric.transpose_block), the rest element by element."""
     zero(xp[:(pt * Wp + pl) * Cg])
+    plane = H * W
     for h in range(H):
         row = ((h + pt) * Wp + pl) * Cg
         for w0 in range(0, W, 16):
-            w1 = min(W, w0 + 16)
-            for c in range(Cg):
-                src = xo + (c * H + h) * W
-                for w in range(w0, w1):
-                    xp[row + w * Cg + c] = x[src + w]
+            wn = min(16, W - w0)
+            for c0 in range(0, Cg, 16):
+                cn = min(16, Cg - c0)
+                if wn == 16 and cn == 16:
+                    transpose_block(x, xo + c0 * plane + h * W + w0, plane, xp, row + w0 * Cg + c0, Cg)
+                    continue
+                for c in range(cn):
+                    src = x[xo + (c0 + c) * plane + h * W + w0:xo + (c0 + c) * plane + h * W + w0 + wn]
+                    dst = xp[row + w0 * Cg + c0 + c:row + (w0 + wn) * Cg + c0 + c:Cg]
+                    for w in range(wn):
+                        dst[w] = src[w]
         end = ((h + pt + 1) * Wp + pl) * Cg if h + 1 < H else xp.shape[0]
         zero(xp[row + W * Cg:end])
 
@@ -135,47 +141,74 @@ def pad_channels_last(x, xo, Cg, H, W, pt, pl, Hp, Wp, xp):
 @njit(**JIT_OPTIONS)
 def window_product(Q, xp, acc, out, bias, use_bias, m0, relu, Cg, H, kh, kw, pt, dh, dw, Wp, Wo, ho0, ho1):
     """out (Mg, Ho Wo) output rows [ho0, ho1) <- the windows of the image xp (pad_channels_last) @ the weights Q
-    (Mg / 64 rounded up, kh kw Cg, 64) in column groups of 64 output channels, plus bias[m0 + m] if ``use_bias``,
-    then Relu's rule if ``relu``, without an im2col: at stride 1, output pixel (ho, wo) reads, for kernel row i,
-    xp[((ho + i dh) Wp + wo + j dw) Cg + c] over taps j and channels c, a run of kw Cg floats when dw = 1. Each
-    tile of six pixels of a row and 64 channels (numeric.window_tiles) sums a kernel row's whole run in registers,
-    its weights streaming from the L2 in order (a group, kh kw Cg x 64 floats, for every tile); WINDOW_BLOCK
-    pixels' tiles go to ``acc`` (WINDOW_BLOCK x 64), whose sums then go to out channels first, each channel's
-    row WINDOW_BLOCK pixels at a time. The kernel rows that read only padding (kernel_rows) are skipped."""
+    (Mg / width rounded up, kh kw Cg, width) in column groups of ``width`` output channels (64, or 32 for 32 or
+    fewer: vision.window_width), plus bias[m0 + m] if ``use_bias``, then Relu's rule if ``relu``, without an
+    im2col: at stride 1, output pixel (ho, wo) reads, for kernel row i, xp[((ho + i dh) Wp + wo + j dw) Cg + c] over
+    taps j and channels c, a run of kw Cg floats when dw = 1. Each register tile (numeric.window_tiles: six pixels
+    of a row x 64 channels, or 12 x 32) sums a kernel row's whole run, its weights streaming from the L2 in order;
+    WINDOW_BLOCK pixels' sums go to ``acc`` (WINDOW_BLOCK x width) and then to out channels first (sums_out). The
+    kernel rows that read only padding (kernel_rows) are skipped."""
     isz = acc.itemsize
     oo = out.strides[0] // isz
     Mg = out.shape[0]
+    width = Q.shape[2]
+    step = 6 if width == 64 else 12
     Kc = kh * kw * Cg
     run = kw * Cg if dw == 1 else Cg
     runs = 1 if dw == 1 else kw
     dst = out.reshape(-1)
     flat = Q.reshape(-1)
     for q in range(Q.shape[0]):
-        nc = min(64, Mg - q * 64)
+        nc = min(width, Mg - q * width)
         for ho in range(ho0, ho1):
             lo, hi = kernel_rows(ho, H, kh, 1, dh, pt)
             for w0 in range(0, Wo, WINDOW_BLOCK):
                 nb = min(WINDOW_BLOCK, Wo - w0)
                 if lo >= hi:
-                    zero(acc[:nb * 64])
+                    zero(acc[:nb * width])
                 t = 0
-                while t < nb:
-                    n = min(6, nb - t)
+                while t < nb:            # a tile's sums stay in the L1 over its kernel rows
+                    n = min(step, nb - t)
                     for i in range(lo, hi):
                         for j in range(runs):
-                            window_tiles(n, i == lo and j == 0, acc, t * 64, 64, flat,
-                                         (q * Kc + (i * kw + j) * Cg) * 64 * isz, xp,
+                            window_tiles(width, n, i == lo and j == 0, acc, t * width, width, flat,
+                                         (q * Kc + (i * kw + j) * Cg) * width * isz, xp,
                                          ((ho + i * dh) * Wp + w0 + t + j * dw) * Cg, Cg, run)
                     t += n
-                for c in range(nc):
-                    b = bias[m0 + q * 64 + c] if use_bias else acc.dtype.type(0)
-                    d = (q * 64 + c) * oo + ho * Wo + w0
-                    if relu:
-                        for u in range(nb):
-                            dst[d + u] = relu_value(acc[u * 64 + c] + b)
-                    else:
-                        for u in range(nb):
-                            dst[d + u] = acc[u * 64 + c] + b
+                sums_out(acc, width, nb, nc, bias, use_bias, m0 + q * width, relu, dst,
+                         q * width * oo + ho * Wo + w0, oo)
+
+
+@njit(**JIT_OPTIONS)
+def sums_out(acc, width, nb, nc, bias, use_bias, b0, relu, dst, d0, oo):
+    """dst[d0 + c oo + u] <- acc[u width + c] + bias[b0 + c] (if ``use_bias``), then Relu's rule (if ``relu``), for
+    the pixels u < nb and channels c < nc: a block of window_product's sums, pixels x channels, written channels
+    first. The bias and Relu in a pass over acc as it is (contiguous), then 16 x 16 blocks through registers
+    (numeric.transpose_block), the rest element by element (16 -> 32 channels over 16 x 200, one thread: the whole
+    convolution 356 -> ... us)."""
+    z = acc.dtype.type(0)
+    sums = acc[:nb * width].reshape((nb, width))       # (indices from ranges: no negative-index wraparound, so the
+    b = bias[b0:b0 + nc]                               # loops over channels vectorise)
+    for u in range(nb):
+        row = sums[u]
+        if use_bias:
+            for c in range(nc):
+                row[c] += b[c]
+        if relu:                         # Relu's rule (NaN stays NaN, -0.0 gives 0) in one compare: a select
+            for c in range(nc):
+                v = row[c]
+                row[c] = z if v <= z else v
+    for c0 in range(0, nc, 16):
+        cn = min(16, nc - c0)
+        u0 = 0
+        if cn == 16:
+            while u0 + 16 <= nb:
+                transpose_block(acc, u0 * width + c0, width, dst, d0 + c0 * oo + u0, oo)
+                u0 += 16
+        for c in range(c0, c0 + cn):
+            out = dst[d0 + c * oo:d0 + c * oo + nb]
+            for u in range(u0, nb):
+                out[u] = sums[u, c]
 
 
 @njit(**JIT_OPTIONS)
@@ -237,7 +270,7 @@ def conv2d_kernel(x, w, bias, use_bias, col, mode, span, N, C, H, W, M, Cg, kh, 
     @ col (kh kw Cg, Ho Wo), the output rows that read padding over the other kernel rows only (banded_product);
     DIRECT, a 1x1 kernel at stride 1 without pads, whose col is the image itself; IMPLICIT, stride 1: the image
     with its channels last inside its padding in col, the product read from it where it is (window_product), w_g
-    in column groups (Mg / 64 rounded up, kh kw Cg, 64). ``span``: the work of one thread's image in col
+    in column groups (Mg / width rounded up, kh kw Cg, width). ``span``: the work of one thread's image in col
     (vision.conv_work). Threads (the plan's choice, vision.conv_threads): the first N - N % images images split by
     images among ``images`` threads (conv2d_images_parallel; col holds one image's work per thread), the rest each
     split by output rows among ``rows`` threads (conv2d_rows_parallel)."""
@@ -259,12 +292,14 @@ def conv2d_kernel(x, w, bias, use_bias, col, mode, span, N, C, H, W, M, Cg, kh, 
 
 @njit(**JIT_OPTIONS)
 def implicit_sizes(Cg, Mg, kh, kw, Ho, Wo, dh, dw):
-    """(Hp, Wp, Mg rounded up to 64, the floats of the padded image at the start of col) of an IMPLICIT convolution
-    (pad_channels_last): the rows and columns its stride-1 windows span, then (kw - 1) dw positions more, which the
-    last row's dropped positions read. WINDOW_BLOCK x 64 floats of sums follow them in col, one per part of a
-    split by rows (vision.conv_work, which computes the same)."""
+    """(Hp, Wp, Mg rounded up to its column groups' width, the width, the floats of the padded image at the start of
+    col) of an IMPLICIT convolution (pad_channels_last): the rows and columns its stride-1 windows span, then
+    (kw - 1) dw positions more, which the last row's dropped positions read. WINDOW_BLOCK x 64 floats of sums follow
+    them in col, one per part of a split by rows (vision.conv_work and vision.window_width, which compute the
+    same)."""
     Hp, Wp = Ho + (kh - 1) * dh, Wo + (kw - 1) * dw
-    return Hp, Wp, (Mg + 63) // 64 * 64, (Hp * Wp + (kw - 1) * dw) * Cg
+    width = 32 if Mg <= 32 else 64
+    return Hp, Wp, (Mg + width - 1) // width * width, width, (Hp * Wp + (kw - 1) * dw) * Cg
 
 
 @njit(**JIT_OPTIONS)
@@ -281,9 +316,9 @@ def conv2d_image(x, w, bias, use_bias, col, mode, n, C, H, W, M, Cg, kh, kw, Ho,
         wg = shaped(w[g * Mg * Kc:(g + 1) * Mg * Kc], (Mg, Kc))
         og = shaped(out[oo:oo + Mg * P], (Mg, P))
         if mode == IMPLICIT:
-            Hp, Wp, Mp, padded = implicit_sizes(Cg, Mg, kh, kw, Ho, Wo, dh, dw)
+            Hp, Wp, Mp, width, padded = implicit_sizes(Cg, Mg, kh, kw, Ho, Wo, dh, dw)
             pad_channels_last(x, xo, Cg, H, W, pt, pl, Hp, Wp, col[:padded])
-            window_product(shaped(w[g * Mp * Kc:(g + 1) * Mp * Kc], (Mp // 64, Kc, 64)), col[:padded],
+            window_product(shaped(w[g * Mp * Kc:(g + 1) * Mp * Kc], (Mp // width, Kc, width)), col[:padded],
                            col[padded:padded + WINDOW_BLOCK * 64], og, bias, use_bias, g * Mg, relu, Cg, H, kh, kw, pt,
                            dh, dw, Wp, Wo, 0, Ho)
             continue
@@ -329,7 +364,7 @@ def conv2d_rows_parallel(x, w, bias, use_bias, col, mode, n, g, C, H, W, M, Mg, 
     oo = (n * M + g * Mg) * P
     wg = shaped(w[g * Mg * Kc:(g + 1) * Mg * Kc], (Mg, Kc))
     whole = shaped(out[oo:oo + Mg * P], (Mg, P))
-    Hp, Wp, Mp, padded = implicit_sizes(Cg, Mg, kh, kw, Ho, Wo, dh, dw)
+    Hp, Wp, Mp, width, padded = implicit_sizes(Cg, Mg, kh, kw, Ho, Wo, dh, dw)
     if mode == IMPLICIT:
         pad_channels_last(x, xo, Cg, H, W, pt, pl, Hp, Wp, col[:padded])
     for t in prange(parts):
@@ -337,7 +372,7 @@ def conv2d_rows_parallel(x, w, bias, use_bias, col, mode, n, g, C, H, W, M, Mg, 
         rows = (t + 1) * Ho // parts - ho0
         p0, pn = ho0 * Wo, rows * Wo
         if mode == IMPLICIT:
-            window_product(shaped(w[g * Mp * Kc:(g + 1) * Mp * Kc], (Mp // 64, Kc, 64)), col[:padded],
+            window_product(shaped(w[g * Mp * Kc:(g + 1) * Mp * Kc], (Mp // width, Kc, width)), col[:padded],
                            col[padded + WINDOW_BLOCK * 64 * t:padded + WINDOW_BLOCK * 64 * (t + 1)], whole, bias,
                            use_bias, g * Mg, relu, Cg, H, kh, kw, pt, dh, dw, Wp, Wo, ho0, ho0 + rows)
         else:
@@ -476,8 +511,9 @@ def run_vision(code, prog, pc, F, I):
         x = fview(F, prog, p, N * C * H * W)
         col = x[0:0] if mode == DIRECT else fview(F, prog, p + 8, span * prog[p + 31])
         group = prog[p + 26]
-        # IMPLICIT: each group's weights in column groups of 64 output channels (vision.Conv2D.pack)
-        wn = group * ((M // group + 63) // 64 * 64) * Cg * kh * kw if mode == IMPLICIT else M * Cg * kh * kw
+        # IMPLICIT: each group's weights in column groups of output channels (vision.Conv2D.pack)
+        wn = group * implicit_sizes(Cg, M // group, kh, kw, Ho, Wo, 1, 1)[2] * Cg * kh * kw if mode == IMPLICIT \
+            else M * Cg * kh * kw
         conv2d_kernel(x, fview(F, prog, p + 2, wn), fview(F, prog, p + 4, M) if use_bias else x[0:0],
                       use_bias, col, mode, span, N, C, H, W, M, Cg, kh, kw, Ho, Wo, prog[p + 20], prog[p + 21],
                       prog[p + 22], prog[p + 23], prog[p + 24], prog[p + 25], prog[p + 26],
