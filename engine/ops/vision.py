@@ -46,12 +46,12 @@ CONV_THREADS_MIN_K = 64
 
 # a 2-D convolution's mode (conv_mode; vision_kernels.conv2d_kernel): im2col then a product; a 1x1 kernel at stride 1
 # without pads, whose image is its own im2col; or, at stride 1 with at least IMPLICIT_MIN_CG channels a group and
-# output channels that fill three quarters of their column groups of 64, the product read from the image where it
-# is, its channels last (vision_kernels.window_product). The Xeon, one thread, 3x3 convolutions with pads of 1, the
-# whole kernel (the copy or im2col, the product, bias and Relu) against im2col (2026-11-28, GFLOP/s counting the
-# padding's): 64 -> 128 channels over 16 x 200 143 against 89, 128 -> 256 over 8 x 100 167 against 111, 256 -> 256
-# over 4 x 100 177 against 108, 32 -> 64 over 16 x 200 119 against 90, 16 -> 64 over 16 x 100 109 against 99;
-# 16 -> 32 64 against 74 and 8 -> 16 32 against 49 (half the lanes of a 64-channel group idle)
+# output channels that fill three quarters of their column groups (window_width), the product read from the image
+# where it is, its channels last (vision_kernels.window_product). The Xeon, one thread, 3x3 convolutions with pads
+# of 1, the whole kernel (the copy or im2col, the product, bias and Relu) against im2col (2026-11-28, GFLOP/s
+# counting the padding's): 64 -> 128 channels over 16 x 200 115-143 against 77-89, 128 -> 256 over 8 x 100 134-167
+# against 94-111, 256 -> 256 over 4 x 100 146-177 against 91-108, 32 -> 64 over 16 x 200 120-131 against 82-90,
+# 16 -> 32 104-113 against 73-82 (groups of 32); 16 -> 64 over 16 x 100 even; 8 -> 16 0.8x (a group of 64)
 IM2COL, DIRECT, IMPLICIT = 0, 1, 2
 IMPLICIT_MIN_CG = 16
 WINDOW_BLOCK = 48       # pixels of a row whose sums an IMPLICIT convolution holds before writing them channels first
