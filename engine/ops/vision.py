@@ -77,15 +77,15 @@ def conv_mode(Cg, Mg, kh, kw, sh, sw, pads):
 
 def conv_work(mode, Cg, kh, kw, Ho, Wo, dh, dw, rows):
     """The floats of work one thread's image of a convolution takes (``span`` in vision_kernels.conv2d_kernel):
-    IM2COL its im2col (kh kw Cg, Ho Wo); IMPLICIT the image with its channels last inside its padding and (kw - 1) dw
-    positions more (vision_kernels.implicit_sizes), then sums of WINDOW_BLOCK x 64 for each of the ``rows`` parts
-    of a split by rows; DIRECT none."""
+    IM2COL its im2col (kh kw Cg, Ho Wo); IMPLICIT the image with its channels last inside its padding
+    (vision_kernels.implicit_sizes), then sums of WINDOW_BLOCK x 64 for each of the ``rows`` parts of a split by
+    rows; DIRECT none."""
     if mode == DIRECT:
         return 0
     if mode == IM2COL:
         return Cg * kh * kw * Ho * Wo
     Hp, Wp = Ho + (kh - 1) * dh, Wo + (kw - 1) * dw
-    return (Hp * Wp + (kw - 1) * dw) * Cg + WINDOW_BLOCK * 64 * max(1, rows)
+    return Hp * Wp * Cg + WINDOW_BLOCK * 64 * max(1, rows)
 
 
 def conv_threads(threads, N, Mg, K, Ho, Wo):
