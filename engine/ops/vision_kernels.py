@@ -8,7 +8,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import JIT_OPTIONS, PARALLEL
-from .numeric import product, product_add, relu as relu_value, transpose_block, window_tiles
+from .numeric import product, product_add, relu as relu_value, transpose_block, window_runs, window_tiles
 from .program import OK
 from .program_kernels import fparam, fview, shaped
 from .vision import (AVGPOOL, CHANNEL_AFFINE, CLIP, CONV2D, DIRECT, IMPLICIT, LEAKY_RELU, MAXPOOL, REDUCE_MAX,
@@ -147,7 +147,8 @@ def window_product(Q, xp, acc, out, bias, use_bias, m0, relu, Cg, H, kh, kw, pt,
     taps j and channels c, a run of kw Cg floats when dw = 1. Each register tile (numeric.window_tiles: six pixels
     of a row x 64 channels, or 12 x 32) sums a kernel row's whole run, its weights streaming from the L2 in order;
     WINDOW_BLOCK pixels' sums go to ``acc`` (WINDOW_BLOCK x width) and then to out channels first (sums_out). The
-    kernel rows that read only padding (kernel_rows) are skipped."""
+    kernel rows that read only padding (kernel_rows) are skipped; at width 64 with dw = 1 a tile walks all the kernel
+    rows it reads in one call (numeric.window_runs)."""
     isz = acc.itemsize
     oo = out.strides[0] // isz
     Mg = out.shape[0]
@@ -156,6 +157,10 @@ def window_product(Q, xp, acc, out, bias, use_bias, m0, relu, Cg, H, kh, kw, pt,
     Kc = kh * kw * Cg
     run = kw * Cg if dw == 1 else Cg
     runs = 1 if dw == 1 else kw
+    # a kernel row's taps and channels one run (dw = 1) and groups of 64: its kernel rows in one call (window_runs;
+    # the 12 x 32 tiles walking several runs measured slower than one call a run: 16 -> 32 channels 72 against 104
+    # GFLOP/s, the 6 x 64 ones faster: 128 -> 256 over 8 x 100 133-136 -> 144-166, 32 -> 64 109-122 -> 120-142)
+    fused = dw == 1 and width == 64
     dst = out.reshape(-1)
     flat = Q.reshape(-1)
     for q in range(Q.shape[0]):
@@ -166,8 +171,11 @@ def window_product(Q, xp, acc, out, bias, use_bias, m0, relu, Cg, H, kh, kw, pt,
                 nb = min(WINDOW_BLOCK, Wo - w0)
                 if lo >= hi:
                     zero(acc[:nb * width])
+                if fused and lo < hi:    # each tile's kernel rows in one call, its sums in registers throughout
+                    window_runs(nb, acc, 0, width, flat, (q * Kc + lo * kw * Cg) * width * isz, xp,
+                                ((ho + lo * dh) * Wp + w0) * Cg, Cg, run, hi - lo, dh * Wp * Cg)
                 t = 0
-                while t < nb:            # a tile's sums stay in the L1 over its kernel rows
+                while t < nb and not fused:  # a tile's sums stay in the L1 over its taps
                     n = min(step, nb - t)
                     for i in range(lo, hi):
                         for j in range(runs):
