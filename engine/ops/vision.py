@@ -260,9 +260,9 @@ class Conv2D(Op):
             # instructions timed one by one)
             p.blas_threads = 1
         p.emit(CONV2D, f"conv2d {x.shape} * {(M, Cg, kh, kw)} -> {out.shape}" + (" + relu" if relu else "")
-               + (", windows in place" if mode == IMPLICIT else "") + label, *p.ref(x), p.weight_space(), w_off, *p.ref(bias), *p.ref(out), *p.ref(col), N, C,
-               H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw, group, int(bias is not None), mode, relu, rows,
-               images, span)
+               + (", windows in place" if mode == IMPLICIT else "") + label, *p.ref(x), p.weight_space(), w_off,
+               *p.ref(bias), *p.ref(out), *p.ref(col), N, C, H, W, M, Cg, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw,
+               group, int(bias is not None), mode, relu, rows, images, span)
 
 
 class MaxPool(Op):
