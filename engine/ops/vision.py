@@ -59,9 +59,17 @@ WINDOW_BLOCK = 48       # pixels of a row whose sums an IMPLICIT convolution hol
 
 def window_width(Mg):
     """The output channels of an IMPLICIT convolution's column groups: 64, or 32 for 32 or fewer (register tiles of
-    12 pixels x 32 channels rather than half-idle ones of 6 x 64). vision_kernels.implicit_sizes computes the
-    same."""
+    12 pixels x 32 channels rather than half-idle ones of 6 x 64). Also compiled for the kernels
+    (vision_kernels.implicit_sizes)."""
     return 32 if Mg <= 32 else 64
+
+
+def implicit_image(Cg, kh, kw, Ho, Wo, dh, dw):
+    """(Hp, Wp, floats) of an IMPLICIT convolution's image copied channels last inside its padding: the rows and
+    columns its stride-1 windows span, Hp x Wp positions of Cg floats (vision_kernels.pad_channels_last). Also
+    compiled for the kernels (vision_kernels.implicit_sizes)."""
+    Hp, Wp = Ho + (kh - 1) * dh, Wo + (kw - 1) * dw
+    return Hp, Wp, Hp * Wp * Cg
 
 
 def conv_mode(Cg, Mg, kh, kw, sh, sw, pads):
@@ -78,14 +86,13 @@ def conv_mode(Cg, Mg, kh, kw, sh, sw, pads):
 def conv_work(mode, Cg, kh, kw, Ho, Wo, dh, dw, rows):
     """The floats of work one thread's image of a convolution takes (``span`` in vision_kernels.conv2d_kernel):
     IM2COL its im2col (kh kw Cg, Ho Wo); IMPLICIT the image with its channels last inside its padding
-    (vision_kernels.implicit_sizes), then sums of WINDOW_BLOCK x 64 for each of the ``rows`` parts of a split by
+    (implicit_image), then sums of WINDOW_BLOCK x 64 for each of the ``rows`` parts of a split by
     rows; DIRECT none."""
     if mode == DIRECT:
         return 0
     if mode == IM2COL:
         return Cg * kh * kw * Ho * Wo
-    Hp, Wp = Ho + (kh - 1) * dh, Wo + (kw - 1) * dw
-    return Hp * Wp * Cg + WINDOW_BLOCK * 64 * max(1, rows)
+    return implicit_image(Cg, kh, kw, Ho, Wo, dh, dw)[2] + WINDOW_BLOCK * 64 * max(1, rows)
 
 
 def conv_threads(threads, N, Mg, K, Ho, Wo):

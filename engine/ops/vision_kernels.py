@@ -12,7 +12,11 @@ from .numeric import product, product_add, relu as relu_value, transpose_block, 
 from .program import OK
 from .program_kernels import fparam, fview, shaped
 from .vision import (AVGPOOL, CHANNEL_AFFINE, CLIP, CONV2D, DIRECT, IMPLICIT, LEAKY_RELU, MAXPOOL, REDUCE_MAX,
-                     WINDOW_BLOCK)
+                     WINDOW_BLOCK, implicit_image, window_width)
+
+# the plan's sizes of a convolution read in place, compiled for the kernels: one definition for both
+_implicit_image = njit(**JIT_OPTIONS)(implicit_image)
+_window_width = njit(**JIT_OPTIONS)(window_width)
 
 
 @njit(**JIT_OPTIONS)
@@ -130,10 +134,8 @@ def pad_channels_last(x, xo, Cg, H, W, pt, pl, Hp, Wp, xp):
                     transpose_block(x, xo + c0 * plane + h * W + w0, plane, xp, row + w0 * Cg + c0, Cg)
                     continue
                 for c in range(cn):
-                    src = x[xo + (c0 + c) * plane + h * W + w0:xo + (c0 + c) * plane + h * W + w0 + wn]
-                    dst = xp[row + w0 * Cg + c0 + c:row + (w0 + wn) * Cg + c0 + c:Cg]
-                    for w in range(wn):
-                        dst[w] = src[w]
+                    src = xo + (c0 + c) * plane + h * W + w0
+                    copy_into(xp[row + w0 * Cg + c0 + c:row + (w0 + wn) * Cg + c0 + c:Cg], x[src:src + wn])
         end = ((h + pt + 1) * Wp + pl) * Cg if h + 1 < H else xp.shape[0]
         zero(xp[row + W * Cg:end])
 
@@ -171,18 +173,18 @@ def window_product(Q, xp, acc, out, bias, use_bias, m0, relu, Cg, H, kh, kw, pt,
                 nb = min(WINDOW_BLOCK, Wo - w0)
                 if lo >= hi:
                     zero(acc[:nb * width])
-                if fused and lo < hi:    # each tile's kernel rows in one call, its sums in registers throughout
-                    window_runs(nb, acc, 0, width, flat, (q * Kc + lo * kw * Cg) * width * isz, xp,
-                                ((ho + lo * dh) * Wp + w0) * Cg, Cg, run, hi - lo, dh * Wp * Cg)
-                t = 0
-                while t < nb and not fused:  # a tile's sums stay in the L1 over its taps
-                    n = min(step, nb - t)
-                    for i in range(lo, hi):
-                        for j in range(runs):
-                            window_tiles(width, n, i == lo and j == 0, acc, t * width, width, flat,
-                                         (q * Kc + (i * kw + j) * Cg) * width * isz, xp,
-                                         ((ho + i * dh) * Wp + w0 + t + j * dw) * Cg, Cg, run)
-                    t += n
+                if fused:
+                    if lo < hi:          # each tile's kernel rows in one call, its sums in registers throughout
+                        window_runs(nb, acc, 0, width, flat, (q * Kc + lo * kw * Cg) * width * isz, xp,
+                                    ((ho + lo * dh) * Wp + w0) * Cg, Cg, run, hi - lo, dh * Wp * Cg)
+                else:
+                    for t in range(0, nb, step):     # a tile's sums stay in the L1 over its taps
+                        n = min(step, nb - t)
+                        for i in range(lo, hi):
+                            for j in range(runs):
+                                window_tiles(width, n, i == lo and j == 0, acc, t * width, width, flat,
+                                             (q * Kc + (i * kw + j) * Cg) * width * isz, xp,
+                                             ((ho + i * dh) * Wp + w0 + t + j * dw) * Cg, Cg, run)
                 sums_out(acc, width, nb, nc, bias, use_bias, m0 + q * width, relu, dst,
                          q * width * oo + ho * Wo + w0, oo)
 
@@ -214,9 +216,7 @@ def sums_out(acc, width, nb, nc, bias, use_bias, b0, relu, dst, d0, oo):
                 transpose_block(acc, u0 * width + c0, width, dst, d0 + c0 * oo + u0, oo)
                 u0 += 16
         for c in range(c0, c0 + cn):
-            out = dst[d0 + c * oo:d0 + c * oo + nb]
-            for u in range(u0, nb):
-                out[u] = sums[u, c]
+            copy_into(dst[d0 + c * oo + u0:d0 + c * oo + nb], sums[u0:nb, c])
 
 
 @njit(**JIT_OPTIONS)
@@ -302,11 +302,10 @@ def conv2d_kernel(x, w, bias, use_bias, col, mode, span, N, C, H, W, M, Cg, kh, 
 def implicit_sizes(Cg, Mg, kh, kw, Ho, Wo, dh, dw):
     """(Hp, Wp, Mg rounded up to its column groups' width, the width, the floats of the padded image at the start of
     col) of an IMPLICIT convolution (pad_channels_last): the rows and columns its stride-1 windows span. WINDOW_BLOCK
-    x 64 floats of sums follow them in col, one per part of a split by rows (vision.conv_work and
-    vision.window_width, which compute the same)."""
-    Hp, Wp = Ho + (kh - 1) * dh, Wo + (kw - 1) * dw
-    width = 32 if Mg <= 32 else 64
-    return Hp, Wp, (Mg + width - 1) // width * width, width, Hp * Wp * Cg
+    x 64 floats of sums follow them in col, one per part of a split by rows (vision.conv_work)."""
+    Hp, Wp, padded = _implicit_image(Cg, kh, kw, Ho, Wo, dh, dw)
+    width = _window_width(Mg)
+    return Hp, Wp, (Mg + width - 1) // width * width, width, padded
 
 
 @njit(**JIT_OPTIONS)
