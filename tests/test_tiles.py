@@ -239,34 +239,3 @@ def test_transpose_block_copies_sixteen_by_sixteen_transposed_and_nothing_else(d
     want = np.full_like(dst, np.nan)
     want[3:3 + 16 * 19].reshape(16, 19)[:, :16] = src[5:5 + 16 * 23].reshape(16, 23)[:, :16].T
     np.testing.assert_array_equal(dst, want)
-
-
-@pytest.mark.parametrize("n", [1, 4, 6, 17])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_window_runs_sum_every_run_from_zero(n, dtype):
-    """numeric.window_runs (tile_product's ``runs``: a convolution's kernel rows in one call, the sums in registers)
-    against the float64 sum over its runs: x's runs xrun apart and rows kstride apart (overlapping, as an image's
-    pixels), W's steps one after another; the sums overwrite out (NaN before), the other columns untouched."""
-    from numba import njit
-
-    from engine.ops.numeric import window_runs
-
-    @njit
-    def call(n, out, at, so, Q, woff, x, xo, kstride, nk, nr, xrun):
-        window_runs(n, out, at, so, Q, woff, x, xo, kstride, nk, nr, xrun)
-    width = 64
-    rng = np.random.default_rng(n)
-    nk, nr, kstride, xrun, xo = 7, 3, 5, 40, 3
-    x = rng.standard_normal(xo + (nr - 1) * xrun + (n - 1) * kstride + nk).astype(dtype)
-    Q = rng.standard_normal(2 * width + nr * nk * width).astype(dtype)      # the run's rows after two others
-    so, at = width + 3, 2
-    out = np.full(at + n * so, np.nan, dtype)
-    call(n, out, at, so, Q, 2 * width * Q.itemsize, x, xo, kstride, nk, nr, xrun)
-    W = Q[2 * width:].reshape(nr * nk, width).astype(np.float64)
-    want = np.full_like(out, np.nan, dtype=np.float64)
-    for r in range(n):
-        xs = np.concatenate([x[xo + i * xrun + r * kstride:xo + i * xrun + r * kstride + nk] for i in range(nr)])
-        want[at + r * so:at + r * so + width] = xs.astype(np.float64) @ W
-    np.testing.assert_allclose(out, want, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-5)
-    assert np.isnan(out[:at]).all() and all(np.isnan(out[at + r * so + width:at + (r + 1) * so]).all()
-                                            for r in range(n - 1))

@@ -84,7 +84,8 @@ CONV_CASES = [
     ("wide-output-strided", 1, 2, 20, 30, 3, (3, 3), {"pads": [1, 1, 1, 1], "strides": [2, 1]}),
     # stride 1, 16 input channels a group and more, output channels filling 3/4 of their groups of 64, or of 32
     # for 32 and fewer (conv_mode): the image with its channels last read in place (listed "windows in place"):
-    # tiles of six pixels and fewer (12, 6, 3 and 1 at 32 channels), blocks of 48 pixels and fewer, a second group
+    # tiles of six pixels and fewer (12, 6, 3 and 1 at 32 channels), blocks of 72 pixels and fewer, runs of taps x
+    # channels in chunks (WINDOW_CHUNK: 300 in three, dilated taps' 136 channels in two), a second group
     # of channels partly zero, kernel rows only in the padding, dilated taps one at a time, groups
     ("implicit-3x3", 1, 32, 6, 37, 50, (3, 3), {"pads": [1, 1, 1, 1]}),
     ("implicit-dilated-asymmetric", 2, 48, 9, 20, 64, (3, 2), {"pads": [2, 0, 1, 3], "dilations": [2, 3]}),
@@ -94,6 +95,8 @@ CONV_CASES = [
     ("implicit-no-pads", 2, 33, 7, 70, 48, (2, 3), {}),
     ("implicit-32-wide", 1, 16, 6, 59, 32, (3, 3), {"pads": [1, 1, 1, 1]}),
     ("implicit-24-of-32-wide", 2, 40, 3, 23, 48, (3, 3), {"pads": [0, 2, 1, 0], "group": 2}),
+    ("implicit-runs-in-chunks", 1, 100, 4, 75, 64, (3, 3), {"pads": [1, 1, 1, 1]}),
+    ("implicit-dilated-runs-in-chunks", 1, 136, 5, 9, 24, (2, 3), {"pads": [1, 2, 0, 1], "dilations": [1, 2]}),
     ("too-few-output-channels", 1, 16, 6, 20, 20, (3, 3), {"pads": [1, 1, 1, 1]}),      # 20 of 32: im2col
 ]
 
@@ -430,7 +433,9 @@ def test_kernels_write_only_their_buffers(Cg, group, H, W, kh, kw, pads, sh, sw,
 @example(N=1, Cg=3, group=1, Mg=5, H=4, W=16, kh=1, kw=1, pads=[0, 0, 0, 0], sh=1, sw=1, dh=1, dw=1, parts=2,
          relu=True, bias=True, implicit=False)   # a 1x1 kernel: the image is its own im2col, each part its columns
 @example(N=3, Cg=2, group=2, Mg=7, H=5, W=40, kh=3, kw=3, pads=[1, 1, 1, 1], sh=1, sw=1, dh=1, dw=2, parts=2,
-         relu=True, bias=True, implicit=True)    # window_product: each part its rows, blocks of 48 pixels
+         relu=True, bias=True, implicit=True)    # window_product: each part its rows, blocks of 72 pixels
+@example(N=1, Cg=70, group=1, Mg=64, H=4, W=80, kh=3, kw=2, pads=[1, 1, 1, 0], sh=1, sw=1, dh=1, dw=1, parts=2,
+         relu=False, bias=True, implicit=True)   # runs of 140 taps x channels in two chunks, blocks of 72 and 8
 def test_a_convolution_split_by_rows_or_images_is_the_one_thread_result(N, Cg, group, Mg, H, W, kh, kw, pads, sh, sw,
                                                                          dh, dw, parts, relu, bias, implicit):
     """conv2d_rows_parallel (the Session's threads, each its own output rows: own im2col, own tiles) against

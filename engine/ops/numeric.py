@@ -414,34 +414,6 @@ def _window_tile(width, n, zero, out, at, so, Q, woff, x, xo, kstride, nk):
         _TILE1(out, at, so, Q, woff, x, xo, kstride, nk, wstride)
 
 
-_RUNS6, _RUNS5, _RUNS4, _RUNS3, _RUNS2, _RUNS1 = (tile_product("float", r, zero=True, runs=True)
-                                                  for r in (6, 5, 4, 3, 2, 1))
-
-
-@njit(**JIT_OPTIONS)
-def _window_runs(n, out, at, so, Q, woff, x, xo, kstride, nk, nr, xrun):
-    """_window_tiles at width 64 from zero over ``nr`` runs of nk steps at once (tile_product's ``runs``): x's runs
-    xrun apart, Q's rows one after another; the sums stay in registers across the runs."""
-    wstride = 64 * out.itemsize
-    r = 0
-    while r < n:
-        m = min(6, n - r)
-        a, xr = at + r * so, xo + r * kstride
-        if m == 6:
-            _RUNS6(out, a, so, Q, woff, x, xr, kstride, nk, wstride, nr, xrun)
-        elif m == 5:
-            _RUNS5(out, a, so, Q, woff, x, xr, kstride, nk, wstride, nr, xrun)
-        elif m == 4:
-            _RUNS4(out, a, so, Q, woff, x, xr, kstride, nk, wstride, nr, xrun)
-        elif m == 3:
-            _RUNS3(out, a, so, Q, woff, x, xr, kstride, nk, wstride, nr, xrun)
-        elif m == 2:
-            _RUNS2(out, a, so, Q, woff, x, xr, kstride, nk, wstride, nr, xrun)
-        else:
-            _RUNS1(out, a, so, Q, woff, x, xr, kstride, nk, wstride, nr, xrun)
-        r += m
-
-
 @njit(**JIT_OPTIONS)
 def _window_tiles(width, n, zero, out, at, so, Q, woff, x, xo, kstride, nk):
     """out[at + r so + c] (+)= sum over kk < nk of x[xo + r kstride + kk] . Q's row kk of ``width`` (64 or 32)
@@ -575,11 +547,6 @@ if numba_config.DISABLE_JIT:     # plain Python (NUMBA_DISABLE_JIT=1, for debugg
         for r in range(16):
             dst[doff + r:doff + r + 16 * dstride:dstride] = src[soff + r * sstride:soff + r * sstride + 16]
 
-    def window_runs(n, out, at, so, Q, woff, x, xo, kstride, nk, nr, xrun):
-        for i in range(nr):
-            window_tiles(64, n, i == 0, out, at, so, Q, woff + i * nk * 64 * out.itemsize, x, xo + i * xrun, kstride,
-                         nk)
-
     def window_tiles(width, n, zero, out, at, so, Q, woff, x, xo, kstride, nk):
         w = Q[woff // out.itemsize:woff // out.itemsize + nk * width].reshape(nk, width)
         for r in range(n):
@@ -605,7 +572,6 @@ if numba_config.DISABLE_JIT:     # plain Python (NUMBA_DISABLE_JIT=1, for debugg
 else:
     transpose_block = transpose16
     window_tiles = _window_tiles
-    window_runs = _window_runs
     product_add = _tiled_product_add
     grouped_add = _tiled_grouped_add
     grouped_row_add = _tiled_grouped_row_add

@@ -72,7 +72,7 @@ def _scaled_add(builder, m, v, g):
     return builder.call(fn, [m, v, g])
 
 
-def tile_product(kind, rows, blocks=4, dequant=None, masked=False, zero=False, runs=False):
+def tile_product(kind, rows, blocks=4, dequant=None, masked=False, zero=False):
     """The intrinsic of one tile (see the module docstring) for ``rows`` rows and ``blocks`` blocks of 16
     columns. ``masked`` (float, one block): the first ``ncols`` < 16 columns only, one more argument:
 
@@ -93,17 +93,8 @@ def tile_product(kind, rows, blocks=4, dequant=None, masked=False, zero=False, r
 
     ``zero`` (float): acc[...] = the sums, from zero, without reading acc first (a product into a buffer, not
     added to it: no pass to clear the buffer and no read of it, ~13 MiB each for an LSTM's projection at T=100
-    B=32 H=256).
-
-    ``runs`` (float, zero): K in ``nr`` runs of nk steps, two more arguments:
-
-        f(acc, j, stride, W, off, x, xo, kstride, nk, wstride, nr, xrun)
-        acc[r * stride + j + c] = sum over i < nr, kk < nk of x[xo + i * xrun + r * kstride + kk] . W[step i nk + kk]
-
-    W's steps one after another across the runs, x's runs xrun apart: a convolution's kernel rows, each a run of
-    taps x channels in the image (vision_kernels.window_product), summed in registers in one call."""
+    B=32 H=256)."""
     assert kind == "float" or blocks == 4, "the reduced kinds read whole column groups"
-    assert not runs or (kind == "float" and zero and not masked and dequant is None)
     assert not zero or (kind == "float" and dequant is None)
     assert dequant in (None, "add", "set") and (dequant is None or kind == "int8")
     assert not masked or (kind == "float" and blocks == 1 and dequant is None)
@@ -173,9 +164,8 @@ def tile_product(kind, rows, blocks=4, dequant=None, masked=False, zero=False, r
             builder.store(builder.fadd(builder.load(s), builder.fmul(a, b, flags=["contract"]),
                                        flags=["contract"]), s)
 
-        def step(kk, sums, xk=None):
-            """One step of K (one k, or a pair or quad of rows of W) into the sums ``sums``; x's element kk, or xk
-            (``runs``)."""
+        def step(kk, sums):
+            """One step of K (one k, or a pair or quad of rows of W) into the sums ``sums``."""
             at_w = builder.add(base, builder.mul(kk, wstride))
             wty = fvec if kind == "float" else _I32x16
             ws = [load(builder.inttoptr(builder.add(at_w, ir.Constant(i64, block_bytes * b)), wty.as_pointer()), 1)
@@ -189,8 +179,7 @@ def tile_product(kind, rows, blocks=4, dequant=None, masked=False, zero=False, r
             for r in range(rows):
                 at = builder.add(xo, builder.mul(ir.Constant(i64, r), kstride))
                 if kind == "float":
-                    xs = broadcast(builder.load(builder.gep(x_a.data, [builder.add(at, kk if xk is None else xk)])),
-                                   fvec)
+                    xs = broadcast(builder.load(builder.gep(x_a.data, [builder.add(at, kk)])), fvec)
                     for b in range(blocks):
                         fma(sums[r][b], xs, ws[b])
                     continue
@@ -206,13 +195,7 @@ def tile_product(kind, rows, blocks=4, dequant=None, masked=False, zero=False, r
                 xs = broadcast(builder.load(builder.gep(x_a.data, [builder.add(at, kk)])), _I32x16)
                 for b in range(blocks):
                     builder.store(_int8_madd(builder, builder.load(sums[r][b]), xs, ws[b]), sums[r][b])
-        if runs:
-            with cgutils.for_range(builder, args[10]) as outer:
-                w0 = builder.mul(outer.index, nk)
-                x0 = builder.mul(outer.index, args[11])
-                with cgutils.for_range(builder, nk) as loop:
-                    step(builder.add(w0, loop.index), slots, builder.add(x0, loop.index))
-        elif rows > 1:
+        if rows > 1:
             with cgutils.for_range(builder, nk) as loop:
                 step(loop.index, slots)
         else:
@@ -244,9 +227,6 @@ def tile_product(kind, rows, blocks=4, dequant=None, masked=False, zero=False, r
     if masked:
         def make(typingctx, acc, j, stride, W, off, x, xo, kstride, nk, wstride, ncols):
             return typer(acc, j, stride, W, off, x, xo, kstride, nk, wstride, ncols)
-    elif runs:
-        def make(typingctx, acc, j, stride, W, off, x, xo, kstride, nk, wstride, nr, xrun):
-            return typer(acc, j, stride, W, off, x, xo, kstride, nk, wstride, nr, xrun)
     elif dequant:
         def make(typingctx, out, j, stride, W, off, x, xo, kstride, nk, wstride, neg, scale, sa):
             return typer(out, j, stride, W, off, x, xo, kstride, nk, wstride, neg, scale, sa)
@@ -254,7 +234,7 @@ def tile_product(kind, rows, blocks=4, dequant=None, masked=False, zero=False, r
         def make(typingctx, acc, j, stride, W, off, x, xo, kstride, nk, wstride):
             return typer(acc, j, stride, W, off, x, xo, kstride, nk, wstride)
     make.__name__ = (f"_{kind}_tile{rows}x{blocks}" + (f"_{dequant}" if dequant else "")
-                     + ("_masked" if masked else "") + ("_zero" if zero else "") + ("_runs" if runs else ""))
+                     + ("_masked" if masked else "") + ("_zero" if zero else ""))
     return intrinsic(make)
 
 

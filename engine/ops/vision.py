@@ -54,7 +54,17 @@ CONV_THREADS_MIN_K = 64
 # 16 -> 32 104-113 against 73-82 (groups of 32); 16 -> 64 over 16 x 100 even; 8 -> 16 0.8x (a group of 64)
 IM2COL, DIRECT, IMPLICIT = 0, 1, 2
 IMPLICIT_MIN_CG = 16
-WINDOW_BLOCK = 48       # pixels of a row whose sums an IMPLICIT convolution holds before writing them channels first
+# An IMPLICIT convolution holds the sums of WINDOW_BLOCK pixels of a row (18 KiB at 64 channels) before writing them
+# channels first, and walks each kernel row's run of taps x channels in chunks of at most WINDOW_CHUNK steps, whose
+# weights (32 KiB at 64 channels) every tile of the block then reads from the L1, rather than each tile streaming all
+# of its K from the L2. The Xeon, one thread, 64-byte aligned buffers, window_product alone in one process
+# (2026-11-28, GFLOP/s; before: blocks of 48, each tile over all its kernel rows in registers): 64 -> 128 channels
+# over 16 x 100 147 -> 152, 128 -> 256 over 8 x 50 155 -> 161, 256 -> 256 over 4 x 50 168 -> 174, 16 -> 32 over
+# 16 x 200 114 -> 119; chunks of 64 / 96 / 128 / 192 steps at blocks of 72: 145-170 / 148-172 / 152-178 / 138-168.
+# The medium CRNN at 8 x 200, its instructions one by one, alternating processes: 13.6-13.9 -> 13.1-13.5,
+# 12.3-12.6 -> 11.6-11.8, 10.9-11.2 -> 10.6-10.7 ms.
+WINDOW_BLOCK = 72
+WINDOW_CHUNK = 128
 
 
 def window_width(Mg):

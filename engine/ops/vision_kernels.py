@@ -8,11 +8,11 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import JIT_OPTIONS, PARALLEL
-from .numeric import product, product_add, relu as relu_value, transpose_block, window_runs, window_tiles
+from .numeric import product, product_add, relu as relu_value, transpose_block, window_tiles
 from .program import OK
 from .program_kernels import fparam, fview, shaped
 from .vision import (AVGPOOL, CHANNEL_AFFINE, CLIP, CONV2D, DIRECT, IMPLICIT, LEAKY_RELU, MAXPOOL, REDUCE_MAX,
-                     WINDOW_BLOCK, implicit_image, window_width)
+                     WINDOW_BLOCK, WINDOW_CHUNK, implicit_image, window_width)
 
 # the plan's sizes of a convolution read in place, compiled for the kernels: one definition for both
 _implicit_image = njit(**JIT_OPTIONS)(implicit_image)
@@ -146,23 +146,20 @@ def window_product(Q, xp, acc, out, bias, use_bias, m0, relu, Cg, H, kh, kw, pt,
     (Mg / width rounded up, kh kw Cg, width) in column groups of ``width`` output channels (64, or 32 for 32 or
     fewer: vision.window_width), plus bias[m0 + m] if ``use_bias``, then Relu's rule if ``relu``, without an
     im2col: at stride 1, output pixel (ho, wo) reads, for kernel row i, xp[((ho + i dh) Wp + wo + j dw) Cg + c] over
-    taps j and channels c, a run of kw Cg floats when dw = 1. Each register tile (numeric.window_tiles: six pixels
-    of a row x 64 channels, or 12 x 32) sums a kernel row's whole run, its weights streaming from the L2 in order;
-    WINDOW_BLOCK pixels' sums go to ``acc`` (WINDOW_BLOCK x width) and then to out channels first (sums_out). The
-    kernel rows that read only padding (kernel_rows) are skipped; at width 64 with dw = 1 a tile walks all the kernel
-    rows it reads in one call (numeric.window_runs)."""
+    taps j and channels c, a run of kw Cg floats when dw = 1 (else kw runs of Cg). The sums of WINDOW_BLOCK pixels
+    of a row gather in ``acc`` (WINDOW_BLOCK x width) over the kernel rows they read inside the image (kernel_rows:
+    the rows wholly in the padding are skipped), in chunks of each run of at most WINDOW_CHUNK steps: every register
+    tile of the block (numeric.window_tiles: six pixels x 64 channels, or 12 x 32) sums one chunk, whose weights
+    stay in the L1 for all the block's tiles; then the block goes out channels first (sums_out)."""
     isz = acc.itemsize
     oo = out.strides[0] // isz
     Mg = out.shape[0]
     width = Q.shape[2]
-    step = 6 if width == 64 else 12
     Kc = kh * kw * Cg
     run = kw * Cg if dw == 1 else Cg
     runs = 1 if dw == 1 else kw
-    # a kernel row's taps and channels one run (dw = 1) and groups of 64: its kernel rows in one call (window_runs;
-    # the 12 x 32 tiles walking several runs measured slower than one call a run: 16 -> 32 channels 72 against 104
-    # GFLOP/s, the 6 x 64 ones faster: 128 -> 256 over 8 x 100 133-136 -> 144-166, 32 -> 64 109-122 -> 120-142)
-    fused = dw == 1 and width == 64
+    pieces = -(-run // WINDOW_CHUNK)
+    chunk = -(-run // pieces)          # the run in equal chunks of at most WINDOW_CHUNK steps
     dst = out.reshape(-1)
     flat = Q.reshape(-1)
     for q in range(Q.shape[0]):
@@ -173,18 +170,14 @@ def window_product(Q, xp, acc, out, bias, use_bias, m0, relu, Cg, H, kh, kw, pt,
                 nb = min(WINDOW_BLOCK, Wo - w0)
                 if lo >= hi:
                     zero(acc[:nb * width])
-                if fused:
-                    if lo < hi:          # each tile's kernel rows in one call, its sums in registers throughout
-                        window_runs(nb, acc, 0, width, flat, (q * Kc + lo * kw * Cg) * width * isz, xp,
-                                    ((ho + lo * dh) * Wp + w0) * Cg, Cg, run, hi - lo, dh * Wp * Cg)
-                else:
-                    for t in range(0, nb, step):     # a tile's sums stay in the L1 over its taps
-                        n = min(step, nb - t)
-                        for i in range(lo, hi):
-                            for j in range(runs):
-                                window_tiles(width, n, i == lo and j == 0, acc, t * width, width, flat,
-                                             (q * Kc + (i * kw + j) * Cg) * width * isz, xp,
-                                             ((ho + i * dh) * Wp + w0 + t + j * dw) * Cg, Cg, run)
+                first = True
+                for i in range(lo, hi):
+                    for j in range(runs):
+                        for k0 in range(0, run, chunk):
+                            window_tiles(width, nb, first, acc, 0, width, flat,
+                                         (q * Kc + (i * kw + j) * Cg + k0) * width * isz, xp,
+                                         ((ho + i * dh) * Wp + w0 + j * dw) * Cg + k0, Cg, min(chunk, run - k0))
+                            first = False
                 sums_out(acc, width, nb, nc, bias, use_bias, m0 + q * width, relu, dst,
                          q * width * oo + ho * Wo + w0, oo)
 
