@@ -188,7 +188,10 @@ def sums_out(acc, width, nb, nc, bias, use_bias, b0, relu, dst, d0, oo):
     the pixels u < nb and channels c < nc: a block of window_product's sums, pixels x channels, written channels
     first. The bias and Relu in a pass over acc as it is (contiguous), then 16 x 16 blocks through registers
     (numeric.transpose_block), the rest element by element. Element by element throughout it took ~0.9 ns an
-    element, ~0.37 so (the Xeon): 16 -> 32 channels over 16 x 200, the whole convolution, 86 -> 104-113 GFLOP/s."""
+    element, ~0.37 so (the Xeon): 16 -> 32 channels over 16 x 200, the whole convolution, 86 -> 104-113 GFLOP/s.
+    Where the channels' planes are whole 64-byte lines apart, the first pixels go element by element up to a line's
+    start, so that every block's sixteen stores are aligned: an output larger than the L2 (eight images of 128
+    channels x 16 x 100, 6.5 MiB), sums_out alone, 1.31 -> 0.94 ms; within the L2 even."""
     z = acc.dtype.type(0)
     sums = acc[:nb * width].reshape((nb, width))       # (indices from ranges: no negative-index wraparound, so the
     b = bias[b0:b0 + nc]                               # loops over channels vectorise)
@@ -205,6 +208,10 @@ def sums_out(acc, width, nb, nc, bias, use_bias, b0, relu, dst, d0, oo):
         cn = min(16, nc - c0)
         u0 = 0
         if cn == 16:
+            if oo % 16 == 0:         # the blocks' stores 64-byte aligned (dst is, as the plan's buffers are)
+                u0 = min(nb, -(d0 + c0 * oo) % 16)
+                for c in range(c0, c0 + cn):
+                    copy_into(dst[d0 + c * oo:d0 + c * oo + u0], sums[:u0, c])
             while u0 + 16 <= nb:
                 transpose_block(acc, u0 * width + c0, width, dst, d0 + c0 * oo + u0, oo)
                 u0 += 16
