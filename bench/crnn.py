@@ -1,15 +1,18 @@
 """A CRNN text recogniser's forward pass, lstm-engine beside onnxruntime (issue 9, item 6).
 
-    python -m bench.crnn [--quick] [--repeat-seconds S] [--models small,medium] [--out bench/results/crnn.json]
+    python -m bench.crnn [--quick] [--repeat-seconds S] [--models small,medium] [--threads N]
+                         [--out bench/results/crnn.json]
 
 Two CRNNs (bench/crnn_models.py, random weights): ``small`` (convolutions of 16-64 channels, bidirectional
 LSTMs of 96 units, 0.4 M parameters) and ``medium`` (64-256 channels, LSTMs of 256 units, 3.2 M parameters, the
 size of the recognisers OCR libraries ship), exported with torch.onnx.export(dynamo=False), over grey text lines
 of height 32 and widths 100 and 400 (one line) and 200 (a batch of 8). Both runtimes get the same ONNX file and the
-same inputs, one thread each (Session(threads=1); intra_op_num_threads = inter_op_num_threads = 1); every point is
-checked against onnxruntime first (max abs diff <= 1e-4, or the point fails and nothing is timed), then timed
-interleaved (bench/timing.py), median per call. Also reported: the engine's time per instruction family
-(convolutions, pools, LSTMs, the rest), each instruction timed alone, and the convolutions' GFLOP/s.
+same inputs and the same threads, one by default (Session(threads=N); intra_op_num_threads = inter_op_num_threads
+= N); every point is checked against onnxruntime first (max abs diff <= 1e-4, or the point fails and nothing is
+timed), then timed interleaved (bench/timing.py), median per call; on more than one thread with a pause before each
+block, so that one runtime's spinning pool does not take a core from the other. Also reported: the engine's time
+per instruction family (convolutions, pools, LSTMs, the rest), each instruction timed alone, and the convolutions'
+GFLOP/s.
 """
 from __future__ import annotations
 
@@ -43,10 +46,10 @@ def export(config):
     return buf.getvalue(), sum(p.numel() for p in m.parameters())
 
 
-def ort_session(data):
+def ort_session(data, threads=1):
     import onnxruntime as ort
     so = ort.SessionOptions()
-    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    so.intra_op_num_threads = so.inter_op_num_threads = threads
     so.log_severity_level = 3
     return ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
 
@@ -98,8 +101,11 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="0.5 s per runtime per point instead of 3 s")
     p.add_argument("--repeat-seconds", type=float, default=None)
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    p.add_argument("--threads", type=int, default=1, help="threads for each runtime (default 1)")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "crnn.json"))
     args = p.parse_args(argv)
+    if args.threads < 1:
+        p.error("--threads must be at least 1")
     seconds = args.repeat_seconds or (0.5 if args.quick else 3.0)
 
     import converters
@@ -107,8 +113,9 @@ def main(argv=None) -> int:
     from bench.run import machine_info
     from bench.timing import Contender, measure
 
-    results = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine_info([1], peers=()), "points": [],
-               "settings": {"repeat_seconds": seconds, "threads": 1, "tolerance": TOL}}
+    results = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine_info([args.threads], peers=()),
+               "points": [],
+               "settings": {"repeat_seconds": seconds, "threads": args.threads, "tolerance": TOL}}
     ok = True
     print(f"{'model':8s} {'input':>14s} {'engine':>10s} {'onnxrt':>10s} {'speedup':>8s} {'max diff':>9s}   "
           f"engine: conv GFLOP/s, share of time in conv / pool / lstm / other")
@@ -119,7 +126,7 @@ def main(argv=None) -> int:
     for config in configs:
         data, params = export(config)
         model = converters.from_onnx(data)
-        sess, ort = engine.Session(model, threads=1), ort_session(data)
+        sess, ort = engine.Session(model, threads=args.threads), ort_session(data, args.threads)
         rng = np.random.default_rng(0)
         for N, W in POINTS:
             x = rng.uniform(-1, 1, (N, 1, 32, W)).astype(np.float32)
@@ -134,7 +141,7 @@ def main(argv=None) -> int:
                 continue
             stats = measure([Contender("engine", lambda: sess.run(None, {"image": x})),
                              Contender("onnxruntime", lambda: ort.run(None, {"image": x}))],
-                            repeat_seconds=seconds, min_calls=5)
+                            repeat_seconds=seconds, min_calls=5, settle_seconds=0.05 if args.threads > 1 else 0.0)
             families, total, gflop = profile(sess, x)
             e, o = stats["engine"]["median_s"], stats["onnxruntime"]["median_s"]
             point.update(engine=stats["engine"], onnxruntime=stats["onnxruntime"], speedup=o / e,

@@ -130,6 +130,24 @@ def test_the_crnn_benchmark_checks_then_times_every_point(tmp_path):
         assert p["conv_gflop"] == pytest.approx(flops / 1e9)
 
 
+def test_the_crnn_benchmark_on_two_threads_gives_both_runtimes_two(tmp_path, monkeypatch):
+    from bench import crnn
+    made = []
+    real_session, real_ort = engine.Session, crnn.ort_session
+    monkeypatch.setattr(engine, "Session", lambda model, threads=None: made.append(("engine", threads)) or
+                        real_session(model, threads=threads))
+    monkeypatch.setattr(crnn, "ort_session", lambda data, threads=1: made.append(("onnxruntime", threads)) or
+                        real_ort(data, threads))
+    out = tmp_path / "crnn.json"
+    assert crnn.main(["--models", "small", "--repeat-seconds", "0.02", "--threads", "2", "--out", str(out)]) == 0
+    assert made == [("engine", 2), ("onnxruntime", 2)]
+    data = json.loads(out.read_text())
+    assert data["settings"]["threads"] == 2 and data["machine"]["threads"]["measured"] == [2]
+    assert all(p["max_abs_diff"] <= crnn.TOL and p["speedup"] > 0 for p in data["points"])
+    with pytest.raises(SystemExit):
+        crnn.main(["--threads", "0", "--out", str(out)])
+
+
 def test_the_crnn_benchmark_refuses_to_time_outputs_that_differ(tmp_path, monkeypatch):
     from bench import crnn
     real_run = engine.Session.run
