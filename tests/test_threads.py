@@ -358,6 +358,49 @@ def test_a_batch_of_convolutions_runs_on_the_sessions_threads_by_images(N, group
     np.testing.assert_array_equal(y3, y1[:1])
 
 
+@pytest.mark.parametrize("op, shape, attrs", [
+    ("MaxPool", (8, 16, 32, 200), {"kernel_shape": [2, 2], "strides": [2, 2]}),       # a CRNN's: tiled_max_pool
+    ("MaxPool", (3, 5, 70, 600), {"kernel_shape": [3, 2], "strides": [2, 1], "pads": [1, 0, 1, 1]}),
+    ("AveragePool", (2, 3, 64, 2000), {"kernel_shape": [3, 3], "strides": [1, 2], "pads": [1, 1, 1, 1],
+                                       "count_include_pad": 1}),
+    ("MaxPool", (4, 4, 40000), {"kernel_shape": [3], "strides": [2], "pads": [1, 1]}),   # 1-D
+])
+def test_a_large_pooling_runs_on_the_sessions_threads_by_planes(op, shape, attrs):
+    """From POOL_THREADS_MIN_INPUT input values and a plane a thread (vision.pool_threads), a pooling splits its
+    N x C planes among the Session's threads: one thread's result bit for bit (NaN and -inf among the values), the
+    reference's, and the BLAS keeps to one thread. A smaller one, or fewer planes than threads, stays on one."""
+    from test_vision_kernels import pool_attrs, pool_reference, pool_tolerance, single
+
+    from engine import _threads
+    from engine.ops.vision import POOL_THREADS_MIN_INPUT, pool_threads
+    attrs = pool_attrs(attrs, op)
+    x = np.random.default_rng(len(shape)).standard_normal(shape).astype(np.float32)
+    x.reshape(-1)[::997] = np.nan
+    x.reshape(-1)[5::1013] = -np.inf
+    NC = shape[0] * shape[1]
+    assert x.size >= POOL_THREADS_MIN_INPUT and pool_threads(2, NC, x.size // NC, 1) == 2
+    assert pool_threads(2, 1, 1 << 20, 1) == pool_threads(2, 64, 16, 16) == pool_threads(1, 64, 1024, 1024) == 1
+    model = single(op, attrs, len(shape))
+    two = engine.Session(model, threads=2)
+    if two.threads < 2 or two.runtime != "jit":
+        pytest.skip("needs two cores and the JIT runtime")
+    y2 = two.run(None, {"x": x})[0]
+    assert "planes on 2 threads" in two.program({"x": x.shape}) and _threads.current == 1
+    one = engine.Session(model, threads=1)
+    y1 = one.run(None, {"x": x})[0]
+    assert "threads" not in one.program({"x": x.shape})
+    assert y2.tobytes() == y1.tobytes()
+    ref = pool_reference(x, op, attrs)
+    assert np.array_equal(np.isnan(y2), np.isnan(ref))
+    finite = np.isfinite(ref)
+    assert np.array_equal(y2[~finite & ~np.isnan(ref)], ref[~finite & ~np.isnan(ref)])
+    tol = np.broadcast_to(pool_tolerance(x, op, attrs, "float32"), ref.shape)
+    assert np.all(np.abs(y2[finite] - ref[finite]) <= tol[finite])
+    small = x[:1, :1]                                                    # one plane: one thread
+    assert "threads" not in two.program({"x": small.shape})
+    np.testing.assert_array_equal(two.run(None, {"x": small})[0], y1[:1, :1])
+
+
 @pytest.mark.slow     # compiles a parallel function of its own (~10 s)
 def test_the_threaded_kernel_inside_another_parallel_region_finishes_and_matches():
     """Nested in another prange, the threading layer runs the kernel's region one iteration after the other: the

@@ -42,6 +42,7 @@ SIZE_LIMIT = 2 ** 31    # kernel sizes, pads, strides and dilations: far beyond 
 # is bound by writing its output, which a second thread does not speed up: K = 9 (a first convolution over one grey
 # channel) 0.79-1.02x, 27-36 0.88-1.07x, 72 1.07-1.08x, 144 and more 1.03-1.86x; hence CONV_THREADS_MIN_K.
 CONV_THREADS_MIN_MACS = 1 << 20
+POOL_THREADS_MIN_INPUT = 1 << 19      # input values of a pooling split among threads (pool_threads)
 CONV_THREADS_MIN_K = 64
 
 # a 2-D convolution's mode (conv_mode; vision_kernels.conv2d_kernel): im2col then a product; a 1x1 kernel at stride 1
@@ -117,6 +118,18 @@ def conv_threads(threads, N, Mg, K, Ho, Wo):
     images = threads if N >= threads and N * macs >= CONV_THREADS_MIN_MACS else 1
     rows = min(threads, Ho) if Ho > 1 and macs >= CONV_THREADS_MIN_MACS else 1
     return images, rows
+
+
+def pool_threads(threads, NC, H, W):
+    """Threads of a pooling over NC planes of H x W (vision_kernels.pool_planes_parallel, each thread its own
+    planes): the Session's ``threads`` from POOL_THREADS_MIN_INPUT input values and at least a plane a thread, else
+    1. Pools are bound by reading their input: the Xeon, caches flushed before each call, one thread against two
+    (2026-11-28): 2x2 max pools of 64 x 32 x 400 403 -> 291 us, 8 x 128 x 16 x 100 756 -> 594, 8 x 64 x 32 x 200
+    1648 -> 1136, 8 x 16 x 32 x 200 494 -> 416; (2, 1) pools of 8 x 256 x 8 x 50 414 -> 389, of 8 x 256 x 4 x 50
+    (410 K values) 252 -> 261; 16 x 32 x 100 59 -> 131."""
+    if threads <= 1 or NC < threads or NC * H * W < POOL_THREADS_MIN_INPUT:
+        return 1
+    return threads
 
 
 def _ints(node, key, n, lo):
@@ -333,8 +346,12 @@ class MaxPool(Op):
         out = p.output(0, shape)
         if out.size:
             NC = x.shape[0] * x.shape[1]
-            p.emit(cls.opcode, f"{node.op.lower()} {x.shape} -> {tuple(shape)}", *p.ref(x), *p.ref(out), NC, H, W,
-                   Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, a.get("count_include_pad", 0))
+            parts = pool_threads(p.threads, NC, H, W)
+            if parts > 1:
+                p.blas_threads = 1        # Numba's threads: the BLAS keeps to one (see Conv2D.plan)
+            p.emit(cls.opcode, f"{node.op.lower()} {x.shape} -> {tuple(shape)}"
+                   + (f", planes on {parts} threads" if parts > 1 else ""), *p.ref(x), *p.ref(out), NC, H, W,
+                   Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, a.get("count_include_pad", 0), parts)
 
 
 class AveragePool(MaxPool):

@@ -493,6 +493,17 @@ def pool_kernel(average, x, NC, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, pb
                     out[ob + wo] /= ni * nj[wo]
 
 
+@njit(parallel=PARALLEL, **JIT_OPTIONS)
+def pool_planes_parallel(average, x, NC, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, include_pad, out,
+                         parts):
+    """pool_kernel over the NC planes split among ``parts`` threads, each its own planes: the one thread's result
+    bit for bit (a plane's outputs depend on that plane alone)."""
+    for t in prange(parts):
+        a, b = t * NC // parts, (t + 1) * NC // parts
+        pool_kernel(average, x[a * H * W:b * H * W], b - a, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr,
+                    include_pad, out[a * Ho * Wo:b * Ho * Wo])
+
+
 @njit(**JIT_OPTIONS)
 def reduce_max_kernel(x, out):
     """out (outer, inner) = max of x (outer, K, inner) along the middle axis; NaN propagates, K = 0 gives -inf."""
@@ -527,11 +538,17 @@ def run_vision(code, prog, pc, F, I):
                       prog[p + 22], prog[p + 23], prog[p + 24], prog[p + 25], prog[p + 26],
                       fview(F, prog, p + 6, N * M * Ho * Wo), relu, prog[p + 30], prog[p + 31])
     elif code == MAXPOOL or code == AVGPOOL:   # [x, out refs, NC, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, pb,
-        #                                         pr, count_include_pad]
+        #                                         pr, count_include_pad, parts (threads: vision.pool_threads)]
         NC, H, W, Ho, Wo = prog[p + 4], prog[p + 5], prog[p + 6], prog[p + 7], prog[p + 8]
-        pool_kernel(code == AVGPOOL, fview(F, prog, p, NC * H * W), NC, H, W, Ho, Wo, prog[p + 9], prog[p + 10],
-                    prog[p + 11], prog[p + 12], prog[p + 13], prog[p + 14], prog[p + 15], prog[p + 16], prog[p + 17],
-                    prog[p + 18], prog[p + 19] != 0, fview(F, prog, p + 2, NC * Ho * Wo))
+        x, out = fview(F, prog, p, NC * H * W), fview(F, prog, p + 2, NC * Ho * Wo)
+        if prog[p + 20] > 1:
+            pool_planes_parallel(code == AVGPOOL, x, NC, H, W, Ho, Wo, prog[p + 9], prog[p + 10], prog[p + 11],
+                                 prog[p + 12], prog[p + 13], prog[p + 14], prog[p + 15], prog[p + 16], prog[p + 17],
+                                 prog[p + 18], prog[p + 19] != 0, out, prog[p + 20])
+        else:
+            pool_kernel(code == AVGPOOL, x, NC, H, W, Ho, Wo, prog[p + 9], prog[p + 10], prog[p + 11], prog[p + 12],
+                        prog[p + 13], prog[p + 14], prog[p + 15], prog[p + 16], prog[p + 17], prog[p + 18],
+                        prog[p + 19] != 0, out)
     elif code == CHANNEL_AFFINE:   # [x, scale, bias, out refs, N, C, inner]: out = x * scale[c] + bias[c]
         N, C, inner = prog[p + 8], prog[p + 9], prog[p + 10]
         x = fview(F, prog, p, N * C * inner)
