@@ -42,8 +42,8 @@ SIZE_LIMIT = 2 ** 31    # kernel sizes, pads, strides and dilations: far beyond 
 # is bound by writing its output, which a second thread does not speed up: K = 9 (a first convolution over one grey
 # channel) 0.79-1.02x, 27-36 0.88-1.07x, 72 1.07-1.08x, 144 and more 1.03-1.86x; hence CONV_THREADS_MIN_K.
 CONV_THREADS_MIN_MACS = 1 << 20
-POOL_THREADS_MIN_INPUT = 1 << 19      # input values of a pooling split among threads (pool_threads)
 CONV_THREADS_MIN_K = 64
+POOL_THREADS_MIN_INPUT = 1 << 19      # input values of a pooling split among threads (pool_threads)
 
 # a 2-D convolution's mode (conv_mode; vision_kernels.conv2d_kernel): im2col then a product; a 1x1 kernel at stride 1
 # without pads, whose image is its own im2col; or, at stride 1 with at least IMPLICIT_MIN_CG channels a group and
