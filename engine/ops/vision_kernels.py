@@ -497,7 +497,10 @@ def pool_kernel(average, x, NC, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, pb
 def pool_planes_parallel(average, x, NC, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, include_pad, out,
                          parts):
     """pool_kernel over the NC planes split among ``parts`` threads, each its own planes: the one thread's result
-    bit for bit (a plane's outputs depend on that plane alone)."""
+    bit for bit (a plane's outputs depend on that plane alone). One part: pool_kernel on the calling thread."""
+    if parts <= 1:
+        pool_kernel(average, x, NC, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr, include_pad, out)
+        return
     for t in prange(parts):
         a, b = t * NC // parts, (t + 1) * NC // parts
         pool_kernel(average, x[a * H * W:b * H * W], b - a, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr,
@@ -540,15 +543,10 @@ def run_vision(code, prog, pc, F, I):
     elif code == MAXPOOL or code == AVGPOOL:   # [x, out refs, NC, H, W, Ho, Wo, kh, kw, sh, sw, dh, dw, pt, pl, pb,
         #                                         pr, count_include_pad, parts (threads: vision.pool_threads)]
         NC, H, W, Ho, Wo = prog[p + 4], prog[p + 5], prog[p + 6], prog[p + 7], prog[p + 8]
-        x, out = fview(F, prog, p, NC * H * W), fview(F, prog, p + 2, NC * Ho * Wo)
-        if prog[p + 20] > 1:
-            pool_planes_parallel(code == AVGPOOL, x, NC, H, W, Ho, Wo, prog[p + 9], prog[p + 10], prog[p + 11],
-                                 prog[p + 12], prog[p + 13], prog[p + 14], prog[p + 15], prog[p + 16], prog[p + 17],
-                                 prog[p + 18], prog[p + 19] != 0, out, prog[p + 20])
-        else:
-            pool_kernel(code == AVGPOOL, x, NC, H, W, Ho, Wo, prog[p + 9], prog[p + 10], prog[p + 11], prog[p + 12],
-                        prog[p + 13], prog[p + 14], prog[p + 15], prog[p + 16], prog[p + 17], prog[p + 18],
-                        prog[p + 19] != 0, out)
+        pool_planes_parallel(code == AVGPOOL, fview(F, prog, p, NC * H * W), NC, H, W, Ho, Wo, prog[p + 9],
+                             prog[p + 10], prog[p + 11], prog[p + 12], prog[p + 13], prog[p + 14], prog[p + 15],
+                             prog[p + 16], prog[p + 17], prog[p + 18], prog[p + 19] != 0,
+                             fview(F, prog, p + 2, NC * Ho * Wo), prog[p + 20])
     elif code == CHANNEL_AFFINE:   # [x, scale, bias, out refs, N, C, inner]: out = x * scale[c] + bias[c]
         N, C, inner = prog[p + 8], prog[p + 9], prog[p + 10]
         x = fview(F, prog, p, N * C * inner)
